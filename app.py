@@ -1,0 +1,87 @@
+"""Transformer X-Ray: a Gradio app that shows what happens inside transformer models.
+
+Thin entry point: parses flags and environment, builds one tab per task from `TABS`, launches.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from demos import settings
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+
+# (tab title, module in ui/ with a `build()` function). Adding a task = one module + one line.
+TABS: list[tuple[str, str]] = [
+    ("Sentiment", "ui.sentiment"),
+]
+
+CSS = """
+.xray-help {font-size: 0.92em; opacity: 0.85}
+.xray-tokens {line-height: 2.1em}
+.xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08)}
+.xray-legend span {padding: 1px 6px; border-radius: 4px; font-size: .85em}
+.xray-answer {background: #fde047; padding: 1px 2px; border-radius: 3px}
+.xray-caption {font-weight: 600; margin-bottom: .3em}
+"""
+
+
+def build_app() -> gr.Blocks:
+    """The whole UI: a header and one tab per entry of `TABS` (models load on first use)."""
+    with gr.Blocks(title="Transformer X-Ray") as demo:
+        gr.Markdown(
+            "# Transformer X-Ray\n"
+            "See what happens inside transformer models: the answer, and beside it the attention, "
+            "attributions and embeddings that led there."
+        )
+        for title, module in TABS:
+            with gr.Tab(title):
+                importlib.import_module(module).build()
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    parser.add_argument("--models", default=os.environ.get("XRAY_MODELS_DIR"), help="folder with one subfolder per task")
+    parser.add_argument("--offline", action="store_true", default=None, help="never contact the Hugging Face Hub")
+    return parser.parse_args(argv)
+
+
+def launch_kwargs(args: argparse.Namespace) -> dict:
+    """Hardened launch settings shared by `main` and the tests."""
+    return dict(
+        server_name=args.host,
+        server_port=args.port,
+        css=CSS,
+        ssr_mode=False,
+        show_error=True,
+        max_file_size="25mb",
+        strict_cors=True,
+        enable_monitoring=False,
+        allowed_paths=[str(ASSETS)],
+    )
+
+
+def configure(args: argparse.Namespace) -> None:
+    settings.configure(settings.settings_from_env(models_dir=args.models, offline=args.offline))
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    configure(args)
+    demo = build_app()
+    demo.queue(max_size=64, default_concurrency_limit=2)
+    demo.launch(**launch_kwargs(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Compute layer: one module per task turns inputs into result dataclasses (no gradio here)."""

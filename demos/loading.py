@@ -1,0 +1,144 @@
+"""Model loading in one place: allow-list, device and dtype chosen once, eager attention,
+safetensors only, no remote code, and a bounded least-recently-used cache of resident models.
+"""
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from demos import settings as settings_mod
+
+log = logging.getLogger(__name__)
+
+# Tasks whose half-precision forward pass is numerically safe for what we show (GPU only).
+HALF_SAFE = {"generation", "translation", "image", "asr", "clip", "sentiment", "qa"}
+
+
+@lru_cache(maxsize=1)
+def device() -> torch.device:
+    """CUDA when present, else CPU; `XRAY_DEVICE` (or settings.device) forces one."""
+    forced = settings_mod.current().device
+    if forced:
+        return torch.device(forced)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dtype_for(task: str) -> torch.dtype:
+    return torch.float16 if device().type == "cuda" and task in HALF_SAFE else torch.float32
+
+
+@dataclass
+class Loaded:
+    """A model ready to run, with its tokenizer or processor and where it came from."""
+
+    task: str
+    model_id: str  # the id the user chose (hub id or folder)
+    source: str  # what was actually loaded (hub id or folder)
+    model: Any
+    processor: Any
+    pretrained: bool  # False when the weights are random (tiny offline build)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def describe(self) -> str:
+        kind = "pretrained weights" if self.pretrained else "RANDOM weights (tiny offline model)"
+        src = self.model_id if self.source == self.model_id else f"{self.model_id} -> {self.source}"
+        return f"`{src}` · {kind} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
+
+
+# Hooks the offline layer installs: task -> folder holding a usable local model.
+_local_fallbacks: dict[str, Callable[[], str]] = {}
+
+
+def register_local_fallback(task: str, provider: Callable[[], str]) -> None:
+    """Tell the loader how to get a local folder for `task` when the Hub cannot be used."""
+    _local_fallbacks[task] = provider
+
+
+def resolve_source(task: str, model_id: str) -> str:
+    """Folder or hub id to load for `model_id`: local folders as given, hub ids unless offline."""
+    if Path(model_id).expanduser().is_dir():
+        return str(Path(model_id).expanduser().resolve())
+    if settings_mod.current().offline:
+        if task in _local_fallbacks:
+            return _local_fallbacks[task]()
+        raise RuntimeError(f"Offline and no local model for {task}: set {settings_mod.TASK_MODELS[task][0]} to a folder.")
+    return model_id
+
+
+_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
+_lock = threading.Lock()
+
+
+def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = None) -> Loaded:
+    """Load (or fetch from the cache) the model for `task`.
+
+    `model_cls`/`processor_cls` are transformers classes with `from_pretrained`. The model is put
+    in eval mode, on `device()`, in `dtype_for(task)`, with eager attention so attention weights
+    can be returned. At most `settings.max_models` models stay resident (LRU eviction).
+    """
+    cfg = settings_mod.current()
+    model_id = cfg.model_for(task, requested)
+    key = (task, model_id)
+    with _lock:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        source = resolve_source(task, model_id)
+        log.info("loading %s model from %s", task, source)
+        model = model_cls.from_pretrained(
+            source,
+            attn_implementation="eager",
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=dtype_for(task),
+        )
+        model.to(device()).eval()
+        processor = processor_cls.from_pretrained(source, trust_remote_code=False)
+        pretrained = not getattr(model.config, "xray_tiny", False)
+        loaded = Loaded(task, model_id, source, model, processor, pretrained)
+        _cache[key] = loaded
+        while len(_cache) > cfg.max_models:
+            old_key, _ = _cache.popitem(last=False)
+            log.info("evicting %s model %s (XRAY_MAX_MODELS=%d)", *old_key, cfg.max_models)
+        _free_memory()
+        return loaded
+
+
+def resident() -> list[tuple[str, str]]:
+    """(task, model id) of the models currently loaded, least recently used first."""
+    with _lock:
+        return list(_cache)
+
+
+def clear() -> None:
+    with _lock:
+        _cache.clear()
+    _free_memory()
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def hub_offline_env() -> None:
+    """Make transformers itself stay off the network (used once offline mode is decided)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"

@@ -1,0 +1,81 @@
+"""Result types shared by every task: plain numpy arrays and strings, no torch, no gradio.
+
+A demo computes one of these once; the viz layer renders it as many times as the user asks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class AttentionMaps:
+    """Attention weights of one attention kind.
+
+    weights: (layers, heads, query, key) float32, each row a distribution over keys.
+    query_tokens / key_tokens: labels of the rows / columns (equal for self-attention).
+    kind: "self", "encoder self", "decoder self", "cross", ...
+    """
+
+    weights: np.ndarray
+    query_tokens: list[str]
+    key_tokens: list[str]
+    kind: str = "self"
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def n_heads(self) -> int:
+        return int(self.weights.shape[1])
+
+
+@dataclass
+class Attribution:
+    """How much each input unit (token or pixel) pushed the model toward `target`.
+
+    scores: (n,) for tokens, or (H, W) for pixels; sign = toward (+) or away from (-) the target.
+    delta: Captum's convergence delta (completeness error: sum(scores) - (f(x) - f(baseline))).
+    """
+
+    tokens: list[str]
+    scores: np.ndarray
+    target: str
+    method: str
+    steps: int
+    delta: float | None = None
+    output_value: float | None = None  # f(input) for the explained output
+    baseline_value: float | None = None  # f(baseline)
+
+
+@dataclass
+class Embeddings:
+    """Vectors to project in 2-D.
+
+    vectors: (layers+1, n, d) hidden states per layer (index 0 = embedding layer) or (1, n, d).
+    labels: one label per point; groups: one group name per point (colour), e.g. "source".
+    """
+
+    vectors: np.ndarray
+    labels: list[str]
+    groups: list[str] = field(default_factory=list)
+
+    def layer(self, index: int) -> np.ndarray:
+        """(n, d) vectors of one layer; negative indices count from the last layer."""
+        return self.vectors[index]
+
+
+@dataclass
+class TokenChoices:
+    """Top-k candidates at each generated step.
+
+    tokens: (steps, k) candidate strings; probs: (steps, k) their probabilities;
+    chosen: (steps,) the token actually emitted; chosen_prob: (steps,) its probability.
+    """
+
+    tokens: list[list[str]]
+    probs: np.ndarray
+    chosen: list[str]
+    chosen_prob: np.ndarray

@@ -1,0 +1,104 @@
+"""Sentiment (DistilBERT SST-2): class probabilities, attention, embeddings and token attributions."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from demos.results import AttentionMaps, Attribution, Embeddings
+from demos.text_common import Encoded, baseline_ids, encode, token_attribution, truncation_notice
+
+TASK = "sentiment"
+EXAMPLES = [
+    "This movie was an absolute delight: warm, funny and beautifully acted.",
+    "The plot made no sense and the dialogue was painfully dull.",
+    "Not bad at all, though the ending dragged on a little too long.",
+]
+
+
+@dataclass
+class SentimentResult:
+    """One forward pass. probs: (classes,) aligned with labels; attention over `tokens`."""
+
+    text: str
+    model_id: str
+    labels: list[str]
+    probs: np.ndarray
+    attention: AttentionMaps
+    embeddings: Embeddings
+    notice: str
+
+    @property
+    def predicted(self) -> str:
+        return self.labels[int(np.argmax(self.probs))]
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.attention.query_tokens
+
+    def label_value(self) -> dict[str, float]:
+        """gr.Label value: every class with its probability."""
+        return {label: float(p) for label, p in zip(self.labels, self.probs)}
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+
+
+def _encode(m: loading.Loaded, text: str) -> Encoded:
+    return encode(m.processor, m.model, text)
+
+
+@memo(maxsize=8)
+def analyse(text: str, model_id: str | None = None) -> SentimentResult:
+    """Classify `text` in one forward pass that also returns attentions and hidden states."""
+    m = load(model_id)
+    enc = _encode(m, text)
+    with torch.inference_mode():
+        out = m.model(input_ids=enc.ids, attention_mask=enc.mask, output_attentions=True, output_hidden_states=True)
+    probs = torch.softmax(out.logits[0].float(), dim=-1).cpu().numpy()
+    labels = [m.model.config.id2label[i] for i in range(probs.shape[0])]
+    return SentimentResult(
+        text=text,
+        model_id=m.model_id,
+        labels=labels,
+        probs=probs,
+        attention=AttentionMaps(stack_attentions(out.attentions), enc.tokens, enc.tokens, "self"),
+        embeddings=Embeddings(stack_hidden(out.hidden_states), enc.tokens),
+        notice=truncation_notice(enc),
+    )
+
+
+@memo(maxsize=32)
+def attribute(
+    text: str,
+    target: str | None = None,
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    model_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Per-token attribution of P(target | text); target defaults to the predicted class."""
+    m = load(model_id)
+    enc = _encode(m, text)
+    label2id = {v: k for k, v in m.model.config.id2label.items()}
+    if target is None:
+        target = analyse(text, model_id).predicted
+    if target not in label2id:
+        raise ValueError(f"Unknown class {target!r}; choose one of {sorted(label2id)}.")
+    target_id = int(label2id[target])
+    tok = m.processor
+    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+
+    def prob_of_target(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = m.model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).logits
+        return torch.softmax(logits.float(), dim=-1)[:, target_id]
+
+    return token_attribution(
+        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), method, steps, progress=progress
+    )

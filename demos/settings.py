@@ -1,0 +1,93 @@
+"""Run-time settings of the app: where each task's model comes from, device, limits.
+
+Decided once at start-up (from flags and environment) and read by the loader; nothing here
+imports torch or transformers, so the start-up path stays light.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# task -> (environment variable, default hub id, other hub ids offered in the UI)
+TASK_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "generation": ("XRAY_MODEL_GENERATION", "distilgpt2", ("gpt2",)),
+    "sentiment": ("XRAY_MODEL_SENTIMENT", "distilbert-base-uncased-finetuned-sst-2-english", ()),
+    "qa": ("XRAY_MODEL_QA", "distilbert-base-cased-distilled-squad", ()),
+    "translation": ("XRAY_MODEL_TRANSLATION", "Helsinki-NLP/opus-mt-en-de", ()),
+    "image": ("XRAY_MODEL_IMAGE", "google/vit-base-patch16-224", ()),
+    "asr": ("XRAY_MODEL_ASR", "openai/whisper-tiny", ("openai/whisper-base",)),
+    "clip": ("XRAY_MODEL_CLIP", "openai/clip-vit-base-patch32", ()),
+}
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Settings:
+    """Where models come from and how many stay loaded.
+
+    `overrides` maps task -> model id or folder chosen by the operator (env var or --models);
+    `offline` means never contact the Hub; `max_models` bounds resident models (LRU).
+    """
+
+    overrides: dict[str, str] = field(default_factory=dict)
+    offline: bool = False
+    cache_dir: Path = Path(os.environ.get("XRAY_CACHE", Path.home() / ".cache" / "transformer-xray"))
+    device: str | None = None
+    max_models: int = 4
+
+    def choices(self, task: str) -> list[str]:
+        """Model ids the UI/API may load for `task`: the configured one first, then alternatives.
+
+        This is the allow-list: nothing else can be loaded through the app.
+        """
+        _, default, others = TASK_MODELS[task]
+        first = self.overrides.get(task, default)
+        extra = [] if task in self.overrides else [m for m in others if m != first]
+        return [first, *extra]
+
+    def model_for(self, task: str, requested: str | None = None) -> str:
+        """The model id to load; `requested` must be on the allow-list."""
+        allowed = self.choices(task)
+        if requested in (None, ""):
+            return allowed[0]
+        if requested not in allowed:
+            raise PermissionError(f"Model {requested!r} is not allowed for {task}; choose one of {allowed}.")
+        return requested
+
+
+def settings_from_env(models_dir: str | None = None, offline: bool | None = None) -> Settings:
+    """Build settings from XRAY_* / HF_HUB_OFFLINE variables and optional --models folder."""
+    overrides: dict[str, str] = {}
+    if models_dir:
+        root = Path(models_dir).expanduser().resolve()
+        for task in TASK_MODELS:
+            if (root / task).is_dir():
+                overrides[task] = str(root / task)
+    for task, (env, _, _) in TASK_MODELS.items():
+        if os.environ.get(env):
+            overrides[task] = os.environ[env]
+    if offline is None:
+        offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("XRAY_OFFLINE")
+    return Settings(
+        overrides=overrides,
+        offline=offline,
+        device=os.environ.get("XRAY_DEVICE") or None,
+        max_models=max(1, int(os.environ.get("XRAY_MAX_MODELS", "4"))),
+    )
+
+
+_current = settings_from_env()
+
+
+def current() -> Settings:
+    return _current
+
+
+def configure(settings: Settings) -> None:
+    """Install the settings the app runs with (called once by app.py, and by tests)."""
+    global _current
+    _current = settings

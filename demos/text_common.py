@@ -1,0 +1,114 @@
+"""Helpers shared by the text tasks: tokenising with a visible truncation notice, and token
+attribution through the input-embedding layer with integrated gradients.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from demos.explain import ProgressFn, attribute_layer
+from demos.results import Attribution
+
+
+@dataclass
+class Encoded:
+    """Tokenised input. ids: (1, n) on the model's device; tokens: n strings; truncated: cut to the model's limit."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    tokens: list[str]
+    truncated: bool
+    n_original: int
+
+
+def model_max_length(tokenizer: Any, model: Any, fallback: int = 512) -> int:
+    """Longest input the model accepts: the smaller of tokenizer and position-embedding limits."""
+    limits = [fallback]
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+        limits.append(tok_max)
+    for name in ("max_position_embeddings", "n_positions", "max_source_positions"):
+        value = getattr(model.config, name, None)
+        if isinstance(value, int) and value > 0:
+            limits.append(value)
+            break
+    return min(limits)
+
+
+def encode(tokenizer: Any, model: Any, text: str, text_pair: str | None = None, max_length: int | None = None) -> Encoded:
+    """Tokenise `text` (and `text_pair`) truncated to the model's limit, on the model's device."""
+    limit = max_length or model_max_length(tokenizer, model)
+    full = tokenizer(text, text_pair, truncation=False)["input_ids"]
+    batch = tokenizer(text, text_pair, truncation=True, max_length=limit, return_tensors="pt")
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    return Encoded(
+        ids=ids,
+        mask=batch["attention_mask"].to(device),
+        tokens=tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+        truncated=len(full) > ids.shape[1],
+        n_original=len(full),
+    )
+
+
+def baseline_ids(ids: torch.Tensor, special_ids: set[int], pad_id: int) -> torch.Tensor:
+    """(1, n) baseline: every ordinary token replaced by `pad_id`, special tokens kept."""
+    base = torch.full_like(ids, pad_id)
+    for i, tok in enumerate(ids[0].tolist()):
+        if tok in special_ids:
+            base[0, i] = tok
+    return base
+
+
+def token_attribution(
+    model: Any,
+    score_fn: Callable[..., torch.Tensor],
+    ids: torch.Tensor,
+    base: torch.Tensor,
+    tokens: list[str],
+    target: str,
+    extra_args: tuple = (),
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    internal_batch_size: int = 16,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Attribute `score_fn(ids, *extra_args) -> (batch,)` to each token of `ids` (1, n).
+
+    Attributions are taken at the model's input-embedding layer and summed over its hidden size;
+    f(input) and f(baseline) are measured separately so completeness can be checked.
+    """
+    scores, delta = attribute_layer(
+        score_fn,
+        model.get_input_embeddings(),
+        ids,
+        base,
+        additional_forward_args=extra_args,
+        method=method,
+        steps=int(steps),
+        internal_batch_size=internal_batch_size,
+        progress=progress,
+    )
+    with torch.inference_mode():
+        f_in = float(score_fn(ids, *extra_args)[0])
+        f_base = float(score_fn(base, *extra_args)[0])
+    return Attribution(
+        tokens=tokens,
+        scores=np.asarray(scores, dtype=np.float32),
+        target=target,
+        method=method,
+        steps=int(steps),
+        delta=delta,
+        output_value=f_in,
+        baseline_value=f_base,
+    )
+
+
+def truncation_notice(enc: Encoded, limit_name: str = "the model's limit") -> str:
+    """A plain sentence for the UI when the input was cut, else ''."""
+    if not enc.truncated:
+        return ""
+    return f"Input was {enc.n_original} tokens; only the first {len(enc.tokens)} ({limit_name}) were used."

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny local models of every architecture (built once per session) and the
+app configured to use them; a helper that serves tabs and returns a gradio_client Client."""
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "xray-mpl"))
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "xray-gradio"))
+
+import pytest
+
+from demos import cache, loading, settings
+from demos.tiny import TASKS, ensure_tiny_models
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    """task -> folder of a tiny random model of the real architecture."""
+    return ensure_tiny_models(tmp_path_factory.mktemp("tiny-models"), TASKS)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_settings(tiny_models):
+    """Point every task at its tiny model (as XRAY_MODEL_* would), offline."""
+    settings.configure(settings.Settings(overrides={t: str(p) for t, p in tiny_models.items()}, offline=True, max_models=16))
+    cache.clear_all()
+    loading.clear()
+    yield settings.current()
+
+
+@pytest.fixture(scope="session")
+def serve():
+    """serve(build_fn) -> gradio_client.Client for a Blocks app built by `build_fn()`.
+
+    Servers started here are closed at the end of the session.
+    """
+    import gradio as gr
+    from gradio_client import Client
+
+    started = []
+
+    def _serve(build_fn) -> Client:
+        demo = build_fn()
+        if not isinstance(demo, gr.Blocks):
+            raise TypeError("build_fn must return gr.Blocks")
+        demo.queue(max_size=32, default_concurrency_limit=2)
+        _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
+        started.append(demo)
+        return Client(url, verbose=False)
+
+    yield _serve
+    for demo in started:
+        demo.close()
+
+
+def tab_app(module_name: str):
+    """A Blocks holding one tab module's `build()` (for serving a single tab in tests)."""
+    import importlib
+
+    import gradio as gr
+
+    def build():
+        with gr.Blocks() as demo:
+            importlib.import_module(module_name).build()
+        return demo
+
+    return build

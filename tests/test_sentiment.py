@@ -1,0 +1,73 @@
+"""Sentiment demo on a tiny DistilBERT: answers equal the pipeline's, attention and attributions are sound."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from transformers import pipeline
+
+from demos import sentiment
+from tests.conftest import tab_app
+
+TEXT = "This movie was an absolute delight, warm and funny."
+
+
+def test_probabilities_equal_the_text_classification_pipeline(tiny_models):
+    result = sentiment.analyse(TEXT)
+    expected = pipeline("text-classification", model=str(tiny_models["sentiment"]), top_k=None)(TEXT)
+    expected = {d["label"]: d["score"] for d in (expected[0] if isinstance(expected[0], list) else expected)}
+    assert set(result.label_value()) == set(expected)
+    for label, p in expected.items():
+        assert result.label_value()[label] == pytest.approx(p, abs=1e-5)
+    assert result.probs.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_attention_rows_sum_to_one_and_match_tokens():
+    result = sentiment.analyse(TEXT)
+    w = result.attention.weights
+    n = len(result.tokens)
+    assert w.shape[2:] == (n, n) and w.shape[0] >= 1 and w.shape[1] >= 1
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-4)
+    assert result.tokens[0] == "[CLS]" and result.tokens[-1] == "[SEP]"
+    assert result.embeddings.vectors.shape[:2] == (w.shape[0] + 1, n)
+
+
+@pytest.mark.parametrize("target", [None, "POSITIVE", "NEGATIVE"])
+def test_integrated_gradients_completeness(target):
+    attr = sentiment.attribute(TEXT, target, "integrated_gradients", 64)
+    assert len(attr.scores) == len(sentiment.analyse(TEXT).tokens) == len(attr.tokens)
+    gap = attr.output_value - attr.baseline_value
+    assert abs(attr.scores.sum() - gap) <= abs(attr.delta) + 1e-6
+    assert attr.target == (target or sentiment.analyse(TEXT).predicted)
+
+
+def test_targets_are_complementary():
+    """P(POS) + P(NEG) = 1, so their attributions are opposite token by token."""
+    pos = sentiment.attribute(TEXT, "POSITIVE", "integrated_gradients", 64)
+    neg = sentiment.attribute(TEXT, "NEGATIVE", "integrated_gradients", 64)
+    np.testing.assert_allclose(pos.scores, -neg.scores, atol=1e-6)
+
+
+def test_unknown_target_and_method_are_refused():
+    with pytest.raises(ValueError, match="Unknown class"):
+        sentiment.attribute(TEXT, "MAYBE")
+    with pytest.raises(ValueError, match="Unknown attribution method"):
+        sentiment.attribute(TEXT, None, "magic")
+
+
+def test_long_text_is_truncated_with_notice():
+    long_text = "good " * 2000
+    result = sentiment.analyse(long_text)
+    assert "only the first" in result.notice
+    assert len(result.tokens) <= 512
+
+
+@pytest.mark.slow
+def test_api_answers_and_rejects_empty_text(serve):
+    from gradio_client.exceptions import AppError
+
+    client = serve(tab_app("ui.sentiment"))
+    label = client.predict(TEXT, api_name="/sentiment")[0]
+    assert label["label"] == sentiment.analyse(TEXT).predicted
+    assert {c["label"] for c in label["confidences"]} == {"POSITIVE", "NEGATIVE"}
+    with pytest.raises(AppError, match="Please enter some text"):
+        client.predict("   ", api_name="/sentiment")

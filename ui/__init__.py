@@ -1,0 +1,1 @@
+"""Gradio layer: one module per tab, each built from its demo; shared widgets in `common`."""

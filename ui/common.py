@@ -1,0 +1,224 @@
+"""Widgets shared by the tabs: model picker, attention / embedding / attribution views, and the
+error guard that turns exceptions into clear messages in the tab.
+
+A tab computes a result once (kept in a `gr.State`); the view controls re-render figures from
+that state without running the model again.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+
+from demos import settings
+from demos.results import AttentionMaps, Embeddings
+from viz.attention import AVERAGE, attention_heatmap, head_summary
+from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
+
+log = logging.getLogger(__name__)
+
+GENERIC_ERROR = "Something went wrong while running the model. The error was logged; please try again."
+
+
+class InputError(ValueError):
+    """A problem with the user's input; its message is shown in the tab as it is."""
+
+
+def guarded(fn: Callable) -> Callable:
+    """Run `fn`; user-fixable errors become `gr.Error(message)`, anything else a generic message.
+
+    Out-of-memory frees the cache so the next request can succeed. Tracebacks go to the log only.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except (ValueError, PermissionError) as exc:  # InputError, allow-list refusals, bad params
+            raise gr.Error(str(exc)) from None
+        except Exception as exc:  # noqa: BLE001 - the edge of the app: log, answer generically
+            if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
+                _release_memory()
+                raise gr.Error("The model ran out of memory on this input. Try a shorter input or fewer steps.") from None
+            log.exception("unexpected error in %s", getattr(fn, "__name__", fn))
+            raise gr.Error(GENERIC_ERROR) from None
+
+    return wrapper
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def require_text(text: str | None, what: str = "text") -> str:
+    """The stripped text, or an InputError naming what is missing."""
+    if text is None or not str(text).strip():
+        raise InputError(f"Please enter some {what}.")
+    return str(text).strip()
+
+
+def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
+    """Dropdown of the allow-listed models of `task` and a line saying which model runs."""
+    choices = settings.current().choices(task)
+    dropdown = gr.Dropdown(choices=choices, value=choices[0], label="Model", interactive=len(choices) > 1)
+    info = gr.Markdown(f"Model: `{choices[0]}` (loads on first use)", elem_classes=["xray-model-info"])
+    return dropdown, info
+
+
+def explain(text: str) -> gr.Markdown:
+    """A short plain-language explanation placed beside a view."""
+    return gr.Markdown(text, elem_classes=["xray-help"])
+
+
+@dataclass
+class AttentionView:
+    """Layer / head / token-range controls and the attention heatmap + head summary.
+
+    `pick(result)` returns the `AttentionMaps` this view shows.
+    """
+
+    pick: Callable[[Any], AttentionMaps]
+    title: str
+    layer: gr.Slider
+    head: gr.Dropdown
+    start: gr.Number
+    end: gr.Number
+    plot: gr.Plot
+    summary: gr.Plot
+
+    @classmethod
+    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str) -> "AttentionView":
+        explain(help_text)
+        with gr.Row():
+            layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+            head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
+            start = gr.Number(value=0, precision=0, label="From token", minimum=0)
+            end = gr.Number(value=None, precision=0, label="To token (empty = last)", minimum=1)
+        plot = gr.Plot(label=title)
+        summary = gr.Plot(label=f"{title}: heads overview")
+        return cls(pick, title, layer, head, start, end, plot, summary)
+
+    @property
+    def outputs(self) -> list:
+        return [self.layer, self.head, self.plot, self.summary]
+
+    def figure(self, result: Any, layer: int, head: Any, start: Any, end: Any):
+        maps = self.pick(result)
+        layer = min(int(layer or 0), maps.n_layers - 1)
+        return attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=self.title)
+
+    def updates(self, result: Any) -> list:
+        """New controls and figures for a fresh result (last layer, head average)."""
+        maps = self.pick(result)
+        last = maps.n_layers - 1
+        heads = [AVERAGE, *[str(h) for h in range(maps.n_heads)]]
+        return [
+            gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
+            gr.Dropdown(heads, value=AVERAGE, label="Head"),
+            self.figure(result, last, AVERAGE, 0, None),
+            head_summary(maps.weights, title=self.title),
+        ]
+
+    def bind(self, state: gr.State) -> None:
+        """Re-render from `state` when a control changes (no model call)."""
+        controls = [self.layer, self.head, self.start, self.end]
+
+        @guarded
+        def rerender(result, layer, head, start, end):
+            if result is None:
+                return gr.skip()
+            return self.figure(result, layer, head, start, end)
+
+        gr.on([c.change for c in controls], rerender, [state, *controls], self.plot, api_visibility="private", queue=False)
+
+
+@dataclass
+class EmbeddingView:
+    """Layer slider, projection method and the 2-D scatter of token (or patch) embeddings."""
+
+    pick: Callable[[Any], Embeddings]
+    title: str
+    layer: gr.Slider
+    method: gr.Radio
+    plot: gr.Plot
+
+    @classmethod
+    def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> "EmbeddingView":
+        explain(help_text)
+        with gr.Row():
+            layer = gr.Slider(0, 1, value=0, step=1, label="Layer (0 = input embeddings)")
+            method = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
+        plot = gr.Plot(label=title)
+        return cls(pick, title, layer, method, plot)
+
+    @property
+    def outputs(self) -> list:
+        return [self.layer, self.plot]
+
+    def figure(self, result: Any, layer: int, method: str):
+        emb = self.pick(result)
+        layer = min(int(layer or 0), emb.vectors.shape[0] - 1)
+        points = project_2d(emb.layer(layer), method or "pca")
+        return embedding_scatter(points, emb.labels, emb.groups, title=f"{self.title} · layer {layer} · {method or 'pca'}")
+
+    def updates(self, result: Any) -> list:
+        emb = self.pick(result)
+        last = emb.vectors.shape[0] - 1
+        return [gr.Slider(0, last, value=0, step=1, label=f"Layer (0 = input embeddings, {last} = last)"), self.figure(result, 0, "pca")]
+
+    def bind(self, state: gr.State) -> None:
+        @guarded
+        def rerender(result, layer, method):
+            if result is None:
+                return gr.skip()
+            return self.figure(result, layer, method)
+
+        gr.on([self.layer.change, self.method.change], rerender, [state, self.layer, self.method], self.plot, api_visibility="private")
+
+
+def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider]:
+    """Method and step count of an attribution (integrated gradients by default)."""
+    from demos.explain import METHODS
+
+    with gr.Row():
+        method = gr.Radio([(v, k) for k, v in METHODS.items()], value="integrated_gradients", label="Attribution method")
+        steps = gr.Slider(4, 256, value=default_steps, step=4, label="Integration steps (more = more exact, slower)")
+    return method, steps
+
+
+def attribution_summary(attr) -> str:
+    """Markdown line: what was explained, with the completeness check for integrated gradients."""
+    from demos.explain import METHODS
+
+    line = f"**{METHODS.get(attr.method, attr.method)}** toward **{_md_escape(attr.target)}**"
+    if attr.delta is not None:
+        line += (
+            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4f}"
+            f" vs f(input) − f(baseline) = {_completeness_gap(attr)} · convergence delta {attr.delta:.2e}"
+        )
+    return line
+
+
+def _completeness_gap(attr) -> str:
+    if attr.output_value is None or attr.baseline_value is None:
+        return "n/a"
+    return f"{attr.output_value - attr.baseline_value:+.4f}"
+
+
+def _md_escape(text: str) -> str:
+    """Escape markdown and HTML metacharacters of model/user text shown in gr.Markdown."""
+    import html
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~>])", r"\\\1", html.escape(text))

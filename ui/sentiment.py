@@ -1,0 +1,87 @@
+"""Sentiment tab: label with probabilities, token attributions, attention and embeddings."""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos import sentiment
+from ui import texts
+from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
+from viz.bars import attribution_bars
+from viz.tokens import highlight_html
+
+PREDICTED = "predicted class"
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence to classify…", max_length=5000)
+            with gr.Row():
+                run = gr.Button("Classify", variant="primary")
+                model, info = model_picker(sentiment.TASK)
+            gr.Examples([[e] for e in sentiment.EXAMPLES], inputs=[text])
+        with gr.Column(scale=1):
+            label = gr.Label(label="Sentiment", num_top_classes=5)
+            explain(texts.PROBABILITIES)
+            notice = gr.Markdown()
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Attributions"):
+            explain(texts.ATTRIBUTION)
+            with gr.Row():
+                target = gr.Radio([PREDICTED], value=PREDICTED, label="Explain the probability of")
+            method, steps = attribution_controls()
+            explain_btn = gr.Button("Explain again")
+            attr_summary = gr.Markdown()
+            attr_html = gr.HTML()
+            attr_plot = gr.Plot(label="Attribution per token")
+        with gr.Tab("Attention"):
+            attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
+            explain(texts.HEADS)
+        with gr.Tab("Embeddings"):
+            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS)
+
+    @guarded
+    def classify(text_value: str, model_id: str):
+        result = sentiment.analyse(require_text(text_value), model_id)
+        m = sentiment.load(model_id)
+        targets = gr.Radio([PREDICTED, *result.labels], value=PREDICTED, label="Explain the probability of")
+        return (
+            result.label_value(),
+            f"Model: {m.describe()}",
+            result.notice,
+            result,
+            targets,
+            *attention.updates(result),
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def explain_result(result, target_value: str, method_value: str, steps_value: int, progress=gr.Progress()):
+        if result is None:
+            raise gr.Error("Classify a text first.")
+        attr = sentiment.attribute(
+            result.text,
+            None if target_value == PREDICTED else target_value,
+            method_value,
+            int(steps_value),
+            result.model_id,
+            progress=lambda frac, msg: progress(frac, desc=msg),
+        )
+        title = f"Attribution toward {attr.target}"
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)
+
+    main = gr.on(
+        [run.click, text.submit],
+        classify,
+        [text, model],
+        [label, info, notice, state, target, *attention.outputs, *embeddings.outputs],
+        api_name="sentiment",
+    )
+    attr_inputs = [state, target, method, steps]
+    attr_outputs = [attr_summary, attr_html, attr_plot]
+    main.then(explain_result, attr_inputs, attr_outputs, api_name="sentiment_attribution")
+    explain_btn.click(explain_result, attr_inputs, attr_outputs, api_visibility="private")
+    attention.bind(state)
+    embeddings.bind(state)

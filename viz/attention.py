@@ -1,0 +1,95 @@
+"""Attention figures: one head or the head average as a heatmap, and a layers x heads summary."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from viz.tokens import axis_labels, thinned_ticks, token_range
+
+AVERAGE = "average"
+
+
+def select_heads(weights: np.ndarray, layer: int, head: int | str) -> np.ndarray:
+    """(layers, heads, q, k) -> (q, k) for one head, or the mean over heads when head == 'average'."""
+    layer_w = weights[int(layer)]
+    if head in (AVERAGE, None, ""):
+        return layer_w.mean(axis=0)
+    return layer_w[int(head)]
+
+
+def attention_heatmap(
+    weights: np.ndarray,
+    query_tokens: Sequence[str],
+    key_tokens: Sequence[str],
+    layer: int = 0,
+    head: int | str = AVERAGE,
+    start: int | None = None,
+    end: int | None = None,
+    title: str = "Attention",
+    colorscale: str = "Blues",
+) -> go.Figure:
+    """Heatmap of one layer's attention (rows = queries attending, columns = keys attended to).
+
+    weights: (layers, heads, q, k). start/end pick a query-token range; keys follow it when the
+    map is square (self-attention), so 512-token inputs stay readable.
+    """
+    matrix = select_heads(weights, layer, head)
+    rows = token_range(matrix.shape[0], start, end)
+    cols = rows if matrix.shape[0] == matrix.shape[1] else slice(0, matrix.shape[1])
+    ylab = axis_labels(query_tokens)[rows]
+    xlab = axis_labels(key_tokens)[cols]
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix[rows, cols],
+            x=xlab,
+            y=ylab,
+            colorscale=colorscale,
+            zmin=0.0,
+            hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>",
+            colorbar=dict(title="weight"),
+        )
+    )
+    head_name = "mean of heads" if head in (AVERAGE, None, "") else f"head {head}"
+    xv, xt = thinned_ticks(xlab)
+    yv, yt = thinned_ticks(ylab)
+    fig.update_layout(
+        title=f"{title} · layer {layer} · {head_name}",
+        xaxis=dict(title="attended to (key)", tickvals=xv, ticktext=xt, tickangle=-60),
+        yaxis=dict(title="attending (query)", tickvals=yv, ticktext=yt, autorange="reversed"),
+        height=max(360, min(900, 160 + 14 * len(ylab))),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def head_entropy(weights: np.ndarray) -> np.ndarray:
+    """(layers, heads, q, k) -> (layers, heads) mean entropy in bits of each head's rows.
+
+    Low entropy = a focused head (attends to few tokens); high = a broad, averaging head.
+    """
+    p = np.clip(weights.astype(np.float64), 1e-12, 1.0)
+    return (-(p * np.log2(p)).sum(axis=-1)).mean(axis=-1)
+
+
+def head_summary(weights: np.ndarray, title: str = "Attention heads") -> go.Figure:
+    """Layers x heads grid of mean attention entropy: which heads focus, which spread out."""
+    ent = head_entropy(weights)
+    fig = go.Figure(
+        go.Heatmap(
+            z=ent,
+            x=[f"head {h}" for h in range(ent.shape[1])],
+            y=[f"layer {l}" for l in range(ent.shape[0])],
+            colorscale="Viridis_r",
+            hovertemplate="%{y}, %{x}<br>entropy %{z:.2f} bits<extra></extra>",
+            colorbar=dict(title="bits"),
+        )
+    )
+    fig.update_layout(
+        title=f"{title}: focus of each head (low entropy = focused)",
+        yaxis=dict(autorange="reversed"),
+        height=max(260, 60 + 28 * ent.shape[0]),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig

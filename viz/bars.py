@@ -1,0 +1,82 @@
+"""Bar and line charts: attributions per token, probabilities per class or per position."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from viz.tokens import axis_labels, plot_label, thinned_ticks
+
+
+def attribution_bars(tokens: Sequence[str], scores: Sequence[float], title: str) -> go.Figure:
+    """One bar per token (green toward the target, red away); scores: (n,)."""
+    values = np.asarray(scores, dtype=float)
+    labels = axis_labels(tokens)
+    fig = go.Figure(
+        go.Bar(
+            x=labels,
+            y=values,
+            marker_color=["#16a34a" if v >= 0 else "#dc2626" for v in values],
+            hovertemplate="%{x}<br>%{y:+.4f}<extra></extra>",
+        )
+    )
+    tv, tt = thinned_ticks(labels)
+    fig.update_layout(
+        title=title,
+        xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
+        yaxis=dict(title="attribution"),
+        height=360,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def probability_lines(tokens: Sequence[str], series: dict[str, Sequence[float]], title: str) -> go.Figure:
+    """Several probability curves over the same tokens (e.g. QA start and end); each (n,)."""
+    labels = axis_labels(tokens)
+    fig = go.Figure()
+    for name, values in series.items():
+        fig.add_trace(go.Scatter(x=labels, y=np.asarray(values, float), mode="lines+markers", name=name))
+    tv, tt = thinned_ticks(labels)
+    fig.update_layout(
+        title=title,
+        xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
+        yaxis=dict(title="probability", range=[0, 1]),
+        height=360,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, title: str) -> go.Figure:
+    """Top-k alternatives at each generated step.
+
+    step_labels: (steps,) the token chosen at each step; candidates: (steps, k); probs: (steps, k).
+    Rows are steps, columns rank 1..k; each cell shows the candidate and its probability.
+    """
+    probs = np.asarray(probs, float)
+    k = probs.shape[1] if probs.ndim == 2 else 0
+    text = [[f"{plot_label(c)}<br>{p:.1%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=probs,
+            x=[f"#{r + 1}" for r in range(k)],
+            y=axis_labels(step_labels),
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Oranges",
+            zmin=0,
+            zmax=1,
+            hovertemplate="step %{y}, rank %{x}<br>%{text}<extra></extra>",
+            colorbar=dict(title="p"),
+        )
+    )
+    fig.update_layout(
+        title=title,
+        xaxis=dict(title="rank of candidate", side="top"),
+        yaxis=dict(title="generated token (step)", autorange="reversed"),
+        height=max(300, 80 + 34 * len(step_labels)),
+        margin=dict(l=10, r=10, t=70, b=10),
+    )
+    return fig

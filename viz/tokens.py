@@ -1,0 +1,77 @@
+"""Token labels for axes and escaped HTML for token highlighting."""
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+import numpy as np
+
+# Tokenizer markers shown as readable characters.
+_MARKERS = {"Ġ": "␣", "▁": "␣", "Ċ": "↵", "</w>": ""}
+
+
+def clean_token(token: str) -> str:
+    """Make a raw tokenizer piece readable: 'Ġthe' -> '␣the', '▁Haus' -> '␣Haus'."""
+    for raw, shown in _MARKERS.items():
+        token = token.replace(raw, shown)
+    return token if token.strip() else repr(token)
+
+
+def plot_label(token: str) -> str:
+    """A token as plotly text: readable, with markup escaped (plotly interprets <a>, <b>, ...)."""
+    return html.escape(clean_token(token), quote=False)
+
+
+def axis_labels(tokens: Sequence[str]) -> list[str]:
+    """Unique axis labels 'i:token' (plotly merges equal category names, so indices are kept)."""
+    return [f"{i}:{plot_label(t)}" for i, t in enumerate(tokens)]
+
+
+def thinned_ticks(labels: Sequence[str], max_ticks: int = 48) -> tuple[list[str], list[str]]:
+    """(tickvals, ticktext) showing at most `max_ticks` labels, evenly spaced, so long inputs stay readable."""
+    step = max(1, int(np.ceil(len(labels) / max_ticks)))
+    shown = list(labels[::step])
+    return shown, shown
+
+
+def token_range(n: int, start: int | None, end: int | None) -> slice:
+    """A valid slice of `n` tokens from user-chosen bounds (clamped, end exclusive, never empty)."""
+    lo = 0 if start is None else max(0, min(int(start), n - 1))
+    hi = n if end is None else max(lo + 1, min(int(end), n))
+    return slice(lo, hi)
+
+
+def _colour(score: float, scale: float) -> str:
+    """Green for positive, red for negative, alpha by magnitude relative to `scale`."""
+    alpha = 0.0 if scale <= 0 else min(abs(score) / scale, 1.0) * 0.85
+    rgb = "22,163,74" if score >= 0 else "220,38,38"
+    return f"rgba({rgb},{alpha:.3f})"
+
+
+def highlight_html(tokens: Sequence[str], scores: Sequence[float], title: str = "") -> str:
+    """Tokens as HTML spans coloured by score (escaped: user text can never become markup).
+
+    scores: (n,) aligned with tokens; colour scale is the largest magnitude.
+    """
+    values = np.asarray(scores, dtype=float)
+    scale = float(np.abs(values).max()) if values.size else 0.0
+    spans = [
+        f'<span class="xray-tok" style="background:{_colour(s, scale)}" '
+        f'title="{html.escape(f"{t}: {s:+.4f}", quote=True)}">{html.escape(clean_token(t))}</span>'
+        for t, s in zip(tokens, values)
+    ]
+    head = f"<div class='xray-caption'>{html.escape(title)}</div>" if title else ""
+    legend = (
+        "<div class='xray-legend'><span style='background:rgba(22,163,74,.7)'>pushes toward</span> "
+        "<span style='background:rgba(220,38,38,.7)'>pushes away</span></div>"
+    )
+    return f"<div class='xray-highlight'>{head}<div class='xray-tokens'>{' '.join(spans)}</div>{legend}</div>"
+
+
+def span_html(text: str, start: int, end: int) -> str:
+    """`text` with characters [start, end) marked (the QA answer span); all text escaped."""
+    start, end = max(0, start), min(len(text), end)
+    return (
+        f"<div class='xray-context'>{html.escape(text[:start])}"
+        f"<mark class='xray-answer'>{html.escape(text[start:end])}</mark>{html.escape(text[end:])}</div>"
+    )
