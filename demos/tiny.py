@@ -171,7 +171,6 @@ def _build_generation(out_dir: pathlib.Path, seed: int) -> None:
     _seeded(seed)
     model = GPT2LMHeadModel(config)
     model.generation_config.pad_token_id = eos_id
-    model.generation_config.max_length = 64
     _save_model(model, out_dir)
     tokenizer.save_pretrained(out_dir)
 
@@ -296,6 +295,12 @@ def _whisper_processor() -> Any:
     return WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
 
+def _suppress_tokens(tokenizer: Any) -> list[int]:
+    """Every Whisper special token but end of text, so that random weights still emit text."""
+    special_ids = tokenizer.convert_tokens_to_ids(_whisper_specials())
+    return [token_id for token_id in special_ids if token_id != tokenizer.eos_token_id]
+
+
 def _begin_suppress_tokens(tokenizer: Any) -> list[int]:
     """Like real Whisper: no lone space (``Ġ``) and no end of text as the first generated token."""
     return [tokenizer.convert_tokens_to_ids("Ġ"), tokenizer.eos_token_id]
@@ -313,7 +318,7 @@ def _whisper_generation_setup(model: Any, tokenizer: Any) -> None:
     generation.prev_sot_token_id = ids("<|startofprev|>")
     generation.is_multilingual = True
     generation.decoder_start_token_id = ids("<|startoftranscript|>")
-    generation.suppress_tokens = []
+    generation.suppress_tokens = _suppress_tokens(tokenizer)
     generation.begin_suppress_tokens = _begin_suppress_tokens(tokenizer)
     generation.max_length = WHISPER_MAX_LENGTH
     generation._from_model_config = False
@@ -332,7 +337,7 @@ def _build_asr(out_dir: pathlib.Path, seed: int) -> None:
         decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN,
         max_source_positions=extractor.nb_max_frames // 2,
         max_target_positions=WHISPER_MAX_TARGET_POSITIONS, pad_token_id=eos_id, bos_token_id=eos_id,
-        suppress_tokens=[], begin_suppress_tokens=_begin_suppress_tokens(tokenizer),
+        suppress_tokens=_suppress_tokens(tokenizer), begin_suppress_tokens=_begin_suppress_tokens(tokenizer),
         eos_token_id=eos_id, decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
     )
     _seeded(seed)
@@ -436,6 +441,10 @@ def ensure_tiny_models(
     Returns a mapping task -> folder. ``progress``, when given, receives one short message per
     task.
     """
+    tasks = tuple(tasks)
+    unknown = sorted(set(tasks) - set(_BUILDERS))
+    if unknown:
+        raise ValueError(f"unknown tiny model tasks {unknown}; expected some of {TASKS}")
     root = pathlib.Path(cache_dir)
     root.mkdir(parents=True, exist_ok=True)
     folders: dict[str, pathlib.Path] = {}

@@ -1,0 +1,100 @@
+"""Settings allow-list, model loading and its LRU bound, memo cache, rollout, error guard."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from demos import cache, loading, settings
+from demos.explain import attention_rollout
+
+
+def test_allow_list_refuses_unknown_models():
+    s = settings.Settings()
+    assert s.model_for("generation") == "distilgpt2"
+    assert s.model_for("generation", "gpt2") == "gpt2"
+    for bad in ["evil/model", "/etc", "../../secret", "distilgpt2 "]:
+        with pytest.raises(PermissionError, match="not allowed"):
+            s.model_for("generation", bad)
+
+
+def test_env_and_models_dir_override(tmp_path, monkeypatch):
+    (tmp_path / "qa").mkdir()
+    monkeypatch.setenv("XRAY_MODEL_SENTIMENT", "my/sst2")
+    monkeypatch.setenv("XRAY_MAX_MODELS", "2")
+    s = settings.settings_from_env(models_dir=str(tmp_path), offline=False)
+    assert s.choices("qa") == [str(tmp_path / "qa")]
+    assert s.choices("sentiment") == ["my/sst2"]
+    assert s.choices("asr") == ["openai/whisper-tiny", "openai/whisper-base"]
+    assert s.max_models == 2
+
+
+def test_loader_caches_and_evicts_least_recently_used(tiny_models):
+    import transformers
+
+    old = settings.current()
+    settings.configure(settings.Settings(overrides=dict(old.overrides), offline=True, max_models=2))
+    loading.clear()
+    try:
+        a = loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer)
+        assert loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer) is a
+        assert a.model.config._attn_implementation == "eager" and not a.model.training
+        assert not a.pretrained and "RANDOM" in a.describe()
+        loading.load("qa", transformers.AutoModelForQuestionAnswering, transformers.AutoTokenizer)
+        loading.load("generation", transformers.AutoModelForCausalLM, transformers.AutoTokenizer)
+        assert [t for t, _ in loading.resident()] == ["qa", "generation"]
+    finally:
+        settings.configure(old)
+        loading.clear()
+
+
+def test_offline_without_local_model_says_what_to_do():
+    old = settings.current()
+    settings.configure(settings.Settings(offline=True))
+    try:
+        with pytest.raises(RuntimeError, match="XRAY_MODEL_QA"):
+            loading.resolve_source("qa", "distilbert-base-cased-distilled-squad")
+    finally:
+        settings.configure(old)
+
+
+def test_memo_hits_and_bounds():
+    calls = []
+
+    @cache.memo(maxsize=2)
+    def square(x, progress=None):
+        calls.append(x)
+        return x * x
+
+    assert [square(2), square(2, progress=print), square(3), square(4), square(2)] == [4, 4, 9, 16, 4]
+    assert calls == [2, 3, 4, 2]
+
+
+def test_rollout_rows_sum_to_one_and_identity_for_self_attention_only():
+    rng = np.random.default_rng(1)
+    w = rng.random((4, 2, 6, 6))
+    w /= w.sum(-1, keepdims=True)
+    r = attention_rollout(w)
+    np.testing.assert_allclose(r.sum(-1), 1.0, atol=1e-5)
+    eye = np.broadcast_to(np.eye(6), (3, 2, 6, 6))
+    np.testing.assert_allclose(attention_rollout(eye), np.eye(6), atol=1e-6)
+
+
+def test_guard_turns_errors_into_messages(caplog):
+    import gradio as gr
+
+    from ui.common import GENERIC_ERROR, InputError, guarded
+
+    @guarded
+    def bad_input():
+        raise InputError("Please enter some text.")
+
+    @guarded
+    def broken():
+        raise KeyError("internal detail /secret/path")
+
+    with pytest.raises(gr.Error, match="Please enter some text"):
+        bad_input()
+    with pytest.raises(gr.Error) as info:
+        broken()
+    assert info.value.message == GENERIC_ERROR and "/secret/path" not in info.value.message
+    assert "unexpected error" in caplog.text

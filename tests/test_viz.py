@@ -1,0 +1,96 @@
+"""Viz layer on synthetic arrays: figures carry the right data and user text is escaped."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from viz.attention import AVERAGE, attention_heatmap, head_entropy, head_summary, select_heads
+from viz.bars import attribution_bars, probability_lines, topk_heatmap
+from viz.embedding import embedding_scatter, project_2d
+from viz.tokens import axis_labels, highlight_html, span_html, thinned_ticks, token_range
+
+RNG = np.random.default_rng(0)
+
+
+def _attention(layers=2, heads=3, n=5):
+    w = RNG.random((layers, heads, n, n))
+    return w / w.sum(-1, keepdims=True)
+
+
+def test_select_heads_average_and_single():
+    w = _attention()
+    np.testing.assert_allclose(select_heads(w, 1, AVERAGE), w[1].mean(0))
+    np.testing.assert_allclose(select_heads(w, 0, "2"), w[0, 2])
+
+
+def test_heatmap_uses_chosen_layer_head_and_range():
+    w = _attention(n=6)
+    tokens = list("abcdef")
+    fig = attention_heatmap(w, tokens, tokens, layer=1, head=0, start=2, end=5)
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), w[1, 0, 2:5, 2:5])
+    assert list(fig.data[0].y) == ["2:c", "3:d", "4:e"]
+
+
+def test_duplicate_tokens_stay_distinct_on_axes():
+    labels = axis_labels(["the", "cat", "the"])
+    assert len(set(labels)) == 3
+
+
+def test_token_range_is_clamped_and_never_empty():
+    assert token_range(10, None, None) == slice(0, 10)
+    assert token_range(10, 50, 60) == slice(9, 10)
+    assert token_range(10, 3, 2) == slice(3, 4)
+
+
+def test_ticks_thinned_for_long_inputs():
+    vals, _ = thinned_ticks([str(i) for i in range(512)], max_ticks=48)
+    assert 24 <= len(vals) <= 48
+
+
+def test_head_entropy_bounds():
+    n = 8
+    uniform = np.full((1, 1, n, n), 1 / n)
+    onehot = np.zeros((1, 1, n, n))
+    onehot[..., 0] = 1
+    assert head_entropy(uniform)[0, 0] == pytest.approx(np.log2(n))
+    assert head_entropy(onehot)[0, 0] == pytest.approx(0, abs=1e-6)
+    assert np.asarray(head_summary(_attention()).data[0].z).shape == (2, 3)
+
+
+@pytest.mark.parametrize("payload", ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", '"><svg onload=x>'])
+def test_html_escapes_user_text(payload):
+    out = highlight_html([payload, "ok"], [0.5, -0.2], title=payload)
+    assert "<script>" not in out and "<img" not in out and "<svg" not in out
+    assert "&lt;" in out
+    span = span_html(f"before {payload} after", 7, 7 + len(payload))
+    assert "<script>" not in span and "<img" not in span and "<mark" in span
+
+
+def test_plot_labels_escape_markup():
+    fig = attribution_bars(["<b>bold</b>", "x"], [1.0, -1.0], "t")
+    assert all("<b>" not in x for x in fig.data[0].x)
+    assert list(fig.data[0].marker.color) == ["#16a34a", "#dc2626"]
+
+
+def test_probability_lines_and_topk():
+    fig = probability_lines(list("abc"), {"start": [0.2, 0.5, 0.3], "end": [0.1, 0.1, 0.8]}, "t")
+    assert [t.name for t in fig.data] == ["start", "end"]
+    fig = topk_heatmap(["a", "b"], [["a", "x"], ["b", "y"]], np.array([[0.6, 0.3], [0.9, 0.05]]), "t")
+    assert np.asarray(fig.data[0].z).shape == (2, 2)
+
+
+def test_projection_shapes_and_degenerate_inputs():
+    x = RNG.normal(size=(20, 16))
+    assert project_2d(x).shape == (20, 2)
+    assert project_2d(x, "tsne").shape == (20, 2)
+    assert np.isfinite(project_2d(np.ones((4, 3)))).all()
+    assert project_2d(x[:2]).shape == (2, 2)
+    with pytest.raises(ValueError):
+        project_2d(x, "umap-ish")
+
+
+def test_scatter_groups():
+    pts = RNG.normal(size=(4, 2))
+    fig = embedding_scatter(pts, ["a", "b", "c", "d"], ["src", "src", "tgt", "tgt"])
+    assert [t.name for t in fig.data] == ["src", "tgt"]
+    assert sum(len(t.x) for t in fig.data) == 4
