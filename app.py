@@ -20,6 +20,7 @@ ASSETS = ROOT / "assets"
 # (tab title, module in ui/ with a `build()` function). Adding a task = one module + one line.
 TABS: list[tuple[str, str]] = [
     ("Sentiment", "ui.sentiment"),
+    ("Question answering", "ui.qa"),
 ]
 
 CSS = """

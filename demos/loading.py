@@ -26,10 +26,13 @@ HALF_SAFE = {"generation", "translation", "image", "asr", "clip", "sentiment", "
 @lru_cache(maxsize=1)
 def device() -> torch.device:
     """CUDA when present, else CPU; `XRAY_DEVICE` (or settings.device) forces one."""
+    from demos.gpu import zero_gpu
+
     forced = settings_mod.current().device
     if forced:
         return torch.device(forced)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # On ZeroGPU, CUDA only appears inside @spaces.GPU calls; models are placed on it up front.
+    return torch.device("cuda" if zero_gpu() or torch.cuda.is_available() else "cpu")
 
 
 def dtype_for(task: str) -> torch.dtype:

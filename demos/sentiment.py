@@ -9,6 +9,7 @@ import transformers
 
 from demos import loading
 from demos.cache import memo
+from demos.gpu import attribution_seconds, on_gpu
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, baseline_ids, encode, token_attribution, truncation_notice
@@ -55,6 +56,7 @@ def _encode(m: loading.Loaded, text: str) -> Encoded:
 
 
 @memo(maxsize=8)
+@on_gpu(20)
 def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     """Classify `text` in one forward pass that also returns attentions and hidden states."""
     m = load(model_id)
@@ -75,6 +77,7 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
 
 
 @memo(maxsize=32)
+@on_gpu(attribution_seconds(steps_index=3))
 def attribute(
     text: str,
     target: str | None = None,

@@ -1,0 +1,39 @@
+"""GPU allocation for Hugging Face ZeroGPU Spaces.
+
+`on_gpu(duration)` wraps a compute function with `spaces.GPU(duration=...)` when the app runs on
+a ZeroGPU Space (SPACES_ZERO_GPU set by the platform) and returns it unchanged everywhere else, so
+local runs never import `spaces`. `duration` may be seconds or a function of the call's arguments
+(ZeroGPU bills every second: attributions ask for time in proportion to their steps).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+
+def zero_gpu() -> bool:
+    return os.environ.get("SPACES_ZERO_GPU", "").lower() in {"1", "t", "true"}
+
+
+def on_gpu(duration: int | Callable[..., int] = 30) -> Callable[[Callable], Callable]:
+    """Decorator: request a ZeroGPU slice for `duration` seconds per call on a ZeroGPU Space."""
+
+    def decorate(fn: Callable) -> Callable:
+        if not zero_gpu():
+            return fn
+        import spaces
+
+        return spaces.GPU(fn, duration=duration)
+
+    return decorate
+
+
+def attribution_seconds(steps_index: int, base: int = 15, per_step: float = 0.25) -> Callable[..., int]:
+    """A dynamic duration for attribution functions: `base + per_step * steps` seconds, where the
+    step count is the positional argument `steps_index` (or keyword `steps`)."""
+
+    def duration(*args: Any, **kwargs: Any) -> int:
+        steps = kwargs.get("steps", args[steps_index] if len(args) > steps_index else 32)
+        return int(base + per_step * int(steps))
+
+    return duration

@@ -1,0 +1,262 @@
+"""Extractive question answering (DistilBERT SQuAD) by hand: best span, its score, start/end
+probabilities, attention, embeddings and attributions for the start and the end of the answer.
+
+transformers 5 removed the question-answering pipeline; this module does what it did:
+tokenise (question, context) with offsets, keep only context tokens as candidates, take the
+span start <= end (at most MAX_ANSWER_TOKENS long) maximising start_logit + end_logit, score it
+P(start) * P(end), and cut the answer out of the context by the character offsets.
+Contexts longer than the model's limit are truncated ("only_second") with a visible notice.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
+from demos.results import AttentionMaps, Attribution, Embeddings
+from demos.text_common import baseline_ids, model_max_length, token_attribution
+
+TASK = "qa"
+MAX_ANSWER_TOKENS = 30
+MIN_CONTEXT_TOKENS = 32  # room the question must leave for the context
+MASKED = -10000.0  # logit given to tokens that cannot be part of the answer (as the old pipeline)
+ENDS = ("start", "end")
+
+EXAMPLES = [
+    (
+        "When was the Eiffel Tower completed?",
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+        "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+        "for the 1889 World's Fair. Construction began in January 1887 and the tower was completed "
+        "in March 1889.",
+    ),
+    (
+        "What do plants release during photosynthesis?",
+        "Photosynthesis is the process by which green plants use sunlight to turn carbon dioxide "
+        "and water into glucose. Oxygen is released as a by-product. The process takes place "
+        "mainly in the chloroplasts of leaf cells, which contain the green pigment chlorophyll.",
+    ),
+    (
+        "Who was the first person to win two Nobel Prizes?",
+        "Marie Curie was a Polish and naturalised-French physicist and chemist who conducted "
+        "pioneering research on radioactivity. She was the first woman to win a Nobel Prize, the "
+        "first person to win a Nobel Prize twice, and the only person to win a Nobel Prize in two "
+        "scientific fields: physics in 1903 and chemistry in 1911.",
+    ),
+]
+
+
+@dataclass
+class QAEncoded:
+    """Tokenised (question, context). ids/mask: (1, n) on the model's device.
+
+    offsets: (n, 2) character offsets into the context for context tokens (0, 0 otherwise);
+    segment: (n,) 0 = question, 1 = context, -1 = special token;
+    candidates: (n,) bool, tokens allowed in the softmax (context tokens and [CLS], as the old pipeline).
+    """
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    extra: dict[str, torch.Tensor]
+    tokens: list[str]
+    offsets: np.ndarray
+    segment: np.ndarray
+    candidates: np.ndarray
+    n_context_full: int
+    limit: int
+
+    @property
+    def context_mask(self) -> np.ndarray:
+        return self.segment == 1
+
+    @property
+    def n_context(self) -> int:
+        return int(self.context_mask.sum())
+
+
+@dataclass
+class QAResult:
+    """One forward pass. start_probs/end_probs: (n,) over `tokens`, each summing to 1.
+
+    start_index/end_index: token indices of the answer span (inclusive);
+    char_start/char_end: the answer is context[char_start:char_end].
+    """
+
+    question: str
+    context: str
+    model_id: str
+    answer: str
+    score: float
+    start_index: int
+    end_index: int
+    char_start: int
+    char_end: int
+    start_probs: np.ndarray
+    end_probs: np.ndarray
+    segment: np.ndarray
+    attention: AttentionMaps
+    embeddings: Embeddings
+    notice: str
+
+    @property
+    def tokens(self) -> list[str]:
+        return self.attention.query_tokens
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.AutoModelForQuestionAnswering, transformers.AutoTokenizer, model_id)
+
+
+def _require(text: str | None, what: str) -> str:
+    if text is None or not str(text).strip():
+        raise ValueError(f"Please enter a {what}.")
+    return str(text).strip()
+
+
+def encode(m: loading.Loaded, question: str, context: str) -> QAEncoded:
+    """Tokenise the pair, truncating only the context to the model's limit."""
+    tok = m.processor
+    limit = model_max_length(tok, m.model)
+    n_question = len(tok(question, add_special_tokens=False, verbose=False)["input_ids"])
+    room = limit - tok.num_special_tokens_to_add(pair=True) - MIN_CONTEXT_TOKENS
+    if n_question > room:
+        raise ValueError(
+            f"The question is too long: {n_question} tokens. The model reads at most {limit} tokens for "
+            f"question and context together; keep the question under {room} tokens."
+        )
+    n_context_full = len(tok(context, add_special_tokens=False, verbose=False)["input_ids"])
+    batch = tok(question, context, truncation="only_second", max_length=limit, return_offsets_mapping=True, return_tensors="pt")
+    segment = np.array([-1 if s is None else s for s in batch.sequence_ids(0)])
+    ids = batch["input_ids"]
+    candidates = segment == 1
+    if tok.cls_token_id is not None:
+        candidates |= ids[0].numpy() == tok.cls_token_id
+    device = m.device
+    accepted = {"token_type_ids"} & set(tok.model_input_names)
+    return QAEncoded(
+        ids=ids.to(device),
+        mask=batch["attention_mask"].to(device),
+        extra={k: batch[k].to(device) for k in accepted if k in batch},
+        tokens=tok.convert_ids_to_tokens(ids[0].tolist()),
+        offsets=batch["offset_mapping"][0].numpy(),
+        segment=segment,
+        candidates=candidates,
+        n_context_full=n_context_full,
+        limit=limit,
+    )
+
+
+def best_span(start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_len: int = MAX_ANSWER_TOKENS) -> tuple[int, int]:
+    """(s, e) maximising start_logits[s] + end_logits[e] with s <= e < s + max_len, both allowed.
+
+    start_logits, end_logits, allowed: (n,). Vectorised over the (n, n) table of spans.
+    """
+    if not allowed.any():
+        raise ValueError("There is no context token to take an answer from.")
+    n = start_logits.shape[0]
+    s_idx, e_idx = np.indices((n, n))
+    valid = (e_idx >= s_idx) & (e_idx - s_idx < max_len) & allowed[:, None] & allowed[None, :]
+    table = np.where(valid, start_logits[:, None].astype(np.float64) + end_logits[None, :], -np.inf)
+    s, e = np.unravel_index(int(np.argmax(table)), table.shape)
+    return int(s), int(e)
+
+
+def masked_probs(logits: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n,) softmax with non-candidate tokens (question, [SEP]) given MASKED logits, as the old pipeline."""
+    return softmax_np(np.where(candidates, logits.astype(np.float64), MASKED)).astype(np.float64)
+
+
+def _notice(enc: QAEncoded, context: str) -> str:
+    if enc.n_context >= enc.n_context_full:
+        return ""
+    read_to = int(enc.offsets[enc.context_mask][-1, 1])
+    return (
+        f"The context is too long for the model ({enc.n_context_full} tokens; it reads at most {enc.limit} "
+        f"tokens with the question). Only its first {enc.n_context} tokens were read: the answer was "
+        f"searched in the first {read_to:,} of {len(context):,} characters."
+    )
+
+
+def _groups(enc: QAEncoded, s: int, e: int) -> list[str]:
+    names = {0: "question", 1: "context", -1: "special"}
+    return ["answer" if s <= i <= e else names[int(g)] for i, g in enumerate(enc.segment)]
+
+
+@memo(maxsize=8)
+def answer(question: str, context: str, model_id: str | None = None) -> QAResult:
+    """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
+    question, context = _require(question, "question"), _require(context, "context")
+    m = load(model_id)
+    enc = encode(m, question, context)
+    with torch.inference_mode():
+        out = m.model(input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True)
+    start_logits = out.start_logits[0].float().cpu().numpy()
+    end_logits = out.end_logits[0].float().cpu().numpy()
+    s, e = best_span(start_logits, end_logits, enc.context_mask)
+    start_probs, end_probs = masked_probs(start_logits, enc.candidates), masked_probs(end_logits, enc.candidates)
+    c0, c1 = int(enc.offsets[s, 0]), int(enc.offsets[e, 1])
+    return QAResult(
+        question=question,
+        context=context,
+        model_id=m.model_id,
+        answer=context[c0:c1],
+        score=float(start_probs[s] * end_probs[e]),
+        start_index=s,
+        end_index=e,
+        char_start=c0,
+        char_end=c1,
+        start_probs=start_probs,
+        end_probs=end_probs,
+        segment=enc.segment,
+        attention=AttentionMaps(stack_attentions(out.attentions), enc.tokens, enc.tokens, "self"),
+        embeddings=Embeddings(stack_hidden(out.hidden_states), enc.tokens, _groups(enc, s, e)),
+        notice=_notice(enc, context),
+    )
+
+
+def _prob_fn(m: loading.Loaded, enc: QAEncoded, which: str, index: int):
+    """score_fn(ids, mask, *extra) -> (batch,) P(which = index) under the masked softmax."""
+    keep = torch.as_tensor(enc.candidates, device=m.device)
+    names = list(enc.extra)
+
+    def prob(ids: torch.Tensor, mask: torch.Tensor, *extra: Any) -> torch.Tensor:
+        batch = ids.shape[0]
+        kwargs = {k: v.expand(batch, -1) for k, v in zip(names, extra)}
+        out = m.model(input_ids=ids, attention_mask=mask.expand(batch, -1), **kwargs)
+        logits = (out.start_logits if which == "start" else out.end_logits).float()
+        logits = torch.where(keep, logits, torch.full_like(logits, MASKED))
+        return torch.softmax(logits, dim=-1)[:, index]
+
+    return prob
+
+
+@memo(maxsize=32)
+def attribute(
+    question: str,
+    context: str,
+    which: str = "start",
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    model_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Per-token attribution of P(start = s) or P(end = e) for the answer span (s, e) of `answer()`."""
+    if which not in ENDS:
+        raise ValueError(f"Unknown answer end {which!r}; choose one of {ENDS}.")
+    result = answer(question, context, model_id)
+    m = load(model_id)
+    enc = encode(m, result.question, result.context)
+    index = result.start_index if which == "start" else result.end_index
+    tok = m.processor
+    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+    target = f"{which} of the answer at token {index} ({enc.tokens[index]})"
+    return token_attribution(
+        m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,
+        (enc.mask, *enc.extra.values()), method, steps, progress=progress,
+    )

@@ -1,0 +1,141 @@
+"""Question answering on a tiny DistilBERT: the answer equals a brute-force best span over the
+model's own logits, probabilities and attention are distributions, attributions are complete."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings as hsettings, strategies as st
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+from demos import qa
+
+PAIRS = [
+    *qa.EXAMPLES,
+    ("Who wrote the book?", "The book was written by Mary Shelley. It tells the story of a young scientist."),
+    ("Where is it?", "It is in the old house near the river, behind the tall trees and the garden wall."),
+]
+Q, C = qa.EXAMPLES[0]
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_models):
+    """The tiny model and tokenizer loaded independently of the app (eager attention, float32)."""
+    folder = tiny_models["qa"]
+    model = AutoModelForQuestionAnswering.from_pretrained(folder, attn_implementation="eager").eval()
+    return model, AutoTokenizer.from_pretrained(folder)
+
+
+def brute_force(reference, question: str, context: str, max_len: int = qa.MAX_ANSWER_TOKENS):
+    """Best span by looping over every s <= e among context tokens; score as the old pipeline."""
+    model, tok = reference
+    enc = tok(question, context, truncation="only_second", max_length=512, return_offsets_mapping=True, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    start, end = out.start_logits[0].double().numpy(), out.end_logits[0].double().numpy()
+    seq = enc.sequence_ids(0)
+    ctx = [i for i, s in enumerate(seq) if s == 1]
+    best, span = -np.inf, None
+    for s in ctx:
+        for e in ctx:
+            if s <= e < s + max_len and start[s] + end[e] > best:
+                best, span = start[s] + end[e], (s, e)
+    keep = np.array([s == 1 for s in seq])
+    keep[0] = True  # [CLS] stays in the softmax, as the pipeline did
+    p_start = np.exp(np.where(keep, start, -1e4) - start[keep].max())
+    p_end = np.exp(np.where(keep, end, -1e4) - end[keep].max())
+    p_start, p_end = p_start / p_start.sum(), p_end / p_end.sum()
+    offsets = enc["offset_mapping"][0].tolist()
+    s, e = span
+    return span, context[offsets[s][0]:offsets[e][1]], p_start[s] * p_end[e]
+
+
+@pytest.mark.parametrize("question,context", PAIRS)
+def test_answer_equals_brute_force_best_span(reference, question, context):
+    result = qa.answer(question, context)
+    span, text, score = brute_force(reference, question, context)
+    assert (result.start_index, result.end_index) == span
+    assert result.answer == text and result.answer
+    assert result.score == pytest.approx(score, rel=1e-4)
+    assert result.context[result.char_start:result.char_end] == result.answer
+    assert result.context == context  # examples carry no outer spaces, so offsets refer to the input too
+    assert result.segment[result.start_index] == 1 and result.segment[result.end_index] == 1
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_best_span_matches_exhaustive_search(n, max_len, seed):
+    rng = np.random.default_rng(seed)
+    start, end = rng.normal(size=n), rng.normal(size=n)
+    allowed = rng.random(n) < 0.7
+    allowed[rng.integers(n)] = True
+    s, e = qa.best_span(start, end, allowed, max_len)
+    pairs = [(a, b) for a in range(n) for b in range(a, min(n, a + max_len)) if allowed[a] and allowed[b]]
+    assert (s, e) in pairs
+    assert start[s] + end[e] == pytest.approx(max(start[a] + end[b] for a, b in pairs))
+
+
+def test_probabilities_and_attention_are_distributions():
+    result = qa.answer(Q, C)
+    n = len(result.tokens)
+    for probs in (result.start_probs, result.end_probs):
+        assert probs.shape == (n,) and probs.sum() == pytest.approx(1.0, abs=1e-6)
+        assert np.all(probs[result.segment == 0] < 1e-12)  # question tokens are never candidates
+    w = result.attention.weights
+    assert w.shape[2:] == (n, n)
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-4)
+    assert result.embeddings.vectors.shape[:2] == (w.shape[0] + 1, n)
+    groups = result.embeddings.groups
+    assert len(groups) == n and {"question", "context", "answer", "special"} == set(groups)
+    assert groups[result.start_index] == groups[result.end_index] == "answer"
+
+
+@pytest.mark.parametrize("which", qa.ENDS)
+def test_integrated_gradients_completeness(which):
+    attr = qa.attribute(Q, C, which, "integrated_gradients", 48)
+    result = qa.answer(Q, C)
+    assert len(attr.scores) == len(attr.tokens) == len(result.tokens)
+    probs = result.start_probs if which == "start" else result.end_probs
+    index = result.start_index if which == "start" else result.end_index
+    assert attr.output_value == pytest.approx(probs[index], rel=1e-4)
+    assert abs(attr.scores.sum() - (attr.output_value - attr.baseline_value)) <= abs(attr.delta) + 1e-6
+
+
+def test_long_context_is_truncated_with_notice():
+    long_context = C + " " + "The tower is painted every few years. " * 400
+    result = qa.answer(Q, long_context)
+    assert "too long" in result.notice and "first" in result.notice
+    assert len(result.tokens) <= 512
+    assert result.context[result.char_start:result.char_end] == result.answer
+    assert qa.answer(Q, C).notice == ""
+
+
+def test_bad_inputs_get_clear_messages():
+    with pytest.raises(ValueError, match="Please enter a question"):
+        qa.answer("  ", C)
+    with pytest.raises(ValueError, match="Please enter a context"):
+        qa.answer(Q, "")
+    with pytest.raises(ValueError, match="question is too long"):
+        qa.answer("Why is that so? " * 200, C)
+    with pytest.raises(ValueError, match="Unknown answer end"):
+        qa.attribute(Q, C, "middle")
+
+
+@pytest.mark.slow
+def test_api_round_trip_and_empty_input(serve):
+    from gradio_client.exceptions import AppError
+
+    from tests.conftest import tab_app
+
+    client = serve(tab_app("ui.qa"))
+    out = client.predict(Q, C, api_name="/qa")
+    expected = qa.answer(Q, C)
+    assert out[0] == expected.answer
+    assert out[1] == pytest.approx(expected.score, abs=1e-6)
+    assert "xray-answer" in out[2]
+    hostile = client.predict("Who?", "<img src=x onerror=alert(1)> Ada <b>Lovelace</b> wrote it.", api_name="/qa")
+    assert "<img" not in hostile[2] and "&lt;img" in hostile[2] and "<b>" not in hostile[2]
+    with pytest.raises(AppError, match="Please enter a context"):
+        client.predict(Q, "   ", api_name="/qa")
+    with pytest.raises(AppError, match="Please enter a question"):
+        client.predict("", C, api_name="/qa")

@@ -1,0 +1,126 @@
+"""Question answering tab: the answer span in its context, start/end probabilities, attributions
+for the start and the end, attention and embeddings (question vs context)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos import qa
+from ui import texts
+from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker
+from viz.bars import attribution_bars, probability_lines
+from viz.tokens import highlight_html, span_html
+
+HOW = (
+    "An extractive QA model does not write an answer: it **points** at one in the context. For every "
+    f"context token it scores how likely the answer **starts** there and how likely it **ends** there; the "
+    f"answer is the span (at most {qa.MAX_ANSWER_TOKENS} tokens) with the best start + end."
+)
+SCORE = (
+    "**Score** = P(start) × P(end) of the chosen span. Close to 1: the model is sure. Low: it hesitates "
+    "between several places, or the answer may not be in the text at all."
+)
+START_END = (
+    "The two curves give, for every token, the probability that the answer starts (or ends) there. "
+    "Question tokens and separators can never be part of the answer, so they get 0. The first token, "
+    "[CLS], keeps a share: it is how the model says *there is no answer here* (never used as an answer). "
+    "Each curve adds up to 1."
+)
+ATTRIBUTION_QA = (
+    "Two attributions: which tokens made the model put the **start** of the answer where it did, and "
+    "which made it put the **end** there. Useful question words and the words around the answer should "
+    "light up."
+)
+EMBEDDINGS_QA = (
+    "Colours: question tokens, context tokens, the answer span and special tokens. Watch whether the "
+    "answer tokens separate from the rest of the context in the later layers."
+)
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    explain(HOW)
+    with gr.Row():
+        with gr.Column(scale=2):
+            question = gr.Textbox(label="Question", lines=1, placeholder="Ask a question about the context…", max_length=2000)
+            context = gr.Textbox(label="Context", lines=7, placeholder="Paste the text that contains the answer…", max_length=20000)
+            with gr.Row():
+                run = gr.Button("Find the answer", variant="primary")
+                model, info = model_picker(qa.TASK)
+            gr.Examples([list(e) for e in qa.EXAMPLES], inputs=[question, context])
+        with gr.Column(scale=1):
+            answer = gr.Textbox(label="Answer", interactive=False)
+            score = gr.Number(label="Score = P(start) × P(end)", interactive=False)
+            explain(SCORE)
+            notice = gr.Markdown(label="Notice")
+    gr.Markdown("**The answer in its context**")
+    span = gr.HTML(label="Answer in the context")
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Start & end"):
+            explain(START_END)
+            probs_plot = gr.Plot(label="Start and end probabilities")
+        with gr.Tab("Attributions"):
+            explain(texts.ATTRIBUTION)
+            explain(ATTRIBUTION_QA)
+            method, steps = attribution_controls()
+            explain_btn = gr.Button("Explain again")
+            views = {}
+            for which in qa.ENDS:
+                gr.Markdown(f"### Why the answer {which}s where it does")
+                views[which] = (
+                    gr.Markdown(label=f"{which} summary"),
+                    gr.HTML(label=f"{which} tokens"),
+                    gr.Plot(label=f"Attribution toward P({which})"),
+                )
+        with gr.Tab("Attention"):
+            attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
+            explain(texts.HEADS)
+        with gr.Tab("Embeddings"):
+            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS + "\n\n" + EMBEDDINGS_QA)
+
+    @guarded
+    def ask(question_value: str, context_value: str, model_id: str):
+        result = qa.answer(question_value, context_value, model_id)  # clear ValueError when empty
+        m = qa.load(model_id)
+        probs = probability_lines(
+            result.tokens, {"P(start)": result.start_probs, "P(end)": result.end_probs}, "Where does the answer start and end?"
+        )
+        return (
+            result.answer,
+            result.score,
+            span_html(result.context, result.char_start, result.char_end),
+            probs,
+            f"Model: {m.describe()}",
+            result.notice,
+            result,
+            *attention.updates(result),
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def explain_both(result, method_value: str, steps_value: int, progress=gr.Progress()):
+        if result is None:
+            raise gr.Error("Find an answer first.")
+        outputs = []
+        for i, which in enumerate(qa.ENDS):
+            attr = qa.attribute(
+                result.question, result.context, which, method_value, int(steps_value), result.model_id,
+                progress=lambda frac, msg, i=i, w=which: progress((i + frac) / len(qa.ENDS), desc=f"{w}: {msg}"),
+            )
+            title = f"Attribution toward P({attr.target})"
+            outputs += [attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)]
+        return tuple(outputs)
+
+    main = gr.on(
+        [run.click, question.submit],
+        ask,
+        [question, context, model],
+        [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs],
+        api_name="qa",
+    )
+    attr_inputs = [state, method, steps]
+    attr_outputs = [c for which in qa.ENDS for c in views[which]]
+    main.success(explain_both, attr_inputs, attr_outputs, api_name="qa_attribution")
+    explain_btn.click(explain_both, attr_inputs, attr_outputs, api_visibility="private")
+    attention.bind(state)
+    embeddings.bind(state)
