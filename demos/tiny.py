@@ -14,12 +14,11 @@ import json
 import os
 import pathlib
 import shutil
+import string
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
-
-import torch
 
 from demos import tiny_corpus
 
@@ -65,23 +64,39 @@ Progress = Callable[[str], None]
 # --------------------------------------------------------------------------- tokenizer training
 
 
-def _bpe_vocab_and_merges(
-    backend: Any, texts: list[str], vocab_size: int, suffix: str = ""
-) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Train the byte-level BPE of a ``tokenizers.Tokenizer``; return its vocab and merges."""
-    from tokenizers import pre_tokenizers, trainers
+# `tokenizers` breaks ties between equally frequent pairs by token id. With a word prefix or suffix
+# ("##", "</w>") those ids follow hash-map order, so its WordPiece and CLIP trainers give a
+# different vocabulary on every run. A plain BPE over a sorted alphabet is deterministic, so the
+# word boundary is spelled with a marker character instead and rewritten afterwards.
+_MARK = "\u2581"
+# Characters every WordPiece vocab covers even if the corpus lacks them (no [UNK] for "xylophone").
+_COMMON_CHARACTERS = string.ascii_letters + string.digits + string.punctuation + "ÄÖÜäöüßàáâçèéêíñóôú€£°"
 
-    options: dict[str, Any] = {"end_of_word_suffix": suffix} if suffix else {}
+
+def _pretokenized_words(backend: Any, texts: Iterable[str]) -> list[str]:
+    """Normalize and pre-tokenize ``texts`` the way ``backend`` (a ``tokenizers.Tokenizer``) does."""
+    words: list[str] = []
+    for text in texts:
+        if backend.normalizer is not None:
+            text = backend.normalizer.normalize_str(text)
+        words += [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+    return words
+
+
+def _train_bpe(
+    words: list[str], vocab_size: int, alphabet: list[str]
+) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a plain BPE (no prefix or suffix) on pre-split words; return vocab and merges."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        **options,
+        vocab_size=vocab_size, min_frequency=1, show_progress=False, initial_alphabet=alphabet
     )
-    backend.train_from_iterator(texts, trainer=trainer)
+    backend.train_from_iterator(words, trainer=trainer)
     model = json.loads(backend.to_str())["model"]
-    merges = [tuple(merge.split(" ")) if isinstance(merge, str) else tuple(merge) for merge in model["merges"]]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
     return dict(model["vocab"]), merges
 
 
@@ -93,26 +108,41 @@ def _append_tokens(vocab: dict[str, int], tokens: Iterable[str]) -> dict[str, in
     return extended
 
 
+def _byte_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
 def _train_gpt2_style(tokenizer_cls: type, vocab_size: int, specials: list[str]) -> tuple[dict, list]:
     """Train a GPT-2 style byte-level BPE (as used by GPT-2 and Whisper); specials go last."""
-    backend = tokenizer_cls().backend_tokenizer
-    vocab, merges = _bpe_vocab_and_merges(backend, tiny_corpus.english_sentences(), vocab_size)
+    words = _pretokenized_words(tokenizer_cls().backend_tokenizer, tiny_corpus.english_sentences())
+    vocab, merges = _train_bpe(words, vocab_size - len(specials), _byte_alphabet())
     return _append_tokens(vocab, specials), merges
 
 
-def _train_wordpiece(lowercase: bool, vocab_size: int = 800) -> dict[str, int]:
-    """Train a BERT WordPiece vocabulary with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` as ids 0-4."""
-    from tokenizers import BertWordPieceTokenizer
+def _train_clip_bpe(backend: Any, vocab_size: int) -> tuple[dict, list]:
+    """Train CLIP's byte-level BPE whose word-final symbols end in ``</w>`` (every byte covered)."""
+    words = [word + _MARK for word in _pretokenized_words(backend, tiny_corpus.english_sentences())]
+    vocab, merges = _train_bpe(words, vocab_size, [*_byte_alphabet(), _MARK])
+    tokens = sorted(vocab, key=vocab.get)
+    base = [*_byte_alphabet(), *(f"{char}</w>" for char in _byte_alphabet())]
+    learned = [token.replace(_MARK, "</w>") for token in tokens if token not in _byte_alphabet()]
+    clip_vocab = _append_tokens({}, [*base, *(t for t in learned if t != "</w>")])
+    clip_merges = [(a, b.replace(_MARK, "</w>")) for a, b in merges if b != _MARK]
+    return clip_vocab, clip_merges
 
-    trainer_tokenizer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase)
-    trainer_tokenizer.train_from_iterator(
-        tiny_corpus.english_sentences(),
-        vocab_size=vocab_size,
-        min_frequency=1,
-        special_tokens=list(BERT_SPECIALS),
-        show_progress=False,
-    )
-    return trainer_tokenizer.get_vocab()
+
+def _train_wordpiece(backend: Any, vocab_size: int = 800) -> dict[str, int]:
+    """Train a WordPiece vocab (``[PAD] [UNK] [CLS] [SEP] [MASK]`` first) for ``backend``'s text."""
+    words = [_MARK + word for word in _pretokenized_words(backend, tiny_corpus.english_sentences())]
+    common = backend.normalizer.normalize_str(_COMMON_CHARACTERS)
+    characters = sorted((set("".join(words)) | set(common)) - {_MARK, " "})
+    vocab, _ = _train_bpe(words, vocab_size - len(BERT_SPECIALS), [_MARK, *characters])
+    pieces = [token.removeprefix(_MARK) if token.startswith(_MARK) else f"##{token}"
+              for token in sorted(vocab, key=vocab.get) if token != _MARK]
+    coverage = [*characters, *(f"##{char}" for char in characters)]
+    return _append_tokens({}, [*BERT_SPECIALS, *coverage, *pieces])
 
 
 def _train_sentencepiece(texts: list[str], path: pathlib.Path, vocab_size: int) -> None:
@@ -151,6 +181,9 @@ def _save_model(model: Any, out_dir: pathlib.Path) -> None:
 
 
 def _seeded(seed: int) -> None:
+    """Seed torch right before a model is created, so its random weights depend on ``seed`` only."""
+    import torch
+
     torch.manual_seed(seed)
 
 
@@ -184,12 +217,19 @@ def _distilbert_config(vocab_size: int, **kwargs: Any) -> Any:
     )
 
 
+def _distilbert_tokenizer(lowercase: bool) -> Any:
+    """DistilBERT's WordPiece tokenizer (uncased like distilbert-base-uncased, or cased)."""
+    from transformers import DistilBertTokenizer
+
+    vocab = _train_wordpiece(DistilBertTokenizer(do_lower_case=lowercase).backend_tokenizer)
+    return DistilBertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=512)
+
+
 def _build_sentiment(out_dir: pathlib.Path, seed: int) -> None:
     """DistilBERT sequence classifier (NEGATIVE/POSITIVE) with an uncased WordPiece tokenizer."""
-    from transformers import DistilBertForSequenceClassification, DistilBertTokenizer
+    from transformers import DistilBertForSequenceClassification
 
-    tokenizer = DistilBertTokenizer(vocab=_train_wordpiece(lowercase=True), do_lower_case=True,
-                                    model_max_length=512)
+    tokenizer = _distilbert_tokenizer(lowercase=True)
     config = _distilbert_config(
         len(tokenizer), id2label=dict(SENTIMENT_LABELS),
         label2id={label: index for index, label in SENTIMENT_LABELS.items()},
@@ -201,10 +241,9 @@ def _build_sentiment(out_dir: pathlib.Path, seed: int) -> None:
 
 def _build_qa(out_dir: pathlib.Path, seed: int) -> None:
     """DistilBERT extractive question answering with a cased WordPiece (fast) tokenizer."""
-    from transformers import DistilBertForQuestionAnswering, DistilBertTokenizer
+    from transformers import DistilBertForQuestionAnswering
 
-    tokenizer = DistilBertTokenizer(vocab=_train_wordpiece(lowercase=False), do_lower_case=False,
-                                    model_max_length=512)
+    tokenizer = _distilbert_tokenizer(lowercase=False)
     _seeded(seed)
     _save_model(DistilBertForQuestionAnswering(_distilbert_config(len(tokenizer))), out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -336,9 +375,10 @@ def _build_asr(out_dir: pathlib.Path, seed: int) -> None:
         encoder_layers=LAYERS, decoder_layers=LAYERS, encoder_attention_heads=HEADS,
         decoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_ffn_dim=FFN,
         max_source_positions=extractor.nb_max_frames // 2,
-        max_target_positions=WHISPER_MAX_TARGET_POSITIONS, pad_token_id=eos_id, bos_token_id=eos_id,
+        max_target_positions=WHISPER_MAX_TARGET_POSITIONS,
+        pad_token_id=eos_id, bos_token_id=eos_id, eos_token_id=eos_id,
+        decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
         suppress_tokens=_suppress_tokens(tokenizer), begin_suppress_tokens=_begin_suppress_tokens(tokenizer),
-        eos_token_id=eos_id, decoder_start_token_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"),
     )
     _seeded(seed)
     model = WhisperForConditionalGeneration(config)
@@ -348,14 +388,11 @@ def _build_asr(out_dir: pathlib.Path, seed: int) -> None:
 
 
 def _clip_tokenizer() -> Any:
-    """CLIP's lower-cased byte-level BPE with ``</w>`` word ends and every byte covered."""
-    from tokenizers import pre_tokenizers
+    """CLIP's lower-cased byte-level BPE with ``</w>`` word ends and its two special tokens."""
     from transformers import CLIPTokenizer
 
-    backend = CLIPTokenizer().backend_tokenizer
-    vocab, merges = _bpe_vocab_and_merges(backend, tiny_corpus.english_sentences(), 1000, suffix="</w>")
-    word_ends = [f"{char}</w>" for char in sorted(pre_tokenizers.ByteLevel.alphabet())]
-    vocab = _append_tokens(vocab, [*word_ends, CLIP_BOS, CLIP_EOS])
+    vocab, merges = _train_clip_bpe(CLIPTokenizer().backend_tokenizer, 1000)
+    vocab = _append_tokens(vocab, [CLIP_BOS, CLIP_EOS])
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
 
 

@@ -23,7 +23,8 @@ files=(constraints.txt requirements.txt)
 [ "$dev" = 1 ] && files+=(requirements-dev.txt)
 stamp="$VENV/.xray-installed-$(cat "${files[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  "${pip[@]}" install -q "torch==2.13.0"
+  # XRAY_TORCH_INDEX_URL picks a torch build (e.g. a CPU-only index for small Docker images).
+  "${pip[@]}" install -q "torch==2.13.0" ${XRAY_TORCH_INDEX_URL:+--index-url "$XRAY_TORCH_INDEX_URL"}
   reqs=(-r requirements.txt)
   [ "$dev" = 1 ] && reqs+=(-r requirements-dev.txt)
   "${pip[@]}" install -q -c constraints.txt "${reqs[@]}"

@@ -22,6 +22,15 @@ LAYERS, HEADS = 2, 4
 SAMPLE_RATE = 16_000
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and lose a lot on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory) -> dict:
     """task -> folder, all seven built once for this module's tests."""
@@ -201,13 +210,12 @@ def test_asr_whisper(tiny_dirs, sine):
     assert_attentions(out.encoder_attentions, frames, frames)
     assert_attentions(out.cross_attentions, 2, frames)
 
-    generated = model.generate(features, language="de", task="transcribe")
-    assert 0 < generated.shape[1] <= model.generation_config.max_length + 4
-    assert isinstance(processor.batch_decode(generated, skip_special_tokens=True)[0], str)
-    with_prompt = model.generate(features, language="de", return_dict_in_generate=True).sequences[0].tolist()
-    assert with_prompt[:4] == tokenizer.convert_tokens_to_ids(
-        ["<|startoftranscript|>", "<|de|>", "<|transcribe|>", "<|notimestamps|>"]
-    )
+    generated = model.generate(features, language="de", return_dict_in_generate=True).sequences
+    prompt_tokens = ["<|startoftranscript|>", "<|de|>", "<|transcribe|>", "<|notimestamps|>"]
+    assert generated[0, :4].tolist() == tokenizer.convert_tokens_to_ids(prompt_tokens)
+    assert 4 < generated.shape[1] <= 4 + model.generation_config.max_length
+    text = processor.batch_decode(generated, skip_special_tokens=True)[0]
+    assert isinstance(text, str) and text  # special tokens are suppressed: random weights give text
 
     result = transformers.pipeline("automatic-speech-recognition", model=str(folder))(sine)
     assert isinstance(result["text"], str)
