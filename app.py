@@ -21,6 +21,8 @@ ASSETS = ROOT / "assets"
 TABS: list[tuple[str, str]] = [
     ("Sentiment", "ui.sentiment"),
     ("Question answering", "ui.qa"),
+    ("Translation", "ui.translation"),
+    ("Image-text matching", "ui.clip"),
 ]
 
 CSS = """

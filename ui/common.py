@@ -104,14 +104,14 @@ class AttentionView:
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
             head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
             start = gr.Number(value=0, precision=0, label="From token", minimum=0)
-            end = gr.Number(value=None, precision=0, label="To token (empty = last)", minimum=1)
+            end = gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0)
         plot = gr.Plot(label=title)
         summary = gr.Plot(label=f"{title}: heads overview")
         return cls(pick, title, layer, head, start, end, plot, summary)
 
     @property
     def outputs(self) -> list:
-        return [self.layer, self.head, self.plot, self.summary]
+        return [self.layer, self.head, self.start, self.end, self.plot, self.summary]
 
     def figure(self, result: Any, layer: int, head: Any, start: Any, end: Any):
         maps = self.pick(result)
@@ -126,6 +126,8 @@ class AttentionView:
         return [
             gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
             gr.Dropdown(heads, value=AVERAGE, label="Head"),
+            0,
+            0,
             self.figure(result, last, AVERAGE, 0, None),
             head_summary(maps.weights, title=self.title),
         ]
@@ -204,7 +206,7 @@ def attribution_summary(attr) -> str:
     line = f"**{METHODS.get(attr.method, attr.method)}** toward **{_md_escape(attr.target)}**"
     if attr.delta is not None:
         line += (
-            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4f}"
+            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4g}"
             f" vs f(input) − f(baseline) = {_completeness_gap(attr)} · convergence delta {attr.delta:.2e}"
         )
     return line
@@ -213,7 +215,7 @@ def attribution_summary(attr) -> str:
 def _completeness_gap(attr) -> str:
     if attr.output_value is None or attr.baseline_value is None:
         return "n/a"
-    return f"{attr.output_value - attr.baseline_value:+.4f}"
+    return f"{attr.output_value - attr.baseline_value:+.4g}"
 
 
 def _md_escape(text: str) -> str:

@@ -35,9 +35,11 @@ def thinned_ticks(labels: Sequence[str], max_ticks: int = 48) -> tuple[list[str]
 
 
 def token_range(n: int, start: int | None, end: int | None) -> slice:
-    """A valid slice of `n` tokens from user-chosen bounds (clamped, end exclusive, never empty)."""
+    """A valid slice of `n` tokens from user-chosen bounds (clamped, end exclusive, never empty).
+
+    `end` None or 0 means "to the last token"."""
     lo = 0 if start is None else max(0, min(int(start), n - 1))
-    hi = n if end is None else max(lo + 1, min(int(end), n))
+    hi = n if not end else max(lo + 1, min(int(end), n))
     return slice(lo, hi)
 
 

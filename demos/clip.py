@@ -1,0 +1,280 @@
+"""Image-text matching (CLIP): candidate probabilities, image x text similarities, shared-space
+embeddings, patch relevance for a chosen text and Captum attributions over its tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import ProgressFn, attention_rollout, softmax_np
+from demos.imageio import load_image
+from demos.results import Attribution, Embeddings
+from demos.text_common import baseline_ids, encode, token_attribution
+
+TASK = "clip"
+MAX_CANDIDATES = 64
+MAX_IMAGES = 16
+RELEVANCE_METHODS = {
+    "chefer": "Gradient-weighted attention rollout (Chefer et al. 2021)",
+    "rollout": "Attention rollout (Abnar & Zuidema 2020, same for every text)",
+}
+EXAMPLE_TEXTS = "a photo of an astronaut\na photo of a cat\na cup of coffee\na rocket on a launch pad"
+
+
+def parse_candidates(texts: str | Sequence[str] | None) -> list[str]:
+    """One string of candidates separated by newlines or commas (or a list) -> clean list.
+
+    Strips each candidate, drops blanks, removes duplicates keeping the first occurrence.
+    Raises ValueError when nothing is left or there are more than MAX_CANDIDATES.
+    """
+    if texts is None:
+        parts: list[str] = []
+    elif isinstance(texts, str):
+        parts = texts.replace("\r", "\n").replace(",", "\n").split("\n")
+    else:
+        parts = [str(t) for t in texts]
+    candidates = list(dict.fromkeys(p.strip() for p in parts if p.strip()))
+    if not candidates:
+        raise ValueError("Please enter at least one candidate description (one per line, or separated by commas).")
+    if len(candidates) > MAX_CANDIDATES:
+        raise ValueError(f"{len(candidates)} candidate descriptions given; the limit is {MAX_CANDIDATES}.")
+    return candidates
+
+
+@dataclass
+class ClipResult:
+    """One forward pass of CLIP over I images and T candidate texts.
+
+    logits: (I, T) logits_per_image (= logit_scale * cosine); cosine: (I, T);
+    image_embeds: (I, d), text_embeds: (T, d) L2-normalised projected embeddings;
+    pixels: (I, H, W, 3) uint8, each image as the model saw it (resized, centre-cropped);
+    rollout: (I, gh, gw) attention rollout of the vision tower from [CLS] to every patch.
+    """
+
+    texts: list[str]
+    image_names: list[str]
+    sources: list[str]
+    model_id: str
+    logits: np.ndarray
+    cosine: np.ndarray
+    logit_scale: float
+    image_embeds: np.ndarray
+    text_embeds: np.ndarray
+    pixels: np.ndarray
+    rollout: np.ndarray
+    notice: str
+
+    @property
+    def probs(self) -> np.ndarray:
+        """(I, T) softmax over the texts of each image (as the zero-shot pipeline does)."""
+        return softmax_np(self.logits.astype(np.float64), axis=-1).astype(np.float32)
+
+    @property
+    def best_text(self) -> str:
+        return self.texts[int(np.argmax(self.logits[0]))]
+
+    def label_value(self, image: int = 0) -> dict[str, float]:
+        """gr.Label value: every candidate with its probability for image `image`."""
+        return {t: float(p) for t, p in zip(self.texts, self.probs[image])}
+
+    def embeddings(self) -> Embeddings:
+        """Images and texts in the shared space: vectors (1, I + T, d), groups images/texts."""
+        vectors = np.concatenate([self.image_embeds, self.text_embeds])[None]
+        groups = ["images"] * len(self.image_names) + ["texts"] * len(self.texts)
+        return Embeddings(vectors, [*self.image_names, *self.texts], groups)
+
+
+@dataclass
+class PatchRelevance:
+    """Relevance of each image patch for one text. scores: (gh, gw); pixels: (H, W, 3) uint8."""
+
+    scores: np.ndarray
+    pixels: np.ndarray
+    target: str
+    method: str
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.CLIPModel, transformers.AutoProcessor, model_id)
+
+
+def _text_limit(m: loading.Loaded) -> int:
+    return int(getattr(m.model.config.text_config, "max_position_embeddings", 77))
+
+
+def _pixels(m: loading.Loaded, images: list) -> torch.Tensor:
+    """PIL images -> (I, 3, H, W) pixel values on the model's device and dtype."""
+    pv = m.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    return pv.to(m.device, m.dtype)
+
+
+def _to_uint8(m: loading.Loaded, pixel_values: torch.Tensor) -> np.ndarray:
+    """(I, 3, H, W) normalised pixel values -> (I, H, W, 3) uint8 (undoing the processor's normalisation)."""
+    proc = m.processor.image_processor
+    mean = torch.tensor(proc.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(proc.image_std).view(1, 3, 1, 1)
+    x = (pixel_values.detach().float().cpu() * std + mean).clamp(0, 1)
+    return (x.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+
+
+def _grid(m: loading.Loaded, pixel_values: torch.Tensor) -> tuple[int, int]:
+    patch = int(m.model.config.vision_config.patch_size)
+    return pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+
+
+def _names(sources: Sequence[str]) -> list[str]:
+    return [Path(str(s)).name[:40] or f"image {i + 1}" for i, s in enumerate(sources)]
+
+
+def _notice(m: loading.Loaded, candidates: list[str]) -> str:
+    limit = _text_limit(m)
+    long = [t for t, ids in zip(candidates, m.processor.tokenizer(candidates)["input_ids"]) if len(ids) > limit]
+    if not long:
+        return ""
+    return f"{len(long)} candidate(s) longer than {limit} tokens were cut to the model's limit."
+
+
+@memo(maxsize=8)
+def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: str | None) -> ClipResult:
+    m = load(model_id)
+    images = [load_image(s) for s in sources]
+    enc = m.processor(text=list(candidates), images=images, return_tensors="pt", padding=True, truncation=True, max_length=_text_limit(m))
+    enc = {k: (v.to(m.device, m.dtype) if k == "pixel_values" else v.to(m.device)) for k, v in enc.items()}
+    with torch.inference_mode():
+        out = m.model(**enc, output_attentions=True)
+    image_embeds = out.image_embeds.float().cpu().numpy()
+    text_embeds = out.text_embeds.float().cpu().numpy()
+    # (layers, I, heads, n, n) -> per image rollout from [CLS] (row 0) to the patches.
+    vision_attn = torch.stack(out.vision_model_output.attentions).float().cpu().numpy()
+    gh, gw = _grid(m, enc["pixel_values"])
+    rollout = np.stack([attention_rollout(vision_attn[:, i])[0, 1:].reshape(gh, gw) for i in range(len(images))])
+    return ClipResult(
+        texts=list(candidates),
+        image_names=_names(sources),
+        sources=list(sources),
+        model_id=m.model_id,
+        logits=out.logits_per_image.float().cpu().numpy(),
+        cosine=image_embeds @ text_embeds.T,
+        logit_scale=float(m.model.logit_scale.detach().exp()),
+        image_embeds=image_embeds,
+        text_embeds=text_embeds,
+        pixels=_to_uint8(m, enc["pixel_values"]),
+        rollout=rollout,
+        notice=_notice(m, list(candidates)),
+    )
+
+
+def analyse(images: str | Sequence[str], texts: str | Sequence[str], model_id: str | None = None) -> ClipResult:
+    """Score every image (file paths; the first is the main one) against every candidate text in
+    one forward pass, which also gives the embeddings and the vision attentions."""
+    sources = [images] if isinstance(images, (str, Path)) else [s for s in images if s]
+    if not sources:
+        raise ValueError("Please upload an image.")
+    if len(sources) > MAX_IMAGES:
+        raise ValueError(f"{len(sources)} images given; the limit is {MAX_IMAGES}.")
+    return _analyse(tuple(str(s) for s in sources), tuple(parse_candidates(texts)), model_id)
+
+
+def _image_features(m: loading.Loaded, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """(1, 3, H, W) -> normalised projected image embedding (1, d) and the vision attentions."""
+    out = m.model.vision_model(pixel_values=pixel_values, output_attentions=True)
+    emb = m.model.visual_projection(out.pooler_output)
+    return emb / emb.norm(dim=-1, keepdim=True), out.attentions
+
+
+def _pool_index(m: loading.Loaded, ids: torch.Tensor) -> int:
+    """Position whose state CLIP's text tower pools for ids (1, n): the first EOS (argmax id for
+    old configs with eos_token_id == 2), as in CLIPTextTransformer."""
+    eos = m.model.config.text_config.eos_token_id
+    row = ids[0]
+    if eos == 2:
+        return int(row.argmax())
+    hits = (row == eos).nonzero()
+    return int(hits[0, 0]) if len(hits) else row.shape[0] - 1
+
+
+def _text_embedding(m: loading.Loaded, ids: torch.Tensor, mask: torch.Tensor, pool: int) -> torch.Tensor:
+    """(b, n) ids -> (b, d) normalised projected text embeddings, pooled at the fixed position `pool`
+    (fixed so that the padding baseline of integrated gradients is pooled at the same place)."""
+    hidden = m.model.text_model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).last_hidden_state
+    emb = m.model.text_projection(hidden[:, pool])
+    return emb / emb.norm(dim=-1, keepdim=True)
+
+
+def _encode_text(m: loading.Loaded, text: str):
+    enc = encode(m.processor.tokenizer, m.model, text, max_length=_text_limit(m))
+    return enc, _pool_index(m, enc.ids)
+
+
+@memo(maxsize=32)
+def gradient_rollout(image: str, text: str, model_id: str | None = None) -> np.ndarray:
+    """Chefer et al. (2021) relevance of each patch of `image` (path) for cos(image, text): (gh, gw).
+
+    R = I; for every vision layer R += mean_heads(clamp(grad * attn, min=0)) @ R, where grad is
+    the gradient of the cosine similarity w.r.t. that layer's attention probabilities;
+    the relevance is the [CLS] row of R over the patches.
+    """
+    m = load(model_id)
+    pv = _pixels(m, [load_image(image)])
+    enc, pool = _encode_text(m, text)
+    with torch.no_grad():
+        text_emb = _text_embedding(m, enc.ids, enc.mask, pool)
+    with torch.enable_grad():
+        img_emb, attns = _image_features(m, pv)
+        grads = torch.autograd.grad((img_emb * text_emb).sum(), attns)
+    n = attns[0].shape[-1]
+    relevance = torch.eye(n, device=pv.device)
+    for attn, grad in zip(attns, grads):
+        cam = (grad[0] * attn[0]).detach().float().clamp(min=0).mean(dim=0)  # (n, n)
+        relevance = relevance + cam @ relevance
+    return relevance[0, 1:].cpu().numpy().reshape(_grid(m, pv)).astype(np.float32)
+
+
+def relevance(result: ClipResult, image_index: int, text: str, method: str = "chefer") -> PatchRelevance:
+    """Patch relevance of image `image_index` of `result` for `text`.
+
+    "chefer" runs one forward + backward pass of the vision tower (cached); "rollout" reuses the
+    attentions of the analysis pass (it does not depend on the text).
+    """
+    if method not in RELEVANCE_METHODS:
+        raise ValueError(f"Unknown relevance method {method!r}; choose one of {sorted(RELEVANCE_METHODS)}.")
+    if text not in result.texts:
+        raise ValueError(f"Unknown candidate {text!r}; choose one of the analysed texts.")
+    i = min(max(int(image_index), 0), len(result.sources) - 1)
+    if method == "rollout":
+        scores = result.rollout[i]
+    else:
+        scores = gradient_rollout(result.sources[i], text, result.model_id)
+    return PatchRelevance(scores, result.pixels[i], text, method)
+
+
+@memo(maxsize=32)
+def attribute_text(
+    image: str,
+    text: str,
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    model_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Per-token attribution of cos(image, text) to the tokens of `text` (Captum, at the text
+    tower's token-embedding layer; baseline: every word token replaced by the padding token)."""
+    m = load(model_id)
+    with torch.no_grad():
+        img_emb, _ = _image_features(m, _pixels(m, [load_image(image)]))
+    enc, pool = _encode_text(m, text)
+    tok = m.processor.tokenizer
+    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+
+    def similarity(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (_text_embedding(m, ids, mask, pool) * img_emb).sum(dim=-1).float()  # (b,)
+
+    return token_attribution(
+        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), method, steps, progress=progress
+    )

@@ -1,0 +1,199 @@
+"""Translation (Marian, English -> German): the translation, encoder / decoder / cross-attention
+from one teacher-forced pass, source and target embeddings, and source-token attributions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import METHODS, ProgressFn, stack_attentions, stack_hidden
+from demos.explain import _counting  # progress per Captum batch, shared with attribute_layer
+from demos.results import AttentionMaps, Attribution, Embeddings
+from demos.text_common import Encoded, baseline_ids, encode, truncation_notice
+
+TASK = "translation"
+SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
+EXAMPLES = [
+    "The house is small, but the garden is beautiful.",
+    "I would like a cup of coffee, please.",
+    "The students read the book before the lesson.",
+    "Tomorrow it will rain in Berlin.",
+]
+
+
+@dataclass
+class TranslationResult:
+    """One `generate` call, then ONE teacher-forced forward pass over the generated target.
+
+    S source tokens (with </s>), T = generated length - 1 target steps. Step i reads decoder
+    input token i and predicts target token i (= generated token i+1).
+    target_ids: (T,) predicted ids; target_probs: (T,) P(target_i | source, target_<i) without
+    generation-time logit processors. encoder_attention (Le, H, S, S), decoder_attention
+    (Ld, H, T, T) with rows = predicted tokens and columns = decoder input tokens,
+    cross_attention (Ld, H, T, S). embeddings: (max(Le, Ld)+1, S+T, d), source then target.
+    """
+
+    text: str
+    model_id: str
+    translation: str
+    source_tokens: list[str]
+    decoder_tokens: list[str]
+    target_tokens: list[str]
+    generated: tuple[int, ...]
+    target_ids: np.ndarray
+    target_probs: np.ndarray
+    encoder_attention: AttentionMaps
+    decoder_attention: AttentionMaps
+    cross_attention: AttentionMaps
+    embeddings: Embeddings
+    notice: str
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.AutoModelForSeq2SeqLM, transformers.AutoTokenizer, model_id)
+
+
+def _encode(m: loading.Loaded, text: str) -> Encoded:
+    return encode(m.processor, m.model, text)
+
+
+def _generate(m: loading.Loaded, enc: Encoded) -> torch.Tensor:
+    """(1, L) generated ids, decoder start token first, with the model's own generation config."""
+    with torch.inference_mode():
+        return m.model.generate(input_ids=enc.ids, attention_mask=enc.mask)
+
+
+def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: list[str]) -> Embeddings:
+    """(Le+1, S, d) and (Ld+1, T, d) -> (max+1, S+T, d); the shallower side repeats its last layer."""
+    layers = max(enc_hidden.shape[0], dec_hidden.shape[0])
+    idx = lambda h, i: h[min(i, h.shape[0] - 1)]  # noqa: E731
+    vectors = np.stack([np.concatenate([idx(enc_hidden, i), idx(dec_hidden, i)]) for i in range(layers)])
+    groups = [SOURCE_GROUP] * enc_hidden.shape[1] + [TARGET_GROUP] * dec_hidden.shape[1]
+    return Embeddings(vectors, labels, groups)
+
+
+@memo(maxsize=8)
+def analyse(text: str, model_id: str | None = None) -> TranslationResult:
+    """Translate `text`, then run one teacher-forced pass for attentions, hidden states and step probabilities."""
+    m = load(model_id)
+    tok = m.processor
+    enc = _encode(m, text)
+    generated = _generate(m, enc)  # (1, T+1)
+    if generated.shape[1] < 2:
+        raise RuntimeError("The model generated no tokens.")
+    decoder_in, target = generated[:, :-1], generated[0, 1:]
+    with torch.inference_mode():
+        out = m.model(
+            input_ids=enc.ids,
+            attention_mask=enc.mask,
+            decoder_input_ids=decoder_in,
+            output_attentions=True,
+            output_hidden_states=True,
+        )
+    probs = torch.softmax(out.logits[0].float(), dim=-1)  # (T, vocab)
+    target_probs = probs.gather(1, target[:, None])[:, 0].cpu().numpy()
+    src, dec_toks = enc.tokens, tok.convert_ids_to_tokens(decoder_in[0].tolist())
+    tgt = tok.convert_ids_to_tokens(target.tolist())
+    return TranslationResult(
+        text=text,
+        model_id=m.model_id,
+        translation=tok.decode(generated[0], skip_special_tokens=True),
+        source_tokens=src,
+        decoder_tokens=dec_toks,
+        target_tokens=tgt,
+        generated=tuple(generated[0].tolist()),
+        target_ids=target.cpu().numpy(),
+        target_probs=target_probs,
+        encoder_attention=AttentionMaps(stack_attentions(out.encoder_attentions), src, src, "encoder self"),
+        decoder_attention=AttentionMaps(stack_attentions(out.decoder_attentions), tgt, dec_toks, "decoder self"),
+        cross_attention=AttentionMaps(stack_attentions(out.cross_attentions), tgt, src, "cross"),
+        embeddings=_joint_embeddings(
+            stack_hidden(out.encoder_hidden_states), stack_hidden(out.decoder_hidden_states), [*src, *dec_toks]
+        ),
+        notice=truncation_notice(enc),
+    )
+
+
+def _source_embeds(model, ids: torch.Tensor) -> torch.Tensor:
+    """(1, S) ids -> (1, S, d) encoder input embeddings exactly as the encoder computes them.
+
+    Marian's encoder multiplies by `embed_scale` only when given ids, so embeddings passed as
+    `inputs_embeds` must already be scaled. Attributing at this tensor (not with a layer hook)
+    keeps the decoder's token embeddings, which may be the same module, out of the path.
+    """
+    encoder = model.get_encoder()
+    return encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)
+
+
+def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str, steps: int, batch: int, progress):
+    """Captum on the (1, S, d) embeddings -> per-token scores (S,) and the IG convergence delta."""
+    from captum.attr import InputXGradient, IntegratedGradients
+
+    if method == "integrated_gradients":
+        total = -(-steps // batch) + 2
+        algo = IntegratedGradients(_counting(score_fn, total, progress))
+        attrs, delta = algo.attribute(
+            x, baselines=base, n_steps=steps, internal_batch_size=batch, return_convergence_delta=True
+        )
+        delta_value: float | None = float(delta.abs().max())
+    else:
+        attrs = InputXGradient(_counting(score_fn, 1, progress)).attribute(x.clone().requires_grad_(True))
+        delta_value = None
+    return attrs.sum(dim=-1)[0].detach().float().cpu().numpy(), delta_value
+
+
+@memo(maxsize=32)
+def attribute(
+    text: str,
+    step: int = 0,
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    model_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Attribution of P(target token `step` | source, target prefix) to each source token.
+
+    Integrated gradients from a baseline where every ordinary source token is <pad> (</s> kept);
+    scores (S,) sum to f(input) - f(baseline) up to the convergence delta.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown attribution method {method!r}; choose one of {sorted(METHODS)}.")
+    result = analyse(text, model_id)
+    n_steps = len(result.target_tokens)
+    if not 0 <= int(step) < n_steps:
+        raise ValueError(f"Target token {step} does not exist; choose 0 to {n_steps - 1}.")
+    step = int(step)
+    m = load(model_id)
+    tok, model = m.processor, m.model
+    enc = _encode(m, text)
+    prefix = torch.tensor([result.generated[: step + 1]], device=enc.ids.device)  # (1, step+1)
+    target_id = int(result.target_ids[step])
+    base_ids = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+
+    def score(embeds: torch.Tensor) -> torch.Tensor:
+        n = embeds.shape[0]
+        logits = model(
+            inputs_embeds=embeds, attention_mask=enc.mask.expand(n, -1), decoder_input_ids=prefix.expand(n, -1)
+        ).logits[:, -1]
+        return torch.softmax(logits.float(), dim=-1)[:, target_id]
+
+    with torch.no_grad():
+        x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
+    scores, delta = _attribute_embeds(score, x, base, method, int(steps), 16, progress)
+    with torch.inference_mode():
+        f_in, f_base = float(score(x)[0]), float(score(base)[0])
+    return Attribution(
+        tokens=enc.tokens,
+        scores=np.asarray(scores, dtype=np.float32),
+        target=f"{result.target_tokens[step]} (target token {step})",
+        method=method,
+        steps=int(steps),
+        delta=delta,
+        output_value=f_in,
+        baseline_value=f_base,
+    )

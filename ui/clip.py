@@ -1,0 +1,200 @@
+"""Image-text matching tab (CLIP): probabilities of candidate descriptions, image x text
+similarity matrix, patch relevance and token attributions for a chosen text, shared embeddings."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from demos import clip
+from ui.common import attribution_controls, attribution_summary, explain, guarded, model_picker
+from viz.bars import attribution_bars
+from viz.clip import relevance_overlay, shorten, similarity_heatmap
+from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
+from viz.tokens import highlight_html
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
+# Descriptions of the example photos by file stem; other files get "a photo of a <stem>".
+DESCRIPTIONS = {
+    "astronaut": "a photo of an astronaut",
+    "cat": "a photo of a cat",
+    "chelsea": "a photo of a cat",
+    "coffee": "a cup of coffee",
+    "rocket": "a rocket on a launch pad",
+    "motorcycle": "a photo of a motorcycle",
+}
+DISTRACTORS = ["a photo of a dog", "a city street at night"]
+
+PROBABILITIES = (
+    "CLIP turns the image and every description into a vector in the same space and compares "
+    "them. The probabilities come from a softmax over the candidates: they add up to 1, so they "
+    "only say which description fits *best among those you gave*, not whether any fits well."
+)
+MATRIX = (
+    "**Similarity matrix**: every image (row) against every description (column). *Cosine "
+    "similarity* is the angle between the two vectors (1 = same direction). CLIP multiplies it by "
+    "a learned temperature to get *logits*; a softmax over each row gives the *probabilities*. "
+    "★ marks the best description for each image. Add more images above to compare them."
+)
+RELEVANCE = (
+    "**Where the model looks**: CLIP cuts the image into square patches. *Gradient-weighted "
+    "rollout* (Chefer et al., 2021) follows the attention of the vision transformer from layer to "
+    "layer, keeping only the parts whose gradient raises the similarity with the chosen text: "
+    "bright patches are the ones that made this description match. *Attention rollout* uses the "
+    "attention alone, so it is the same whichever text you pick."
+)
+TEXT_ATTRIBUTION = (
+    "**Which words matter** (Captum integrated gradients on the text encoder): how much each token "
+    "raised (green) or lowered (red) the cosine similarity between the chosen text and the chosen "
+    "image, compared with a text made of padding tokens. Integrated gradients blends the text in "
+    "from that baseline and adds up the gradients on the way, so the scores add up to the change "
+    "in similarity; the *convergence delta* says how far off that sum is (more steps, smaller delta)."
+)
+EMBEDDINGS = (
+    "**Shared space**: images and descriptions as points after squashing CLIP's joint space to "
+    "2-D. A description close to an image matches it well. Images and texts often form two "
+    "separate clouds (the 'modality gap'); what counts is which text lies nearest to which image."
+)
+METRICS = {"cosine similarity": "cosine", "logit (scaled cosine)": "logits", "probability (softmax per image)": "probs"}
+
+
+def _describe(stem: str) -> str:
+    words = stem.lower().replace("-", "_").split("_")
+    known = [DESCRIPTIONS[w] for w in words if w in DESCRIPTIONS]
+    return known[-1] if known else f"a photo of a {' '.join(words)}"
+
+
+def example_rows() -> list[list[str]]:
+    """[image path, candidate texts] for every photo in assets/images (none if the folder is empty)."""
+    files = sorted(p for p in IMAGES_DIR.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if IMAGES_DIR.is_dir() else []
+    if not files:
+        return []
+    descriptions = [_describe(p.stem) for p in files]
+    candidates = "\n".join(dict.fromkeys([*descriptions, *DISTRACTORS]))
+    return [[str(p), candidates] for p in files]
+
+
+def matrix_figure(result: clip.ClipResult, metric: str):
+    key = METRICS.get(metric, "cosine")
+    bounds = (0.0, 1.0) if key == "probs" else (None, None)
+    return similarity_heatmap(getattr(result, key), result.image_names, result.texts, metric, "Image × text " + metric, *bounds)
+
+
+def relevance_figure(result: clip.ClipResult, image_index: int, text: str, method: str):
+    rel = clip.relevance(result, int(image_index or 0), text, method)
+    title = f"Image {int(image_index or 0) + 1} and “{text}” · {clip.RELEVANCE_METHODS[method]}"
+    return relevance_overlay(rel.pixels, rel.scores, title)
+
+
+def embedding_figure(result: clip.ClipResult, method: str):
+    emb = result.embeddings()
+    points = project_2d(emb.layer(0), method or "pca")
+    return embedding_scatter(points, [shorten(label) for label in emb.labels], emb.groups, title=f"Images and texts in CLIP's shared space · {method or 'pca'}")
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            image_box = gr.Image(type="filepath", label="Image", height=300)
+            texts_box = gr.Textbox(label="Candidate descriptions (one per line, or separated by commas)", lines=4, value=clip.EXAMPLE_TEXTS, max_length=10000)
+            more = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="More images for the similarity matrix (optional)")
+            with gr.Row():
+                run = gr.Button("Match", variant="primary")
+                model_box, info = model_picker(clip.TASK)
+            rows = example_rows()
+            if rows:
+                gr.Examples(rows, inputs=[image_box, texts_box])
+        with gr.Column(scale=1):
+            label = gr.Label(label="Which description fits the image best")
+            explain(PROBABILITIES)
+            notice = gr.Markdown()
+    state = gr.State()
+    extra = gr.State([])
+    with gr.Row():
+        image_choice = gr.Dropdown([("image 1", 0)], value=0, label="Image to explain")
+        text_choice = gr.Dropdown([], label="Description to explain")
+    with gr.Tabs():
+        with gr.Tab("Similarity matrix"):
+            explain(MATRIX)
+            metric = gr.Radio(list(METRICS), value="cosine similarity", label="Show")
+            matrix_plot = gr.Plot(label="Image × text similarity")
+        with gr.Tab("Where the model looks"):
+            explain(RELEVANCE)
+            rel_method = gr.Radio([(v, k) for k, v in clip.RELEVANCE_METHODS.items()], value="chefer", label="Method")
+            rel_plot = gr.Plot(label="Patch relevance")
+        with gr.Tab("Which words matter"):
+            explain(TEXT_ATTRIBUTION)
+            method_radio, steps_slider = attribution_controls()
+            explain_btn = gr.Button("Explain again")
+            attr_summary = gr.Markdown()
+            attr_html = gr.HTML()
+            attr_plot = gr.Plot(label="Attribution per token")
+        with gr.Tab("Shared embedding space"):
+            explain(EMBEDDINGS)
+            projection = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
+            emb_plot = gr.Plot(label="Images and texts")
+
+    @guarded
+    def match(image, texts, extra_images, model):
+        if not image:
+            raise gr.Error("Please upload an image.")
+        result = clip.analyse([image, *(extra_images or [])], texts, model)
+        m = clip.load(model)
+        best = result.best_text
+        return (
+            result.label_value(0),
+            f"Model: {m.describe()}",
+            result.notice,
+            result,
+            gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
+            gr.Dropdown(result.texts, value=best, label="Description to explain"),
+            matrix_figure(result, "cosine similarity"),
+            relevance_figure(result, 0, best, "chefer"),
+            embedding_figure(result, "pca"),
+        )
+
+    @guarded
+    def explain_text(result, image, text, method, steps, progress=gr.Progress()):
+        if result is None:
+            raise gr.Error("Match an image first.")
+        i = int(image or 0)
+        attr = clip.attribute_text(
+            result.sources[i],
+            text or result.best_text,
+            method,
+            int(steps),
+            result.model_id,
+            progress=lambda frac, msg: progress(frac, desc=msg),
+        )
+        title = f"Attribution toward cos(image {i + 1}, “{attr.target}”)"
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)
+
+    @guarded
+    def rerender_relevance(result, image_index, text, method_value):
+        return gr.skip() if result is None or not text else relevance_figure(result, image_index, text, method_value)
+
+    @guarded
+    def rerender_matrix(result, metric_value):
+        return gr.skip() if result is None else matrix_figure(result, metric_value)
+
+    @guarded
+    def rerender_embeddings(result, method_value):
+        return gr.skip() if result is None else embedding_figure(result, method_value)
+
+    main = gr.on(
+        [run.click],
+        match,
+        [image_box, texts_box, extra, model_box],
+        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot],
+        api_name="clip_match",
+    )
+    attr_inputs = [state, image_choice, text_choice, method_radio, steps_slider]
+    attr_outputs = [attr_summary, attr_html, attr_plot]
+    main.success(explain_text, attr_inputs, attr_outputs, api_name="clip_attribution")
+    explain_btn.click(explain_text, attr_inputs, attr_outputs, api_visibility="private")
+    more.change(lambda files: list(files or []), more, extra, api_visibility="private", queue=False)
+    gr.on([image_choice.input, text_choice.input, rel_method.input], rerender_relevance, [state, image_choice, text_choice, rel_method], rel_plot, api_visibility="private")
+    metric.input(rerender_matrix, [state, metric], matrix_plot, api_visibility="private", queue=False)
+    projection.input(rerender_embeddings, [state, projection], emb_plot, api_visibility="private")

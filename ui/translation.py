@@ -1,0 +1,156 @@
+"""Translation tab (English -> German): translation, alignment (cross-attention), encoder and
+decoder self-attention, source-token attributions of a chosen target token, joint embeddings."""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos import translation
+from ui import texts
+from ui.common import (
+    AttentionView,
+    EmbeddingView,
+    attribution_controls,
+    attribution_summary,
+    explain,
+    guarded,
+    model_picker,
+    require_text,
+)
+from viz.bars import attribution_bars, probability_lines
+from viz.tokens import clean_token, highlight_html
+from viz.translation import alignment_heatmap
+
+TRANSLATION = (
+    "A **translation model** has two halves. The *encoder* reads the whole English sentence; the "
+    "*decoder* writes German one token at a time, each time looking back at what it already wrote "
+    "and at the encoder's reading of the English. The curve shows how sure the model was of each "
+    "German token it wrote."
+)
+ALIGNMENT = (
+    "**Cross-attention** is where the decoder looks at the English sentence. Each row is the German "
+    "token being predicted, each column an English token; a row adds up to 1. Bright cells often "
+    "line up words with their translations (an *alignment*), though heads and layers differ. The "
+    "token range picks rows (German tokens); all English tokens stay visible."
+)
+ENCODER = (
+    "**Encoder self-attention**: how each English token looks at the other English tokens while "
+    "the model reads the sentence. Everyone may look everywhere, before and after."
+)
+DECODER = (
+    "**Decoder self-attention**: while predicting each German token (row) the decoder looks back at "
+    "the German tokens it has already written (columns, starting with the start token). It cannot "
+    "look ahead, so the upper right triangle is empty."
+)
+ATTRIBUTION = (
+    "Pick one German token: the attributions say how much each **English** token raised (green) or "
+    "lowered (red) the probability of writing exactly that token, given the English sentence and "
+    "the German written before it."
+)
+EMBEDDINGS = (
+    "English (encoder) and German (decoder) token vectors in one picture. Layer 0 is the raw token "
+    "embeddings; higher layers mix in context, and words that translate each other may move together."
+)
+
+
+TARGET_LABEL, TARGET_INFO = "German token to explain", "index: token (probability)"
+
+
+class AlignmentView(AttentionView):
+    """AttentionView for cross-attention: the token range selects target rows only."""
+
+    def figure(self, result, layer, head, start, end):
+        maps = self.pick(result)
+        layer = min(int(layer or 0), maps.n_layers - 1)
+        return alignment_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, self.title)
+
+
+def _target_choices(result: translation.TranslationResult) -> list[tuple[str, int]]:
+    """Dropdown choices (label, step index) of the target tokens, with their probabilities."""
+    pairs = zip(result.target_tokens, result.target_probs)
+    return [(f"{i}: {clean_token(tok)}  (p={p:.1%})", i) for i, (tok, p) in enumerate(pairs)]
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="English text", lines=3, placeholder="Type an English sentence…", max_length=5000)
+            with gr.Row():
+                run = gr.Button("Translate", variant="primary")
+                model, info = model_picker(translation.TASK)
+            gr.Examples([[e] for e in translation.EXAMPLES], inputs=[text])
+        with gr.Column(scale=2):
+            output = gr.Textbox(label="German translation", lines=3, interactive=False)
+            notice = gr.Markdown()
+            explain(TRANSLATION)
+            confidence = gr.Plot(label="Probability of each German token")
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Alignment (cross-attention)"):
+            cross = AlignmentView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
+        with gr.Tab("Attributions"):
+            explain(ATTRIBUTION)
+            explain(texts.ATTRIBUTION)
+            target = gr.Dropdown([], label=TARGET_LABEL, info=TARGET_INFO)
+            method, steps = attribution_controls()
+            explain_btn = gr.Button("Explain this token")
+            attr_summary = gr.Markdown()
+            attr_html = gr.HTML()
+            attr_plot = gr.Plot(label="Attribution per English token")
+        with gr.Tab("Encoder attention"):
+            encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
+            explain(texts.HEADS)
+        with gr.Tab("Decoder attention"):
+            decoder = AttentionView.build(lambda r: r.decoder_attention, "Decoder self-attention", DECODER)
+        with gr.Tab("Embeddings"):
+            embeddings = EmbeddingView.build(
+                lambda r: r.embeddings, "English and German token embeddings", f"{EMBEDDINGS}\n\n{texts.EMBEDDINGS}"
+            )
+    views = (cross, encoder, decoder)
+
+    @guarded
+    def translate(text_value: str, model_id: str):
+        result = translation.analyse(require_text(text_value), model_id)
+        m = translation.load(model_id)
+        choices = _target_choices(result)
+        series = {"P(token | English, German so far)": result.target_probs}
+        return (
+            result.translation,
+            f"Model: {m.describe()}",
+            result.notice,
+            result,
+            gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
+            probability_lines(result.target_tokens, series, "Confidence per German token"),
+            *[u for v in views for u in v.updates(result)],
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def explain_result(result, step, method_value: str, steps_value: int, progress=gr.Progress()):
+        if result is None:
+            raise gr.Error("Translate a text first.")
+        attr = translation.attribute(
+            result.text,
+            int(step or 0),
+            method_value,
+            int(steps_value),
+            result.model_id,
+            progress=lambda frac, msg: progress(frac, desc=msg),
+        )
+        title = f"Attribution toward {attr.target}"
+        bars = attribution_bars(attr.tokens, attr.scores, title)
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
+
+    main = gr.on(
+        [run.click, text.submit],
+        translate,
+        [text, model],
+        [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *embeddings.outputs],
+        api_name="translate",
+    )
+    attr_inputs = [state, target, method, steps]
+    attr_outputs = [attr_summary, attr_html, attr_plot]
+    main.then(explain_result, attr_inputs, attr_outputs, api_name="translate_attribution")
+    gr.on([explain_btn.click, target.input], explain_result, attr_inputs, attr_outputs, api_visibility="private")
+    for view in (*views, embeddings):
+        view.bind(state)
