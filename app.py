@@ -19,6 +19,7 @@ ASSETS = ROOT / "assets"
 
 # (tab title, module in ui/ with a `build()` function). Adding a task = one module + one line.
 TABS: list[tuple[str, str]] = [
+    ("How to read these views", "ui.guide"),
     ("Sentiment", "ui.sentiment"),
     ("Question answering", "ui.qa"),
     ("Translation", "ui.translation"),

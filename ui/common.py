@@ -15,8 +15,10 @@ import gradio as gr
 
 from demos import settings
 from demos.results import AttentionMaps, Embeddings
+from ui.export import bind_export, export_button
 from viz.attention import AVERAGE, attention_heatmap, head_summary
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
+from viz.export import attention_csv, points_csv
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,7 @@ class AttentionView:
     end: gr.Number
     plot: gr.Plot
     summary: gr.Plot
+    export: tuple | None = None  # (button, file) of the CSV export
 
     @classmethod
     def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str) -> "AttentionView":
@@ -107,7 +110,8 @@ class AttentionView:
             end = gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0)
         plot = gr.Plot(label=title)
         summary = gr.Plot(label=f"{title}: heads overview")
-        return cls(pick, title, layer, head, start, end, plot, summary)
+        export = export_button("Export this attention (CSV, all layers and heads)")
+        return cls(pick, title, layer, head, start, end, plot, summary, export)
 
     @property
     def outputs(self) -> list:
@@ -144,6 +148,12 @@ class AttentionView:
 
         gr.on([c.change for c in controls], rerender, [state, *controls], self.plot, api_visibility="private", queue=False)
 
+        def as_csv(result):
+            maps = self.pick(result)
+            return attention_csv(maps.weights, maps.query_tokens, maps.key_tokens), "attention", ".csv"
+
+        bind_export(*self.export, [state], as_csv)
+
 
 @dataclass
 class EmbeddingView:
@@ -154,6 +164,7 @@ class EmbeddingView:
     layer: gr.Slider
     method: gr.Radio
     plot: gr.Plot
+    export: tuple | None = None  # (button, file) of the CSV export
 
     @classmethod
     def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> "EmbeddingView":
@@ -162,7 +173,7 @@ class EmbeddingView:
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer (0 = input embeddings)")
             method = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
         plot = gr.Plot(label=title)
-        return cls(pick, title, layer, method, plot)
+        return cls(pick, title, layer, method, plot, export_button("Export these points (CSV)"))
 
     @property
     def outputs(self) -> list:
@@ -187,6 +198,13 @@ class EmbeddingView:
             return self.figure(result, layer, method)
 
         gr.on([self.layer.change, self.method.change], rerender, [state, self.layer, self.method], self.plot, api_visibility="private")
+
+        def as_csv(result, layer, method):
+            emb = self.pick(result)
+            layer = min(int(layer or 0), emb.vectors.shape[0] - 1)
+            return points_csv(project_2d(emb.layer(layer), method or "pca"), emb.labels, emb.groups), "embedding", ".csv"
+
+        bind_export(*self.export, [state, self.layer, self.method], as_csv)
 
 
 def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider]:

@@ -1,0 +1,90 @@
+"""First tab: "How to read these views", each view explained with the app's own figures.
+
+The small illustrations are drawn by the same viz functions the tabs use, from example patterns
+built here (labelled as illustrations); a button runs the sentiment model on a sentence so the
+same views appear with real numbers.
+"""
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+
+from demos import sentiment
+from ui import texts
+from ui.common import explain, guarded
+from viz.attention import attention_heatmap
+from viz.bars import attribution_bars
+from viz.embedding import embedding_scatter
+from viz.tokens import highlight_html
+
+TOKENS = ["[CLS]", "the", "film", "was", "not", "good", "[SEP]"]
+
+INTRO = """
+## How to read these views
+Every tab runs a real model and shows **the answer** and, beside it, **how the model got there**.
+Three kinds of view appear throughout:
+
+1. **Attention**: who looks at whom inside the model.
+2. **Attributions**: which parts of the input pushed the answer, and in which direction.
+3. **Embeddings**: the model's internal vectors, squashed to a 2-D map.
+
+The small figures below are *illustrations* drawn from example patterns so that each shape is
+easy to recognise. Press **Run on a real model** to see the same views computed by the sentiment
+model for a sentence of your choice. Each tab says which model runs and whether its weights are
+pretrained or random (the offline stand-ins are random: their views show the mechanics, not
+linguistic meaning).
+"""
+
+
+def _pattern_heads() -> np.ndarray:
+    """(1, 3, n, n) attention patterns often seen in trained models: previous token, [CLS]/[SEP]
+    sink, and a broad averaging head. Rows sum to 1."""
+    n = len(TOKENS)
+    previous = np.eye(n, k=-1)
+    previous[0, 0] = 1.0
+    sink = np.zeros((n, n))
+    sink[:, [0, n - 1]] = 0.5
+    broad = np.full((n, n), 1.0 / n)
+    heads = np.stack([previous, sink, broad])[None]
+    return heads / heads.sum(-1, keepdims=True)
+
+
+def build() -> None:
+    gr.Markdown(INTRO)
+    heads = _pattern_heads()
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("### 1 · Attention")
+            explain(texts.ATTENTION)
+            gr.Plot(attention_heatmap(heads, TOKENS, TOKENS, 0, 0, title="Illustration: a previous-token head"))
+            gr.Plot(attention_heatmap(heads, TOKENS, TOKENS, 0, 1, title="Illustration: a head resting on [CLS]/[SEP]"))
+        with gr.Column():
+            gr.Markdown("### 2 · Attributions")
+            explain(texts.ATTRIBUTION)
+            scores = np.array([0.0, 0.02, 0.05, 0.01, -0.6, 0.35, 0.0])
+            gr.HTML(highlight_html(TOKENS, scores, "Illustration: toward POSITIVE"))
+            gr.Plot(attribution_bars(TOKENS, scores, "Illustration: 'not' pulls away from POSITIVE"))
+            gr.Markdown("### 3 · Embeddings")
+            explain(texts.EMBEDDINGS)
+            angles = np.linspace(0, 2 * np.pi, len(TOKENS), endpoint=False)
+            points = np.c_[np.cos(angles), np.sin(angles)] * np.array([1, 0.6])
+            gr.Plot(embedding_scatter(points, TOKENS, ["special", "word", "word", "word", "word", "word", "special"], "Illustration: tokens as points"))
+    gr.Markdown("### Now with a real model")
+    with gr.Row():
+        text = gr.Textbox(value="The film was not good.", label="Sentence", scale=3, max_length=2000)
+        run = gr.Button("Run on a real model", variant="primary", scale=1)
+    info = gr.Markdown()
+    with gr.Row():
+        attention_plot = gr.Plot(label="Attention (last layer, mean of heads)")
+        attribution_html = gr.HTML()
+
+    @guarded
+    def show(sentence: str):
+        result = sentiment.analyse(sentence.strip() or "The film was not good.")
+        attr = sentiment.attribute(result.text)
+        maps = result.attention
+        figure = attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, maps.n_layers - 1, "average", title="Attention")
+        title = f"Attribution toward {attr.target} ({max(result.probs):.0%})"
+        return f"Model: {sentiment.load().describe()}", figure, highlight_html(attr.tokens, attr.scores, title)
+
+    run.click(show, [text], [info, attention_plot, attribution_html], api_visibility="private")

@@ -1,0 +1,75 @@
+"""Numbers behind the views as files: CSV for tables, JSON for whole results.
+
+Pure functions: result dataclasses / arrays in, text out (the UI writes the text to a file).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, numpy arrays and scalars -> JSON-compatible Python values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, np.ndarray):
+        return np.round(value.astype(float), 6).tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def result_json(result: Any) -> str:
+    """The whole result (answer, attentions, embeddings, ...) as indented JSON."""
+    return json.dumps(_plain(result), indent=1, ensure_ascii=False)
+
+
+def _cell(value: Any) -> Any:
+    """Guard spreadsheet users against formula injection: '=cmd()' is written as "'=cmd()"."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv(header: Sequence[str], rows) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows([_cell(c) for c in row] for row in rows)
+    return buf.getvalue()
+
+
+def attention_csv(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str]) -> str:
+    """Long table: layer, head, query index/token, key index/token, weight. weights: (L, H, q, k)."""
+    layers, heads, q, k = weights.shape
+    rows = (
+        (l, h, i, query_tokens[i], j, key_tokens[j], f"{weights[l, h, i, j]:.6g}")
+        for l in range(layers)
+        for h in range(heads)
+        for i in range(q)
+        for j in range(k)
+    )
+    return _csv(["layer", "head", "query_index", "query_token", "key_index", "key_token", "weight"], rows)
+
+
+def points_csv(points: np.ndarray, labels: Sequence[str], groups: Sequence[str] | None = None) -> str:
+    """One row per projected point: index, label, group, x, y. points: (n, 2)."""
+    groups = list(groups) if groups else [""] * len(labels)
+    rows = ((i, labels[i], groups[i], f"{points[i, 0]:.6g}", f"{points[i, 1]:.6g}") for i in range(len(labels)))
+    return _csv(["index", "label", "group", "x", "y"], rows)
+
+
+def scores_csv(tokens: Sequence[str], scores: Sequence[float], name: str = "attribution") -> str:
+    """One row per token: index, token, score."""
+    return _csv(["index", "token", name], ((i, t, f"{float(s):.6g}") for i, (t, s) in enumerate(zip(tokens, scores))))
