@@ -71,3 +71,15 @@ def test_api_answers_and_rejects_empty_text(serve):
     assert {c["label"] for c in label["confidences"]} == {"POSITIVE", "NEGATIVE"}
     with pytest.raises(AppError, match="Please enter some text"):
         client.predict("   ", api_name="/sentiment")
+
+
+@pytest.mark.slow
+def test_compare_explains_both_texts_toward_text_a_class(serve):
+    client = serve(tab_app("ui.sentiment"))
+    b = "A dull and badly acted film."
+    line, label_a, html_a, label_b, html_b = client.predict(TEXT, b, api_name="/sentiment_compare")
+    target = sentiment.analyse(TEXT).predicted
+    pa, pb = (sentiment.analyse(t).label_value()[target] for t in (TEXT, b))
+    assert line.startswith(f"P({target}): A {pa:.1%} → B {pb:.1%}")
+    assert f"A toward {target}" in html_a and f"B toward {target}" in html_b
+    assert html_b.count("xray-tok") == len(sentiment.attribute(b, target).tokens)

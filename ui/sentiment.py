@@ -5,9 +5,15 @@ import gradio as gr
 
 from demos import sentiment
 from ui import texts
+from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
 from viz.bars import attribution_bars
 from viz.tokens import highlight_html
+
+COMPARE_HELP = (
+    "Change one word and see what moves: both texts are explained **toward the same class** (the "
+    "one predicted for text A), so the colours can be compared token by token."
+)
 
 PREDICTED = "predicted class"
 
@@ -41,6 +47,9 @@ def build() -> None:
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS)
+        with gr.Tab("Compare two texts"):
+            _build_compare(text)
+    result_export(state, "sentiment")
 
     @guarded
     def classify(text_value: str, model_id: str):
@@ -85,3 +94,40 @@ def build() -> None:
     explain_btn.click(explain_result, attr_inputs, attr_outputs, api_visibility="private")
     attention.bind(state)
     embeddings.bind(state)
+
+
+def _build_compare(text_a: gr.Textbox) -> None:
+    """Two inputs side by side: probabilities and attributions toward one shared class."""
+    explain(COMPARE_HELP)
+    with gr.Row():
+        text_b = gr.Textbox(label="Text B", lines=2, value="This movie was an absolute bore: cold, dull and badly acted.", max_length=5000)
+        run = gr.Button("Compare with text A", variant="primary")
+    summary = gr.Markdown()
+    with gr.Row():
+        with gr.Column():
+            label_a = gr.Label(label="Text A")
+            html_a = gr.HTML()
+        with gr.Column():
+            label_b = gr.Label(label="Text B")
+            html_b = gr.HTML()
+
+    @guarded
+    def compare(a: str, b: str, progress=gr.Progress()):
+        a, b = require_text(a, "text A"), require_text(b, "text B")
+        ra, rb = sentiment.analyse(a), sentiment.analyse(b)
+        target = ra.predicted
+        attrs = [
+            sentiment.attribute(t, target, progress=lambda f, m, i=i: progress((i + f) / 2, desc=m))
+            for i, t in enumerate((a, b))
+        ]
+        change = rb.label_value()[target] - ra.label_value()[target]
+        line = f"P({target}): A {ra.label_value()[target]:.1%} → B {rb.label_value()[target]:.1%} ({change:+.1%})"
+        return (
+            line,
+            ra.label_value(),
+            highlight_html(attrs[0].tokens, attrs[0].scores, f"A toward {target}"),
+            rb.label_value(),
+            highlight_html(attrs[1].tokens, attrs[1].scores, f"B toward {target}"),
+        )
+
+    run.click(compare, [text_a, text_b], [summary, label_a, html_a, label_b, html_b], api_name="sentiment_compare")
