@@ -20,9 +20,11 @@ ASSETS = ROOT / "assets"
 # (tab title, module in ui/ with a `build()` function). Adding a task = one module + one line.
 TABS: list[tuple[str, str]] = [
     ("How to read these views", "ui.guide"),
+    ("Generation", "ui.generation"),
     ("Sentiment", "ui.sentiment"),
     ("Question answering", "ui.qa"),
     ("Translation", "ui.translation"),
+    ("Image classification", "ui.image"),
     ("Image-text matching", "ui.clip"),
 ]
 

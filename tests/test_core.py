@@ -98,3 +98,11 @@ def test_guard_turns_errors_into_messages(caplog):
         broken()
     assert info.value.message == GENERIC_ERROR and "/secret/path" not in info.value.message
     assert "unexpected error" in caplog.text
+
+
+def test_markdown_escape_keeps_apostrophes_and_neutralises_markup():
+    from ui.common import _md_escape
+
+    assert _md_escape("don't") == "don't"
+    assert "<" not in _md_escape("<img src=x onerror=alert(1)>")
+    assert _md_escape("**bold**") == r"\*\*bold\*\*"

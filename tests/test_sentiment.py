@@ -82,4 +82,4 @@ def test_compare_explains_both_texts_toward_text_a_class(serve):
     pa, pb = (sentiment.analyse(t).label_value()[target] for t in (TEXT, b))
     assert line.startswith(f"P({target}): A {pa:.1%} → B {pb:.1%}")
     assert f"A toward {target}" in html_a and f"B toward {target}" in html_b
-    assert html_b.count("xray-tok") == len(sentiment.attribute(b, target).tokens)
+    assert html_b.count('class="xray-tok"') == len(sentiment.attribute(b, target).tokens)

@@ -1,0 +1,245 @@
+"""Text generation (GPT-2 family): continuation, next-token choices per step, attention,
+embeddings, and the attribution of one generated token to the tokens before it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from demos.results import AttentionMaps, Attribution, Embeddings, TokenChoices
+from demos.text_common import baseline_ids, model_max_length, token_attribution
+
+TASK = "generation"
+MAX_NEW_TOKENS = 100
+TOP_SHOWN = 10  # candidates shown per step (not the sampling top-k)
+EMPTY_PROMPT = "Please enter some text to continue."
+EXAMPLES = [
+    "The quick brown fox",
+    "Once upon a time, in a small village by the sea,",
+    "The most important invention of the twentieth century was",
+]
+_sampling_lock = threading.Lock()  # seeded sampling uses the global RNG: one at a time
+
+
+@dataclass
+class GenerationResult:
+    """Prompt + continuation and what the model saw on the way.
+
+    ids: (n,) prompt ids (n_prompt, possibly left-truncated) then the `steps` generated ids.
+    tokens: (n,) raw token strings; pieces: (steps,) decoded text of each generated token.
+    choices: top-TOP_SHOWN candidates per step of the *processed* distribution the token was
+    drawn from (after temperature / top-k / top-p when sampling; the plain softmax when greedy).
+    chosen_rank: (steps,) 1-based rank of the emitted token in that distribution.
+    model_prob: (steps,) P(token | prefix) under the unprocessed model, from the final forward pass.
+    attention: (layers, heads, n, n) over `tokens`; embeddings: (layers+1, n, d), groups prompt/generated.
+    """
+
+    prompt: str
+    text: str  # exactly what the text-generation pipeline returns: prompt + continuation
+    continuation: str
+    model_id: str
+    ids: tuple[int, ...]
+    n_prompt: int
+    tokens: list[str]
+    pieces: list[str]
+    choices: TokenChoices
+    chosen_rank: np.ndarray
+    model_prob: np.ndarray
+    attention: AttentionMaps
+    embeddings: Embeddings
+    decoding: str
+    notice: str
+
+    @property
+    def steps(self) -> int:
+        return len(self.ids) - self.n_prompt
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.AutoModelForCausalLM, transformers.AutoTokenizer, model_id)
+
+
+def pad_id(m: loading.Loaded) -> int:
+    """Id used for the attribution baseline and padding: pad, else eos (GPT-2 has no pad token)."""
+    tok, gen = m.processor, m.model.generation_config
+    for value in (tok.pad_token_id, tok.eos_token_id, gen.pad_token_id, gen.eos_token_id):
+        if isinstance(value, int):
+            return value
+    raise RuntimeError("The tokenizer has neither a pad nor an end-of-text token.")
+
+
+def generate(
+    prompt: str,
+    max_new_tokens: int = 20,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_k: int = 50,
+    top_p: float = 1.0,
+    seed: int = 0,
+    model_id: str | None = None,
+) -> GenerationResult:
+    """Continue `prompt`; greedy by default. Validates and normalises the settings (sampling
+    settings are ignored when greedy, so greedy results share one cache entry)."""
+    if prompt is None or not str(prompt).strip():
+        raise ValueError(EMPTY_PROMPT)
+    n = int(max_new_tokens)
+    if not 1 <= n <= MAX_NEW_TOKENS:
+        raise ValueError(f"Max new tokens must be between 1 and {MAX_NEW_TOKENS}.")
+    if not do_sample:
+        temperature, top_k, top_p, seed = 1.0, 50, 1.0, 0
+    temperature, top_k, top_p, seed = float(temperature), int(top_k), float(top_p), int(seed)
+    if not 0.0 < temperature <= 5.0:
+        raise ValueError("Temperature must be above 0 and at most 5.")
+    if top_k < 0:
+        raise ValueError("Top-k must be 0 (off) or a positive number of tokens.")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError("Top-p must be above 0 and at most 1.")
+    if seed < 0:
+        raise ValueError("The seed must be a non-negative whole number.")
+    return _generate(str(prompt), n, bool(do_sample), temperature, top_k, top_p, seed, model_id)
+
+
+@memo(maxsize=8)
+def _generate(
+    prompt: str, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int, model_id: str | None
+) -> GenerationResult:
+    m = load(model_id)
+    ids, n_original = _encode_prompt(m, prompt, max_new_tokens)
+    sampling = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else dict(do_sample=False)
+    out = _run_generate(m, ids, max_new_tokens, sampling, seed if do_sample else None)
+    seq = out.sequences[:, : ids.shape[1] + len(out.scores)]  # (1, n)
+    new_ids = seq[0, ids.shape[1] :].tolist()
+    choices, ranks = _step_choices(m.processor, out.scores, new_ids)
+    continuation = m.processor.decode(new_ids, skip_special_tokens=True)
+    with torch.inference_mode():  # one pass over the final sequence: attention, hidden states, P(token | prefix)
+        fwd = m.model(input_ids=seq, output_attentions=True, output_hidden_states=True)
+    n_prompt = ids.shape[1]
+    logp = torch.log_softmax(fwd.logits[0, n_prompt - 1 : -1].float(), dim=-1)  # (steps, vocab)
+    model_prob = logp.gather(1, seq[0, n_prompt:, None]).exp()[:, 0].cpu().numpy()
+    tokens = m.processor.convert_ids_to_tokens(seq[0].tolist())
+    return GenerationResult(
+        prompt=prompt,
+        text=prompt + continuation,
+        continuation=continuation,
+        model_id=m.model_id,
+        ids=tuple(seq[0].tolist()),
+        n_prompt=n_prompt,
+        tokens=tokens,
+        pieces=[m.processor.decode([i]) for i in new_ids],
+        choices=choices,
+        chosen_rank=ranks,
+        model_prob=model_prob,
+        attention=AttentionMaps(stack_attentions(fwd.attentions), tokens, tokens, "causal self"),
+        embeddings=Embeddings(stack_hidden(fwd.hidden_states), tokens, ["prompt"] * n_prompt + ["generated"] * len(new_ids)),
+        decoding=_describe_decoding(do_sample, temperature, top_k, top_p, seed),
+        notice=_notice(n_original, n_prompt, max_new_tokens, len(new_ids)),
+    )
+
+
+def _encode_prompt(m: loading.Loaded, prompt: str, max_new_tokens: int) -> tuple[torch.Tensor, int]:
+    """(1, n_prompt) ids on the model's device and the untruncated length.
+
+    Prompts longer than the model's limit minus `max_new_tokens` keep their LAST tokens (what the
+    continuation follows), like the pipeline's `handle_long_generation="hole"`.
+    """
+    keep = model_max_length(m.processor, m.model) - max_new_tokens
+    if keep <= 0:
+        raise ValueError("Max new tokens leaves no room for the prompt in this model.")
+    ids = m.processor(prompt, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        raise ValueError(EMPTY_PROMPT)
+    return ids[:, -keep:].to(m.device), int(ids.shape[1])
+
+
+def _run_generate(m: loading.Loaded, ids: torch.Tensor, max_new_tokens: int, sampling: dict, seed: int | None):
+    """model.generate with per-step processed scores; seeded sampling in a forked RNG under a lock."""
+    kwargs = dict(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=pad_id(m),
+        **sampling,
+    )
+    with torch.inference_mode():
+        if seed is None:
+            return m.model.generate(**kwargs)
+        devices = [m.device] if m.device.type == "cuda" else []
+        with _sampling_lock, torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return m.model.generate(**kwargs)
+
+
+def _step_choices(tok, scores: tuple[torch.Tensor, ...], new_ids: list[int]) -> tuple[TokenChoices, np.ndarray]:
+    """Top candidates of each step's processed distribution. scores: steps x (1, vocab) logits."""
+    probs = torch.softmax(torch.stack([s[0] for s in scores]).float(), dim=-1)  # (steps, vocab)
+    k = min(TOP_SHOWN, probs.shape[-1])
+    top_p, top_i = probs.topk(k, dim=-1)  # (steps, k)
+    chosen = torch.tensor(new_ids, device=probs.device)
+    chosen_prob = probs.gather(1, chosen[:, None])[:, 0]
+    ranks = (probs > chosen_prob[:, None]).sum(-1) + 1  # ties count in the chosen token's favour
+    choices = TokenChoices(
+        tokens=[tok.convert_ids_to_tokens(row) for row in top_i.tolist()],
+        probs=top_p.cpu().numpy(),
+        chosen=tok.convert_ids_to_tokens(new_ids),
+        chosen_prob=chosen_prob.cpu().numpy(),
+    )
+    return choices, ranks.cpu().numpy()
+
+
+def _describe_decoding(do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int) -> str:
+    if not do_sample:
+        return "greedy (always the most probable next token)"
+    k = "off" if top_k == 0 else str(top_k)
+    return f"sampling (temperature {temperature:g}, top-k {k}, top-p {top_p:g}, seed {seed})"
+
+
+def _notice(n_original: int, n_prompt: int, max_new_tokens: int, steps: int) -> str:
+    parts = []
+    if n_prompt < n_original:
+        parts.append(
+            f"The prompt was {n_original} tokens; only its last {n_prompt} were used, so that the "
+            f"{max_new_tokens} new tokens fit in the limit of {n_prompt + max_new_tokens} tokens."
+        )
+    if steps < max_new_tokens:
+        parts.append(f"Generation stopped after {steps} tokens at the end-of-text token.")
+    return " ".join(parts)
+
+
+@memo(maxsize=32)
+def attribute(
+    ids: tuple[int, ...],
+    position: int,
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    model_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> Attribution:
+    """Attribute P(ids[position] | ids[:position]) to each of the `position` tokens before it.
+
+    ids: (n,) a full sequence (GenerationResult.ids); baseline: the prefix with every ordinary
+    token replaced by the pad/eos id (special tokens kept). Scores: (position,).
+    """
+    if not 1 <= int(position) < len(ids):
+        raise ValueError(f"Position must be between 1 and {len(ids) - 1}.")
+    m = load(model_id)
+    position = int(position)
+    prefix = torch.tensor([ids[:position]], device=m.device)  # (1, position)
+    target_id = int(ids[position])
+    base = baseline_ids(prefix, set(m.processor.all_special_ids), pad_id(m))
+
+    def prob_of_next(batch_ids: torch.Tensor) -> torch.Tensor:
+        logits = m.model(input_ids=batch_ids).logits[:, -1]  # (batch, vocab)
+        return torch.softmax(logits.float(), dim=-1)[:, target_id]
+
+    target = f"“{m.processor.decode([target_id])}” at position {position}"
+    tokens = m.processor.convert_ids_to_tokens(list(ids[:position]))
+    return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress)

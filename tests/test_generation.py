@@ -1,0 +1,115 @@
+"""Generation demo on a tiny GPT-2: text equals the pipeline's, choices, attention and attributions are sound."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import pipeline
+
+from demos import generation
+
+PROMPT = "The cat sat on the mat and"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models):
+    return pipeline("text-generation", model=str(tiny_models["generation"]))
+
+
+@pytest.mark.parametrize("prompt", [PROMPT, "Hello", "  Once upon a time, in a village by the sea,", "a\nb <b>x</b>"])
+@pytest.mark.parametrize("n", [1, 25])
+def test_greedy_text_equals_the_text_generation_pipeline(pipe, prompt, n):
+    result = generation.generate(prompt, n)
+    assert result.text == pipe(prompt, max_new_tokens=n, do_sample=False)[0]["generated_text"]
+    assert result.text == result.prompt + result.continuation and result.prompt == prompt
+    assert 1 <= result.steps <= n and len(result.ids) == len(result.tokens) == result.n_prompt + result.steps
+
+
+def test_long_prompt_keeps_its_end_like_the_pipelines_hole_mode(pipe):
+    prompt = " ".join(f"word{i}" for i in range(600))
+    result = generation.generate(prompt, 10)
+    expected = pipe(prompt, max_new_tokens=10, do_sample=False, handle_long_generation="hole")[0]["generated_text"]
+    assert result.text == expected
+    assert "only its last" in result.notice
+    assert result.n_prompt + 10 == 256 and len(result.ids) <= 256  # tiny model's limit
+
+
+def test_greedy_choices_are_argmax_and_probabilities_sum_below_one():
+    result = generation.generate(PROMPT, 12)
+    c = result.choices
+    assert c.probs.shape == (result.steps, generation.TOP_SHOWN) and len(c.tokens) == len(c.chosen) == result.steps
+    assert np.all(c.probs.sum(1) <= 1 + 1e-6) and np.all(np.diff(c.probs, axis=1) <= 1e-7)
+    assert c.chosen == [row[0] for row in c.tokens] and np.all(result.chosen_rank == 1)
+    np.testing.assert_allclose(c.chosen_prob, c.probs[:, 0], rtol=1e-6)
+    # greedy: the processed distribution is the model's own, which the final forward pass recomputes
+    np.testing.assert_allclose(result.model_prob, c.chosen_prob, rtol=1e-3, atol=1e-6)
+
+
+def test_sampling_probabilities_are_those_of_the_processed_distribution():
+    result = generation.generate(PROMPT, 15, True, 0.7, 5, 1.0, 3)
+    c = result.choices
+    np.testing.assert_allclose(c.probs[:, :5].sum(1), 1.0, atol=1e-5)  # top-k=5 keeps 5 tokens
+    assert np.all(c.probs[:, 5:] == 0) and np.all(result.chosen_rank <= 5)
+    for step, rank in enumerate(result.chosen_rank):
+        assert c.tokens[step][rank - 1] == c.chosen[step] or c.probs[step, rank - 1] == pytest.approx(c.chosen_prob[step])
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone():
+    before = torch.random.get_rng_state()
+    run = generation._generate.fn  # bypass the cache: really sample twice
+    a = run(PROMPT, 10, True, 1.5, 0, 1.0, 11, None)
+    b = run(PROMPT, 10, True, 1.5, 0, 1.0, 11, None)
+    assert a.ids == b.ids and a.text == b.text
+    others = {run(PROMPT, 10, True, 1.5, 0, 1.0, s, None).ids for s in (12, 13)}
+    assert len(others | {a.ids}) > 1
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert generation.generate(PROMPT, 10, True, 1.5, 0, 1.0, 11).ids == a.ids
+
+
+def test_attention_rows_sum_to_one_over_the_whole_sequence():
+    result = generation.generate(PROMPT, 9)
+    w, n = result.attention.weights, len(result.tokens)
+    assert w.shape[2:] == (n, n) and result.attention.query_tokens == result.tokens
+    np.testing.assert_allclose(w.sum(-1), 1.0, atol=1e-4)
+    assert np.all(np.triu(w, k=1) == 0)  # causal: no looking ahead
+    emb = result.embeddings
+    assert emb.vectors.shape[:2] == (w.shape[0] + 1, n)
+    assert emb.groups == ["prompt"] * result.n_prompt + ["generated"] * result.steps
+
+
+@pytest.mark.parametrize("step", [0, 4])
+def test_attribution_covers_the_prefix_and_is_complete(step):
+    result = generation.generate(PROMPT, 6)
+    pos = result.n_prompt + step
+    attr = generation.attribute(result.ids, pos, "integrated_gradients", 64)
+    assert len(attr.scores) == len(attr.tokens) == pos and attr.tokens == result.tokens[:pos]
+    assert abs(attr.scores.sum() - (attr.output_value - attr.baseline_value)) <= abs(attr.delta) + 1e-6
+    assert attr.output_value == pytest.approx(float(result.model_prob[step]), rel=1e-3)
+    gxi = generation.attribute(result.ids, pos, "gradient_x_input")
+    assert len(gxi.scores) == pos and gxi.delta is None
+
+
+def test_bad_inputs_get_clear_messages():
+    with pytest.raises(ValueError, match="Please enter some text to continue"):
+        generation.generate("   ", 5)
+    with pytest.raises(ValueError, match="between 1 and 100"):
+        generation.generate(PROMPT, 101)
+    with pytest.raises(ValueError, match="Temperature"):
+        generation.generate(PROMPT, 5, True, 0.0)
+    with pytest.raises(ValueError, match="Position"):
+        generation.attribute((1, 2, 3), 0)
+
+
+@pytest.mark.slow
+def test_api_generates_like_the_pipeline_and_rejects_empty_prompt(serve, pipe):
+    from gradio_client.exceptions import AppError
+
+    from tests.conftest import tab_app
+
+    client = serve(tab_app("ui.generation"))
+    text = client.predict(PROMPT, 8, api_name="/generate")[0]
+    assert text == pipe(PROMPT, max_new_tokens=8, do_sample=False)[0]["generated_text"]
+    sampled = client.predict(PROMPT, 8, True, 0.9, 20, 0.95, 5, api_name="/generate")[0]
+    assert sampled == generation.generate(PROMPT, 8, True, 0.9, 20, 0.95, 5).text
+    with pytest.raises(AppError, match="Please enter some text to continue"):
+        client.predict("  ", 8, api_name="/generate")

@@ -1,0 +1,161 @@
+"""Generation tab (GPT-2 family): continuation, next-token choices, attributions, attention, embeddings."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from demos import generation
+from ui import texts
+from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
+from viz.bars import attribution_bars
+from viz.generation import choices_figure, continuation_html
+from viz.tokens import clean_token, highlight_html
+
+CONTINUATION_HELP = (
+    "A language model writes **one token at a time**: it reads everything so far, gives every "
+    "token of its vocabulary a probability to come next, picks one, appends it and repeats. "
+    "The darker a generated piece, the surer the model was of it."
+)
+CHOICES_HELP = (
+    "**Next-token choices.** Each row is one step of the generation; the cells are the candidates "
+    "the model found most likely at that step, best first, with their probability. The outlined "
+    "cell is the token that was actually written. *Greedy* always takes rank 1. *Sampling* draws "
+    "at random: temperature sharpens (< 1) or flattens (> 1) the odds, top-k keeps only the k best "
+    "tokens and top-p the smallest set whose probabilities add up to p. The probabilities shown "
+    "are those of the distribution the token was drawn from, after these settings."
+)
+ATTRIBUTION_HELP = (
+    "Pick a generated token: **which earlier words made the model choose it?** We explain the "
+    "model's own probability of that token given everything before it (before temperature, top-k "
+    "or top-p). " + texts.ATTRIBUTION
+)
+ATTENTION_HELP = (
+    texts.ATTENTION + " GPT-2 reads left to right, so a token can only look back: everything above "
+    "the diagonal is zero. This is one pass over the whole text, prompt and continuation together."
+)
+EMBEDDINGS_HELP = texts.EMBEDDINGS + " Colours separate the prompt's tokens from the generated ones."
+SAMPLING_LABELS = ("Temperature", "Top-k (0 = off)", "Top-p", "Seed")
+
+
+def _sampling_controls(interactive: bool) -> list:
+    return [
+        gr.Slider(0.05, 2.0, value=1.0, step=0.05, label=SAMPLING_LABELS[0], interactive=interactive),
+        gr.Slider(0, 200, value=50, step=1, label=SAMPLING_LABELS[1], interactive=interactive),
+        gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=SAMPLING_LABELS[2], interactive=interactive),
+        gr.Number(value=0, precision=0, minimum=0, label=SAMPLING_LABELS[3], interactive=interactive),
+    ]
+
+
+def _positions(result: generation.GenerationResult) -> gr.Dropdown:
+    """Dropdown of the generated positions (value = position in the sequence), first one selected."""
+    choices = [
+        (f"step {s + 1}: {clean_token(result.tokens[result.n_prompt + s])} (position {result.n_prompt + s})", result.n_prompt + s)
+        for s in range(result.steps)
+    ]
+    return gr.Dropdown(choices, value=result.n_prompt, label="Explain the generated token")
+
+
+def _choices_line(result: generation.GenerationResult) -> str:
+    beyond = int((result.chosen_rank > generation.TOP_SHOWN).sum())
+    line = f"Decoding: **{result.decoding}**. {result.steps} tokens generated."
+    if beyond:
+        line += (
+            f" At {beyond} of the {result.steps} steps the drawn token ranked below the {generation.TOP_SHOWN} shown"
+            " (sampling can pick any token the settings keep)."
+        )
+    return line
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
+            with gr.Row():
+                max_new = gr.Slider(1, generation.MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
+                do_sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
+            with gr.Accordion("Sampling settings (used when sampling)", open=False):
+                with gr.Row():
+                    sampling = _sampling_controls(False)
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary")
+                model, info = model_picker(generation.TASK)
+            gr.Examples([[e] for e in generation.EXAMPLES], inputs=[prompt])
+            gr.Examples(
+                [[generation.EXAMPLES[1], 30, True, 0.8, 40, 0.95, 7]],
+                inputs=[prompt, max_new, do_sample, *sampling],
+                label="Sampling example",
+            )
+        with gr.Column(scale=2):
+            output = gr.Textbox(label="Prompt + continuation", lines=5, interactive=False)
+            notice = gr.Markdown()
+            shaded = gr.HTML()
+            explain(CONTINUATION_HELP)
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Next-token choices"):
+            explain(CHOICES_HELP)
+            choices_md = gr.Markdown()
+            choices_plot = gr.Plot(label="Top candidates per step")
+        with gr.Tab("Attributions"):
+            explain(ATTRIBUTION_HELP)
+            position = gr.Dropdown([], label="Explain the generated token")
+            method, steps = attribution_controls()
+            explain_btn = gr.Button("Explain this token")
+            attr_summary = gr.Markdown()
+            attr_html = gr.HTML()
+            attr_plot = gr.Plot(label="Attribution per earlier token")
+        with gr.Tab("Attention"):
+            attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
+            explain(texts.HEADS)
+        with gr.Tab("Embeddings"):
+            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
+
+    @guarded
+    def run_generation(prompt_value, max_value, sample_value, temp_value, k_value, p_value, seed_value, model_id):
+        require_text(prompt_value, "text to continue")
+        result = generation.generate(
+            prompt_value, int(max_value), bool(sample_value), float(temp_value), int(k_value), float(p_value), int(seed_value or 0), model_id
+        )
+        c = result.choices
+        title = f"Top {c.probs.shape[1]} next-token candidates per step ({'after sampling settings' if sample_value else 'greedy'})"
+        return (
+            result.text,
+            f"Model: {generation.load(model_id).describe()}",
+            result.notice,
+            continuation_html(result.prompt, result.pieces, c.chosen_prob, "Generated tokens shaded by probability"),
+            _choices_line(result),
+            choices_figure(c.chosen, c.tokens, c.probs, result.chosen_rank, title),
+            result,
+            _positions(result),
+            *attention.updates(result),
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def explain_token(result, position_value, method_value, steps_value, progress=gr.Progress()):
+        if result is None:
+            raise gr.Error("Generate a text first.")
+        pos = result.n_prompt if position_value in (None, "") else int(position_value)
+        attr = generation.attribute(
+            result.ids, pos, method_value, int(steps_value), result.model_id, progress=lambda frac, msg: progress(frac, desc=msg)
+        )
+        title = f"Attribution toward P({attr.target})"
+        bars = attribution_bars(attr.tokens, attr.scores, html.escape(title, quote=False))  # plotly reads tags in titles
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
+
+    main = gr.on(
+        [run.click, prompt.submit],
+        run_generation,
+        [prompt, max_new, do_sample, *sampling, model],
+        [output, info, notice, shaded, choices_md, choices_plot, state, position, *attention.outputs, *embeddings.outputs],
+        api_name="generate",
+    )
+    attr_inputs = [state, position, method, steps]
+    attr_outputs = [attr_summary, attr_html, attr_plot]
+    main.then(explain_token, attr_inputs, attr_outputs, api_name="generate_attribution")
+    explain_btn.click(explain_token, attr_inputs, attr_outputs, api_visibility="private")
+    do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)
+    attention.bind(state)
+    embeddings.bind(state)

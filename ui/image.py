@@ -1,0 +1,190 @@
+"""Image classification tab (ViT): top-5 classes, attention rollout over the picture, class-token
+attention per layer and head as a patch grid, Captum pixel attributions, patch embeddings.
+
+Overlays of smooth maps (rollout, pixel attributions) are returned as images for gr.Image: the
+blend is done per pixel at picture resolution, the file is a small PNG the user can save or zoom,
+and no base64 picture plus a dense heatmap travels as plotly JSON. The per-patch class-token
+attention is a plotly figure instead: one cell per patch, where hovering gives the exact weight.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos import image as demo
+from ui import texts
+from ui.common import EmbeddingView, attribution_summary, explain, guarded, model_picker
+from viz.attention import AVERAGE, head_summary
+from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
+
+PREDICTED = "predicted class"
+
+ROLLOUT = (
+    "**Attention rollout** follows the attention of the class token (the summary the model "
+    "classifies from) through all layers, counting the skip connections too. Bright, yellow areas "
+    "are the image patches the answer draws on most; dark purple areas matter little."
+)
+CLS_ATTENTION = (
+    "A Vision Transformer cuts the picture into square **patches** and treats each like a word. "
+    "This grid shows, for one layer and one head (or the average of the heads), how much the "
+    "class token looked at each patch. Hover over a cell to read its weight; the weights of a row "
+    "of attention add up to 1 (together with the class token itself)."
+)
+PIXEL_ATTRIBUTION = (
+    "**Pixel attribution** (Captum integrated gradients) fades the picture in from a *baseline* "
+    "(a black image, a blurred copy, or random noise) and adds up how each pixel changed the "
+    "probability of the chosen class. Green pixels push toward the class, red ones away. The "
+    "attributions add up to P(image) − P(baseline); the *convergence delta* says how far off that "
+    "is (more steps = smaller). *SmoothGrad* averages over noisy copies of the picture for a "
+    "calmer map (slower: one run per copy)."
+)
+PATCH_EMBEDDINGS = (
+    "**Patch embeddings**: the vector the model holds for every patch (labelled like r3c5 for "
+    "row 3, column 5) and for the class token, squashed to 2-D. Colours group patches by row. At layer 0 patches that "
+    "look alike sit together; in later layers the patches of one object tend to gather."
+)
+
+
+def image_input(**kwargs) -> gr.Image:
+    """An image upload whose handler receives the uploaded file's path unopened.
+
+    gr.Image(type="filepath") still opens the file with PIL before the handler runs, so a file PIL
+    cannot identify fails inside Gradio with a generic error. This one skips that step: all
+    decoding (size limits, bombs, modes) happens in `demos.imageio.load_image`, with its clear
+    messages. (An instance override, not a subclass: a gr.Image subclass makes Gradio write a
+    .pyi stub next to this module at import time.) Uploads are already in Gradio's cache here.
+    """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = component.preprocess
+
+    def preprocess(payload):
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return original(payload)
+        return str(payload.path)
+
+    component.preprocess = preprocess
+    return component
+
+
+def _target_choices(result) -> gr.Dropdown:
+    """Every class, most probable first, with its probability in the label."""
+    choices = [(PREDICTED, PREDICTED)] + [(f"{name} · {p:.1%}", name) for name, p in result.ranked()]
+    return gr.Dropdown(choices, value=PREDICTED, label="Explain the probability of")
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            picture = image_input(label="Image", height=320)
+            with gr.Row():
+                run = gr.Button("Classify", variant="primary")
+                model, info = model_picker(demo.TASK)
+            gr.Examples([[e] for e in demo.EXAMPLES], inputs=[picture])
+        with gr.Column(scale=1):
+            label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
+            explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")
+    state, attr_state = gr.State(), gr.State()
+    opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
+    with gr.Tabs():
+        with gr.Tab("Attention rollout"):
+            explain(ROLLOUT)
+            rollout_image = gr.Image(
+                label="Attention rollout of the class token", type="numpy", format="png", interactive=False
+            )
+        with gr.Tab("Class-token attention"):
+            explain(CLS_ATTENTION)
+            with gr.Row():
+                layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+                head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
+            grid_plot = gr.Plot(label="Class-token attention per patch")
+            explain(texts.HEADS)
+            heads_plot = gr.Plot(label="Heads overview")
+        with gr.Tab("Pixel attribution"):
+            explain(PIXEL_ATTRIBUTION)
+            with gr.Row():
+                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain the probability of")
+                baseline = gr.Radio(list(demo.BASELINES), value="black", label="Baseline")
+            with gr.Row():
+                steps = gr.Slider(4, 128, value=32, step=4, label="Integration steps (more = more exact, slower)")
+                smooth = gr.Slider(0, 16, value=0, step=1, label="SmoothGrad copies (0 = off)")
+                batch = gr.Slider(1, 64, value=8, step=1, label="Batch size (lower = less memory)")
+            explain_btn = gr.Button("Explain the pixels")
+            attr_summary = gr.Markdown()
+            attr_image = gr.Image(label="Pixel attribution", type="numpy", format="png", interactive=False)
+        with gr.Tab("Patch embeddings"):
+            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
+
+    def grid_figure(result, layer_value, head_value):
+        layer_value = min(int(layer_value or 0), result.attention.n_layers - 1)
+        values = cls_attention_grid(result.attention.weights, layer_value, head_value, result.grid, result.n_special)
+        head_name = "mean of heads" if head_value in (AVERAGE, None, "") else f"head {head_value}"
+        return patch_grid_figure(result.image, values, f"Class-token attention · layer {layer_value} · {head_name}")
+
+    @guarded
+    def classify(path, model_id: str):
+        result = demo.analyse(path, model_id)
+        last = result.attention.n_layers - 1
+        return (
+            result.label_value(),
+            f"Model: {demo.load(model_id).describe()}",
+            result,
+            None,
+            heat_overlay(result.image, result.cls_rollout(), 0.55),
+            gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
+            gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
+            grid_figure(result, last, AVERAGE),
+            head_summary(result.attention.weights, title="Self-attention"),
+            _target_choices(result),
+            "",
+            None,
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def explain_pixels(
+        result, target_value, baseline_value, steps_value, smooth_value, batch_value, alpha, progress=gr.Progress()
+    ):
+        if result is None:
+            raise gr.Error("Classify an image first.")
+        attr = demo.attribute(
+            result, None if target_value in (None, PREDICTED) else target_value, baseline_value, int(steps_value),
+            int(smooth_value), int(batch_value), progress=lambda frac, msg: progress(frac, desc=msg),
+        )
+        summary = attribution_summary(attr) + f" · baseline: {baseline_value}"
+        return summary, attr, signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3))
+
+    @guarded
+    def redraw_overlays(result, attr, alpha):
+        if result is None:
+            return gr.skip(), gr.skip()
+        rollout = heat_overlay(result.image, result.cls_rollout(), float(alpha))
+        pixels = gr.skip() if attr is None else signed_overlay(result.image, attr.scores, min(1.0, float(alpha) + 0.3))
+        return rollout, pixels
+
+    @guarded
+    def redraw_grid(result, layer_value, head_value):
+        return gr.skip() if result is None else grid_figure(result, layer_value, head_value)
+
+    main = gr.on(
+        [run.click],
+        classify,
+        [picture, model],
+        [label, info, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
+         attr_image, *embeddings.outputs],
+        api_name="classify_image",
+    )
+    # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
+    main.then(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")
+    explain_btn.click(
+        explain_pixels,
+        [state, target, baseline, steps, smooth, batch, opacity],
+        [attr_summary, attr_state, attr_image],
+        api_name="image_attribution", concurrency_limit=1,
+    )
+    opacity.release(
+        redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private"
+    )
+    gr.on(
+        [layer.change, head.change], redraw_grid, [state, layer, head], grid_plot, api_visibility="private", queue=False
+    )
+    embeddings.bind(state)
