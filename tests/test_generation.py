@@ -113,3 +113,16 @@ def test_api_generates_like_the_pipeline_and_rejects_empty_prompt(serve, pipe):
     assert sampled == generation.generate(PROMPT, 8, True, 0.9, 20, 0.95, 5).text
     with pytest.raises(AppError, match="Please enter some text to continue"):
         client.predict("  ", 8, api_name="/generate")
+
+
+@pytest.mark.slow
+def test_compare_shows_both_greedy_continuations(serve):
+    from tests.conftest import tab_app
+
+    client = serve(tab_app("ui.generation"))
+    a, b = "The cat sat on", "The dog sat on"
+    html_a, html_b, _, _ = client.predict(a, b, 5, api_name="/generate_compare")
+    for html_out, prompt in ((html_a, a), (html_b, b)):
+        r = generation.generate(prompt, 5)
+        assert html_out.count('class="xray-tok"') == r.steps
+        assert prompt in html_out

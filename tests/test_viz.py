@@ -94,3 +94,28 @@ def test_scatter_groups():
     fig = embedding_scatter(pts, ["a", "b", "c", "d"], ["src", "src", "tgt", "tgt"])
     assert [t.name for t in fig.data] == ["src", "tgt"]
     assert sum(len(t.x) for t in fig.data) == 4
+
+
+def test_exports_are_bounded_and_safe():
+    from dataclasses import dataclass
+
+    from viz.export import MAX_JSON_ARRAY, matrix_csv, points_csv, result_json, scores_csv
+
+    @dataclass
+    class R:
+        small: np.ndarray
+        big: np.ndarray
+        name: str
+
+    import json
+
+    out = json.loads(result_json(R(np.eye(2), np.zeros(MAX_JSON_ARRAY + 1), "x")))
+    assert out["small"] == [[1.0, 0.0], [0.0, 1.0]] and out["name"] == "x"
+    assert out["big"]["shape"] == [MAX_JSON_ARRAY + 1] and "omitted" in out["big"]
+    csv_text = scores_csv(["=HYPERLINK(1)", "ok"], [0.5, -0.25])
+    assert "'=HYPERLINK(1)" in csv_text and "-0.25" in csv_text
+    m = np.arange(12, dtype=float).reshape(3, 4)
+    lines = matrix_csv(m, list("abc"), list("wxyz"), slice(1, 3), slice(0, 4)).strip().splitlines()
+    assert lines[0].split(",")[1:] == ["0:w", "1:x", "2:y", "3:z"] and lines[1].split(",")[0] == "1:b"
+    assert lines[2].split(",")[-1] == "11"
+    assert points_csv(np.zeros((2, 2)), ["a", "b"], ["g", "h"]).count("\n") == 3

@@ -8,6 +8,7 @@ import gradio as gr
 
 from demos import clip
 from ui.common import attribution_controls, attribution_summary, explain, guarded, model_picker
+from ui.export import result_export
 from viz.bars import attribution_bars
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
@@ -183,6 +184,7 @@ def build() -> None:
     def rerender_embeddings(result, method_value):
         return gr.skip() if result is None else embedding_figure(result, method_value)
 
+    result_export(state, "clip")
     main = gr.on(
         [run.click],
         match,

@@ -16,9 +16,10 @@ import gradio as gr
 from demos import settings
 from demos.results import AttentionMaps, Embeddings
 from ui.export import bind_export, export_button
-from viz.attention import AVERAGE, attention_heatmap, head_summary
+from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
-from viz.export import attention_csv, points_csv
+from viz.export import matrix_csv, points_csv
+from viz.tokens import token_range
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class AttentionView:
             end = gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0)
         plot = gr.Plot(label=title)
         summary = gr.Plot(label=f"{title}: heads overview")
-        export = export_button("Export this attention (CSV, all layers and heads)")
+        export = export_button("Export the map shown (CSV)")
         return cls(pick, title, layer, head, start, end, plot, summary, export)
 
     @property
@@ -148,11 +149,15 @@ class AttentionView:
 
         gr.on([c.change for c in controls], rerender, [state, *controls], self.plot, api_visibility="private", queue=False)
 
-        def as_csv(result):
+        def as_csv(result, layer, head, start, end):
             maps = self.pick(result)
-            return attention_csv(maps.weights, maps.query_tokens, maps.key_tokens), "attention", ".csv"
+            layer = min(int(layer or 0), maps.n_layers - 1)
+            matrix = select_heads(maps.weights, layer, head)
+            rows = token_range(matrix.shape[0], start, end)
+            cols = rows if matrix.shape[0] == matrix.shape[1] else slice(0, matrix.shape[1])
+            return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
 
-        bind_export(*self.export, [state], as_csv)
+        bind_export(*self.export, [state, *controls], as_csv)
 
 
 @dataclass

@@ -7,6 +7,8 @@ import gradio as gr
 
 from demos import generation
 from ui import texts
+from ui.bertviz import BertvizView
+from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
 from viz.bars import attribution_bars
 from viz.generation import choices_figure, continuation_html
@@ -35,6 +37,11 @@ ATTENTION_HELP = (
     "the diagonal is zero. This is one pass over the whole text, prompt and continuation together."
 )
 EMBEDDINGS_HELP = texts.EMBEDDINGS + " Colours separate the prompt's tokens from the generated ones."
+COMPARE_HELP = (
+    "Change a word of the prompt and watch the continuation and the model's confidence change. "
+    "Both prompts are continued greedily with the same number of new tokens; the charts show "
+    "the probability of each generated token."
+)
 SAMPLING_LABELS = ("Temperature", "Top-k (0 = off)", "Top-p", "Seed")
 
 
@@ -108,9 +115,13 @@ def build() -> None:
             attr_plot = gr.Plot(label="Attribution per earlier token")
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
+            bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
+        with gr.Tab("Compare two prompts"):
+            _build_compare(prompt, max_new)
+    result_export(state, "generation")
 
     @guarded
     def run_generation(prompt_value, max_value, sample_value, temp_value, k_value, p_value, seed_value, model_id):
@@ -158,4 +169,35 @@ def build() -> None:
     explain_btn.click(explain_token, attr_inputs, attr_outputs, api_visibility="private")
     do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)
     attention.bind(state)
+    bertviz.bind(state)
     embeddings.bind(state)
+
+
+def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
+    """Two prompts side by side: greedy continuations shaded by probability, and their next-token choices."""
+    explain(COMPARE_HELP)
+    with gr.Row():
+        prompt_b = gr.Textbox(label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000)
+        run = gr.Button("Compare with the prompt above", variant="primary")
+    with gr.Row():
+        with gr.Column():
+            html_a = gr.HTML()
+            plot_a = gr.Plot(label="Prompt A: next-token choices")
+        with gr.Column():
+            html_b = gr.HTML()
+            plot_b = gr.Plot(label="Prompt B: next-token choices")
+
+    @guarded
+    def compare(a: str, b: str, n: int):
+        outputs = []
+        for name, text in (("A", a), ("B", b)):
+            require_text(text, f"text for prompt {name}")
+            r = generation.generate(text, int(n))
+            c = r.choices
+            outputs += [
+                continuation_html(r.prompt, r.pieces, c.chosen_prob, f"Prompt {name}: continuation shaded by probability"),
+                choices_figure(c.chosen, c.tokens, c.probs, r.chosen_rank, f"Prompt {name}: top candidates per step"),
+            ]
+        return outputs[0], outputs[2], outputs[1], outputs[3]
+
+    run.click(compare, [prompt_a, prompt_b, max_new], [html_a, html_b, plot_a, plot_b], api_name="generate_compare")

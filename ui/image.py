@@ -13,6 +13,7 @@ import gradio as gr
 from demos import image as demo
 from ui import texts
 from ui.common import EmbeddingView, attribution_summary, explain, guarded, model_picker
+from ui.export import result_export
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
@@ -165,6 +166,7 @@ def build() -> None:
     def redraw_grid(result, layer_value, head_value):
         return gr.skip() if result is None else grid_figure(result, layer_value, head_value)
 
+    result_export(state, "image")
     main = gr.on(
         [run.click],
         classify,

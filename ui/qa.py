@@ -7,6 +7,8 @@ import gradio as gr
 from demos import qa
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker
+from ui.bertviz import BertvizView
+from ui.export import result_export
 from viz.bars import attribution_bars, probability_lines
 from viz.tokens import highlight_html, span_html
 
@@ -74,6 +76,7 @@ def build() -> None:
                 )
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
+            bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS + "\n\n" + EMBEDDINGS_QA)
@@ -111,6 +114,7 @@ def build() -> None:
             outputs += [attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)]
         return tuple(outputs)
 
+    result_export(state, "qa")
     main = gr.on(
         [run.click, question.submit],
         ask,
@@ -123,4 +127,5 @@ def build() -> None:
     main.success(explain_both, attr_inputs, attr_outputs, api_name="qa_attribution")
     explain_btn.click(explain_both, attr_inputs, attr_outputs, api_visibility="private")
     attention.bind(state)
+    bertviz.bind(state)
     embeddings.bind(state)

@@ -5,6 +5,7 @@ import gradio as gr
 
 from demos import sentiment
 from ui import texts
+from ui.bertviz import BertvizView
 from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
 from viz.bars import attribution_bars
@@ -44,6 +45,7 @@ def build() -> None:
             attr_plot = gr.Plot(label="Attribution per token")
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
+            bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS)
@@ -93,6 +95,7 @@ def build() -> None:
     main.then(explain_result, attr_inputs, attr_outputs, api_name="sentiment_attribution")
     explain_btn.click(explain_result, attr_inputs, attr_outputs, api_visibility="private")
     attention.bind(state)
+    bertviz.bind(state)
     embeddings.bind(state)
 
 

@@ -6,6 +6,8 @@ import gradio as gr
 
 from demos import translation
 from ui import texts
+from ui.bertviz import BertvizView
+from ui.export import result_export
 from ui.common import (
     AttentionView,
     EmbeddingView,
@@ -102,6 +104,7 @@ def build() -> None:
             explain(texts.HEADS)
         with gr.Tab("Decoder attention"):
             decoder = AttentionView.build(lambda r: r.decoder_attention, "Decoder self-attention", DECODER)
+            bertviz = BertvizView.build(lambda r: {"encoder": r.encoder_attention, "decoder": r.decoder_attention, "cross": r.cross_attention})
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(
                 lambda r: r.embeddings, "English and German token embeddings", f"{EMBEDDINGS}\n\n{texts.EMBEDDINGS}"
@@ -141,6 +144,7 @@ def build() -> None:
         bars = attribution_bars(attr.tokens, attr.scores, title)
         return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
 
+    result_export(state, "translation")
     main = gr.on(
         [run.click, text.submit],
         translate,
@@ -154,3 +158,4 @@ def build() -> None:
     gr.on([explain_btn.click, target.input], explain_result, attr_inputs, attr_outputs, api_visibility="private")
     for view in (*views, embeddings):
         view.bind(state)
+    bertviz.bind(state)

@@ -13,11 +13,18 @@ from typing import Any, Sequence
 import numpy as np
 
 
+MAX_JSON_ARRAY = 200_000  # larger arrays (e.g. all attention of a long input) are summarised
+
+
 def _plain(value: Any) -> Any:
     """Dataclasses, numpy arrays and scalars -> JSON-compatible Python values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, np.ndarray):
+        if value.size > MAX_JSON_ARRAY:
+            return {"shape": list(value.shape), "omitted": "too large for JSON; export it from its view as CSV"}
+        if value.dtype.kind not in "biuf":
+            return value.tolist()
         return np.round(value.astype(float), 6).tolist()
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
@@ -50,17 +57,13 @@ def _csv(header: Sequence[str], rows) -> str:
     return buf.getvalue()
 
 
-def attention_csv(weights: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str]) -> str:
-    """Long table: layer, head, query index/token, key index/token, weight. weights: (L, H, q, k)."""
-    layers, heads, q, k = weights.shape
-    rows = (
-        (l, h, i, query_tokens[i], j, key_tokens[j], f"{weights[l, h, i, j]:.6g}")
-        for l in range(layers)
-        for h in range(heads)
-        for i in range(q)
-        for j in range(k)
-    )
-    return _csv(["layer", "head", "query_index", "query_token", "key_index", "key_token", "weight"], rows)
+def matrix_csv(matrix: np.ndarray, row_tokens: Sequence[str], col_tokens: Sequence[str], rows: slice, cols: slice) -> str:
+    """The matrix a heatmap shows, as a table: first column the row token, then one column per
+    column token (headers 'index:token'). matrix: (q, k); rows/cols: the part shown."""
+    q_idx, k_idx = range(*rows.indices(matrix.shape[0])), range(*cols.indices(matrix.shape[1]))
+    header = ["query \\ key", *[f"{j}:{col_tokens[j]}" for j in k_idx]]
+    body = ([f"{i}:{row_tokens[i]}", *[f"{matrix[i, j]:.6g}" for j in k_idx]] for i in q_idx)
+    return _csv(header, body)
 
 
 def points_csv(points: np.ndarray, labels: Sequence[str], groups: Sequence[str] | None = None) -> str:

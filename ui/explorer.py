@@ -1,0 +1,107 @@
+"""Encoder explorer tab: sentence similarity from mean-pooled embeddings, the attention of each
+sentence, and the token embeddings of all sentences in one picture."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gradio as gr
+
+from demos import explorer
+from ui import texts
+from ui.common import AttentionView, EmbeddingView, explain, guarded, model_picker
+from ui.export import result_export
+from viz.explorer import sentence_similarity_heatmap
+
+INTRO = (
+    "An **encoder** reads a whole sentence at once and turns every token into a vector. This one "
+    "(all-MiniLM-L6-v2, 6 layers of 12 heads) was trained so that sentences with the same meaning "
+    "get similar vectors. Write a few sentences, one per line, and compare them."
+)
+SIMILARITY = (
+    "**Sentence embedding**: the model's vectors for all tokens of a sentence (last layer) are "
+    "averaged into one vector of 384 numbers (*mean pooling*). **Cosine similarity** compares the "
+    "directions of two such vectors: 1 = same direction (same meaning), 0 = unrelated, below 0 = "
+    "pointing apart. ★ marks each sentence's closest other sentence. Try paraphrases, and a word "
+    "with two meanings (bank) in different sentences."
+)
+TOKEN_EMBEDDINGS = (
+    texts.EMBEDDINGS + " Each colour is one sentence: the same word in two sentences starts at the "
+    "same point (layer 0) and moves apart as the layers mix in its context."
+)
+
+
+def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:
+    choices = [(f"{i + 1}: {s[:60]}", i) for i, s in enumerate(result.sentences)]
+    return gr.Dropdown(choices, value=result.shown, label="Sentence whose attention is shown")
+
+
+def _summary(result: explorer.ExplorerResult) -> str:
+    pair = result.most_similar()
+    if pair is None:
+        return "One sentence: add more lines to compare sentences."
+    i, j, cos = pair
+    return f"Most similar pair: sentences {i + 1} and {j + 1} (cosine {cos:.3f})."
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    explain(INTRO)
+    with gr.Row():
+        with gr.Column(scale=2):
+            text = gr.Textbox(label="Sentences (one per line)", lines=4, max_length=5000,
+                              placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.")
+            with gr.Row():
+                run = gr.Button("Explore", variant="primary")
+                model, info = model_picker(explorer.TASK)
+            gr.Examples([[e] for e in explorer.EXAMPLES], inputs=[text])
+        with gr.Column(scale=2):
+            table = gr.Dataframe(label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True)
+            summary = gr.Markdown()
+            notice = gr.Markdown()
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Sentence similarity"):
+            explain(SIMILARITY)
+            sim_plot = gr.Plot(label="Sentence similarity")
+        with gr.Tab("Attention"):
+            sentence = gr.Dropdown([("1", 0)], value=0, label="Sentence whose attention is shown")
+            attention = AttentionView.build(lambda r: r.attention[r.shown], "Self-attention", texts.ATTENTION)
+            explain(texts.HEADS)
+        with gr.Tab("Token embeddings"):
+            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
+    result_export(state, "explorer")
+
+    @guarded
+    def explore(text_value: str, model_id: str):
+        result = explorer.analyse(text_value or "", model_id)
+        m = explorer.load(model_id)
+        headers = ["sentence", *[str(i + 1) for i in range(len(result.sentences))]]
+        return (
+            gr.Dataframe(value=result.table(), headers=headers),
+            f"Model: {m.describe()}",
+            _summary(result),
+            result.notice,
+            result,
+            _sentence_choice(result),
+            sentence_similarity_heatmap(result.similarity, result.sentences),
+            *attention.updates(result),
+            *embeddings.updates(result),
+        )
+
+    @guarded
+    def show_sentence(result, index):
+        if result is None or index is None:
+            return [gr.skip()] * (1 + len(attention.outputs))
+        shown = replace(result, shown=min(int(index), len(result.sentences) - 1))
+        return shown, *attention.updates(shown)
+
+    gr.on(
+        [run.click, text.submit],
+        explore,
+        [text, model],
+        [table, info, summary, notice, state, sentence, sim_plot, *attention.outputs, *embeddings.outputs],
+        api_name="explore",
+    )
+    sentence.input(show_sentence, [state, sentence], [state, *attention.outputs], api_visibility="private")
+    attention.bind(state)
+    embeddings.bind(state)

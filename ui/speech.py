@@ -1,0 +1,131 @@
+"""Transcription tab (Whisper): transcript, spectrogram, token-over-time alignment, word timing,
+token probabilities and encoder self-attention."""
+from __future__ import annotations
+
+import gradio as gr
+
+from demos import speech
+from ui import texts
+from ui.common import AttentionView, explain, guarded, model_picker
+from viz.attention import AVERAGE
+from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
+
+SPECTROGRAM = (
+    "**What the model hears.** Whisper does not get the raw wave: it gets a *log-mel spectrogram*, "
+    "how loud each pitch band (bottom = low, top = high) is every 10 ms. Speech shows up as bright "
+    "stripes and bands; pauses are dark. The shaded spans are the words, timed as shown in *Words*."
+)
+ALIGNMENT = (
+    "**Where each token listened.** While writing each output token (row), the decoder's "
+    "*cross-attention* looks back at the audio (columns, in seconds; one encoder frame = 20 ms for "
+    "Whisper). Each row adds up to 1 over the clip. A bright diagonal means the model read the audio "
+    "from left to right as it wrote. Pick a layer and a head, or their average. The red line is the "
+    "best left-to-right path through the attention found by *dynamic time warping* (DTW): it gives "
+    "the word timings."
+)
+WORDS = (
+    "**When was each word spoken?** As Whisper's own word timestamps do: take the cross-attention of "
+    "the alignment heads, standardise it, smooth it with a median filter, average the heads, and let "
+    "dynamic time warping find the best monotone path from the first token at the start to the last "
+    "token at the end. A word starts where the path reaches its first token; pieces of a word "
+    "(sub-word tokens) are merged. Colour = how sure the model was of the word."
+)
+PROBABILITIES = (
+    "**How sure was the model?** For every token it wrote, the probability the model gave that token "
+    "(green = confident, red = unsure). Beam search can pick a less likely token when it makes the whole "
+    "sentence more likely."
+)
+ENCODER = (
+    "**How the encoder listens to itself.** Each moment of the audio looks at other moments to understand "
+    "its context. To keep it readable the clip is cut into at most 100 time bins (labels are the bin "
+    "start times); rows still add up to 1."
+)
+
+
+def _md_code(text: str) -> str:
+    return "`" + text.replace("`", "'") + "`"
+
+
+def _notice(result: speech.SpeechResult) -> str:
+    lines = [result.notice] if result.notice else []
+    lines.append(f"Heard {result.duration:.2f} s · decoder prompt {' '.join(_md_code(t) for t in result.prompt)}")
+    if not result.text:
+        lines.append("The model wrote no words for this clip.")
+    return "\n\n".join(lines)
+
+
+def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    with gr.Row():
+        with gr.Column(scale=2):
+            audio = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech (upload or record)")
+            with gr.Row():
+                run = gr.Button("Transcribe", variant="primary")
+                model, info = model_picker(speech.TASK)
+            gr.Examples([[e] for e in speech.EXAMPLES], inputs=[audio], label="Example clips (espeak-ng)")
+        with gr.Column(scale=2):
+            transcript = gr.Textbox(label="Transcript", lines=3, interactive=False)
+            notice = gr.Markdown()
+    state = gr.State()
+    with gr.Tabs():
+        with gr.Tab("Spectrogram"):
+            explain(SPECTROGRAM)
+            spectrogram = gr.Plot(label="Log-mel spectrogram")
+        with gr.Tab("Alignment"):
+            explain(ALIGNMENT)
+            with gr.Row():
+                layer = gr.Slider(0, 1, value=0, step=1, label="Decoder layer")
+                head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
+                show_path = gr.Checkbox(value=True, label="Show DTW path")
+            alignment = gr.Plot(label="Cross-attention alignment")
+        with gr.Tab("Words"):
+            explain(WORDS)
+            words_table = gr.Dataframe(headers=["word", "start (s)", "end (s)", "probability"], interactive=False, wrap=True)
+            timeline = gr.Plot(label="Word timeline")
+        with gr.Tab("Token probabilities"):
+            explain(PROBABILITIES)
+            probs_plot = gr.Plot(label="Token probabilities")
+        with gr.Tab("Encoder attention"):
+            encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER)
+            explain(texts.HEADS)
+
+    def align(result, layer_value, head_value, path_on):
+        layer_value = min(int(layer_value or 0), result.cross.n_layers - 1)
+        return alignment_figure(result.cross.weights, result.tokens, result.frame_step, layer_value, head_value, result.path if path_on else None)
+
+    @guarded
+    def transcribe(audio_value, model_id: str):
+        result = speech.transcribe(audio_value, model_id)
+        m = speech.load(model_id)
+        last = result.cross.n_layers - 1
+        words = [(w.word, w.start, w.end, w.probability) for w in result.words]
+        return (
+            result.text,
+            _notice(result),
+            f"Model: {m.describe()}",
+            result,
+            spectrogram_figure(result.mel, result.mel_step, words),
+            gr.Slider(0, last, value=last, step=1, label=f"Decoder layer (0–{last})"),
+            gr.Dropdown([AVERAGE, *[str(h) for h in range(result.cross.n_heads)]], value=AVERAGE, label="Head"),
+            align(result, last, AVERAGE, True),
+            result.word_rows(),
+            word_timeline(words, result.duration),
+            token_probability_bars(result.tokens, result.token_probs),
+            *encoder.updates(result),
+        )
+
+    gr.on(
+        [run.click, audio.stop_recording],
+        transcribe,
+        [audio, model],
+        [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot, *encoder.outputs],
+        api_name="transcribe",
+    )
+
+    @guarded
+    def rerender(result, layer_value, head_value, path_on):
+        return gr.skip() if result is None else align(result, layer_value, head_value, path_on)
+
+    controls = [layer, head, show_path]
+    gr.on([c.change for c in controls], rerender, [state, *controls], alignment, api_visibility="private", queue=False)
+    encoder.bind(state)
