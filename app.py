@@ -25,6 +25,7 @@ TABS: list[tuple[str, str]] = [
     ("Question answering", "ui.qa"),
     ("Translation", "ui.translation"),
     ("Image classification", "ui.image"),
+    ("Transcription", "ui.speech"),
     ("Image-text matching", "ui.clip"),
 ]
 

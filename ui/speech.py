@@ -7,6 +7,7 @@ import gradio as gr
 from demos import speech
 from ui import texts
 from ui.common import AttentionView, explain, guarded, model_picker
+from ui.export import result_export
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
@@ -114,6 +115,7 @@ def build() -> None:
             *encoder.updates(result),
         )
 
+    result_export(state, "speech")
     gr.on(
         [run.click, audio.stop_recording],
         transcribe,
