@@ -46,7 +46,7 @@ def attention_rollout(weights: np.ndarray, residual: float = 0.5) -> np.ndarray:
     return result.astype(np.float32)
 
 
-def _counting(forward_fn: Callable[..., torch.Tensor], total: int, progress: ProgressFn | None):
+def with_progress(forward_fn: Callable[..., torch.Tensor], total: int, progress: ProgressFn | None):
     """Wrap `forward_fn` so each batch Captum runs advances `progress` (fraction, message)."""
     calls = {"n": 0}
 
@@ -80,7 +80,7 @@ def attribute_layer(
 
     if method == "integrated_gradients":
         batches = math.ceil(steps / internal_batch_size) + 2  # + f(x), f(baseline) for the delta
-        algo = LayerIntegratedGradients(_counting(forward_fn, batches, progress), layer)
+        algo = LayerIntegratedGradients(with_progress(forward_fn, batches, progress), layer)
         attrs, delta = algo.attribute(
             inputs,
             baselines=baselines,
@@ -91,7 +91,7 @@ def attribute_layer(
         )
         delta_value: float | None = float(delta.abs().max())
     elif method == "gradient_x_input":
-        algo = LayerGradientXActivation(_counting(forward_fn, 1, progress), layer)
+        algo = LayerGradientXActivation(with_progress(forward_fn, 1, progress), layer)
         attrs = algo.attribute(inputs, additional_forward_args=additional_forward_args)
         delta_value = None
     else:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from demos import loading
 from demos.cache import memo
-from demos.explain import ProgressFn, _counting, attention_rollout, stack_attentions, stack_hidden
+from demos.explain import ProgressFn, with_progress, attention_rollout, stack_attentions, stack_hidden
 from demos.imageio import load_image
 from demos.results import AttentionMaps, Attribution, Embeddings
 
@@ -246,7 +246,7 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
 
     # Captum runs ceil(steps / batch) gradient batches + f(x), f(baseline) per (noisy) input.
     batches = max(1, smoothgrad_samples) * (math.ceil(steps / internal_batch_size) + 2)
-    algo = IntegratedGradients(_counting(prob_of_target, batches, progress))
+    algo = IntegratedGradients(with_progress(prob_of_target, batches, progress))
     kwargs = dict(baselines=base, n_steps=steps, internal_batch_size=internal_batch_size, return_convergence_delta=True)
     if smoothgrad_samples > 0:
         stdev = 0.15 * float(pixel_values.max() - pixel_values.min())  # SmoothGrad's 10-20 % of the range

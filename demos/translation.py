@@ -12,7 +12,7 @@ import transformers
 from demos import loading
 from demos.cache import memo
 from demos.explain import METHODS, ProgressFn, stack_attentions, stack_hidden
-from demos.explain import _counting  # progress per Captum batch, shared with attribute_layer
+from demos.explain import with_progress
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, baseline_ids, encode, truncation_notice
 
@@ -136,13 +136,13 @@ def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str
 
     if method == "integrated_gradients":
         total = -(-steps // batch) + 2
-        algo = IntegratedGradients(_counting(score_fn, total, progress))
+        algo = IntegratedGradients(with_progress(score_fn, total, progress))
         attrs, delta = algo.attribute(
             x, baselines=base, n_steps=steps, internal_batch_size=batch, return_convergence_delta=True
         )
         delta_value: float | None = float(delta.abs().max())
     else:
-        attrs = InputXGradient(_counting(score_fn, 1, progress)).attribute(x.clone().requires_grad_(True))
+        attrs = InputXGradient(with_progress(score_fn, 1, progress)).attribute(x.clone().requires_grad_(True))
         delta_value = None
     return attrs.sum(dim=-1)[0].detach().float().cpu().numpy(), delta_value
 
