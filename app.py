@@ -12,7 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from demos import settings
+from demos import offline, settings
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -27,6 +27,7 @@ TABS: list[tuple[str, str]] = [
     ("Image classification", "ui.image"),
     ("Transcription", "ui.speech"),
     ("Image-text matching", "ui.clip"),
+    ("Encoder explorer", "ui.explorer"),
 ]
 
 CSS = """
@@ -39,14 +40,19 @@ CSS = """
 """
 
 
-def build_app() -> gr.Blocks:
-    """The whole UI: a header and one tab per entry of `TABS` (models load on first use)."""
+def build_app(banner: str = "") -> gr.Blocks:
+    """The whole UI: a header and one tab per entry of `TABS` (models load on first use).
+
+    `banner`: markdown shown under the title in a closed accordion (e.g. the offline plan)."""
     with gr.Blocks(title="Transformer X-Ray") as demo:
         gr.Markdown(
             "# Transformer X-Ray\n"
             "See what happens inside transformer models: the answer, and beside it the attention, "
             "attributions and embeddings that led there."
         )
+        if banner:
+            with gr.Accordion("Offline mode: which models run", open=False):
+                gr.Markdown(banner)
         for title, module in TABS:
             with gr.Tab(title):
                 importlib.import_module(module).build()
@@ -81,11 +87,15 @@ def configure(args: argparse.Namespace) -> None:
     settings.configure(settings.settings_from_env(models_dir=args.models, offline=args.offline))
 
 
+log = logging.getLogger("xray")
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     configure(args)
-    demo = build_app()
+    plan = offline.prepare(settings.current(), progress=log.info)
+    demo = build_app(offline.banner(plan, settings.current().offline))
     demo.queue(max_size=64, default_concurrency_limit=2)
     demo.launch(**launch_kwargs(args))
 

@@ -7,8 +7,9 @@ message meant for the user.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
-from math import gcd
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,8 @@ TARGET_RATE = 16_000
 SILENCE_PEAK = 1e-4  # below about -80 dBFS (3 steps of 16-bit audio) counts as silence
 MIN_SECONDS = 0.1
 MAX_CHANNELS = 16
+MIN_RATE, MAX_RATE = 1_000, 384_000  # Hz accepted; a file header can claim any rate
+MAX_DENOMINATOR = 1_000  # resampling ratio precision: exact for every common rate, bounded cost for odd ones
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,28 +79,58 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def resample(samples: np.ndarray, rate: int, target: int = TARGET_RATE) -> np.ndarray:
-    """(n,) at `rate` -> (ceil(n * target / rate),) at `target` (polyphase filter, anti-aliased)."""
+    """(n,) at `rate` -> (ceil(n * target / rate),) at `target` (polyphase filter, anti-aliased).
+
+    The ratio target/rate is used exactly when its denominator is at most MAX_DENOMINATOR (8, 11.025,
+    22.05, 44.1, 48, 96 kHz...), else its closest such fraction (pitch off by under 0.01 %): the filter
+    length grows with the denominator, and a prime rate like 1,000,003 Hz would take seconds and GBs.
+    """
     if rate == target:
         return samples
     from scipy.signal import resample_poly
 
-    g = gcd(int(rate), int(target))
-    return resample_poly(samples, target // g, int(rate) // g).astype(np.float32)
+    ratio = Fraction(int(target), int(rate)).limit_denominator(MAX_DENOMINATOR)
+    return resample_poly(samples, ratio.numerator, ratio.denominator).astype(np.float32)
 
 
 def unpack(audio: Any) -> tuple[int, np.ndarray]:
     """Gradio's `(sample_rate, array)` (or `(array, sample_rate)`) -> (rate, array)."""
     if audio is None:
         raise ValueError("Please record or upload some audio.")
+    if isinstance(audio, (str, os.PathLike)):
+        return read_file(audio)
     if isinstance(audio, dict) and {"sampling_rate", "array"} <= set(audio):
-        return int(audio["sampling_rate"]), np.asarray(audio["array"])
+        return _rate(audio["sampling_rate"]), np.asarray(audio["array"])
     if isinstance(audio, (tuple, list)) and len(audio) == 2:
         first, second = audio
         if np.isscalar(first):
-            return int(first), np.asarray(second)
+            return _rate(first), np.asarray(second)
         if np.isscalar(second):
-            return int(second), np.asarray(first)
+            return _rate(second), np.asarray(first)
     raise ValueError("Audio must be a (sample rate, samples) pair.")
+
+
+def read_file(path: str | os.PathLike) -> tuple[int, np.ndarray]:
+    """An audio file (WAV, FLAC, OGG... whatever libsndfile reads) -> (rate, (n,) or (n, channels) float32)."""
+    import soundfile
+
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        raise ValueError("The audio file is empty (0 bytes)." if os.path.isfile(path) else "The audio file could not be found; please upload it again.")
+    try:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=False)
+    except Exception:  # noqa: BLE001 - libsndfile reports unknown formats and damaged files alike
+        raise ValueError(UNREADABLE) from None
+    return int(rate), samples
+
+
+UNREADABLE = "Could not read the audio file: it is not audio in a supported format, or it is damaged. Please upload a WAV, FLAC or OGG file."
+
+
+def _rate(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):  # NaN, infinity, text
+        raise ValueError(f"Invalid sample rate {value!r}.") from None
 
 
 def normalise(audio: Any, target: int = TARGET_RATE) -> Clip:
@@ -108,6 +141,8 @@ def normalise(audio: Any, target: int = TARGET_RATE) -> Clip:
     rate, raw = unpack(audio)
     if rate <= 0:
         raise ValueError(f"Invalid sample rate {rate} Hz.")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"Sample rate {rate:,} Hz is not supported; use {MIN_RATE:,} to {MAX_RATE:,} Hz.")
     if raw.size == 0:
         raise ValueError("The audio is empty (zero samples). Please record or upload a clip with speech.")
     mono = to_mono(to_float(raw))

@@ -60,7 +60,9 @@ class Loaded:
 
     def describe(self) -> str:
         kind = "pretrained weights" if self.pretrained else "RANDOM weights (tiny offline model)"
-        src = self.model_id if self.source == self.model_id else f"{self.model_id} -> {self.source}"
+        # Local folders are named, never shown as server paths.
+        shown = Path(self.source).name if Path(self.source).is_absolute() else self.source
+        src = self.model_id if self.source == self.model_id else f"{Path(self.model_id).name if Path(self.model_id).is_absolute() else self.model_id} -> {shown}"
         return f"`{src}` · {kind} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
 
 
@@ -80,7 +82,7 @@ def resolve_source(task: str, model_id: str) -> str:
     if settings_mod.current().offline:
         if task in _local_fallbacks:
             return _local_fallbacks[task]()
-        raise RuntimeError(f"Offline and no local model for {task}: set {settings_mod.TASK_MODELS[task][0]} to a folder.")
+        raise OfflineError(f"Offline and no local model for {task}: set {settings_mod.TASK_MODELS[task][0]} to a folder.")
     return model_id
 
 
@@ -102,25 +104,56 @@ def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = 
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        source = resolve_source(task, model_id)
-        log.info("loading %s model from %s", task, source)
-        model = model_cls.from_pretrained(
-            source,
-            attn_implementation="eager",
-            use_safetensors=True,
-            trust_remote_code=False,
-            dtype=dtype_for(task),
-        )
-        model.to(device()).eval()
-        processor = processor_cls.from_pretrained(source, trust_remote_code=False)
-        pretrained = not getattr(model.config, "xray_tiny", False)
-        loaded = Loaded(task, model_id, source, model, processor, pretrained)
+        try:
+            loaded = _load_uncached(task, model_id, model_cls, processor_cls)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # nothing is cached: the next request tries again
+            log.exception("could not load the %s model %s", task, model_id)
+            raise ModelLoadError(task, model_id, exc) from exc
         _cache[key] = loaded
         while len(_cache) > cfg.max_models:
             old_key, _ = _cache.popitem(last=False)
             log.info("evicting %s model %s (XRAY_MAX_MODELS=%d)", *old_key, cfg.max_models)
         _free_memory()
         return loaded
+
+
+def _load_uncached(task: str, model_id: str, model_cls: Any, processor_cls: Any) -> Loaded:
+    source = resolve_source(task, model_id)
+    log.info("loading %s model from %s", task, source)
+    model = model_cls.from_pretrained(
+        source,
+        attn_implementation="eager",
+        use_safetensors=True,
+        trust_remote_code=False,
+        dtype=dtype_for(task),
+    )
+    model.to(device()).eval()
+    processor = processor_cls.from_pretrained(source, trust_remote_code=False)
+    pretrained = not getattr(model.config, "xray_tiny", False)
+    return Loaded(task, model_id, source, model, processor, pretrained)
+
+
+class ModelLoadError(RuntimeError):
+    """The model of a task could not be loaded. `user_message` names the task and the model
+    (a folder by its last part only, never a full path) and is safe to show in the UI; the
+    cause is chained and logged."""
+
+    def __init__(self, task: str, model_id: str, cause: BaseException) -> None:
+        self.task, self.model_id = task, model_id
+        local = Path(model_id).expanduser()
+        name = local.name if local.is_absolute() or local.exists() else model_id  # hub ids stay whole
+        hint = f" {cause}" if isinstance(cause, OfflineError) else ""
+        self.user_message = (
+            f"Could not load the model for the {task} task ({name}).{hint} "
+            "The other tabs still work; the details are in the server log."
+        )
+        super().__init__(self.user_message)
+
+
+class OfflineError(RuntimeError):
+    """Offline and no local model for a task (the message says which variable to set)."""
 
 
 def resident() -> list[tuple[str, str]]:

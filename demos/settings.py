@@ -18,6 +18,7 @@ TASK_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "image": ("XRAY_MODEL_IMAGE", "google/vit-base-patch16-224", ()),
     "asr": ("XRAY_MODEL_ASR", "openai/whisper-tiny", ("openai/whisper-base",)),
     "clip": ("XRAY_MODEL_CLIP", "openai/clip-vit-base-patch32", ()),
+    "explorer": ("XRAY_MODEL_EXPLORER", "sentence-transformers/all-MiniLM-L6-v2", ()),
 }
 
 
@@ -46,7 +47,8 @@ class Settings:
         """
         _, default, others = TASK_MODELS[task]
         first = self.overrides.get(task, default)
-        extra = [] if task in self.overrides else [m for m in others if m != first]
+        # Offline, every hub id of a task resolves to the same local stand-in: offer just one.
+        extra = [] if task in self.overrides or self.offline else [m for m in others if m != first]
         return [first, *extra]
 
     def model_for(self, task: str, requested: str | None = None) -> str:

@@ -26,7 +26,9 @@ def tiny_models(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session", autouse=True)
 def tiny_settings(tiny_models):
     """Point every task at its tiny model (as XRAY_MODEL_* would), offline."""
-    settings.configure(settings.Settings(overrides={t: str(p) for t, p in tiny_models.items()}, offline=True, max_models=16))
+    overrides = {t: str(p) for t, p in tiny_models.items()}
+    overrides["explorer"] = overrides["sentiment"]  # the explorer reads any encoder; DistilBERT will do
+    settings.configure(settings.Settings(overrides=overrides, offline=True, max_models=16))
     cache.clear_all()
     loading.clear()
     yield settings.current()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -33,12 +34,15 @@ class InputError(ValueError):
 def guarded(fn: Callable) -> Callable:
     """Run `fn`; user-fixable errors become `gr.Error(message)`, anything else a generic message.
 
-    Out-of-memory frees the cache so the next request can succeed. Tracebacks go to the log only.
+    Text arguments are cleaned first (`clean_inputs`). Exceptions that carry a `user_message`
+    (a model that failed to load) show it. Out-of-memory frees the cache so the next request can
+    succeed. Tracebacks go to the log only.
     """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            args, kwargs = clean_inputs(args, kwargs)
             return fn(*args, **kwargs)
         except gr.Error:
             raise
@@ -47,11 +51,49 @@ def guarded(fn: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the edge of the app: log, answer generically
             if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
                 _release_memory()
-                raise gr.Error("The model ran out of memory on this input. Try a shorter input or fewer steps.") from None
+                raise gr.Error(OOM_ERROR) from None
+            if isinstance(getattr(exc, "user_message", None), str):
+                raise gr.Error(exc.user_message) from None  # already logged where it was raised
             log.exception("unexpected error in %s", getattr(fn, "__name__", fn))
             raise gr.Error(GENERIC_ERROR) from None
 
     return wrapper
+
+
+OOM_ERROR = "The model ran out of memory on this input. Try a shorter input or fewer steps."
+MAX_INPUT_CHARS = 100_000  # any one text argument; the text boxes stop far earlier (API calls do not)
+# C0/C1 control characters except tab, newline and carriage return; bidirectional embeddings,
+# overrides and isolates (they reorder how the rest of a line is displayed); byte-order marks,
+# non-characters and lone surrogates (tokenizers cannot encode them).
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff\ud800-\udfff]")
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """`text` without invisible control characters (NUL, terminal escapes, right-to-left
+    overrides, lone surrogates) and how many were removed. Emoji, joiners, combining marks and
+    right-to-left scripts are kept."""
+    return _INVISIBLE.subn("", text)
+
+
+def clean_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """Clean every text argument of a handler; refuse texts over MAX_INPUT_CHARS; say (as a
+    warning toast) how many invisible characters were removed."""
+    removed = 0
+
+    def one(value: Any) -> Any:
+        nonlocal removed
+        if not isinstance(value, str):
+            return value
+        if len(value) > MAX_INPUT_CHARS:
+            raise InputError(f"The text is {len(value):,} characters long; the limit is {MAX_INPUT_CHARS:,}.")
+        value, n = clean_text(value)
+        removed += n
+        return value
+
+    args, kwargs = tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
+    if removed:
+        gr.Warning(f"{removed} invisible control character(s) (such as NUL, escape or right-to-left override) were removed from the input.")
+    return args, kwargs
 
 
 def _release_memory() -> None:
@@ -69,6 +111,71 @@ def require_text(text: str | None, what: str = "text") -> str:
     if text is None or not str(text).strip():
         raise InputError(f"Please enter some {what}.")
     return str(text).strip()
+
+
+def input_validator(*rules: Callable[[Any], str] | None) -> Callable[..., list]:
+    """A Gradio `validator=` for an event: `rules[i]` checks input i (None = no check) and returns
+    an error message or "". Runs before the queue, without the model; the handler repeats the
+    same checks (with the same messages) for direct and API calls."""
+
+    def validate(*values: Any) -> list:
+        results = []
+        for i, value in enumerate(values):
+            rule = rules[i] if i < len(rules) else None
+            message = rule(value) if rule else ""
+            results.append(gr.validate(not message, message))
+        return results
+
+    return validate
+
+
+def blank_text(message: str) -> Callable[[Any], str]:
+    """Rule: `message` when the text is missing, blank, or only invisible control characters."""
+    return lambda value: message if value is None or not clean_text(str(value))[0].strip() else ""
+
+
+def missing(message: str) -> Callable[[Any], str]:
+    """Rule: `message` when nothing was given (no upload / no recording)."""
+    return lambda value: message if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0) else ""
+
+
+def image_input(**kwargs) -> gr.Image:
+    """An image upload whose handler receives the uploaded file's path unopened.
+
+    gr.Image(type="filepath") still opens the file with PIL before the handler runs, so a file PIL
+    cannot identify fails inside Gradio with a generic error. This one skips that step: all
+    decoding (size limits, bombs, modes) happens in `demos.imageio.load_image`, with its clear
+    messages. (An instance override, not a subclass: a gr.Image subclass makes Gradio write a
+    .pyi stub next to this module at import time.) Uploads are already in Gradio's cache here.
+    """
+    component = gr.Image(type="filepath", image_mode=None, **kwargs)
+    original = component.preprocess
+
+    def preprocess(payload):
+        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
+            return original(payload)
+        return str(payload.path)
+
+    component.preprocess = preprocess
+    return component
+
+
+def audio_input(**kwargs) -> gr.Audio:
+    """A gr.Audio(type="numpy") whose handler gets `(rate, samples)` when Gradio can decode the
+    upload, and the file's path when it cannot (no ffmpeg, float or damaged WAV, a text file named
+    .wav): `demos.audio` then reads it with soundfile or refuses it with a clear message, instead
+    of Gradio failing the request before the handler runs."""
+    component = gr.Audio(type="numpy", **kwargs)
+    original = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return original(payload)
+        except Exception:  # noqa: BLE001 - decoding failed; the handler reports it clearly
+            return str(payload.path) if payload is not None and payload.path else None
+
+    component.preprocess = preprocess
+    return component
 
 
 def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import gradio as gr
+import pandas as pd
 
 from demos import explorer
 from ui import texts
@@ -25,8 +26,8 @@ SIMILARITY = (
     "with two meanings (bank) in different sentences."
 )
 TOKEN_EMBEDDINGS = (
-    texts.EMBEDDINGS + " Each colour is one sentence: the same word in two sentences starts at the "
-    "same point (layer 0) and moves apart as the layers mix in its context."
+    texts.EMBEDDINGS + " Each colour is one sentence. The same word in two sentences starts close "
+    "together at layer 0 (only its position differs) and moves apart as the layers mix in its context."
 )
 
 
@@ -77,7 +78,7 @@ def build() -> None:
         m = explorer.load(model_id)
         headers = ["sentence", *[str(i + 1) for i in range(len(result.sentences))]]
         return (
-            gr.Dataframe(value=result.table(), headers=headers),
+            pd.DataFrame(result.table(), columns=headers),
             f"Model: {m.describe()}",
             _summary(result),
             result.notice,

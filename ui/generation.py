@@ -9,7 +9,10 @@ from demos import generation
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
+from ui.common import (
+    AttentionView, EmbeddingView, attribution_controls, attribution_summary, blank_text, explain, guarded, input_validator,
+    model_picker, require_text,
+)
 from viz.bars import attribution_bars
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token, highlight_html
@@ -162,6 +165,7 @@ def build() -> None:
         [prompt, max_new, do_sample, *sampling, model],
         [output, info, notice, shaded, choices_md, choices_plot, state, position, *attention.outputs, *embeddings.outputs],
         api_name="generate",
+        validator=input_validator(blank_text(generation.EMPTY_PROMPT)),
     )
     attr_inputs = [state, position, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]
@@ -200,4 +204,7 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
             ]
         return outputs[0], outputs[2], outputs[1], outputs[3]
 
-    run.click(compare, [prompt_a, prompt_b, max_new], [html_a, html_b, plot_a, plot_b], api_name="generate_compare")
+    run.click(
+        compare, [prompt_a, prompt_b, max_new], [html_a, html_b, plot_a, plot_b], api_name="generate_compare",
+        validator=input_validator(*(blank_text(f"Please enter some text for prompt {n}.") for n in "AB")),
+    )

@@ -12,7 +12,7 @@ import gradio as gr
 
 from demos import image as demo
 from ui import texts
-from ui.common import EmbeddingView, attribution_summary, explain, guarded, model_picker
+from ui.common import EmbeddingView, attribution_summary, explain, guarded, image_input, input_validator, missing, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
@@ -43,27 +43,6 @@ PATCH_EMBEDDINGS = (
     "row 3, column 5) and for the class token, squashed to 2-D. Colours group patches by row. At layer 0 patches that "
     "look alike sit together; in later layers the patches of one object tend to gather."
 )
-
-
-def image_input(**kwargs) -> gr.Image:
-    """An image upload whose handler receives the uploaded file's path unopened.
-
-    gr.Image(type="filepath") still opens the file with PIL before the handler runs, so a file PIL
-    cannot identify fails inside Gradio with a generic error. This one skips that step: all
-    decoding (size limits, bombs, modes) happens in `demos.imageio.load_image`, with its clear
-    messages. (An instance override, not a subclass: a gr.Image subclass makes Gradio write a
-    .pyi stub next to this module at import time.) Uploads are already in Gradio's cache here.
-    """
-    component = gr.Image(type="filepath", image_mode=None, **kwargs)
-    original = component.preprocess
-
-    def preprocess(payload):
-        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
-            return original(payload)
-        return str(payload.path)
-
-    component.preprocess = preprocess
-    return component
 
 
 def _target_choices(result) -> gr.Dropdown:
@@ -174,6 +153,7 @@ def build() -> None:
         [label, info, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
          attr_image, *embeddings.outputs],
         api_name="classify_image",
+        validator=input_validator(missing("Please upload an image.")),
     )
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
     main.then(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")

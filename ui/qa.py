@@ -6,7 +6,10 @@ import gradio as gr
 
 from demos import qa
 from ui import texts
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker
+from ui.common import (
+    AttentionView, EmbeddingView, attribution_controls, attribution_summary, blank_text, explain, guarded, input_validator,
+    model_picker,
+)
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from viz.bars import attribution_bars, probability_lines
@@ -121,6 +124,7 @@ def build() -> None:
         [question, context, model],
         [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs],
         api_name="qa",
+        validator=input_validator(blank_text("Please enter a question."), blank_text("Please enter a context.")),
     )
     attr_inputs = [state, method, steps]
     attr_outputs = [c for which in qa.ENDS for c in views[which]]

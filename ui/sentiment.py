@@ -7,7 +7,10 @@ from demos import sentiment
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, model_picker, require_text
+from ui.common import (
+    AttentionView, EmbeddingView, attribution_controls, attribution_summary, blank_text, explain, guarded, input_validator,
+    model_picker, require_text,
+)
 from viz.bars import attribution_bars
 from viz.tokens import highlight_html
 
@@ -89,6 +92,7 @@ def build() -> None:
         [text, model],
         [label, info, notice, state, target, *attention.outputs, *embeddings.outputs],
         api_name="sentiment",
+        validator=input_validator(blank_text("Please enter some text.")),
     )
     attr_inputs = [state, target, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]
@@ -133,4 +137,7 @@ def _build_compare(text_a: gr.Textbox) -> None:
             highlight_html(attrs[1].tokens, attrs[1].scores, f"B toward {target}"),
         )
 
-    run.click(compare, [text_a, text_b], [summary, label_a, html_a, label_b, html_b], api_name="sentiment_compare")
+    run.click(
+        compare, [text_a, text_b], [summary, label_a, html_a, label_b, html_b], api_name="sentiment_compare",
+        validator=input_validator(blank_text("Please enter some text A."), blank_text("Please enter some text B.")),
+    )

@@ -6,7 +6,7 @@ import gradio as gr
 
 from demos import speech
 from ui import texts
-from ui.common import AttentionView, explain, guarded, model_picker
+from ui.common import AttentionView, audio_input, explain, guarded, input_validator, missing, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
@@ -59,7 +59,7 @@ def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
         with gr.Column(scale=2):
-            audio = gr.Audio(sources=["upload", "microphone"], type="numpy", label="Speech (upload or record)")
+            audio = audio_input(sources=["upload", "microphone"], label="Speech (upload or record)")
             with gr.Row():
                 run = gr.Button("Transcribe", variant="primary")
                 model, info = model_picker(speech.TASK)
@@ -122,6 +122,7 @@ def build() -> None:
         [audio, model],
         [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot, *encoder.outputs],
         api_name="transcribe",
+        validator=input_validator(missing("Please record or upload some audio.")),
     )
 
     @guarded

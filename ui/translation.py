@@ -13,8 +13,10 @@ from ui.common import (
     EmbeddingView,
     attribution_controls,
     attribution_summary,
+    blank_text,
     explain,
     guarded,
+    input_validator,
     model_picker,
     require_text,
 )
@@ -151,6 +153,7 @@ def build() -> None:
         [text, model],
         [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *embeddings.outputs],
         api_name="translate",
+        validator=input_validator(blank_text("Please enter some text.")),
     )
     attr_inputs = [state, target, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]

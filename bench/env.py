@@ -1,0 +1,53 @@
+"""Environment of a benchmark run: quiet, offline unless --hub, threads fixed, and the app's
+settings pointed at the tiny local models (built once into a cache folder) or the hub ids."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = ROOT / "artifacts" / "bench-models"
+
+
+def prepare_environment(hub: bool) -> None:
+    """Set before torch/transformers/gradio are imported (here and in child processes)."""
+    if not hub:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "xray-mpl"))
+    os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "xray-gradio"))
+
+
+def set_threads(threads: int | None) -> int:
+    """Fix torch's intra-op threads and return the number. Default: torch's own default, which is
+    what `python app.py` runs with (one per physical core)."""
+    import torch
+
+    n = threads or torch.get_num_threads()
+    torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def configure_models(hub: bool, models_dir: str | os.PathLike | None = None) -> str | None:
+    """Point the app's settings at the tiny models (built into `models_dir` if missing) or at the
+    default hub ids. Returns the models folder (None with --hub)."""
+    from demos import cache, loading, settings
+
+    if hub:
+        base = settings.settings_from_env()
+        base.max_models = 16
+        settings.configure(base)
+        folder = None
+    else:
+        from demos.tiny import TASKS, ensure_tiny_models
+
+        folder = Path(models_dir or DEFAULT_MODELS)
+        built = ensure_tiny_models(folder, TASKS)
+        settings.configure(settings.Settings(overrides={t: str(p) for t, p in built.items()}, offline=True, max_models=16))
+        folder = str(folder.resolve())
+    cache.clear_all()
+    loading.clear()
+    return folder

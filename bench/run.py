@@ -1,0 +1,120 @@
+"""Benchmark command: `python -m bench.run [--quick] [--hub] [--out artifacts/bench.json] [--tasks ...]`.
+
+Measures, in one run on the same models and inputs: each tab's compute path against the plain
+transformers call, attribution against plain Captum (and a steps trade-off), start-up of
+`python app.py` against the bare imports, first / warm / memo-hit requests, throughput of 8
+concurrent clients, peak memory per tab and latency against input length. Prints markdown
+tables and writes the JSON (plus the same tables next to it as .md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.env import ROOT, configure_models, prepare_environment, set_threads
+
+SECTIONS = ("first_request", "latency", "attribution", "attribution_tradeoff", "scaling", "throughput", "startup", "memory")
+PLAN = {  # quick / full
+    "repeats": (3, 9),
+    "steps": (8, 32),
+    "tradeoff_steps": ([8, 16], [8, 16, 32, 64, 128]),
+    "tokens": ([16, 64], [16, 64, 128, 256, 512]),
+    "seconds": ([1, 5], [1, 5, 10, 30]),
+    "requests": (8, 32),
+    "startup_repeats": (1, 3),
+}
+CLIENTS = 8
+THROUGHPUT_TABS = ["sentiment", "clip"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from bench.tasks import TASKS
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="few repeats, short inputs (well under a minute on tiny models)")
+    p.add_argument("--hub", action="store_true", help="use the default hub models instead of the tiny local ones")
+    p.add_argument("--out", default=str(ROOT / "artifacts" / "bench.json"))
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK", help=f"tabs among {', '.join(TASKS)}")
+    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, metavar="SECTION", help=", ".join(SECTIONS))
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per CPU)")
+    p.add_argument("--models-dir", help="where the tiny models are built/cached (default artifacts/bench-models)")
+    return p.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """All requested sections; a section that is not requested is an empty entry."""
+    from bench import memory, sections, serve
+    from bench.timing import load_average, machine_info
+
+    q = 0 if args.quick else 1
+    plan = {k: v[q] for k, v in PLAN.items()}
+    started, load_start = time.perf_counter(), load_average()
+    threads = set_threads(args.threads)
+    models_dir = configure_models(args.hub, args.models_dir)
+    res: dict = {s: {} for s in SECTIONS}
+    res["attribution_tradeoff"], res["scaling"] = [], {"sentiment": [], "speech": []}
+    notes: dict[str, list[str]] = {}
+    want = set(args.sections)
+    tabs = list(args.tasks)
+    tp_tabs = [t for t in THROUGHPUT_TABS if t in tabs]
+
+    def section(name: str, fn, *a):
+        if name in want:
+            print(f"[bench] {name}…", flush=True)
+            value, n = fn(*a)
+            notes.setdefault(name, []).extend(n)
+            return value
+        return res[name]
+
+    res["first_request"] = section("first_request", sections.first_requests, tabs, args.quick, max(1, plan["repeats"] // 3))
+    res["latency"] = section("latency", sections.latency, tabs, args.quick, plan["repeats"])
+    res["attribution"] = section("attribution", sections.attributions, tabs, args.quick, plan["repeats"], plan["steps"])
+    if "sentiment" in tabs:
+        res["attribution_tradeoff"] = section("attribution_tradeoff", sections.tradeoff, args.quick, max(3, plan["repeats"] // 2), plan["tradeoff_steps"])
+    if "scaling" in want:
+        if "sentiment" in tabs:
+            res["scaling"]["sentiment"] = section("scaling", sections.scaling_text, args.quick, max(3, plan["repeats"] // 2), plan["tokens"])
+        if "speech" in tabs:
+            res["scaling"]["speech"] = section("scaling", sections.scaling_audio, args.quick, max(3, plan["repeats"] // 2), plan["seconds"])
+    if "throughput" in want:
+        threaded = section("throughput", sections.throughput_threads, tp_tabs, args.quick, CLIENTS, plan["requests"])
+        served = section("throughput", serve.throughput_served, tp_tabs, CLIENTS, plan["requests"])
+        res["throughput"] = {**{f"{k}: served": v for k, v in served.items()}, **{f"{k}: threads": v for k, v in threaded.items()}}
+    res["startup"] = section("startup", serve.startup, models_dir if not args.hub else None, plan["startup_repeats"])
+    res["memory"] = section("memory", memory.measure, tabs, args.hub, models_dir, args.quick, threads, plan["steps"])
+    res["notes"] = notes
+    res["meta"] = {
+        "mode": "quick" if args.quick else "full",
+        "models": "hub (default ids)" if args.hub else f"tiny local models in {models_dir}",
+        "tasks": tabs,
+        "sections": sorted(want),
+        "plan": plan,
+        "machine": machine_info(),
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "duration_s": time.perf_counter() - started,
+    }
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    prepare_environment(args.hub)
+    from bench.report import markdown
+
+    res = run(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2, default=float))
+    table = markdown(res)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"[bench] wrote {out} and {out.with_suffix('.md')}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

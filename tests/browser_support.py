@@ -1,0 +1,424 @@
+"""Helpers for the browser tests: one row per app tab (how to run it, what must render), the
+headless Chromium launch, and small waits on Gradio's DOM.
+
+Adding a tab to `app.TABS` means adding its `Row` to `ROWS` (keyed by the tab's ui module).
+Locators use roles, labels and visible text, plus Gradio's own `data-testid`s and the app's
+`xray-*` classes for the views.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSETS = ROOT / "assets"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1280, "height": 900}
+MAX_PNG_BYTES = 300_000
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+PAYLOADS = [
+    '<img src=x onerror="window.__xss=1">',
+    "<script>window.__xss=1</script>",
+    "javascript:window.__xss=1",
+    "{{7*7}}${7*7}",
+]
+LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
+# Console messages of type "error" that are understood and harmless. Each entry: (substring, why).
+HARMLESS_CONSOLE = [
+    # none seen so far on Chromium 156 + Gradio 6.31 (warnings such as plotly's
+    # "Method not implemented." are of type "warning" and not collected).
+]
+
+
+# --------------------------------------------------------------------------------------------
+# The table: one row per tab
+# --------------------------------------------------------------------------------------------
+
+Answer = Callable[["object"], str]  # panel locator -> the answer's text ("" while empty)
+
+
+def label_answer(panel) -> str:
+    """Text of the tab's first gr.Label (top class and confidences)."""
+    value = panel.locator("[data-testid=label-output-value]").first
+    return value.inner_text() if value.count() else ""
+
+
+def textbox_answer(label: str) -> Answer:
+    def read(panel) -> str:
+        return panel.get_by_label(label, exact=True).first.input_value()
+
+    return read
+
+
+def markdown_answer(contains: str) -> Answer:
+    """Text of the first markdown in the tab containing `contains` (e.g. a model line)."""
+
+    def read(panel) -> str:
+        found = panel.locator("[data-testid=markdown]", has_text=contains)
+        return found.first.inner_text() if found.count() else ""
+
+    return read
+
+
+@dataclass(frozen=True)
+class View:
+    """What one inner tab (or the tab's top area, inner tab None) must show after a run."""
+
+    plots: int = 0  # plotly figures with SVG content
+    html: str | None = None  # CSS selector of an app HTML view (e.g. ".xray-highlight")
+    images: int = 0  # rendered output images (gr.Image with a value)
+    table: bool = False  # a gr.Dataframe with at least one row
+
+
+@dataclass(frozen=True)
+class Row:
+    """How to drive one tab of the app in a browser."""
+
+    run: str  # name of the button that runs the tab
+    answer: Answer  # where the plain answer appears
+    views: dict[str | None, View] = field(default_factory=dict)  # inner tab title (None = top) -> View
+    example: bool = True  # click the first gr.Examples sample before running
+    upload: str | None = None  # "image" or "audio": the tab takes a file
+    empty_message: str | None = None  # the message for a run with empty inputs (None: no error by design)
+    echo: dict[str, str] = field(default_factory=dict)  # textbox label -> CSS selector showing it literally
+    text_inputs: bool = True  # the tab has editable textboxes (every one gets the XSS payloads)
+    skip_textboxes: tuple[str, ...] = ()  # textbox labels not used for XSS (none so far)
+
+
+ATTENTION = View(plots=2)  # heatmap + heads overview (ui.common.AttentionView)
+EMBEDDINGS = View(plots=1)  # scatter (ui.common.EmbeddingView)
+HIGHLIGHT = ".xray-highlight"
+
+ROWS: dict[str, Row] = {
+    "ui.guide": Row(
+        run="Run on a real model",
+        answer=markdown_answer("Model:"),
+        example=False,
+        views={None: View(plots=5, html=HIGHLIGHT)},
+        echo={},
+    ),
+    "ui.sentiment": Row(
+        run="Classify",
+        answer=label_answer,
+        views={"Attributions": View(plots=1, html=HIGHLIGHT), "Attention": ATTENTION, "Embeddings": EMBEDDINGS},
+        empty_message="Please enter some text.",
+    ),
+    "ui.qa": Row(
+        run="Find the answer",
+        answer=textbox_answer("Answer"),
+        views={
+            None: View(html=".xray-context"),
+            "Start & end": View(plots=1),
+            "Attributions": View(plots=2, html=HIGHLIGHT),
+            "Attention": ATTENTION,
+            "Embeddings": EMBEDDINGS,
+        },
+        empty_message="Please enter a question.",
+        echo={"Context": ".xray-context"},
+    ),
+    "ui.translation": Row(
+        run="Translate",
+        answer=textbox_answer("German translation"),
+        views={
+            None: View(plots=1),
+            "Alignment (cross-attention)": ATTENTION,
+            "Attributions": View(plots=1, html=HIGHLIGHT),
+            "Encoder attention": ATTENTION,
+            "Decoder attention": ATTENTION,
+            "Embeddings": EMBEDDINGS,
+        },
+        empty_message="Please enter some text.",
+    ),
+    "ui.clip": Row(
+        run="Match",
+        answer=label_answer,
+        views={
+            "Similarity matrix": View(plots=1),
+            "Where the model looks": View(plots=1),
+            "Which words matter": View(plots=1, html=HIGHLIGHT),
+            "Shared embedding space": View(plots=1),
+        },
+        upload="image",
+        empty_message="Please upload an image.",
+        # a single candidate description becomes the only class of the label
+        echo={"Candidate descriptions (one per line, or separated by commas)": "[data-testid=label-output-value]"},
+    ),
+    "ui.generation": Row(
+        run="Generate",
+        answer=textbox_answer("Prompt + continuation"),
+        views={
+            None: View(html=HIGHLIGHT),
+            "Next-token choices": View(plots=1),
+            "Attributions": View(plots=1, html=HIGHLIGHT),
+            "Attention": ATTENTION,
+            "Embeddings": EMBEDDINGS,
+        },
+        empty_message="Please enter some text to continue.",
+        echo={"Prompt": HIGHLIGHT},
+    ),
+    "ui.image": Row(
+        run="Classify",
+        answer=label_answer,
+        views={
+            "Attention rollout": View(images=1),
+            "Class-token attention": View(plots=2),
+            "Patch embeddings": EMBEDDINGS,
+        },
+        upload="image",
+        text_inputs=False,
+        empty_message="Please upload an image.",
+    ),
+    "ui.speech": Row(
+        run="Transcribe",
+        answer=markdown_answer("Heard"),  # a tiny random Whisper may write no words; the notice always comes
+        views={
+            "Spectrogram": View(plots=1),
+            "Alignment": View(plots=1),
+            "Words": View(plots=1),
+            "Token probabilities": View(plots=1),
+            "Encoder attention": ATTENTION,
+        },
+        upload="audio",
+        text_inputs=False,
+        empty_message="Please record or upload some audio.",
+    ),
+}
+
+
+def row_for(module: str) -> Row:
+    if module not in ROWS:
+        pytest.fail(f"app.TABS has {module!r} but tests/browser_support.py ROWS has no row for it: add one")
+    return ROWS[module]
+
+
+# --------------------------------------------------------------------------------------------
+# Browser and page
+# --------------------------------------------------------------------------------------------
+
+
+def chromium_path() -> str:
+    """Debian's Chromium; missing: a failure on CI, a skip elsewhere."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path:
+        return path
+    reason = "chromium is not installed (apt-get install -y chromium); browser tests need it"
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def is_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return True
+    return (parts.hostname or "") in LOOPBACK
+
+
+class Watched:
+    """A page whose console errors, page errors and off-loopback requests are recorded."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.blocked: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.route("**/*", self._route)
+
+    def _console(self, msg) -> None:
+        if msg.type != "error":
+            return
+        text = msg.text
+        if not any(s in text for s, _why in HARMLESS_CONSOLE):
+            self.errors.append(f"console.error: {text} @ {msg.location.get('url', '')}")
+
+    def _route(self, route) -> None:
+        url = route.request.url
+        if is_loopback(url):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    # ---- tabs ------------------------------------------------------------------------------
+    def open_tab(self, title: str):
+        """Click the app's tab `title`; the visible top-level tab panel."""
+        self.page.get_by_role("tab", name=title, exact=True).first.click()
+        panel = self.page.locator(".tabitem:visible").first
+        panel.wait_for()
+        return panel
+
+    def inner_tab(self, panel, title: str) -> None:
+        panel.get_by_role("tab", name=title, exact=True).first.click()
+
+    # ---- waiting ---------------------------------------------------------------------------
+    def toasts(self) -> list[str]:
+        return [t.inner_text() for t in self.page.locator("[data-testid=toast-text]").all()]
+
+    def close_toasts(self) -> None:
+        for button in self.page.locator("[data-testid=toast-close]").all():
+            try:
+                button.click(timeout=1000)
+            except Exception:  # noqa: BLE001 - a toast may vanish on its own meanwhile
+                pass
+        self.page.wait_for_function("() => !document.querySelector('[data-testid=toast-body]')", timeout=5000)
+
+    def settle(self, panel, timeout: float = 90.0) -> None:
+        """Wait until no status tracker in `panel` is busy for a moment (chained events included)."""
+        # a tracker is shown while its event is pending or running; after an error it stays shown with "Error"
+        busy = "e => e.querySelectorAll('[data-testid=status-tracker]:not(.hide):not(:has(.error))').length"
+        deadline, quiet = time.monotonic() + timeout, 0
+        while time.monotonic() < deadline:
+            if self.toasts():
+                return
+            quiet = quiet + 1 if panel.evaluate(busy) == 0 else 0
+            if quiet >= 4:
+                return
+            time.sleep(0.2)
+        raise AssertionError("the tab stayed busy")
+
+    def run(self, panel, row: Row) -> None:
+        panel.get_by_role("button", name=row.run, exact=True).first.click()
+        time.sleep(0.3)
+        self.settle(panel)
+
+    def wait_answer(self, panel, row: Row, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = row.answer(panel).strip()
+            if text:
+                return text
+            if self.toasts():
+                raise AssertionError(f"error instead of an answer: {self.toasts()}")
+            time.sleep(0.2)
+        raise AssertionError("no answer appeared")
+
+    def wait_toast(self, timeout: float = 30.0) -> list[str]:
+        self.page.locator("[data-testid=toast-text]").first.wait_for(timeout=timeout * 1000)
+        return self.toasts()
+
+    def click_example(self, panel) -> None:
+        """Click the first sample of the tab's first gr.Examples and let it fill the inputs."""
+        panel.locator(".gallery-item, [data-testid=dataset-cell-0-0]").first.click()  # gallery or table layout
+        self.settle(panel, timeout=20)
+
+    # ---- content checks --------------------------------------------------------------------
+    def xss_fired(self) -> list[str]:
+        """Frames (URL) in which the payload set window.__xss or left live markup behind."""
+        probe = """() => (typeof window.__xss !== 'undefined')
+            || !!document.querySelector('img[src="x"], a[href^="javascript:"]')
+            || [...document.scripts].some(s => s.textContent.includes('__xss'))"""
+        hits = []
+        for frame in self.page.frames:
+            try:
+                if frame.evaluate(probe):
+                    hits.append(frame.url or "(srcdoc frame)")
+            except Exception as exc:  # noqa: BLE001 - a frame may be detached while we look
+                if "detached" not in str(exc).lower():
+                    raise
+        return hits
+
+
+def textbox_labels(panel) -> list[str]:
+    """Labels of the editable text inputs (gr.Textbox) of a tab, in page order."""
+    boxes = panel.locator("label:has([data-testid=textbox]:enabled)")
+    labels = []
+    for box in boxes.all():
+        if not box.is_visible():
+            continue
+        name = box.locator("[data-testid=block-info]").first
+        labels.append(name.inner_text().strip() if name.count() else box.inner_text().strip())
+    return labels
+
+
+def plots_ok(scope, expected: int) -> str | None:
+    """None when at least `expected` visible plotly figures with drawn SVG are in `scope`."""
+    if expected == 0:
+        return None
+    selector = ".js-plotly-plot:visible"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        figures = scope.locator(selector).all()
+        drawn = [f for f in figures if f.locator("svg.main-svg").count() and f.locator(".plot-container").count()]
+        drawn = [f for f in drawn if f.evaluate("e => e.querySelectorAll('svg.main-svg *').length") > 20]
+        if len(drawn) >= expected:
+            return None
+        time.sleep(0.25)
+    return f"expected {expected} drawn plotly figures, found {len(drawn)} of {len(figures)}"
+
+
+def view_problems(watched: Watched, panel, row: Row) -> list[str]:
+    """Visit every inner tab named in the row and list what did not render."""
+    problems = []
+    for inner, view in row.views.items():
+        if inner is not None:
+            watched.inner_tab(panel, inner)
+        where = inner or "top"
+        scope = panel.locator(".tabitem:visible").last if inner is not None else panel
+        if (p := plots_ok(scope if inner is not None else panel, view.plots)) is not None:
+            problems.append(f"{where}: {p}")
+        if view.html:
+            target = (scope if inner is not None else panel).locator(f"{view.html}:visible").first
+            try:
+                target.wait_for(timeout=15000)
+                if not target.inner_text().strip():
+                    problems.append(f"{where}: {view.html} is empty")
+            except Exception:  # noqa: BLE001 - reported as a problem below
+                problems.append(f"{where}: no visible {view.html}")
+        if view.images:
+            img = (scope if inner is not None else panel).locator(".image-frame img:visible").first
+            try:
+                img.wait_for(timeout=15000)
+                img.scroll_into_view_if_needed()  # Gradio loads output images lazily
+                img.evaluate("e => e.decode()")  # rejects when the picture cannot be decoded
+                ok = img.evaluate("e => e.complete && e.naturalWidth > 0")
+            except Exception:  # noqa: BLE001
+                ok = False
+            if not ok:
+                problems.append(f"{where}: no rendered output image")
+    return problems
+
+
+def save_screenshot(page, name: str) -> Path:
+    """Viewport screenshot of the tab (top of page) into docs/screenshots/<name>.png, < 300 KB."""
+    from PIL import Image
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    # the app's tab bar at the top of the picture, the tab's inputs and answer below it
+    page.evaluate(
+        "() => { const bar = document.querySelector('[role=tablist]');"
+        " window.scrollTo(0, bar ? bar.getBoundingClientRect().top + window.scrollY - 8 : 0); }"
+    )
+    page.screenshot(path=str(path))
+    if path.stat().st_size > MAX_PNG_BYTES:
+        with Image.open(path) as im:
+            im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    return path
+
+
+def slug(title: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-").replace("--", "-")
+
+
+def make_png(path: Path, size: tuple[int, int] = (96, 64)) -> Path:
+    """A real PNG (colour gradient with a square) written with PIL."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = size[1], size[0]
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 255 // w, y * 255 // h, np.full_like(x, 128)], axis=-1).astype("uint8")
+    rgb[h // 4 : h // 2, w // 4 : w // 2] = (240, 240, 20)
+    Image.fromarray(rgb).save(path)
+    return path
