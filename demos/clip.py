@@ -16,6 +16,7 @@ from demos.explain import ProgressFn, attention_rollout, softmax_np
 from demos.imageio import load_image
 from demos.results import Attribution, Embeddings
 from demos.text_common import baseline_ids, encode, token_attribution
+from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "clip"
 MAX_CANDIDATES = 64
@@ -141,6 +142,7 @@ def _notice(m: loading.Loaded, candidates: list[str]) -> str:
 
 
 @memo(maxsize=8)
+@on_gpu(20)
 def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: str | None) -> ClipResult:
     m = load(model_id)
     images = [load_image(s) for s in sources]
@@ -213,6 +215,7 @@ def _encode_text(m: loading.Loaded, text: str):
 
 
 @memo(maxsize=32)
+@on_gpu(30)
 def gradient_rollout(image: str, text: str, model_id: str | None = None) -> np.ndarray:
     """Chefer et al. (2021) relevance of each patch of `image` (path) for cos(image, text): (gh, gw).
 
@@ -255,6 +258,7 @@ def relevance(result: ClipResult, image_index: int, text: str, method: str = "ch
 
 
 @memo(maxsize=32)
+@on_gpu(attribution_seconds(steps_index=3))
 def attribute_text(
     image: str,
     text: str,

@@ -15,6 +15,7 @@ from demos.cache import memo
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
 from demos.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos.text_common import baseline_ids, model_max_length, token_attribution
+from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "generation"
 MAX_NEW_TOKENS = 100
@@ -107,6 +108,7 @@ def generate(
 
 
 @memo(maxsize=8)
+@on_gpu(30)
 def _generate(
     prompt: str, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int, model_id: str | None
 ) -> GenerationResult:
@@ -215,6 +217,7 @@ def _notice(n_original: int, n_prompt: int, max_new_tokens: int, steps: int) -> 
 
 
 @memo(maxsize=32)
+@on_gpu(attribution_seconds(steps_index=3))
 def attribute(
     ids: tuple[int, ...],
     position: int,

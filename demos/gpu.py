@@ -7,6 +7,7 @@ local runs never import `spaces`. `duration` may be seconds or a function of the
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -23,7 +24,16 @@ def on_gpu(duration: int | Callable[..., int] = 30) -> Callable[[Callable], Call
             return fn
         import spaces
 
-        return spaces.GPU(fn, duration=duration)
+        gpu_fn = spaces.GPU(fn, duration=duration)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            # The UI progress callback is a closure over the request: it cannot cross into the
+            # GPU worker, so GPU calls run without fine-grained progress.
+            kwargs.pop("progress", None)
+            return gpu_fn(*args, **kwargs)
+
+        return call
 
     return decorate
 

@@ -18,6 +18,7 @@ from demos.cache import memo
 from demos.explain import ProgressFn, with_progress, attention_rollout, stack_attentions, stack_hidden
 from demos.imageio import load_image
 from demos.results import AttentionMaps, Attribution, Embeddings
+from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "image"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "images"
@@ -139,6 +140,7 @@ def analyse(image: Any, model_id: str | None = None) -> ImageResult:
 
 
 @memo(maxsize=8)
+@on_gpu(20)
 def _analyse(picture: Picture, model_id: str | None) -> ImageResult:
     try:
         return _forward(picture.pil, picture.digest, model_id)
@@ -228,6 +230,7 @@ def attribute(
 
 
 @memo(maxsize=16)
+@on_gpu(attribution_seconds(steps_index=3, per_step=0.5))
 def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_size, progress=None):
     from captum.attr import IntegratedGradients, NoiseTunnel
 

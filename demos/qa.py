@@ -21,6 +21,7 @@ from demos.cache import memo
 from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import baseline_ids, model_max_length, token_attribution
+from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "qa"
 MAX_ANSWER_TOKENS = 30
@@ -189,6 +190,7 @@ def _groups(enc: QAEncoded, s: int, e: int) -> list[str]:
 
 
 @memo(maxsize=8)
+@on_gpu(20)
 def answer(question: str, context: str, model_id: str | None = None) -> QAResult:
     """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
     question, context = _require(question, "question"), _require(context, "context")
@@ -237,6 +239,7 @@ def _prob_fn(m: loading.Loaded, enc: QAEncoded, which: str, index: int):
 
 
 @memo(maxsize=32)
+@on_gpu(attribution_seconds(steps_index=4))
 def attribute(
     question: str,
     context: str,

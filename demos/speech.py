@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from demos import audio, loading
 from demos.cache import memo
 from demos.results import AttentionMaps
+from demos.gpu import on_gpu
 
 TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
@@ -101,6 +102,7 @@ def transcribe(audio_value, model_id: str | None = None) -> SpeechResult:
 
 
 @memo(maxsize=4)
+@on_gpu(60)
 def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     """Transcribe `clip` (at most one window long) and compute every view from one forward pass."""
     m = load(model_id)

@@ -15,6 +15,7 @@ from demos.explain import METHODS, ProgressFn, stack_attentions, stack_hidden
 from demos.explain import with_progress
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, baseline_ids, encode, truncation_notice
+from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "translation"
 SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
@@ -78,6 +79,7 @@ def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: li
 
 
 @memo(maxsize=8)
+@on_gpu(30)
 def analyse(text: str, model_id: str | None = None) -> TranslationResult:
     """Translate `text`, then run one teacher-forced pass for attentions, hidden states and step probabilities."""
     m = load(model_id)
@@ -148,6 +150,7 @@ def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str
 
 
 @memo(maxsize=32)
+@on_gpu(attribution_seconds(steps_index=3))
 def attribute(
     text: str,
     step: int = 0,
