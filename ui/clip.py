@@ -7,7 +7,8 @@ from pathlib import Path
 import gradio as gr
 
 from demos import clip
-from ui.common import attribution_controls, attribution_summary, explain, guarded, image_input, input_validator, missing, model_picker
+from ui.common import attribution_controls, attribution_summary, explain, guarded
+from ui.inputs import image_input, input_validator, missing, model_picker
 from ui.export import result_export
 from viz.bars import attribution_bars
 from viz.clip import relevance_overlay, shorten, similarity_heatmap

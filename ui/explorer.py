@@ -9,7 +9,8 @@ import pandas as pd
 
 from demos import explorer
 from ui import texts
-from ui.common import AttentionView, EmbeddingView, explain, guarded, model_picker
+from ui.common import AttentionView, EmbeddingView, explain, guarded
+from ui.inputs import model_picker
 from ui.export import result_export
 from viz.explorer import sentence_similarity_heatmap
 

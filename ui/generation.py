@@ -9,10 +9,8 @@ from demos import generation
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
-from ui.common import (
-    AttentionView, EmbeddingView, attribution_controls, attribution_summary, blank_text, explain, guarded, input_validator,
-    model_picker, require_text,
-)
+from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
+from ui.inputs import blank_text, input_validator, model_picker
 from viz.bars import attribution_bars
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token, highlight_html

@@ -12,7 +12,8 @@ import gradio as gr
 
 from demos import image as demo
 from ui import texts
-from ui.common import EmbeddingView, attribution_summary, explain, guarded, image_input, input_validator, missing, model_picker
+from ui.common import EmbeddingView, attribution_summary, explain, guarded
+from ui.inputs import image_input, input_validator, missing, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay

@@ -6,10 +6,8 @@ import gradio as gr
 
 from demos import qa
 from ui import texts
-from ui.common import (
-    AttentionView, EmbeddingView, attribution_controls, attribution_summary, blank_text, explain, guarded, input_validator,
-    model_picker,
-)
+from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded
+from ui.inputs import blank_text, input_validator, model_picker
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from viz.bars import attribution_bars, probability_lines

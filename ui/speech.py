@@ -6,7 +6,8 @@ import gradio as gr
 
 from demos import speech
 from ui import texts
-from ui.common import AttentionView, audio_input, explain, guarded, input_validator, missing, model_picker
+from ui.common import AttentionView, explain, guarded
+from ui.inputs import audio_input, input_validator, missing, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline

@@ -72,7 +72,8 @@ def highlight_html(tokens: Sequence[str], scores: Sequence[float], title: str = 
 
 def span_html(text: str, start: int, end: int) -> str:
     """`text` with characters [start, end) marked (the QA answer span); all text escaped."""
-    start, end = max(0, start), min(len(text), end)
+    start = min(max(0, start), len(text))
+    end = max(start, min(len(text), end))  # an empty mark when end < start, never repeated text
     return (
         f"<div class='xray-context'>{html.escape(text[:start])}"
         f"<mark class='xray-answer'>{html.escape(text[start:end])}</mark>{html.escape(text[end:])}</div>"

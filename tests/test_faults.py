@@ -1,0 +1,170 @@
+"""Faults: a model that fails to load, running out of memory, and an unexpected exception. Each
+gives its clear message in the tab, leaks no traceback or path, and the next request succeeds."""
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+
+from demos import cache, loading, settings
+from ui.common import GENERIC_ERROR, OOM_ERROR
+
+CAT = str(Path(__file__).resolve().parent.parent / "assets" / "images" / "chelsea_cat.jpg")
+TONE = (16_000, (np.sin(np.arange(16_000) / 5) * 9000).astype(np.int16))
+
+# tab module, api_name, task, demo module, inputs before the model (a fresh input per call `i`)
+TABS = [
+    ("ui.generation", "generate", "generation", "generation", lambda i: (f"Fault test {i}", 2, False, 1.0, 50, 1.0, 0)),
+    ("ui.sentiment", "sentiment", "sentiment", "sentiment", lambda i: (f"fault test {i}",)),
+    ("ui.qa", "qa", "qa", "qa", lambda i: ("Where is it?", f"It is in Paris {i}.")),
+    ("ui.translation", "translate", "translation", "translation", lambda i: (f"The house {i}.",)),
+    ("ui.image", "classify_image", "image", "image", lambda i: (np.full((8 + i, 8, 3), 40 * i % 255, np.uint8),)),
+    ("ui.clip", "clip_match", "clip", "clip", lambda i: (CAT, f"a cat\nthing {i}", [])),
+    ("ui.speech", "transcribe", "asr", "speech", lambda i: ((TONE[0], TONE[1] // (i + 1)),)),
+]
+IDS = [t[1] for t in TABS]
+
+
+@pytest.fixture(scope="module")
+def api():
+    fns = {}
+    for module, *_ in TABS:
+        with gr.Blocks() as demo:
+            importlib.import_module(module).build()
+        fns.update({f.api_name: f.fn for f in demo.fns.values() if f.api_name})
+    return fns
+
+
+def run(api, name: str, task: str, args: tuple):
+    return api[name](*args, settings.current().choices(task)[0])
+
+
+def error_of(api, name, task, args) -> str:
+    with pytest.raises(gr.Error) as info:
+        run(api, name, task, args)
+    return info.value.message
+
+
+@contextmanager
+def model_folder(task: str, folder: Path):
+    """Temporarily point `task` at `folder` (as XRAY_MODEL_<TASK> would); restore afterwards."""
+    old = settings.current()
+    settings.configure(replace(old, overrides={**old.overrides, task: str(folder)}))
+    try:
+        yield
+    finally:
+        settings.configure(old)
+        cache.clear_all()
+
+
+LOAD_CASES = [(*t, "empty") for t in TABS] + [(*t, "corrupt") for t in TABS if t[2] in ("sentiment", "image")]
+
+
+@pytest.mark.parametrize("module, name, task, demo, make, kind", LOAD_CASES, ids=[f"{c[1]}-{c[-1]}" for c in LOAD_CASES])
+def test_model_that_fails_to_load_is_named_and_not_cached(api, tiny_models, tmp_path, module, name, task, demo, make, kind):
+    folder = tmp_path / f"broken-{task}"
+    folder.mkdir()
+    if kind == "corrupt":
+        shutil.copytree(tiny_models[task], folder, dirs_exist_ok=True)
+        (folder / "model.safetensors").write_bytes(b"\0" * 100)
+        (folder / "config.json").write_text("{ not json")
+    with model_folder(task, folder):
+        message = error_of(api, name, task, make(0))
+        assert message == (
+            f"Could not load the model for the {task} task ({folder.name}). "
+            "The other tabs still work; the details are in the server log."
+        )
+        assert str(tmp_path) not in message and "Traceback" not in message
+        assert (task, str(folder)) not in loading.resident()
+        other = "sentiment" if task != "sentiment" else "qa"
+        other_tab = next(t for t in TABS if t[2] == other)
+        assert run(api, other_tab[1], other, other_tab[4](0))[0]  # another tab keeps working
+        # the folder is repaired without a restart: the failure was not cached
+        shutil.rmtree(folder)
+        shutil.copytree(tiny_models[task], folder)
+        assert run(api, name, task, make(0))[0] is not None
+        assert (task, str(folder)) in loading.resident()
+
+
+def _forward_raising(model: torch.nn.Module, exc: BaseException, request):
+    """Make the next forward pass of `model` raise `exc` (a pre-hook: the forward signature, which
+    `generate` inspects, stays as it is); later passes run normally."""
+    calls = []
+
+    def hook(module, args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise exc
+
+    handle = model.register_forward_pre_hook(hook)
+    request.addfinalizer(handle.remove)
+    return calls
+
+
+@pytest.mark.parametrize("module, name, task, demo, make", TABS, ids=IDS)
+def test_out_of_memory_gives_the_oom_message_and_the_next_request_succeeds(api, request, module, name, task, demo, make):
+    model = importlib.import_module(f"demos.{demo}").load().model
+    calls = _forward_raising(model, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), request)
+    assert error_of(api, name, task, make(1)) == OOM_ERROR
+    assert calls
+    assert run(api, name, task, make(1))[0] is not None  # same input again: nothing half-done was cached
+
+
+@pytest.mark.parametrize("module, name, task, demo, make", TABS, ids=IDS)
+def test_unexpected_error_is_generic_logged_and_the_next_request_succeeds(api, request, caplog, module, name, task, demo, make):
+    model = importlib.import_module(f"demos.{demo}").load().model
+    _forward_raising(model, KeyError("/srv/secret/weights.bin missing key 'h.0.attn'"), request)
+    with caplog.at_level(logging.ERROR, logger="ui.common"):
+        message = error_of(api, name, task, make(2))
+    assert message == GENERIC_ERROR
+    assert "/srv/secret" not in message and "Traceback" not in message and "KeyError" not in message
+    record = next(r for r in caplog.records if r.name == "ui.common")
+    assert "unexpected error" in record.getMessage() and record.exc_info and record.exc_info[0] is KeyError
+    assert run(api, name, task, make(2))[0] is not None
+
+
+def test_offline_without_a_local_model_says_what_to_set(api):
+    old = settings.current()
+    settings.configure(settings.Settings(offline=True))
+    hooks = dict(loading._local_fallbacks)
+    loading._local_fallbacks.clear()
+    try:
+        message = error_of(api, "qa", "qa", ("Where?", "In Paris."))
+        assert message.startswith("Could not load the model for the qa task (distilbert-base-cased-distilled-squad).")
+        assert "set XRAY_MODEL_QA to a folder" in message
+    finally:
+        loading._local_fallbacks.update(hooks)
+        settings.configure(old)
+        cache.clear_all()
+
+
+@pytest.mark.slow
+def test_broken_model_through_the_server_leaves_other_tabs_working(serve, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    broken = tmp_path / "empty-sentiment"
+    broken.mkdir()
+    with model_folder("sentiment", broken):
+        def build():
+            with gr.Blocks() as demo:
+                for module in ("ui.sentiment", "ui.qa"):
+                    with gr.Tab(module):
+                        importlib.import_module(module).build()
+            return demo
+
+        client = serve(build)
+        with pytest.raises(AppError) as info:
+            client.predict("A fine film.", api_name="/sentiment")
+        assert str(info.value) == (
+            "Could not load the model for the sentiment task (empty-sentiment). "
+            "The other tabs still work; the details are in the server log."
+        )
+        assert client.predict("Where is it?", "It is in Paris.", api_name="/qa")[0]
