@@ -7,18 +7,18 @@ Each answer is compared with the answer expected for THAT request, so an answer 
 another user is counted as `mixed`. Replies "queue is full" count as `busy` (the app said so
 clearly); anything else that goes wrong counts as `failures`; nothing may be lost.
 
-Expected answers: `--serve` starts the app in this process with the tiny local models and
-computes them with the demo functions themselves (and reports the server's RSS before/after);
-with `--url` they come from a sequential reference pass (one request at a time) before the
-concurrent run. Only loopback URLs are accepted. Runs stop by themselves (bounded request count,
-per-request timeout).
+Expected answers (`--expect`): `local` computes them with the demo functions themselves on the
+tiny models of `--models`; `sequential` asks the server one request at a time before the
+concurrent run (any server); `none` skips the check. `--serve` starts the full app in this
+process (tiny models, queue as app.main), runs the users in a child process (so they share
+neither the GIL nor the memory of the server) and reports the server's RSS before/after.
+Only loopback URLs are accepted; runs stop by themselves (bounded requests, per-request timeout).
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import os
-import statistics
 import tempfile
 import threading
 import time
@@ -280,9 +280,12 @@ def serve(max_size: int = 64, concurrency: int = 2, models_dir: str | None = Non
     return demo, url, folder
 
 
-def run_child(url: str, clients: int, requests: int, tabs: tuple[str, ...], models_dir: str, timeout: float = 120.0) -> dict:
+def run_child(
+    url: str, clients: int, requests: int, tabs: tuple[str, ...], models_dir: str | None, timeout: float = 120.0, expect: str = "local"
+) -> dict:
     """Run the users in a child process (so they share neither the GIL nor the RSS of a server
-    living in this process); expected answers computed there from `models_dir`. Returns the report dict."""
+    living in this process); with expect="local" the expected answers are computed there from
+    `models_dir` (the folder the server uses). Returns the report as a dict."""
     import json
     import subprocess
     import sys
@@ -290,8 +293,8 @@ def run_child(url: str, clients: int, requests: int, tabs: tuple[str, ...], mode
     out = Path(tempfile.mkdtemp(prefix="xray-load-")) / "report.json"
     cmd = [
         sys.executable, "-m", "bench.load", "--url", url, "--clients", str(clients), "--requests", str(requests),
-        "--tabs", ",".join(tabs), "--expect", "local", "--models", models_dir, "--timeout", str(timeout), "--json", str(out),
-    ]
+        "--tabs", ",".join(tabs), "--expect", expect, "--timeout", str(timeout), "--json", str(out),
+    ] + (["--models", str(models_dir)] if models_dir else [])
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout * (requests + 4))
     if not out.exists():
@@ -330,6 +333,7 @@ def main(argv: list[str] | None = None) -> Report:
     if args.serve:
         demo, url, folder = serve(args.queue_size, models_dir=args.models)
         try:
+            run_child(url, 1, len(tabs), tabs, None, args.timeout, expect="none")  # warm-up: models loaded
             gc.collect()
             before = rss_mb()
             data = run_child(url, args.clients, args.requests, tabs, folder, args.timeout)

@@ -143,6 +143,7 @@ def _notice(m: loading.Loaded, candidates: list[str]) -> str:
 
 @memo(maxsize=8)
 @on_gpu(20)
+@loading.one_at_a_time(TASK)
 def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: str | None) -> ClipResult:
     m = load(model_id)
     images = [load_image(s) for s in sources]
@@ -216,6 +217,7 @@ def _encode_text(m: loading.Loaded, text: str):
 
 @memo(maxsize=32)
 @on_gpu(30)
+@loading.one_at_a_time(TASK)
 def gradient_rollout(image: str, text: str, model_id: str | None = None) -> np.ndarray:
     """Chefer et al. (2021) relevance of each patch of `image` (path) for cos(image, text): (gh, gw).
 
@@ -259,6 +261,7 @@ def relevance(result: ClipResult, image_index: int, text: str, method: str = "ch
 
 @memo(maxsize=32)
 @on_gpu(attribution_seconds(steps_index=3))
+@loading.one_at_a_time(TASK)
 def attribute_text(
     image: str,
     text: str,

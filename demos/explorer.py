@@ -94,6 +94,7 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
 
 @memo(maxsize=8)
 @on_gpu(20)
+@loading.one_at_a_time(TASK)
 def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
     """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
     sentences = split_sentences(text)

@@ -109,6 +109,7 @@ def generate(
 
 @memo(maxsize=8)
 @on_gpu(30)
+@loading.one_at_a_time(TASK)
 def _generate(
     prompt: str, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int, model_id: str | None
 ) -> GenerationResult:
@@ -218,6 +219,7 @@ def _notice(n_original: int, n_prompt: int, max_new_tokens: int, steps: int) -> 
 
 @memo(maxsize=32)
 @on_gpu(attribution_seconds(steps_index=3))
+@loading.one_at_a_time(TASK)
 def attribute(
     ids: tuple[int, ...],
     position: int,

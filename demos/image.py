@@ -141,6 +141,7 @@ def analyse(image: Any, model_id: str | None = None) -> ImageResult:
 
 @memo(maxsize=8)
 @on_gpu(20)
+@loading.one_at_a_time(TASK)
 def _analyse(picture: Picture, model_id: str | None) -> ImageResult:
     try:
         return _forward(picture.pil, picture.digest, model_id)
@@ -231,6 +232,7 @@ def attribute(
 
 @memo(maxsize=16)
 @on_gpu(attribution_seconds(steps_index=3, per_step=0.5))
+@loading.one_at_a_time(TASK)
 def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_size, progress=None):
     from captum.attr import IntegratedGradients, NoiseTunnel
 

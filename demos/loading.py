@@ -3,6 +3,7 @@ safetensors only, no remote code, and a bounded least-recently-used cache of res
 """
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -87,6 +88,7 @@ def resolve_source(task: str, model_id: str) -> str:
 
 
 _cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
+_loading_locks: dict[tuple[str, str], threading.Lock] = {}
 _lock = threading.Lock()
 
 
@@ -104,6 +106,13 @@ def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = 
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
+        key_lock = _loading_locks.setdefault(key, threading.Lock())
+    # Load outside the cache lock: other tabs keep serving while this model loads; two requests
+    # for the same model wait for one load.
+    with key_lock:
+        with _lock:
+            if key in _cache:
+                return _cache[key]
         try:
             loaded = _load_uncached(task, model_id, model_cls, processor_cls)
         except torch.OutOfMemoryError:
@@ -111,12 +120,40 @@ def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = 
         except Exception as exc:  # nothing is cached: the next request tries again
             log.exception("could not load the %s model %s", task, model_id)
             raise ModelLoadError(task, model_id, exc) from exc
-        _cache[key] = loaded
-        while len(_cache) > cfg.max_models:
-            old_key, _ = _cache.popitem(last=False)
-            log.info("evicting %s model %s (XRAY_MAX_MODELS=%d)", *old_key, cfg.max_models)
-        _free_memory()
+        with _lock:
+            _cache[key] = loaded
+            evicted = []
+            while len(_cache) > cfg.max_models:
+                evicted.append(_cache.popitem(last=False)[0])
+        for old_key in evicted:
+            log.info("evicted %s model %s (XRAY_MAX_MODELS=%d)", *old_key, cfg.max_models)
+        if evicted:
+            _free_memory()
         return loaded
+
+
+_task_locks: dict[str, threading.RLock] = {}
+
+
+def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
+    """Decorator: calls for `task` run one at a time.
+
+    A task's model and tokenizer are shared by every user; fast tokenizers keep padding and
+    truncation settings as state while they encode, so two concurrent calls with different
+    settings corrupt each other ("Unable to create tensor"). On 2 CPU cores running them one
+    after the other costs no throughput. Re-entrant, so a computation may call another of its task.
+    """
+    lock = _task_locks.setdefault(task, threading.RLock())
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return fn(*args, **kwargs)
+
+        return locked
+
+    return decorate
 
 
 def _load_uncached(task: str, model_id: str, model_cls: Any, processor_cls: Any) -> Loaded:

@@ -191,6 +191,7 @@ def _groups(enc: QAEncoded, s: int, e: int) -> list[str]:
 
 @memo(maxsize=8)
 @on_gpu(20)
+@loading.one_at_a_time(TASK)
 def answer(question: str, context: str, model_id: str | None = None) -> QAResult:
     """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
     question, context = _require(question, "question"), _require(context, "context")
@@ -240,6 +241,7 @@ def _prob_fn(m: loading.Loaded, enc: QAEncoded, which: str, index: int):
 
 @memo(maxsize=32)
 @on_gpu(attribution_seconds(steps_index=4))
+@loading.one_at_a_time(TASK)
 def attribute(
     question: str,
     context: str,

@@ -57,6 +57,7 @@ def _encode(m: loading.Loaded, text: str) -> Encoded:
 
 @memo(maxsize=8)
 @on_gpu(20)
+@loading.one_at_a_time(TASK)
 def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     """Classify `text` in one forward pass that also returns attentions and hidden states."""
     m = load(model_id)
@@ -78,6 +79,7 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
 
 @memo(maxsize=32)
 @on_gpu(attribution_seconds(steps_index=3))
+@loading.one_at_a_time(TASK)
 def attribute(
     text: str,
     target: str | None = None,

@@ -38,7 +38,7 @@ class Settings:
     offline: bool = False
     cache_dir: Path = Path(os.environ.get("XRAY_CACHE", Path.home() / ".cache" / "transformer-xray"))
     device: str | None = None
-    max_models: int = 4
+    max_models: int = len(TASK_MODELS)  # one per tab; lower it on small machines
 
     def choices(self, task: str) -> list[str]:
         """Model ids the UI/API may load for `task`: the configured one first, then alternatives.
@@ -78,7 +78,7 @@ def settings_from_env(models_dir: str | None = None, offline: bool | None = None
         overrides=overrides,
         offline=offline,
         device=os.environ.get("XRAY_DEVICE") or None,
-        max_models=max(1, int(os.environ.get("XRAY_MAX_MODELS", "4"))),
+        max_models=max(1, int(os.environ.get("XRAY_MAX_MODELS", str(len(TASK_MODELS))))),
     )
 
 

@@ -103,6 +103,7 @@ def transcribe(audio_value, model_id: str | None = None) -> SpeechResult:
 
 @memo(maxsize=4)
 @on_gpu(60)
+@loading.one_at_a_time(TASK)
 def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     """Transcribe `clip` (at most one window long) and compute every view from one forward pass."""
     m = load(model_id)

@@ -80,6 +80,7 @@ def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: li
 
 @memo(maxsize=8)
 @on_gpu(30)
+@loading.one_at_a_time(TASK)
 def analyse(text: str, model_id: str | None = None) -> TranslationResult:
     """Translate `text`, then run one teacher-forced pass for attentions, hidden states and step probabilities."""
     m = load(model_id)
@@ -151,6 +152,7 @@ def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str
 
 @memo(maxsize=32)
 @on_gpu(attribution_seconds(steps_index=3))
+@loading.one_at_a_time(TASK)
 def attribute(
     text: str,
     step: int = 0,

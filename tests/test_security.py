@@ -25,7 +25,7 @@ PAYLOAD = (
     '<a href="javascript:alert(3)">x</a> [y](javascript:alert(4)) {{7*7191}} ${7*7193}'
 )
 EVALUATED = (str(7 * 7191), str(7 * 7193))  # what a template engine would make of the payload
-RAW_MARKUP = re.compile(r"<\s*/?\s*(script|img|a|svg|iframe)\b|(href|src)\s*=\s*[\"']?\s*javascript:", re.I)
+RAW_MARKUP = re.compile(r"<\s*/?\s*(script|img|a|svg|iframe)\b|<[^<>]*\b(href|src)\s*=\s*[\"']?\s*javascript:", re.I)
 MD_LINK = re.compile(r"(?<!\\)\]\(\s*javascript:", re.I)  # a live markdown link (Markdown outputs only)
 # Components whose value the browser shows as text (Svelte text nodes), never as markup.
 TEXT_COMPONENTS = {"Textbox", "Label", "Dropdown", "Radio", "Number", "Slider", "Checkbox", "State", "Image", "File"}
@@ -115,7 +115,7 @@ TEXT_APIS = {
     "qa": ("/qa", lambda p: (f"What is {PAYLOAD}?", f"The answer is {PAYLOAD} and more."), "/qa_attribution", ("integrated_gradients", 4)),
     "generate": ("/generate", lambda p: (PAYLOAD, 6, False), "/generate_attribution", (None, "integrated_gradients", 4)),
     "translate": ("/translate", lambda p: (PAYLOAD,), "/translate_attribution", (0, "integrated_gradients", 4)),
-    "clip_match": ("/clip_match", lambda p: (_upload(p), f"{PAYLOAD}\n{PAYLOAD} two"), "/clip_attribution", (0, PAYLOAD, "integrated_gradients", 4)),
+    "clip_match": ("/clip_match", lambda p: (_upload(p), f"{PAYLOAD}\na cat"), "/clip_attribution", (0, "a cat", "integrated_gradients", 4)),
 }
 
 
@@ -131,6 +131,16 @@ def test_payloads_are_escaped_in_every_markup_output(server, picture, task):
         client.close()
     # not vacuous: the payload's characters did reach the markup outputs, escaped
     assert any("&lt;" in s for s in checked), f"{task}: payload never reached an HTML/Markdown/plot output"
+
+
+def test_clip_attribution_escapes_the_chosen_description(server, picture):
+    url, info = server
+    client = _client(url)
+    try:
+        client.predict(_upload(picture), f"{PAYLOAD}\na cat", api_name="/clip_match")
+        _check_outputs(info, "/clip_attribution", client.predict(0, PAYLOAD, "integrated_gradients", 4, api_name="/clip_attribution"))
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("api,args", [
@@ -181,12 +191,15 @@ def test_api_refuses_models_not_on_the_allow_list(server, picture, task):
     client = _client(url)
     try:
         for bad in BAD_MODELS:
-            with pytest.raises(Exception, match="not in the list of choices|not allowed"):
+            with pytest.raises(Exception):  # gradio_client: HTTP 400 from the join (validation)
                 client.predict(*make_args(picture), bad, api_name=api)
             with pytest.raises(PermissionError):
                 settings.current().model_for(task, bad)
     finally:
         client.close()
+    if task not in ("image", "clip"):  # raw call says why (the image endpoints need an upload first)
+        raw = _call(url, api.lstrip("/"), [*make_args(picture), BAD_MODELS[0]])
+        assert "not in the list of choices" in raw or "not allowed" in raw, raw[:300]
     assert loading.resident() == before, "a refused model id was loaded"
 
 
@@ -243,15 +256,9 @@ def _max_length_cases():
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "DEFECT: Textbox max_length is only enforced by the browser; the API accepts longer text "
-    "(2 MB of text costs 3-6 s of tokenizer CPU per request). Fix: enforce max_length server-side."
-))
 @pytest.mark.parametrize("api,index,make", _max_length_cases())
 def test_text_over_max_length_is_refused_by_the_api(server, picture, api, index, make):
-    import app  # noqa: F401 - the limits are read from the components the app built
-
-    url, info = server
+    url, _ = server
     limit = _textbox_limit(url, api, index)
     args = make(limit + 1) if make else (_upload(picture), "a " * (limit // 2 + 1))
     client = _client(url)
@@ -363,7 +370,9 @@ def test_unexpected_errors_give_the_generic_message(server, monkeypatch):
     finally:
         client.close()
     assert str(excinfo.value) == GENERIC_ERROR
-    raw = _call(url, "sentiment", ["hello"])
+    from demos import settings
+
+    raw = _call(url, "sentiment", ["hello", settings.current().choices("sentiment")[0]])
     assert GENERIC_ERROR in raw and "secret" not in raw and "Traceback" not in raw and ".py" not in raw
 
 
@@ -404,9 +413,21 @@ def test_pickle_weights_are_refused(tiny_models, tmp_path, sentiment_from):
     torch.save(model.state_dict(), folder / "pytorch_model.bin")
     model_id = sentiment_from(folder)
     before = loading.resident()
-    with pytest.raises((OSError, ValueError), match=r"(?i)safetensors"):
+    with pytest.raises(Exception) as excinfo:
         loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+    assert any("safetensors" in str(e) for e in _chain(excinfo.value)), _chain(excinfo.value)
     assert loading.resident() == before
+    # the folder itself is a valid model: only the refusal of pickles stops it
+    assert transformers.AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=False) is not None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """The exception and its causes (the loader wraps errors in ModelLoadError)."""
+    out = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
 
 
 def test_remote_code_is_never_run(tiny_models, tmp_path, sentiment_from):
@@ -429,7 +450,8 @@ def test_remote_code_is_never_run(tiny_models, tmp_path, sentiment_from):
     (folder / "config.json").write_text(json.dumps(config))
     model_id = sentiment_from(folder)
     before = loading.resident()
-    with pytest.raises(ValueError, match=r"(?i)trust_remote_code|custom code|does not recognize|unrecognized"):
+    with pytest.raises(Exception) as excinfo:
         loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+    assert any(re.search(r"(?i)trust_remote_code|custom code", str(e)) for e in _chain(excinfo.value))
     assert not marker.exists(), "the folder's Python code was executed"
     assert loading.resident() == before

@@ -8,7 +8,7 @@ import gradio as gr
 
 from demos import clip
 from ui.common import attribution_controls, attribution_summary, explain, guarded
-from ui.inputs import image_input, input_validator, missing, model_picker
+from ui.inputs import image_input, model_picker, text_input
 from ui.export import result_export
 from viz.bars import attribution_bars
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
@@ -95,21 +95,12 @@ def embedding_figure(result: clip.ClipResult, method: str):
     return embedding_scatter(points, [shorten(label) for label in emb.labels], emb.groups, title=f"Images and texts in CLIP's shared space · {method or 'pca'}")
 
 
-def _candidates_rule(texts) -> str:
-    """Validator rule: the message of `parse_candidates` (none given, too many), or ""."""
-    try:
-        clip.parse_candidates(texts)
-    except ValueError as exc:
-        return str(exc)
-    return ""
-
-
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
         with gr.Column(scale=2):
             image_box = image_input(label="Image", height=300)
-            texts_box = gr.Textbox(label="Candidate descriptions (one per line, or separated by commas)", lines=4, value=clip.EXAMPLE_TEXTS, max_length=10000)
+            texts_box = text_input(label="Candidate descriptions (one per line, or separated by commas)", lines=4, value=clip.EXAMPLE_TEXTS, max_length=10000)
             more = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="More images for the similarity matrix (optional)")
             with gr.Row():
                 run = gr.Button("Match", variant="primary")
@@ -201,7 +192,6 @@ def build() -> None:
         [image_box, texts_box, extra, model_box],
         [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot],
         api_name="clip_match",
-        validator=input_validator(missing("Please upload an image."), _candidates_rule),
     )
     attr_inputs = [state, image_choice, text_choice, method_radio, steps_slider]
     attr_outputs = [attr_summary, attr_html, attr_plot]

@@ -1,5 +1,5 @@
 """Widgets shared by the tabs: attention / embedding / attribution views, and the error guard
-that turns exceptions into clear messages in the tab (inputs and validators: `ui.inputs`).
+that turns exceptions into clear messages in the tab (input widgets: `ui.inputs`).
 
 A tab computes a result once (kept in a `gr.State`); the view controls re-render figures from
 that state without running the model again.

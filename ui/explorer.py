@@ -10,7 +10,7 @@ import pandas as pd
 from demos import explorer
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded
-from ui.inputs import model_picker
+from ui.inputs import model_picker, text_input
 from ui.export import result_export
 from viz.explorer import sentence_similarity_heatmap
 
@@ -50,7 +50,7 @@ def build() -> None:
     explain(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
-            text = gr.Textbox(label="Sentences (one per line)", lines=4, max_length=5000,
+            text = text_input(label="Sentences (one per line)", lines=4, max_length=5000,
                               placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.")
             with gr.Row():
                 run = gr.Button("Explore", variant="primary")

@@ -1,7 +1,6 @@
 """Generation tab (GPT-2 family): continuation, next-token choices, attributions, attention, embeddings."""
 from __future__ import annotations
 
-import html
 
 import gradio as gr
 
@@ -10,7 +9,7 @@ from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
-from ui.inputs import blank_text, input_validator, model_picker
+from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token, highlight_html
@@ -79,7 +78,7 @@ def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
+            prompt = text_input(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
             with gr.Row():
                 max_new = gr.Slider(1, generation.MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
                 do_sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
@@ -154,7 +153,7 @@ def build() -> None:
             result.ids, pos, method_value, int(steps_value), result.model_id, progress=lambda frac, msg: progress(frac, desc=msg)
         )
         title = f"Attribution toward P({attr.target})"
-        bars = attribution_bars(attr.tokens, attr.scores, html.escape(title, quote=False))  # plotly reads tags in titles
+        bars = attribution_bars(attr.tokens, attr.scores, title)
         return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
 
     main = gr.on(
@@ -163,7 +162,6 @@ def build() -> None:
         [prompt, max_new, do_sample, *sampling, model],
         [output, info, notice, shaded, choices_md, choices_plot, state, position, *attention.outputs, *embeddings.outputs],
         api_name="generate",
-        validator=input_validator(blank_text(generation.EMPTY_PROMPT)),
     )
     attr_inputs = [state, position, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]
@@ -179,7 +177,7 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
     """Two prompts side by side: greedy continuations shaded by probability, and their next-token choices."""
     explain(COMPARE_HELP)
     with gr.Row():
-        prompt_b = gr.Textbox(label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000)
+        prompt_b = text_input(label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000)
         run = gr.Button("Compare with the prompt above", variant="primary")
     with gr.Row():
         with gr.Column():
@@ -204,5 +202,4 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
 
     run.click(
         compare, [prompt_a, prompt_b, max_new], [html_a, html_b, plot_a, plot_b], api_name="generate_compare",
-        validator=input_validator(*(blank_text(f"Please enter some text for prompt {n}.") for n in "AB")),
     )

@@ -11,6 +11,7 @@ import numpy as np
 
 from demos import sentiment
 from ui import texts
+from ui.inputs import text_input
 from ui.common import explain, guarded
 from viz.attention import attention_heatmap
 from viz.bars import attribution_bars
@@ -71,7 +72,7 @@ def build() -> None:
             gr.Plot(embedding_scatter(points, TOKENS, ["special", "word", "word", "word", "word", "word", "special"], "Illustration: tokens as points"))
     gr.Markdown("### Now with a real model")
     with gr.Row():
-        text = gr.Textbox(value="The film was not good.", label="Sentence", scale=3, max_length=2000)
+        text = text_input(value="The film was not good.", label="Sentence", scale=3, max_length=2000)
         run = gr.Button("Run on a real model", variant="primary", scale=1)
     info = gr.Markdown()
     with gr.Row():

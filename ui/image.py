@@ -13,7 +13,7 @@ import gradio as gr
 from demos import image as demo
 from ui import texts
 from ui.common import EmbeddingView, attribution_summary, explain, guarded
-from ui.inputs import image_input, input_validator, missing, model_picker
+from ui.inputs import image_input, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
@@ -154,7 +154,6 @@ def build() -> None:
         [label, info, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
          attr_image, *embeddings.outputs],
         api_name="classify_image",
-        validator=input_validator(missing("Please upload an image.")),
     )
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
     main.then(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")

@@ -1,40 +1,14 @@
-"""Input widgets and validators shared by the tabs: allow-listed model picker, image and audio
-uploads that leave decoding to our own code, and `validator=` rules that refuse bad input before
-the queue (the handlers repeat the same checks for direct and API calls)."""
-from __future__ import annotations
+"""Input widgets shared by the tabs: the allow-listed model picker, text boxes whose length limit
+also holds for API calls, and image/audio uploads that leave decoding to our own code.
 
-from typing import Any, Callable
+Bad input is refused by the guarded handlers, not by event `validator=`s: in Gradio 6.31 a
+validator runs between the queue's size check and the join, so a burst of requests with
+validators overflows `queue(max_size=...)` (tests/test_load.py shows it)."""
+from __future__ import annotations
 
 import gradio as gr
 
 from demos import settings
-from ui.common import clean_text
-
-
-def input_validator(*rules: Callable[[Any], str] | None) -> Callable[..., list]:
-    """A Gradio `validator=` for an event: `rules[i]` checks input i (None = no check) and returns
-    an error message or "". Runs before the queue, without the model; the handler repeats the
-    same checks (with the same messages) for direct and API calls."""
-
-    def validate(*values: Any) -> list:
-        results = []
-        for i, value in enumerate(values):
-            rule = rules[i] if i < len(rules) else None
-            message = rule(value) if rule else ""
-            results.append(gr.validate(not message, message))
-        return results
-
-    return validate
-
-
-def blank_text(message: str) -> Callable[[Any], str]:
-    """Rule: `message` when the text is missing, blank, or only invisible control characters."""
-    return lambda value: message if value is None or not clean_text(str(value))[0].strip() else ""
-
-
-def missing(message: str) -> Callable[[Any], str]:
-    """Rule: `message` when nothing was given (no upload / no recording)."""
-    return lambda value: message if value is None or (isinstance(value, (str, list, tuple)) and len(value) == 0) else ""
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -82,3 +56,19 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     dropdown = gr.Dropdown(choices=choices, value=choices[0], label="Model", interactive=len(choices) > 1)
     info = gr.Markdown(f"Model: `{choices[0]}` (loads on first use)", elem_classes=["xray-model-info"])
     return dropdown, info
+
+
+def text_input(**kwargs) -> gr.Textbox:
+    """A gr.Textbox whose `max_length` also holds for API calls (the browser enforces it only in
+    the page): longer text is refused with a clear message before any tokenizer runs."""
+    component = gr.Textbox(**kwargs)
+    limit = kwargs.get("max_length")
+    original = component.preprocess
+
+    def preprocess(payload):
+        if limit and isinstance(payload, str) and len(payload) > limit:
+            raise gr.Error(f"The text is {len(payload):,} characters long; the limit for this box is {limit:,} characters.")
+        return original(payload)
+
+    component.preprocess = preprocess
+    return component

@@ -7,7 +7,7 @@ import gradio as gr
 from demos import qa
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded
-from ui.inputs import blank_text, input_validator, model_picker
+from ui.inputs import model_picker, text_input
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from viz.bars import attribution_bars, probability_lines
@@ -44,8 +44,8 @@ def build() -> None:
     explain(HOW)
     with gr.Row():
         with gr.Column(scale=2):
-            question = gr.Textbox(label="Question", lines=1, placeholder="Ask a question about the context…", max_length=2000)
-            context = gr.Textbox(label="Context", lines=7, placeholder="Paste the text that contains the answer…", max_length=20000)
+            question = text_input(label="Question", lines=1, placeholder="Ask a question about the context…", max_length=2000)
+            context = text_input(label="Context", lines=7, placeholder="Paste the text that contains the answer…", max_length=20000)
             with gr.Row():
                 run = gr.Button("Find the answer", variant="primary")
                 model, info = model_picker(qa.TASK)
@@ -122,7 +122,6 @@ def build() -> None:
         [question, context, model],
         [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs],
         api_name="qa",
-        validator=input_validator(blank_text("Please enter a question."), blank_text("Please enter a context.")),
     )
     attr_inputs = [state, method, steps]
     attr_outputs = [c for which in qa.ENDS for c in views[which]]

@@ -8,7 +8,7 @@ from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
-from ui.inputs import blank_text, input_validator, model_picker
+from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars
 from viz.tokens import highlight_html
 
@@ -24,7 +24,7 @@ def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
         with gr.Column(scale=2):
-            text = gr.Textbox(label="Text", lines=3, placeholder="Type a sentence to classify…", max_length=5000)
+            text = text_input(label="Text", lines=3, placeholder="Type a sentence to classify…", max_length=5000)
             with gr.Row():
                 run = gr.Button("Classify", variant="primary")
                 model, info = model_picker(sentiment.TASK)
@@ -90,7 +90,6 @@ def build() -> None:
         [text, model],
         [label, info, notice, state, target, *attention.outputs, *embeddings.outputs],
         api_name="sentiment",
-        validator=input_validator(blank_text("Please enter some text.")),
     )
     attr_inputs = [state, target, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]
@@ -105,7 +104,7 @@ def _build_compare(text_a: gr.Textbox) -> None:
     """Two inputs side by side: probabilities and attributions toward one shared class."""
     explain(COMPARE_HELP)
     with gr.Row():
-        text_b = gr.Textbox(label="Text B", lines=2, value="This movie was an absolute bore: cold, dull and badly acted.", max_length=5000)
+        text_b = text_input(label="Text B", lines=2, value="This movie was an absolute bore: cold, dull and badly acted.", max_length=5000)
         run = gr.Button("Compare with text A", variant="primary")
     summary = gr.Markdown()
     with gr.Row():
@@ -137,5 +136,4 @@ def _build_compare(text_a: gr.Textbox) -> None:
 
     run.click(
         compare, [text_a, text_b], [summary, label_a, html_a, label_b, html_b], api_name="sentiment_compare",
-        validator=input_validator(blank_text("Please enter some text A."), blank_text("Please enter some text B.")),
     )

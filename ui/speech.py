@@ -7,7 +7,7 @@ import gradio as gr
 from demos import speech
 from ui import texts
 from ui.common import AttentionView, explain, guarded
-from ui.inputs import audio_input, input_validator, missing, model_picker
+from ui.inputs import audio_input, model_picker
 from ui.export import result_export
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
@@ -123,7 +123,6 @@ def build() -> None:
         [audio, model],
         [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot, *encoder.outputs],
         api_name="transcribe",
-        validator=input_validator(missing("Please record or upload some audio.")),
     )
 
     @guarded

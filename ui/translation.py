@@ -9,7 +9,7 @@ from ui import texts
 from ui.bertviz import BertvizView
 from ui.export import result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
-from ui.inputs import blank_text, input_validator, model_picker
+from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars, probability_lines
 from viz.tokens import clean_token, highlight_html
 from viz.translation import alignment_heatmap
@@ -68,7 +68,7 @@ def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
         with gr.Column(scale=2):
-            text = gr.Textbox(label="English text", lines=3, placeholder="Type an English sentence…", max_length=5000)
+            text = text_input(label="English text", lines=3, placeholder="Type an English sentence…", max_length=5000)
             with gr.Row():
                 run = gr.Button("Translate", variant="primary")
                 model, info = model_picker(translation.TASK)
@@ -143,7 +143,6 @@ def build() -> None:
         [text, model],
         [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *embeddings.outputs],
         api_name="translate",
-        validator=input_validator(blank_text("Please enter some text.")),
     )
     attr_inputs = [state, target, method, steps]
     attr_outputs = [attr_summary, attr_html, attr_plot]

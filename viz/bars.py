@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.tokens import axis_labels, plot_label, thinned_ticks
+from viz.tokens import axis_labels, plot_label, plot_title, thinned_ticks
 
 
 def attribution_bars(tokens: Sequence[str], scores: Sequence[float], title: str) -> go.Figure:
@@ -23,7 +23,7 @@ def attribution_bars(tokens: Sequence[str], scores: Sequence[float], title: str)
     )
     tv, tt = thinned_ticks(labels)
     fig.update_layout(
-        title=title,
+        title=plot_title(title),
         xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
         yaxis=dict(title="attribution"),
         height=360,
@@ -40,7 +40,7 @@ def probability_lines(tokens: Sequence[str], series: dict[str, Sequence[float]],
         fig.add_trace(go.Scatter(x=labels, y=np.asarray(values, float), mode="lines+markers", name=name))
     tv, tt = thinned_ticks(labels)
     fig.update_layout(
-        title=title,
+        title=plot_title(title),
         xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
         yaxis=dict(title="probability", range=[0, 1]),
         height=360,
@@ -73,7 +73,7 @@ def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]]
         )
     )
     fig.update_layout(
-        title=title,
+        title=plot_title(title),
         xaxis=dict(title="rank of candidate", side="top"),
         yaxis=dict(title="generated token (step)", autorange="reversed"),
         height=max(300, 80 + 34 * len(step_labels)),

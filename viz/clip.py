@@ -1,14 +1,13 @@
 """CLIP figures: the image x text similarity matrix and patch relevance laid over an image."""
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from viz.tokens import plot_label
+from viz.tokens import plot_label, plot_title
 
 MAX_LABEL = 40
 
@@ -52,7 +51,7 @@ def similarity_heatmap(
         )
     )
     fig.update_layout(
-        title=html.escape(title, quote=False),
+        title=plot_title(title),
         xaxis=dict(title="candidate text", tickangle=-35, side="bottom"),
         yaxis=dict(title="image", autorange="reversed"),
         height=max(320, 140 + 48 * z.shape[0]),
@@ -101,5 +100,5 @@ def relevance_overlay(pixels: np.ndarray, scores: np.ndarray, title: str, opacit
         fig.layout[axis].update(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", row=1, col=1)
     fig.update_yaxes(autorange="reversed", scaleanchor="x2", row=1, col=2)
-    fig.update_layout(title=html.escape(title, quote=False), height=420, margin=dict(l=10, r=10, t=70, b=10))
+    fig.update_layout(title=plot_title(title), height=420, margin=dict(l=10, r=10, t=70, b=10))
     return fig

@@ -1,13 +1,13 @@
 """Encoder explorer figures: the sentence x sentence cosine similarity heatmap."""
 from __future__ import annotations
 
-import html
 from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
 from viz.clip import short_labels
+from viz.tokens import plot_title
 
 
 def nearest_other(matrix: np.ndarray) -> np.ndarray:
@@ -42,7 +42,7 @@ def sentence_similarity_heatmap(matrix: np.ndarray, sentences: Sequence[str], ti
         )
     )
     fig.update_layout(
-        title=html.escape(title, quote=False),
+        title=plot_title(title),
         xaxis=dict(tickangle=-35, side="bottom"),
         yaxis=dict(autorange="reversed"),
         height=max(340, 160 + 44 * z.shape[0]),

@@ -22,6 +22,11 @@ def plot_label(token: str) -> str:
     return html.escape(clean_token(token), quote=False)
 
 
+def plot_title(title: str) -> str:
+    """A figure title with markup escaped (titles may quote user text; plotly renders tags)."""
+    return html.escape(title, quote=False)
+
+
 def axis_labels(tokens: Sequence[str]) -> list[str]:
     """Unique axis labels 'i:token' (plotly merges equal category names, so indices are kept)."""
     return [f"{i}:{plot_label(t)}" for i, t in enumerate(tokens)]
