@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench import inputs
-from bench.tasks import GEN_TOKENS, demo
+from bench.tasks import GEN_TOKENS, TASK_KEYS, demo
 
 IG = "integrated_gradients"
 
@@ -29,6 +29,13 @@ class AttrSpec:
     make_captum: Callable[[], Callable[[Any, int], tuple[torch.Tensor, float]]]
     app_call: str
     captum_call: str
+
+
+def model_id(name: str) -> str:
+    """The model id the UI passes (the picker's value): calls made the UI's way share memo entries."""
+    from demos import settings
+
+    return settings.current().model_for(TASK_KEYS[name])
 
 
 def pad_baseline(ids: torch.Tensor, tok, pad_id: int | None = None) -> torch.Tensor:
@@ -73,8 +80,8 @@ def _sentiment(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("sentiment", lambda: mod.analyse(inputs.TEXT),
-                    lambda r, steps: mod.attribute(inputs.TEXT, None, IG, steps),
+    return AttrSpec("sentiment", lambda: mod.analyse(inputs.TEXT, model_id("sentiment")),
+                    lambda r, steps: mod.attribute(inputs.TEXT, None, IG, steps, r.model_id),
                     make, "sentiment.attribute(text, steps=n)", "LayerIntegratedGradients(prob, embeddings)")
 
 
@@ -92,8 +99,8 @@ def _qa(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("qa", lambda: mod.answer(inputs.QUESTION, inputs.CONTEXT),
-                    lambda r, steps: mod.attribute(inputs.QUESTION, inputs.CONTEXT, "start", IG, steps),
+    return AttrSpec("qa", lambda: mod.answer(inputs.QUESTION, inputs.CONTEXT, model_id("qa")),
+                    lambda r, steps: mod.attribute(inputs.QUESTION, inputs.CONTEXT, "start", IG, steps, r.model_id),
                     make, 'qa.attribute(q, c, "start", steps=n)', "LayerIntegratedGradients(P(start), embeddings)")
 
 
@@ -117,8 +124,8 @@ def _generation(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("generation", lambda: mod.generate(inputs.PROMPT, n),
-                    lambda r, steps: mod.attribute(r.ids, len(r.ids) - 1, IG, steps),
+    return AttrSpec("generation", lambda: mod.generate(inputs.PROMPT, n, model_id=model_id("generation")),
+                    lambda r, steps: mod.attribute(r.ids, len(r.ids) - 1, IG, steps, r.model_id),
                     make, "generation.attribute(ids, last, steps=n)", "LayerIntegratedGradients(P(next), embeddings)")
 
 
@@ -150,8 +157,8 @@ def _translation(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("translation", lambda: mod.analyse(inputs.SOURCE),
-                    lambda r, steps: mod.attribute(inputs.SOURCE, 0, IG, steps),
+    return AttrSpec("translation", lambda: mod.analyse(inputs.SOURCE, model_id("translation")),
+                    lambda r, steps: mod.attribute(inputs.SOURCE, 0, IG, steps, r.model_id),
                     make, "translation.attribute(text, 0, steps=n)", "IntegratedGradients(P(token 0), source embeddings)")
 
 
@@ -174,7 +181,7 @@ def _image(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("image", lambda: mod.analyse(path), lambda r, steps: mod.attribute(r, None, "black", steps),
+    return AttrSpec("image", lambda: mod.analyse(path, model_id("image")), lambda r, steps: mod.attribute(r, None, "black", steps),
                     make, 'image.attribute(result, baseline="black", steps=n)', "IntegratedGradients(P(class), pixel_values)")
 
 
@@ -205,8 +212,8 @@ def _clip(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("clip", lambda: mod.analyse(path, "\n".join(inputs.LABELS)),
-                    lambda r, steps: mod.attribute_text(path, r.best_text, IG, steps),
+    return AttrSpec("clip", lambda: mod.analyse(path, "\n".join(inputs.LABELS), model_id("clip")),
+                    lambda r, steps: mod.attribute_text(path, r.best_text, IG, steps, r.model_id),
                     make, "clip.attribute_text(path, best text, steps=n)", "LayerIntegratedGradients(cos, text embeddings)")
 
 

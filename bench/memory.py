@@ -96,16 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--one", help="fresh method: run only this side of the single task given")
     args = p.parse_args(argv)
     prepare_environment(args.hub)
-    if args.one:
-        from bench import attribution, tasks  # noqa: F401 - same imports as the forked children
+    from bench import attribution, tasks
 
+    if args.one:
         configure_models(args.hub, args.models_dir)
         print(json.dumps({"ok": True, **_side(args.tasks[0], args.one, args.quick, args.steps, args.threads)}), flush=True)
         return
     import captum.attr  # noqa: F401 - imported once here, not in each child
     import transformers
-
-    from bench import attribution, tasks
 
     configure_models(args.hub, args.models_dir)
     for cls in ARCHITECTURES:

@@ -58,8 +58,9 @@ def markdown(res: dict) -> str:
                [[k, _s(v["cold_s"]), _s(v["plain_cold_s"]), _s(v["warm_s"]), _s(v["memo_hit_s"])] for k, v in res["first_request"].items()]),
         "",
         "### Throughput: 8 concurrent clients vs sequential",
-        _table(["tab", "mode", "requests", "sequential req/s", "concurrent req/s", "speed-up"],
-               [[k.split(":")[0], v["mode"], str(v["requests"]), f"{v['sequential_rps']:.2f}", f"{v['concurrent_rps']:.2f}", f"{v['speedup']:.2f}×"]
+        _table(["tab", "mode", "requests", "sequential req/s", "concurrent req/s", "speed-up", "failed"],
+               [[k.split(":")[0], v["mode"], str(v["requests"]), f"{v['sequential_rps']:.2f}", f"{v['concurrent_rps']:.2f}",
+                 f"{v['speedup']:.2f}×", str(v.get("failed_requests", 0))]
                 for k, v in res["throughput"].items()]),
         "",
         "### Peak memory (MB, peak RSS; imports only: " + _mb(next(iter(res["memory"].values()), {}).get("imports_mb")) + " MB)",

@@ -213,6 +213,18 @@ def _threaded_calls(name: str, quick: bool) -> Callable[[int], Any] | None:
     return None
 
 
+def counting_errors(call: Callable[[int], Any], errors: list[str]) -> Callable[[int], None]:
+    """call(i), with any exception recorded in `errors` instead of raised (a failed request)."""
+
+    def safe(i: int) -> None:
+        try:
+            call(i)
+        except Exception as exc:  # noqa: BLE001 - a failed request is a result of this section
+            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    return safe
+
+
 def throughput_threads(names: list[str], quick: bool, clients: int, requests: int) -> tuple[dict, list[str]]:
     """Requests per second: `requests` distinct calls one after another vs from `clients` threads."""
     rows, notes = {}, []
@@ -223,6 +235,8 @@ def throughput_threads(names: list[str], quick: bool, clients: int, requests: in
             notes.append(f"{name}: skipped ({exc})")
             continue
         call(-1)  # warm: model loaded
+        errors: list[str] = []
+        call = counting_errors(call, errors)
         offset = [0]
 
         def batch() -> list[int]:
@@ -238,5 +252,8 @@ def throughput_threads(names: list[str], quick: bool, clients: int, requests: in
             list(pool.map(call, batch()))
             conc = time.perf_counter() - t0
         rows[name] = {"mode": "threads calling the demo function", "clients": clients, "requests": requests,
-                      "sequential_rps": requests / seq, "concurrent_rps": requests / conc, "speedup": seq / conc}
+                      "sequential_rps": requests / seq, "concurrent_rps": requests / conc, "speedup": seq / conc,
+                      "failed_requests": len(errors)}
+        if errors:
+            notes.append(f"{name}: {len(errors)} of {2 * requests} threaded requests failed, e.g. {errors[0]}")
     return rows, notes

@@ -120,20 +120,26 @@ def throughput_served(names: list[str], clients: int, requests: int) -> tuple[di
     try:
         pool_clients = [Client(url, verbose=False) for _ in range(clients)]
         for name in ok:
+            from bench.sections import counting_errors
+
+            errors: list[str] = []
             send = _request(name)
             send(pool_clients[0], -1)  # warm: model loaded
+            safe = counting_errors(lambda i: send(pool_clients[i % clients], i), errors)
             t0 = time.perf_counter()
             for i in range(requests):
-                send(pool_clients[0], i)
+                safe(i * clients)  # always the first client
             seq = time.perf_counter() - t0
             with ThreadPoolExecutor(clients) as pool:
                 t0 = time.perf_counter()
-                list(pool.map(lambda i: send(pool_clients[i % clients], i), range(requests, 2 * requests)))
+                list(pool.map(safe, range(requests * clients, requests * clients + requests)))
                 conc = time.perf_counter() - t0
             rows[name] = {"mode": "gradio_client against a served app (queue concurrency 2, as app.py)",
                           "clients": clients, "requests": requests, "sequential_rps": requests / seq,
                           "concurrent_rps": requests / conc, "speedup": seq / conc,
-                          "sequential_latency_s": seq / requests}
+                          "sequential_latency_s": seq / requests, "failed_requests": len(errors)}
+            if errors:
+                notes.append(f"{name}: {len(errors)} of {2 * requests} served requests failed, e.g. {errors[0]}")
     finally:
         demo.close()
     return rows, notes

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# README pictures only on request (XRAY_SCREENSHOTS=1); ordinary runs leave the tracked PNGs alone.
+SCREENSHOTS = ROOT / "docs" / "screenshots" if os.environ.get("XRAY_SCREENSHOTS") else Path(tempfile.gettempdir()) / "xray-screenshots"
 VIEWPORT = {"width": 1280, "height": 900}
 MAX_PNG_BYTES = 300_000
 CHROMIUM_ARGS = [
@@ -27,17 +30,19 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run", "--disable-quic",
 ]
 PAYLOADS = [
+    "javascript:window.__xss=1",
     '<img src=x onerror="window.__xss=1">',
     "<script>window.__xss=1</script>",
-    "javascript:window.__xss=1",
     "{{7*7}}${7*7}",
 ]
+# All payloads in one input, one per line (one run per textbox keeps the module fast; tabs that
+# split lines into items, like CLIP's candidates, then show each payload as its own item).
+PAYLOAD_TEXT = "\n".join(PAYLOADS)
 LOOPBACK = {"127.0.0.1", "localhost", "[::1]", "::1"}
 # Console messages of type "error" that are understood and harmless. Each entry: (substring, why).
-HARMLESS_CONSOLE = [
-    # none seen so far on Chromium 156 + Gradio 6.31 (warnings such as plotly's
-    # "Method not implemented." are of type "warning" and not collected).
-]
+# None is needed on Chromium 156 + Gradio 6.31 (plotly's "Method not implemented." lines are of
+# type "warning" and are not collected).
+HARMLESS_CONSOLE: list[tuple[str, str]] = []
 
 
 # --------------------------------------------------------------------------------------------
@@ -60,6 +65,12 @@ def textbox_answer(label: str) -> Answer:
     return read
 
 
+def table_answer(panel) -> str:
+    """Text of the first body cell of the tab's first gr.Dataframe ("" while it has no rows)."""
+    cell = panel.locator("[role=grid] [data-testid=cell-0-0]").first
+    return cell.inner_text() if cell.count() else ""
+
+
 def markdown_answer(contains: str) -> Answer:
     """Text of the first markdown in the tab containing `contains` (e.g. a model line)."""
 
@@ -78,6 +89,17 @@ class View:
     html: str | None = None  # CSS selector of an app HTML view (e.g. ".xray-highlight")
     images: int = 0  # rendered output images (gr.Image with a value)
     table: bool = False  # a gr.Dataframe with at least one row
+    bertviz: bool = False  # the bertviz accordion renders its (sandboxed, offline) iframe on "Render"
+
+
+@dataclass(frozen=True)
+class Extra:
+    """A second text input of a tab with its own button, inside an inner tab (e.g. "compare")."""
+
+    inner: str  # inner tab title
+    textbox: str  # its label
+    run: str  # its button
+    echo: str | None = None  # CSS selector showing the text literally
 
 
 @dataclass(frozen=True)
@@ -92,10 +114,13 @@ class Row:
     empty_message: str | None = None  # the message for a run with empty inputs (None: no error by design)
     echo: dict[str, str] = field(default_factory=dict)  # textbox label -> CSS selector showing it literally
     text_inputs: bool = True  # the tab has editable textboxes (every one gets the XSS payloads)
+    extras: tuple[Extra, ...] = ()  # text inputs run by another button
     skip_textboxes: tuple[str, ...] = ()  # textbox labels not used for XSS (none so far)
 
 
 ATTENTION = View(plots=2)  # heatmap + heads overview (ui.common.AttentionView)
+ATTENTION_BERTVIZ = View(plots=2, bertviz=True)  # the same with ui.bertviz.BertvizView below it
+BERTVIZ_ACCORDION = "bertviz (head view / model view)"
 EMBEDDINGS = View(plots=1)  # scatter (ui.common.EmbeddingView)
 HIGHLIGHT = ".xray-highlight"
 
@@ -110,8 +135,9 @@ ROWS: dict[str, Row] = {
     "ui.sentiment": Row(
         run="Classify",
         answer=label_answer,
-        views={"Attributions": View(plots=1, html=HIGHLIGHT), "Attention": ATTENTION, "Embeddings": EMBEDDINGS},
+        views={"Attributions": View(plots=1, html=HIGHLIGHT), "Attention": ATTENTION_BERTVIZ, "Embeddings": EMBEDDINGS},
         empty_message="Please enter some text.",
+        extras=(Extra("Compare two texts", "Text B", "Compare with text A"),),
     ),
     "ui.qa": Row(
         run="Find the answer",
@@ -120,7 +146,7 @@ ROWS: dict[str, Row] = {
             None: View(html=".xray-context"),
             "Start & end": View(plots=1),
             "Attributions": View(plots=2, html=HIGHLIGHT),
-            "Attention": ATTENTION,
+            "Attention": ATTENTION_BERTVIZ,
             "Embeddings": EMBEDDINGS,
         },
         empty_message="Please enter a question.",
@@ -134,7 +160,7 @@ ROWS: dict[str, Row] = {
             "Alignment (cross-attention)": ATTENTION,
             "Attributions": View(plots=1, html=HIGHLIGHT),
             "Encoder attention": ATTENTION,
-            "Decoder attention": ATTENTION,
+            "Decoder attention": ATTENTION_BERTVIZ,
             "Embeddings": EMBEDDINGS,
         },
         empty_message="Please enter some text.",
@@ -150,8 +176,8 @@ ROWS: dict[str, Row] = {
         },
         upload="image",
         empty_message="Please upload an image.",
-        # a single candidate description becomes the only class of the label
-        echo={"Candidate descriptions (one per line, or separated by commas)": "[data-testid=label-output-value]"},
+        # each candidate description (one per line) becomes a class of the label
+        echo={"Candidate descriptions (one per line, or separated by commas)": "[data-testid=label]"},
     ),
     "ui.generation": Row(
         run="Generate",
@@ -160,11 +186,12 @@ ROWS: dict[str, Row] = {
             None: View(html=HIGHLIGHT),
             "Next-token choices": View(plots=1),
             "Attributions": View(plots=1, html=HIGHLIGHT),
-            "Attention": ATTENTION,
+            "Attention": ATTENTION_BERTVIZ,
             "Embeddings": EMBEDDINGS,
         },
         empty_message="Please enter some text to continue.",
         echo={"Prompt": HIGHLIGHT},
+        extras=(Extra("Compare two prompts", "Prompt B", "Compare with the prompt above", echo=HIGHLIGHT),),
     ),
     "ui.image": Row(
         run="Classify",
@@ -191,6 +218,18 @@ ROWS: dict[str, Row] = {
         upload="audio",
         text_inputs=False,
         empty_message="Please record or upload some audio.",
+    ),
+    "ui.explorer": Row(
+        run="Explore",
+        answer=table_answer,
+        views={
+            None: View(table=True),
+            "Sentence similarity": View(plots=1),
+            "Attention": ATTENTION,
+            "Token embeddings": EMBEDDINGS,
+        },
+        empty_message="Please enter at least one sentence (one per line).",
+        echo={"Sentences (one per line)": "[role=grid]"},
     ),
 }
 
@@ -229,8 +268,10 @@ class Watched:
 
     def __init__(self, page):
         self.page = page
+        self.loaded = False
         self.errors: list[str] = []
         self.blocked: list[str] = []
+        self.allowed: list[tuple[str, str]] = list(HARMLESS_CONSOLE)  # (substring, why); a test may add
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
         page.route("**/*", self._route)
@@ -238,9 +279,9 @@ class Watched:
     def _console(self, msg) -> None:
         if msg.type != "error":
             return
-        text = msg.text
-        if not any(s in text for s, _why in HARMLESS_CONSOLE):
-            self.errors.append(f"console.error: {text} @ {msg.location.get('url', '')}")
+        text = f"{msg.text} @ {msg.location.get('url', '')}"
+        if not any(s in text for s, _why in self.allowed):
+            self.errors.append(f"console.error: {text}")
 
     def _route(self, route) -> None:
         url = route.request.url
@@ -249,6 +290,12 @@ class Watched:
         else:
             self.blocked.append(url)
             route.abort()
+
+    def reset(self) -> None:
+        """Forget what earlier tests saw on this page."""
+        self.errors.clear()
+        self.blocked.clear()
+        self.allowed[:] = list(HARMLESS_CONSOLE)
 
     # ---- tabs ------------------------------------------------------------------------------
     def open_tab(self, title: str):
@@ -263,7 +310,13 @@ class Watched:
 
     # ---- waiting ---------------------------------------------------------------------------
     def toasts(self) -> list[str]:
+        """Texts of the error toasts (gr.Error raised by a handler)."""
         return [t.inner_text() for t in self.page.locator("[data-testid=toast-text]").all()]
+
+    def messages(self, panel) -> list[str]:
+        """Error toasts and the validation messages Gradio shows under an input (event `validator=`)."""
+        shown = [v.inner_text() for v in panel.locator(".validation-error:visible").all()]
+        return self.toasts() + shown
 
     def close_toasts(self) -> None:
         for button in self.page.locator("[data-testid=toast-close]").all():
@@ -275,8 +328,9 @@ class Watched:
 
     def settle(self, panel, timeout: float = 90.0) -> None:
         """Wait until no status tracker in `panel` is busy for a moment (chained events included)."""
-        # a tracker is shown while its event is pending or running; after an error it stays shown with "Error"
-        busy = "e => e.querySelectorAll('[data-testid=status-tracker]:not(.hide):not(:has(.error))').length"
+        # a tracker is shown while its event is pending or running, and after an error ("Error") or a
+        # validator rejection (its message) until the next run: only the first two are busy
+        busy = "e => e.querySelectorAll('[data-testid=status-tracker]:not(.hide):not(:has(.error, .validation-error))').length"
         deadline, quiet = time.monotonic() + timeout, 0
         while time.monotonic() < deadline:
             if self.toasts():
@@ -303,9 +357,12 @@ class Watched:
             time.sleep(0.2)
         raise AssertionError("no answer appeared")
 
-    def wait_toast(self, timeout: float = 30.0) -> list[str]:
-        self.page.locator("[data-testid=toast-text]").first.wait_for(timeout=timeout * 1000)
-        return self.toasts()
+    def wait_message(self, panel, timeout: float = 30.0) -> list[str]:
+        """Wait for an error toast or a validation message; all texts shown."""
+        panel.page.locator("[data-testid=toast-text]").or_(panel.locator(".validation-error:visible")).first.wait_for(
+            timeout=timeout * 1000
+        )
+        return self.messages(panel)
 
     def click_example(self, panel) -> None:
         """Click the first sample of the tab's first gr.Examples and let it fill the inputs."""
@@ -336,8 +393,11 @@ def textbox_labels(panel) -> list[str]:
     for box in boxes.all():
         if not box.is_visible():
             continue
-        name = box.locator("[data-testid=block-info]").first
-        labels.append(name.inner_text().strip() if name.count() else box.inner_text().strip())
+        # the label's own text, without a validation message Gradio may have put inside it
+        name = box.locator("[data-testid=block-info]").first.evaluate(
+            "e => [...e.childNodes].filter(n => n.nodeType === 3).map(n => n.textContent).join('').trim()"
+        )
+        labels.append(name)
     return labels
 
 
@@ -375,6 +435,12 @@ def view_problems(watched: Watched, panel, row: Row) -> list[str]:
                     problems.append(f"{where}: {view.html} is empty")
             except Exception:  # noqa: BLE001 - reported as a problem below
                 problems.append(f"{where}: no visible {view.html}")
+        if view.bertviz and (p := bertviz_problem(scope)):
+            problems.append(f"{where}: {p}")
+        if view.table:
+            cells = (scope if inner is not None else panel).locator("[role=grid] [role=gridcell]:visible")
+            if not cells.count():
+                problems.append(f"{where}: no table rows")
         if view.images:
             img = (scope if inner is not None else panel).locator(".image-frame img:visible").first
             try:
@@ -387,6 +453,22 @@ def view_problems(watched: Watched, panel, row: Row) -> list[str]:
             if not ok:
                 problems.append(f"{where}: no rendered output image")
     return problems
+
+
+def bertviz_problem(scope) -> str | None:
+    """Open the bertviz accordion in `scope`, click Render: None when the frame draws tokens."""
+    scope.get_by_text(BERTVIZ_ACCORDION, exact=True).first.click()
+    scope.get_by_role("button", name="Render", exact=True).first.click()
+    frame_el = scope.locator(".xray-bertviz-frame iframe").first
+    try:
+        frame_el.wait_for(timeout=20000)
+        if frame_el.get_attribute("sandbox") != "allow-scripts":
+            return f"bertviz iframe sandbox is {frame_el.get_attribute('sandbox')!r}, not 'allow-scripts'"
+        frame = frame_el.element_handle().content_frame()
+        frame.wait_for_selector("svg text", timeout=20000)  # d3 draws one text per token
+    except Exception as exc:  # noqa: BLE001 - reported as a problem
+        return f"bertviz view did not render: {str(exc).splitlines()[0]}"
+    return None
 
 
 def save_screenshot(page, name: str) -> Path:

@@ -5,7 +5,6 @@ import html
 import json
 import os
 import re
-import shutil
 from html.parser import HTMLParser
 
 import numpy as np
@@ -152,22 +151,11 @@ def test_real_tiny_model_through_the_view():
         view.html_for(None, MODEL)
 
 
-def _chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (scripts/setup.sh --browser installs it)")
-        pytest.skip("chromium is not installed")
-    return path
-
-
 @pytest.mark.slow
 @pytest.mark.browser
-def test_view_renders_offline_in_chromium(serve):
+def test_view_renders_offline_in_chromium(serve, browser):
     """Click Render in a served Blocks; the sandboxed frame draws the tokens with no network and no errors."""
-    executable = _chromium()
     import gradio as gr
-    from playwright.sync_api import sync_playwright
 
     from ui.bertviz import BertvizView
 
@@ -185,31 +173,27 @@ def test_view_renders_offline_in_chromium(serve):
 
     url = serve(build).src
     errors, outside, dialogs = [], [], []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
-        try:
-            page = browser.new_page()
-            page.route(re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), lambda r: (outside.append(r.request.url), r.abort()))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-            page.goto(url)
-            page.get_by_role("button", name="Compute").click()
-            page.get_by_text("computed").wait_for(timeout=20_000)
-            page.get_by_text("bertviz (head view / model view)").click()
-            page.get_by_role("button", name="Render").click()
-            frame = page.frame_locator("iframe[title^='bertviz head view']")
-            frame.locator("svg text").first.wait_for(timeout=20_000)
-            shown = frame.locator("svg text").all_text_contents()
-            assert shown == tokens + tokens  # left and right columns, XSS token as plain text
-            page.get_by_text("model view", exact=True).click()
-            model = page.frame_locator("iframe[title^='bertviz model view']")
-            model.get_by_text("Heads").wait_for(timeout=20_000)
-        except Exception:
-            page.screenshot(path=os.path.join(os.environ.get("GRADIO_TEMP_DIR", "/tmp"), "bertviz-failure.png"))
-            raise
-        finally:
-            browser.close()
+    page = browser.new_page()
+    try:
+        page.route(re.compile(r"^(?!http://127\.0\.0\.1[:/]).*"), lambda r: (outside.append(r.request.url), r.abort()))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(url)
+        page.get_by_role("button", name="Compute").click()
+        page.get_by_text("computed").wait_for(timeout=60_000)
+        page.get_by_text("bertviz (head view / model view)").click()
+        page.get_by_role("button", name="Render").click()
+        frame = page.frame_locator("iframe[title^='bertviz head view']")
+        frame.locator("svg text").first.wait_for(timeout=60_000)
+        shown = frame.locator("svg text").all_text_contents()
+        assert shown == tokens + tokens  # left and right columns, XSS token as plain text
+        page.get_by_text("model view", exact=True).click()
+        model = page.frame_locator("iframe[title^='bertviz model view']")
+        model.get_by_text("Heads").wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=os.path.join(os.environ.get("GRADIO_TEMP_DIR", "/tmp"), "bertviz-failure.png"))
+        raise
+    finally:
+        page.close()
     assert errors == [] and dialogs == [] and outside == []
