@@ -85,6 +85,11 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
 
 def configure(args: argparse.Namespace) -> None:
     settings.configure(settings.settings_from_env(models_dir=args.models, offline=args.offline))
+    threads = os.environ.get("XRAY_TORCH_THREADS")
+    if threads:  # e.g. 1 on a shared host, where torch's default oversubscribes the cores
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
 
 
 log = logging.getLogger("xray")

@@ -14,28 +14,58 @@ from typing import Any, Callable
 _all_caches: list["_Memo"] = []
 
 
+_MISSING = object()
+
+
 class _Memo:
+    """LRU memo of `fn`. Keys are the call's arguments bound to `fn`'s signature with defaults
+    applied, so f(x), f(x, None) and f(x, model_id=None) share one entry. Concurrent calls with
+    the same key compute once (the others wait for that result)."""
+
     def __init__(self, fn: Callable, maxsize: int) -> None:
         self.fn, self.maxsize = fn, maxsize
         self.data: OrderedDict[Any, Any] = OrderedDict()
         self.lock = threading.Lock()
+        self.inflight: dict[Any, threading.Lock] = {}
         self.hits = self.misses = 0
-        self.takes_progress = "progress" in inspect.signature(fn).parameters
+        self.signature = inspect.signature(fn)
+        self.takes_progress = "progress" in self.signature.parameters
         functools.update_wrapper(self, fn)
 
-    def __call__(self, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
-        key = (args, tuple(sorted(kwargs.items())))
+    def _key(self, args: tuple, kwargs: dict) -> tuple:
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return tuple((name, value) for name, value in bound.arguments.items() if name != "progress")
+
+    def _lookup(self, key: tuple) -> Any:
         with self.lock:
             if key in self.data:
                 self.data.move_to_end(key)
                 self.hits += 1
                 return self.data[key]
-        value = self.fn(*args, progress=progress, **kwargs) if self.takes_progress else self.fn(*args, **kwargs)
+        return _MISSING
+
+    def __call__(self, *args: Any, progress: Any = None, **kwargs: Any) -> Any:
+        key = self._key(args, kwargs)
+        value = self._lookup(key)
+        if value is not _MISSING:
+            return value
         with self.lock:
-            self.misses += 1
-            self.data[key] = value
-            while len(self.data) > self.maxsize:
-                self.data.popitem(last=False)
+            flight = self.inflight.setdefault(key, threading.Lock())
+        with flight:
+            value = self._lookup(key)
+            if value is not _MISSING:
+                return value
+            try:
+                value = self.fn(*args, progress=progress, **kwargs) if self.takes_progress else self.fn(*args, **kwargs)
+            finally:
+                with self.lock:
+                    self.inflight.pop(key, None)
+            with self.lock:
+                self.misses += 1
+                self.data[key] = value
+                while len(self.data) > self.maxsize:
+                    self.data.popitem(last=False)
         return value
 
     def cache_clear(self) -> None:

@@ -59,6 +59,26 @@ def with_progress(forward_fn: Callable[..., torch.Tensor], total: int, progress:
     return wrapped
 
 
+TOKENS_PER_BATCH = 4096  # tokens in one Captum forward/backward batch (bounds memory on long inputs)
+
+
+def steps_per_batch(n_tokens: int, steps: int, budget: int = TOKENS_PER_BATCH) -> int:
+    """Integration steps per forward/backward batch: every step in one batch for short inputs
+    (fastest), fewer for long ones so a batch holds at most `budget` tokens."""
+    return max(1, min(int(steps), budget // max(1, int(n_tokens))))
+
+
+def endpoint_values(score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = ()) -> tuple[float, float]:
+    """f(x) and f(baseline) from ONE batched forward pass (for the completeness check).
+
+    x, base: (1, ...) inputs of the same shape; tensors in `extra` with batch 1 are repeated.
+    """
+    args = tuple(a.expand(2, *a.shape[1:]) if isinstance(a, torch.Tensor) and a.shape[:1] == (1,) else a for a in extra)
+    with torch.inference_mode():
+        values = score_fn(torch.cat([x, base]), *args)
+    return float(values[0]), float(values[1])
+
+
 def attribute_layer(
     forward_fn: Callable[..., torch.Tensor],
     layer: torch.nn.Module,

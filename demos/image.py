@@ -15,7 +15,7 @@ from PIL import Image
 
 from demos import loading
 from demos.cache import memo
-from demos.explain import ProgressFn, with_progress, attention_rollout, stack_attentions, stack_hidden
+from demos.explain import ProgressFn, attention_rollout, endpoint_values, stack_attentions, stack_hidden, with_progress
 from demos.imageio import load_image
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.gpu import attribution_seconds, on_gpu
@@ -39,7 +39,7 @@ class Picture:
     def of(cls, source: Any) -> "Picture":
         """Anything `load_image` accepts (path, PIL image, array) -> Picture, or ValueError."""
         pil = load_image(source)
-        digest = hashlib.sha1(pil.tobytes() + repr(pil.size).encode()).hexdigest()
+        digest = hashlib.blake2b(pil.tobytes() + repr(pil.size).encode(), digest_size=16).hexdigest()
         return cls(digest, pil)
 
     def release(self) -> None:
@@ -108,7 +108,7 @@ def _display_image(m: loading.Loaded, pil: Image.Image, pixel_values: torch.Tens
     proc = m.processor
     if not getattr(proc, "do_center_crop", False):
         shown = pil.copy()
-        shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.LANCZOS)
+        shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
         return np.asarray(shown, dtype=np.uint8)
     x = pixel_values[0].float().cpu().numpy().transpose(1, 2, 0)
     if getattr(proc, "do_normalize", False):
@@ -263,8 +263,7 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
             )
     else:
         attrs, delta = algo.attribute(pixel_values, **kwargs)
-    with torch.no_grad():
-        f_x, f_b = float(prob_of_target(pixel_values)[0]), float(prob_of_target(base)[0])
+    f_x, f_b = endpoint_values(prob_of_target, pixel_values, base)
     plain = smoothgrad_samples == 0
     return Attribution(
         tokens=[],

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from demos.explain import ProgressFn, attribute_layer
+from demos.explain import ProgressFn, attribute_layer, endpoint_values, steps_per_batch
 from demos.results import Attribution
 
 
@@ -41,16 +41,18 @@ def model_max_length(tokenizer: Any, model: Any, fallback: int = 512) -> int:
 def encode(tokenizer: Any, model: Any, text: str, text_pair: str | None = None, max_length: int | None = None) -> Encoded:
     """Tokenise `text` (and `text_pair`) truncated to the model's limit, on the model's device."""
     limit = max_length or model_max_length(tokenizer, model)
-    full = tokenizer(text, text_pair, truncation=False)["input_ids"]
     batch = tokenizer(text, text_pair, truncation=True, max_length=limit, return_tensors="pt")
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
+    n = ids.shape[1]
+    if n >= limit:  # possibly cut: count the whole input once (only long inputs pay this)
+        n = len(tokenizer(text, text_pair, truncation=False, verbose=False)["input_ids"])
     return Encoded(
         ids=ids,
         mask=batch["attention_mask"].to(device),
         tokens=tokenizer.convert_ids_to_tokens(ids[0].tolist()),
-        truncated=len(full) > ids.shape[1],
-        n_original=len(full),
+        truncated=n > ids.shape[1],
+        n_original=n,
     )
 
 
@@ -73,7 +75,7 @@ def token_attribution(
     extra_args: tuple = (),
     method: str = "integrated_gradients",
     steps: int = 32,
-    internal_batch_size: int = 16,
+    internal_batch_size: int | None = None,
     progress: ProgressFn | None = None,
 ) -> Attribution:
     """Attribute `score_fn(ids, *extra_args) -> (batch,)` to each token of `ids` (1, n).
@@ -89,12 +91,10 @@ def token_attribution(
         additional_forward_args=extra_args,
         method=method,
         steps=int(steps),
-        internal_batch_size=internal_batch_size,
+        internal_batch_size=internal_batch_size or steps_per_batch(ids.shape[1], steps),
         progress=progress,
     )
-    with torch.inference_mode():
-        f_in = float(score_fn(ids, *extra_args)[0])
-        f_base = float(score_fn(base, *extra_args)[0])
+    f_in, f_base = endpoint_values(score_fn, ids, base, extra_args)
     return Attribution(
         tokens=tokens,
         scores=np.asarray(scores, dtype=np.float32),

@@ -11,8 +11,7 @@ import transformers
 
 from demos import loading
 from demos.cache import memo
-from demos.explain import METHODS, ProgressFn, stack_attentions, stack_hidden
-from demos.explain import with_progress
+from demos.explain import METHODS, ProgressFn, endpoint_values, stack_attentions, stack_hidden, steps_per_batch, with_progress
 from demos.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, baseline_ids, encode, truncation_notice
 from demos.gpu import attribution_seconds, on_gpu
@@ -189,9 +188,9 @@ def attribute(
 
     with torch.no_grad():
         x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
-    scores, delta = _attribute_embeds(score, x, base, method, int(steps), 16, progress)
-    with torch.inference_mode():
-        f_in, f_base = float(score(x)[0]), float(score(base)[0])
+    batch = steps_per_batch(x.shape[1] + prefix.shape[1], int(steps))
+    scores, delta = _attribute_embeds(score, x, base, method, int(steps), batch, progress)
+    f_in, f_base = endpoint_values(score, x, base)
     return Attribution(
         tokens=enc.tokens,
         scores=np.asarray(scores, dtype=np.float32),

@@ -106,3 +106,25 @@ def test_markdown_escape_keeps_apostrophes_and_neutralises_markup():
     assert _md_escape("don't") == "don't"
     assert "<" not in _md_escape("<img src=x onerror=alert(1)>")
     assert _md_escape("**bold**") == r"\*\*bold\*\*"
+
+
+def test_memo_key_ignores_how_arguments_are_passed_and_computes_once_under_concurrency():
+    import threading
+    import time
+
+    calls = []
+
+    @cache.memo(maxsize=4)
+    def slow(text, model_id=None, progress=None):
+        calls.append(text)
+        time.sleep(0.05)
+        return text.upper()
+
+    assert slow("a") == slow("a", None) == slow("a", model_id=None) == slow(text="a") == "A"
+    assert calls == ["a"]
+    threads = [threading.Thread(target=slow, args=("b",)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert calls == ["a", "b"]
