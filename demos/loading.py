@@ -62,8 +62,9 @@ class Loaded:
     def describe(self) -> str:
         kind = "pretrained weights" if self.pretrained else "RANDOM weights (tiny offline model)"
         # Local folders are named, never shown as server paths.
-        shown = Path(self.source).name if Path(self.source).is_absolute() else self.source
-        src = self.model_id if self.source == self.model_id else f"{Path(self.model_id).name if Path(self.model_id).is_absolute() else self.model_id} -> {shown}"
+        src = settings_mod.display_name(self.model_id)
+        if self.source != self.model_id:
+            src += f" -> {settings_mod.display_name(self.source)}"
         return f"`{src}` · {kind} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
 
 

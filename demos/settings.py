@@ -22,6 +22,13 @@ TASK_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
+def display_name(model_id: str) -> str:
+    """How a model is named in the UI: hub ids as they are, local folders as 'local folder NAME'
+    (never the server path)."""
+    path = Path(model_id).expanduser()
+    return f"local folder {path.name}" if path.is_absolute() or path.is_dir() else model_id
+
+
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 

@@ -39,6 +39,8 @@ def test_loader_caches_and_evicts_least_recently_used(tiny_models):
         assert loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer) is a
         assert a.model.config._attn_implementation == "eager" and not a.model.training
         assert not a.pretrained and "RANDOM" in a.describe()
+        assert str(tiny_models["sentiment"]) not in a.describe()  # server paths are never shown
+        assert f"local folder {tiny_models['sentiment'].name}" in a.describe()
         loading.load("qa", transformers.AutoModelForQuestionAnswering, transformers.AutoTokenizer)
         loading.load("generation", transformers.AutoModelForCausalLM, transformers.AutoTokenizer)
         assert [t for t, _ in loading.resident()] == ["qa", "generation"]

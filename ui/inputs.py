@@ -53,8 +53,9 @@ def audio_input(**kwargs) -> gr.Audio:
 def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     """Dropdown of the allow-listed models of `task` and a line saying which model runs."""
     choices = settings.current().choices(task)
-    dropdown = gr.Dropdown(choices=choices, value=choices[0], label="Model", interactive=len(choices) > 1)
-    info = gr.Markdown(f"Model: `{choices[0]}` (loads on first use)", elem_classes=["xray-model-info"])
+    named = [(settings.display_name(c), c) for c in choices]
+    dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1)
+    info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"])
     return dropdown, info
 
 
