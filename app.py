@@ -95,14 +95,24 @@ def configure(args: argparse.Namespace) -> None:
 log = logging.getLogger("xray")
 
 
+# Bounded queue; two requests of one event at a time (2 CPU cores; GPU work is short).
+QUEUE = dict(max_size=64, default_concurrency_limit=2)
+
+
+def start(args: argparse.Namespace, banner: str = "", block: bool = True) -> tuple[gr.Blocks, str]:
+    """Build, queue and launch the app with the hardened settings; (app, local url)."""
+    demo = build_app(banner)
+    demo.queue(**QUEUE)
+    _, url, _ = demo.launch(prevent_thread_lock=not block, quiet=not block, **launch_kwargs(args))
+    return demo, url
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     configure(args)
     plan = offline.prepare(settings.current(), progress=log.info)
-    demo = build_app(offline.banner(plan, settings.current().offline))
-    demo.queue(max_size=64, default_concurrency_limit=2)
-    demo.launch(**launch_kwargs(args))
+    start(args, offline.banner(plan, settings.current().offline))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ TASK = "image"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "images"
 EXAMPLES = [str(ASSETS / name) for name in ("chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")]
 BASELINES = ("black", "blurred", "uniform noise")
-DISPLAY_SIDE = 448  # longest side of the image kept in results for overlays
+DISPLAY_SIDE = 512  # longest side of the image kept in results for overlays
 TOP_K = 5
 
 
@@ -108,7 +108,7 @@ def _display_image(m: loading.Loaded, pil: Image.Image, pixel_values: torch.Tens
     proc = m.processor
     if not getattr(proc, "do_center_crop", False):
         shown = pil.copy()
-        shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BICUBIC, reducing_gap=2.0)
+        shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
         return np.asarray(shown, dtype=np.uint8)
     x = pixel_values[0].float().cpu().numpy().transpose(1, 2, 0)
     if getattr(proc, "do_normalize", False):

@@ -62,7 +62,8 @@ def read_ct2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
     version = take("I")
     if version < 5:
         raise ValueError(f"CTranslate2 model version {version} is not supported (need >= 5)")
-    spec, _revision = string(), take("I")
+    spec = string()
+    take("I")  # spec revision: the layout read below is the same for the revisions seen
     variables: dict[str, np.ndarray] = {}
     for _ in range(take("I")):
         name, rank = string(), take("B")

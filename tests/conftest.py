@@ -86,3 +86,12 @@ def browser():
         b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+def launch_full_app():
+    """(app, url) of the whole app (every tab of app.TABS) as app.main starts it, on a free
+    loopback port; the caller closes it."""
+    import app
+    from bench.serve import free_port
+
+    return app.start(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]), block=False)

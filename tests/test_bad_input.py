@@ -19,8 +19,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from demos import audio, clip, generation, imageio, settings
-from tests.conftest import tab_app
+from demos import audio, generation, imageio, settings
 from ui.common import MAX_INPUT_CHARS
 
 TABS = ["ui.generation", "ui.sentiment", "ui.qa", "ui.translation", "ui.image", "ui.clip", "ui.speech"]

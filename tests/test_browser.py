@@ -10,11 +10,11 @@ Run: python -m pytest -q -m browser tests/test_browser.py
 """
 from __future__ import annotations
 
-import socket
 
 import pytest
 
 import app
+from tests.conftest import launch_full_app
 from tests.browser_support import (
     ASSETS,
     MAX_PNG_BYTES,
@@ -38,19 +38,10 @@ UPLOAD_TABS = [p for p in TAB_PARAMS if p.values[1] in ROWS and ROWS[p.values[1]
 TEXT_TABS = [p for p in TAB_PARAMS if p.values[1] in ROWS and ROWS[p.values[1]].text_inputs]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def app_url(tiny_settings):
     """The full app (every tab of app.TABS) served on loopback with the tiny models."""
-    demo = app.build_app()
-    demo.queue(max_size=64, default_concurrency_limit=2)
-    kwargs = app.launch_kwargs(app.parse_args(["--host", "127.0.0.1", "--port", str(_free_port())]))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    demo, url = launch_full_app()
     yield url
     demo.close()
 

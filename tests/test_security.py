@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import launch_full_app
 import requests
 from PIL import Image
 
@@ -32,22 +33,12 @@ TEXT_COMPONENTS = {"Textbox", "Label", "Dropdown", "Radio", "Number", "Slider", 
 BAD_MODELS = ["gpt2-xl", "/etc", "../../", "bert-large-uncased", "/tmp", "./app.py"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tiny_settings):
     """(base url, api info) of the full app launched with the app's own hardened settings."""
-    import app
     from gradio_client import Client
 
-    demo = app.build_app()
-    demo.queue(max_size=64, default_concurrency_limit=2)
-    kwargs = app.launch_kwargs(app.parse_args(["--host", "127.0.0.1", "--port", str(_free_port())]))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    demo, url = launch_full_app()
     client = Client(url, verbose=False)
     info = client.view_api(return_format="dict", print_info=False)
     client.close()
@@ -388,7 +379,7 @@ def test_api_info_is_still_served(server):
 @pytest.fixture
 def sentiment_from(monkeypatch, tiny_settings):
     """Point the sentiment task at another folder for one test (allow-list and caches restored)."""
-    from demos import cache, loading, settings
+    from demos import cache, settings
 
     def point(folder: Path) -> str:
         cfg = settings.Settings(overrides={**tiny_settings.overrides, "sentiment": str(folder)}, offline=True, max_models=16)
