@@ -119,3 +119,16 @@ def test_exports_are_bounded_and_safe():
     assert lines[0].split(",")[1:] == ["0:w", "1:x", "2:y", "3:z"] and lines[1].split(",")[0] == "1:b"
     assert lines[2].split(",")[-1] == "11"
     assert points_csv(np.zeros((2, 2)), ["a", "b"], ["g", "h"]).count("\n") == 3
+
+
+def test_attribution_csv_lists_every_token_or_pixel():
+    from demos.results import Attribution
+    from viz.export import attributions_csv
+
+    tokens = Attribution(["[CLS]", "good", "[SEP]"], np.array([0.0, 0.5, -0.1]), "POSITIVE", "integrated_gradients", 8)
+    pixels = Attribution([], np.arange(6, dtype=float).reshape(2, 3), "tabby cat", "integrated_gradients", 8)
+    lines = attributions_csv([tokens, pixels]).strip().splitlines()
+    assert lines[0] == "target,method,index,unit,score"
+    assert len(lines) == 1 + 3 + 6
+    assert lines[2] == "POSITIVE,integrated_gradients,1,good,0.5"
+    assert lines[-1] == "tabby cat,integrated_gradients,5,row 1 col 2,5"

@@ -9,7 +9,7 @@ import gradio as gr
 from demos import clip
 from ui.common import attribution_controls, attribution_summary, explain, guarded
 from ui.inputs import image_input, model_picker, text_input
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from viz.bars import attribution_bars
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
@@ -133,6 +133,7 @@ def build() -> None:
             attr_summary = gr.Markdown()
             attr_html = gr.HTML()
             attr_plot = gr.Plot(label="Attribution per token")
+            attr_state = attribution_export()
         with gr.Tab("Shared embedding space"):
             explain(EMBEDDINGS)
             projection = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
@@ -171,7 +172,7 @@ def build() -> None:
             progress=lambda frac, msg: progress(frac, desc=msg),
         )
         title = f"Attribution toward cos(image {i + 1}, “{attr.target}”)"
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title), attr
 
     @guarded
     def rerender_relevance(result, image_index, text, method_value):
@@ -194,7 +195,7 @@ def build() -> None:
         api_name="clip_match",
     )
     attr_inputs = [state, image_choice, text_choice, method_radio, steps_slider]
-    attr_outputs = [attr_summary, attr_html, attr_plot]
+    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
     main.success(explain_text, attr_inputs, attr_outputs, api_name="clip_attribution")
     explain_btn.click(explain_text, attr_inputs, attr_outputs, api_visibility="private")
     more.change(lambda files: list(files or []), more, extra, api_visibility="private", queue=False)

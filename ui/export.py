@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from viz.export import result_json
+from viz.export import attributions_csv, result_json
 
 _EXPORT_DIR = os.path.join(tempfile.gettempdir(), "xray-exports")
 
@@ -46,3 +46,17 @@ def result_export(state: gr.State, stem: str) -> None:
     """'Export the whole result (JSON)' for a tab: answer, attentions, embeddings, as computed."""
     button, file = export_button("Export the whole result (JSON)")
     bind_export(button, file, [state], lambda result: (result_json(result), stem, ".json"))
+
+
+def attribution_export(state: gr.State | None = None) -> gr.State:
+    """'Export the attribution (CSV)' under an attribution view. Returns the gr.State (a new one
+    unless given) that the tab's attribution event fills with its `Attribution` (or a list)."""
+    state = state if state is not None else gr.State()
+    button, file = export_button("Export the attribution (CSV)")
+
+    def make(attr):
+        attrs = attr if isinstance(attr, (list, tuple)) else [attr]
+        return attributions_csv(attrs), "attribution", ".csv"
+
+    bind_export(button, file, [state], make)
+    return state

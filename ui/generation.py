@@ -7,7 +7,7 @@ import gradio as gr
 from demos import generation
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
 from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars
@@ -113,6 +113,7 @@ def build() -> None:
             attr_summary = gr.Markdown()
             attr_html = gr.HTML()
             attr_plot = gr.Plot(label="Attribution per earlier token")
+            attr_state = attribution_export()
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
@@ -154,7 +155,7 @@ def build() -> None:
         )
         title = f"Attribution toward P({attr.target})"
         bars = attribution_bars(attr.tokens, attr.scores, title)
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars, attr
 
     main = gr.on(
         [run.click, prompt.submit],
@@ -164,7 +165,7 @@ def build() -> None:
         api_name="generate",
     )
     attr_inputs = [state, position, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot]
+    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
     main.then(explain_token, attr_inputs, attr_outputs, api_name="generate_attribution")
     explain_btn.click(explain_token, attr_inputs, attr_outputs, api_visibility="private")
     do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)

@@ -14,7 +14,7 @@ from demos import image as demo
 from ui import texts
 from ui.common import EmbeddingView, attribution_summary, explain, guarded
 from ui.inputs import image_input, model_picker
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
@@ -92,6 +92,7 @@ def build() -> None:
             explain_btn = gr.Button("Explain the pixels")
             attr_summary = gr.Markdown()
             attr_image = gr.Image(label="Pixel attribution", type="numpy", format="png", interactive=False)
+            attribution_export(attr_state)
         with gr.Tab("Patch embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
 

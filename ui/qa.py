@@ -9,7 +9,7 @@ from ui import texts
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded
 from ui.inputs import model_picker, text_input
 from ui.bertviz import BertvizView
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from viz.bars import attribution_bars, probability_lines
 from viz.tokens import highlight_html, span_html
 
@@ -75,6 +75,7 @@ def build() -> None:
                     gr.HTML(label=f"{which} tokens"),
                     gr.Plot(label=f"Attribution toward P({which})"),
                 )
+            attr_state = attribution_export()
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
@@ -105,7 +106,7 @@ def build() -> None:
     def explain_both(result, method_value: str, steps_value: int, progress=gr.Progress()):
         if result is None:
             raise gr.Error("Find an answer first.")
-        outputs = []
+        outputs, attrs = [], []
         for i, which in enumerate(qa.ENDS):
             attr = qa.attribute(
                 result.question, result.context, which, method_value, int(steps_value), result.model_id,
@@ -113,7 +114,8 @@ def build() -> None:
             )
             title = f"Attribution toward P({attr.target})"
             outputs += [attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)]
-        return tuple(outputs)
+            attrs.append(attr)
+        return (*outputs, attrs)
 
     result_export(state, "qa")
     main = gr.on(
@@ -124,7 +126,7 @@ def build() -> None:
         api_name="qa",
     )
     attr_inputs = [state, method, steps]
-    attr_outputs = [c for which in qa.ENDS for c in views[which]]
+    attr_outputs = [*(c for which in qa.ENDS for c in views[which]), attr_state]
     main.success(explain_both, attr_inputs, attr_outputs, api_name="qa_attribution")
     explain_btn.click(explain_both, attr_inputs, attr_outputs, api_visibility="private")
     attention.bind(state)

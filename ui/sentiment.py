@@ -6,7 +6,7 @@ import gradio as gr
 from demos import sentiment
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
 from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars
@@ -44,6 +44,7 @@ def build() -> None:
             attr_summary = gr.Markdown()
             attr_html = gr.HTML()
             attr_plot = gr.Plot(label="Attribution per token")
+            attr_state = attribution_export()
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
@@ -82,7 +83,7 @@ def build() -> None:
             progress=lambda frac, msg: progress(frac, desc=msg),
         )
         title = f"Attribution toward {attr.target}"
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title), attr
 
     main = gr.on(
         [run.click, text.submit],
@@ -92,7 +93,7 @@ def build() -> None:
         api_name="sentiment",
     )
     attr_inputs = [state, target, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot]
+    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
     main.then(explain_result, attr_inputs, attr_outputs, api_name="sentiment_attribution")
     explain_btn.click(explain_result, attr_inputs, attr_outputs, api_visibility="private")
     attention.bind(state)

@@ -7,7 +7,7 @@ import gradio as gr
 from demos import translation
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import result_export
+from ui.export import attribution_export, result_export
 from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
 from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars, probability_lines
@@ -91,6 +91,7 @@ def build() -> None:
             attr_summary = gr.Markdown()
             attr_html = gr.HTML()
             attr_plot = gr.Plot(label="Attribution per English token")
+            attr_state = attribution_export()
         with gr.Tab("Encoder attention"):
             encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
             explain(texts.HEADS)
@@ -134,7 +135,7 @@ def build() -> None:
         )
         title = f"Attribution toward {attr.target}"
         bars = attribution_bars(attr.tokens, attr.scores, title)
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars
+        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars, attr
 
     result_export(state, "translation")
     main = gr.on(
@@ -145,7 +146,7 @@ def build() -> None:
         api_name="translate",
     )
     attr_inputs = [state, target, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot]
+    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
     main.then(explain_result, attr_inputs, attr_outputs, api_name="translate_attribution")
     gr.on([explain_btn.click, target.input], explain_result, attr_inputs, attr_outputs, api_visibility="private")
     for view in (*views, embeddings):

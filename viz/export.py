@@ -76,3 +76,17 @@ def points_csv(points: np.ndarray, labels: Sequence[str], groups: Sequence[str] 
 def scores_csv(tokens: Sequence[str], scores: Sequence[float], name: str = "attribution") -> str:
     """One row per token: index, token, score."""
     return _csv(["index", "token", name], ((i, t, f"{float(s):.6g}") for i, (t, s) in enumerate(zip(tokens, scores))))
+
+
+def attributions_csv(attributions: Sequence[Any]) -> str:
+    """One row per input unit of each attribution: target, method, index, unit, score.
+    Token attributions list their tokens; pixel attributions (H, W) list 'row r col c'."""
+    rows = []
+    for attr in attributions:
+        scores = np.asarray(attr.scores, dtype=float)
+        if scores.ndim == 2:
+            units = [f"row {r} col {c}" for r in range(scores.shape[0]) for c in range(scores.shape[1])]
+        else:
+            units = list(attr.tokens)
+        rows += [(attr.target, attr.method, i, u, f"{v:.6g}") for i, (u, v) in enumerate(zip(units, scores.ravel()))]
+    return _csv(["target", "method", "index", "unit", "score"], rows)
