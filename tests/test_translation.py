@@ -97,10 +97,10 @@ def test_long_text_is_truncated_with_notice():
 
 
 def test_alignment_heatmap_range_selects_rows_only():
-    from viz.translation import alignment_heatmap
+    from viz.attention import attention_heatmap
 
     w = np.random.default_rng(0).dirichlet(np.ones(5), size=(2, 3, 5))  # (2, 3, 5, 5): T == S
-    fig = alignment_heatmap(w, list("abcde"), list("vwxyz"), 1, "average", 2, 4)
+    fig = attention_heatmap(w, list("abcde"), list("vwxyz"), 1, "average", 2, 4, self_attention=False)
     z = np.asarray(fig.data[0].z)
     assert z.shape == (2, 5)
     np.testing.assert_allclose(z, w[1, :, 2:4].mean(0))

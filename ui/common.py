@@ -16,10 +16,9 @@ import gradio as gr
 
 from demos.results import AttentionMaps, Embeddings
 from ui.export import bind_export, export_button
-from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads
+from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads, shown_part
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 from viz.export import matrix_csv, points_csv
-from viz.tokens import token_range
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,10 @@ class AttentionView:
     def figure(self, result: Any, layer: int, head: Any, start: Any, end: Any):
         maps = self.pick(result)
         layer = min(int(layer or 0), maps.n_layers - 1)
-        return attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=self.title)
+        return attention_heatmap(
+            maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=self.title,
+            self_attention=maps.kind != "cross",
+        )
 
     def updates(self, result: Any) -> list:
         """New controls and figures for a fresh result (last layer, head average)."""
@@ -186,8 +188,7 @@ class AttentionView:
             maps = self.pick(result)
             layer = min(int(layer or 0), maps.n_layers - 1)
             matrix = select_heads(maps.weights, layer, head)
-            rows = token_range(matrix.shape[0], start, end)
-            cols = rows if matrix.shape[0] == matrix.shape[1] else slice(0, matrix.shape[1])
+            rows, cols = shown_part(matrix.shape, start, end, maps.kind != "cross")
             return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
 
         bind_export(*self.export, [state, *controls], as_csv)

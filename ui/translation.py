@@ -12,7 +12,6 @@ from ui.common import AttentionView, EmbeddingView, attribution_controls, attrib
 from ui.inputs import model_picker, text_input
 from viz.bars import attribution_bars, probability_lines
 from viz.tokens import clean_token, highlight_html
-from viz.translation import alignment_heatmap
 
 TRANSLATION = (
     "A **translation model** has two halves. The *encoder* reads the whole English sentence; the "
@@ -49,15 +48,6 @@ EMBEDDINGS = (
 TARGET_LABEL, TARGET_INFO = "German token to explain", "index: token (probability)"
 
 
-class AlignmentView(AttentionView):
-    """AttentionView for cross-attention: the token range selects target rows only."""
-
-    def figure(self, result, layer, head, start, end):
-        maps = self.pick(result)
-        layer = min(int(layer or 0), maps.n_layers - 1)
-        return alignment_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, self.title)
-
-
 def _target_choices(result: translation.TranslationResult) -> list[tuple[str, int]]:
     """Dropdown choices (label, step index) of the target tokens, with their probabilities."""
     pairs = zip(result.target_tokens, result.target_probs)
@@ -81,7 +71,7 @@ def build() -> None:
     state = gr.State()
     with gr.Tabs():
         with gr.Tab("Alignment (cross-attention)"):
-            cross = AlignmentView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
+            cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
         with gr.Tab("Attributions"):
             explain(ATTRIBUTION)
             explain(texts.ATTRIBUTION)

@@ -19,6 +19,15 @@ def select_heads(weights: np.ndarray, layer: int, head: int | str) -> np.ndarray
     return layer_w[int(head)]
 
 
+def shown_part(shape: tuple[int, int], start: int | None, end: int | None, self_attention: bool) -> tuple[slice, slice]:
+    """(rows, cols) of a (q, k) attention map shown for a token range: the range picks the
+    query rows; in self-attention the keys follow it (a 512-token map stays readable), in
+    cross-attention every key (source token) stays."""
+    rows = token_range(shape[0], start, end)
+    cols = rows if self_attention and shape[0] == shape[1] else slice(0, shape[1])
+    return rows, cols
+
+
 def attention_heatmap(
     weights: np.ndarray,
     query_tokens: Sequence[str],
@@ -29,15 +38,14 @@ def attention_heatmap(
     end: int | None = None,
     title: str = "Attention",
     colorscale: str = "Blues",
+    self_attention: bool = True,
 ) -> go.Figure:
     """Heatmap of one layer's attention (rows = queries attending, columns = keys attended to).
 
-    weights: (layers, heads, q, k). start/end pick a query-token range; keys follow it when the
-    map is square (self-attention), so 512-token inputs stay readable.
+    weights: (layers, heads, q, k). start/end pick a query-token range (see `shown_part`).
     """
     matrix = select_heads(weights, layer, head)
-    rows = token_range(matrix.shape[0], start, end)
-    cols = rows if matrix.shape[0] == matrix.shape[1] else slice(0, matrix.shape[1])
+    rows, cols = shown_part(matrix.shape, start, end, self_attention)
     ylab = axis_labels(query_tokens)[rows]
     xlab = axis_labels(key_tokens)[cols]
     fig = go.Figure(
