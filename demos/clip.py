@@ -15,7 +15,7 @@ from demos.cache import memo
 from demos.explain import ProgressFn, attention_rollout, softmax_np
 from demos.imageio import load_image
 from demos.results import Attribution, Embeddings
-from demos.text_common import baseline_ids, encode, token_attribution
+from demos.text_common import encode, pad_baseline, token_attribution
 from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "clip"
@@ -277,7 +277,7 @@ def attribute_text(
         img_emb, _ = _image_features(m, _pixels(m, [load_image(image)]))
     enc, pool = _encode_text(m, text)
     tok = m.processor.tokenizer
-    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+    base = pad_baseline(enc.ids, tok)
 
     def similarity(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (_text_embedding(m, ids, mask, pool) * img_emb).sum(dim=-1).float()  # (b,)

@@ -20,7 +20,7 @@ from demos import loading
 from demos.cache import memo
 from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
 from demos.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import baseline_ids, model_max_length, token_attribution
+from demos.text_common import model_max_length, pad_baseline, token_attribution
 from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "qa"
@@ -259,7 +259,7 @@ def attribute(
     enc = encode(m, result.question, result.context)
     index = result.start_index if which == "start" else result.end_index
     tok = m.processor
-    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+    base = pad_baseline(enc.ids, tok)
     target = f"{which} of the answer at token {index} ({enc.tokens[index]})"
     return token_attribution(
         m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,

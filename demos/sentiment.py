@@ -12,7 +12,7 @@ from demos.cache import memo
 from demos.gpu import attribution_seconds, on_gpu
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
 from demos.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import Encoded, baseline_ids, encode, token_attribution, truncation_notice
+from demos.text_common import Encoded, encode, pad_baseline, token_attribution, truncation_notice
 
 TASK = "sentiment"
 EXAMPLES = [
@@ -98,7 +98,7 @@ def attribute(
         raise ValueError(f"Unknown class {target!r}; choose one of {sorted(label2id)}.")
     target_id = int(label2id[target])
     tok = m.processor
-    base = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+    base = pad_baseline(enc.ids, tok)
 
     def prob_of_target(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         logits = m.model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).logits

@@ -65,6 +65,13 @@ def baseline_ids(ids: torch.Tensor, special_ids: set[int], pad_id: int) -> torch
     return base
 
 
+def pad_baseline(ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
+    """(1, n) integrated-gradients baseline: ordinary tokens -> the tokenizer's pad token,
+    special tokens ([CLS], </s>, ...) kept."""
+    pad = tokenizer.pad_token_id
+    return baseline_ids(ids, set(tokenizer.all_special_ids) - {pad}, pad)
+
+
 def token_attribution(
     model: Any,
     score_fn: Callable[..., torch.Tensor],

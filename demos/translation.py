@@ -13,7 +13,7 @@ from demos import loading
 from demos.cache import memo
 from demos.explain import METHODS, ProgressFn, endpoint_values, stack_attentions, stack_hidden, steps_per_batch, with_progress
 from demos.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import Encoded, baseline_ids, encode, truncation_notice
+from demos.text_common import Encoded, encode, pad_baseline, truncation_notice
 from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "translation"
@@ -177,7 +177,7 @@ def attribute(
     enc = _encode(m, text)
     prefix = torch.tensor([result.generated[: step + 1]], device=enc.ids.device)  # (1, step+1)
     target_id = int(result.target_ids[step])
-    base_ids = baseline_ids(enc.ids, set(tok.all_special_ids) - {tok.pad_token_id}, tok.pad_token_id)
+    base_ids = pad_baseline(enc.ids, tok)
 
     def score(embeds: torch.Tensor) -> torch.Tensor:
         n = embeds.shape[0]
