@@ -14,7 +14,7 @@ from demos import loading
 from demos.cache import memo
 from demos.explain import ProgressFn, attention_rollout, softmax_np
 from demos.imageio import load_image
-from demos.results import Attribution, Embeddings
+from core.results import Attribution, Embeddings
 from demos.text_common import encode, pad_baseline, token_attribution
 from demos.gpu import attribution_seconds, on_gpu
 

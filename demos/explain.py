@@ -1,6 +1,6 @@
 """Explanation maths shared by all tasks: attention stacking, rollout, Captum attributions.
 
-Everything returns numpy arrays ready for `demos.results`; the viz layer never sees torch.
+Everything returns numpy arrays ready for `core.results`; the viz layer never sees torch.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from demos import loading
 from demos.cache import memo
 from demos.explain import stack_attentions, stack_hidden
 from demos.gpu import on_gpu
-from demos.results import AttentionMaps, Embeddings
+from core.results import AttentionMaps, Embeddings
 from demos.text_common import model_max_length
 
 TASK = "explorer"

@@ -13,7 +13,7 @@ import transformers
 from demos import loading
 from demos.cache import memo
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
-from demos.results import AttentionMaps, Attribution, Embeddings, TokenChoices
+from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos.text_common import baseline_ids, model_max_length, token_attribution
 from demos.gpu import attribution_seconds, on_gpu
 

@@ -17,7 +17,7 @@ from demos import loading
 from demos.cache import memo
 from demos.explain import ProgressFn, attention_rollout, endpoint_values, stack_attentions, stack_hidden, with_progress
 from demos.imageio import load_image
-from demos.results import AttentionMaps, Attribution, Embeddings
+from core.results import AttentionMaps, Attribution, Embeddings
 from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "image"

@@ -19,7 +19,7 @@ import transformers
 from demos import loading
 from demos.cache import memo
 from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
-from demos.results import AttentionMaps, Attribution, Embeddings
+from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import model_max_length, pad_baseline, token_attribution
 from demos.gpu import attribution_seconds, on_gpu
 

@@ -11,7 +11,7 @@ from demos import loading
 from demos.cache import memo
 from demos.gpu import attribution_seconds, on_gpu
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
-from demos.results import AttentionMaps, Attribution, Embeddings
+from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, encode, pad_baseline, token_attribution, truncation_notice
 
 TASK = "sentiment"

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from demos import audio, loading
 from demos.cache import memo
-from demos.results import AttentionMaps
+from core.results import AttentionMaps
 from demos.gpu import on_gpu
 
 TASK = "asr"

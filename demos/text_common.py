@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from demos.explain import ProgressFn, attribute_layer, endpoint_values, steps_per_batch
-from demos.results import Attribution
+from core.results import Attribution
 
 
 @dataclass

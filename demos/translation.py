@@ -12,7 +12,7 @@ import transformers
 from demos import loading
 from demos.cache import memo
 from demos.explain import METHODS, ProgressFn, endpoint_values, stack_attentions, stack_hidden, steps_per_batch, with_progress
-from demos.results import AttentionMaps, Attribution, Embeddings
+from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, encode, pad_baseline, truncation_notice
 from demos.gpu import attribution_seconds, on_gpu
 

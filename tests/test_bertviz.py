@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from demos import sentiment
-from demos.results import AttentionMaps
+from core.results import AttentionMaps
 from viz import bertviz_html as bv
 from viz.tokens import clean_token
 

@@ -122,7 +122,7 @@ def test_exports_are_bounded_and_safe():
 
 
 def test_attribution_csv_lists_every_token_or_pixel():
-    from demos.results import Attribution
+    from core.results import Attribution
     from viz.export import attributions_csv
 
     tokens = Attribution(["[CLS]", "good", "[SEP]"], np.array([0.0, 0.5, -0.1]), "POSITIVE", "integrated_gradients", 8)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from demos.results import AttentionMaps, Embeddings
+from core.results import AttentionMaps, Embeddings
 from ui.export import bind_export, export_button
 from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads, shown_part
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d

@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from demos.results import AttentionMaps
+from core.results import AttentionMaps
 from viz.tokens import clean_token
 
 VENDOR = Path(__file__).resolve().parent.parent / "assets" / "vendor"

