@@ -12,23 +12,14 @@ from pathlib import Path
 
 import gradio as gr
 
+from core import registry
 from demos import offline, settings
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 
-# (tab title, module in ui/ with a `build()` function). Adding a task = one module + one line.
-TABS: list[tuple[str, str]] = [
-    ("How to read these views", "ui.guide"),
-    ("Generation", "ui.generation"),
-    ("Sentiment", "ui.sentiment"),
-    ("Question answering", "ui.qa"),
-    ("Translation", "ui.translation"),
-    ("Image classification", "ui.image"),
-    ("Transcription", "ui.speech"),
-    ("Image-text matching", "ui.clip"),
-    ("Encoder explorer", "ui.explorer"),
-]
+# (tab title, module in ui/ with a `build()` function): the guide, then one tab per registered task.
+TABS: list[tuple[str, str]] = [("How to read these views", "ui.guide")] + [(t.title, t.tab) for t in registry.TASKS]
 
 CSS = """
 .xray-help {font-size: 0.92em; opacity: 0.85}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -214,6 +215,18 @@ def by_demo(demo: str) -> TaskSpec:
         if spec.demo == demo:
             return spec
     raise KeyError(f"No task has the compute module demos.{demo}")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def examples(key: str) -> list:
+    """A task's examples, with `assets/...` paths made absolute (image and audio files)."""
+
+    def resolve(value: Any) -> Any:
+        return str(ROOT / value) if isinstance(value, str) and value.startswith("assets/") else value
+
+    return [resolve(e) for e in get(key).examples]
 
 
 def transformers_class(name: str) -> Any:

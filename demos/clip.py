@@ -8,15 +8,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import ProgressFn, attention_rollout, softmax_np
 from demos.imageio import load_image
+from core import registry
 from core.results import Attribution, Embeddings
 from demos.text_common import encode, pad_baseline, token_attribution
-from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "clip"
 MAX_CANDIDATES = 64
@@ -25,7 +24,7 @@ RELEVANCE_METHODS = {
     "chefer": "Gradient-weighted attention rollout (Chefer et al. 2021)",
     "rollout": "Attention rollout (Abnar & Zuidema 2020, same for every text)",
 }
-EXAMPLE_TEXTS = "a photo of an astronaut\na photo of a cat\na cup of coffee\na rocket on a launch pad"
+EXAMPLE_TEXTS = registry.examples(TASK)[0]
 
 
 def parse_candidates(texts: str | Sequence[str] | None) -> list[str]:
@@ -56,6 +55,10 @@ class ClipResult:
     image_embeds: (I, d), text_embeds: (T, d) L2-normalised projected embeddings;
     pixels: (I, H, W, 3) uint8, each image as the model saw it (resized, centre-cropped);
     rollout: (I, gh, gw) attention rollout of the vision tower from [CLS] to every patch.
+    vision_hidden: (vision_layers+1, I, 1+gh*gw, dv) float32 hidden states of the vision tower
+    (index 0 = embeddings after pre_layrnorm; the last is before post_layernorm);
+    text_hidden: (text_layers+1, T, nt, dt) float32 hidden states of the text tower over the
+    padded texts (the last before final_layer_norm); text_ids, text_mask: (T, nt) its input.
     """
 
     texts: list[str]
@@ -70,6 +73,10 @@ class ClipResult:
     pixels: np.ndarray
     rollout: np.ndarray
     notice: str
+    vision_hidden: np.ndarray | None = None
+    text_hidden: np.ndarray | None = None
+    text_ids: np.ndarray | None = None
+    text_mask: np.ndarray | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -102,7 +109,7 @@ class PatchRelevance:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.CLIPModel, transformers.AutoProcessor, model_id)
+    return loading.load(TASK, model_id)
 
 
 def _text_limit(m: loading.Loaded) -> int:
@@ -141,16 +148,14 @@ def _notice(m: loading.Loaded, candidates: list[str]) -> str:
     return f"{len(long)} candidate(s) longer than {limit} tokens were cut to the model's limit."
 
 
-@memo(maxsize=8)
-@on_gpu(20)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
 def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: str | None) -> ClipResult:
     m = load(model_id)
     images = [load_image(s) for s in sources]
     enc = m.processor(text=list(candidates), images=images, return_tensors="pt", padding=True, truncation=True, max_length=_text_limit(m))
     enc = {k: (v.to(m.device, m.dtype) if k == "pixel_values" else v.to(m.device)) for k, v in enc.items()}
     with torch.inference_mode():
-        out = m.model(**enc, output_attentions=True)
+        out = m.model(**enc, output_attentions=True, output_hidden_states=True)
     image_embeds = out.image_embeds.float().cpu().numpy()
     text_embeds = out.text_embeds.float().cpu().numpy()
     # (layers, I, heads, n, n) -> per image rollout from [CLS] (row 0) to the patches.
@@ -170,6 +175,10 @@ def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: st
         pixels=_to_uint8(m, enc["pixel_values"]),
         rollout=rollout,
         notice=_notice(m, list(candidates)),
+        vision_hidden=torch.stack(out.vision_model_output.hidden_states).float().cpu().numpy(),
+        text_hidden=torch.stack(out.text_model_output.hidden_states).float().cpu().numpy(),
+        text_ids=enc["input_ids"].cpu().numpy(),
+        text_mask=enc["attention_mask"].cpu().numpy(),
     )
 
 
@@ -215,9 +224,7 @@ def _encode_text(m: loading.Loaded, text: str):
     return enc, _pool_index(m, enc.ids)
 
 
-@memo(maxsize=32)
-@on_gpu(30)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=30)
 def gradient_rollout(image: str, text: str, model_id: str | None = None) -> np.ndarray:
     """Chefer et al. (2021) relevance of each patch of `image` (path) for cos(image, text): (gh, gw).
 
@@ -259,9 +266,7 @@ def relevance(result: ClipResult, image_index: int, text: str, method: str = "ch
     return PatchRelevance(scores, result.pixels[i], text, method)
 
 
-@memo(maxsize=32)
-@on_gpu(attribution_seconds(steps_index=3))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute_text(
     image: str,
     text: str,

@@ -10,23 +10,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import stack_attentions, stack_hidden
-from demos.gpu import on_gpu
+from core import registry
 from core.results import AttentionMaps, Embeddings
 from demos.text_common import model_max_length
 
 TASK = "explorer"
 MAX_SENTENCES = 12
-EXAMPLES = [
-    "A man is playing a guitar.\nSomeone is strumming a guitar on stage.\nThe stock market fell sharply today.",
-    "The cat sits on the mat.\nA kitten is resting on a rug.\nI need to renew my passport before the trip.",
-    "How do I reset my password?\nI forgot my login details.\nWhat will the weather be like tomorrow?",
-    "The bank raised its interest rates.\nWe had a picnic on the river bank.",
-]
+EXAMPLES = registry.examples(TASK)
 
 
 @dataclass
@@ -64,7 +58,7 @@ class ExplorerResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModel, transformers.AutoTokenizer, model_id)
+    return loading.load(TASK, model_id)
 
 
 def split_sentences(text: str) -> list[str]:
@@ -92,9 +86,7 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     return sim
 
 
-@memo(maxsize=8)
-@on_gpu(20)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
 def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
     """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
     sentences = split_sentences(text)

@@ -8,24 +8,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos.text_common import baseline_ids, model_max_length, token_attribution
-from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "generation"
 MAX_NEW_TOKENS = 100
 TOP_SHOWN = 10  # candidates shown per step (not the sampling top-k)
 EMPTY_PROMPT = "Please enter some text to continue."
-EXAMPLES = [
-    "The quick brown fox",
-    "Once upon a time, in a small village by the sea,",
-    "The most important invention of the twentieth century was",
-]
+EXAMPLES = registry.examples(TASK)
 _sampling_lock = threading.Lock()  # seeded sampling uses the global RNG: one at a time
 
 
@@ -64,7 +59,7 @@ class GenerationResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModelForCausalLM, transformers.AutoTokenizer, model_id)
+    return loading.load(TASK, model_id)
 
 
 def pad_id(m: loading.Loaded) -> int:
@@ -107,9 +102,7 @@ def generate(
     return _generate(str(prompt), n, bool(do_sample), temperature, top_k, top_p, seed, model_id)
 
 
-@memo(maxsize=8)
-@on_gpu(30)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=30)
 def _generate(
     prompt: str, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int, model_id: str | None
 ) -> GenerationResult:
@@ -217,9 +210,7 @@ def _notice(n_original: int, n_prompt: int, max_new_tokens: int, steps: int) -> 
     return " ".join(parts)
 
 
-@memo(maxsize=32)
-@on_gpu(attribution_seconds(steps_index=3))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute(
     ids: tuple[int, ...],
     position: int,

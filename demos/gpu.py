@@ -36,14 +36,3 @@ def on_gpu(duration: int | Callable[..., int] = 30) -> Callable[[Callable], Call
         return call
 
     return decorate
-
-
-def attribution_seconds(steps_index: int, base: int = 15, per_step: float = 0.25) -> Callable[..., int]:
-    """A dynamic duration for attribution functions: `base + per_step * steps` seconds, where the
-    step count is the positional argument `steps_index` (or keyword `steps`)."""
-
-    def duration(*args: Any, **kwargs: Any) -> int:
-        steps = kwargs.get("steps", args[steps_index] if len(args) > steps_index else 32)
-        return int(base + per_step * int(steps))
-
-    return duration

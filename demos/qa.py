@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
+from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import model_max_length, pad_baseline, token_attribution
-from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "qa"
 MAX_ANSWER_TOKENS = 30
@@ -29,28 +28,7 @@ MIN_CONTEXT_TOKENS = 32  # room the question must leave for the context
 MASKED = -10000.0  # logit given to tokens that cannot be part of the answer (as the old pipeline)
 ENDS = ("start", "end")
 
-EXAMPLES = [
-    (
-        "When was the Eiffel Tower completed?",
-        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
-        "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
-        "for the 1889 World's Fair. Construction began in January 1887 and the tower was completed "
-        "in March 1889.",
-    ),
-    (
-        "What do plants release during photosynthesis?",
-        "Photosynthesis is the process by which green plants use sunlight to turn carbon dioxide "
-        "and water into glucose. Oxygen is released as a by-product. The process takes place "
-        "mainly in the chloroplasts of leaf cells, which contain the green pigment chlorophyll.",
-    ),
-    (
-        "Who was the first person to win two Nobel Prizes?",
-        "Marie Curie was a Polish and naturalised-French physicist and chemist who conducted "
-        "pioneering research on radioactivity. She was the first woman to win a Nobel Prize, the "
-        "first person to win a Nobel Prize twice, and the only person to win a Nobel Prize in two "
-        "scientific fields: physics in 1903 and chemistry in 1911.",
-    ),
-]
+EXAMPLES = registry.examples(TASK)
 
 
 @dataclass
@@ -111,7 +89,7 @@ class QAResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModelForQuestionAnswering, transformers.AutoTokenizer, model_id)
+    return loading.load(TASK, model_id)
 
 
 def _require(text: str | None, what: str) -> str:
@@ -189,9 +167,7 @@ def _groups(enc: QAEncoded, s: int, e: int) -> list[str]:
     return ["answer" if s <= i <= e else names[int(g)] for i, g in enumerate(enc.segment)]
 
 
-@memo(maxsize=8)
-@on_gpu(20)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
 def answer(question: str, context: str, model_id: str | None = None) -> QAResult:
     """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
     question, context = _require(question, "question"), _require(context, "context")
@@ -239,9 +215,7 @@ def _prob_fn(m: loading.Loaded, enc: QAEncoded, which: str, index: int):
     return prob
 
 
-@memo(maxsize=32)
-@on_gpu(attribution_seconds(steps_index=4))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute(
     question: str,
     context: str,

@@ -5,21 +5,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
-from demos.gpu import attribution_seconds, on_gpu
+from demos.runtime import task_compute
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, encode, pad_baseline, token_attribution, truncation_notice
 
 TASK = "sentiment"
-EXAMPLES = [
-    "This movie was an absolute delight: warm, funny and beautifully acted.",
-    "The plot made no sense and the dialogue was painfully dull.",
-    "Not bad at all, though the ending dragged on a little too long.",
-]
+EXAMPLES = registry.examples(TASK)
 
 
 @dataclass
@@ -48,16 +43,14 @@ class SentimentResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+    return loading.load(TASK, model_id)
 
 
 def _encode(m: loading.Loaded, text: str) -> Encoded:
     return encode(m.processor, m.model, text)
 
 
-@memo(maxsize=8)
-@on_gpu(20)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
 def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     """Classify `text` in one forward pass that also returns attentions and hidden states."""
     m = load(model_id)
@@ -77,9 +70,7 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     )
 
 
-@memo(maxsize=32)
-@on_gpu(attribution_seconds(steps_index=3))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute(
     text: str,
     target: str | None = None,

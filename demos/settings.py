@@ -9,17 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# task -> (environment variable, default hub id, other hub ids offered in the UI)
-TASK_MODELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "generation": ("XRAY_MODEL_GENERATION", "distilgpt2", ("gpt2",)),
-    "sentiment": ("XRAY_MODEL_SENTIMENT", "distilbert-base-uncased-finetuned-sst-2-english", ()),
-    "qa": ("XRAY_MODEL_QA", "distilbert-base-cased-distilled-squad", ()),
-    "translation": ("XRAY_MODEL_TRANSLATION", "Helsinki-NLP/opus-mt-en-de", ()),
-    "image": ("XRAY_MODEL_IMAGE", "google/vit-base-patch16-224", ()),
-    "asr": ("XRAY_MODEL_ASR", "openai/whisper-tiny", ("openai/whisper-base",)),
-    "clip": ("XRAY_MODEL_CLIP", "openai/clip-vit-base-patch32", ()),
-    "explorer": ("XRAY_MODEL_EXPLORER", "sentence-transformers/all-MiniLM-L6-v2", ()),
-}
+
+from core import registry
 
 
 def display_name(model_id: str) -> str:
@@ -45,17 +36,17 @@ class Settings:
     offline: bool = False
     cache_dir: Path = Path(os.environ.get("XRAY_CACHE", Path.home() / ".cache" / "transformer-xray"))
     device: str | None = None
-    max_models: int = len(TASK_MODELS)  # one per tab; lower it on small machines
+    max_models: int = len(registry.TASKS)  # one per tab; lower it on small machines
 
     def choices(self, task: str) -> list[str]:
         """Model ids the UI/API may load for `task`: the configured one first, then alternatives.
 
         This is the allow-list: nothing else can be loaded through the app.
         """
-        _, default, others = TASK_MODELS[task]
-        first = self.overrides.get(task, default)
+        spec = registry.get(task)
+        first = self.overrides.get(task, spec.default_model)
         # Offline, every hub id of a task resolves to the same local stand-in: offer just one.
-        extra = [] if task in self.overrides or self.offline else [m for m in others if m != first]
+        extra = [] if task in self.overrides or self.offline else [m for m in spec.alternatives if m != first]
         return [first, *extra]
 
     def model_for(self, task: str, requested: str | None = None) -> str:
@@ -73,19 +64,19 @@ def settings_from_env(models_dir: str | None = None, offline: bool | None = None
     overrides: dict[str, str] = {}
     if models_dir:
         root = Path(models_dir).expanduser().resolve()
-        for task in TASK_MODELS:
+        for task in registry.KEYS:
             if (root / task).is_dir():
                 overrides[task] = str(root / task)
-    for task, (env, _, _) in TASK_MODELS.items():
-        if os.environ.get(env):
-            overrides[task] = os.environ[env]
+    for spec in registry.TASKS:
+        if os.environ.get(spec.env):
+            overrides[spec.key] = os.environ[spec.env]
     if offline is None:
         offline = _env_flag("HF_HUB_OFFLINE") or _env_flag("XRAY_OFFLINE")
     return Settings(
         overrides=overrides,
         offline=offline,
         device=os.environ.get("XRAY_DEVICE") or None,
-        max_models=max(1, int(os.environ.get("XRAY_MAX_MODELS", str(len(TASK_MODELS))))),
+        max_models=max(1, int(os.environ.get("XRAY_MAX_MODELS", str(len(registry.TASKS))))),
     )
 
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from transformers.modeling_outputs import BaseModelOutput
 
 from demos import audio, loading
-from demos.cache import memo
+from demos.runtime import task_compute
+from core import registry
 from core.results import AttentionMaps
-from demos.gpu import on_gpu
+from demos.explain import stack_hidden
 
 TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
-EXAMPLES = [str(ASSETS / name) for name in ("quick_brown_fox.wav", "attention.wav", "whisper.wav")]
+EXAMPLES = registry.examples(TASK)
 NUM_BEAMS = 5  # what transformers' ASR pipeline uses for Whisper (after OpenAI's implementation)
 ENCODER_BINS = 100  # encoder self-attention is averaged into at most this many time bins per axis
 
@@ -53,6 +53,10 @@ class SpeechResult:
     alignment: (T, F) the matrix DTW runs on (alignment heads, normalised, median filtered, mean);
     path: (steps, 2) DTW path of (token, frame) pairs, monotone in both.
     encoder: (layers, heads, B, B) encoder self-attention averaged into B <= ENCODER_BINS time bins.
+    encoder_hidden: (enc_layers+1, P, d) float32 encoder hidden states over all P positions of the
+    window (index 0 = embeddings, last = encoder output after its final layer norm);
+    decoder_hidden: (dec_layers+1, len(prompt) + T - 1, d) float32 decoder hidden states over the
+    decoder inputs (prompt + tokens[:-1]); the last one already carries the decoder's final layer norm.
     """
 
     text: str
@@ -72,6 +76,9 @@ class SpeechResult:
     path: np.ndarray
     words: list[WordSpan]
     encoder: AttentionMaps
+    input_features: np.ndarray | None = None  # (1, mel_bins, frames) float32: the model's whole input window
+    encoder_hidden: np.ndarray | None = None
+    decoder_hidden: np.ndarray | None = None
 
     def word_rows(self) -> list[list]:
         """Rows for a table: word, start s, end s, mean token probability."""
@@ -79,7 +86,7 @@ class SpeechResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.WhisperForConditionalGeneration, transformers.AutoProcessor, model_id)
+    return loading.load(TASK, model_id)
 
 
 def window_seconds(m: loading.Loaded) -> float:
@@ -101,9 +108,7 @@ def transcribe(audio_value, model_id: str | None = None) -> SpeechResult:
     return replace(analyse(clip, model_id), notice=notice)  # the memoised result is never mutated
 
 
-@memo(maxsize=4)
-@on_gpu(60)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=4, gpu_seconds=60)
 def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     """Transcribe `clip` (at most one window long) and compute every view from one forward pass."""
     m = load(model_id)
@@ -112,11 +117,11 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     features = feats["input_features"].to(m.device, m.dtype)  # (1, mel_bins, mel_frames)
     mask = feats["attention_mask"].to(m.device)
     with torch.inference_mode():
-        enc = m.model.get_encoder()(features, output_attentions=True)  # encoder once, for all three uses
+        enc = m.model.get_encoder()(features, output_attentions=True, output_hidden_states=True)  # encoder once, for all three uses
         hidden = BaseModelOutput(last_hidden_state=enc.last_hidden_state)
         gen = m.model.generate(encoder_outputs=hidden, attention_mask=mask, num_beams=NUM_BEAMS, return_dict_in_generate=True)
         sequence = gen.sequences[:1]  # (1, prompt + T)
-        out = m.model(encoder_outputs=hidden, decoder_input_ids=sequence[:, :-1], output_attentions=True)
+        out = m.model(encoder_outputs=hidden, decoder_input_ids=sequence[:, :-1], output_attentions=True, output_hidden_states=True)
     ids = sequence[0].tolist()
     n_prompt = prompt_length(ids, m.model.generation_config)
     out_ids = ids[n_prompt:]
@@ -151,6 +156,9 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
         path=path,
         words=word_spans(tokens, out_ids, set(tok.all_special_ids), token_probs, path, step, tok, clip.seconds),
         encoder=encoder_summary(enc.attentions, n_frames, step),
+        input_features=features.float().cpu().numpy(),
+        encoder_hidden=stack_hidden(enc.hidden_states),
+        decoder_hidden=stack_hidden(out.decoder_hidden_states),
     )
 
 

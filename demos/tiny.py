@@ -20,9 +20,11 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from core import registry
 from demos import tiny_corpus
 
-TASKS: tuple[str, ...] = ("generation", "sentiment", "qa", "translation", "image", "asr", "clip")
+# One tiny build per distinct `TaskSpec.tiny_key` of the registry (the explorer borrows DistilBERT).
+TASKS: tuple[str, ...] = tuple(dict.fromkeys(spec.tiny_key for spec in registry.TASKS))
 
 MARKER_NAME = ".xray-tiny-complete"
 """File written last into a folder built by :func:`ensure_tiny_models`."""

@@ -7,23 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import transformers
 
 from demos import loading
-from demos.cache import memo
+from demos.runtime import task_compute
 from demos.explain import METHODS, ProgressFn, endpoint_values, stack_attentions, stack_hidden, steps_per_batch, with_progress
+from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, encode, pad_baseline, truncation_notice
-from demos.gpu import attribution_seconds, on_gpu
 
 TASK = "translation"
 SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
-EXAMPLES = [
-    "The house is small, but the garden is beautiful.",
-    "I would like a cup of coffee, please.",
-    "The students read the book before the lesson.",
-    "Tomorrow it will rain in Berlin.",
-]
+EXAMPLES = registry.examples(TASK)
 
 
 @dataclass
@@ -55,7 +49,7 @@ class TranslationResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, transformers.AutoModelForSeq2SeqLM, transformers.AutoTokenizer, model_id)
+    return loading.load(TASK, model_id)
 
 
 def _encode(m: loading.Loaded, text: str) -> Encoded:
@@ -77,9 +71,7 @@ def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: li
     return Embeddings(vectors, labels, groups)
 
 
-@memo(maxsize=8)
-@on_gpu(30)
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=8, gpu_seconds=30)
 def analyse(text: str, model_id: str | None = None) -> TranslationResult:
     """Translate `text`, then run one teacher-forced pass for attentions, hidden states and step probabilities."""
     m = load(model_id)
@@ -149,9 +141,7 @@ def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str
     return attrs.sum(dim=-1)[0].detach().float().cpu().numpy(), delta_value
 
 
-@memo(maxsize=32)
-@on_gpu(attribution_seconds(steps_index=3))
-@loading.one_at_a_time(TASK)
+@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute(
     text: str,
     step: int = 0,

@@ -35,14 +35,14 @@ def test_loader_caches_and_evicts_least_recently_used(tiny_models):
     settings.configure(settings.Settings(overrides=dict(old.overrides), offline=True, max_models=2))
     loading.clear()
     try:
-        a = loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer)
-        assert loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer) is a
+        a = loading.load("sentiment")
+        assert loading.load("sentiment") is a
         assert a.model.config._attn_implementation == "eager" and not a.model.training
         assert not a.pretrained and "RANDOM" in a.describe()
         assert str(tiny_models["sentiment"]) not in a.describe()  # server paths are never shown
         assert f"local folder {tiny_models['sentiment'].name}" in a.describe()
-        loading.load("qa", transformers.AutoModelForQuestionAnswering, transformers.AutoTokenizer)
-        loading.load("generation", transformers.AutoModelForCausalLM, transformers.AutoTokenizer)
+        loading.load("qa")
+        loading.load("generation")
         assert [t for t, _ in loading.resident()] == ["qa", "generation"]
     finally:
         settings.configure(old)

@@ -28,7 +28,7 @@ def _front_matter() -> dict:
 def test_space_front_matter_matches_the_app():
     import gradio
 
-    from demos.settings import TASK_MODELS
+    from core.registry import TASKS
 
     meta = _front_matter()
     assert meta["sdk"] == "gradio"
@@ -36,7 +36,7 @@ def test_space_front_matter_matches_the_app():
     assert (ROOT / meta["app_file"]).is_file()
     assert meta["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     listed = {m.split("/")[-1] for m in meta["models"]}
-    for _, default, others in TASK_MODELS.values():
+    for default, others in ((t.default_model, t.alternatives) for t in TASKS):
         for model in (default, *others):
             assert model.split("/")[-1] in listed, f"{model} missing from the README's models list"
     assert meta["suggested_hardware"]
@@ -63,10 +63,13 @@ def test_zero_gpu_wrapping(monkeypatch):
     assert gpu.on_gpu(10)(work) is work  # off-Space: unchanged
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    wrapped = gpu.on_gpu(gpu.attribution_seconds(steps_index=3, base=15, per_step=0.25))(work)
+    from demos.runtime import gpu_duration
+
+    wrapped = gpu.on_gpu(gpu_duration(work, 15, 0.25))(work)
     assert wrapped is not work and wrapped.__name__ == "work"
     assert wrapped("a", None, "ig", 64, progress=print) == "a:64:None"  # progress cannot cross to the GPU worker
     assert calls[-1][0] == 15 + 16
+    assert wrapped("a", steps=8) == "a:8:None" and calls[-1][0] == 15 + 2  # steps found by name, not position
     assert gpu.on_gpu(20)(work)("b") == "b:32:None" and calls[-1][0] == 20
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from demos import cache, loading, offline, settings, whisper_ct2
-from demos.settings import TASK_MODELS
+from core.registry import BY_KEY as TASK_SPECS
 
 MODULES = {"generation": "demos.generation", "sentiment": "demos.sentiment", "qa": "demos.qa",
            "translation": "demos.translation", "image": "demos.image", "asr": "demos.speech",
@@ -80,11 +80,11 @@ def test_prepare_offline_gives_every_task_a_local_model(fresh, cache_dir, monkey
 
     assert is_offline_mode()
     assert "unreachable" in messages[0]
-    assert set(plan) == set(TASK_MODELS) == set(loading._local_fallbacks)
+    assert set(plan) == set(TASK_SPECS) == set(loading._local_fallbacks)
     pretrained = {"asr": whisper_ct2.package_model_dir() is not None, "explorer": offline.minilm_dir() is not None}
     for task, module in MODULES.items():
         m = importlib.import_module(module).load()
-        assert m.model_id == TASK_MODELS[task][1]  # the hub id stays what the user sees...
+        assert m.model_id == TASK_SPECS[task].default_model  # the hub id stays what the user sees...
         assert Path(m.source).is_dir() and m.source in plan[task]  # ...and a local folder runs
         assert m.pretrained == pretrained.get(task, False), task
         assert ("pretrained weights" if m.pretrained else "RANDOM weights") in m.describe()
@@ -110,7 +110,7 @@ def test_online_plan_keeps_hub_ids(fresh, cache_dir, monkeypatch):
     s = settings.Settings(offline=False, cache_dir=cache_dir)
     plan = offline.prepare(s, progress=None)
     assert not s.offline and not loading._local_fallbacks
-    assert plan == {task: default for task, (_, default, _) in TASK_MODELS.items()}
+    assert plan == {task: spec.default_model for task, spec in TASK_SPECS.items()}
 
 
 # --------------------------------------------------------------------------- Whisper converter

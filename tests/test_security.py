@@ -202,7 +202,7 @@ def test_loader_refuses_ids_off_the_list_before_touching_disk(tiny_models):
     before = loading.resident()
     for bad in [*BAD_MODELS, str(tiny_models["qa"])]:  # a real model folder, but another task's
         with pytest.raises(PermissionError):
-            loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, bad)
+            loading.load("sentiment", bad)
     assert loading.resident() == before
 
 
@@ -405,7 +405,7 @@ def test_pickle_weights_are_refused(tiny_models, tmp_path, sentiment_from):
     model_id = sentiment_from(folder)
     before = loading.resident()
     with pytest.raises(Exception) as excinfo:
-        loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+        loading.load("sentiment", model_id)
     assert any("safetensors" in str(e) for e in _chain(excinfo.value)), _chain(excinfo.value)
     assert loading.resident() == before
     # the folder itself is a valid model: only the refusal of pickles stops it
@@ -442,7 +442,7 @@ def test_remote_code_is_never_run(tiny_models, tmp_path, sentiment_from):
     model_id = sentiment_from(folder)
     before = loading.resident()
     with pytest.raises(Exception) as excinfo:
-        loading.load("sentiment", transformers.AutoModelForSequenceClassification, transformers.AutoTokenizer, model_id)
+        loading.load("sentiment", model_id)
     assert any(re.search(r"(?i)trust_remote_code|custom code", str(e)) for e in _chain(excinfo.value))
     assert not marker.exists(), "the folder's Python code was executed"
     assert loading.resident() == before

@@ -1,0 +1,44 @@
+"""Runtime policy of a compute function in one decorator: memo (results shared by every user
+with the same input), a ZeroGPU slice on Spaces, and the per-task lock.
+
+    @task_compute(TASK, memo_size=8, gpu_seconds=20)
+    def analyse(text, model_id=None): ...
+
+    @task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+    def attribute(text, target=None, method=..., steps=32, model_id=None, progress=None): ...
+
+The GPU duration reads `steps` by name from the call (bound to the function's signature with its
+defaults), so no caller counts argument positions.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+from demos.cache import memo
+from demos.gpu import on_gpu
+from demos.loading import one_at_a_time
+
+
+def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[..., int]:
+    """`base` seconds, plus `per_step` for each integration step the call asks for."""
+    if not per_step:
+        return base
+    signature = inspect.signature(fn)
+
+    def duration(*args: Any, **kwargs: Any) -> int:
+        bound = signature.bind_partial(*args, **kwargs)
+        bound.apply_defaults()
+        return int(base + per_step * int(bound.arguments.get("steps") or 32))
+
+    return duration
+
+
+def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0):
+    """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock."""
+
+    def decorate(fn: Callable) -> Callable:
+        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(fn))
+        return memo(memo_size)(wrapped) if memo_size else wrapped
+
+    return decorate
