@@ -74,8 +74,8 @@ def missing_files(folder: str | os.PathLike, task: str | None = None) -> list[st
 
     Always: ``config.json`` and safetensors weights (``model.safetensors``, or
     ``model.safetensors.index.json`` with every shard it names). Then the task's processor files
-    (tokenizer files for AutoTokenizer, ``preprocessor_config.json`` for image processors, both
-    for AutoProcessor); without a task, either kind will do.
+    (tokenizer files for AutoTokenizer, ``preprocessor_config.json`` or transformers 5's
+    ``processor_config.json`` for image processors, both for AutoProcessor); without a task, either kind will do.
     """
     root = Path(folder)
     missing = [] if (root / "config.json").is_file() else ["config.json"]
@@ -100,7 +100,7 @@ def missing_files(folder: str | os.PathLike, task: str | None = None) -> list[st
     if "tokenizer" in needs and not has_tokenizer:
         missing.append("tokenizer files (" + " / ".join(TOKENIZER_FILES[:4]) + ")")
     if "processor" in needs and not has_processor:
-        missing.append("preprocessor_config.json")
+        missing.append(" or ".join(PROCESSOR_FILES))
     return missing
 
 
