@@ -274,6 +274,7 @@ def attribute_text(
     steps: int = 32,
     model_id: str | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Per-token attribution of cos(image, text) to the tokens of `text` (Captum, at the text
     tower's token-embedding layer; baseline: every word token replaced by the padding token)."""
@@ -288,5 +289,5 @@ def attribute_text(
         return (_text_embedding(m, ids, mask, pool) * img_emb).sum(dim=-1).float()  # (b,)
 
     return token_attribution(
-        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), method, steps, progress=progress
+        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
     )

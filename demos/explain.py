@@ -4,7 +4,9 @@ Everything returns numpy arrays ready for `core.results`; the viz layer never se
 """
 from __future__ import annotations
 
+import inspect
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -12,10 +14,42 @@ import torch
 
 ProgressFn = Callable[[float, str], None]
 
-METHODS = {
-    "integrated_gradients": "Integrated gradients",
-    "gradient_x_input": "Gradient × input",
+
+@dataclass(frozen=True)
+class Method:
+    """An attribution method: Captum's own classes for attributing to a layer's output and to an
+    input tensor. Whether it integrates over steps or has a convergence delta is asked of the
+    Captum class itself (`has_convergence_delta()`, the `n_steps` parameter), never of the name."""
+
+    label: str
+    layer_class: str
+    input_class: str
+
+    def captum(self, forward_fn: Callable, layer: torch.nn.Module | None = None):
+        import captum.attr
+
+        if layer is None:
+            return getattr(captum.attr, self.input_class)(forward_fn)
+        return getattr(captum.attr, self.layer_class)(forward_fn, layer)
+
+    @property
+    def integrates(self) -> bool:
+        import captum.attr
+
+        return "n_steps" in inspect.signature(getattr(captum.attr, self.input_class).attribute).parameters
+
+
+# The attribution methods offered everywhere: adding one = adding a row.
+METHODS: dict[str, Method] = {
+    "integrated_gradients": Method("Integrated gradients", "LayerIntegratedGradients", "IntegratedGradients"),
+    "gradient_x_input": Method("Gradient × input", "LayerGradientXActivation", "InputXGradient"),
 }
+
+
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"Unknown attribution method {name!r}; choose one of {sorted(METHODS)}.")
+    return METHODS[name]
 
 
 def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:
@@ -46,19 +80,6 @@ def attention_rollout(weights: np.ndarray, residual: float = 0.5) -> np.ndarray:
     return result.astype(np.float32)
 
 
-def with_progress(forward_fn: Callable[..., torch.Tensor], total: int, progress: ProgressFn | None):
-    """Wrap `forward_fn` so each batch Captum runs advances `progress` (fraction, message)."""
-    calls = {"n": 0}
-
-    def wrapped(*args: Any) -> torch.Tensor:
-        calls["n"] += 1
-        if progress is not None:
-            progress(min(calls["n"] / total, 1.0), f"attribution batch {min(calls['n'], total)}/{total}")
-        return forward_fn(*args)
-
-    return wrapped
-
-
 TOKENS_PER_BATCH = 4096  # tokens in one Captum forward/backward batch (bounds memory on long inputs)
 
 
@@ -79,6 +100,84 @@ def endpoint_values(score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base
     return float(values[0]), float(values[1])
 
 
+@dataclass
+class Attributed:
+    """What one attribution run gives: attrs shaped like the attributed tensor (1, ...), the
+    convergence delta (methods that have one), the steps used, f(input) and f(baseline)."""
+
+    attrs: torch.Tensor
+    delta: float | None
+    steps: int
+    output_value: float
+    baseline_value: float
+
+
+STEP_LADDER = (8, 16, 32, 64, 128, 256)  # adaptive integration: rounds until |delta| is small enough
+
+
+def run_attribution(
+    score_fn: Callable[..., torch.Tensor],
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    method_name: str = "integrated_gradients",
+    steps: int = 32,
+    layer: torch.nn.Module | None = None,
+    extra: tuple = (),
+    batch: int | None = None,
+    tolerance: float | None = None,
+    progress: ProgressFn | None = None,
+    units: int | None = None,
+    smoothgrad: dict | None = None,
+) -> Attributed:
+    """The one attribution path of the app: attribute `score_fn(inputs, *extra) -> (batch,)` to
+    `inputs` (1, ...) or, with `layer`, to that layer's output (e.g. the token embeddings).
+
+    Integrating methods run `steps` steps in batches of `batch` (default: a token budget from
+    `units`, the sequence length) with Captum's convergence delta. With `tolerance`, `steps` is a
+    ceiling: the steps climb STEP_LADDER (8, 16, 32, ...) and stop at the first count whose
+    |delta| <= tolerance (the steps used are returned). f(input) and f(baseline) come from one
+    batched pass so completeness (sum of attributions = f(x) - f(baseline) - delta) can be shown.
+    `smoothgrad` (nt_samples, stdevs, ...) averages over noisy copies with Captum's NoiseTunnel.
+    """
+    chosen = method(method_name)
+    ladder = [s for s in STEP_LADDER if s < steps] + [int(steps)] if tolerance else [int(steps)]
+    if not chosen.integrates:
+        ladder = [1]
+    n_units = units or (inputs.shape[1] if inputs.dim() > 1 else 1)
+    rounds = [math.ceil(s / (batch or steps_per_batch(n_units, s))) + 2 for s in ladder] if chosen.integrates else [1]
+    done = {"batches": 0}
+
+    def tracked(*args: Any) -> torch.Tensor:
+        done["batches"] += 1
+        if progress is not None:
+            total = sum(rounds) * (smoothgrad or {}).get("nt_samples", 1)
+            progress(min(done["batches"] / total, 1.0), f"attribution batch {done['batches']}")
+        return score_fn(*args)
+
+    algo = chosen.captum(tracked, layer)
+    for n_steps in ladder:
+        if chosen.integrates:
+            kwargs = dict(baselines=baselines, n_steps=n_steps, internal_batch_size=batch or steps_per_batch(n_units, n_steps))
+        else:
+            kwargs = {}
+        if algo.has_convergence_delta():
+            kwargs["return_convergence_delta"] = True
+        source = inputs if layer is not None or not inputs.is_floating_point() else inputs.clone().requires_grad_(True)
+        runner = algo
+        if smoothgrad:
+            from captum.attr import NoiseTunnel
+
+            runner = NoiseTunnel(algo)
+            kwargs.update(nt_type="smoothgrad", nt_samples_batch_size=1, **smoothgrad)
+        out = runner.attribute(source, additional_forward_args=extra or None, **kwargs)
+        attrs, delta = out if algo.has_convergence_delta() else (out, None)
+        delta_value = None if delta is None else float(delta.abs().max())
+        if delta_value is None or tolerance is None or delta_value <= tolerance:
+            break
+    f_in, f_base = endpoint_values(score_fn, inputs, baselines, extra)
+    return Attributed(attrs.detach(), delta_value, n_steps, f_in, f_base)
+
+
 def attribute_layer(
     forward_fn: Callable[..., torch.Tensor],
     layer: torch.nn.Module,
@@ -90,34 +189,11 @@ def attribute_layer(
     internal_batch_size: int = 16,
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, float | None]:
-    """Attribute the scalar `forward_fn(inputs, *additional_forward_args)` (shape (1,)) to the
-    output of `layer` (e.g. the embedding layer), summed over the hidden dimension.
-
-    inputs / baselines: (1, n) token ids. Returns scores (n,) and, for integrated gradients,
-    the convergence delta: sum(scores) - (f(inputs) - f(baselines)).
-    """
-    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
-
-    if method == "integrated_gradients":
-        batches = math.ceil(steps / internal_batch_size) + 2  # + f(x), f(baseline) for the delta
-        algo = LayerIntegratedGradients(with_progress(forward_fn, batches, progress), layer)
-        attrs, delta = algo.attribute(
-            inputs,
-            baselines=baselines,
-            additional_forward_args=additional_forward_args,
-            n_steps=steps,
-            internal_batch_size=internal_batch_size,
-            return_convergence_delta=True,
-        )
-        delta_value: float | None = float(delta.abs().max())
-    elif method == "gradient_x_input":
-        algo = LayerGradientXActivation(with_progress(forward_fn, 1, progress), layer)
-        attrs = algo.attribute(inputs, additional_forward_args=additional_forward_args)
-        delta_value = None
-    else:
-        raise ValueError(f"Unknown attribution method {method!r}; choose one of {sorted(METHODS)}.")
-    scores = attrs.sum(dim=-1)[0].detach().float().cpu().numpy()
-    return scores, delta_value
+    """Per-token scores (n,) of `forward_fn` attributed to `layer`'s output (summed over the
+    hidden size) and the convergence delta: `run_attribution` for token inputs (1, n)."""
+    got = run_attribution(forward_fn, inputs, baselines, method, steps, layer=layer, extra=additional_forward_args,
+                          batch=internal_batch_size, progress=progress)
+    return got.attrs.sum(dim=-1)[0].float().cpu().numpy(), got.delta
 
 
 def softmax_np(logits: np.ndarray, axis: int = -1) -> np.ndarray:

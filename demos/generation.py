@@ -218,6 +218,7 @@ def attribute(
     steps: int = 32,
     model_id: str | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Attribute P(ids[position] | ids[:position]) to each of the `position` tokens before it.
 
@@ -238,4 +239,4 @@ def attribute(
 
     target = f"“{m.processor.decode([target_id])}” at position {position}"
     tokens = m.processor.convert_ids_to_tokens(list(ids[:position]))
-    return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress)
+    return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress, tolerance=tolerance)

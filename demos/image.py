@@ -3,7 +3,6 @@ patch embeddings, and Captum pixel attributions (integrated gradients, optional 
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from PIL import Image
 
 from demos import loading
 from demos.runtime import task_compute
-from demos.explain import ProgressFn, attention_rollout, endpoint_values, stack_attentions, stack_hidden, with_progress
+from demos.explain import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
 from demos.imageio import load_image
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
@@ -229,8 +228,6 @@ def attribute(
 
 @task_compute(TASK, memo_size=16, gpu_seconds=15, gpu_seconds_per_step=0.5)
 def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_size, progress=None):
-    from captum.attr import IntegratedGradients, NoiseTunnel
-
     if steps < 1 or internal_batch_size < 1:
         raise ValueError("Steps and batch size must be at least 1.")
     m = load(inp.key[1])
@@ -244,21 +241,14 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
     def prob_of_target(pv: torch.Tensor) -> torch.Tensor:
         return torch.softmax(m.model(pixel_values=pv).logits.float(), dim=-1)[:, target_id]
 
-    # Captum runs ceil(steps / batch) gradient batches + f(x), f(baseline) per (noisy) input.
-    batches = max(1, smoothgrad_samples) * (math.ceil(steps / internal_batch_size) + 2)
-    algo = IntegratedGradients(with_progress(prob_of_target, batches, progress))
-    kwargs = dict(baselines=base, n_steps=steps, internal_batch_size=internal_batch_size, return_convergence_delta=True)
-    if smoothgrad_samples > 0:
-        stdev = 0.15 * float(pixel_values.max() - pixel_values.min())  # SmoothGrad's 10-20 % of the range
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            attrs, delta = NoiseTunnel(algo).attribute(
-                pixel_values, nt_type="smoothgrad", nt_samples=smoothgrad_samples, nt_samples_batch_size=1,
-                stdevs=stdev, **kwargs,
-            )
-    else:
-        attrs, delta = algo.attribute(pixel_values, **kwargs)
-    f_x, f_b = endpoint_values(prob_of_target, pixel_values, base)
+    noise = None
+    if smoothgrad_samples > 0:  # SmoothGrad's noise: 10-20 % of the input range
+        noise = dict(nt_samples=smoothgrad_samples, stdevs=0.15 * float(pixel_values.max() - pixel_values.min()))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        got = run_attribution(prob_of_target, pixel_values, base, "integrated_gradients", steps,
+                              batch=internal_batch_size, smoothgrad=noise, progress=progress)
+    attrs, f_x, f_b = got.attrs, got.output_value, got.baseline_value
     plain = smoothgrad_samples == 0
     return Attribution(
         tokens=[],
@@ -266,7 +256,7 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
         target=target,
         method="integrated_gradients" if plain else f"Integrated gradients + SmoothGrad ({smoothgrad_samples} samples)",
         steps=steps,
-        delta=float(delta.abs().max()),
+        delta=got.delta,
         output_value=f_x if plain else None,
         baseline_value=f_b if plain else None,
     )

@@ -224,6 +224,7 @@ def attribute(
     steps: int = 32,
     model_id: str | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Per-token attribution of P(start = s) or P(end = e) for the answer span (s, e) of `answer()`."""
     if which not in ENDS:
@@ -237,5 +238,5 @@ def attribute(
     target = f"{which} of the answer at token {index} ({enc.tokens[index]})"
     return token_attribution(
         m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,
-        (enc.mask, *enc.extra.values()), method, steps, progress=progress,
+        (enc.mask, *enc.extra.values()), method, steps, progress=progress, tolerance=tolerance,
     )

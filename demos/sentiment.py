@@ -78,6 +78,7 @@ def attribute(
     steps: int = 32,
     model_id: str | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Per-token attribution of P(target | text); target defaults to the predicted class."""
     m = load(model_id)
@@ -96,5 +97,5 @@ def attribute(
         return torch.softmax(logits.float(), dim=-1)[:, target_id]
 
     return token_attribution(
-        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), method, steps, progress=progress
+        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
     )

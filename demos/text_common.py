@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from demos.explain import ProgressFn, attribute_layer, endpoint_values, steps_per_batch
+from demos.explain import Attributed, ProgressFn, run_attribution
 from core.results import Attribution
 
 
@@ -84,33 +84,32 @@ def token_attribution(
     steps: int = 32,
     internal_batch_size: int | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Attribute `score_fn(ids, *extra_args) -> (batch,)` to each token of `ids` (1, n).
 
     Attributions are taken at the model's input-embedding layer and summed over its hidden size;
-    f(input) and f(baseline) are measured separately so completeness can be checked.
+    f(input) and f(baseline) come with them so completeness can be checked. With `tolerance`,
+    integration stops at the first step count whose |delta| is at most that (see run_attribution).
     """
-    scores, delta = attribute_layer(
-        score_fn,
-        model.get_input_embeddings(),
-        ids,
-        base,
-        additional_forward_args=extra_args,
-        method=method,
-        steps=int(steps),
-        internal_batch_size=internal_batch_size or steps_per_batch(ids.shape[1], steps),
-        progress=progress,
+    got = run_attribution(
+        score_fn, ids, base, method, int(steps), layer=model.get_input_embeddings(), extra=extra_args,
+        batch=internal_batch_size, tolerance=tolerance, progress=progress,
     )
-    f_in, f_base = endpoint_values(score_fn, ids, base, extra_args)
+    return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, method)
+
+
+def as_attribution(got: Attributed, scores: torch.Tensor, tokens: list[str], target: str, method: str) -> Attribution:
+    """The plain result of one `run_attribution`, with `scores` already reduced to tokens/pixels."""
     return Attribution(
         tokens=tokens,
-        scores=np.asarray(scores, dtype=np.float32),
+        scores=np.asarray(scores.float().cpu().numpy(), dtype=np.float32),
         target=target,
         method=method,
-        steps=int(steps),
-        delta=delta,
-        output_value=f_in,
-        baseline_value=f_base,
+        steps=got.steps,
+        delta=got.delta,
+        output_value=got.output_value,
+        baseline_value=got.baseline_value,
     )
 
 

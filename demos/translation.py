@@ -10,10 +10,10 @@ import torch
 
 from demos import loading
 from demos.runtime import task_compute
-from demos.explain import METHODS, ProgressFn, endpoint_values, stack_attentions, stack_hidden, steps_per_batch, with_progress
+from demos.explain import ProgressFn, run_attribution, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import Encoded, encode, pad_baseline, truncation_notice
+from demos.text_common import as_attribution, Encoded, encode, pad_baseline, truncation_notice
 
 TASK = "translation"
 SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
@@ -124,23 +124,6 @@ def _source_embeds(model, ids: torch.Tensor) -> torch.Tensor:
     return encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)
 
 
-def _attribute_embeds(score_fn, x: torch.Tensor, base: torch.Tensor, method: str, steps: int, batch: int, progress):
-    """Captum on the (1, S, d) embeddings -> per-token scores (S,) and the IG convergence delta."""
-    from captum.attr import InputXGradient, IntegratedGradients
-
-    if method == "integrated_gradients":
-        total = -(-steps // batch) + 2
-        algo = IntegratedGradients(with_progress(score_fn, total, progress))
-        attrs, delta = algo.attribute(
-            x, baselines=base, n_steps=steps, internal_batch_size=batch, return_convergence_delta=True
-        )
-        delta_value: float | None = float(delta.abs().max())
-    else:
-        attrs = InputXGradient(with_progress(score_fn, 1, progress)).attribute(x.clone().requires_grad_(True))
-        delta_value = None
-    return attrs.sum(dim=-1)[0].detach().float().cpu().numpy(), delta_value
-
-
 @task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
 def attribute(
     text: str,
@@ -149,14 +132,13 @@ def attribute(
     steps: int = 32,
     model_id: str | None = None,
     progress: ProgressFn | None = None,
+    tolerance: float | None = None,
 ) -> Attribution:
     """Attribution of P(target token `step` | source, target prefix) to each source token.
 
     Integrated gradients from a baseline where every ordinary source token is <pad> (</s> kept);
     scores (S,) sum to f(input) - f(baseline) up to the convergence delta.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown attribution method {method!r}; choose one of {sorted(METHODS)}.")
     result = analyse(text, model_id)
     n_steps = len(result.target_tokens)
     if not 0 <= int(step) < n_steps:
@@ -178,16 +160,7 @@ def attribute(
 
     with torch.no_grad():
         x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
-    batch = steps_per_batch(x.shape[1] + prefix.shape[1], int(steps))
-    scores, delta = _attribute_embeds(score, x, base, method, int(steps), batch, progress)
-    f_in, f_base = endpoint_values(score, x, base)
-    return Attribution(
-        tokens=enc.tokens,
-        scores=np.asarray(scores, dtype=np.float32),
-        target=f"{result.target_tokens[step]} (target token {step})",
-        method=method,
-        steps=int(steps),
-        delta=delta,
-        output_value=f_in,
-        baseline_value=f_base,
-    )
+    got = run_attribution(score, x, base, method, int(steps), units=x.shape[1] + prefix.shape[1],
+                          tolerance=tolerance, progress=progress)
+    target = f"{result.target_tokens[step]} (target token {step})"
+    return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, method)

@@ -1,0 +1,88 @@
+"""The explanation protocol: one table of Captum-backed methods, one attribution path for every
+task (table-driven: a task with an attribution function and every method = one test), and the
+adaptive stopping rule of integrated gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core import registry
+from demos import explain
+
+TEXT = "A warm, funny and beautifully acted film."
+
+
+def _attribute(spec: registry.TaskSpec, method: str, steps: int, **kwargs):
+    """Call a task's attribution function on its first example (one row per task)."""
+    module = spec.compute()
+    fn = getattr(module, spec.attribute)
+    example = registry.examples(spec.key)[0] if spec.examples else None
+    if spec.key == "sentiment":
+        return fn(TEXT, None, method, steps, **kwargs)
+    if spec.key == "qa":
+        question, context = example
+        return fn(question, context, "start", method, steps, **kwargs)
+    if spec.key == "generation":
+        result = module.generate(example, 3)
+        return fn(result.ids, result.n_prompt, method, steps, **kwargs)
+    if spec.key == "translation":
+        return fn(example, 0, method, steps, **kwargs)
+    if spec.key == "clip":
+        return fn(registry.examples("image")[0], "a photo of a cat", method, steps, **kwargs)
+    if spec.key == "image":
+        return fn(example, None, "black", steps, **kwargs)
+    raise AssertionError(f"task {spec.key} has an attribution function but no row in this test")
+
+
+WITH_ATTRIBUTION = [t for t in registry.TASKS if t.attribute]
+
+
+def test_every_task_is_either_attributed_or_says_why_not():
+    without = {t.key for t in registry.TASKS if not t.attribute}
+    assert without == {"asr", "explorer"}, "a new task without attribution must be listed here with its reason"
+    # asr: transcription explanations are cross-attention alignments and the lens; explorer: no output to explain.
+
+
+@pytest.mark.parametrize("name", sorted(explain.METHODS))
+def test_methods_are_captum_classes_that_answer_for_themselves(name):
+    import captum.attr
+
+    m = explain.METHODS[name]
+    for cls_name in (m.layer_class, m.input_class):
+        assert issubclass(getattr(captum.attr, cls_name), captum.attr.Attribution)
+    layer_cls = getattr(captum.attr, m.layer_class)
+    assert m.integrates == (name == "integrated_gradients")
+    assert layer_cls.has_convergence_delta(layer_cls.__new__(layer_cls)) == m.integrates
+
+
+# The image tab offers integrated gradients only (with its baselines and SmoothGrad).
+ROWS = [(t, m) for t in WITH_ATTRIBUTION for m in sorted(explain.METHODS) if t.key != "image" or m == "integrated_gradients"]
+
+
+@pytest.mark.parametrize("spec,method", ROWS, ids=[f"{t.key}-{m}" for t, m in ROWS])
+def test_one_path_gives_completeness_for_every_task(spec, method):
+    attr = _attribute(spec, method, 16)
+    scores = np.asarray(attr.scores, dtype=np.float64)
+    assert np.isfinite(scores).all() and scores.size > 0
+    assert attr.output_value is not None and attr.baseline_value is not None
+    if explain.METHODS[method].integrates:
+        gap = attr.output_value - attr.baseline_value
+        assert attr.delta is not None
+        assert abs(scores.sum() - gap) <= attr.delta + 1e-4  # completeness, up to the reported delta
+    else:
+        assert attr.delta is None and attr.steps == 1
+
+
+def test_adaptive_steps_stop_at_the_first_rung_within_tolerance():
+    from demos import sentiment
+
+    fixed = {s: sentiment.attribute(TEXT, None, "integrated_gradients", s) for s in explain.STEP_LADDER[:5]}
+    deltas = {s: a.delta for s, a in fixed.items()}
+    tolerance = sorted(deltas.values())[len(deltas) // 2]  # a tolerance some rungs meet and some do not
+    expected = next(s for s in explain.STEP_LADDER[:5] if deltas[s] <= tolerance)
+    adaptive = sentiment.attribute(TEXT, None, "integrated_gradients", 128, tolerance=tolerance)
+    assert adaptive.steps == expected and adaptive.delta <= tolerance
+    np.testing.assert_allclose(adaptive.scores, fixed[expected].scores, rtol=1e-5, atol=1e-7)
+    # a tolerance nobody meets runs up to the ceiling and reports it
+    ceiling = sentiment.attribute(TEXT, None, "integrated_gradients", 24, tolerance=0.0)
+    assert ceiling.steps == 24 or ceiling.delta == 0.0
