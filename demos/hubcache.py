@@ -141,3 +141,14 @@ def describe(model_id: str, task: str | None = None, cache_dir: str | os.PathLik
         repo_id, folder = partial[0]
         return f"{model_id}: incomplete in the Hugging Face cache ({repo_id}): missing {', '.join(missing_files(folder, task))}"
     return f"{model_id}: not in the Hugging Face cache ({hub_cache_dir() if cache_dir is None else cache_dir})"
+
+
+def cached_repo_id(folder: str | os.PathLike) -> str | None:
+    """'owner/name' when `folder` is a snapshot folder of the hub cache
+    (``.../models--owner--name/snapshots/<rev>``), else None: lets the UI name a cached model by its
+    hub id instead of a server path."""
+    path = Path(folder)
+    repo = path.parent.parent.name
+    if path.parent.name != "snapshots" or not repo.startswith("models--"):
+        return None
+    return repo.removeprefix("models--").replace("--", "/")

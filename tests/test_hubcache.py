@@ -100,6 +100,7 @@ def test_either_spelling_finds_the_snapshot(hub, tiny_models, stored):
     for asked in (SST2, SST2_CANONICAL):
         assert hubcache.find_snapshot(asked, "sentiment") == snapshot
     assert "in the Hugging Face cache" in hubcache.describe(SST2, "sentiment")
+    assert hubcache.cached_repo_id(snapshot) == stored and hubcache.cached_repo_id(tiny_models["sentiment"]) is None
     # What transformers itself resolves with local_files_only=True for the stored spelling.
     from transformers.utils import cached_file
 
