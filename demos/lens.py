@@ -1,0 +1,270 @@
+"""Layer lens: every layer's hidden state through the model's own final norm and head.
+
+`lens(task_key, result)` reads the hidden states the task's result already holds (no second model
+run): only the final norm and the head run, once per layer. Decoders give a `LensGrid` (logit
+lens: layers x positions, top tokens), encoders a `HeadLens` (the task's own head per layer).
+
+Per task (L = layers; hidden states (L+1, n, d), index 0 = embeddings):
+- generation (GPT-2): ln_f + lm_head. transformers returns the LAST hidden state with ln_f already
+  applied, so ln_f is applied to layers 0..L-1 only.
+- translation (Marian): decoder states through lm_head + final_logits_bias. The opus-mt decoder has
+  no final layer norm (a `decoder.layer_norm`, where a model has one, is applied like GPT-2's ln_f).
+- asr (Whisper): decoder states through decoder.layer_norm + proj_out (last state already normed).
+- sentiment (DistilBERT): pre_classifier -> ReLU -> classifier on each layer's [CLS] state.
+- qa (DistilBERT): qa_outputs on every token of each layer; best span with demos.qa's own rules.
+- image (ViT): layernorm + classifier on [CLS] (transformers returns the last state un-normed).
+- clip: vision_model.post_layernorm on [CLS] + visual_projection, cosine with the result's text
+  embeddings * logit_scale, softmax over the texts.
+- explorer (MiniLM / any bare encoder): no head, so no lens (see NOT_FOR).
+
+Cost: (L+1) applications of the head; for decoders that is (L+1) x (n x d x vocab) multiply-adds,
+the unembedding being the expensive part; nothing else of the model runs.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from core import registry
+from core.lens_types import LENS_CAPTION, HeadLens, LensGrid, Span
+from demos import explainers, loading
+from demos.attention_steps import ATTENTION_TASKS, attention_steps
+from demos.gpu import on_gpu
+
+TOP_K = 5
+DECODERS = ("generation", "translation", "asr")
+ENCODERS = ("sentiment", "qa", "image", "clip")
+LENS_TASKS = DECODERS + ENCODERS
+NOT_FOR = {"explorer": "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."}
+
+__all__ = ["LENS_TASKS", "NOT_FOR", "attention_steps", "head_logits", "lens"]
+
+
+def _model(task: str, result: Any, model_id: str | None) -> loading.Loaded:
+    return registry.get(task).compute().load(model_id or result.model_id)
+
+
+def _layer_labels(n: int) -> list[str]:
+    return ["embeddings"] + [f"layer {i}" for i in range(1, n - 1)] + [f"layer {n - 1} (output)"]
+
+
+def _states(m: loading.Loaded, array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array)).to(m.device, m.dtype)
+
+
+# ----------------------------------------------------------------------------- decoders
+
+
+def _decoder_parts(task: str, m: loading.Loaded, result: Any) -> tuple[np.ndarray, Any, str]:
+    """(L+1, n, d) decoder states, a function (layer, (n, d) states) -> (n, vocab) logits, head text."""
+    model = m.model
+    if task == "generation":
+        states, norm, unembed, text = result.embeddings.vectors, model.transformer.ln_f, model.lm_head, "ln_f + lm_head"
+    elif task == "translation":
+        n_layers, n_src = model.config.decoder_layers, len(result.source_tokens)
+        states = result.embeddings.vectors[: n_layers + 1, n_src:]
+        norm = getattr(model.model.decoder, "layer_norm", None)
+        bias = model.final_logits_bias
+
+        def unembed(x: torch.Tensor) -> torch.Tensor:
+            return model.lm_head(x) + bias
+
+        text = "lm_head + final_logits_bias" if norm is None else "decoder.layer_norm + lm_head + final_logits_bias"
+    elif task == "asr":
+        if getattr(result, "decoder_hidden", None) is None:
+            raise ValueError("This transcription result holds no decoder hidden states; transcribe again.")
+        states, norm, unembed, text = result.decoder_hidden, model.model.decoder.layer_norm, model.proj_out, "decoder.layer_norm + proj_out"
+    else:
+        raise ValueError(f"{task!r} is not a decoder task; choose one of {DECODERS}.")
+    last = states.shape[0] - 1
+
+    def logits(layer: int, x: torch.Tensor) -> torch.Tensor:
+        if norm is not None and layer < last:  # the last state already carries the final norm
+            x = norm(x)
+        return unembed(x).float()
+
+    return states, logits, text
+
+
+def _decoder_columns(task: str, result: Any) -> tuple[slice, list[str], list[str], list[int | None], list[str]]:
+    """Columns of the grid: which positions, their labels, targets, target ids, groups."""
+    if task == "generation":
+        n, n_prompt = len(result.tokens), result.n_prompt
+        targets = list(result.tokens[1:]) + [""]
+        ids = list(result.ids[1:]) + [None]
+        groups = ["prompt" if j < n_prompt - 1 else "generated" if j < n - 1 else "next" for j in range(n)]
+        return slice(0, n), list(result.tokens), targets, ids, groups
+    if task == "translation":
+        t = len(result.target_tokens)
+        return slice(0, t), list(result.decoder_tokens), list(result.target_tokens), [int(i) for i in result.target_ids], ["target"] * t
+    n_prompt, t = len(result.prompt), len(result.tokens)
+    inputs = list(result.prompt) + list(result.tokens)
+    return slice(n_prompt - 1, n_prompt - 1 + t), inputs[n_prompt - 1 : n_prompt - 1 + t], list(result.tokens), list(result.token_ids), ["output"] * t
+
+
+def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = None) -> np.ndarray:
+    """(n, vocab) float32 logits of one decoder layer's states through the final norm and head,
+    for the grid's columns (what `lens` reduces to top-5; used by the exactness tests)."""
+    m = _model(task_key, result, model_id)
+    states, logits, _ = _decoder_parts(task_key, m, result)
+    cols = _decoder_columns(task_key, result)[0]
+    with torch.inference_mode():
+        return logits(int(layer), _states(m, states[int(layer), cols])).cpu().numpy()
+
+
+def _decoder_lens(task: str, m: loading.Loaded, result: Any) -> LensGrid:
+    states, logits, head = _decoder_parts(task, m, result)
+    cols, positions, targets, target_ids, groups = _decoder_columns(task, result)
+    tok = getattr(m.processor, "tokenizer", m.processor)
+    n_rows, n = states.shape[0], len(positions)
+    top_p = np.zeros((n_rows, n, TOP_K), dtype=np.float32)
+    top_i = np.zeros((n_rows, n, TOP_K), dtype=np.int64)
+    chosen = np.full((n_rows, n), np.nan, dtype=np.float32)
+    has = [j for j, t in enumerate(target_ids) if t is not None]
+    with torch.inference_mode():
+        for layer in range(n_rows):
+            probs = torch.softmax(logits(layer, _states(m, states[layer, cols])), dim=-1)  # (n, vocab)
+            p, i = probs.topk(min(TOP_K, probs.shape[-1]), dim=-1)
+            top_p[layer, :, : p.shape[1]], top_i[layer, :, : i.shape[1]] = p.cpu().numpy(), i.cpu().numpy()
+            if has:
+                rows = torch.tensor(has, device=probs.device)
+                ids = torch.tensor([target_ids[j] for j in has], device=probs.device)
+                chosen[layer, has] = probs[rows, ids].cpu().numpy()
+    names = [[tok.convert_ids_to_tokens(row.tolist()) for row in layer] for layer in top_i]
+    return LensGrid(
+        task=task,
+        model_id=m.model_id,
+        layer_labels=_layer_labels(n_rows),
+        positions=positions,
+        targets=targets,
+        top_tokens=[[cell[0] for cell in layer] for layer in names],
+        top_probs=top_p[:, :, 0].copy(),
+        top5_tokens=names,
+        top5_probs=top_p,
+        chosen_probs=chosen,
+        groups=groups,
+        head=head,
+        caption=LENS_CAPTION.format(head=head),
+    )
+
+
+# ----------------------------------------------------------------------------- encoders
+
+
+def _classes_lens(task, m, probs: np.ndarray, labels: list[str], final: int, head: str, keep_all: bool) -> HeadLens:
+    """HeadLens from per-layer class probabilities (L+1, C)."""
+    k = probs.shape[1] if keep_all else min(TOP_K, probs.shape[1])
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return HeadLens(
+        task=task,
+        model_id=m.model_id,
+        layer_labels=_layer_labels(probs.shape[0]),
+        head=head,
+        top_labels=[[labels[i] for i in row] for row in order],
+        top_probs=np.take_along_axis(probs, order, axis=1).astype(np.float32),
+        final_label=labels[final],
+        final_probs=probs[:, final].astype(np.float32),
+        caption=LENS_CAPTION.format(head=head),
+        classes=list(labels) if keep_all else [],
+        class_probs=probs.astype(np.float32) if keep_all else None,
+    )
+
+
+def _sentiment_lens(m, result) -> HeadLens:
+    model = m.model
+    with torch.inference_mode():
+        cls = _states(m, result.embeddings.vectors[:, 0])  # (L+1, d)
+        logits = model.classifier(torch.relu(model.pre_classifier(cls))).float()
+        probs = torch.softmax(logits, dim=-1).cpu().numpy()
+    head = "pre_classifier -> ReLU -> classifier on [CLS]"
+    return _classes_lens("sentiment", m, probs, list(result.labels), int(np.argmax(result.probs)), head, keep_all=True)
+
+
+def _image_lens(m, result) -> HeadLens:
+    model = m.model
+    with torch.inference_mode():
+        cls = model.vit.layernorm(_states(m, result.embeddings.vectors[:, 0]))
+        probs = torch.softmax(model.classifier(cls).float(), dim=-1).cpu().numpy()
+    return _classes_lens("image", m, probs, list(result.labels), int(np.argmax(result.probs)), "layernorm + classifier on [CLS]", keep_all=False)
+
+
+def _clip_lens(m, result, item: int) -> HeadLens:
+    if getattr(result, "vision_hidden", None) is None:
+        raise ValueError("This image-text result holds no vision hidden states; run the match again.")
+    if not 0 <= item < result.vision_hidden.shape[1]:
+        raise ValueError(f"Image {item} does not exist; choose 0 to {result.vision_hidden.shape[1] - 1}.")
+    model = m.model
+    with torch.inference_mode():
+        cls = model.vision_model.post_layernorm(_states(m, result.vision_hidden[:, item, 0]))  # (L+1, dv)
+        emb = model.visual_projection(cls).float()
+        emb = emb / emb.norm(dim=-1, keepdim=True)
+        text = torch.from_numpy(result.text_embeds).to(emb.device)
+        logits = (emb @ text.T) * model.logit_scale.exp().float()
+        probs = torch.softmax(logits, dim=-1).cpu().numpy()
+    head = "post_layernorm + visual_projection on [CLS], cosine with each text x logit_scale, softmax"
+    return _classes_lens("clip", m, probs, list(result.texts), int(np.argmax(result.logits[item])), head, keep_all=True)
+
+
+def _qa_lens(m, result) -> HeadLens:
+    from demos import qa
+
+    enc = qa.encode(m, result.question, result.context)  # tokenisation only: offsets and candidates
+    if enc.tokens != list(result.tokens):
+        raise ValueError("The tokenizer no longer matches this result; answer the question again.")
+    with torch.inference_mode():
+        logits = m.model.qa_outputs(_states(m, result.embeddings.vectors)).float().cpu().numpy()  # (L+1, n, 2)
+    spans, finals = [], []
+    for layer in logits:
+        start, end = layer[:, 0], layer[:, 1]
+        s, e = qa.best_span(start, end, enc.context_mask)
+        ps, pe = qa.masked_probs(start, enc.candidates), qa.masked_probs(end, enc.candidates)
+        text = result.context[int(enc.offsets[s, 0]) : int(enc.offsets[e, 1])]
+        spans.append(Span(text, s, e, float(ps[s] * pe[e])))
+        finals.append(ps[result.start_index] * pe[result.end_index])
+    head = "qa_outputs on every token -> best span (start <= end, context only)"
+    return HeadLens(
+        task="qa",
+        model_id=m.model_id,
+        layer_labels=_layer_labels(len(spans)),
+        head=head,
+        top_labels=[[s.text] for s in spans],
+        top_probs=np.array([[s.prob] for s in spans], dtype=np.float32),
+        final_label=result.answer,
+        final_probs=np.array(finals, dtype=np.float32),
+        caption=LENS_CAPTION.format(head=head),
+        spans=spans,
+    )
+
+
+@on_gpu(30)
+def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0) -> LensGrid | HeadLens:
+    """The layer lens of `result` (the task's own result object). model_id defaults to the
+    result's model. item: which image of a CLIP result. Raises ValueError for the explorer."""
+    if task_key in NOT_FOR:
+        raise ValueError(NOT_FOR[task_key])
+    if task_key not in LENS_TASKS:
+        raise ValueError(f"No layer lens for {task_key!r}; choose one of {LENS_TASKS}.")
+    m = _model(task_key, result, model_id)
+
+    def run() -> LensGrid | HeadLens:
+        if task_key in DECODERS:
+            return _decoder_lens(task_key, m, result)
+        if task_key == "sentiment":
+            return _sentiment_lens(m, result)
+        if task_key == "qa":
+            return _qa_lens(m, result)
+        if task_key == "image":
+            return _image_lens(m, result)
+        return _clip_lens(m, result, int(item))
+
+    return loading.one_at_a_time(task_key)(run)()
+
+
+explainers.register(explainers.Explainer(
+    name="lens", title="Layer lens", tasks=LENS_TASKS, run=lens, not_for=dict(NOT_FOR),
+))
+explainers.register(explainers.Explainer(
+    name="attention_steps", title="Attention step by step", tasks=ATTENTION_TASKS, run=attention_steps, not_for={},
+))
