@@ -50,3 +50,15 @@ def for_task(task: str) -> list[Explainer]:
 
 def all_explainers() -> list[Explainer]:
     return list(_REGISTRY.values())
+
+
+# Modules that register explainers when imported (written once, each for every task it fits).
+MODULES: tuple[str, ...] = ()
+
+
+def load_all() -> None:
+    """Import every explainer module so that its explainers are registered."""
+    import importlib
+
+    for module in MODULES:
+        importlib.import_module(module)

@@ -37,9 +37,10 @@ class SentimentResult:
     def tokens(self) -> list[str]:
         return self.attention.query_tokens
 
-    def label_value(self) -> dict[str, float]:
-        """gr.Label value: every class with its probability."""
+    def class_probs(self) -> dict[str, float]:
+        """Every class with its probability, in the model's label order."""
         return {label: float(p) for label, p in zip(self.labels, self.probs)}
+
 
 
 def load(model_id: str | None = None) -> loading.Loaded:

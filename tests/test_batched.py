@@ -51,7 +51,7 @@ def test_sentiment_batch_matches_transformers_pipeline_probs(tiny_models):
         out = clf(text)
         rows = out[0] if out and isinstance(out[0], list) else out
         scores = {d["label"]: d["score"] for d in rows}
-        assert {k: pytest.approx(v, abs=1e-5) for k, v in scores.items()} == got.label_value()
+        assert {k: pytest.approx(v, abs=1e-5) for k, v in scores.items()} == got.class_probs()
 
 
 def test_sentiment_truncated_item_in_batch():

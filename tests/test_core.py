@@ -103,11 +103,11 @@ def test_guard_turns_errors_into_messages(caplog):
 
 
 def test_markdown_escape_keeps_apostrophes_and_neutralises_markup():
-    from ui.common import _md_escape
+    from ui.common import md_escape
 
-    assert _md_escape("don't") == "don't"
-    assert "<" not in _md_escape("<img src=x onerror=alert(1)>")
-    assert _md_escape("**bold**") == r"\*\*bold\*\*"
+    assert md_escape("don't") == "don't"
+    assert "<" not in md_escape("<img src=x onerror=alert(1)>")
+    assert md_escape("**bold**") == r"\*\*bold\*\*"
 
 
 def test_memo_key_ignores_how_arguments_are_passed_and_computes_once_under_concurrency():

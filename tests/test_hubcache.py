@@ -185,9 +185,9 @@ def test_offline_start_up_runs_the_cached_model(hub, tiny_models, fresh, tmp_pat
     result = sentiment.analyse(text)
     classifier = transformers.pipeline("text-classification", model=str(snapshot), top_k=None)
     expected = {d["label"]: d["score"] for d in classifier([text])[0]}
-    assert set(result.label_value()) == set(expected)
+    assert set(result.class_probs()) == set(expected)
     for label, score in expected.items():
-        assert result.label_value()[label] == pytest.approx(score, abs=1e-5)
+        assert result.class_probs()[label] == pytest.approx(score, abs=1e-5)
     assert result.predicted == max(expected, key=expected.get)
     assert np.isclose(result.probs.sum(), 1.0)
 

@@ -15,9 +15,9 @@ def test_probabilities_equal_the_text_classification_pipeline(tiny_models):
     result = sentiment.analyse(TEXT)
     expected = pipeline("text-classification", model=str(tiny_models["sentiment"]), top_k=None)(TEXT)
     expected = {d["label"]: d["score"] for d in (expected[0] if isinstance(expected[0], list) else expected)}
-    assert set(result.label_value()) == set(expected)
+    assert set(result.class_probs()) == set(expected)
     for label, p in expected.items():
-        assert result.label_value()[label] == pytest.approx(p, abs=1e-5)
+        assert result.class_probs()[label] == pytest.approx(p, abs=1e-5)
     assert result.probs.sum() == pytest.approx(1.0, abs=1e-5)
 
 
@@ -77,7 +77,7 @@ def test_compare_explains_both_texts_toward_text_a_class(serve):
     b = "A dull and badly acted film."
     line, label_a, html_a, label_b, html_b = client.predict(TEXT, b, api_name="/sentiment_compare")
     target = sentiment.analyse(TEXT).predicted
-    pa, pb = (sentiment.analyse(t).label_value()[target] for t in (TEXT, b))
+    pa, pb = (sentiment.analyse(t).class_probs()[target] for t in (TEXT, b))
     assert line.startswith(f"P({target}): A {pa:.1%} → B {pb:.1%}")
     assert f"A toward {target}" in html_a and f"B toward {target}" in html_b
     assert html_b.count('class="xray-tok"') == len(sentiment.attribute(b, target).tokens)

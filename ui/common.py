@@ -172,6 +172,9 @@ class AttentionView:
             head_summary(maps.weights, title=self.title),
         ]
 
+    def values(self, result: Any) -> dict:
+        return dict(zip(self.outputs, self.updates(result)))
+
     def bind(self, state: gr.State) -> None:
         """Re-render from `state` when a control changes (no model call)."""
         controls = [self.layer, self.head, self.start, self.end]
@@ -229,6 +232,9 @@ class EmbeddingView:
         last = emb.vectors.shape[0] - 1
         return [gr.Slider(0, last, value=0, step=1, label=f"Layer (0 = input embeddings, {last} = last)"), self.figure(result, 0, "pca")]
 
+    def values(self, result: Any) -> dict:
+        return dict(zip(self.outputs, self.updates(result)))
+
     def bind(self, state: gr.State) -> None:
         @guarded
         def rerender(result, layer, method):
@@ -246,36 +252,7 @@ class EmbeddingView:
         bind_export(*self.export, [state, self.layer, self.method], as_csv)
 
 
-def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider]:
-    """Method and step count of an attribution (integrated gradients by default)."""
-    from demos.explain import METHODS
-
-    with gr.Row():
-        method = gr.Radio([(v, k) for k, v in METHODS.items()], value="integrated_gradients", label="Attribution method")
-        steps = gr.Slider(4, 256, value=default_steps, step=4, label="Integration steps (more = more exact, slower)")
-    return method, steps
-
-
-def attribution_summary(attr) -> str:
-    """Markdown line: what was explained, with the completeness check for integrated gradients."""
-    from demos.explain import METHODS
-
-    line = f"**{METHODS.get(attr.method, attr.method)}** toward **{_md_escape(attr.target)}**"
-    if attr.delta is not None:
-        line += (
-            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4g}"
-            f" vs f(input) − f(baseline) = {_completeness_gap(attr)} · convergence delta {attr.delta:.2e}"
-        )
-    return line
-
-
-def _completeness_gap(attr) -> str:
-    if attr.output_value is None or attr.baseline_value is None:
-        return "n/a"
-    return f"{attr.output_value - attr.baseline_value:+.4g}"
-
-
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     """Escape markdown and HTML metacharacters of model/user text shown in gr.Markdown."""
     import html
     import re

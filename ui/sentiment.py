@@ -6,10 +6,11 @@ import gradio as gr
 from demos import sentiment
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import attribution_export, result_export
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
+from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
+from ui.explainers import ExplainerTabs
+from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from viz.bars import attribution_bars
+from ui.kit import AttributionPanel, answer_header, api, label_value
 from viz.tokens import highlight_html
 
 COMPARE_HELP = (
@@ -36,72 +37,51 @@ def build() -> None:
     state = gr.State()
     with gr.Tabs():
         with gr.Tab("Attributions"):
-            explain(texts.ATTRIBUTION)
-            with gr.Row():
-                target = gr.Radio([PREDICTED], value=PREDICTED, label="Explain the probability of")
-            method, steps = attribution_controls()
-            explain_btn = gr.Button("Explain again")
-            attr_summary = gr.Markdown()
-            attr_html = gr.HTML()
-            attr_plot = gr.Plot(label="Attribution per token")
-            attr_state = attribution_export()
+            target = gr.Radio([PREDICTED], value=PREDICTED, label="Explain the probability of")
+            attribution = AttributionPanel.build(texts.ATTRIBUTION)
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS)
+        explainers = ExplainerTabs.build(sentiment.TASK)
         with gr.Tab("Compare two texts"):
-            _build_compare(text)
+            _build_compare(text, model)
     result_export(state, "sentiment")
 
     @guarded
     def classify(text_value: str, model_id: str):
         result = sentiment.analyse(require_text(text_value), model_id)
-        m = sentiment.load(model_id)
-        targets = gr.Radio([PREDICTED, *result.labels], value=PREDICTED, label="Explain the probability of")
-        return (
-            result.label_value(),
-            f"Model: {m.describe()}",
-            result.notice,
-            result,
-            targets,
-            *attention.updates(result),
-            *embeddings.updates(result),
-        )
+        return {
+            label: label_value(result.labels, result.probs),
+            state: result,
+            target: gr.Radio([PREDICTED, *result.labels], value=PREDICTED, label="Explain the probability of"),
+            **answer_header(sentiment.TASK, model_id, result.notice, info, notice),
+            **attention.values(result),
+            **embeddings.values(result),
+            **explainers.values(result),
+        }
 
-    @guarded
-    def explain_result(result, target_value: str, method_value: str, steps_value: int, progress=gr.Progress()):
-        if result is None:
-            raise gr.Error("Classify a text first.")
-        attr = sentiment.attribute(
-            result.text,
-            None if target_value == PREDICTED else target_value,
-            method_value,
-            int(steps_value),
-            result.model_id,
-            progress=lambda frac, msg: progress(frac, desc=msg),
-        )
-        title = f"Attribution toward {attr.target}"
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title), attr
+    def attribute(result, target_value, method, steps, tolerance, progress):
+        chosen = None if target_value == PREDICTED else target_value
+        return [sentiment.attribute(result.text, chosen, method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
     main = gr.on(
         [run.click, text.submit],
         classify,
         [text, model],
-        [label, info, notice, state, target, *attention.outputs, *embeddings.outputs],
-        api_name="sentiment",
+        [label, info, notice, state, target, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        api_name=api(sentiment.TASK),
     )
-    attr_inputs = [state, target, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
-    main.then(explain_result, attr_inputs, attr_outputs, api_name="sentiment_attribution")
-    explain_btn.click(explain_result, attr_inputs, attr_outputs, api_visibility="private")
+    attribution.bind(main, state, [target], attribute, api(sentiment.TASK, "attribution"), "Classify a text first.")
     attention.bind(state)
     bertviz.bind(state)
     embeddings.bind(state)
+    explainers.bind(main, state)
 
 
-def _build_compare(text_a: gr.Textbox) -> None:
+def _build_compare(text_a: gr.Textbox, model: gr.Dropdown) -> None:
     """Two inputs side by side: probabilities and attributions toward one shared class."""
     explain(COMPARE_HELP)
     with gr.Row():
@@ -117,24 +97,23 @@ def _build_compare(text_a: gr.Textbox) -> None:
             html_b = gr.HTML()
 
     @guarded
-    def compare(a: str, b: str, progress=gr.Progress()):
+    def compare(a: str, b: str, model_id: str | None = None, progress=gr.Progress()):
         a, b = require_text(a, "text A"), require_text(b, "text B")
-        ra, rb = sentiment.analyse(a), sentiment.analyse(b)
+        ra, rb = sentiment.analyse(a, model_id), sentiment.analyse(b, model_id)
         target = ra.predicted
         attrs = [
-            sentiment.attribute(t, target, progress=lambda f, m, i=i: progress((i + f) / 2, desc=m))
+            sentiment.attribute(t, target, model_id=model_id, progress=lambda f, m, i=i: progress((i + f) / 2, desc=m))
             for i, t in enumerate((a, b))
         ]
-        change = rb.label_value()[target] - ra.label_value()[target]
-        line = f"P({target}): A {ra.label_value()[target]:.1%} → B {rb.label_value()[target]:.1%} ({change:+.1%})"
-        return (
-            line,
-            ra.label_value(),
-            highlight_html(attrs[0].tokens, attrs[0].scores, f"A toward {target}"),
-            rb.label_value(),
-            highlight_html(attrs[1].tokens, attrs[1].scores, f"B toward {target}"),
-        )
+        pa, pb = (float(r.probs[r.labels.index(target)]) for r in (ra, rb))
+        return {
+            summary: f"P({md_escape(target)}): A {pa:.1%} → B {pb:.1%} ({pb - pa:+.1%})",
+            label_a: label_value(ra.labels, ra.probs),
+            html_a: highlight_html(attrs[0].tokens, attrs[0].scores, f"A toward {target}"),
+            label_b: label_value(rb.labels, rb.probs),
+            html_b: highlight_html(attrs[1].tokens, attrs[1].scores, f"B toward {target}"),
+        }
 
     run.click(
-        compare, [text_a, text_b], [summary, label_a, html_a, label_b, html_b], api_name="sentiment_compare",
+        compare, [text_a, text_b, model], [summary, label_a, html_a, label_b, html_b], api_name=api(sentiment.TASK, "compare"),
     )

@@ -1,0 +1,70 @@
+"""Explainer tabs: every explainer registered for a task (demos.explainers) gets a tab built by
+the one view written for it, so a new explainer is written once and appears on every task it
+declares. A view class registers itself here with `@view("name")`.
+
+A view has: `build(task, explainer)` (inside its gr.Tab), `outputs` (components refreshed when a
+new result arrives), `values(result) -> {component: value}`, and `bind(main, state)` (its own
+events, named `<task api>_<explainer name>` in the API).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from demos import explainers
+
+_VIEWS: dict[str, type] = {}
+VIEW_MODULES: tuple[str, ...] = ()  # modules holding the explainer views
+
+
+def view(name: str):
+    """Class decorator: the view of the explainer called `name`."""
+
+    def register(cls: type) -> type:
+        _VIEWS[name] = cls
+        return cls
+
+    return register
+
+
+def views() -> dict[str, type]:
+    for module in VIEW_MODULES:
+        importlib.import_module(module)
+    return dict(_VIEWS)
+
+
+@dataclass
+class ExplainerTabs:
+    """One gr.Tab per explainer of `task`, in registration order."""
+
+    task: str
+    items: list[Any]
+
+    @classmethod
+    def build(cls, task: str) -> "ExplainerTabs":
+        explainers.load_all()
+        known = views()
+        items = []
+        for explainer in explainers.for_task(task):
+            if explainer.name not in known:
+                raise LookupError(f"Explainer {explainer.name!r} has no view: add one to {VIEW_MODULES}.")
+            with gr.Tab(explainer.title):
+                items.append(known[explainer.name].build(task, explainer))
+        return cls(task, items)
+
+    @property
+    def outputs(self) -> list:
+        return [c for item in self.items for c in item.outputs]
+
+    def values(self, result: Any) -> dict:
+        out: dict = {}
+        for item in self.items:
+            out.update(item.values(result))
+        return out
+
+    def bind(self, main: Any, state: gr.State) -> None:
+        for item in self.items:
+            item.bind(main, state)

@@ -1,0 +1,177 @@
+"""The view kit every tab is built from: the model line and random-weights warning carried by a
+result, the attribution view (controls + summary + shaded tokens + bars + export), and the
+chaining rule for explanations (they run only when the main step succeeded).
+
+Handlers return `{component: value}` dicts (Gradio's own idiom), so a view adds its outputs
+without anyone counting positions in a tuple.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+
+from core import registry
+from demos import loading, settings
+from ui.common import explain, guarded, md_escape
+from ui.export import attribution_export
+from viz.bars import attribution_bars
+from viz.tokens import highlight_html
+
+RANDOM_WARNING = (
+    "⚠️ **This tab runs a model with RANDOM weights** (no trained model is on this machine and the "
+    "Hugging Face Hub cannot be reached). The mechanics are real (attention, attributions, "
+    "embeddings), but the answer means nothing. Run `python -m scripts.prepare_models` while "
+    "online to keep the real models for offline use."
+)
+
+
+def model_line(m: loading.Loaded) -> str:
+    """Markdown: which model runs, whether its weights are pretrained, device and precision.
+    Local folders are named, never shown as server paths."""
+    kind = "pretrained weights" if m.pretrained else "RANDOM weights (tiny offline model)"
+    src = settings.display_name(m.model_id)
+    if m.source != m.model_id:
+        src += f" -> {settings.display_name(m.source)}"
+    return f"Model: `{src}` · {kind} · {m.device.type} · {str(m.dtype).replace('torch.', '')}"
+
+
+def notice(task: str, model_id: str | None, text: str = "") -> str:
+    """The notice shown beside the answer: a loud warning first when the weights are random."""
+    m = loading.load(task, model_id)
+    parts = [] if m.pretrained else [RANDOM_WARNING]
+    if text:
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+def answer_header(task: str, model_id: str | None, text: str, info: gr.Markdown, box: gr.Markdown) -> dict:
+    """{model line, notice} values of a fresh result."""
+    return {info: model_line(loading.load(task, model_id)), box: notice(task, model_id, text)}
+
+
+def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, float]:
+    """gr.Label value: classes with their probabilities (the top `k` when given)."""
+    pairs = sorted(zip(labels, (float(p) for p in probs)), key=lambda lp: -lp[1])
+    return dict(pairs[:k] if k else pairs)
+
+
+def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider, gr.Checkbox]:
+    """Method, step count (the ceiling when adaptive) and the adaptive switch."""
+    from demos.explain import METHODS
+
+    with gr.Row():
+        method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Attribution method")
+        steps = gr.Slider(4, 256, value=default_steps, step=4, label="Integration steps (more = more exact, slower)")
+        adaptive = gr.Checkbox(
+            value=True, label=f"Stop early once |delta| ≤ {TOLERANCE} (the steps above are the most it may use)",
+        )
+    return method, steps, adaptive
+
+
+TOLERANCE = 0.01  # convergence delta, in units of the explained probability
+
+
+def tolerance(adaptive: Any) -> float | None:
+    return TOLERANCE if adaptive in (True, "true", "True", 1) else None
+
+
+def attribution_summary(attr) -> str:
+    """Markdown line: what was explained, with the completeness check for integrating methods."""
+    from demos.explain import METHODS
+
+    label = METHODS[attr.method].label if attr.method in METHODS else attr.method
+    line = f"**{md_escape(label)}** toward **{md_escape(attr.target)}**"
+    if attr.delta is not None:
+        gap = "n/a" if attr.output_value is None or attr.baseline_value is None else f"{attr.output_value - attr.baseline_value:+.4g}"
+        line += (
+            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4g}"
+            f" vs f(input) − f(baseline) = {gap} · convergence delta {attr.delta:.2e}"
+        )
+    return line
+
+
+@dataclass
+class AttributionView:
+    """One token attribution: summary line, tokens shaded by score, bar chart."""
+
+    summary: gr.Markdown
+    html: gr.HTML
+    plot: gr.Plot
+
+    @classmethod
+    def build(cls, plot_label: str = "Attribution per token") -> "AttributionView":
+        return cls(gr.Markdown(), gr.HTML(), gr.Plot(label=plot_label))
+
+    @property
+    def outputs(self) -> list:
+        return [self.summary, self.html, self.plot]
+
+    def values(self, attr, title: str | None = None) -> dict:
+        title = title or f"Attribution toward {attr.target}"
+        return {
+            self.summary: attribution_summary(attr),
+            self.html: highlight_html(attr.tokens, attr.scores, title),
+            self.plot: attribution_bars(attr.tokens, attr.scores, title),
+        }
+
+
+@dataclass
+class AttributionPanel:
+    """A whole attribution tab body: help, task-specific choice widgets (given by the tab),
+    method/steps/adaptive controls, 'Explain again', one or more AttributionViews and the CSV export.
+
+    `run(result, *choices, method, steps, tolerance, progress) -> list[Attribution]` is the tab's
+    call into its compute module; everything else is shared.
+    """
+
+    method: gr.Radio
+    steps: gr.Slider
+    adaptive: gr.Checkbox
+    button: gr.Button
+    views: list[AttributionView]
+    export: gr.State
+
+    @classmethod
+    def build(cls, help_text: str, headings: list[str] | None = None, button: str = "Explain again",
+              plot_label: str = "Attribution per token") -> "AttributionPanel":
+        explain(help_text)
+        method, steps, adaptive = attribution_controls()
+        explain_btn = gr.Button(button)
+        views = []
+        for heading in headings or [""]:
+            if heading:
+                gr.Markdown(f"### {heading}")
+            views.append(AttributionView.build(plot_label))
+        return cls(method, steps, adaptive, explain_btn, views, attribution_export())
+
+    @property
+    def outputs(self) -> list:
+        return [c for v in self.views for c in v.outputs] + [self.export]
+
+    def bind(self, main: Any, state: gr.State, choices: list, run: Callable[..., list], api: str, missing: str) -> None:
+        """Chain the attribution after `main` (only when it succeeded) and on the button."""
+
+        @guarded
+        def explain_result(result, *values, progress=gr.Progress()):
+            if result is None:
+                raise gr.Error(missing)
+            *picked, method_value, steps_value, adaptive_value = values
+            attrs = run(
+                result, *picked, method=method_value, steps=int(steps_value), tolerance=tolerance(adaptive_value),
+                progress=lambda frac, msg: progress(frac, desc=msg),
+            )
+            out: dict = {self.export: attrs if len(attrs) > 1 else attrs[0]}
+            for view, attr in zip(self.views, attrs):
+                out.update(view.values(attr))
+            return out
+
+        inputs = [state, *choices, self.method, self.steps, self.adaptive]
+        main.success(explain_result, inputs, self.outputs, api_name=api)
+        self.button.click(explain_result, inputs, self.outputs, api_visibility="private")
+
+
+def api(task: str, view: str = "") -> str:
+    """The API name of a task's view: `sentiment`, `sentiment_attribution`, `sentiment_lens`."""
+    return registry.get(task).api_name(view)
