@@ -1,0 +1,228 @@
+"""Knock out attention heads (or whole layers) and run again, on every architecture of the app.
+
+A head is knocked out by zeroing its slice of the concatenated head outputs at the INPUT of the
+attention's output projection (a forward pre-hook on GPT-2 `attn.c_proj`, DistilBERT
+`attention.out_lin`, BERT / MiniLM / ViT `attention.output.dense`, Marian / Whisper / CLIP
+`self_attn.out_proj` and `encoder_attn.out_proj`): the layer's attention output is then the other
+heads' contribution plus the projection's bias. Hooks are registered for ONE request inside the
+task's lock and removed in `finally`; the shared cached model's weights are never changed.
+
+The head-importance map knocks out each head alone. Where a stack's batch axis is the inputs'
+batch, one forward pass runs many knockouts: row r of the batch gets its own head mask.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.intervention_types import AblationResult, HeadImportance, Tower
+from demos import explainers, loading, subjects
+from demos.cache import memo
+from demos.explain import ProgressFn
+
+_SITE = re.compile(r"^(?P<tower>.+)\.(?P<layer>\d+)\.(?P<attn>attn|attention|self_attn|encoder_attn)\.(?:c_proj|out_lin|output\.dense|out_proj|o_proj)$")
+_HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head")
+_TOWER_WORDS = {"encoder": "encoder", "decoder": "decoder", "text_model": "text", "vision_model": "vision"}
+
+
+@dataclass
+class Site:
+    """One attention module: its tower name, layer index, head count and output projection."""
+
+    tower: str
+    layer: int
+    n_heads: int
+    module: torch.nn.Module = field(repr=False)
+
+
+def _tower_name(path: str, attn: str, cross_present: bool) -> str:
+    words = [_TOWER_WORDS[p] for p in path.split(".") if p in _TOWER_WORDS]
+    name = words[0] if words else "layers"
+    if name == "decoder" and cross_present:
+        name += " cross-attention" if attn == "encoder_attn" else " self-attention"
+    return name
+
+
+def _n_heads(model: torch.nn.Module, attention_path: str, width: int) -> int:
+    attention = model.get_submodule(attention_path)
+    for mod in (attention, *attention.children()):
+        for attr in _HEAD_ATTRS:
+            value = getattr(mod, attr, None)
+            if isinstance(value, int) and value > 0 and width % value == 0:
+                return value
+    raise RuntimeError(f"Cannot tell how many heads {attention_path} has.")
+
+
+def sites(model: torch.nn.Module) -> list[Site]:
+    """Every attention output projection of `model`, found by name, in model order."""
+    found = [(name, _SITE.match(name)) for name, _ in model.named_modules()]
+    found = [(name, m) for name, m in found if m]
+    cross = any(m["attn"] == "encoder_attn" for _, m in found)
+    out = []
+    for name, m in found:
+        module = model.get_submodule(name)
+        width = getattr(module, "in_features", None) or module.weight.shape[0]  # GPT-2 Conv1D: (in, out)
+        attention_path = name[: m.start("attn") + len(m["attn"])]
+        out.append(Site(_tower_name(m["tower"], m["attn"], cross), int(m["layer"]), _n_heads(model, attention_path, width), module))
+    if not out:
+        raise RuntimeError(f"No attention output projection found in {type(model).__name__}.")
+    return out
+
+
+def towers(model: torch.nn.Module) -> list[Tower]:
+    """The model's attention stacks (name, layers, heads), for the knockout controls."""
+    stacks: dict[str, Tower] = {}
+    for s in sites(model):
+        t = stacks.setdefault(s.tower, Tower(s.tower, 0, s.n_heads))
+        t.n_layers = max(t.n_layers, s.layer + 1)
+    return list(stacks.values())
+
+
+def _pre_hook(mask: torch.Tensor):
+    """Forward pre-hook multiplying the (b, ..., heads * head_dim) input by a per-row head mask (R, heads)."""
+
+    def hook(module: torch.nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        b, rows = x.shape[0], mask.shape[0]
+        if rows not in (1, b):
+            raise RuntimeError(f"A head mask of {rows} rows cannot apply to a batch of {b}.")
+        heads = mask.shape[1]
+        m = mask.to(x.dtype).repeat_interleave(x.shape[-1] // heads, dim=1)  # (R, width)
+        return (x * m.view(rows, *([1] * (x.dim() - 2)), -1), *args[1:])
+
+    return hook
+
+
+@contextmanager
+def head_masks(model: torch.nn.Module, masks: dict[tuple[str, int], torch.Tensor]) -> Iterator[None]:
+    """Within the block, each (tower, layer) in `masks` has its heads weighted by mask (R, heads):
+    0 = knocked out, 1 = kept; R = 1 (every row) or the batch size (row r its own mask)."""
+    handles = []
+    try:
+        for s in sites(model):
+            if (s.tower, s.layer) in masks:
+                handles.append(s.module.register_forward_pre_hook(_pre_hook(masks[(s.tower, s.layer)])))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def knockout_masks(model: torch.nn.Module, heads: Sequence[tuple[str, int, int | None]]) -> dict[tuple[str, int], torch.Tensor]:
+    """(tower, layer, head or None for the whole layer) triples -> one-row masks per (tower, layer)."""
+    by_key = {(s.tower, s.layer): s for s in sites(model)}
+    masks: dict[tuple[str, int], torch.Tensor] = {}
+    device = next(model.parameters()).device
+    for tower, layer, head in heads:
+        site = by_key.get((tower, int(layer)))
+        if site is None:
+            raise ValueError(f"No layer {layer} in {tower!r}; stacks: {[(t.name, t.n_layers) for t in towers(model)]}.")
+        mask = masks.setdefault((tower, int(layer)), torch.ones(1, site.n_heads, device=device))
+        if head is None:
+            mask[:] = 0
+        elif not 0 <= int(head) < site.n_heads:
+            raise ValueError(f"Head {head} does not exist in {tower} layer {layer} ({site.n_heads} heads).")
+        else:
+            mask[0, int(head)] = 0
+    return masks
+
+
+def _describe(heads: Sequence[tuple[str, int, int | None]]) -> list[str]:
+    return [f"{t} L{l}" + (" (all heads)" if h is None else f" H{h}") for t, l, h in heads]
+
+
+def _locked(task: str, fn, *args: Any, **kwargs: Any) -> Any:
+    return loading.one_at_a_time(task)(fn)(*args, **kwargs)
+
+
+def ablate(task: str, result: Any, heads: Sequence[tuple[str, int, int | None]], target: Any = None, top_k: int = 5) -> AblationResult:
+    """Run `result`'s forward pass again with `heads` knocked out ((tower, layer, head) triples,
+    head None = the whole layer; tower names from `towers()`); the answer before and after."""
+    return _locked(task, _ablate, task, result, [tuple(h) for h in heads], target, int(top_k))
+
+
+def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> AblationResult:
+    s = subjects.subject(task, result, target)
+    x = s.batch(1)
+    with torch.no_grad():
+        before = s.outcome_probs(s.run(x))[0].float()
+        with head_masks(s.model, knockout_masks(s.model, heads)):
+            after = s.outcome_probs(s.run(x))[0].float()
+    k = min(top_k, before.shape[0])
+    shown = list(dict.fromkeys([s.answer, *before.topk(k).indices.tolist(), *after.topk(k).indices.tolist()]))
+    return AblationResult(
+        task=task, answer=s.answer_label, value_name=s.value_name, knocked_out=_describe(heads),
+        labels=[s.outcome_label(i) for i in shown],
+        before=before[shown].cpu().numpy(), after=after[shown].cpu().numpy(),
+        score_before=float(before[s.answer]), score_after=float(after[s.answer]),
+        top_before=s.outcome_label(int(before.argmax())), top_after=s.outcome_label(int(after.argmax())),
+    )
+
+
+@dataclass(frozen=True)
+class _Ref:
+    """A result keyed by its identity (subjects.result_key), so explainers can be memoised."""
+
+    key: tuple
+    result: Any = field(compare=False, hash=False, repr=False)
+
+
+def head_importance(task: str, result: Any, target: Any = None, batch_rows: int = 8, progress: ProgressFn | None = None) -> HeadImportance:
+    """Each head knocked out alone -> change of the answer's score, (layers, heads) per tower.
+    `batch_rows` knockouts share one forward pass where the stack allows. Memoised."""
+    return _head_importance(_Ref(subjects.result_key(task, result), result), target, int(batch_rows), progress=progress)
+
+
+@memo(maxsize=16)
+def _head_importance(ref: _Ref, target: Any, batch_rows: int, progress: ProgressFn | None = None) -> HeadImportance:
+    return _locked(ref.key[0], _importance, ref.key[0], ref.result, target, batch_rows, progress)
+
+
+def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
+    s = subjects.subject(task, result, target)
+    all_sites = sites(s.model)
+    stacks = towers(s.model)
+    device = s.replacement.device
+    with torch.no_grad():
+        base = float(s.score(s.run(s.batch(1)))[0])
+    jobs = [(site, h) for site in all_sites for h in range(site.n_heads)]
+    maps = {t.name: np.zeros((t.n_layers, t.n_heads), dtype=np.float32) for t in stacks}
+    chunks: list[list] = []
+    for tower in maps:  # rows of one chunk share a forward pass: same tower, batched stacks only
+        mine = [j for j in jobs if j[0].tower == tower]
+        size = max(1, batch_rows) if s.towers_batched(tower) else 1
+        chunks += [mine[i: i + size] for i in range(0, len(mine), size)]
+    done = 0
+    for chunk in chunks:
+        rows = len(chunk)
+        masks: dict[tuple[str, int], torch.Tensor] = {}
+        for r, (site, h) in enumerate(chunk):
+            mask = masks.setdefault((site.tower, site.layer), torch.ones(rows, site.n_heads, device=device))
+            mask[r, h] = 0
+        with torch.no_grad(), head_masks(s.model, masks):
+            values = s.score(s.run(s.batch(rows))).float().cpu().numpy()
+        for (site, h), v in zip(chunk, values):
+            maps[site.tower][site.layer, h] = v - base
+        done += rows
+        if progress is not None:
+            progress(done / len(jobs), f"knocked out {done}/{len(jobs)} heads")
+    return HeadImportance(task, s.answer_label, s.value_name, stacks, [maps[t.name] for t in stacks], base)
+
+
+def _run_ablate(task: str, result: Any, heads: Sequence = (), target: Any = None, top_k: int = 5, **_: Any) -> AblationResult:
+    return ablate(task, result, heads, target, top_k)
+
+
+def _run_map(task: str, result: Any, target: Any = None, progress: ProgressFn | None = None, **_: Any) -> HeadImportance:
+    return head_importance(task, result, target, progress=progress)
+
+
+_ALL = subjects.tasks()
+explainers.register(explainers.Explainer("ablate", "Knock out heads", _ALL, _run_ablate))
+explainers.register(explainers.Explainer("head_map", "Head importance", _ALL, _run_map))
