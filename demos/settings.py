@@ -17,7 +17,12 @@ def display_name(model_id: str) -> str:
     """How a model is named in the UI: hub ids as they are, local folders as 'local folder NAME'
     (never the server path)."""
     path = Path(model_id).expanduser()
-    return f"local folder {path.name}" if path.is_absolute() or path.is_dir() else model_id
+    if not (path.is_absolute() or path.is_dir()):
+        return model_id
+    from demos.hubcache import cached_repo_id  # a snapshot of the Hugging Face cache: its hub id
+
+    repo = cached_repo_id(path)
+    return f"{repo} (Hugging Face cache)" if repo else f"local folder {path.name}"
 
 
 def _env_flag(name: str) -> bool:
@@ -45,8 +50,13 @@ class Settings:
         """
         spec = registry.get(task)
         first = self.overrides.get(task, spec.default_model)
-        # Offline, every hub id of a task resolves to the same local stand-in: offer just one.
-        extra = [] if task in self.overrides or self.offline else [m for m in spec.alternatives if m != first]
+        # Offline, alternatives are offered only when the Hugging Face cache holds them (any other
+        # hub id would resolve to the same local stand-in).
+        extra = [] if task in self.overrides else [m for m in spec.alternatives if m != first]
+        if self.offline:
+            from demos.hubcache import find_snapshot
+
+            extra = [m for m in extra if find_snapshot(m, task)]
         return [first, *extra]
 
     def model_for(self, task: str, requested: str | None = None) -> str:

@@ -294,3 +294,14 @@ def test_prepare_models_fails_cleanly_without_the_hub(command, tmp_path):
     assert [line.split()[1].rstrip(":") for line in failed] == [SST2, "openai/whisper-tiny", "openai/whisper-base"]
     assert lines[-1] == "0 of 3 model(s) ready for offline use, 3 not"
     assert "Traceback" not in run.stderr
+
+
+def test_offline_offers_cached_alternatives_and_names_snapshots_by_hub_id(hub, tiny_models, fresh):
+    offline = settings.Settings(offline=True)
+    assert offline.choices("generation") == ["distilgpt2"]  # gpt2 not cached: it would be the same stand-in
+    snapshot = put_in_cache(hub, "openai-community/gpt2", tiny_models["generation"])
+    assert offline.choices("generation") == ["distilgpt2", "gpt2"]
+    assert settings.Settings(offline=False).choices("generation") == ["distilgpt2", "gpt2"]
+    assert settings.display_name(str(snapshot)) == "openai-community/gpt2 (Hugging Face cache)"
+    assert str(snapshot) not in settings.display_name(str(snapshot))
+    assert settings.display_name(str(tiny_models["generation"])) == f"local folder {tiny_models['generation'].name}"
