@@ -67,6 +67,7 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
     module = spec.compute()
     from demos import explainers
 
+    getattr(explainers, "load_all", lambda: None)()  # explainer modules register on import
     for explainer in explainers.for_task(task_key):
         if explainer.name == name:
             return functools.partial(explainer.run, task_key)
