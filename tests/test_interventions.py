@@ -1,0 +1,170 @@
+"""Head / layer knockouts on every task: exactness, a manual recomputation, the batched head map,
+and isolation between concurrent requests."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from core import registry
+from demos import explainers, interventions, subjects
+from tests.explain_cases import CASES, reported_value, result_for
+
+TASKS = registry.KEYS
+
+
+def test_every_registered_task_has_a_row_and_an_ablate_explainer():
+    assert set(CASES) == set(TASKS)
+    assert set(subjects.tasks()) == set(TASKS)
+    for name in ("ablate", "head_map"):
+        assert set(explainers.get(name).tasks) == set(TASKS)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_subject_answer_equals_the_tasks_own_forward_pass(task):
+    s = subjects.subject(task, result_for(task))
+    with torch.no_grad():
+        value = float(s.score(s.run(s.batch(1)))[0])
+    assert value == pytest.approx(reported_value(task), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_knocking_out_nothing_equals_the_original_exactly(task):
+    result = result_for(task)
+    s = subjects.subject(task, result)
+    x = s.batch(1)
+    ones = {(site.tower, site.layer): torch.ones(1, site.n_heads) for site in interventions.sites(s.model)}
+    with torch.no_grad():
+        plain = s.outcome_probs(s.run(x))
+        with interventions.head_masks(s.model, ones):  # every hook in place, every head kept
+            hooked = s.outcome_probs(s.run(x))
+    assert torch.equal(plain, hooked)
+    got = interventions.ablate(task, result, [])
+    assert np.array_equal(got.before, got.after) and got.score_before == got.score_after
+    assert not any(m._forward_pre_hooks for m in s.model.modules())  # hooks removed
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_knocking_out_a_whole_layer_changes_the_answer_and_is_undone(task):
+    result = result_for(task)
+    tower = interventions.towers(subjects.subject(task, result).model)[0]
+    got = interventions.ablate(task, result, [(tower.name, tower.n_layers - 1, None)])
+    assert got.score_after != got.score_before
+    assert got.knocked_out == [f"{tower.name} L{tower.n_layers - 1} (all heads)"]
+    assert interventions.ablate(task, result, []).score_after == got.score_before
+
+
+def _gpt2_manual_logits(model, ids: torch.Tensor, layer: int, head: int) -> torch.Tensor:
+    """GPT-2 computed by hand, block by block, with head `head` of block `layer` zeroed before c_proj."""
+    t = model.transformer
+    n = ids.shape[1]
+    h = t.wte(ids) + t.wpe(torch.arange(n)[None])
+    nh = model.config.n_head
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    for i, block in enumerate(t.h):
+        q, k, v = block.attn.c_attn(block.ln_1(h)).split(model.config.n_embd, dim=2)
+        q, k, v = (z.view(1, n, nh, -1).transpose(1, 2) for z in (q, k, v))
+        scores = (q @ k.transpose(-1, -2)) / (q.shape[-1] ** 0.5)
+        heads = torch.softmax(scores.masked_fill(~causal, torch.finfo(scores.dtype).min), dim=-1) @ v  # (1, nh, n, dh)
+        if i == layer:
+            heads[:, head] = 0.0
+        h = h + block.attn.c_proj(heads.transpose(1, 2).reshape(1, n, -1))
+        h = h + block.mlp(block.ln_2(h))
+    return model.lm_head(t.ln_f(h))
+
+
+def test_one_head_knockout_equals_a_manual_computation_on_gpt2():
+    result = result_for("generation")
+    s = subjects.subject("generation", result)
+    ids = s.inputs["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(_gpt2_manual_logits(s.model, ids, -1, 0), s.model(input_ids=ids).logits, atol=1e-5)
+        for layer, head in ((0, 1), (1, 3)):
+            with interventions.head_masks(s.model, interventions.knockout_masks(s.model, [("layers", layer, head)])):
+                hooked = s.model(input_ids=ids).logits
+            manual = _gpt2_manual_logits(s.model, ids, layer, head)
+            assert torch.allclose(hooked, manual, atol=1e-5)
+            assert not torch.allclose(hooked, s.model(input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_batched_head_map_equals_one_knockout_at_a_time(task):
+    result = result_for(task)
+    hm = interventions.head_importance(task, result, batch_rows=8)
+    assert [m.shape for m in hm.maps] == [(t.n_layers, t.n_heads) for t in hm.towers]
+    for tower, grid in zip(hm.towers, hm.maps):
+        for layer in range(tower.n_layers):
+            for head in range(tower.n_heads):
+                one = interventions.ablate(task, result, [(tower.name, layer, head)])
+                assert grid[layer, head] == pytest.approx(one.score_after - one.score_before, abs=2e-6)
+    assert hm.score == pytest.approx(reported_value(task), rel=1e-4, abs=1e-6)
+    seen = []
+    interventions._head_importance.cache_clear()
+    interventions.head_importance(task, result, batch_rows=3, progress=lambda f, msg: seen.append(f))
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_knockouts_never_reach_concurrent_requests_of_the_same_task(task):
+    result = result_for(task)
+    original = interventions.ablate(task, result, [])
+    towers = interventions.towers(subjects.subject(task, result).model)
+    everything = [(t.name, layer, None) for t in towers for layer in range(t.n_layers)]
+    knocked = interventions.ablate(task, result, everything)
+    assert not np.array_equal(knocked.after, original.after)
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def knock() -> None:
+        while not stop.is_set():
+            got = interventions.ablate(task, result, everything)
+            if not np.array_equal(got.after, knocked.after):
+                errors.append("knockout result changed")
+
+    def plain() -> None:
+        for _ in range(15):
+            got = interventions.ablate(task, result, [])
+            if not (np.array_equal(got.after, original.after) and np.array_equal(got.before, original.before)):
+                errors.append("a knockout leaked into another request")
+
+    threads = [threading.Thread(target=knock)] + [threading.Thread(target=plain) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads[1:]:
+        t.join()
+    stop.set()
+    threads[0].join()
+    assert not errors
+
+
+def test_sentiment_analysis_is_untouched_while_heads_are_knocked_out():
+    from demos import sentiment
+
+    result = result_for("sentiment")
+    expected = result.probs
+    stop, errors = threading.Event(), []
+
+    def knock() -> None:
+        while not stop.is_set():
+            interventions.ablate("sentiment", result, [("layers", 0, None), ("layers", 1, None)])
+
+    worker = threading.Thread(target=knock)
+    worker.start()
+    try:
+        for _ in range(20):  # uncached: every call runs the shared model again
+            if not np.array_equal(sentiment.analyse.__wrapped__(result.text).probs, expected):
+                errors.append("analysis changed")
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors
+
+
+def test_unknown_heads_are_refused():
+    result = result_for("sentiment")
+    with pytest.raises(ValueError):
+        interventions.ablate("sentiment", result, [("layers", 99, 0)])
+    with pytest.raises(ValueError):
+        interventions.ablate("sentiment", result, [("layers", 0, 99)])
