@@ -150,16 +150,16 @@ def _site(task: str, kind: str, m: loading.Loaded, result: Any, layer: int, item
             tokens = list(result.attention[item].query_tokens)
             states = states[:, start : start + len(tokens)]
         base = model.base_model
+        distil = hasattr(base, "transformer")  # DistilBERT, else BERT (MiniLM)
+        block = _check_layer(layer, base.transformer.layer if distil else base.encoder.layer)
         x = _t(m, states[layer])
-        if hasattr(base, "transformer"):  # DistilBERT
-            block = _check_layer(layer, base.transformer.layer)
+        if distil:
             attn = block.attention
             return _Site(attn, attn, attn.out_lin, x, None, None, tokens, tokens, "self", f"layer {layer}", f"hidden_states[{layer}]")
-        block = _check_layer(layer, base.encoder.layer)  # BERT (MiniLM)
         return _Site(block.attention, block.attention.self, block.attention.output.dense, x, None, None, tokens, tokens,
                      "self", f"layer {layer}", f"hidden_states[{layer}]")
     if task == "image":
-        block = _check_layer(layer, model.vit.encoder.layer)
+        block = _check_layer(layer, model.vit.layers)
         x = block.layernorm_before(_t(m, result.embeddings.vectors[layer]))
         names = list(result.embeddings.labels)
         return _Site(block.attention, block.attention, block.attention.o_proj, x, None, None, names, names,

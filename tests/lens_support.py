@@ -49,13 +49,22 @@ def loaded(task: str, result: Any):
     return registry.get(task).compute().load(result.model_id)
 
 
-def full_pass(task: str, result: Any, hooked: list[Any] | None = None) -> tuple[Any, list[torch.Tensor]]:
+def full_pass(
+    task: str, result: Any, inputs_of: list[Any] | None = None, outputs_of: list[Any] | None = None
+) -> tuple[Any, list[torch.Tensor], list[torch.Tensor]]:
     """The whole model over the result's input (output_attentions=True), with a forward pre-hook
-    on each module of `hooked` recording its first input. Returns (output, captured inputs)."""
+    on each module of `inputs_of` recording its first input and a forward hook on each module of
+    `outputs_of` recording its output. Returns (model output, inputs, outputs), in module order."""
     m = loaded(task, result)
     model, tok = m.model, m.processor
-    captured: list[torch.Tensor] = []
-    handles = [mod.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach())) for mod in hooked or []]
+    inputs: dict[int, torch.Tensor] = {}
+    outputs: dict[int, torch.Tensor] = {}
+
+    def keep(store: dict, i: int, value: torch.Tensor) -> None:
+        store.setdefault(i, value.detach())
+
+    handles = [mod.register_forward_pre_hook(lambda _m, args, i=i: keep(inputs, i, args[0])) for i, mod in enumerate(inputs_of or [])]
+    handles += [mod.register_forward_hook(lambda _m, _a, out, i=i: keep(outputs, i, out)) for i, mod in enumerate(outputs_of or [])]
     try:
         with torch.inference_mode():
             if task == "generation":
@@ -86,7 +95,7 @@ def full_pass(task: str, result: Any, hooked: list[Any] | None = None) -> tuple[
     finally:
         for h in handles:
             h.remove()
-    return out, captured
+    return out, [inputs[i] for i in sorted(inputs)], [outputs[i] for i in sorted(outputs)]
 
 
 class NoFullPass:

@@ -30,7 +30,7 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
 
 
 def _check_generation(r, grid: LensGrid) -> None:
-    out, _ = full_pass("generation", r)
+    out = full_pass("generation", r)[0]
     last = grid.n_layers - 1
     np.testing.assert_allclose(lens.head_logits("generation", r, last), out.logits[0].numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(grid.chosen_probs[last, r.n_prompt - 1 : -1], r.model_prob, **TIGHT)
@@ -42,7 +42,7 @@ def _check_generation(r, grid: LensGrid) -> None:
 
 
 def _check_translation(r, grid: LensGrid) -> None:
-    out, _ = full_pass("translation", r)
+    out = full_pass("translation", r)[0]
     last = grid.n_layers - 1
     assert last == loaded("translation", r).model.config.decoder_layers
     np.testing.assert_allclose(lens.head_logits("translation", r, last), out.logits[0].numpy(), rtol=1e-5, atol=1e-5)
@@ -51,7 +51,7 @@ def _check_translation(r, grid: LensGrid) -> None:
 
 
 def _check_asr(r, grid: LensGrid) -> None:
-    out, _ = full_pass("asr", r)
+    out = full_pass("asr", r)[0]
     last, n_prompt = grid.n_layers - 1, len(r.prompt)
     logits = out.logits[0, n_prompt - 1 :]
     np.testing.assert_allclose(lens.head_logits("asr", r, last), logits.numpy(), rtol=1e-5, atol=1e-5)
@@ -61,7 +61,7 @@ def _check_asr(r, grid: LensGrid) -> None:
 
 
 def _check_sentiment(r, hl: HeadLens) -> None:
-    out, _ = full_pass("sentiment", r)
+    out = full_pass("sentiment", r)[0]
     np.testing.assert_allclose(hl.class_probs[-1], _softmax(out.logits[0]), **TIGHT)
     np.testing.assert_allclose(hl.class_probs[-1], r.probs, **TIGHT)
     assert hl.classes == r.labels and hl.final_label == r.predicted and hl.top_labels[-1][0] == r.predicted
@@ -70,7 +70,7 @@ def _check_sentiment(r, hl: HeadLens) -> None:
 def _check_qa(r, hl: HeadLens) -> None:
     from demos import qa
 
-    out, _ = full_pass("qa", r)
+    out = full_pass("qa", r)[0]
     span = hl.spans[-1]
     assert (span.text, span.start, span.end) == (r.answer, r.start_index, r.end_index)
     assert span.prob == pytest.approx(r.score, rel=1e-5)
@@ -83,7 +83,7 @@ def _check_qa(r, hl: HeadLens) -> None:
 
 
 def _check_image(r, hl: HeadLens) -> None:
-    out, _ = full_pass("image", r)
+    out = full_pass("image", r)[0]
     probs = torch.softmax(out.logits[0].float(), -1)
     top = probs.topk(5)
     np.testing.assert_allclose(hl.top_probs[-1], top.values.numpy(), **TIGHT)
@@ -93,7 +93,7 @@ def _check_image(r, hl: HeadLens) -> None:
 
 
 def _check_clip(r, hl: HeadLens) -> None:
-    out, _ = full_pass("clip", r)
+    out = full_pass("clip", r)[0]
     for item in range(len(r.sources)):
         h = hl if item == 0 else lens.lens("clip", r, item=item)
         np.testing.assert_allclose(h.class_probs[-1], _softmax(out.logits_per_image[item]), **TIGHT)
