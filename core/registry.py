@@ -227,9 +227,3 @@ def examples(key: str) -> list:
         return str(ROOT / value) if isinstance(value, str) and value.startswith("assets/") else value
 
     return [resolve(e) for e in get(key).examples]
-
-
-def transformers_class(name: str) -> Any:
-    import transformers
-
-    return getattr(transformers, name)

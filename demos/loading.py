@@ -161,8 +161,10 @@ def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
 
 def _load_uncached(task: str, model_id: str) -> Loaded:
     spec = registry.get(task)
-    model_cls = registry.transformers_class(spec.model_class)
-    processor_cls = registry.transformers_class(spec.processor_class)
+    import transformers
+
+    model_cls = getattr(transformers, spec.model_class)
+    processor_cls = getattr(transformers, spec.processor_class)
     source = resolve_source(task, model_id)
     log.info("loading %s model from %s", task, source)
     model = model_cls.from_pretrained(

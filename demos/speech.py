@@ -186,9 +186,9 @@ def alignment_heads(model) -> list[tuple[int, int]]:
     else every head of the upper half of the decoder (OpenAI's default)."""
     given = getattr(model.generation_config, "alignment_heads", None)
     if given:
-        return [(int(l), int(h)) for l, h in given]
+        return [(int(layer), int(h)) for layer, h in given]
     cfg = model.config
-    return [(l, h) for l in range(cfg.decoder_layers // 2, cfg.decoder_layers) for h in range(cfg.decoder_attention_heads)]
+    return [(layer, h) for layer in range(cfg.decoder_layers // 2, cfg.decoder_layers) for h in range(cfg.decoder_attention_heads)]
 
 
 def alignment_matrix(cross: torch.Tensor, heads: list[tuple[int, int]], filter_width: int) -> np.ndarray:
@@ -196,7 +196,7 @@ def alignment_matrix(cross: torch.Tensor, heads: list[tuple[int, int]], filter_w
     the decoder positions, median-filtered along time, then averaged over heads."""
     from scipy.ndimage import median_filter
 
-    w = torch.stack([cross[l, h] for l, h in heads]).double().cpu().numpy()  # (A, n_dec, F)
+    w = torch.stack([cross[layer, h] for layer, h in heads]).double().cpu().numpy()  # (A, n_dec, F)
     w = (w - w.mean(axis=-2, keepdims=True)) / (w.std(axis=-2, keepdims=True) + 1e-10)
     width = int(filter_width or 1)
     if width > 1 and w.shape[-1] > width // 2:

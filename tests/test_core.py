@@ -29,7 +29,6 @@ def test_env_and_models_dir_override(tmp_path, monkeypatch):
 
 
 def test_loader_caches_and_evicts_least_recently_used(tiny_models):
-    import transformers
 
     old = settings.current()
     settings.configure(settings.Settings(overrides=dict(old.overrides), offline=True, max_models=2))

@@ -182,7 +182,7 @@ def test_api_refuses_models_not_on_the_allow_list(server, picture, task):
     client = _client(url)
     try:
         for bad in BAD_MODELS:
-            with pytest.raises(Exception):  # gradio_client: HTTP 400 from the join (validation)
+            with pytest.raises(Exception):  # noqa: B017 - gradio_client: HTTP 400 from the join (validation)
                 client.predict(*make_args(picture), bad, api_name=api)
             with pytest.raises(PermissionError):
                 settings.current().model_for(task, bad)
@@ -195,7 +195,6 @@ def test_api_refuses_models_not_on_the_allow_list(server, picture, task):
 
 
 def test_loader_refuses_ids_off_the_list_before_touching_disk(tiny_models):
-    import transformers
 
     from demos import loading
 
@@ -423,7 +422,6 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def test_remote_code_is_never_run(tiny_models, tmp_path, sentiment_from):
     """A folder whose config asks for its own Python code: refused, and the code never runs."""
-    import transformers
 
     from demos import loading
 

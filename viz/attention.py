@@ -88,7 +88,7 @@ def head_summary(weights: np.ndarray, title: str = "Attention heads") -> go.Figu
         go.Heatmap(
             z=ent,
             x=[f"head {h}" for h in range(ent.shape[1])],
-            y=[f"layer {l}" for l in range(ent.shape[0])],
+            y=[f"layer {i}" for i in range(ent.shape[0])],
             colorscale="Viridis_r",
             hovertemplate="%{y}, %{x}<br>entropy %{z:.2f} bits<extra></extra>",
             colorbar=dict(title="bits"),
