@@ -132,3 +132,39 @@ def test_attribution_csv_lists_every_token_or_pixel():
     assert len(lines) == 1 + 3 + 6
     assert lines[2] == "POSITIVE,integrated_gradients,1,good,0.5"
     assert lines[-1] == "tabby cat,integrated_gradients,5,row 1 col 2,5"
+
+
+def _luminance(colour: str) -> float:
+    import plotly.colors as pc
+
+    r, g, b = pc.unlabel_rgb(pc.convert_colors_to_same_type(colour, "rgb")[0][0])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_heads_overview_caption_agrees_with_its_colours_and_range():
+    import plotly.colors as pc
+
+    from ui import texts
+
+    weights = _attention()
+    heat = head_summary(weights).data[0]
+    scale = pc.get_colorscale(heat.colorscale) if isinstance(heat.colorscale, str) else heat.colorscale
+    low, high = scale[0][1], scale[-1][1]
+    assert "dark = looks at a few" in texts.HEADS and "bright = spreads" in texts.HEADS
+    assert _luminance(low) < _luminance(high)  # low entropy (focused) is the dark end
+    assert heat.zmin == 0.0 and heat.zmax == pytest.approx(np.log2(weights.shape[-1]))
+    assert ".4f" in heat.hovertemplate
+
+
+def test_noise_between_heads_is_not_stretched_over_the_scale():
+    rng = np.random.default_rng(0)
+    uniform = np.full((2, 3, 8, 8), 1 / 8) + rng.normal(0, 1e-6, (2, 3, 8, 8))
+    uniform /= uniform.sum(-1, keepdims=True)
+    heat = head_summary(uniform).data[0]
+    z = np.asarray(heat.z)
+    assert np.ptp(z) < 1e-4 and (z.min() - heat.zmin) / (heat.zmax - heat.zmin) > 0.99  # all near the top
+
+
+def test_attention_heatmap_starts_at_zero():
+    heat = attention_heatmap(_attention(), list("abcd"), list("abcd"), 0, AVERAGE).data[0]
+    assert heat.zmin == 0.0 and ".4f" in heat.hovertemplate

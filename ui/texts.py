@@ -7,7 +7,9 @@ ATTENTION = (
 )
 HEADS = (
     "The overview rates every head by how *focused* it is (entropy in bits): dark = looks at a few "
-    "tokens, bright = spreads its attention over many."
+    "tokens, bright = spreads its attention over many. The scale runs from 0 bits (all attention on "
+    "one token) to the most possible (attention spread evenly over every token), so similar heads "
+    "look similar."
 )
 EMBEDDINGS = (
     "**Embeddings** are the vectors the model holds for each token. They have hundreds of "

@@ -55,7 +55,7 @@ def attention_heatmap(
             y=ylab,
             colorscale=colorscale,
             zmin=0.0,
-            hovertemplate="%{y} → %{x}<br>weight %{z:.3f}<extra></extra>",
+            hovertemplate="%{y} → %{x}<br>weight %{z:.4f}<extra></extra>",
             colorbar=dict(title="weight"),
         )
     )
@@ -81,21 +81,32 @@ def head_entropy(weights: np.ndarray) -> np.ndarray:
     return (-(p * np.log2(p)).sum(axis=-1)).mean(axis=-1)
 
 
+# Low entropy (a focused head) is drawn dark, high entropy (attention spread evenly) bright: the
+# caption in ui/texts.HEADS says the same, and tests/test_viz.py checks both agree.
+ENTROPY_COLORSCALE = "Viridis"
+
+
 def head_summary(weights: np.ndarray, title: str = "Attention heads") -> go.Figure:
-    """Layers x heads grid of mean attention entropy: which heads focus, which spread out."""
+    """Layers x heads grid of mean attention entropy: which heads focus, which spread out.
+
+    The colour range is the possible one, 0 bits (every row on one key) to log2(keys) bits (every
+    row uniform), so heads that differ only in noise look alike instead of spanning the scale."""
     ent = head_entropy(weights)
+    top = float(np.log2(max(2, weights.shape[-1])))
     fig = go.Figure(
         go.Heatmap(
             z=ent,
             x=[f"head {h}" for h in range(ent.shape[1])],
             y=[f"layer {i}" for i in range(ent.shape[0])],
-            colorscale="Viridis_r",
-            hovertemplate="%{y}, %{x}<br>entropy %{z:.2f} bits<extra></extra>",
+            colorscale=ENTROPY_COLORSCALE,
+            zmin=0.0,
+            zmax=top,
+            hovertemplate="%{y}, %{x}<br>entropy %{z:.4f} bits<extra></extra>",
             colorbar=dict(title="bits"),
         )
     )
     fig.update_layout(
-        title=f"{title}: focus of each head (low entropy = focused)",
+        title=f"{title}: focus of each head (dark = focused, 0 bits; bright = spread evenly, {top:.2f} bits)",
         yaxis=dict(autorange="reversed"),
         height=max(260, 60 + 28 * ent.shape[0]),
         margin=dict(l=10, r=10, t=50, b=10),
