@@ -1,6 +1,6 @@
 """bench.load against the Ray Serve model tier, and against the in-process app, on this machine.
 
-`python -m bench.load_scale --clients 20 --requests 3 --models artifacts/bench-models-full`
+`python -m bench.load_scale --clients 20 --requests 3 --size full`
 serves a Gradio front whose /sentiment and /qa endpoints (same inputs and outputs as the app's)
 call `scale.backend.call`; once with the in-process backend, once with `XRAY_BACKEND=ray` on a
 local Ray cluster (`--num-cpus`, one replica per task). The simulated users of bench.load (one
@@ -105,7 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=3)
-    parser.add_argument("--models", default=None, help="models folder (default: tiny models, artifacts/bench-models)")
+    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                        help="tiny models or random models of the real sizes (bench.env; built if missing)")
+    parser.add_argument("--models", default=None, help="models folder of that size (default: bench.env's folder for --size)")
     parser.add_argument("--backends", default="inprocess,ray")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs (torch threads) per replica")
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     from bench.env import configure_models, prepare_environment
 
     prepare_environment(hub=False)
-    folder = configure_models(hub=False, models_dir=args.models)
+    folder = configure_models(hub=False, models_dir=args.models, size=args.size)
     from demos import settings
     from scale import backend
 
