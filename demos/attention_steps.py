@@ -177,9 +177,8 @@ def _clip_site(kind: str, m: loading.Loaded, result: Any, layer: int, item: int)
     if kind == "vision self":
         if not 0 <= item < result.vision_hidden.shape[1]:
             raise ValueError(f"Image {item} does not exist; choose 0 to {result.vision_hidden.shape[1] - 1}.")
-        n = result.vision_hidden.shape[2]
-        side = round((n - 1) ** 0.5)
-        names = ["[CLS]"] + [f"r{r}c{c}" for r in range(side) for c in range(side)]
+        rows, cols = result.rollout.shape[1:]  # the patch grid
+        names = ["[CLS]"] + [f"r{r}c{c}" for r in range(rows) for c in range(cols)]
         x = block.layer_norm1(_t(m, result.vision_hidden[layer, item]))
         allowed, where = None, f"vision tower layer {layer}"
     else:

@@ -30,7 +30,7 @@ import torch
 from core import registry
 from core.lens_types import LENS_CAPTION, HeadLens, LensGrid, Span
 from demos import explainers, loading
-from demos.attention_steps import ATTENTION_TASKS, attention_steps
+from demos.attention_steps import ATTENTION_TASKS, attention_kinds, attention_steps
 from demos.gpu import on_gpu
 
 TOP_K = 5
@@ -39,7 +39,7 @@ ENCODERS = ("sentiment", "qa", "image", "clip")
 LENS_TASKS = DECODERS + ENCODERS
 NOT_FOR = {"explorer": "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."}
 
-__all__ = ["LENS_TASKS", "NOT_FOR", "attention_steps", "head_logits", "lens"]
+__all__ = ["LENS_TASKS", "NOT_FOR", "attention_kinds", "attention_steps", "head_logits", "lens"]
 
 
 def _model(task: str, result: Any, model_id: str | None) -> loading.Loaded:

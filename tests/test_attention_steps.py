@@ -161,3 +161,12 @@ def test_bad_choices_get_clear_messages():
     with pytest.raises(ValueError, match="no 'cross'"):
         steps_mod.attention_steps("sentiment", r, 0, 0, 0, "cross")
     assert lens.attention_steps is steps_mod.attention_steps
+
+
+def test_table_rows_put_the_most_attended_key_first():
+    s = steps_mod.attention_steps("generation", result_for("generation"), 0, 0, 3)
+    rows = s.rows(top=3)
+    assert len(rows) == 3 and rows[0][4] == pytest.approx(s.softmax.max())
+    assert [r[4] for r in rows] == sorted((r[4] for r in rows), reverse=True)
+    every = s.rows()
+    assert [r[0] for r in every] == s.tokens and sum(r[3] for r in every) == len(s.tokens) - 4  # masked: after the query

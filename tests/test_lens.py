@@ -39,6 +39,11 @@ def _check_generation(r, grid: LensGrid) -> None:
     assert [row[0] for row in grid.top5_tokens[last]] == loaded("generation", r).processor.convert_ids_to_tokens(top.indices[:, 0].tolist())
     assert grid.targets[:-1] == r.tokens[1:] and grid.targets[-1] == "" and np.isnan(grid.chosen_probs[:, -1]).all()
     assert grid.groups.count("generated") == r.steps
+    # Greedy decoding: every generated token is the last layer's top-1, so the model has committed by then.
+    for j in range(r.n_prompt - 1, len(r.tokens) - 1):
+        assert grid.top_tokens[last][j] == grid.targets[j]
+        assert grid.commit_layer(j) is not None and grid.commit_layer(j) <= last
+    assert grid.commit_layer(len(r.tokens) - 1) is None
 
 
 def _check_translation(r, grid: LensGrid) -> None:
