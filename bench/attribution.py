@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from bench import inputs
-from bench.tasks import GEN_TOKENS, TASK_KEYS, demo
+from bench.tasks import GEN_TOKENS, demo, key
 
 IG = "integrated_gradients"
 
@@ -35,7 +35,7 @@ def model_id(name: str) -> str:
     """The model id the UI passes (the picker's value): calls made the UI's way share memo entries."""
     from demos import settings
 
-    return settings.current().model_for(TASK_KEYS[name])
+    return settings.current().model_for(key(name))
 
 
 def pad_baseline(ids: torch.Tensor, tok, pad_id: int | None = None) -> torch.Tensor:

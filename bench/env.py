@@ -1,5 +1,6 @@
 """Environment of a benchmark run: quiet, offline unless --hub, threads fixed, and the app's
-settings pointed at the tiny local models (built once into a cache folder) or the hub ids."""
+settings pointed at local models (tiny, or random at the real sizes; built once into a cache folder)
+or the hub ids."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = ROOT / "artifacts" / "bench-models"
+FULL_MODELS = ROOT / "artifacts" / "bench-models-full"
+SIZES = ("tiny", "full")
 
 
 def prepare_environment(hub: bool) -> None:
@@ -31,9 +34,16 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def configure_models(hub: bool, models_dir: str | os.PathLike | None = None) -> str | None:
-    """Point the app's settings at the tiny models (built into `models_dir` if missing) or at the
-    default hub ids. Returns the models folder (None with --hub)."""
+def default_models_dir(size: str = "tiny") -> Path:
+    return FULL_MODELS if size == "full" else DEFAULT_MODELS
+
+
+def configure_models(hub: bool, models_dir: str | os.PathLike | None = None, size: str = "tiny") -> str | None:
+    """Point the app's settings at local models, built into `models_dir` if missing: the tiny ones
+    (`size="tiny"`) or random models with the real configurations (`size="full"`, demos.fullsize;
+    the explorer then runs the packaged all-MiniLM-L6-v2), or at the default hub ids.
+    Returns the models folder (None with --hub)."""
+    from core import registry
     from demos import cache, loading, settings
 
     if hub:
@@ -42,11 +52,18 @@ def configure_models(hub: bool, models_dir: str | os.PathLike | None = None) -> 
         settings.configure(base)
         folder = None
     else:
-        from demos.tiny import TASKS, ensure_tiny_models
+        folder = Path(models_dir or default_models_dir(size))
+        if size == "full":
+            from demos.fullsize import ensure_full_models
 
-        folder = Path(models_dir or DEFAULT_MODELS)
-        built = ensure_tiny_models(folder, TASKS)
-        settings.configure(settings.Settings(overrides={t: str(p) for t, p in built.items()}, offline=True, max_models=16))
+            built = ensure_full_models(folder, progress=lambda m: print(f"[bench] {m}", flush=True))
+            overrides = {t.key: str(built[t.key]) for t in registry.TASKS if t.key in built}
+        else:
+            from demos.tiny import TASKS, ensure_tiny_models
+
+            built = ensure_tiny_models(folder, TASKS)
+            overrides = {t.key: str(built[t.tiny_key]) for t in registry.TASKS if t.tiny_key in built}
+        settings.configure(settings.Settings(overrides=overrides, offline=True, max_models=16))
         folder = str(folder.resolve())
     cache.clear_all()
     loading.clear()

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tasks", nargs="+", required=True)
     p.add_argument("--hub", action="store_true")
     p.add_argument("--models-dir")
+    p.add_argument("--size", default="tiny")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--threads", type=int)
     p.add_argument("--steps", type=int, default=32)
@@ -99,13 +100,13 @@ def main(argv: list[str] | None = None) -> None:
     from bench import attribution, tasks
 
     if args.one:
-        configure_models(args.hub, args.models_dir)
+        configure_models(args.hub, args.models_dir, args.size)
         print(json.dumps({"ok": True, **_side(args.tasks[0], args.one, args.quick, args.steps, args.threads)}), flush=True)
         return
     import captum.attr  # noqa: F401 - imported once here, not in each child
     import transformers
 
-    configure_models(args.hub, args.models_dir)
+    configure_models(args.hub, args.models_dir, args.size)
     for cls in ARCHITECTURES:
         getattr(transformers, cls)
     transformers.pipeline  # noqa: B018 - resolve the lazy attribute before forking
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
 
-def _base_cmd(hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int) -> list[str]:
-    cmd = [sys.executable, "-m", "bench.memory", "--threads", str(threads), "--steps", str(steps)]
+def _base_cmd(hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int, size: str = "tiny") -> list[str]:
+    cmd = [sys.executable, "-m", "bench.memory", "--threads", str(threads), "--steps", str(steps), "--size", size]
     cmd += ["--quick"] if quick else []
     return cmd + (["--hub"] if hub else ["--models-dir", models_dir] if models_dir else [])
 
@@ -178,10 +179,12 @@ def _forked(names: list[str], base: list[str]) -> tuple[dict, list[str]]:
     return rows, notes
 
 
-def measure(names: list[str], hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int) -> tuple[dict, list[str]]:
+def measure(
+    names: list[str], hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int, size: str = "tiny"
+) -> tuple[dict, list[str]]:
     """task -> {side: {answer_peak_mb, attribution_peak_mb, ...}, imports_mb, method}.
     Fresh interpreters in full mode, forked children with --quick (see the module docstring)."""
-    base = _base_cmd(hub, models_dir, quick, threads, steps)
+    base = _base_cmd(hub, models_dir, quick, threads, steps, size)
     method = "fork" if quick else "fresh"
     rows, notes = (_forked if quick else _fresh)(names, base)
     for name, row in rows.items():

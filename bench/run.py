@@ -1,4 +1,4 @@
-"""Benchmark command: `python -m bench.run [--quick] [--hub] [--out artifacts/bench.json] [--tasks ...]`.
+"""Benchmark command: `python -m bench.run [--size tiny|full] [--quick] [--hub] [--out FILE.json] [--tasks ...]`.
 
 Measures, in one run on the same models and inputs: each tab's compute path against the plain
 transformers call, attribution against plain Captum (and a steps trade-off), start-up of
@@ -13,7 +13,7 @@ import json
 import time
 from pathlib import Path
 
-from bench.env import ROOT, configure_models, prepare_environment, set_threads
+from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
 
 SECTIONS = ("first_request", "latency", "attribution", "attribution_tradeoff", "scaling", "throughput", "startup", "memory")
 PLAN = {  # quick / full
@@ -34,12 +34,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="few repeats, short inputs (well under a minute on tiny models)")
-    p.add_argument("--hub", action="store_true", help="use the default hub models instead of the tiny local ones")
+    p.add_argument("--hub", action="store_true", help="use the default hub models instead of local ones")
+    p.add_argument("--size", choices=SIZES, default="tiny",
+                   help="local models: tiny (2 layers, 32 wide) or full (random weights, the real configurations)")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "bench.json"))
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK", help=f"tabs among {', '.join(TASKS)}")
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, metavar="SECTION", help=", ".join(SECTIONS))
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per CPU)")
-    p.add_argument("--models-dir", help="where the tiny models are built/cached (default artifacts/bench-models)")
+    p.add_argument("--models-dir", help="where local models are built/cached (default artifacts/bench-models[-full])")
     return p.parse_args(argv)
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> dict:
     plan = {k: v[q] for k, v in PLAN.items()}
     started, load_start = time.perf_counter(), load_average()
     threads = set_threads(args.threads)
-    models_dir = configure_models(args.hub, args.models_dir)
+    models_dir = configure_models(args.hub, args.models_dir, args.size)
     res: dict = {s: {} for s in SECTIONS}
     res["attribution_tradeoff"], res["scaling"] = [], {"sentiment": [], "speech": []}
     notes: dict[str, list[str]] = {}
@@ -83,11 +85,12 @@ def run(args: argparse.Namespace) -> dict:
         served = section("throughput", serve.throughput_served, tp_tabs, CLIENTS, plan["requests"])
         res["throughput"] = {**{f"{k}: served": v for k, v in served.items()}, **{f"{k}: threads": v for k, v in threaded.items()}}
     res["startup"] = section("startup", serve.startup, models_dir if not args.hub else None, plan["startup_repeats"])
-    res["memory"] = section("memory", memory.measure, tabs, args.hub, models_dir, args.quick, threads, plan["steps"])
+    res["memory"] = section("memory", memory.measure, tabs, args.hub, models_dir, args.quick, threads, plan["steps"], args.size)
     res["notes"] = notes
     res["meta"] = {
         "mode": "quick" if args.quick else "full",
-        "models": "hub (default ids)" if args.hub else f"tiny local models in {models_dir}",
+        "models": "hub (default ids)" if args.hub else f"{args.size} local models in {models_dir}",
+        "size": "hub" if args.hub else args.size,
         "tasks": tabs,
         "sections": sorted(want),
         "plan": plan,

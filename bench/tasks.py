@@ -16,18 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from bench import inputs
+from core import registry
 
-# bench name (demo module) -> settings task key
-TASK_KEYS = {
-    "sentiment": "sentiment",
-    "qa": "qa",
-    "translation": "translation",
-    "generation": "generation",
-    "image": "image",
-    "speech": "asr",
-    "clip": "clip",
-}
-TASKS = tuple(TASK_KEYS)
 GEN_TOKENS = {True: 8, False: 20}  # new tokens: quick / full
 
 
@@ -44,6 +34,11 @@ class Spec:
     same: Callable[[Any, Any], bool]
 
 
+def key(name: str) -> str:
+    """Settings / registry key of a bench tab, which is named by its compute module ('speech' -> 'asr')."""
+    return registry.by_demo(name).key
+
+
 def demo(name: str):
     """The demo module of a tab (ImportError while its helper has not landed it yet)."""
     return importlib.import_module(f"demos.{name}")
@@ -53,8 +48,7 @@ def source(name: str) -> str:
     """Folder or hub id the app loads for this tab under the current settings."""
     from demos import loading, settings
 
-    key = TASK_KEYS[name]
-    return loading.resolve_source(key, settings.current().model_for(key))
+    return loading.resolve_source(key(name), settings.current().model_for(key(name)))
 
 
 def _pipeline(name: str, task: str, **kwargs: Any):
@@ -62,8 +56,7 @@ def _pipeline(name: str, task: str, **kwargs: Any):
 
     from demos import loading
 
-    key = TASK_KEYS[name]
-    return pipeline(task, model=source(name), device=loading.device(), dtype=loading.dtype_for(key), **kwargs)
+    return pipeline(task, model=source(name), device=loading.device(), dtype=loading.dtype_for(key(name)), **kwargs)
 
 
 def _close(a: dict, b: dict, tol: float = 1e-4) -> bool:
@@ -202,10 +195,41 @@ def _clip(quick: bool) -> Spec:
                 lambda r, p: _close(r.label_value(), {d["label"]: d["score"] for d in p}))
 
 
+def _explorer(quick: bool) -> Spec:
+    mod = demo("explorer")
+    text = "\n".join(inputs.SENTENCES)
+
+    def make():
+        from transformers import AutoModel, AutoTokenizer
+
+        from demos import loading
+
+        model = AutoModel.from_pretrained(source("explorer"), dtype=loading.dtype_for(key("explorer")))
+        model.to(loading.device()).eval()
+        tok = AutoTokenizer.from_pretrained(source("explorer"))
+
+        def run() -> np.ndarray:  # what sentence-transformers does: mean pooling, then cosine
+            import torch
+
+            batch = tok(inputs.SENTENCES, padding=True, truncation=True, return_tensors="pt").to(model.device)
+            with torch.inference_mode():
+                hidden = model(**batch).last_hidden_state.float()
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            unit = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            return (unit @ unit.T).cpu().numpy()
+
+        return run
+
+    return Spec("explorer", lambda: mod.analyse(text), make, "explorer.analyse(sentences)",
+                "AutoModel forward + mean pooling + cosine (as sentence-transformers does)",
+                lambda r, p: bool(np.allclose(r.similarity, p, atol=1e-4)))
+
+
 BUILDERS: dict[str, Callable[[bool], Spec]] = {
     "sentiment": _sentiment, "qa": _qa, "translation": _translation, "generation": _generation,
-    "image": _image, "speech": _speech, "clip": _clip,
+    "image": _image, "speech": _speech, "clip": _clip, "explorer": _explorer,
 }
+TASKS: tuple[str, ...] = tuple(t.demo for t in registry.TASKS if t.demo in BUILDERS)  # bench tabs, registry order
 
 
 def spec(name: str, quick: bool) -> Spec:

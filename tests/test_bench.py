@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from core import registry
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -39,7 +41,7 @@ def test_quick_benchmark_writes_every_section(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     tasks = res["meta"]["tasks"]
-    assert len(tasks) == 7 and res["meta"]["machine"]["torch_threads"] == 1
+    assert tasks == [t.demo for t in registry.TASKS] and res["meta"]["machine"]["torch_threads"] == 1
     assert res["meta"]["machine"]["cpu_count"] >= 1 and res["meta"]["load_average_start"]
 
     for section in ("latency", "first_request", "attribution", "memory"):
