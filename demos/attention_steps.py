@@ -281,6 +281,7 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
             n_heads = q_all.shape[-1] // d_k
             if not 0 <= head < n_heads:
                 raise ValueError(f"Head {head} does not exist; choose 0 to {n_heads - 1}.")
+            query = query + site.x.shape[1] if query < 0 else query  # -1 = the last token
             if not 0 <= query < site.x.shape[1]:
                 raise ValueError(f"Query token {query} does not exist; choose 0 to {site.x.shape[1] - 1}.")
             weights, concat = _run_model(site, m.dtype)

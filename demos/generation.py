@@ -14,7 +14,7 @@ from demos.runtime import task_compute
 from demos.explain import ProgressFn, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
-from demos.text_common import baseline_ids, model_max_length, token_attribution
+from demos.text_common import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
 
 TASK = "generation"
 MAX_NEW_TOKENS = 100
@@ -119,7 +119,7 @@ def _generate(
     n_prompt = ids.shape[1]
     logp = torch.log_softmax(fwd.logits[0, n_prompt - 1 : -1].float(), dim=-1)  # (steps, vocab)
     model_prob = logp.gather(1, seq[0, n_prompt:, None]).exp()[:, 0].cpu().numpy()
-    tokens = m.processor.convert_ids_to_tokens(seq[0].tolist())
+    tokens = token_labels(m.processor, seq[0].tolist())
     return GenerationResult(
         prompt=prompt,
         text=prompt + continuation,
@@ -128,7 +128,7 @@ def _generate(
         ids=tuple(seq[0].tolist()),
         n_prompt=n_prompt,
         tokens=tokens,
-        pieces=[m.processor.decode([i]) for i in new_ids],
+        pieces=piece_texts(m.processor, new_ids, seq[0, :n_prompt].tolist()),
         choices=choices,
         chosen_rank=ranks,
         model_prob=model_prob,
@@ -183,9 +183,9 @@ def _step_choices(tok, scores: tuple[torch.Tensor, ...], new_ids: list[int]) -> 
     chosen_prob = probs.gather(1, chosen[:, None])[:, 0]
     ranks = (probs > chosen_prob[:, None]).sum(-1) + 1  # ties count in the chosen token's favour
     choices = TokenChoices(
-        tokens=[tok.convert_ids_to_tokens(row) for row in top_i.tolist()],
+        tokens=[token_labels(tok, row) for row in top_i.tolist()],
         probs=top_p.cpu().numpy(),
-        chosen=tok.convert_ids_to_tokens(new_ids),
+        chosen=token_labels(tok, new_ids),
         chosen_prob=chosen_prob.cpu().numpy(),
     )
     return choices, ranks.cpu().numpy()
@@ -238,5 +238,5 @@ def attribute(
         return torch.softmax(logits.float(), dim=-1)[:, target_id]
 
     target = f"“{m.processor.decode([target_id])}” at position {position}"
-    tokens = m.processor.convert_ids_to_tokens(list(ids[:position]))
+    tokens = token_labels(m.processor, list(ids[:position]))
     return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress, tolerance=tolerance)

@@ -22,6 +22,7 @@ from demos.runtime import task_compute
 from core import registry
 from core.results import AttentionMaps
 from demos.explain import stack_hidden
+from demos.text_common import token_labels
 
 TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
@@ -80,10 +81,6 @@ class SpeechResult:
     encoder_hidden: np.ndarray | None = None
     decoder_hidden: np.ndarray | None = None
 
-    def word_rows(self) -> list[list]:
-        """Rows for a table: word, start s, end s, mean token probability."""
-        return [[w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3)] for w in self.words]
-
 
 def load(model_id: str | None = None) -> loading.Loaded:
     return loading.load(TASK, model_id)
@@ -134,7 +131,7 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     heads = alignment_heads(m.model)
     matrix = alignment_matrix(cross_all, heads, m.model.config.median_filter_width)[rows]  # (T, F)
     path = dtw(-matrix) if len(out_ids) else np.zeros((0, 2), dtype=int)
-    tokens = tok.convert_ids_to_tokens(out_ids)
+    tokens = token_labels(tok, out_ids)
     step = frame_seconds(m)
     frame_labels = [f"{i * step:.2f}s" for i in range(n_frames)]
     mel_frames = min(int(np.ceil(len(clip.samples) / fe.hop_length)), features.shape[-1])
@@ -143,7 +140,7 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
         model_id=m.model_id,
         notice="",
         duration=clip.seconds,
-        prompt=tok.convert_ids_to_tokens(ids[:n_prompt]),
+        prompt=token_labels(tok, ids[:n_prompt]),
         mel=features[0, :, :mel_frames].float().cpu().numpy(),
         mel_step=fe.hop_length / fe.sampling_rate,
         tokens=tokens,

@@ -11,6 +11,7 @@ import torch
 
 from demos.explain import Attributed, ProgressFn, run_attribution
 from core.results import Attribution
+from core.tokens import byte_level_label
 
 
 @dataclass
@@ -50,10 +51,42 @@ def encode(tokenizer: Any, model: Any, text: str, text_pair: str | None = None, 
     return Encoded(
         ids=ids,
         mask=batch["attention_mask"].to(device),
-        tokens=tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+        tokens=token_labels(tokenizer, ids[0].tolist()),
         truncated=n > ids.shape[1],
         n_original=n,
     )
+
+
+def is_byte_level(tokenizer: Any) -> bool:
+    """Whether `tokenizer` stores tokens as byte-level BPE (GPT-2, Whisper, CLIP)."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)  # a processor wraps its tokenizer
+    backend = getattr(tok, "backend_tokenizer", None)
+    return backend is not None and type(backend.decoder).__name__ == "ByteLevel"
+
+
+def token_labels(tokenizer: Any, ids: list[int]) -> list[str]:
+    """Readable labels of `ids`: byte-level tokens as text, with the bytes of a character split
+    over two tokens shown as hex (core.tokens); other tokenizers' pieces as they are."""
+    tok = getattr(tokenizer, "tokenizer", tokenizer)
+    raw = tok.convert_ids_to_tokens(list(ids))
+    return [byte_level_label(t) for t in raw] if is_byte_level(tok) else raw
+
+
+def piece_texts(tokenizer: Any, ids: list[int], before: list[int] = ()) -> list[str]:
+    """The text each of `ids` adds when decoded after `before` (streaming decode): a token holding
+    the first bytes of a split character adds '' and the token completing it adds the character,
+    so no piece shows '�'."""
+    out, context = [], list(before)
+    previous = tokenizer.decode(context, skip_special_tokens=True)
+    for i in ids:
+        context.append(int(i))
+        text = tokenizer.decode(context, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # an unfinished character: wait for the rest
+            out.append("")
+            continue
+        out.append(text[len(previous):] if text.startswith(previous) else tokenizer.decode([i]))
+        previous = text
+    return out
 
 
 def baseline_ids(ids: torch.Tensor, special_ids: set[int], pad_id: int) -> torch.Tensor:

@@ -124,3 +124,52 @@ def test_compare_shows_both_greedy_continuations(serve):
         r = generation.generate(prompt, 5)
         assert html_out.count('class="xray-tok"') == r.steps
         assert prompt in html_out
+
+
+def test_byte_level_tokens_are_readable_never_replacement_characters(tiny_models):
+    """A character split over two byte-level tokens shows as hex bytes in labels, and the
+    continuation pieces never contain '�' (the completing token carries the character)."""
+    from core.tokens import byte_level_label
+    from demos.text_common import piece_texts, token_labels
+
+    tok = generation.load().processor
+    text = "naïve café – “quoted” 😀"
+    ids = tok(text)["input_ids"]
+    labels = token_labels(tok, ids)
+    assert all("\ufffd" not in label and "Ġ" not in label for label in labels)
+    raw_pieces = [tok.decode([i]) for i in ids]
+    split = [i for i, p in enumerate(raw_pieces) if "\ufffd" in p]
+    assert split, "the tiny tokenizer must split at least one character for this test to mean anything"
+    assert all("‹" in labels[i] for i in split)  # the bytes of a split character, as hex
+    pieces = piece_texts(tok, ids)
+    assert "".join(pieces) == tok.decode(ids) and all("\ufffd" not in p for p in pieces)
+    assert byte_level_label("Ġcaf" + "Ã©") == "␣café" and byte_level_label("âĢ") == "‹E2 80›"
+    result = generation.generate("The emoji 😀 means", 3)
+    assert all("\ufffd" not in t for t in result.tokens + result.pieces)
+
+
+def test_compare_follows_the_model_picker(monkeypatch):
+    """'Compare two prompts' takes the model picker as an input and continues both prompts with it."""
+    import gradio as gr
+
+    from demos import settings
+    from tests.handlers import call
+    from ui import generation as tab
+
+    with gr.Blocks() as demo:
+        tab.build()
+    fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
+    picker = fns["generate"].inputs[-1]
+    assert isinstance(picker, gr.Dropdown) and picker.label == "Model"
+    assert fns["generate_compare"].inputs[-1] is picker
+    seen, real = [], generation.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["model_id"] if "model_id" in kwargs else args[7])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generation, "generate", spy)
+    chosen = settings.current().choices("generation")[0]
+    html_a, html_b, _, _ = call(fns["generate_compare"], "The cat sat on", "The dog sat on", 3, chosen)
+    assert seen == [chosen, chosen]
+    assert "The cat sat on" in html_a and "The dog sat on" in html_b

@@ -1,0 +1,171 @@
+"""Views of the layer lens and of attention step by step, one each for every task they apply to
+(registered with ui.explainers.view; the explainers themselves are in demos.lens)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from core.lens_types import LensGrid
+from demos import attention_steps as steps_demo
+from demos import lens as lens_demo
+from demos.explainers import Explainer
+from ui.common import explain, guarded
+from ui.explainers import view
+from ui.export import bind_export, export_button
+from ui.kit import api
+from viz.export import result_json
+from viz.lens import (
+    MAX_COLUMNS,
+    commit_figure,
+    head_lens_figure,
+    lens_grid_figure,
+    qkv_figure,
+    steps_figure,
+    steps_summary,
+)
+
+LENS_HELP = (
+    "**When does the model decide?** The *layer lens* reads every layer's hidden state with the "
+    "model's own last part (the final normalisation and the output head), as if the model stopped "
+    "there. Watch in which layer the final answer appears and how sure it is. Early layers were "
+    "**not trained** to be read this way: their rows are a rough glimpse, not what the model 'thinks'. "
+    "The last row is exactly the model's answer."
+)
+STEPS_HELP = (
+    "**Attention(Q, K, V) = softmax(Q·Kᵀ / √d_k + mask) · V**, on your own input. Pick a layer, a head "
+    "and the query token. The query vector **q** of that token is compared with the key vector **k** "
+    "of every token (a dot product), the scores are scaled by 1/√d_k, masked where the token may not "
+    "look (future tokens, padding), turned into weights by the softmax (they add up to 1), and the "
+    "head's output is the weighted sum of the value vectors **v**. Circles: the weights computed here; "
+    "dots: the weights the model itself returned. They coincide."
+)
+
+
+@view("lens")
+@dataclass
+class LensView:
+    """The lens, computed after each answer (its own event, `<task>_lens`): no second forward pass."""
+
+    task: str
+    start: gr.Number
+    item: gr.Number
+    caption: gr.Markdown
+    grid: gr.Plot
+    commit: gr.Plot
+    state: gr.State
+    export: tuple
+
+    @classmethod
+    def build(cls, task: str, explainer: Explainer) -> "LensView":
+        explain(LENS_HELP)
+        with gr.Row():
+            start = gr.Number(value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)")
+            item = gr.Number(value=0, precision=0, minimum=0, label="Image (CLIP: which of the images)", visible=task == "clip")
+        caption = gr.Markdown()
+        grid = gr.Plot(label="Layer lens")
+        commit = gr.Plot(label="Where the model commits")
+        state = gr.State()
+        export = export_button("Export the lens (JSON)")
+        return cls(task, start, item, caption, grid, commit, state, export)
+
+    @property
+    def outputs(self) -> list:
+        return []
+
+    def values(self, result: Any) -> dict:
+        return {}
+
+    def _figures(self, lens, start: Any) -> dict:
+        if isinstance(lens, LensGrid):
+            first = int(start) if start else max(0, len(lens.positions) - MAX_COLUMNS)
+            return {self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS), self.commit: commit_figure(lens)}
+        return {self.grid: head_lens_figure(lens), self.commit: gr.skip()}
+
+    def bind(self, main: Any, state: gr.State) -> None:
+        @guarded
+        def run(result, item):
+            if result is None:
+                raise gr.Error("Run the model first.")
+            lens = lens_demo.lens(self.task, result, item=int(item or 0))
+            return {self.state: lens, self.caption: lens.caption, **self._figures(lens, None)}
+
+        @guarded
+        def redraw(lens, start):
+            if lens is None:
+                return {self.grid: gr.skip(), self.commit: gr.skip()}
+            return self._figures(lens, start)
+
+        outputs = [self.state, self.caption, self.grid, self.commit]
+        main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"))
+        self.item.change(run, [state, self.item], outputs, api_visibility="private")
+        self.start.change(redraw, [self.state, self.start], [self.grid, self.commit], api_visibility="private", queue=False)
+        bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
+
+
+@view("attention_steps")
+@dataclass
+class StepsView:
+    """One head, one query: the computation step by step (`<task>_attention_steps`)."""
+
+    task: str
+    kind: gr.Dropdown
+    layer: gr.Number
+    head: gr.Number
+    query: gr.Number
+    button: gr.Button
+    summary: gr.Markdown
+    figure: gr.Plot
+    table: gr.Dataframe
+    vectors: gr.Plot
+    state: gr.State
+    export: tuple
+
+    @classmethod
+    def build(cls, task: str, explainer: Explainer) -> "StepsView":
+        explain(STEPS_HELP)
+        kinds = list(steps_demo.attention_kinds(task))
+        with gr.Row():
+            kind = gr.Dropdown(kinds, value=kinds[0], label="Attention", visible=len(kinds) > 1)
+            layer = gr.Number(value=0, precision=0, minimum=0, label="Layer")
+            head = gr.Number(value=0, precision=0, minimum=0, label="Head")
+            query = gr.Number(value=-1, precision=0, label="Query token (position; −1 = the last)")
+            button = gr.Button("Show the steps")
+        summary = gr.Markdown()
+        figure = gr.Plot(label="Scores, softmax and the model's own attention row")
+        table = gr.Dataframe(
+            headers=["key token", "q·k", "× scale", "masked", "softmax", "model's weight"],
+            label="The steps for the most attended keys", interactive=False, wrap=True,
+        )
+        vectors = gr.Plot(label="q, K, V")
+        state = gr.State()
+        export = export_button("Export these steps (JSON)")
+        return cls(task, kind, layer, head, query, button, summary, figure, table, vectors, state, export)
+
+    @property
+    def outputs(self) -> list:
+        return []
+
+    def values(self, result: Any) -> dict:
+        return {}
+
+    def bind(self, main: Any, state: gr.State) -> None:
+        @guarded
+        def run(result, kind, layer, head, query):
+            if result is None:
+                raise gr.Error("Run the model first.")
+            steps = steps_demo.attention_steps(self.task, result, int(layer or 0), int(head or 0), int(query or 0), kind)
+            return {
+                self.state: steps,
+                self.summary: steps_summary(steps) + ("\n\n" + steps.caption if steps.caption else ""),
+                self.figure: steps_figure(steps),
+                self.table: steps.rows(top=12),
+                self.vectors: qkv_figure(steps),
+            }
+
+        inputs = [state, self.kind, self.layer, self.head, self.query]
+        outputs = [self.state, self.summary, self.figure, self.table, self.vectors]
+        main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"))
+        self.button.click(run, inputs, outputs, api_visibility="private")
+        bind_export(*self.export, [self.state], lambda steps: (result_json(steps), f"{self.task}-attention-steps", ".json"))

@@ -1,0 +1,169 @@
+"""Figures of the layer lens and of attention step by step (core.lens_types in, plotly out)."""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.lens_types import AttentionSteps, HeadLens, LensGrid
+from viz.tokens import axis_labels, clean_token, plot_label, plot_title, thinned_ticks, token_range
+
+MAX_COLUMNS = 60  # positions shown at once in the lens grid (a token range picks which)
+
+
+def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None = None) -> go.Figure:
+    """Layers x positions: each cell's top-1 token written in it, shaded by its probability
+    (0 to 1); hover gives the top 5."""
+    n = len(grid.positions)
+    cols = token_range(n, start, end)
+    if cols.stop - cols.start > MAX_COLUMNS:
+        cols = slice(cols.start, cols.start + MAX_COLUMNS)
+    idx = list(range(n))[cols]
+    text = [[plot_label(grid.top_tokens[r][c]) for c in idx] for r in range(grid.n_layers)]
+    hover = [
+        ["<br>".join(f"{plot_label(t)}: {p:.4f}" for t, p in zip(grid.top5_tokens[r][c], grid.top5_probs[r, c])) for c in idx]
+        for r in range(grid.n_layers)
+    ]
+    xlab = [f"{c}:{plot_label(grid.positions[c])}→{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    fig = go.Figure(
+        go.Heatmap(
+            z=grid.top_probs[:, cols],
+            x=xlab,
+            y=grid.layer_labels,
+            text=text,
+            texttemplate="%{text}",
+            customdata=hover,
+            zmin=0.0,
+            zmax=1.0,
+            colorscale="Blues",
+            colorbar=dict(title="P(top-1)"),
+            hovertemplate="%{y} · %{x}<br>%{customdata}<extra></extra>",
+        )
+    )
+    xv, xt = thinned_ticks(xlab)
+    fig.update_layout(
+        title=plot_title(f"Layer lens: the top token each layer would predict ({grid.head})"),
+        xaxis=dict(title="position: input → token chosen next", tickvals=xv, ticktext=xt, tickangle=-60),
+        yaxis=dict(title="layer", autorange="reversed"),
+        height=max(320, 90 + 34 * grid.n_layers),
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def commit_figure(grid: LensGrid) -> go.Figure:
+    """Probability of the finally chosen token at every layer, one line per position that has
+    one: where the model commits to its choice."""
+    fig = go.Figure()
+    for c, target in enumerate(grid.targets):
+        if not target:
+            continue
+        fig.add_trace(go.Scatter(
+            x=grid.layer_labels, y=grid.chosen_probs[:, c], mode="lines+markers",
+            name=f"{c}:{plot_label(target)}",
+            hovertemplate=f"{c}:{plot_label(target)}<br>%{{x}}: P = %{{y:.4f}}<extra></extra>",
+        ))
+    fig.update_layout(
+        title="Probability of the token finally chosen, layer by layer (where the model commits)",
+        xaxis=dict(title="layer"), yaxis=dict(title="P(chosen token)", range=[0, 1]),
+        height=380, margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def head_lens_figure(hl: HeadLens) -> go.Figure:
+    """The task's head read at every layer: one line per class (few classes), else the final
+    answer's probability with each layer's top answer written beside its point."""
+    fig = go.Figure()
+    if hl.class_probs is not None and hl.classes:
+        for j, name in enumerate(hl.classes):
+            fig.add_trace(go.Scatter(
+                x=hl.layer_labels, y=hl.class_probs[:, j], mode="lines+markers", name=plot_label(name),
+                hovertemplate=f"{plot_label(name)}<br>%{{x}}: P = %{{y:.4f}}<extra></extra>",
+            ))
+    else:
+        top = [plot_label(row[0]) if row else "" for row in hl.top_labels]
+        fig.add_trace(go.Scatter(
+            x=hl.layer_labels, y=hl.final_probs, mode="lines+markers+text", text=top, textposition="top center",
+            name=f"P({plot_label(hl.final_label)})", customdata=top,
+            hovertemplate="%{x}: P(final answer) = %{y:.4f}<br>top here: %{customdata}<extra></extra>",
+        ))
+    fig.update_layout(
+        title=plot_title(f"Layer lens: {hl.head} read at every layer (final answer: {clean_token(hl.final_label)})"),
+        xaxis=dict(title="layer"), yaxis=dict(title="probability", range=[0, 1.05]),
+        height=400, margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def lens_rows(lens: LensGrid | HeadLens) -> list[list]:
+    """Table rows: layer, top answer(s) with probabilities."""
+    if isinstance(lens, LensGrid):
+        return [[lens.layer_labels[r], " ".join(clean_token(t) for t in lens.top_tokens[r][-8:])] for r in range(lens.n_layers)]
+    return [
+        [lens.layer_labels[r], ", ".join(f"{clean_token(t)} {p:.3f}" for t, p in zip(lens.top_labels[r], lens.top_probs[r]))]
+        for r in range(lens.n_layers)
+    ]
+
+
+def steps_figure(steps: AttentionSteps, top: int = 40) -> go.Figure:
+    """Per key: the scaled score q·k/sqrt(d_k) (bars, left axis) and the softmax weight the head
+    gives it, computed here and as the model returned it (right axis)."""
+    order = np.argsort(-steps.softmax, kind="stable")[:top]
+    order = np.sort(order)
+    labels = axis_labels([steps.tokens[i] for i in order])
+    masked = np.zeros(len(order), bool) if steps.mask is None else ~steps.mask[order]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=labels, y=np.where(masked, 0.0, steps.scaled[order]), name="q·k × scale (masked keys: −∞)",
+        marker_color=["#bbb" if m else "#60a5fa" for m in masked], yaxis="y",
+        hovertemplate="%{x}<br>scaled score %{y:.4f}<extra></extra>",
+    ))
+    fig.add_trace(go.Scatter(
+        x=labels, y=steps.softmax[order], name="softmax (computed here)", mode="markers",
+        marker=dict(size=11, symbol="circle-open", color="#b91c1c"), yaxis="y2",
+        hovertemplate="%{x}<br>softmax %{y:.6f}<extra></extra>",
+    ))
+    fig.add_trace(go.Scatter(
+        x=labels, y=steps.model_row[order], name="attention row the model returned", mode="markers",
+        marker=dict(size=5, color="#111"), yaxis="y2",
+        hovertemplate="%{x}<br>model %{y:.6f}<extra></extra>",
+    ))
+    fig.update_layout(
+        title=plot_title(f"{steps.block}, head {steps.head}: query {steps.query}:{clean_token(steps.query_token)}"),
+        yaxis=dict(title="scaled score"),
+        yaxis2=dict(title="attention weight", overlaying="y", side="right", range=[0, 1.05]),
+        xaxis=dict(tickangle=-60), legend=dict(orientation="h", y=-0.35),
+        height=460, margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def qkv_figure(steps: AttentionSteps, top: int = 24) -> go.Figure:
+    """The head's q (top row), then K and V for the most attended keys: the vectors themselves."""
+    order = np.sort(np.argsort(-steps.softmax, kind="stable")[:top])
+    names = [f"{i}:{plot_label(steps.tokens[i])}" for i in order]
+    z = np.vstack([steps.q[None, :], steps.K[order], np.full((1, steps.d_k), np.nan), steps.V[order], steps.output[None, :]])
+    y = ["q (query)"] + [f"k {n}" for n in names] + [" "] + [f"v {n}" for n in names] + ["output = Σ softmax·v"]
+    bound = float(np.nanmax(np.abs(z))) or 1.0
+    fig = go.Figure(go.Heatmap(
+        z=z, y=y, x=[str(d) for d in range(steps.d_k)], colorscale="RdBu", zmid=0.0, zmin=-bound, zmax=bound,
+        hovertemplate="%{y}, dim %{x}: %{z:.4f}<extra></extra>", colorbar=dict(title="value"),
+    ))
+    fig.update_layout(
+        title=f"q, K and V of this head (d_k = {steps.d_k}; the {len(order)} most attended keys)",
+        xaxis=dict(title="dimension"), yaxis=dict(autorange="reversed"),
+        height=max(360, 60 + 16 * len(y)), margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def steps_summary(steps: AttentionSteps) -> str:
+    """Markdown: the formula, the scale, and how exactly the recomputation matches the model."""
+    row_err = float(np.max(np.abs(steps.softmax - steps.model_row)))
+    out_err = float(np.max(np.abs(steps.output - steps.model_output)))
+    return (
+        f"`{steps.formula}` · d_k = {steps.d_k} · scale = {steps.scale:.6g} (1/sqrt(d_k) = {1 / np.sqrt(steps.d_k):.6g})\n\n"
+        f"Check against the model: largest difference between our softmax and the model's attention row "
+        f"**{row_err:.1e}**; between Σ softmax·v and the head's real output **{out_err:.1e}** "
+        f"(float32 rounding; anything below 1e-4 means the same numbers)."
+    )
