@@ -87,8 +87,8 @@ class ClipResult:
     def best_text(self) -> str:
         return self.texts[int(np.argmax(self.logits[0]))]
 
-    def label_value(self, image: int = 0) -> dict[str, float]:
-        """gr.Label value: every candidate with its probability for image `image`."""
+    def text_probs(self, image: int = 0) -> dict[str, float]:
+        """Every candidate with its probability for image `image`, in the order given."""
         return {t: float(p) for t, p in zip(self.texts, self.probs[image])}
 
     def embeddings(self) -> Embeddings:

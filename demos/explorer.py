@@ -52,10 +52,6 @@ class ExplorerResult:
         i, j = np.unravel_index(int(np.argmax(masked)), masked.shape)
         return int(min(i, j)), int(max(i, j)), float(self.similarity[i, j])
 
-    def table(self) -> list[list]:
-        """Rows 'i: sentence', then the cosine with every sentence (4 decimals)."""
-        return [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(self.sentences, self.similarity))]
-
 
 def load(model_id: str | None = None) -> loading.Loaded:
     return loading.load(TASK, model_id)

@@ -82,10 +82,6 @@ class ImageResult:
         order = np.argsort(-self.probs, kind="stable")
         return [(self.labels[i], float(self.probs[i])) for i in order]
 
-    def label_value(self, k: int = TOP_K) -> dict[str, float]:
-        """gr.Label value: the top-k classes with their probabilities."""
-        return dict(self.ranked()[:k])
-
     def cls_rollout(self) -> np.ndarray:
         """(rows, cols): how much the class token draws on each patch after all layers."""
         return self.rollout[0, self.n_special:].reshape(self.grid)

@@ -126,7 +126,7 @@ HIGHLIGHT = ".xray-highlight"
 
 ROWS: dict[str, Row] = {
     "ui.guide": Row(
-        run="Run on a real model",
+        run="Run the sentiment model",
         answer=markdown_answer("Model:"),
         example=False,
         views={None: View(plots=5, html=HIGHLIGHT)},

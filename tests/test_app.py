@@ -43,7 +43,7 @@ def test_every_tab_answers_with_its_plain_answer_first(client):
     assert client.predict(handle_file(AUDIO), api_name="/transcribe")[0] == speech.transcribe(AUDIO).text
     probs = client.predict(handle_file(IMAGE), "a cat, a dog", api_name="/clip_match")[0]
     assert {c["label"] for c in probs["confidences"]} == {"a cat", "a dog"}
-    want = clip.analyse(IMAGE, "a cat, a dog").label_value()
+    want = clip.analyse(IMAGE, "a cat, a dog").text_probs()
     assert {c["label"]: c["confidence"] for c in probs["confidences"]} == pytest.approx(want, abs=1e-6)
     table = client.predict("A cat sat.\nA dog ran.", api_name="/explore")[0]
     assert len(table["data"]) == 2 and table["data"][0][1] == pytest.approx(1.0, abs=1e-3)

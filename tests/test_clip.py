@@ -33,10 +33,10 @@ def test_probabilities_equal_the_zero_shot_pipeline(tiny_models, images):
     classifier = pipeline("zero-shot-image-classification", model=str(tiny_models["clip"]))
     expected = classifier(Image.open(images[0]), candidate_labels=LABELS, hypothesis_template="{}")
     expected = {d["label"]: d["score"] for d in expected}
-    assert list(result.label_value()) == LABELS
+    assert list(result.text_probs()) == LABELS
     for label, p in expected.items():
-        assert result.label_value()[label] == pytest.approx(p, abs=1e-5)
-    assert sum(result.label_value().values()) == pytest.approx(1.0, abs=1e-5)
+        assert result.text_probs()[label] == pytest.approx(p, abs=1e-5)
+    assert sum(result.text_probs().values()) == pytest.approx(1.0, abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_api_matches_a_png_and_rejects_zero_candidates(serve, images):
     from gradio_client import handle_file
     client = serve(tab_app("ui.clip"))
     label = client.predict(handle_file(images[0]), ", ".join(LABELS), api_name="/clip_match")[0]
-    expected = clip.analyse(images[0], LABELS).label_value()
+    expected = clip.analyse(images[0], LABELS).text_probs()
     assert label["label"] == max(expected, key=expected.get)
     got = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert got == pytest.approx(expected, abs=1e-6)

@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from core import registry
 from demos import cache, loading, settings
+from tests.handlers import call
 from ui.common import GENERIC_ERROR, OOM_ERROR
 
 CAT = str(Path(__file__).resolve().parent.parent / "assets" / "images" / "chelsea_cat.jpg")
@@ -39,12 +41,12 @@ def api():
     for module, *_ in TABS:
         with gr.Blocks() as demo:
             importlib.import_module(module).build()
-        fns.update({f.api_name: f.fn for f in demo.fns.values() if f.api_name})
+        fns.update({f.api_name: f for f in demo.fns.values() if f.api_name})
     return fns
 
 
 def run(api, name: str, task: str, args: tuple):
-    return api[name](*args, settings.current().choices(task)[0])
+    return call(api[name], *args, settings.current().choices(task)[0])
 
 
 def error_of(api, name, task, args) -> str:
@@ -168,3 +170,40 @@ def test_broken_model_through_the_server_leaves_other_tabs_working(serve, tmp_pa
             "The other tabs still work; the details are in the server log."
         )
         assert client.predict("Where is it?", "It is in Paris.", api_name="/qa")[0]
+
+
+@pytest.mark.parametrize("module", [spec.tab for spec in registry.TASKS] + ["ui.guide"])
+def test_steps_chained_after_an_event_run_only_when_it_succeeded(module):
+    """A failed main step shows one error, not a second one from the explanation chained after it."""
+    with gr.Blocks() as demo:
+        importlib.import_module(module).build()
+    fns = list(demo.fns.values())
+    chained = [f for f in fns if f.trigger_after is not None]
+    for f in chained:
+        assert f.trigger_only_on_success, f"{module}: {f.name} runs even after the step before it failed"
+    spec = next((s for s in registry.TASKS if s.tab == module), None)
+    attribution = next((f for f in fns if spec and f.api_name == spec.api_name("attribution")), None)
+    if attribution is not None and spec.key != "image":  # pixel attributions run on request only
+        main = next(f for f in fns if f.api_name == spec.api_name())
+        assert attribution.trigger_after == main._id and attribution.trigger_only_on_success
+
+
+def test_a_refused_input_logs_one_line_and_no_traceback(serve, capfd, caplog):
+    """A user's mistake (empty text, a model off the allow-list) answers with a clear message and
+    leaves one line in the server log, not a traceback (Gradio prints one for every gr.Error)."""
+    import logging
+
+    from tests.conftest import tab_app
+
+    client = serve(tab_app("ui.sentiment"))
+    capfd.readouterr()
+    with caplog.at_level(logging.INFO, logger="ui.common"):
+        for args in (("",), ("hello", "evil/model")):
+            with pytest.raises(Exception) as info:  # noqa: B017 - gradio_client's AppError
+                client.predict(*args, api_name="/sentiment")
+            assert "Please enter some text" in str(info.value) or "not allowed" in str(info.value)
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    refused = [r for r in caplog.records if r.getMessage().startswith("refused in")]
+    assert len(refused) == 2 and all("\n" not in r.getMessage() for r in refused)
+    assert "evil/model" not in str(info.value) and "/tmp" not in str(info.value)

@@ -2,18 +2,19 @@
 similarity matrix, patch relevance and token attributions for a chosen text, shared embeddings."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
 
 from demos import clip
-from ui.common import attribution_controls, attribution_summary, explain, guarded
+from ui.common import explain, guarded
+from ui.explainers import ExplainerTabs
+from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
-from ui.export import attribution_export, result_export
-from viz.bars import attribution_bars
+from ui.kit import AttributionPanel, answer_header, api, label_value
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
-from viz.tokens import highlight_html
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
@@ -127,52 +128,37 @@ def build() -> None:
             rel_method = gr.Radio([(v, k) for k, v in clip.RELEVANCE_METHODS.items()], value="chefer", label="Method")
             rel_plot = gr.Plot(label="Patch relevance")
         with gr.Tab("Which words matter"):
-            explain(TEXT_ATTRIBUTION)
-            method_radio, steps_slider = attribution_controls()
-            explain_btn = gr.Button("Explain again")
-            attr_summary = gr.Markdown()
-            attr_html = gr.HTML()
-            attr_plot = gr.Plot(label="Attribution per token")
-            attr_state = attribution_export()
+            attribution = AttributionPanel.build(TEXT_ATTRIBUTION)
         with gr.Tab("Shared embedding space"):
             explain(EMBEDDINGS)
             projection = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
             emb_plot = gr.Plot(label="Images and texts")
+        explainers = ExplainerTabs.build(clip.TASK)
+    result_export(state, "clip")
 
     @guarded
     def match(image, texts, extra_images, model):
         if not image:
             raise gr.Error("Please upload an image.")
         result = clip.analyse([image, *(extra_images or [])], texts, model)
-        m = clip.load(model)
         best = result.best_text
-        return (
-            result.label_value(0),
-            f"Model: {m.describe()}",
-            result.notice,
-            result,
-            gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
-            gr.Dropdown(result.texts, value=best, label="Description to explain"),
-            matrix_figure(result, "cosine similarity"),
-            relevance_figure(result, 0, best, "chefer"),
-            embedding_figure(result, "pca"),
-        )
+        return {
+            label: label_value(result.texts, result.probs[0]),
+            state: result,
+            image_choice: gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
+            text_choice: gr.Dropdown(result.texts, value=best, label="Description to explain"),
+            matrix_plot: matrix_figure(result, "cosine similarity"),
+            rel_plot: relevance_figure(result, 0, best, "chefer"),
+            emb_plot: embedding_figure(result, "pca"),
+            **answer_header(clip.TASK, model, result.notice, info, notice),
+            **explainers.values(result),
+        }
 
-    @guarded
-    def explain_text(result, image, text, method, steps, progress=gr.Progress()):
-        if result is None:
-            raise gr.Error("Match an image first.")
+    def attribute(result, image, text, method, steps, tolerance, progress):
         i = int(image or 0)
-        attr = clip.attribute_text(
-            result.sources[i],
-            text or result.best_text,
-            method,
-            int(steps),
-            result.model_id,
-            progress=lambda frac, msg: progress(frac, desc=msg),
-        )
-        title = f"Attribution toward cos(image {i + 1}, “{attr.target}”)"
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title), attr
+        text = text or result.best_text
+        attr = clip.attribute_text(result.sources[i], text, method, steps, result.model_id, progress=progress, tolerance=tolerance)
+        return [replace(attr, target=f"cos(image {i + 1}, “{text}”)")]
 
     @guarded
     def rerender_relevance(result, image_index, text, method_value):
@@ -186,18 +172,16 @@ def build() -> None:
     def rerender_embeddings(result, method_value):
         return gr.skip() if result is None else embedding_figure(result, method_value)
 
-    result_export(state, "clip")
     main = gr.on(
         [run.click],
         match,
         [image_box, texts_box, extra, model_box],
-        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot],
-        api_name="clip_match",
+        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot, *explainers.outputs],
+        api_name=api(clip.TASK),
     )
-    attr_inputs = [state, image_choice, text_choice, method_radio, steps_slider]
-    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
-    main.success(explain_text, attr_inputs, attr_outputs, api_name="clip_attribution")
-    explain_btn.click(explain_text, attr_inputs, attr_outputs, api_visibility="private")
+    # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays
+    attribution.bind(main, state, [image_choice, text_choice], attribute, "clip_attribution", "Match an image first.")
+    explainers.bind(main, state)
     more.change(lambda files: list(files or []), more, extra, api_visibility="private", queue=False)
     gr.on([image_choice.input, text_choice.input, rel_method.input], rerender_relevance, [state, image_choice, text_choice, rel_method], rel_plot, api_visibility="private")
     metric.input(rerender_matrix, [state, metric], matrix_plot, api_visibility="private", queue=False)

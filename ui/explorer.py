@@ -10,8 +10,10 @@ import pandas as pd
 from demos import explorer
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded
-from ui.inputs import model_picker, text_input
+from ui.explainers import ExplainerTabs
 from ui.export import result_export
+from ui.inputs import model_picker, text_input
+from ui.kit import answer_header, api
 from viz.explorer import sentence_similarity_heatmap
 
 INTRO = (
@@ -35,6 +37,12 @@ TOKEN_EMBEDDINGS = (
 def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:
     choices = [(f"{i + 1}: {s[:60]}", i) for i, s in enumerate(result.sentences)]
     return gr.Dropdown(choices, value=result.shown, label="Sentence whose attention is shown")
+
+
+def similarity_table(result: explorer.ExplorerResult) -> pd.DataFrame:
+    """Rows 'i: sentence', then the cosine with every sentence (4 decimals); columns numbered."""
+    rows = [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
+    return pd.DataFrame(rows, columns=["sentence", *[str(i + 1) for i in range(len(result.sentences))]])
 
 
 def _summary(result: explorer.ExplorerResult) -> str:
@@ -71,39 +79,39 @@ def build() -> None:
             explain(texts.HEADS)
         with gr.Tab("Token embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
+        explainers = ExplainerTabs.build(explorer.TASK)
     result_export(state, "explorer")
 
     @guarded
     def explore(text_value: str, model_id: str):
         result = explorer.analyse(text_value or "", model_id)
-        m = explorer.load(model_id)
-        headers = ["sentence", *[str(i + 1) for i in range(len(result.sentences))]]
-        return (
-            pd.DataFrame(result.table(), columns=headers),
-            f"Model: {m.describe()}",
-            _summary(result),
-            result.notice,
-            result,
-            _sentence_choice(result),
-            sentence_similarity_heatmap(result.similarity, result.sentences),
-            *attention.updates(result),
-            *embeddings.updates(result),
-        )
+        return {
+            table: similarity_table(result),
+            summary: _summary(result),
+            state: result,
+            sentence: _sentence_choice(result),
+            sim_plot: sentence_similarity_heatmap(result.similarity, result.sentences),
+            **answer_header(explorer.TASK, model_id, result.notice, info, notice),
+            **attention.values(result),
+            **embeddings.values(result),
+            **explainers.values(result),
+        }
 
     @guarded
     def show_sentence(result, index):
         if result is None or index is None:
-            return [gr.skip()] * (1 + len(attention.outputs))
+            return gr.skip()
         shown = replace(result, shown=min(int(index), len(result.sentences) - 1))
-        return shown, *attention.updates(shown)
+        return {state: shown, **attention.values(shown)}
 
-    gr.on(
+    main = gr.on(
         [run.click, text.submit],
         explore,
         [text, model],
-        [table, info, summary, notice, state, sentence, sim_plot, *attention.outputs, *embeddings.outputs],
-        api_name="explore",
+        [table, info, summary, notice, state, sentence, sim_plot, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        api_name=api(explorer.TASK),
     )
     sentence.input(show_sentence, [state, sentence], [state, *attention.outputs], api_visibility="private")
     attention.bind(state)
     embeddings.bind(state)
+    explainers.bind(main, state)

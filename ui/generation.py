@@ -1,18 +1,18 @@
 """Generation tab (GPT-2 family): continuation, next-token choices, attributions, attention, embeddings."""
 from __future__ import annotations
 
-
 import gradio as gr
 
 from demos import generation
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import attribution_export, result_export
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
+from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
+from ui.explainers import ExplainerTabs
+from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from viz.bars import attribution_bars
+from ui.kit import AttributionPanel, answer_header, api
 from viz.generation import choices_figure, continuation_html
-from viz.tokens import clean_token, highlight_html
+from viz.tokens import clean_token
 
 CONTINUATION_HELP = (
     "A language model writes **one token at a time**: it reads everything so far, gives every "
@@ -74,6 +74,15 @@ def _choices_line(result: generation.GenerationResult) -> str:
     return line
 
 
+def _choices_figure(result: generation.GenerationResult, title: str):
+    c = result.choices
+    return choices_figure(c.chosen, c.tokens, c.probs, result.chosen_rank, title)
+
+
+def _shaded(result: generation.GenerationResult, title: str) -> str:
+    return continuation_html(result.prompt, result.pieces, result.choices.chosen_prob, title)
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
@@ -106,22 +115,17 @@ def build() -> None:
             choices_md = gr.Markdown()
             choices_plot = gr.Plot(label="Top candidates per step")
         with gr.Tab("Attributions"):
-            explain(ATTRIBUTION_HELP)
             position = gr.Dropdown([], label="Explain the generated token")
-            method, steps = attribution_controls()
-            explain_btn = gr.Button("Explain this token")
-            attr_summary = gr.Markdown()
-            attr_html = gr.HTML()
-            attr_plot = gr.Plot(label="Attribution per earlier token")
-            attr_state = attribution_export()
+            attribution = AttributionPanel.build(ATTRIBUTION_HELP, button="Explain this token", plot_label="Attribution per earlier token")
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
+        explainers = ExplainerTabs.build(generation.TASK)
         with gr.Tab("Compare two prompts"):
-            _build_compare(prompt, max_new)
+            _build_compare(prompt, max_new, model)
     result_export(state, "generation")
 
     @guarded
@@ -130,52 +134,44 @@ def build() -> None:
         result = generation.generate(
             prompt_value, int(max_value), bool(sample_value), float(temp_value), int(k_value), float(p_value), int(seed_value or 0), model_id
         )
-        c = result.choices
-        title = f"Top {c.probs.shape[1]} next-token candidates per step ({'after sampling settings' if sample_value else 'greedy'})"
-        return (
-            result.text,
-            f"Model: {generation.load(model_id).describe()}",
-            result.notice,
-            continuation_html(result.prompt, result.pieces, c.chosen_prob, "Generated tokens shaded by probability"),
-            _choices_line(result),
-            choices_figure(c.chosen, c.tokens, c.probs, result.chosen_rank, title),
-            result,
-            _positions(result),
-            *attention.updates(result),
-            *embeddings.updates(result),
-        )
+        top = result.choices.probs.shape[1]
+        title = f"Top {top} next-token candidates per step ({'after sampling settings' if sample_value else 'greedy'})"
+        return {
+            output: result.text,
+            shaded: _shaded(result, "Generated tokens shaded by probability"),
+            choices_md: _choices_line(result),
+            choices_plot: _choices_figure(result, title),
+            state: result,
+            position: _positions(result),
+            **answer_header(generation.TASK, model_id, result.notice, info, notice),
+            **attention.values(result),
+            **embeddings.values(result),
+            **explainers.values(result),
+        }
 
-    @guarded
-    def explain_token(result, position_value, method_value, steps_value, progress=gr.Progress()):
-        if result is None:
-            raise gr.Error("Generate a text first.")
+    def attribute(result, position_value, method, steps, tolerance, progress):
         pos = result.n_prompt if position_value in (None, "") else int(position_value)
-        attr = generation.attribute(
-            result.ids, pos, method_value, int(steps_value), result.model_id, progress=lambda frac, msg: progress(frac, desc=msg)
-        )
-        title = f"Attribution toward P({attr.target})"
-        bars = attribution_bars(attr.tokens, attr.scores, title)
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars, attr
+        return [generation.attribute(result.ids, pos, method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
     main = gr.on(
         [run.click, prompt.submit],
         run_generation,
         [prompt, max_new, do_sample, *sampling, model],
-        [output, info, notice, shaded, choices_md, choices_plot, state, position, *attention.outputs, *embeddings.outputs],
-        api_name="generate",
+        [output, info, notice, shaded, choices_md, choices_plot, state, position,
+         *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        api_name=api(generation.TASK),
     )
-    attr_inputs = [state, position, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
-    main.then(explain_token, attr_inputs, attr_outputs, api_name="generate_attribution")
-    explain_btn.click(explain_token, attr_inputs, attr_outputs, api_visibility="private")
+    attribution.bind(main, state, [position], attribute, api(generation.TASK, "attribution"), "Generate a text first.")
     do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)
     attention.bind(state)
     bertviz.bind(state)
     embeddings.bind(state)
+    explainers.bind(main, state)
 
 
-def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
-    """Two prompts side by side: greedy continuations shaded by probability, and their next-token choices."""
+def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown) -> None:
+    """Two prompts side by side: greedy continuations shaded by probability, and their next-token
+    choices, both from the model chosen in the picker above."""
     explain(COMPARE_HELP)
     with gr.Row():
         prompt_b = text_input(label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000)
@@ -189,18 +185,16 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider) -> None:
             plot_b = gr.Plot(label="Prompt B: next-token choices")
 
     @guarded
-    def compare(a: str, b: str, n: int):
-        outputs = []
+    def compare(a: str, b: str, n: int, model_id: str | None = None):
         for name, text in (("A", a), ("B", b)):
-            require_text(text, f"text for prompt {name}")
-            r = generation.generate(text, int(n))
-            c = r.choices
-            outputs += [
-                continuation_html(r.prompt, r.pieces, c.chosen_prob, f"Prompt {name}: continuation shaded by probability"),
-                choices_figure(c.chosen, c.tokens, c.probs, r.chosen_rank, f"Prompt {name}: top candidates per step"),
-            ]
-        return outputs[0], outputs[2], outputs[1], outputs[3]
+            require_text(text, f"text for prompt {name}")  # both checked before either runs
+        out = {}
+        for name, text, html_out, plot_out in (("A", a, html_a, plot_a), ("B", b, html_b, plot_b)):
+            r = generation.generate(text, int(n), model_id=model_id)  # the prompt as typed: a trailing space is a token
+            out[html_out] = _shaded(r, f"Prompt {name}: continuation shaded by probability")
+            out[plot_out] = _choices_figure(r, f"Prompt {name}: top candidates per step")
+        return out
 
     run.click(
-        compare, [prompt_a, prompt_b, max_new], [html_a, html_b, plot_a, plot_b], api_name="generate_compare",
+        compare, [prompt_a, prompt_b, max_new, model], [html_a, html_b, plot_a, plot_b], api_name=api(generation.TASK, "compare"),
     )

@@ -11,8 +11,9 @@ import numpy as np
 
 from demos import sentiment
 from ui import texts
-from ui.inputs import text_input
 from ui.common import explain, guarded
+from ui.inputs import text_input
+from ui.kit import answer_header
 from viz.attention import attention_heatmap
 from viz.bars import attribution_bars
 from viz.embedding import embedding_scatter
@@ -30,10 +31,10 @@ Three kinds of view appear throughout:
 3. **Embeddings**: the model's internal vectors, squashed to a 2-D map.
 
 The small figures below are *illustrations* drawn from example patterns so that each shape is
-easy to recognise. Press **Run on a real model** to see the same views computed by the sentiment
-model for a sentence of your choice. Each tab says which model runs and whether its weights are
-pretrained or random (the offline stand-ins are random: their views show the mechanics, not
-linguistic meaning).
+easy to recognise. Press **Run the sentiment model** to see the same views computed by the
+sentiment model for a sentence of your choice. Each tab says which model runs and whether its
+weights are pretrained or random; a model with random weights (an offline stand-in) is flagged
+beside its answer: its views show the mechanics, not linguistic meaning.
 """
 
 
@@ -70,11 +71,12 @@ def build() -> None:
             angles = np.linspace(0, 2 * np.pi, len(TOKENS), endpoint=False)
             points = np.c_[np.cos(angles), np.sin(angles)] * np.array([1, 0.6])
             gr.Plot(embedding_scatter(points, TOKENS, ["special", "word", "word", "word", "word", "word", "special"], "Illustration: tokens as points"))
-    gr.Markdown("### Now with a real model")
+    gr.Markdown("### Now with the sentiment model")
     with gr.Row():
         text = text_input(value="The film was not good.", label="Sentence", scale=3, max_length=2000)
-        run = gr.Button("Run on a real model", variant="primary", scale=1)
+        run = gr.Button("Run the sentiment model", variant="primary", scale=1)
     info = gr.Markdown()
+    notice = gr.Markdown()
     with gr.Row():
         attention_plot = gr.Plot(label="Attention (last layer, mean of heads)")
         attribution_html = gr.HTML()
@@ -86,6 +88,10 @@ def build() -> None:
         maps = result.attention
         figure = attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, maps.n_layers - 1, "average", title="Attention")
         title = f"Attribution toward {attr.target} ({max(result.probs):.0%})"
-        return f"Model: {sentiment.load().describe()}", figure, highlight_html(attr.tokens, attr.scores, title)
+        return {
+            attention_plot: figure,
+            attribution_html: highlight_html(attr.tokens, attr.scores, title),
+            **answer_header(sentiment.TASK, None, result.notice, info, notice),
+        }
 
-    run.click(show, [text], [info, attention_plot, attribution_html], api_visibility="private")
+    run.click(show, [text], [info, notice, attention_plot, attribution_html], api_visibility="private")

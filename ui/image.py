@@ -12,9 +12,11 @@ import gradio as gr
 
 from demos import image as demo
 from ui import texts
-from ui.common import EmbeddingView, attribution_summary, explain, guarded
-from ui.inputs import image_input, model_picker
+from ui.common import EmbeddingView, explain, guarded
+from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
+from ui.inputs import image_input, model_picker
+from ui.kit import answer_header, api, attribution_summary, label_value
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
@@ -64,6 +66,7 @@ def build() -> None:
         with gr.Column(scale=1):
             label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
             explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")
+            notice = gr.Markdown()
     state, attr_state = gr.State(), gr.State()
     opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
     with gr.Tabs():
@@ -95,6 +98,8 @@ def build() -> None:
             attribution_export(attr_state)
         with gr.Tab("Patch embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
+        explainers = ExplainerTabs.build(demo.TASK)
+    result_export(state, "image")
 
     def grid_figure(result, layer_value, head_value):
         layer_value = min(int(layer_value or 0), result.attention.n_layers - 1)
@@ -106,21 +111,22 @@ def build() -> None:
     def classify(path, model_id: str):
         result = demo.analyse(path, model_id)
         last = result.attention.n_layers - 1
-        return (
-            result.label_value(),
-            f"Model: {demo.load(model_id).describe()}",
-            result,
-            None,
-            heat_overlay(result.image, result.cls_rollout(), 0.55),
-            gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
-            gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
-            grid_figure(result, last, AVERAGE),
-            head_summary(result.attention.weights, title="Self-attention"),
-            _target_choices(result),
-            "",
-            None,
-            *embeddings.updates(result),
-        )
+        return {
+            label: label_value(result.labels, result.probs, demo.TOP_K),
+            state: result,
+            attr_state: None,
+            rollout_image: heat_overlay(result.image, result.cls_rollout(), 0.55),
+            layer: gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
+            head: gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
+            grid_plot: grid_figure(result, last, AVERAGE),
+            heads_plot: head_summary(result.attention.weights, title="Self-attention"),
+            target: _target_choices(result),
+            attr_summary: "",
+            attr_image: None,
+            **answer_header(demo.TASK, model_id, "", info, notice),
+            **embeddings.values(result),
+            **explainers.values(result),
+        }
 
     @guarded
     def explain_pixels(
@@ -132,32 +138,37 @@ def build() -> None:
             result, None if target_value in (None, PREDICTED) else target_value, baseline_value, int(steps_value),
             int(smooth_value), int(batch_value), progress=lambda frac, msg: progress(frac, desc=msg),
         )
-        summary = attribution_summary(attr) + f" · baseline: {baseline_value}"
-        return summary, attr, signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3))
+        return {
+            attr_summary: attribution_summary(attr) + f" · baseline: {baseline_value}",
+            attr_state: attr,
+            attr_image: signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3)),
+        }
 
     @guarded
     def redraw_overlays(result, attr, alpha):
         if result is None:
-            return gr.skip(), gr.skip()
-        rollout = heat_overlay(result.image, result.cls_rollout(), float(alpha))
-        pixels = gr.skip() if attr is None else signed_overlay(result.image, attr.scores, min(1.0, float(alpha) + 0.3))
-        return rollout, pixels
+            return gr.skip()
+        return {
+            rollout_image: heat_overlay(result.image, result.cls_rollout(), float(alpha)),
+            attr_image: gr.skip() if attr is None else signed_overlay(result.image, attr.scores, min(1.0, float(alpha) + 0.3)),
+        }
 
     @guarded
     def redraw_grid(result, layer_value, head_value):
         return gr.skip() if result is None else grid_figure(result, layer_value, head_value)
 
-    result_export(state, "image")
     main = gr.on(
         [run.click],
         classify,
         [picture, model],
-        [label, info, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
-         attr_image, *embeddings.outputs],
-        api_name="classify_image",
+        [label, info, notice, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
+         attr_image, *embeddings.outputs, *explainers.outputs],
+        api_name=api(demo.TASK),
     )
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
-    main.then(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")
+    main.success(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")
+    # pixel attribution runs on request only (a full pass of integrated gradients over every pixel);
+    # "image_attribution", not api(demo.TASK, "attribution"): the documented public name stays
     explain_btn.click(
         explain_pixels,
         [state, target, baseline, steps, smooth, batch, opacity],
@@ -171,3 +182,4 @@ def build() -> None:
         [layer.change, head.change], redraw_grid, [state, layer, head], grid_plot, api_visibility="private", queue=False
     )
     embeddings.bind(state)
+    explainers.bind(main, state)

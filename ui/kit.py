@@ -150,8 +150,10 @@ class AttributionPanel:
     def outputs(self) -> list:
         return [c for v in self.views for c in v.outputs] + [self.export]
 
-    def bind(self, main: Any, state: gr.State, choices: list, run: Callable[..., list], api: str, missing: str) -> None:
-        """Chain the attribution after `main` (only when it succeeded) and on the button."""
+    def bind(self, main: Any, state: gr.State, choices: list, run: Callable[..., list], api: str, missing: str,
+             rerun: tuple = ()) -> None:
+        """Chain the attribution after `main` (only when it succeeded) and on the button (and on
+        the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
 
         @guarded
         def explain_result(result, *values, progress=gr.Progress()):
@@ -169,7 +171,7 @@ class AttributionPanel:
 
         inputs = [state, *choices, self.method, self.steps, self.adaptive]
         main.success(explain_result, inputs, self.outputs, api_name=api)
-        self.button.click(explain_result, inputs, self.outputs, api_visibility="private")
+        gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private")
 
 
 def api(task: str, view: str = "") -> str:

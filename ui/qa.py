@@ -6,12 +6,14 @@ import gradio as gr
 
 from demos import qa
 from ui import texts
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded
-from ui.inputs import model_picker, text_input
 from ui.bertviz import BertvizView
-from ui.export import attribution_export, result_export
-from viz.bars import attribution_bars, probability_lines
-from viz.tokens import highlight_html, span_html
+from ui.common import AttentionView, EmbeddingView, explain, guarded
+from ui.explainers import ExplainerTabs
+from ui.export import result_export
+from ui.inputs import model_picker, text_input
+from ui.kit import AttributionPanel, answer_header, api
+from viz.bars import probability_lines
+from viz.tokens import span_html
 
 HOW = (
     "An extractive QA model does not write an answer: it **points** at one in the context. For every "
@@ -63,72 +65,53 @@ def build() -> None:
             explain(START_END)
             probs_plot = gr.Plot(label="Start and end probabilities")
         with gr.Tab("Attributions"):
-            explain(texts.ATTRIBUTION)
-            explain(ATTRIBUTION_QA)
-            method, steps = attribution_controls()
-            explain_btn = gr.Button("Explain again")
-            views = {}
-            for which in qa.ENDS:
-                gr.Markdown(f"### Why the answer {which}s where it does")
-                views[which] = (
-                    gr.Markdown(label=f"{which} summary"),
-                    gr.HTML(label=f"{which} tokens"),
-                    gr.Plot(label=f"Attribution toward P({which})"),
-                )
-            attr_state = attribution_export()
+            attribution = AttributionPanel.build(
+                f"{texts.ATTRIBUTION}\n\n{ATTRIBUTION_QA}", headings=[f"Why the answer {which}s where it does" for which in qa.ENDS]
+            )
         with gr.Tab("Attention"):
             attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
             bertviz = BertvizView.build(lambda r: {"self": r.attention})
             explain(texts.HEADS)
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS + "\n\n" + EMBEDDINGS_QA)
+        explainers = ExplainerTabs.build(qa.TASK)
+    result_export(state, "qa")
 
     @guarded
     def ask(question_value: str, context_value: str, model_id: str):
         result = qa.answer(question_value, context_value, model_id)  # clear ValueError when empty
-        m = qa.load(model_id)
-        probs = probability_lines(
-            result.tokens, {"P(start)": result.start_probs, "P(end)": result.end_probs}, "Where does the answer start and end?"
-        )
-        return (
-            result.answer,
-            result.score,
-            span_html(result.context, result.char_start, result.char_end),
-            probs,
-            f"Model: {m.describe()}",
-            result.notice,
-            result,
-            *attention.updates(result),
-            *embeddings.updates(result),
-        )
+        series = {"P(start)": result.start_probs, "P(end)": result.end_probs}
+        return {
+            answer: result.answer,
+            score: result.score,
+            span: span_html(result.context, result.char_start, result.char_end),
+            probs_plot: probability_lines(result.tokens, series, "Where does the answer start and end?"),
+            state: result,
+            **answer_header(qa.TASK, model_id, result.notice, info, notice),
+            **attention.values(result),
+            **embeddings.values(result),
+            **explainers.values(result),
+        }
 
-    @guarded
-    def explain_both(result, method_value: str, steps_value: int, progress=gr.Progress()):
-        if result is None:
-            raise gr.Error("Find an answer first.")
-        outputs, attrs = [], []
-        for i, which in enumerate(qa.ENDS):
-            attr = qa.attribute(
-                result.question, result.context, which, method_value, int(steps_value), result.model_id,
-                progress=lambda frac, msg, i=i, w=which: progress((i + frac) / len(qa.ENDS), desc=f"{w}: {msg}"),
+    def attribute(result, method, steps, tolerance, progress):
+        """Both ends of the answer span: [toward P(start), toward P(end)]."""
+        return [
+            qa.attribute(
+                result.question, result.context, which, method, steps, result.model_id, tolerance=tolerance,
+                progress=lambda frac, msg, i=i, w=which: progress((i + frac) / len(qa.ENDS), f"{w}: {msg}"),
             )
-            title = f"Attribution toward P({attr.target})"
-            outputs += [attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), attribution_bars(attr.tokens, attr.scores, title)]
-            attrs.append(attr)
-        return (*outputs, attrs)
+            for i, which in enumerate(qa.ENDS)
+        ]
 
-    result_export(state, "qa")
     main = gr.on(
         [run.click, question.submit],
         ask,
         [question, context, model],
-        [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs],
-        api_name="qa",
+        [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        api_name=api(qa.TASK),
     )
-    attr_inputs = [state, method, steps]
-    attr_outputs = [*(c for which in qa.ENDS for c in views[which]), attr_state]
-    main.success(explain_both, attr_inputs, attr_outputs, api_name="qa_attribution")
-    explain_btn.click(explain_both, attr_inputs, attr_outputs, api_visibility="private")
+    attribution.bind(main, state, [], attribute, api(qa.TASK, "attribution"), "Find an answer first.")
     attention.bind(state)
     bertviz.bind(state)
     embeddings.bind(state)
+    explainers.bind(main, state)

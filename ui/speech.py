@@ -7,8 +7,10 @@ import gradio as gr
 from demos import speech
 from ui import texts
 from ui.common import AttentionView, explain, guarded
-from ui.inputs import audio_input, model_picker
+from ui.explainers import ExplainerTabs
 from ui.export import result_export
+from ui.inputs import audio_input, model_picker
+from ui.kit import answer_header, api
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
@@ -46,6 +48,11 @@ ENCODER = (
 
 def _md_code(text: str) -> str:
     return "`" + text.replace("`", "'") + "`"
+
+
+def word_rows(result: speech.SpeechResult) -> list[list]:
+    """Rows of the words table: word, start s, end s, mean token probability."""
+    return [[w.word, round(w.start, 2), round(w.end, 2), round(w.probability, 3)] for w in result.words]
 
 
 def _notice(result: speech.SpeechResult) -> str:
@@ -90,6 +97,8 @@ def build() -> None:
         with gr.Tab("Encoder attention"):
             encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER)
             explain(texts.HEADS)
+        explainers = ExplainerTabs.build(speech.TASK)
+    result_export(state, "speech")
 
     def align(result, layer_value, head_value, path_on):
         layer_value = min(int(layer_value or 0), result.cross.n_layers - 1)
@@ -98,31 +107,30 @@ def build() -> None:
     @guarded
     def transcribe(audio_value, model_id: str):
         result = speech.transcribe(audio_value, model_id)
-        m = speech.load(model_id)
         last = result.cross.n_layers - 1
         words = [(w.word, w.start, w.end, w.probability) for w in result.words]
-        return (
-            result.text,
-            _notice(result),
-            f"Model: {m.describe()}",
-            result,
-            spectrogram_figure(result.mel, result.mel_step, words),
-            gr.Slider(0, last, value=last, step=1, label=f"Decoder layer (0–{last})"),
-            gr.Dropdown([AVERAGE, *[str(h) for h in range(result.cross.n_heads)]], value=AVERAGE, label="Head"),
-            align(result, last, AVERAGE, True),
-            result.word_rows(),
-            word_timeline(words, result.duration),
-            token_probability_bars(result.tokens, result.token_probs),
-            *encoder.updates(result),
-        )
+        return {
+            transcript: result.text,
+            state: result,
+            spectrogram: spectrogram_figure(result.mel, result.mel_step, words),
+            layer: gr.Slider(0, last, value=last, step=1, label=f"Decoder layer (0–{last})"),
+            head: gr.Dropdown([AVERAGE, *[str(h) for h in range(result.cross.n_heads)]], value=AVERAGE, label="Head"),
+            alignment: align(result, last, AVERAGE, True),
+            words_table: word_rows(result),
+            timeline: word_timeline(words, result.duration),
+            probs_plot: token_probability_bars(result.tokens, result.token_probs),
+            **answer_header(speech.TASK, model_id, _notice(result), info, notice),
+            **encoder.values(result),
+            **explainers.values(result),
+        }
 
-    result_export(state, "speech")
-    gr.on(
+    main = gr.on(
         [run.click, audio.stop_recording],
         transcribe,
         [audio, model],
-        [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot, *encoder.outputs],
-        api_name="transcribe",
+        [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot,
+         *encoder.outputs, *explainers.outputs],
+        api_name=api(speech.TASK),
     )
 
     @guarded
@@ -132,3 +140,4 @@ def build() -> None:
     controls = [layer, head, show_path]
     gr.on([c.change for c in controls], rerender, [state, *controls], alignment, api_visibility="private", queue=False)
     encoder.bind(state)
+    explainers.bind(main, state)

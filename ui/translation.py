@@ -7,11 +7,13 @@ import gradio as gr
 from demos import translation
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.export import attribution_export, result_export
-from ui.common import AttentionView, EmbeddingView, attribution_controls, attribution_summary, explain, guarded, require_text
+from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
+from ui.explainers import ExplainerTabs
+from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from viz.bars import attribution_bars, probability_lines
-from viz.tokens import clean_token, highlight_html
+from ui.kit import AttributionPanel, answer_header, api
+from viz.bars import probability_lines
+from viz.tokens import clean_token
 
 TRANSLATION = (
     "A **translation model** has two halves. The *encoder* reads the whole English sentence; the "
@@ -74,14 +76,8 @@ def build() -> None:
             cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
         with gr.Tab("Attributions"):
             explain(ATTRIBUTION)
-            explain(texts.ATTRIBUTION)
             target = gr.Dropdown([], label=TARGET_LABEL, info=TARGET_INFO)
-            method, steps = attribution_controls()
-            explain_btn = gr.Button("Explain this token")
-            attr_summary = gr.Markdown()
-            attr_html = gr.HTML()
-            attr_plot = gr.Plot(label="Attribution per English token")
-            attr_state = attribution_export()
+            attribution = AttributionPanel.build(texts.ATTRIBUTION, button="Explain this token", plot_label="Attribution per English token")
         with gr.Tab("Encoder attention"):
             encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
             explain(texts.HEADS)
@@ -92,53 +88,41 @@ def build() -> None:
             embeddings = EmbeddingView.build(
                 lambda r: r.embeddings, "English and German token embeddings", f"{EMBEDDINGS}\n\n{texts.EMBEDDINGS}"
             )
-    views = (cross, encoder, decoder)
+        explainers = ExplainerTabs.build(translation.TASK)
+    views = (cross, encoder, decoder, embeddings)
+    result_export(state, "translation")
 
     @guarded
     def translate(text_value: str, model_id: str):
         result = translation.analyse(require_text(text_value), model_id)
-        m = translation.load(model_id)
         choices = _target_choices(result)
         series = {"P(token | English, German so far)": result.target_probs}
-        return (
-            result.translation,
-            f"Model: {m.describe()}",
-            result.notice,
-            result,
-            gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
-            probability_lines(result.target_tokens, series, "Confidence per German token"),
-            *[u for v in views for u in v.updates(result)],
-            *embeddings.updates(result),
-        )
+        out = {
+            output: result.translation,
+            state: result,
+            target: gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
+            confidence: probability_lines(result.target_tokens, series, "Confidence per German token"),
+            **answer_header(translation.TASK, model_id, result.notice, info, notice),
+            **explainers.values(result),
+        }
+        for view in views:
+            out.update(view.values(result))
+        return out
 
-    @guarded
-    def explain_result(result, step, method_value: str, steps_value: int, progress=gr.Progress()):
-        if result is None:
-            raise gr.Error("Translate a text first.")
-        attr = translation.attribute(
-            result.text,
-            int(step or 0),
-            method_value,
-            int(steps_value),
-            result.model_id,
-            progress=lambda frac, msg: progress(frac, desc=msg),
-        )
-        title = f"Attribution toward {attr.target}"
-        bars = attribution_bars(attr.tokens, attr.scores, title)
-        return attribution_summary(attr), highlight_html(attr.tokens, attr.scores, title), bars, attr
+    def attribute(result, step, method, steps, tolerance, progress):
+        return [translation.attribute(result.text, int(step or 0), method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
-    result_export(state, "translation")
     main = gr.on(
         [run.click, text.submit],
         translate,
         [text, model],
-        [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *embeddings.outputs],
-        api_name="translate",
+        [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *explainers.outputs],
+        api_name=api(translation.TASK),
     )
-    attr_inputs = [state, target, method, steps]
-    attr_outputs = [attr_summary, attr_html, attr_plot, attr_state]
-    main.then(explain_result, attr_inputs, attr_outputs, api_name="translate_attribution")
-    gr.on([explain_btn.click, target.input], explain_result, attr_inputs, attr_outputs, api_visibility="private")
-    for view in (*views, embeddings):
+    attribution.bind(
+        main, state, [target], attribute, api(translation.TASK, "attribution"), "Translate a text first.", rerun=(target.input,)
+    )
+    for view in views:
         view.bind(state)
     bertviz.bind(state)
+    explainers.bind(main, state)
