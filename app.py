@@ -101,9 +101,23 @@ def start(args: argparse.Namespace, banner: str = "", block: bool = True) -> tup
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    if not port_free(args.host, args.port):
+        raise SystemExit(f"Port {args.port} on {args.host} is busy (another app is using it): start with --port N, e.g. --port {args.port + 1}.")
     configure(args)
     plan = offline.prepare(settings.current(), progress=log.info)
     start(args, offline.banner(plan, settings.current().offline))
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on (host, port) now."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 if __name__ == "__main__":

@@ -121,3 +121,19 @@ def test_app_main_starts_and_serves(tmp_path, tiny_models):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_busy_port_says_to_use_the_port_flag():
+    import socket
+
+    import app
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        with pytest.raises(SystemExit) as info:
+            app.main(["--host", "127.0.0.1", "--port", str(port)])
+    message = str(info.value)
+    assert f"Port {port}" in message and "--port" in message and "GRADIO_SERVER_PORT" not in message
+    assert app.port_free("127.0.0.1", port)

@@ -37,25 +37,34 @@ def guarded(fn: Callable) -> Callable:
     succeed. Tracebacks go to the log only.
     """
 
+    name = getattr(fn, "__name__", "handler")
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             args, kwargs = clean_inputs(args, kwargs)
             return fn(*args, **kwargs)
-        except gr.Error:
-            raise
+        except gr.Error as exc:
+            raise user_error(str(exc.message), name) from None
         except (ValueError, PermissionError) as exc:  # InputError, allow-list refusals, bad params
-            raise gr.Error(str(exc)) from None
+            raise user_error(str(exc), name) from None
         except Exception as exc:  # noqa: BLE001 - the edge of the app: log, answer generically
             if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
                 _release_memory()
-                raise gr.Error(OOM_ERROR) from None
+                raise user_error(OOM_ERROR, name) from None
             if isinstance(getattr(exc, "user_message", None), str):
-                raise gr.Error(exc.user_message) from None  # already logged where it was raised
-            log.exception("unexpected error in %s", getattr(fn, "__name__", fn))
-            raise gr.Error(GENERIC_ERROR) from None
+                raise user_error(exc.user_message, name) from None  # its traceback was logged where it was raised
+            log.exception("unexpected error in %s", name)
+            raise gr.Error(GENERIC_ERROR, print_exception=False) from None
 
     return wrapper
+
+
+def user_error(message: str, where: str = "input") -> gr.Error:
+    """A message for the user's tab, with ONE line in the server log (Gradio would otherwise print
+    a whole traceback for every refused input)."""
+    log.info("refused in %s: %s", where, message.splitlines()[0][:200] if message else "")
+    return gr.Error(message, print_exception=False)
 
 
 OOM_ERROR = "The model ran out of memory on this input. Try a shorter input or fewer steps."

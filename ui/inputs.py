@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 
 from demos import settings
+from ui.common import user_error
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -55,6 +56,15 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     choices = settings.current().choices(task)
     named = [(settings.display_name(c), c) for c in choices]
     dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1)
+    original = dropdown.preprocess
+
+    def preprocess(payload):
+        if payload not in (None, "") and payload not in choices:  # the API can send anything
+            allowed = ", ".join(name for name, _ in named)
+            raise user_error(f"That model is not allowed for the {task} task; choose one of: {allowed}.")
+        return original(payload)
+
+    dropdown.preprocess = preprocess
     info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"])
     return dropdown, info
 
@@ -68,7 +78,7 @@ def text_input(**kwargs) -> gr.Textbox:
 
     def preprocess(payload):
         if limit and isinstance(payload, str) and len(payload) > limit:
-            raise gr.Error(f"The text is {len(payload):,} characters long; the limit for this box is {limit:,} characters.")
+            raise user_error(f"The text is {len(payload):,} characters long; the limit for this box is {limit:,} characters.")
         return original(payload)
 
     component.preprocess = preprocess
