@@ -263,6 +263,7 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
                     model_id: str | None = None, item: int | None = None) -> AttentionSteps:
     """Every step of one head's attention for one query token of `result` (the task's result).
 
+    query: index of the query token (negative counts from the end: -1 = the last);
     kind: one of `attention_kinds(task_key)` ("self" = the first, "cross" where there is one);
     item: which sentence (explorer; default the shown one), image or text (clip; default 0).
     """
@@ -273,6 +274,7 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
     layer, head, query = int(layer), int(head), int(query)
 
     def run() -> AttentionSteps:
+        nonlocal query
         with torch.inference_mode():
             site = _site(task_key, kind, m, result, layer, item)
             kv = site.kv if site.kv is not None else site.x

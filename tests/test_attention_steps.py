@@ -161,6 +161,8 @@ def test_bad_choices_get_clear_messages():
     with pytest.raises(ValueError, match="no 'cross'"):
         steps_mod.attention_steps("sentiment", r, 0, 0, 0, "cross")
     assert lens.attention_steps is steps_mod.attention_steps
+    last = steps_mod.attention_steps("sentiment", r, 0, 0, -1)
+    assert last.query == len(r.tokens) - 1 and last.query_token == r.tokens[-1]
 
 
 def test_table_rows_put_the_most_attended_key_first():
