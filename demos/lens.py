@@ -210,7 +210,7 @@ def _clip_lens(m, result, item: int) -> HeadLens:
 def _qa_lens(m, result) -> HeadLens:
     from demos import qa
 
-    enc = qa.encode(m, result.question, result.context)  # tokenisation only: offsets and candidates
+    enc = qa.encode_result(m, result)  # tokenisation of the answered window only: offsets and candidates
     if enc.tokens != list(result.tokens):
         raise ValueError("The tokenizer no longer matches this result; answer the question again.")
     with torch.inference_mode():

@@ -25,6 +25,7 @@ from demos.text_common import model_max_length, pad_baseline, token_attribution
 TASK = "qa"
 MAX_ANSWER_TOKENS = 30
 MIN_CONTEXT_TOKENS = 32  # room the question must leave for the context
+STRIDE = 128  # tokens shared by consecutive windows of a long context (the old pipeline's doc_stride)
 MASKED = -10000.0  # logit given to tokens that cannot be part of the answer (as the old pipeline)
 ENDS = ("start", "end")
 
@@ -49,6 +50,8 @@ class QAEncoded:
     candidates: np.ndarray
     n_context_full: int
     limit: int
+    window: int = 0
+    n_windows: int = 1
 
     @property
     def context_mask(self) -> np.ndarray:
@@ -82,6 +85,9 @@ class QAResult:
     attention: AttentionMaps
     embeddings: Embeddings
     notice: str
+    window: int = 0  # which window of the context the answer (and every view) comes from
+    n_windows: int = 1
+    window_chars: tuple[int, int] = (0, 0)  # the context characters that window covers
 
     @property
     def tokens(self) -> list[str]:
@@ -98,21 +104,36 @@ def _require(text: str | None, what: str) -> str:
     return str(text).strip()
 
 
-def encode(m: loading.Loaded, question: str, context: str) -> QAEncoded:
-    """Tokenise the pair, truncating only the context to the model's limit."""
+def _windows(m: loading.Loaded, question: str, context: str):
+    """The (question, context) pair cut into overlapping windows of the model's length: every
+    window holds the whole question and a part of the context; consecutive parts share STRIDE
+    tokens (fewer when the question leaves little room), so no answer is cut at a border."""
     tok = m.processor
     limit = model_max_length(tok, m.model)
     n_question = len(tok(question, add_special_tokens=False, verbose=False)["input_ids"])
-    room = limit - tok.num_special_tokens_to_add(pair=True) - MIN_CONTEXT_TOKENS
-    if n_question > room:
+    room = limit - tok.num_special_tokens_to_add(pair=True) - n_question
+    if room < MIN_CONTEXT_TOKENS:
         raise ValueError(
             f"The question is too long: {n_question} tokens. The model reads at most {limit} tokens for "
-            f"question and context together; keep the question under {room} tokens."
+            f"question and context together; keep the question under {room + n_question - MIN_CONTEXT_TOKENS} tokens."
         )
-    n_context_full = len(tok(context, add_special_tokens=False, verbose=False)["input_ids"])
-    batch = tok(question, context, truncation="only_second", max_length=limit, return_offsets_mapping=True, return_tensors="pt")
-    segment = np.array([-1 if s is None else s for s in batch.sequence_ids(0)])
-    ids = batch["input_ids"]
+    batch = tok(
+        question, context, truncation="only_second", max_length=limit, stride=min(STRIDE, room // 2),
+        return_overflowing_tokens=True, return_offsets_mapping=True, padding="longest", return_tensors="pt",
+    )
+    return batch, limit
+
+
+def encode(m: loading.Loaded, question: str, context: str, window: int = 0) -> QAEncoded:
+    """Tokenise the pair; `window` picks one of the overlapping windows of a long context."""
+    tok = m.processor
+    batch, limit = _windows(m, question, context)
+    n_windows = int(batch["input_ids"].shape[0])
+    if not 0 <= window < n_windows:
+        raise ValueError(f"Window {window} does not exist; the context has {n_windows}.")
+    keep = batch["attention_mask"][window].bool()
+    ids = batch["input_ids"][window][keep][None]  # (1, n) without the padding of shorter windows
+    segment = np.array([-1 if s is None else s for s in batch.sequence_ids(window)])[keep.numpy()]
     candidates = segment == 1
     if tok.cls_token_id is not None:
         candidates |= ids[0].numpy() == tok.cls_token_id
@@ -120,15 +141,43 @@ def encode(m: loading.Loaded, question: str, context: str) -> QAEncoded:
     accepted = {"token_type_ids"} & set(tok.model_input_names)
     return QAEncoded(
         ids=ids.to(device),
-        mask=batch["attention_mask"].to(device),
-        extra={k: batch[k].to(device) for k in accepted if k in batch},
+        mask=torch.ones_like(ids).to(device),
+        extra={k: batch[k][window][keep][None].to(device) for k in accepted if k in batch},
         tokens=tok.convert_ids_to_tokens(ids[0].tolist()),
-        offsets=batch["offset_mapping"][0].numpy(),
+        offsets=batch["offset_mapping"][window][keep].numpy(),
         segment=segment,
         candidates=candidates,
-        n_context_full=n_context_full,
+        n_context_full=len(tok(context, add_special_tokens=False, verbose=False)["input_ids"]),
         limit=limit,
+        window=window,
+        n_windows=n_windows,
     )
+
+
+def encode_result(m: loading.Loaded, result: "QAResult") -> QAEncoded:
+    """The exact encoding of the window `result` was answered from."""
+    return encode(m, result.question, result.context, result.window)
+
+
+def best_window(m: loading.Loaded, question: str, context: str) -> int:
+    """The window whose best span has the highest P(start) x P(end) (one batched pass without
+    attentions; only long contexts have more than one window)."""
+    batch, _ = _windows(m, question, context)
+    if batch["input_ids"].shape[0] == 1:
+        return 0
+    accepted = {"token_type_ids", "attention_mask"} & set(m.processor.model_input_names) | {"attention_mask"}
+    with torch.inference_mode():
+        out = m.model(input_ids=batch["input_ids"].to(m.device), **{k: batch[k].to(m.device) for k in accepted if k in batch})
+    scores = []
+    for w in range(batch["input_ids"].shape[0]):
+        keep = batch["attention_mask"][w].bool().numpy()
+        segment = np.array([-1 if s is None else s for s in batch.sequence_ids(w)])[keep]
+        ids = batch["input_ids"][w].numpy()[keep]
+        cands = (segment == 1) | (ids == m.processor.cls_token_id)
+        start, end = out.start_logits[w].float().cpu().numpy()[keep], out.end_logits[w].float().cpu().numpy()[keep]
+        s, e = best_span(start, end, segment == 1)
+        scores.append(masked_probs(start, cands)[s] * masked_probs(end, cands)[e])
+    return int(np.argmax(scores))
 
 
 def best_span(start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_len: int = MAX_ANSWER_TOKENS) -> tuple[int, int]:
@@ -151,14 +200,19 @@ def masked_probs(logits: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     return softmax_np(np.where(candidates, logits.astype(np.float64), MASKED)).astype(np.float64)
 
 
+def _window_chars(enc: QAEncoded) -> tuple[int, int]:
+    spans = enc.offsets[enc.context_mask]
+    return int(spans[0, 0]), int(spans[-1, 1])
+
+
 def _notice(enc: QAEncoded, context: str) -> str:
-    if enc.n_context >= enc.n_context_full:
+    if enc.n_windows == 1:
         return ""
-    read_to = int(enc.offsets[enc.context_mask][-1, 1])
+    a, b = _window_chars(enc)
     return (
-        f"The context is too long for the model ({enc.n_context_full} tokens; it reads at most {enc.limit} "
-        f"tokens with the question). Only its first {enc.n_context} tokens were read: the answer was "
-        f"searched in the first {read_to:,} of {len(context):,} characters."
+        f"The context is longer than the model reads at once ({enc.n_context_full} tokens; at most {enc.limit} "
+        f"with the question), so it was read whole in {enc.n_windows} overlapping windows. The best answer came "
+        f"from window {enc.window + 1} (characters {a:,}–{b:,} of {len(context):,}); the views below show that window."
     )
 
 
@@ -172,7 +226,7 @@ def answer(question: str, context: str, model_id: str | None = None) -> QAResult
     """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
     question, context = _require(question, "question"), _require(context, "context")
     m = load(model_id)
-    enc = encode(m, question, context)
+    enc = encode(m, question, context, best_window(m, question, context))
     with torch.inference_mode():
         out = m.model(input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True)
     start_logits = out.start_logits[0].float().cpu().numpy()
@@ -196,6 +250,9 @@ def answer(question: str, context: str, model_id: str | None = None) -> QAResult
         attention=AttentionMaps(stack_attentions(out.attentions), enc.tokens, enc.tokens, "self"),
         embeddings=Embeddings(stack_hidden(out.hidden_states), enc.tokens, _groups(enc, s, e)),
         notice=_notice(enc, context),
+        window=enc.window,
+        n_windows=enc.n_windows,
+        window_chars=_window_chars(enc),
     )
 
 
@@ -231,7 +288,7 @@ def attribute(
         raise ValueError(f"Unknown answer end {which!r}; choose one of {ENDS}.")
     result = answer(question, context, model_id)
     m = load(model_id)
-    enc = encode(m, result.question, result.context)
+    enc = encode_result(m, result)
     index = result.start_index if which == "start" else result.end_index
     tok = m.processor
     base = pad_baseline(enc.ids, tok)

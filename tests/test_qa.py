@@ -101,10 +101,10 @@ def test_integrated_gradients_completeness(which):
     assert abs(attr.scores.sum() - (attr.output_value - attr.baseline_value)) <= abs(attr.delta) + 1e-6
 
 
-def test_long_context_is_truncated_with_notice():
+def test_very_long_context_says_which_window_answered():
     long_context = C + " " + "The tower is painted every few years. " * 400
     result = qa.answer(Q, long_context)
-    assert "too long" in result.notice and "first" in result.notice
+    assert "overlapping windows" in result.notice and f"window {result.window + 1}" in result.notice
     assert len(result.tokens) <= 512
     assert result.context[result.char_start:result.char_end] == result.answer
     assert qa.answer(Q, C).notice == ""
@@ -137,3 +137,38 @@ def test_api_round_trip_and_empty_input(serve):
         client.predict(Q, "   ", api_name="/qa")
     with pytest.raises(ValueError, match="Please enter a question"):
         client.predict("", C, api_name="/qa")
+
+
+def test_long_context_is_read_whole_in_overlapping_windows():
+    """A context longer than the model reads at once is read in overlapping windows; the answer
+    is the best span over ALL windows (checked window by window against the model itself), and the
+    views and attributions come from that window."""
+    m = qa.load()
+    filler = " ".join(f"Sentence number {i} talks about the weather in town {i % 7}." for i in range(90))
+    context = filler + " The treasure was hidden under the old oak tree behind the mill."
+    question = "Where was the treasure hidden?"
+    batch, limit = qa._windows(m, question, context)
+    n_windows = batch["input_ids"].shape[0]
+    assert n_windows >= 3  # ~1,000 context tokens, 512 at a time
+    best = []
+    for w in range(n_windows):  # brute force: each window on its own
+        enc = qa.encode(m, question, context, w)
+        with torch.inference_mode():
+            out = m.model(input_ids=enc.ids, attention_mask=enc.mask, **enc.extra)
+        start, end = out.start_logits[0].float().numpy(), out.end_logits[0].float().numpy()
+        s, e = qa.best_span(start, end, enc.context_mask)
+        score = qa.masked_probs(start, enc.candidates)[s] * qa.masked_probs(end, enc.candidates)[e]
+        best.append((score, w, context[int(enc.offsets[s, 0]):int(enc.offsets[e, 1])]))
+    score, window, text = max(best)
+    result = qa.answer(question, context)
+    assert (result.window, result.n_windows, result.answer) == (window, n_windows, text)
+    assert result.score == pytest.approx(score, rel=1e-5)
+    a, b = result.window_chars
+    assert a <= result.char_start < result.char_end <= b and context[result.char_start:result.char_end] == text
+    assert f"{n_windows} overlapping windows" in result.notice and f"window {window + 1}" in result.notice
+    assert b == len(context) or window < n_windows - 1  # the last window reaches the end of the text
+    last = qa.encode(m, question, context, n_windows - 1)
+    assert int(last.offsets[last.context_mask][-1, 1]) == len(context)  # nothing is cut off
+    assert len(result.tokens) <= limit
+    attr = qa.attribute(question, context, "start", "gradient_x_input")
+    assert attr.tokens == result.tokens  # the attribution explains the same window
