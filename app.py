@@ -56,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--models", default=os.environ.get("XRAY_MODELS_DIR"), help="folder with one subfolder per task")
     parser.add_argument("--offline", action="store_true", default=None, help="never contact the Hugging Face Hub")
+    parser.add_argument(
+        "--backend", default=os.environ.get("XRAY_BACKEND", "inprocess"),
+        help="where the models run: inprocess (default), ray (a cluster at XRAY_RAY_ADDRESS) or ray://head:10001",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,6 +80,10 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
 
 def configure(args: argparse.Namespace) -> None:
     settings.configure(settings.settings_from_env(models_dir=args.models, offline=args.offline))
+    from scale import backend, config
+
+    kind, address = config.backend_from_env({**os.environ, "XRAY_BACKEND": args.backend})
+    backend.configure(backend.InProcess() if kind == config.INPROCESS else backend.RayServe(address))
     threads = os.environ.get("XRAY_TORCH_THREADS")
     if threads:  # e.g. 1 on a shared host, where torch's default oversubscribes the cores
         import torch

@@ -79,3 +79,16 @@ class TokenChoices:
     probs: np.ndarray
     chosen: list[str]
     chosen_prob: np.ndarray
+
+
+@dataclass
+class ModelInfo:
+    """Which model answered: the id the user chose, what was loaded (a hub id, a local folder or a
+    cached snapshot), whether its weights are trained, and where it ran."""
+
+    task: str
+    model_id: str
+    source: str
+    pretrained: bool
+    device: str
+    dtype: str

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 from core import registry
+from core.results import ModelInfo
 from demos import settings as settings_mod
 
 log = logging.getLogger(__name__)
@@ -57,13 +58,6 @@ class Loaded:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
-    def describe(self) -> str:
-        kind = "pretrained weights" if self.pretrained else "RANDOM weights (tiny offline model)"
-        # Local folders are named, never shown as server paths.
-        src = settings_mod.display_name(self.model_id)
-        if self.source != self.model_id:
-            src += f" -> {settings_mod.display_name(self.source)}"
-        return f"`{src}` · {kind} · {self.device.type} · {str(self.dtype).replace('torch.', '')}"
 
 
 # Hooks the offline layer installs: task -> folder holding a usable local model.
@@ -178,6 +172,12 @@ def _load_uncached(task: str, model_id: str) -> Loaded:
     processor = processor_cls.from_pretrained(source, trust_remote_code=False)
     pretrained = not getattr(model.config, "xray_tiny", False)
     return Loaded(task, model_id, source, model, processor, pretrained)
+
+
+def model_info(task: str, requested: str | None = None) -> ModelInfo:
+    """The plain description of the model that serves `task` (loads it on first use)."""
+    m = load(task, requested)
+    return ModelInfo(task, m.model_id, m.source, m.pretrained, m.device.type, str(m.dtype).replace("torch.", ""))
 
 
 class ModelLoadError(RuntimeError):

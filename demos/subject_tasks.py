@@ -136,7 +136,7 @@ def sentiment(result: Any, target: Any = None, contrast: Any = None) -> Subject:
 def qa(result: Any, target: Any = None, contrast: Any = None) -> Subject:
     mod = registry.get("qa").compute()
     m = mod.load(result.model_id)
-    enc = mod.encode(m, result.question, result.context)
+    enc = mod.encode_result(m, result)
     n = enc.ids.shape[1]
     allowed = enc.context_mask
     s_idx, e_idx = np.nonzero(np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), mod.MAX_ANSWER_TOKENS)

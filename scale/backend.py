@@ -64,6 +64,10 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
     """The callable serving `fn_name` for `task_key` (imports the compute module: torch)."""
     spec = registry.get(task_key)
     name = canonical(task_key, fn_name)
+    if name == "model_info":  # which model serves the task, as a plain ModelInfo
+        from demos import loading
+
+        return functools.partial(loading.model_info, task_key)
     module = spec.compute()
     from demos import explainers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ui.kit import model_line
 from demos import cache, loading, settings
 from demos.explain import attention_rollout
 
@@ -37,9 +38,9 @@ def test_loader_caches_and_evicts_least_recently_used(tiny_models):
         a = loading.load("sentiment")
         assert loading.load("sentiment") is a
         assert a.model.config._attn_implementation == "eager" and not a.model.training
-        assert not a.pretrained and "RANDOM" in a.describe()
-        assert str(tiny_models["sentiment"]) not in a.describe()  # server paths are never shown
-        assert f"local folder {tiny_models['sentiment'].name}" in a.describe()
+        assert not a.pretrained and "RANDOM" in model_line(loading.model_info("sentiment"))
+        assert str(tiny_models["sentiment"]) not in model_line(loading.model_info("sentiment"))  # server paths are never shown
+        assert f"local folder {tiny_models['sentiment'].name}" in model_line(loading.model_info("sentiment"))
         loading.load("qa")
         loading.load("generation")
         assert [t for t, _ in loading.resident()] == ["qa", "generation"]

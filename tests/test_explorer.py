@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from ui.kit import model_line
 from demos import cache, explorer, loading, offline, settings
 from tests.conftest import tab_app
 
@@ -83,7 +84,7 @@ def test_mean_pooling_and_cosine_match_reference(encoder):
 
 def test_pretrained_minilm_finds_the_paraphrase(minilm):
     result = explorer.analyse(TEXT)
-    assert explorer.load().pretrained and "pretrained weights" in explorer.load().describe()
+    assert explorer.load().pretrained and "pretrained weights" in model_line(loading.model_info("explorer"))
     assert result.most_similar()[:2] == (0, 1)
     assert result.similarity[0, 1] > 0.5 > result.similarity[0, 2]
     st = pytest.importorskip("sentence_transformers")  # the library itself (a dependency of the package)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ui.kit import model_line
 from demos import cache, loading, offline, settings, whisper_ct2
 from core.registry import BY_KEY as TASK_SPECS
 
@@ -87,7 +88,7 @@ def test_prepare_offline_gives_every_task_a_local_model(fresh, cache_dir, monkey
         assert m.model_id == TASK_SPECS[task].default_model  # the hub id stays what the user sees...
         assert Path(m.source).is_dir() and m.source in plan[task]  # ...and a local folder runs
         assert m.pretrained == pretrained.get(task, False), task
-        assert ("pretrained weights" if m.pretrained else "RANDOM weights") in m.describe()
+        assert ("pretrained weights" if m.pretrained else "RANDOM weights") in model_line(loading.model_info(task))
     if pretrained["asr"]:
         assert Path(plan["asr"].split(" ")[0]) == cache_dir / "pretrained" / "whisper-tiny.en"
 

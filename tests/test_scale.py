@@ -135,3 +135,25 @@ def test_concurrent_sentiment_requests_are_batched_and_each_equals_its_single_ru
         assert_same(got, sentiment.analyse(text))
     sizes = tier["sentiment"].stats.remote().result(timeout_s=60)["batch_sizes"]
     assert max(sizes) > 1, f"no request was batched: {sizes}"
+
+
+def test_the_app_front_answers_through_the_tier_as_in_process(tier, serve, monkeypatch):
+    """The real tab, with the Ray backend configured: its answer equals the in-process answer, and
+    it cannot have come from this process (the local compute function is made to fail)."""
+    from demos import sentiment
+    from tests.conftest import tab_app
+
+    text = "A warm and funny film."
+    want = sentiment.analyse(text)
+    client = serve(tab_app("ui.sentiment"))
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the front computed locally instead of calling the model tier")
+
+    not_here.__module__ = sentiment.__name__  # looks like the task's own function to the front
+    monkeypatch.setattr(sentiment, "analyse", not_here)
+    label, model_line = client.predict(text, api_name="/sentiment")[:2]
+    assert label["label"] == want.predicted
+    got = {c["label"]: c["confidence"] for c in label["confidences"]}
+    assert got == pytest.approx(want.class_probs(), abs=1e-5)
+    assert "RANDOM weights" in model_line

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from core.results import AttentionMaps, Embeddings
+from scale.backend import Busy
 from ui.export import bind_export, export_button
 from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads, shown_part
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
@@ -46,7 +47,7 @@ def guarded(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except gr.Error as exc:
             raise user_error(str(exc.message), name) from None
-        except (ValueError, PermissionError) as exc:  # InputError, allow-list refusals, bad params
+        except (ValueError, PermissionError, Busy) as exc:  # InputError, allow-list refusals, bad params, a full model tier
             raise user_error(str(exc), name) from None
         except Exception as exc:  # noqa: BLE001 - the edge of the app: log, answer generically
             if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():

@@ -7,13 +7,16 @@ without anyone counting positions in a tuple.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import gradio as gr
 
 from core import registry
-from demos import loading, settings
+from core.results import ModelInfo
+from demos import settings
+from scale import backend
 from ui.common import explain, guarded, md_escape
 from ui.export import attribution_export
 from viz.bars import attribution_bars
@@ -27,28 +30,51 @@ RANDOM_WARNING = (
 )
 
 
-def model_line(m: loading.Loaded) -> str:
+def model_line(info: ModelInfo) -> str:
     """Markdown: which model runs, whether its weights are pretrained, device and precision.
     Local folders are named, never shown as server paths."""
-    kind = "pretrained weights" if m.pretrained else "RANDOM weights (tiny offline model)"
-    src = settings.display_name(m.model_id)
-    if m.source != m.model_id:
-        src += f" -> {settings.display_name(m.source)}"
-    return f"Model: `{src}` · {kind} · {m.device.type} · {str(m.dtype).replace('torch.', '')}"
+    kind = "pretrained weights" if info.pretrained else "RANDOM weights (tiny offline model)"
+    src = settings.display_name(info.model_id)
+    if info.source != info.model_id:
+        src += f" -> {settings.display_name(info.source)}"
+    return f"Model: `{src}` · {kind} · {info.device} · {info.dtype}"
 
 
-def notice(task: str, model_id: str | None, text: str = "") -> str:
+def notice(info: ModelInfo, text: str = "") -> str:
     """The notice shown beside the answer: a loud warning first when the weights are random."""
-    m = loading.load(task, model_id)
-    parts = [] if m.pretrained else [RANDOM_WARNING]
+    parts = [] if info.pretrained else [RANDOM_WARNING]
     if text:
         parts.append(text)
     return "\n\n".join(parts)
 
 
 def answer_header(task: str, model_id: str | None, text: str, info: gr.Markdown, box: gr.Markdown) -> dict:
-    """{model line, notice} values of a fresh result."""
-    return {info: model_line(loading.load(task, model_id)), box: notice(task, model_id, text)}
+    """{model line, notice} values of a fresh result (the model is described by whichever
+    backend served it)."""
+    described = backend.call(task, "model_info", model_id)
+    return {info: model_line(described), box: notice(described, text)}
+
+
+class TaskCompute:
+    """A task's compute module as the UI sees it: its functions run on the configured backend
+    (in this process, or the Ray Serve model tier), its constants are read as they are.
+
+        sentiment = task_compute("sentiment"); sentiment.analyse(text, model_id)
+    """
+
+    def __init__(self, task: str) -> None:
+        self._task = task
+        self._module = registry.get(task).compute()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._module, name)
+        if callable(value) and not isinstance(value, type) and getattr(value, "__module__", None) == self._module.__name__:
+            return functools.partial(backend.call, self._task, name)
+        return value
+
+
+def task_compute(task: str) -> TaskCompute:
+    return TaskCompute(task)
 
 
 def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, float]:

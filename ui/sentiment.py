@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos import sentiment
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api, label_value
+from ui.kit import AttributionPanel, answer_header, api, label_value, task_compute
 from viz.tokens import highlight_html
 
 COMPARE_HELP = (
@@ -19,6 +18,7 @@ COMPARE_HELP = (
 )
 
 PREDICTED = "predicted class"
+sentiment = task_compute("sentiment")  # the compute functions, on the configured backend
 
 
 def build() -> None:
