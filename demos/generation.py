@@ -33,7 +33,7 @@ class GenerationResult:
     choices: top-TOP_SHOWN candidates per step of the *processed* distribution the token was
     drawn from (after temperature / top-k / top-p when sampling; the plain softmax when greedy).
     chosen_rank: (steps,) 1-based rank of the emitted token in that distribution.
-    model_prob: (steps,) P(token | prefix) under the unprocessed model, from the final forward pass.
+    model_prob: (steps,) P(token | prefix) under the unprocessed model (generate's raw logits).
     attention: (layers, heads, n, n) over `tokens`; embeddings: (layers+1, n, d), groups prompt/generated.
     """
 
@@ -114,10 +114,9 @@ def _generate(
     new_ids = seq[0, ids.shape[1] :].tolist()
     choices, ranks = _step_choices(m.processor, out.scores, new_ids)
     continuation = m.processor.decode(new_ids, skip_special_tokens=True)
-    with torch.inference_mode():  # one pass over the final sequence: attention, hidden states, P(token | prefix)
-        fwd = m.model(input_ids=seq, output_attentions=True, output_hidden_states=True)
+    attentions, hidden = _sequence_views(m, out, seq)  # what one pass over seq gives, from generate's own steps
     n_prompt = ids.shape[1]
-    logp = torch.log_softmax(fwd.logits[0, n_prompt - 1 : -1].float(), dim=-1)  # (steps, vocab)
+    logp = torch.log_softmax(torch.cat(out.logits)[: len(new_ids)].float(), dim=-1)  # (steps, vocab) raw model logits
     model_prob = logp.gather(1, seq[0, n_prompt:, None]).exp()[:, 0].cpu().numpy()
     tokens = token_labels(m.processor, seq[0].tolist())
     return GenerationResult(
@@ -132,8 +131,8 @@ def _generate(
         choices=choices,
         chosen_rank=ranks,
         model_prob=model_prob,
-        attention=AttentionMaps(stack_attentions(fwd.attentions), tokens, tokens, "causal self"),
-        embeddings=Embeddings(stack_hidden(fwd.hidden_states), tokens, ["prompt"] * n_prompt + ["generated"] * len(new_ids)),
+        attention=AttentionMaps(stack_attentions(attentions), tokens, tokens, "causal self"),
+        embeddings=Embeddings(stack_hidden(hidden), tokens, ["prompt"] * n_prompt + ["generated"] * len(new_ids)),
         decoding=_describe_decoding(do_sample, temperature, top_k, top_p, seed),
         notice=_notice(n_original, n_prompt, max_new_tokens, len(new_ids)),
     )
@@ -155,12 +154,17 @@ def _encode_prompt(m: loading.Loaded, prompt: str, max_new_tokens: int) -> tuple
 
 
 def _run_generate(m: loading.Loaded, ids: torch.Tensor, max_new_tokens: int, sampling: dict, seed: int | None):
-    """model.generate with per-step processed scores; seeded sampling in a forked RNG under a lock."""
+    """model.generate with per-step processed scores, raw logits, attentions and hidden states (the
+    views come from generate's own steps, not from a second pass); seeded sampling in a forked RNG
+    under a lock."""
     kwargs = dict(
         input_ids=ids,
         attention_mask=torch.ones_like(ids),
         max_new_tokens=max_new_tokens,
         output_scores=True,
+        output_logits=True,
+        output_attentions=True,
+        output_hidden_states=True,
         return_dict_in_generate=True,
         pad_token_id=pad_id(m),
         **sampling,
@@ -172,6 +176,26 @@ def _run_generate(m: loading.Loaded, ids: torch.Tensor, max_new_tokens: int, sam
         with _sampling_lock, torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             return m.model.generate(**kwargs)
+
+
+def _sequence_views(m: loading.Loaded, out, seq: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Per layer (1, heads, n, n) attention and per layer + 1 (1, n, d) hidden states of `seq` (1, n).
+
+    generate's steps already ran every token but the last one: the prefill gives the prompt's rows,
+    each step one more row over the keys so far. One cached step on the last token adds its row;
+    rows are zero-padded on the right (causal). Equal (to float rounding) to one forward pass over
+    `seq`, at the cost of one token instead of n tokens plus the LM head over all of them.
+    """
+    n = seq.shape[1]
+    with torch.inference_mode():
+        last = m.model.base_model(input_ids=seq[:, -1:], cache=out.cache, attention_mask=torch.ones_like(seq),
+                                  output_attentions=True, output_hidden_states=True)
+    steps = [*out.attentions, last.attentions]  # steps x layers x (1, heads, q, k); rows: n_prompt, 1, ..., 1
+    attentions = [torch.cat([torch.nn.functional.pad(step[layer], (0, n - step[layer].shape[-1])) for step in steps], dim=2)
+                  for layer in range(len(last.attentions))]
+    states = [*out.hidden_states, last.hidden_states]  # steps x (layers + 1) x (1, q, d)
+    hidden = [torch.cat([step[layer] for step in states], dim=1) for layer in range(len(last.hidden_states))]
+    return attentions, hidden
 
 
 def _step_choices(tok, scores: tuple[torch.Tensor, ...], new_ids: list[int]) -> tuple[TokenChoices, np.ndarray]:
