@@ -53,7 +53,7 @@ def all_explainers() -> list[Explainer]:
 
 
 # Modules that register explainers when imported (written once, each for every task it fits).
-MODULES: tuple[str, ...] = ("demos.lens",)  # layer lens + attention step by step
+MODULES: tuple[str, ...] = ("demos.lens", "demos.interventions", "demos.contrast", "demos.faithfulness")  # layer lens + attention step by step
 
 
 def load_all() -> None:

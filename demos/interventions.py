@@ -215,7 +215,32 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
     return HeadImportance(task, s.answer_label, s.value_name, stacks, [maps[t.name] for t in stacks], base)
 
 
-def _run_ablate(task: str, result: Any, heads: Sequence = (), target: Any = None, top_k: int = 5, **_: Any) -> AblationResult:
+_HEAD_TEXT = re.compile(r"^\s*(?P<tower>[a-z][a-z -]*?)?\s*L(?P<layer>\d+)\s*(?:H(?P<head>\d+))?\s*$", re.I)
+
+
+def parse_heads(text: str, stacks: Sequence[Tower]) -> list[tuple[str, int, int | None]]:
+    """'L2H3, L4, decoder cross-attention L1H0' -> (tower, layer, head or None) triples; a missing
+    stack name means the first stack (the only one of most models)."""
+    names = {t.name.lower(): t.name for t in stacks}
+    heads = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        match = _HEAD_TEXT.match(part)
+        if match is None:
+            raise ValueError(f"Cannot read {part!r}: write heads as L2H3, a whole layer as L2, with the stack first "
+                             f"where there are several ({', '.join(t.name for t in stacks)}).")
+        tower = (match["tower"] or "").strip().lower()
+        if tower and tower not in names:
+            raise ValueError(f"No stack called {tower!r}; this model has: {', '.join(t.name for t in stacks)}.")
+        head = match["head"]
+        heads.append((names[tower] if tower else stacks[0].name, int(match["layer"]), None if head is None else int(head)))
+    if not heads:
+        raise ValueError("Name at least one head (e.g. L0H1) or layer (e.g. L2) to knock out.")
+    return heads
+
+
+def _run_ablate(task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5, **_: Any) -> AblationResult:
+    if isinstance(heads, str):
+        heads = parse_heads(heads, towers(subjects.subject(task, result, target).model))
     return ablate(task, result, heads, target, top_k)
 
 

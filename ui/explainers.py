@@ -17,7 +17,7 @@ import gradio as gr
 from demos import explainers
 
 _VIEWS: dict[str, type] = {}
-VIEW_MODULES: tuple[str, ...] = ("ui.lens_views",)  # modules holding the explainer views
+VIEW_MODULES: tuple[str, ...] = ("ui.lens_views", "ui.intervention_views")  # modules holding the explainer views
 
 
 def view(name: str):

@@ -9,8 +9,8 @@ import gradio as gr
 
 from core.lens_types import LensGrid
 from demos import attention_steps as steps_demo
-from demos import lens as lens_demo
 from demos.explainers import Explainer
+from scale import backend
 from ui.common import explain, guarded
 from ui.explainers import view
 from ui.export import bind_export, export_button
@@ -88,7 +88,7 @@ class LensView:
         def run(result, item):
             if result is None:
                 raise gr.Error("Run the model first.")
-            lens = lens_demo.lens(self.task, result, item=int(item or 0))
+            lens = backend.call(self.task, "lens", result, item=int(item or 0))
             return {self.state: lens, self.caption: lens.caption, **self._figures(lens, None)}
 
         @guarded
@@ -155,7 +155,7 @@ class StepsView:
         def run(result, kind, layer, head, query):
             if result is None:
                 raise gr.Error("Run the model first.")
-            steps = steps_demo.attention_steps(self.task, result, int(layer or 0), int(head or 0), int(query or 0), kind)
+            steps = backend.call(self.task, "attention_steps", result, int(layer or 0), int(head or 0), int(query or 0), kind)
             return {
                 self.state: steps,
                 self.summary: steps_summary(steps) + ("\n\n" + steps.caption if steps.caption else ""),

@@ -1,0 +1,130 @@
+"""Figures of interventions, contrastive explanations and the faithfulness check
+(core.intervention_types in, plotly / escaped HTML out)."""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.intervention_types import AblationResult, Branch, Faithfulness, HeadImportance
+from viz.tokens import clean_token, plot_label, plot_title
+
+
+def ablation_figure(r: AblationResult) -> go.Figure:
+    """The answer's outcomes before and after the knockout, side by side."""
+    labels = [plot_label(x) for x in r.labels]
+    fig = go.Figure([
+        go.Bar(x=labels, y=r.before, name="before (nothing knocked out)", marker_color="#60a5fa",
+               hovertemplate="%{x}<br>before %{y:.4f}<extra></extra>"),
+        go.Bar(x=labels, y=r.after, name="after the knockout", marker_color="#f59e0b",
+               hovertemplate="%{x}<br>after %{y:.4f}<extra></extra>"),
+    ])
+    fig.update_layout(
+        barmode="group", title=plot_title(f"Knocked out: {', '.join(r.knocked_out) or 'nothing'}"),
+        yaxis=dict(title=r.value_name, range=[0, 1.05]), xaxis=dict(tickangle=-40),
+        legend=dict(orientation="h", y=-0.3), height=420, margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def ablation_summary(r: AblationResult) -> str:
+    """Markdown: the explained answer's score before and after, and whether the top answer changed."""
+    change = r.score_after - r.score_before
+    top = (f"The top answer stays **{_md(r.top_before)}**." if r.top_before == r.top_after
+           else f"The top answer changes from **{_md(r.top_before)}** to **{_md(r.top_after)}**.")
+    return (f"{_md(r.value_name)} of **{_md(r.answer)}**: {r.score_before:.4f} → {r.score_after:.4f} "
+            f"({change:+.4f}). {top}")
+
+
+def head_map_figure(h: HeadImportance) -> go.Figure:
+    """One layers x heads map per stack: how much knocking out that head alone changes the
+    answer's score (red: the score drops, blue: it rises; white: no effect)."""
+    n = len(h.maps)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[t.name for t in h.towers], horizontal_spacing=0.08)
+    bound = max((float(np.abs(m).max()) for m in h.maps), default=0.0) or 1e-9
+    for i, (tower, m) in enumerate(zip(h.towers, h.maps), start=1):
+        fig.add_trace(go.Heatmap(
+            z=m, x=[f"H{j}" for j in range(m.shape[1])], y=[f"L{k}" for k in range(m.shape[0])],
+            zmid=0.0, zmin=-bound, zmax=bound, colorscale="RdBu", showscale=i == n,
+            colorbar=dict(title="Δ score"),
+            hovertemplate=f"{tower.name} %{{y}} %{{x}}<br>change %{{z:+.5f}}<extra></extra>",
+        ), row=1, col=i)
+        fig.update_yaxes(autorange="reversed", row=1, col=i)
+    fig.update_layout(
+        title=plot_title(f"Knock out one head at a time: change of {h.value_name} of {clean_token(h.answer)} (was {h.score:.4f})"),
+        height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)), margin=dict(l=10, r=10, t=70, b=10),
+    )
+    return fig
+
+
+def branch_html(b: Branch) -> str:
+    """The original and the forced continuation, token by token; the steps where they differ are
+    marked (escaped: model text never becomes markup)."""
+
+    def row(pieces: list[str], name: str) -> str:
+        cells = []
+        for i, piece in enumerate(pieces):
+            differs = i >= b.diverge_at and (b.rejoin_at is None or i < b.rejoin_at)
+            style = "background:#fde68a" if differs else ""
+            cells.append(f"<span class='xray-tok' style='{style}'>{html.escape(piece)}</span>")
+        return f"<div><b>{html.escape(name)}</b> {html.escape(b.prompt)}{''.join(cells)}</div>"
+
+    rejoin = "never" if b.rejoin_at is None else f"at step {b.rejoin_at}"
+    return (
+        "<div class='xray-tokens xray-branch'>"
+        + row(b.original, "Original:")
+        + row(b.branch, f"Forced “{b.forced}” at step {b.step}:")
+        + f"<div class='xray-help'>They part at step {b.diverge_at} and come back together {html.escape(rejoin)}.</div></div>"
+    )
+
+
+def deletion_figure(f: Faithfulness) -> go.Figure:
+    """The answer's score as the top-k units of each explanation are removed (the faster it
+    falls, the more faithful the explanation), against removing random units."""
+    fig = go.Figure()
+    for name, curve in zip(f.curve_names, f.deletion):
+        dash = "dot" if name.startswith("random") else None
+        fig.add_trace(go.Scatter(x=f.ks, y=curve, mode="lines+markers", name=plot_label(name), line=dict(dash=dash),
+                                 hovertemplate=f"{plot_label(name)}<br>%{{x}} removed: %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(
+        title=plot_title(f"Deletion check: remove the top units ({f.replacement}) and watch {f.value_name} of {clean_token(f.answer)}"),
+        xaxis=dict(title="units removed"), yaxis=dict(title=f.value_name),
+        legend=dict(orientation="h", y=-0.3), height=440, margin=dict(l=10, r=10, t=50, b=10),
+    )
+    return fig
+
+
+def agreement_figure(f: Faithfulness) -> go.Figure:
+    """Spearman rank agreement between the explanations (1: same order, 0: unrelated, −1: reversed)."""
+    names = [plot_label(n) for n in f.names]
+    fig = go.Figure(go.Heatmap(
+        z=f.spearman, x=names, y=names, zmin=-1, zmax=1, zmid=0, colorscale="RdBu",
+        text=np.round(f.spearman, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+    ))
+    fig.update_layout(title="Do the explanations agree? (Spearman rank correlation)", yaxis=dict(autorange="reversed"),
+                      height=380, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def faithfulness_summary(f: Faithfulness) -> str:
+    """Markdown: which explanation's deletion curve falls fastest (smallest area), and what was skipped."""
+    area = f.area()
+    order = np.argsort(area)
+    lines = [f"Area under each deletion curve (smaller = the answer falls faster = more faithful); "
+             f"{f.value_name} of **{_md(f.answer)}** with nothing removed: {f.original:.4f}, with everything removed: {f.baseline:.4f}."]
+    lines += [f"{rank}. {_md(f.curve_names[i])}: {area[i]:.4f}" for rank, i in enumerate(order, start=1)]
+    lines += [f"- *{_md(name)}* not shown: {_md(why)}" for name, why in f.skipped.items()]
+    return "\n".join(lines)
+
+
+def faithfulness_rows(f: Faithfulness) -> list[list]:
+    """Table: each unit with every explanation's score (the same units side by side)."""
+    return [[clean_token(u), *[float(v) for v in f.scores[:, i]]] for i, u in enumerate(f.units)]
+
+
+def _md(text: str) -> str:
+    import re
+
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>])", r"\\\1", html.escape(str(text), quote=False))
