@@ -134,7 +134,7 @@ def knockout_masks(model: torch.nn.Module, heads: Sequence[tuple[str, int, int |
 
 
 def _describe(heads: Sequence[tuple[str, int, int | None]]) -> list[str]:
-    return [f"{t} L{l}" + (" (all heads)" if h is None else f" H{h}") for t, l, h in heads]
+    return [f"{t} L{layer}" + (" (all heads)" if h is None else f" H{h}") for t, layer, h in heads]
 
 
 def _locked(task: str, fn, *args: Any, **kwargs: Any) -> Any:
