@@ -88,7 +88,7 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[expl
     lengths = mask.sum(1).tolist()
     pooled = explorer.mean_pool(out.hidden_states[-1].float(), mask).cpu().numpy()
     results, start = [], 0
-    for text, sentences in zip(texts, groups):
+    for sentences in groups:
         rows = range(start, start + len(sentences))
         attention, states, labels, kinds = [], [], [], []
         for k, row in enumerate(rows):
