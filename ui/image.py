@@ -8,6 +8,8 @@ attention is a plotly figure instead: one cell per patch, where hovering gives t
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from demos import image as demo
@@ -54,6 +56,115 @@ def _target_choices(result) -> gr.Dropdown:
     return gr.Dropdown(choices, value=PREDICTED, label="Explain the probability of")
 
 
+def _pixel_overlay(result, attr, alpha):
+    return signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3))
+
+
+@dataclass
+class ClassTokenView:
+    """Layer / head controls, the class token's attention as a patch grid, and the heads overview."""
+
+    layer: gr.Slider
+    head: gr.Dropdown
+    grid: gr.Plot
+    heads: gr.Plot
+
+    @classmethod
+    def build(cls) -> "ClassTokenView":
+        explain(CLS_ATTENTION)
+        with gr.Row():
+            layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+            head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
+        grid = gr.Plot(label="Class-token attention per patch")
+        explain(texts.HEADS)
+        return cls(layer, head, grid, gr.Plot(label="Heads overview"))
+
+    @property
+    def outputs(self) -> list:
+        return [self.layer, self.head, self.grid, self.heads]
+
+    @staticmethod
+    def figure(result, layer_value, head_value):
+        layer_value = min(int(layer_value or 0), result.attention.n_layers - 1)
+        values = cls_attention_grid(result.attention.weights, layer_value, head_value, result.grid, result.n_special)
+        head_name = "mean of heads" if head_value in (AVERAGE, None, "") else f"head {head_value}"
+        return patch_grid_figure(result.image, values, f"Class-token attention · layer {layer_value} · {head_name}")
+
+    def values(self, result) -> dict:
+        last = result.attention.n_layers - 1
+        return {
+            self.layer: gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
+            self.head: gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
+            self.grid: self.figure(result, last, AVERAGE),
+            self.heads: head_summary(result.attention.weights, title="Self-attention"),
+        }
+
+    def bind(self, state: gr.State) -> None:
+        @guarded
+        def redraw(result, layer_value, head_value):
+            return gr.skip() if result is None else self.figure(result, layer_value, head_value)
+
+        controls = [self.layer, self.head]
+        gr.on([c.change for c in controls], redraw, [state, *controls], self.grid, api_visibility="private", queue=False)
+
+
+@dataclass
+class PixelPanel:
+    """Captum pixel attribution: class, baseline, steps, SmoothGrad copies, batch size; the signed
+    overlay and the CSV export. Runs on request only (integrated gradients over every pixel)."""
+
+    target: gr.Dropdown
+    controls: list  # baseline, steps, SmoothGrad copies, batch size (API input order)
+    button: gr.Button
+    summary: gr.Markdown
+    image: gr.Image
+    attr: gr.State
+
+    @classmethod
+    def build(cls) -> "PixelPanel":
+        explain(PIXEL_ATTRIBUTION)
+        with gr.Row():
+            target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain the probability of")
+            baseline = gr.Radio(list(demo.BASELINES), value="black", label="Baseline")
+        with gr.Row():
+            steps = gr.Slider(4, 128, value=32, step=4, label="Integration steps (more = more exact, slower)")
+            smooth = gr.Slider(0, 16, value=0, step=1, label="SmoothGrad copies (0 = off)")
+            batch = gr.Slider(1, 64, value=8, step=1, label="Batch size (lower = less memory)")
+        button = gr.Button("Explain the pixels")
+        summary = gr.Markdown()
+        image = gr.Image(label="Pixel attribution", type="numpy", format="png", interactive=False)
+        return cls(target, [baseline, steps, smooth, batch], button, summary, image, attribution_export())
+
+    @property
+    def outputs(self) -> list:
+        return [self.attr, self.target, self.summary, self.image]
+
+    def values(self, result) -> dict:
+        """A fresh result: the class choices, and no attribution yet."""
+        return {self.attr: None, self.target: _target_choices(result), self.summary: "", self.image: None}
+
+    def bind(self, state: gr.State, opacity: gr.Slider) -> None:
+        @guarded
+        def explain_pixels(result, target_value, baseline, steps, smooth, batch, alpha, progress=gr.Progress()):
+            if result is None:
+                raise gr.Error("Classify an image first.")
+            attr = demo.attribute(
+                result, None if target_value in (None, PREDICTED) else target_value, baseline, int(steps),
+                int(smooth), int(batch), progress=lambda frac, msg: progress(frac, desc=msg),
+            )
+            return {
+                self.summary: attribution_summary(attr) + f" · baseline: {baseline}",
+                self.attr: attr,
+                self.image: _pixel_overlay(result, attr, alpha),
+            }
+
+        # "image_attribution", not api(demo.TASK, "attribution"): the documented public name stays
+        self.button.click(
+            explain_pixels, [state, self.target, *self.controls, opacity], [self.summary, self.attr, self.image],
+            api_name="image_attribution", concurrency_limit=1,
+        )
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
@@ -67,7 +178,7 @@ def build() -> None:
             label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
             explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")
             notice = gr.Markdown()
-    state, attr_state = gr.State(), gr.State()
+    state = gr.State()
     opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
     with gr.Tabs():
         with gr.Tab("Attention rollout"):
@@ -76,72 +187,26 @@ def build() -> None:
                 label="Attention rollout of the class token", type="numpy", format="png", interactive=False
             )
         with gr.Tab("Class-token attention"):
-            explain(CLS_ATTENTION)
-            with gr.Row():
-                layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
-                head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
-            grid_plot = gr.Plot(label="Class-token attention per patch")
-            explain(texts.HEADS)
-            heads_plot = gr.Plot(label="Heads overview")
+            cls_view = ClassTokenView.build()
         with gr.Tab("Pixel attribution"):
-            explain(PIXEL_ATTRIBUTION)
-            with gr.Row():
-                target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain the probability of")
-                baseline = gr.Radio(list(demo.BASELINES), value="black", label="Baseline")
-            with gr.Row():
-                steps = gr.Slider(4, 128, value=32, step=4, label="Integration steps (more = more exact, slower)")
-                smooth = gr.Slider(0, 16, value=0, step=1, label="SmoothGrad copies (0 = off)")
-                batch = gr.Slider(1, 64, value=8, step=1, label="Batch size (lower = less memory)")
-            explain_btn = gr.Button("Explain the pixels")
-            attr_summary = gr.Markdown()
-            attr_image = gr.Image(label="Pixel attribution", type="numpy", format="png", interactive=False)
-            attribution_export(attr_state)
+            pixels = PixelPanel.build()
         with gr.Tab("Patch embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
         explainers = ExplainerTabs.build(demo.TASK)
     result_export(state, "image")
 
-    def grid_figure(result, layer_value, head_value):
-        layer_value = min(int(layer_value or 0), result.attention.n_layers - 1)
-        values = cls_attention_grid(result.attention.weights, layer_value, head_value, result.grid, result.n_special)
-        head_name = "mean of heads" if head_value in (AVERAGE, None, "") else f"head {head_value}"
-        return patch_grid_figure(result.image, values, f"Class-token attention · layer {layer_value} · {head_name}")
-
     @guarded
     def classify(path, model_id: str):
         result = demo.analyse(path, model_id)
-        last = result.attention.n_layers - 1
         return {
             label: label_value(result.labels, result.probs, demo.TOP_K),
             state: result,
-            attr_state: None,
             rollout_image: heat_overlay(result.image, result.cls_rollout(), 0.55),
-            layer: gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
-            head: gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
-            grid_plot: grid_figure(result, last, AVERAGE),
-            heads_plot: head_summary(result.attention.weights, title="Self-attention"),
-            target: _target_choices(result),
-            attr_summary: "",
-            attr_image: None,
             **answer_header(demo.TASK, model_id, "", info, notice),
+            **cls_view.values(result),
+            **pixels.values(result),
             **embeddings.values(result),
             **explainers.values(result),
-        }
-
-    @guarded
-    def explain_pixels(
-        result, target_value, baseline_value, steps_value, smooth_value, batch_value, alpha, progress=gr.Progress()
-    ):
-        if result is None:
-            raise gr.Error("Classify an image first.")
-        attr = demo.attribute(
-            result, None if target_value in (None, PREDICTED) else target_value, baseline_value, int(steps_value),
-            int(smooth_value), int(batch_value), progress=lambda frac, msg: progress(frac, desc=msg),
-        )
-        return {
-            attr_summary: attribution_summary(attr) + f" · baseline: {baseline_value}",
-            attr_state: attr,
-            attr_image: signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3)),
         }
 
     @guarded
@@ -150,36 +215,21 @@ def build() -> None:
             return gr.skip()
         return {
             rollout_image: heat_overlay(result.image, result.cls_rollout(), float(alpha)),
-            attr_image: gr.skip() if attr is None else signed_overlay(result.image, attr.scores, min(1.0, float(alpha) + 0.3)),
+            pixels.image: gr.skip() if attr is None else _pixel_overlay(result, attr, alpha),
         }
-
-    @guarded
-    def redraw_grid(result, layer_value, head_value):
-        return gr.skip() if result is None else grid_figure(result, layer_value, head_value)
 
     main = gr.on(
         [run.click],
         classify,
         [picture, model],
-        [label, info, notice, state, attr_state, rollout_image, layer, head, grid_plot, heads_plot, target, attr_summary,
-         attr_image, *embeddings.outputs, *explainers.outputs],
+        [label, info, notice, state, rollout_image, *cls_view.outputs, *pixels.outputs, *embeddings.outputs, *explainers.outputs],
         api_name=api(demo.TASK),
     )
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
-    main.success(redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private")
-    # pixel attribution runs on request only (a full pass of integrated gradients over every pixel);
-    # "image_attribution", not api(demo.TASK, "attribution"): the documented public name stays
-    explain_btn.click(
-        explain_pixels,
-        [state, target, baseline, steps, smooth, batch, opacity],
-        [attr_summary, attr_state, attr_image],
-        api_name="image_attribution", concurrency_limit=1,
-    )
-    opacity.release(
-        redraw_overlays, [state, attr_state, opacity], [rollout_image, attr_image], api_visibility="private"
-    )
-    gr.on(
-        [layer.change, head.change], redraw_grid, [state, layer, head], grid_plot, api_visibility="private", queue=False
-    )
+    overlays = [state, pixels.attr, opacity], [rollout_image, pixels.image]
+    main.success(redraw_overlays, *overlays, api_visibility="private")
+    opacity.release(redraw_overlays, *overlays, api_visibility="private")
+    pixels.bind(state, opacity)
+    cls_view.bind(state)
     embeddings.bind(state)
     explainers.bind(main, state)
