@@ -110,7 +110,7 @@ def expected_local(req: Request) -> Any:
 
     if req.tab == "sentiment":
         r = sentiment.analyse(req.args[0])
-        return r.predicted, r.label_value()
+        return r.predicted, r.class_probs()
     if req.tab == "qa":
         r = qa.answer(*req.args)
         return r.answer, float(r.score)
@@ -119,9 +119,9 @@ def expected_local(req: Request) -> Any:
     if req.tab == "translate":
         return translation.analyse(req.args[0]).translation
     if req.tab == "clip_match":
-        values = clip.analyse([req.args[0]], req.args[1]).label_value(0)
+        values = clip.analyse([req.args[0]], req.args[1]).text_probs(0)
     else:
-        values = image.analyse(req.args[0]).label_value()
+        values = dict(image.analyse(req.args[0]).ranked()[:image.TOP_K])
     return max(values, key=values.get), values
 
 
