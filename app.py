@@ -121,6 +121,7 @@ def port_free(host: str, port: int) -> bool:
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no obstacle
         try:
             sock.bind((host, port))
         except OSError:

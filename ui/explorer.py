@@ -41,7 +41,10 @@ def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:
 
 def similarity_table(result: explorer.ExplorerResult) -> pd.DataFrame:
     """Rows 'i: sentence', then the cosine with every sentence (4 decimals); columns numbered."""
-    rows = [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
+    def short(text: str, limit: int = 32) -> str:  # the table must fit beside the input: full text on the left
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    rows = [[f"{i + 1}: {short(s)}", *[round(float(v), 3) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
     return pd.DataFrame(rows, columns=["sentence", *[str(i + 1) for i in range(len(result.sentences))]])
 
 

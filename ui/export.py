@@ -23,7 +23,7 @@ def write_export(text: str, stem: str, suffix: str) -> str:
 
 def export_button(label: str = "Export numbers (CSV)") -> tuple[gr.Button, gr.File]:
     """A small button and the file it produces, inside a closed accordion."""
-    with gr.Accordion("Export", open=False):
+    with gr.Accordion(label, open=False):  # named by what it exports: several sit under one view
         gr.Markdown("PNG: use the camera icon on the figure. Numbers: the button below.", elem_classes=["xray-help"])
         button = gr.Button(label, size="sm")
         file = gr.File(label="Download", interactive=False)

@@ -102,6 +102,7 @@ def build() -> None:
                 [[generation.EXAMPLES[1], 30, True, 0.8, 40, 0.95, 7]],
                 inputs=[prompt, max_new, do_sample, *sampling],
                 label="Sampling example",
+                example_labels=["Sample 30 tokens: temperature 0.8, top-k 40, top-p 0.95, seed 7"],
             )
         with gr.Column(scale=2):
             output = gr.Textbox(label="Prompt + continuation", lines=5, interactive=False)

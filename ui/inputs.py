@@ -55,7 +55,7 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     """Dropdown of the allow-listed models of `task` and a line saying which model runs."""
     choices = settings.current().choices(task)
     named = [(settings.display_name(c), c) for c in choices]
-    dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1)
+    dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1, min_width=340, scale=2)
     original = dropdown.preprocess
 
     def preprocess(payload):

@@ -79,7 +79,12 @@ class _OnDemand:
     name: str
     button: gr.Button
     keep: gr.State
-    export: tuple
+    export: tuple = ()
+
+    def add_export(self) -> "_OnDemand":
+        """The export, placed under the view's outputs."""
+        self.export = export_button("Export this explanation (JSON)")
+        return self
 
     @property
     def outputs(self) -> list:
@@ -115,7 +120,7 @@ def _accepts(task: str, name: str) -> set[str]:
 
 def _on_demand(task: str, explainer: Explainer, label: str) -> _OnDemand:
     button = gr.Button(label, variant="primary")
-    return _OnDemand(task, explainer.name, button, gr.State(), export_button("Export (JSON)"))
+    return _OnDemand(task, explainer.name, button, gr.State())
 
 
 @view("ablate")
@@ -135,7 +140,7 @@ class AblateView:
             target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
         base = _on_demand(task, explainer, "Knock out and run again")
         summary, plot = gr.Markdown(), gr.Plot(label="Before and after")
-        return cls(base, heads, target, summary, plot)
+        return cls(base.add_export(), heads, target, summary, plot)
 
     outputs = property(lambda self: [])
 
@@ -163,7 +168,8 @@ class HeadMapView:
         explain(MAP_HELP)
         target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
         base = _on_demand(task, explainer, "Knock out every head, one at a time")
-        return cls(base, target, gr.Plot(label="Head importance"))
+        plot = gr.Plot(label="Head importance")
+        return cls(base.add_export(), target, plot)
 
     outputs = property(lambda self: [])
 
@@ -197,7 +203,8 @@ class ContrastView:
             method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Method")
             steps = gr.Slider(4, 128, value=32, step=4, label="Integration steps")
         base = _on_demand(task, explainer, "Why A and not B?")
-        return cls(base, target, other, method, steps, gr.Markdown(), AttributionView.build("Toward A (+) or B (−)"))
+        line, view = gr.Markdown(), AttributionView.build("Toward A (+) or B (−)")
+        return cls(base.add_export(), target, other, method, steps, line, view)
 
     outputs = property(lambda self: [])
 
@@ -231,7 +238,8 @@ class BranchView:
             step = gr.Number(value=0, precision=0, minimum=0, label="Step (0 = the first generated token)")
             token = gr.Textbox(label="Force this token instead (empty = the runner-up)", max_lines=1)
         base = _on_demand(task, explainer, "Branch and continue")
-        return cls(base, step, token, gr.HTML())
+        shown = gr.HTML()
+        return cls(base.add_export(), step, token, shown)
 
     outputs = property(lambda self: [])
 
@@ -262,8 +270,9 @@ class FaithfulnessView:
             target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
             steps = gr.Slider(4, 64, value=16, step=4, label="Integration steps of the attributions")
         base = _on_demand(task, explainer, "Compare the explanations")
-        return cls(base, target, steps, gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement"),
-                   gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True))
+        summary, deletion, agreement = gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement")
+        table = gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True)
+        return cls(base.add_export(), target, steps, summary, deletion, agreement, table)
 
     outputs = property(lambda self: [])
 

@@ -28,10 +28,8 @@ from viz.lens import (
 
 LENS_HELP = (
     "**When does the model decide?** The *layer lens* reads every layer's hidden state with the "
-    "model's own last part (the final normalisation and the output head), as if the model stopped "
-    "there. Watch in which layer the final answer appears and how sure it is. Early layers were "
-    "**not trained** to be read this way: their rows are a rough glimpse, not what the model 'thinks'. "
-    "The last row is exactly the model's answer."
+    "model's own last part, as if the model stopped there: watch in which layer the final answer "
+    "appears and how sure it is."
 )
 STEPS_HELP = (
     "**Attention(Q, K, V) = softmax(Q·Kᵀ / √d_k + mask) · V**, on your own input. Pick a layer, a head "
@@ -78,10 +76,12 @@ class LensView:
         return {}
 
     def _figures(self, lens, start: Any) -> dict:
-        if isinstance(lens, LensGrid):
+        if isinstance(lens, LensGrid):  # a decoder: positions x layers, and where it commits
             first = int(start) if start else max(0, len(lens.positions) - MAX_COLUMNS)
-            return {self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS), self.commit: commit_figure(lens)}
-        return {self.grid: head_lens_figure(lens), self.commit: gr.skip()}
+            return {self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS),
+                    self.commit: gr.Plot(commit_figure(lens), visible=True), self.start: gr.Number(visible=True)}
+        # an encoder read by its task's head: one figure, no positions
+        return {self.grid: head_lens_figure(lens), self.commit: gr.Plot(visible=False), self.start: gr.Number(visible=False)}
 
     def bind(self, main: Any, state: gr.State) -> None:
         @guarded
@@ -94,13 +94,13 @@ class LensView:
         @guarded
         def redraw(lens, start):
             if lens is None:
-                return {self.grid: gr.skip(), self.commit: gr.skip()}
+                return {self.grid: gr.skip(), self.commit: gr.skip(), self.start: gr.skip()}
             return self._figures(lens, start)
 
-        outputs = [self.state, self.caption, self.grid, self.commit]
+        outputs = [self.state, self.caption, self.grid, self.commit, self.start]
         main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"))
         self.item.change(run, [state, self.item], outputs, api_visibility="private")
-        self.start.change(redraw, [self.state, self.start], [self.grid, self.commit], api_visibility="private", queue=False)
+        self.start.input(redraw, [self.state, self.start], [self.grid, self.commit, self.start], api_visibility="private", queue=False)
         bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
 
 
@@ -158,9 +158,9 @@ class StepsView:
             steps = backend.call(self.task, "attention_steps", result, int(layer or 0), int(head or 0), int(query or 0), kind)
             return {
                 self.state: steps,
-                self.summary: steps_summary(steps) + ("\n\n" + steps.caption if steps.caption else ""),
+                self.summary: steps_summary(steps),
                 self.figure: steps_figure(steps),
-                self.table: steps.rows(top=12),
+                self.table: [[row[0], *[round(v, 5) if isinstance(v, float) else v for v in row[1:]]] for row in steps.rows(top=12)],
                 self.vectors: qkv_figure(steps),
             }
 

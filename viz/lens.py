@@ -31,6 +31,7 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
             y=grid.layer_labels,
             text=text,
             texttemplate="%{text}",
+            textfont=dict(size=12),
             customdata=hover,
             zmin=0.0,
             zmax=1.0,
@@ -44,7 +45,7 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
         title=plot_title(f"Layer lens: the top token each layer would predict ({grid.head})"),
         xaxis=dict(title="position: input → token chosen next", tickvals=xv, ticktext=xt, tickangle=-60),
         yaxis=dict(title="layer", autorange="reversed"),
-        height=max(320, 90 + 34 * grid.n_layers),
+        height=max(420, 200 + 56 * grid.n_layers),
         margin=dict(l=10, r=10, t=50, b=10),
     )
     return fig
