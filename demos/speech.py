@@ -28,6 +28,7 @@ TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
 EXAMPLES = registry.examples(TASK)
 NUM_BEAMS = 5  # what transformers' ASR pipeline uses for Whisper (after OpenAI's implementation)
+MAX_NEW_TOKENS = 256  # the pipeline's length when the checkpoint's generation config sets none
 ENCODER_BINS = 100  # encoder self-attention is averaged into at most this many time bins per axis
 
 
@@ -116,7 +117,8 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     with torch.inference_mode():
         enc = m.model.get_encoder()(features, output_attentions=True, output_hidden_states=True)  # encoder once, for all three uses
         hidden = BaseModelOutput(last_hidden_state=enc.last_hidden_state)
-        gen = m.model.generate(encoder_outputs=hidden, attention_mask=mask, num_beams=NUM_BEAMS, return_dict_in_generate=True)
+        gen = m.model.generate(encoder_outputs=hidden, attention_mask=mask, return_dict_in_generate=True,
+                               **pipeline_generate_kwargs(m.model.generation_config, tok.pad_token_id))
         sequence = gen.sequences[:1]  # (1, prompt + T)
         out = m.model(encoder_outputs=hidden, decoder_input_ids=sequence[:, :-1], output_attentions=True, output_hidden_states=True)
     ids = sequence[0].tolist()
@@ -157,6 +159,17 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
         encoder_hidden=stack_hidden(enc.hidden_states),
         decoder_hidden=stack_hidden(out.decoder_hidden_states),
     )
+
+
+def pipeline_generate_kwargs(generation_config, pad_token_id: int | None) -> dict:
+    """The generation settings the ASR pipeline adds to a Whisper checkpoint's own, so that the
+    transcript is the pipeline's: 5 beams, 256 new tokens and the tokenizer's pad id, each only
+    where the checkpoint's generation config does not set it (no 256 when it sets `max_length`, e.g.
+    Whisper's 448). Without this a config that sets no length stops at generate's default of 20."""
+    chosen = generation_config.to_diff_dict()
+    defaults = {"num_beams": NUM_BEAMS, "max_new_tokens": MAX_NEW_TOKENS, "pad_token_id": pad_token_id}
+    return {key: value for key, value in defaults.items() if key not in chosen and value is not None
+            and not (key == "max_new_tokens" and "max_length" in chosen)}
 
 
 def prompt_length(ids: list[int], generation_config) -> int:
