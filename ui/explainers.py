@@ -68,3 +68,18 @@ class ExplainerTabs:
     def bind(self, main: Any, state: gr.State) -> None:
         for item in self.items:
             item.bind(main, state)
+
+
+def guide_sections() -> list[tuple[str, str, list[str]]]:
+    """(title, help text, where) of every explainer: the guide's sections, written once with the
+    views (each view's HELP), saying which tabs offer it and why the others do not."""
+    from core import registry
+
+    explainers.load_all()
+    known = views()
+    out = []
+    for explainer in explainers.all_explainers():
+        where = [registry.get(t).title for t in explainer.tasks]
+        where += [f"not {registry.get(t).title} ({why})" for t, why in explainer.not_for.items() if t in registry.KEYS]
+        out.append((explainer.title, known[explainer.name].HELP, where))
+    return out

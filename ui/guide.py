@@ -12,6 +12,7 @@ import numpy as np
 from demos import sentiment
 from ui import texts
 from ui.common import explain, guarded
+from ui.explainers import guide_sections
 from ui.inputs import text_input
 from ui.kit import answer_header
 from viz.attention import attention_heatmap
@@ -71,6 +72,11 @@ def build() -> None:
             angles = np.linspace(0, 2 * np.pi, len(TOKENS), endpoint=False)
             points = np.c_[np.cos(angles), np.sin(angles)] * np.array([1, 0.6])
             gr.Plot(embedding_scatter(points, TOKENS, ["special", "word", "word", "word", "word", "word", "special"], "Illustration: tokens as points"))
+    gr.Markdown("## Inside the model: the views on every tab")
+    for number, (title, help_text, where) in enumerate(guide_sections(), start=4):
+        with gr.Accordion(f"{number} · {title}", open=False):
+            gr.Markdown(help_text)
+            gr.Markdown(f"Where: {'; '.join(where)}.", elem_classes=["xray-help"])
     gr.Markdown("### Now with the sentiment model")
     with gr.Row():
         text = text_input(value="The film was not good.", label="Sentence", scale=3, max_length=2000)

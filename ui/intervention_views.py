@@ -126,6 +126,7 @@ def _on_demand(task: str, explainer: Explainer, label: str) -> _OnDemand:
 @view("ablate")
 @dataclass
 class AblateView:
+    HELP = ABLATE_HELP
     base: _OnDemand
     heads: gr.Textbox
     target: gr.Textbox
@@ -159,6 +160,7 @@ class AblateView:
 @view("head_map")
 @dataclass
 class HeadMapView:
+    HELP = MAP_HELP
     base: _OnDemand
     target: gr.Textbox
     plot: gr.Plot
@@ -184,6 +186,7 @@ class HeadMapView:
 @view("contrast")
 @dataclass
 class ContrastView:
+    HELP = CONTRAST_HELP
     base: _OnDemand
     target: gr.Textbox
     other: gr.Textbox
@@ -226,6 +229,7 @@ class ContrastView:
 @view("branch")
 @dataclass
 class BranchView:
+    HELP = BRANCH_HELP
     base: _OnDemand
     step: gr.Number
     token: gr.Textbox
@@ -255,6 +259,7 @@ class BranchView:
 @view("faithfulness")
 @dataclass
 class FaithfulnessView:
+    HELP = FAITHFUL_HELP
     base: _OnDemand
     target: gr.Textbox
     steps: gr.Slider

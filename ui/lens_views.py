@@ -29,7 +29,8 @@ from viz.lens import (
 LENS_HELP = (
     "**When does the model decide?** The *layer lens* reads every layer's hidden state with the "
     "model's own last part, as if the model stopped there: watch in which layer the final answer "
-    "appears and how sure it is."
+    "appears and how sure it is. Only the last layer was trained to be read this way: earlier rows are "
+    "a rough glimpse of what the state already encodes."
 )
 STEPS_HELP = (
     "**Attention(Q, K, V) = softmax(Q·Kᵀ / √d_k + mask) · V**, on your own input. Pick a layer, a head "
@@ -45,6 +46,8 @@ STEPS_HELP = (
 @dataclass
 class LensView:
     """The lens, computed after each answer (its own event, `<task>_lens`): no second forward pass."""
+
+    HELP = LENS_HELP
 
     task: str
     start: gr.Number
@@ -108,6 +111,8 @@ class LensView:
 @dataclass
 class StepsView:
     """One head, one query: the computation step by step (`<task>_attention_steps`)."""
+
+    HELP = STEPS_HELP
 
     task: str
     kind: gr.Dropdown
