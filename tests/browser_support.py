@@ -90,6 +90,7 @@ class View:
     images: int = 0  # rendered output images (gr.Image with a value)
     table: bool = False  # a gr.Dataframe with at least one row
     bertviz: bool = False  # the bertviz accordion renders its (sandboxed, offline) iframe on "Render"
+    click: str | None = None  # a button in the view to press first (views that run on demand)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,18 @@ ATTENTION_BERTVIZ = View(plots=2, bertviz=True)  # the same with ui.bertviz.Bert
 BERTVIZ_ACCORDION = "bertviz (head view / model view)"
 EMBEDDINGS = View(plots=1)  # scatter (ui.common.EmbeddingView)
 HIGHLIGHT = ".xray-highlight"
+
+# The explainer views (ui.explainers), inside every task tab's "Inside the model" tab: one row per
+# registered explainer (tests/test_browser.py fails for an explainer without one).
+EXPLAINER_VIEWS: dict[str, View] = {
+    "lens": View(plots=1),
+    "attention_steps": View(plots=2, table=True),
+    "ablate": View(plots=1, click="Knock out and run again"),
+    "head_map": View(plots=1, click="Knock out every head, one at a time"),
+    "contrast": View(plots=1, html=HIGHLIGHT, click="Why A and not B?"),
+    "branch": View(html=".xray-branch", click="Branch and continue"),
+    "faithfulness": View(plots=2, table=True, click="Compare the explanations"),
+}
 
 ROWS: dict[str, Row] = {
     "ui.guide": Row(
@@ -422,9 +435,13 @@ def view_problems(watched: Watched, panel, row: Row) -> list[str]:
     problems = []
     for inner, view in row.views.items():
         if inner is not None:
-            watched.inner_tab(panel, inner)
+            for title in inner.split(" / "):  # nested tabs: "Inside the model / Layer lens"
+                watched.inner_tab(panel, title)
         where = inner or "top"
         scope = panel.locator(".tabitem:visible").last if inner is not None else panel
+        if view.click:
+            scope.get_by_role("button", name=view.click, exact=True).first.click()
+            watched.settle(panel)
         if (p := plots_ok(scope if inner is not None else panel, view.plots)) is not None:
             problems.append(f"{where}: {p}")
         if view.html:

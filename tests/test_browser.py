@@ -17,11 +17,13 @@ import app
 from tests.conftest import launch_full_app
 from tests.browser_support import (
     ASSETS,
+    EXPLAINER_VIEWS,
     MAX_PNG_BYTES,
     PAYLOAD_TEXT,
     PAYLOADS,
     ROWS,
     VIEWPORT,
+    Row,
     Watched,
     make_png,
     row_for,
@@ -135,6 +137,39 @@ def _check_payload(watched, panel, where: str, echo: str | None) -> None:
         text = shown.inner_text()
         missing = [p for p in PAYLOADS if p not in text]
         assert not missing, f"{where}: not shown literally in {echo}: {missing}"
+
+
+EXPLAINER_TABS = [p for p in TAB_PARAMS if p.values[1] != "ui.guide"]
+
+
+def test_every_explainer_has_a_browser_row():
+    from demos import explainers
+
+    explainers.load_all()
+    assert {e.name for e in explainers.all_explainers()} == set(EXPLAINER_VIEWS)
+
+
+@pytest.mark.parametrize(("title", "module"), EXPLAINER_TABS)
+def test_explainer_views_render(tab_page, title, module):
+    """Every explainer view of the tab ("Inside the model"), on the result of its example run:
+    automatic ones (lens, attention steps) after the answer, on-demand ones after their button."""
+    from core import registry
+    from demos import explainers
+    from ui.explainers import GROUP_TITLE
+
+    watched = tab_page
+    row = row_for(module)
+    panel = watched.open_tab(title)
+    if row.example:
+        watched.click_example(panel)
+    watched.run(panel, row)
+    assert watched.wait_answer(panel, row)
+    task = next(t.key for t in registry.TASKS if t.tab == module)
+    views = {f"{GROUP_TITLE} / {e.title}": EXPLAINER_VIEWS[e.name] for e in explainers.for_task(task)}
+    problems = view_problems(watched, panel, Row(run=row.run, answer=row.answer, views=views))
+    assert not problems, f"{title}: " + "; ".join(problems)
+    assert not watched.toasts(), f"{title}: {watched.toasts()}"
+    save_screenshot(watched.page, f"{slug(title)}-inside")
 
 
 @pytest.mark.parametrize(("title", "module"), TEXT_TABS)

@@ -17,6 +17,7 @@ import gradio as gr
 from demos import explainers
 
 _VIEWS: dict[str, type] = {}
+GROUP_TITLE = "Inside the model"  # the tab that holds every explainer view of a task
 VIEW_MODULES: tuple[str, ...] = ("ui.lens_views", "ui.intervention_views")  # modules holding the explainer views
 
 
@@ -48,11 +49,17 @@ class ExplainerTabs:
         explainers.load_all()
         known = views()
         items = []
-        for explainer in explainers.for_task(task):
+        chosen = explainers.for_task(task)
+        for explainer in chosen:
             if explainer.name not in known:
                 raise LookupError(f"Explainer {explainer.name!r} has no view: add one to {VIEW_MODULES}.")
-            with gr.Tab(explainer.title):
-                items.append(known[explainer.name].build(task, explainer))
+        if not chosen:
+            return cls(task, items)
+        # One tab holding the explainers' own tabs: the tab strip stays short enough to show whole.
+        with gr.Tab(GROUP_TITLE), gr.Tabs():
+            for explainer in chosen:
+                with gr.Tab(explainer.title):
+                    items.append(known[explainer.name].build(task, explainer))
         return cls(task, items)
 
     @property
