@@ -207,3 +207,20 @@ def test_a_refused_input_logs_one_line_and_no_traceback(serve, capfd, caplog):
     refused = [r for r in caplog.records if r.getMessage().startswith("refused in")]
     assert len(refused) == 2 and all("\n" not in r.getMessage() for r in refused)
     assert "evil/model" not in str(info.value) and "/tmp" not in str(info.value)
+
+
+def test_a_repeated_click_does_not_run_the_model_again(serve):
+    """Two identical requests while the first still runs (a double click, or a click during the
+    chained attribution) compute once: the second waits for the first's result (single flight in
+    the memo) instead of queueing another full run; both get the same answer."""
+    from demos import cache, sentiment
+    from tests.conftest import tab_app
+
+    client = serve(tab_app("ui.sentiment"))
+    client.predict("A film so warm and funny that it lingers.", api_name="/sentiment")
+    cache.clear_all()
+    args = ("predicted class", "integrated_gradients", 64, False)
+    jobs = [client.submit(*args, api_name="/sentiment_attribution") for _ in range(2)]
+    answers = [job.result(timeout=120) for job in jobs]
+    assert sentiment.attribute.misses == 1 and sentiment.attribute.hits >= 1
+    assert answers[0][0] == answers[1][0]  # the same summary line (same numbers)
