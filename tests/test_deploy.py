@@ -137,3 +137,18 @@ def test_a_busy_port_says_to_use_the_port_flag():
     message = str(info.value)
     assert f"Port {port}" in message and "--port" in message and "GRADIO_SERVER_PORT" not in message
     assert app.port_free("127.0.0.1", port)
+
+
+def test_readme_test_command_is_what_ci_runs():
+    """The README's test line is exactly .ci/run's commands (setup flags and the check script)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.strip().startswith("bash ")]
+    quick = readme.split("## Quick start", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    test_line = next(line for line in quick.splitlines() if "check.sh" in line)
+    commands = [c.strip() for c in test_line.split("#", 1)[0].split("&&")]
+    assert commands == ci, f"README runs {commands}, CI runs {ci}"
+    app_line = next(line for line in quick.splitlines() if "app.py" in line)
+    assert ".venv/bin/python app.py" in app_line and "keeps running" in app_line
+    assert "<a CPU-only torch index>" not in readme and "download.pytorch.org/whl/cpu" in readme
+    for line in readme.splitlines():  # every python command is runnable as written (the venv's python)
+        assert not line.lstrip().startswith(("python ", "$ python ")), line
