@@ -12,7 +12,7 @@ from ui.common import explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api, label_value
+from ui.kit import AttributionPanel, answer_header, api, label_value, result_state
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 
@@ -113,7 +113,7 @@ def build() -> None:
             label = gr.Label(label="Which description fits the image best")
             explain(PROBABILITIES)
             notice = gr.Markdown()
-    state = gr.State()
+    state = result_state()
     extra = gr.State([])
     with gr.Row():
         image_choice = gr.Dropdown([("image 1", 0)], value=0, label="Image to explain")

@@ -13,7 +13,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import answer_header, api
+from ui.kit import answer_header, api, result_state
 from viz.explorer import sentence_similarity_heatmap
 
 INTRO = (
@@ -71,7 +71,7 @@ def build() -> None:
             table = gr.Dataframe(label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True)
             summary = gr.Markdown()
             notice = gr.Markdown()
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Sentence similarity"):
             explain(SIMILARITY)

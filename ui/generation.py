@@ -10,7 +10,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, require_te
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api
+from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
 
@@ -109,7 +109,7 @@ def build() -> None:
             notice = gr.Markdown()
             shaded = gr.HTML()
             explain(CONTINUATION_HELP)
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Next-token choices"):
             explain(CHOICES_HELP)

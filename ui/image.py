@@ -18,7 +18,7 @@ from ui.common import EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, model_picker
-from ui.kit import answer_header, api, attribution_summary, label_value
+from ui.kit import answer_header, api, attribution_summary, label_value, result_state
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
@@ -178,7 +178,7 @@ def build() -> None:
             label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
             explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")
             notice = gr.Markdown()
-    state = gr.State()
+    state = result_state()
     opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
     with gr.Tabs():
         with gr.Tab("Attention rollout"):

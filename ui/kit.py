@@ -8,6 +8,7 @@ without anyone counting positions in a tuple.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,6 +76,16 @@ class TaskCompute:
 
 def task_compute(task: str) -> TaskCompute:
     return TaskCompute(task)
+
+
+def result_state() -> gr.State:
+    """The gr.State holding a tab's last result. It holds the compute's own object (the memo's
+    entry for that input: Gradio stores what a handler returns, without copying, and results are
+    never modified), and Gradio deletes it XRAY_STATE_TTL_S seconds (default 900) after the
+    session last stored a result; the views then do nothing until the next run. (A session whose
+    page was closed keeps its state for Gradio's fixed hour, whatever the TTL.)"""
+    raw = os.environ.get("XRAY_STATE_TTL_S", "").strip()
+    return gr.State(time_to_live=float(raw) if raw else 900.0)
 
 
 def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, float]:

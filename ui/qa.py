@@ -11,7 +11,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api
+from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.bars import probability_lines
 from viz.tokens import span_html
 
@@ -59,7 +59,7 @@ def build() -> None:
             notice = gr.Markdown(label="Notice")
     gr.Markdown("**The answer in its context**")
     span = gr.HTML(label="Answer in the context")
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Start & end"):
             explain(START_END)

@@ -9,7 +9,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape,
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api, label_value, task_compute
+from ui.kit import AttributionPanel, answer_header, api, label_value, result_state, task_compute
 from viz.tokens import highlight_html
 
 COMPARE_HELP = (
@@ -34,7 +34,7 @@ def build() -> None:
             label = gr.Label(label="Sentiment", num_top_classes=5)
             explain(texts.PROBABILITIES)
             notice = gr.Markdown()
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Attributions"):
             target = gr.Radio([PREDICTED], value=PREDICTED, label="Explain the probability of")

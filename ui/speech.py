@@ -10,7 +10,7 @@ from ui.common import AttentionView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, model_picker
-from ui.kit import answer_header, api
+from ui.kit import answer_header, api, result_state
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
@@ -75,7 +75,7 @@ def build() -> None:
         with gr.Column(scale=2):
             transcript = gr.Textbox(label="Transcript", lines=3, interactive=False)
             notice = gr.Markdown()
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Spectrogram"):
             explain(SPECTROGRAM)

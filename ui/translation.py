@@ -11,7 +11,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, require_te
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api
+from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.bars import probability_lines
 from viz.tokens import clean_token
 
@@ -70,7 +70,7 @@ def build() -> None:
             notice = gr.Markdown()
             explain(TRANSLATION)
             confidence = gr.Plot(label="Probability of each German token")
-    state = gr.State()
+    state = result_state()
     with gr.Tabs():
         with gr.Tab("Alignment (cross-attention)"):
             cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
