@@ -185,7 +185,17 @@ def test_steps_chained_after_an_event_run_only_when_it_succeeded(module):
     attribution = next((f for f in fns if spec and f.api_name == spec.api_name("attribution")), None)
     if attribution is not None and spec.key != "image":  # pixel attributions run on request only
         main = next(f for f in fns if f.api_name == spec.api_name())
-        assert attribution.trigger_after == main._id and attribution.trigger_only_on_success
+        by_id = {f._id: f for f in fns}
+        step = attribution  # back along the chain (the instant first view sits between them)
+        while step.trigger_after is not None and step._id != main._id:
+            assert step.trigger_only_on_success
+            step = by_id[step.trigger_after]
+        assert step is main
+        # explanations queue on their own (one at a time), answers do not wait behind them
+        from ui.kit import EXPLAIN
+
+        assert attribution.concurrency_id == EXPLAIN["concurrency_id"] != main.concurrency_id
+        assert all(f.concurrency_id == EXPLAIN["concurrency_id"] for f in fns if f.trigger_after == main._id)
 
 
 def test_a_refused_input_logs_one_line_and_no_traceback(serve, capfd, caplog):

@@ -14,7 +14,7 @@ from scale import backend
 from ui.common import explain, guarded
 from ui.explainers import view
 from ui.export import bind_export, export_button
-from ui.kit import AttributionView, api
+from ui.kit import EXPLAIN, AttributionView, api
 from viz.export import result_json
 from viz.interventions import (
     ablation_figure,
@@ -106,7 +106,7 @@ class _OnDemand:
             out = backend.call(self.task, self.name, result, **params)
             return {self.keep: out, **render(out)}
 
-        self.button.click(run, [state, *controls], [self.keep, *shown], api_name=api(self.task, self.name))
+        self.button.click(run, [state, *controls], [self.keep, *shown], api_name=api(self.task, self.name), **EXPLAIN)
         bind_export(*self.export, [self.keep], lambda r: (result_json(r), f"{self.task}-{self.name}", ".json"))
 
 

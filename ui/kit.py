@@ -16,6 +16,7 @@ import gradio as gr
 
 from core import registry
 from core.results import ModelInfo
+from demos.explain import METHODS
 from demos import settings
 from scale import backend
 from ui.common import explain, guarded, md_escape
@@ -96,8 +97,6 @@ def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, flo
 
 def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider, gr.Checkbox]:
     """Method, step count (the ceiling when adaptive) and the adaptive switch."""
-    from demos.explain import METHODS
-
     with gr.Row():
         method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Attribution method")
         steps = gr.Slider(4, 256, value=default_steps, step=4, label="Integration steps (more = more exact, slower)")
@@ -108,6 +107,10 @@ def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider, 
 
 
 TOLERANCE = 0.01  # convergence delta, in units of the explained probability
+INSTANT = "gradient_x_input"  # the first view while integrated gradients run
+# Every explanation event (attributions, lens, steps, interventions) queues in one group, one at a
+# time, apart from the answers: a class's explanations never hold up anybody's answer.
+EXPLAIN = dict(concurrency_id="explanations", concurrency_limit=1)
 
 
 def tolerance(adaptive: Any) -> float | None:
@@ -116,8 +119,6 @@ def tolerance(adaptive: Any) -> float | None:
 
 def attribution_summary(attr) -> str:
     """Markdown line: what was explained, with the completeness check for integrating methods."""
-    from demos.explain import METHODS
-
     label = METHODS[attr.method].label if attr.method in METHODS else attr.method
     line = f"**{md_escape(label)}** toward **{md_escape(attr.target)}**"
     if attr.delta is not None:
@@ -192,23 +193,36 @@ class AttributionPanel:
         """Chain the attribution after `main` (only when it succeeded) and on the button (and on
         the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
 
-        @guarded
-        def explain_result(result, *values, progress=gr.Progress()):
-            if result is None:
-                raise gr.Error(missing)
-            *picked, method_value, steps_value, adaptive_value = values
-            attrs = run(
-                result, *picked, method=method_value, steps=int(steps_value), tolerance=tolerance(adaptive_value),
-                progress=lambda frac, msg: progress(frac, desc=msg),
-            )
+        def shown(attrs: list) -> dict:
             out: dict = {self.export: attrs if len(attrs) > 1 else attrs[0]}
             for view, attr in zip(self.views, attrs):
                 out.update(view.values(attr))
             return out
 
+        @guarded
+        def explain_result(result, *values, progress=gr.Progress()):
+            if result is None:
+                raise gr.Error(missing)
+            *picked, method_value, steps_value, adaptive_value = values
+            return shown(run(
+                result, *picked, method=method_value, steps=int(steps_value), tolerance=tolerance(adaptive_value),
+                progress=lambda frac, msg: progress(frac, desc=msg),
+            ))
+
+        @guarded
+        def first_view(result, *values):
+            """Gradient x input (one backward pass): shown at once while integrated gradients run."""
+            *picked, method_value, _, _ = values
+            if result is None or not METHODS[method_value].integrates:
+                return {c: gr.skip() for c in self.outputs}
+            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=None))
+
         inputs = [state, *choices, self.method, self.steps, self.adaptive]
-        main.success(explain_result, inputs, self.outputs, api_name=api)
-        gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private")
+        queue = EXPLAIN
+        main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
+            explain_result, inputs, self.outputs, api_name=api, **queue
+        )
+        gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private", **queue)
 
 
 def api(task: str, view: str = "") -> str:

@@ -14,7 +14,7 @@ from scale import backend
 from ui.common import explain, guarded
 from ui.explainers import view
 from ui.export import bind_export, export_button
-from ui.kit import api
+from ui.kit import EXPLAIN, api
 from viz.export import result_json
 from viz.lens import (
     MAX_COLUMNS,
@@ -101,8 +101,8 @@ class LensView:
             return self._figures(lens, start)
 
         outputs = [self.state, self.caption, self.grid, self.commit, self.start]
-        main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"))
-        self.item.change(run, [state, self.item], outputs, api_visibility="private")
+        main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"), **EXPLAIN)
+        self.item.change(run, [state, self.item], outputs, api_visibility="private", **EXPLAIN)
         self.start.input(redraw, [self.state, self.start], [self.grid, self.commit, self.start], api_visibility="private", queue=False)
         bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
 
@@ -171,6 +171,6 @@ class StepsView:
 
         inputs = [state, self.kind, self.layer, self.head, self.query]
         outputs = [self.state, self.summary, self.figure, self.table, self.vectors]
-        main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"))
-        self.button.click(run, inputs, outputs, api_visibility="private")
+        main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"), **EXPLAIN)
+        self.button.click(run, inputs, outputs, api_visibility="private", **EXPLAIN)
         bind_export(*self.export, [self.state], lambda steps: (result_json(steps), f"{self.task}-attention-steps", ".json"))
