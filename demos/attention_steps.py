@@ -34,16 +34,7 @@ from core.lens_types import AttentionSteps
 from demos import loading
 from demos.gpu import on_gpu
 
-KINDS: dict[str, tuple[str, ...]] = {
-    "generation": ("causal self",),
-    "sentiment": ("self",),
-    "qa": ("self",),
-    "explorer": ("self",),
-    "image": ("self",),
-    "translation": ("encoder self", "decoder self", "cross"),
-    "asr": ("encoder self", "decoder self", "cross"),
-    "clip": ("vision self", "text self"),
-}
+KINDS: dict[str, tuple[str, ...]] = {spec.key: spec.attention_kinds for spec in registry.TASKS if spec.attention_kinds}
 ATTENTION_TASKS = tuple(KINDS)
 CAPTION = (
     "One head, one query token: the query vector q is compared with every key vector by a dot product; "
@@ -133,40 +124,47 @@ def _scale(proj: Any, d_k: int) -> float:
 
 
 def _site(task: str, kind: str, m: loading.Loaded, result: Any, layer: int, item: int) -> _Site:
-    model, dev = m.model, m.device
-    if task == "generation":
+    """The attention module and its input, by the model's architecture (see the module docstring)."""
+    model, dev, arch = m.model, m.device, m.model.config.model_type
+    if arch == "gpt2":
         block = _check_layer(layer, model.transformer.h)
         x = block.ln_1(_t(m, result.embeddings.vectors[layer]))
         n = x.shape[1]
         return _Site(block.attn, block.attn, block.attn.c_proj, x, None, _causal(n, dev), result.tokens, result.tokens,
                      "causal self", f"block {layer}", f"ln_1(hidden_states[{layer}])")
-    if task in ("sentiment", "qa", "explorer"):
-        states, tokens = result.embeddings.vectors, list(result.tokens) if task != "explorer" else None
-        if task == "explorer":
-            item = result.shown if item is None else item
-            if not 0 <= item < len(result.attention):
-                raise ValueError(f"Sentence {item} does not exist; choose 0 to {len(result.attention) - 1}.")
-            start = sum(a.weights.shape[-1] for a in result.attention[:item])
-            tokens = list(result.attention[item].query_tokens)
-            states = states[:, start : start + len(tokens)]
-        base = model.base_model
-        distil = hasattr(base, "transformer")  # DistilBERT, else BERT (MiniLM)
-        block = _check_layer(layer, base.transformer.layer if distil else base.encoder.layer)
-        x = _t(m, states[layer])
-        if distil:
-            attn = block.attention
-            return _Site(attn, attn, attn.out_lin, x, None, None, tokens, tokens, "self", f"layer {layer}", f"hidden_states[{layer}]")
-        return _Site(block.attention, block.attention.self, block.attention.output.dense, x, None, None, tokens, tokens,
-                     "self", f"layer {layer}", f"hidden_states[{layer}]")
-    if task == "image":
+    if arch == "vit":
         block = _check_layer(layer, model.vit.layers)
         x = block.layernorm_before(_t(m, result.embeddings.vectors[layer]))
         names = list(result.embeddings.labels)
         return _Site(block.attention, block.attention, block.attention.o_proj, x, None, None, names, names,
                      "self", f"layer {layer}", f"layernorm_before(hidden_states[{layer}])")
-    if task == "clip":
+    if hasattr(model, "vision_model") and hasattr(model, "text_model"):  # a dual encoder
         return _clip_site(kind, m, result, layer, item or 0)
-    return _seq2seq_site(task, kind, m, result, layer)
+    if model.config.is_encoder_decoder:
+        return _seq2seq_site(kind, m, result, layer)
+    return _encoder_site(m, result, layer, item, several=bool(registry.get(task).items))
+
+
+def _encoder_site(m: loading.Loaded, result: Any, layer: int, item: int | None, several: bool) -> _Site:
+    """A BERT-like text encoder (DistilBERT, BERT = MiniLM); `several`: the result holds several
+    sentences one after the other (their attention maps in a list), `item` picks one."""
+    states, tokens = result.embeddings.vectors, None if several else list(result.tokens)
+    if several:
+        item = result.shown if item is None else item
+        if not 0 <= item < len(result.attention):
+            raise ValueError(f"Sentence {item} does not exist; choose 0 to {len(result.attention) - 1}.")
+        start = sum(a.weights.shape[-1] for a in result.attention[:item])
+        tokens = list(result.attention[item].query_tokens)
+        states = states[:, start : start + len(tokens)]
+    base = m.model.base_model
+    distil = hasattr(base, "transformer")  # DistilBERT, else BERT (MiniLM)
+    block = _check_layer(layer, base.transformer.layer if distil else base.encoder.layer)
+    x = _t(m, states[layer])
+    if distil:
+        attn = block.attention
+        return _Site(attn, attn, attn.out_lin, x, None, None, tokens, tokens, "self", f"layer {layer}", f"hidden_states[{layer}]")
+    return _Site(block.attention, block.attention.self, block.attention.output.dense, x, None, None, tokens, tokens,
+                 "self", f"layer {layer}", f"hidden_states[{layer}]")
 
 
 def _clip_site(kind: str, m: loading.Loaded, result: Any, layer: int, item: int) -> _Site:
@@ -192,9 +190,9 @@ def _clip_site(kind: str, m: loading.Loaded, result: Any, layer: int, item: int)
                  "causal self" if allowed is not None else "self", where, f"layer_norm1(hidden_states[{layer}])")
 
 
-def _seq2seq_site(task: str, kind: str, m: loading.Loaded, result: Any, layer: int) -> _Site:
+def _seq2seq_site(kind: str, m: loading.Loaded, result: Any, layer: int) -> _Site:
     model, dev = m.model, m.device
-    whisper = task == "asr"
+    whisper = model.config.model_type == "whisper"
     if whisper:
         if getattr(result, "encoder_hidden", None) is None:
             raise ValueError("This transcription result holds no hidden states; transcribe again.")

@@ -34,10 +34,10 @@ from demos.attention_steps import ATTENTION_TASKS, attention_kinds, attention_st
 from demos.gpu import on_gpu
 
 TOP_K = 5
-DECODERS = ("generation", "translation", "asr")
-ENCODERS = ("sentiment", "qa", "image", "clip")
+DECODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "decoder")
+ENCODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "head")
 LENS_TASKS = DECODERS + ENCODERS
-NOT_FOR = {"explorer": "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."}
+NOT_FOR = {spec.key: spec.why_not("lens") for spec in registry.TASKS if spec.why_not("lens")}
 
 __all__ = ["LENS_TASKS", "NOT_FOR", "attention_kinds", "attention_steps", "head_logits", "lens"]
 
@@ -57,12 +57,17 @@ def _states(m: loading.Loaded, array: np.ndarray) -> torch.Tensor:
 # ----------------------------------------------------------------------------- decoders
 
 
-def _decoder_parts(task: str, m: loading.Loaded, result: Any) -> tuple[np.ndarray, Any, str]:
-    """(L+1, n, d) decoder states, a function (layer, (n, d) states) -> (n, vocab) logits, head text."""
-    model = m.model
-    if task == "generation":
+def _decoder_parts(m: loading.Loaded, result: Any) -> tuple[np.ndarray, Any, str]:
+    """(L+1, n, d) decoder states, a function (layer, (n, d) states) -> (n, vocab) logits, head text;
+    by the model's architecture (GPT-2, Whisper, Marian: see the module docstring)."""
+    model, arch = m.model, m.model.config.model_type
+    if arch == "gpt2":
         states, norm, unembed, text = result.embeddings.vectors, model.transformer.ln_f, model.lm_head, "ln_f + lm_head"
-    elif task == "translation":
+    elif arch == "whisper":
+        if getattr(result, "decoder_hidden", None) is None:
+            raise ValueError("This transcription result holds no decoder hidden states; transcribe again.")
+        states, norm, unembed, text = result.decoder_hidden, model.model.decoder.layer_norm, model.proj_out, "decoder.layer_norm + proj_out"
+    else:  # Marian
         n_layers, n_src = model.config.decoder_layers, len(result.source_tokens)
         states = result.embeddings.vectors[: n_layers + 1, n_src:]
         norm = getattr(model.model.decoder, "layer_norm", None)
@@ -72,12 +77,6 @@ def _decoder_parts(task: str, m: loading.Loaded, result: Any) -> tuple[np.ndarra
             return model.lm_head(x) + bias
 
         text = "lm_head + final_logits_bias" if norm is None else "decoder.layer_norm + lm_head + final_logits_bias"
-    elif task == "asr":
-        if getattr(result, "decoder_hidden", None) is None:
-            raise ValueError("This transcription result holds no decoder hidden states; transcribe again.")
-        states, norm, unembed, text = result.decoder_hidden, model.model.decoder.layer_norm, model.proj_out, "decoder.layer_norm + proj_out"
-    else:
-        raise ValueError(f"{task!r} is not a decoder task; choose one of {DECODERS}.")
     last = states.shape[0] - 1
 
     def logits(layer: int, x: torch.Tensor) -> torch.Tensor:
@@ -88,15 +87,16 @@ def _decoder_parts(task: str, m: loading.Loaded, result: Any) -> tuple[np.ndarra
     return states, logits, text
 
 
-def _decoder_columns(task: str, result: Any) -> tuple[slice, list[str], list[str], list[int | None], list[str]]:
+def _decoder_columns(m: loading.Loaded, result: Any) -> tuple[slice, list[str], list[str], list[int | None], list[str]]:
     """Columns of the grid: which positions, their labels, targets, target ids, groups."""
-    if task == "generation":
+    arch = m.model.config.model_type
+    if arch == "gpt2":
         n, n_prompt = len(result.tokens), result.n_prompt
         targets = list(result.tokens[1:]) + [""]
         ids = list(result.ids[1:]) + [None]
         groups = ["prompt" if j < n_prompt - 1 else "generated" if j < n - 1 else "next" for j in range(n)]
         return slice(0, n), list(result.tokens), targets, ids, groups
-    if task == "translation":
+    if arch != "whisper":  # Marian
         t = len(result.target_tokens)
         return slice(0, t), list(result.decoder_tokens), list(result.target_tokens), [int(i) for i in result.target_ids], ["target"] * t
     n_prompt, t = len(result.prompt), len(result.tokens)
@@ -107,16 +107,18 @@ def _decoder_columns(task: str, result: Any) -> tuple[slice, list[str], list[str
 def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = None) -> np.ndarray:
     """(n, vocab) float32 logits of one decoder layer's states through the final norm and head,
     for the grid's columns (what `lens` reduces to top-5; used by the exactness tests)."""
+    if task_key not in DECODERS:
+        raise ValueError(f"{task_key!r} is not a decoder task; choose one of {DECODERS}.")
     m = _model(task_key, result, model_id)
-    states, logits, _ = _decoder_parts(task_key, m, result)
-    cols = _decoder_columns(task_key, result)[0]
+    states, logits, _ = _decoder_parts(m, result)
+    cols = _decoder_columns(m, result)[0]
     with torch.inference_mode():
         return logits(int(layer), _states(m, states[int(layer), cols])).cpu().numpy()
 
 
 def _decoder_lens(task: str, m: loading.Loaded, result: Any) -> LensGrid:
-    states, logits, head = _decoder_parts(task, m, result)
-    cols, positions, targets, target_ids, groups = _decoder_columns(task, result)
+    states, logits, head = _decoder_parts(m, result)
+    cols, positions, targets, target_ids, groups = _decoder_columns(m, result)
     tok = getattr(m.processor, "tokenizer", m.processor)
     n_rows, n = states.shape[0], len(positions)
     top_p = np.zeros((n_rows, n, TOP_K), dtype=np.float32)
@@ -172,25 +174,26 @@ def _classes_lens(task, m, probs: np.ndarray, labels: list[str], final: int, hea
     )
 
 
-def _sentiment_lens(m, result) -> HeadLens:
+def _classifier_lens(task, m, result) -> HeadLens:
+    """DistilBERT's sequence classifier on each layer's [CLS] state."""
     model = m.model
     with torch.inference_mode():
         cls = _states(m, result.embeddings.vectors[:, 0])  # (L+1, d)
         logits = model.classifier(torch.relu(model.pre_classifier(cls))).float()
         probs = torch.softmax(logits, dim=-1).cpu().numpy()
     head = "pre_classifier -> ReLU -> classifier on [CLS]"
-    return _classes_lens("sentiment", m, probs, list(result.labels), int(np.argmax(result.probs)), head, keep_all=True)
+    return _classes_lens(task, m, probs, list(result.labels), int(np.argmax(result.probs)), head, keep_all=True)
 
 
-def _image_lens(m, result) -> HeadLens:
+def _image_lens(task, m, result) -> HeadLens:
     model = m.model
     with torch.inference_mode():
         cls = model.vit.layernorm(_states(m, result.embeddings.vectors[:, 0]))
         probs = torch.softmax(model.classifier(cls).float(), dim=-1).cpu().numpy()
-    return _classes_lens("image", m, probs, list(result.labels), int(np.argmax(result.probs)), "layernorm + classifier on [CLS]", keep_all=False)
+    return _classes_lens(task, m, probs, list(result.labels), int(np.argmax(result.probs)), "layernorm + classifier on [CLS]", keep_all=False)
 
 
-def _clip_lens(m, result, item: int) -> HeadLens:
+def _clip_lens(task, m, result, item: int) -> HeadLens:
     if getattr(result, "vision_hidden", None) is None:
         raise ValueError("This image-text result holds no vision hidden states; run the match again.")
     if not 0 <= item < result.vision_hidden.shape[1]:
@@ -204,12 +207,11 @@ def _clip_lens(m, result, item: int) -> HeadLens:
         logits = (emb @ text.T) * model.logit_scale.exp().float()
         probs = torch.softmax(logits, dim=-1).cpu().numpy()
     head = "post_layernorm + visual_projection on [CLS], cosine with each text x logit_scale, softmax"
-    return _classes_lens("clip", m, probs, list(result.texts), int(np.argmax(result.logits[item])), head, keep_all=True)
+    return _classes_lens(task, m, probs, list(result.texts), int(np.argmax(result.logits[item])), head, keep_all=True)
 
 
-def _qa_lens(m, result) -> HeadLens:
-    from demos import qa
-
+def _qa_lens(task, m, result) -> HeadLens:
+    qa = registry.get(task).compute()  # its span rules
     enc = qa.encode_result(m, result)  # tokenisation of the answered window only: offsets and candidates
     if enc.tokens != list(result.tokens):
         raise ValueError("The tokenizer no longer matches this result; answer the question again.")
@@ -225,7 +227,7 @@ def _qa_lens(m, result) -> HeadLens:
         finals.append(ps[result.start_index] * pe[result.end_index])
     head = "qa_outputs on every token -> best span (start <= end, context only)"
     return HeadLens(
-        task="qa",
+        task=task,
         model_id=m.model_id,
         layer_labels=_layer_labels(len(spans)),
         head=head,
@@ -251,13 +253,14 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
     def run() -> LensGrid | HeadLens:
         if task_key in DECODERS:
             return _decoder_lens(task_key, m, result)
-        if task_key == "sentiment":
-            return _sentiment_lens(m, result)
-        if task_key == "qa":
-            return _qa_lens(m, result)
-        if task_key == "image":
-            return _image_lens(m, result)
-        return _clip_lens(m, result, int(item))
+        model = m.model  # the task's own head, by architecture
+        if hasattr(model, "qa_outputs"):
+            return _qa_lens(task_key, m, result)
+        if hasattr(model, "visual_projection"):  # a dual encoder: image vs texts
+            return _clip_lens(task_key, m, result, int(item))
+        if model.config.model_type == "vit":
+            return _image_lens(task_key, m, result)
+        return _classifier_lens(task_key, m, result)
 
     return loading.one_at_a_time(task_key)(run)()
 
