@@ -64,3 +64,29 @@ def test_quick_benchmark_writes_every_section(tmp_path):
 
     assert "### Answer latency" in proc.stdout and "| sentiment |" in proc.stdout
     assert out.with_suffix(".md").read_text() in proc.stdout
+
+
+def test_gpu_check_refuses_without_cuda_and_dry_runs_on_tiny_models(tmp_path, capsys):
+    """bench.gpu is one short command on a CUDA machine; here (no GPU) it says so, and its dry run
+    measures the same app paths on the tiny models."""
+    import torch
+
+    from bench import gpu
+    from demos import settings
+
+    old = settings.current()
+    try:
+        if not torch.cuda.is_available():
+            assert gpu.main([]) == 2
+            assert "No CUDA device" in capsys.readouterr().err
+        out = tmp_path / "gpu.md"
+        assert gpu.main(["--allow-cpu", "--tiny", "--repeats", "1", "--models", str(tmp_path / "m"), "--out", str(out)]) == 0
+        text = out.read_text()
+        assert "sentiment answer + 32-step IG" in text and "generation: 50 tokens" in text and "| 50 |" in text
+    finally:
+        settings.configure(old)
+        from demos import cache, loading
+
+        loading.device.cache_clear()
+        loading.clear()
+        cache.clear_all()
