@@ -488,17 +488,20 @@ def bertviz_problem(scope) -> str | None:
     return None
 
 
-def save_screenshot(page, name: str) -> Path:
-    """Viewport screenshot of the tab (top of page) into docs/screenshots/<name>.png, < 300 KB."""
+def save_screenshot(page, name: str, anchor=None) -> Path:
+    """Viewport screenshot of the tab (top of page, or from the element `anchor` down) into
+    docs/screenshots/<name>.png, < 300 KB."""
     from PIL import Image
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    # the app's tab bar at the top of the picture, the tab's inputs and answer below it
-    page.evaluate(
-        "() => { const bar = document.querySelector('[role=tablist]');"
-        " window.scrollTo(0, bar ? bar.getBoundingClientRect().top + window.scrollY - 8 : 0); }"
-    )
+    if anchor is not None:  # e.g. an inner tab strip: the view below it fills the picture
+        anchor.evaluate("e => window.scrollTo(0, e.getBoundingClientRect().top + window.scrollY - 8)")
+    else:  # the app's tab bar at the top of the picture, the tab's inputs and answer below it
+        page.evaluate(
+            "() => { const bar = document.querySelector('[role=tablist]');"
+            " window.scrollTo(0, bar ? bar.getBoundingClientRect().top + window.scrollY - 8 : 0); }"
+        )
     page.screenshot(path=str(path))
     if path.stat().st_size > MAX_PNG_BYTES:
         with Image.open(path) as im:

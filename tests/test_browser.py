@@ -169,7 +169,10 @@ def test_explainer_views_render(tab_page, title, module):
     problems = view_problems(watched, panel, Row(run=row.run, answer=row.answer, views=views))
     assert not problems, f"{title}: " + "; ".join(problems)
     assert not watched.toasts(), f"{title}: {watched.toasts()}"
-    save_screenshot(watched.page, f"{slug(title)}-inside")
+    first = explainers.for_task(task)[0].title  # the lens where there is one
+    watched.inner_tab(panel, first)
+    inner = panel.locator(".tabitem:visible").last
+    save_screenshot(watched.page, f"{slug(title)}-inside", anchor=inner)
 
 
 @pytest.mark.parametrize(("title", "module"), TEXT_TABS)
