@@ -71,3 +71,11 @@ def test_transcript_equals_the_pipeline_when_the_checkpoint_sets_no_length(whisp
     assert "max_length" not in pipe.model.generation_config.to_diff_dict()
     assert result.text == pipe(audio.normalise((rate, samples)).samples.copy())["text"].strip()
     assert len(result.token_ids) > 20  # not cut at generate's default length of 20
+
+
+def test_image_rollout_equals_the_rollout_of_every_head():
+    from demos import image
+    from demos.explain import attention_rollout
+
+    result = image.analyse(image.EXAMPLES[0])
+    np.testing.assert_allclose(result.rollout, attention_rollout(result.attention.weights), atol=1e-6)
