@@ -42,9 +42,11 @@ def interleaved(
 ) -> dict[str, dict]:
     """Time every callable of `runs` `repeats` times, taking turns (the order rotates each round)
     so that machine noise hits all of them alike. `before` runs untimed before every call (e.g.
-    clearing memo caches). Returns name -> summary() plus the last value under "value"."""
+    clearing memo caches). Returns name -> summary() plus the median process CPU time under
+    "cpu_median_s" and the last value under "value"."""
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}  # process CPU time: little moved by other processes
     last: dict[str, Any] = {}
     for _ in range(warmup):
         for n in names:
@@ -56,9 +58,11 @@ def interleaved(
         for n in order:
             if before:
                 before()
+            cpu0 = time.process_time()
             seconds, last[n] = clock(runs[n])
+            cpu[n].append(time.process_time() - cpu0)
             times[n].append(seconds)
-    return {n: {**summary(times[n]), "value": last.get(n)} for n in names}
+    return {n: {**summary(times[n]), "cpu_median_s": median(cpu[n]), "value": last.get(n)} for n in names}
 
 
 def load_average() -> list[float]:
