@@ -291,3 +291,38 @@ def attribute_text(
     return token_attribution(
         m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
     )
+
+
+def subject(result: ClipResult, target: object = None, contrast: object = None):
+    """What the explainers explain (demos.subjects.Subject): P(description `target`, default the
+    best | the first image) among the candidates; units: the image's patches."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    proc = m.processor
+    pv = proc.image_processor(images=[load_image(result.sources[0])], return_tensors="pt")["pixel_values"].to(m.device, m.dtype)
+    text = proc.tokenizer(list(result.texts), padding=True, truncation=True, max_length=_text_limit(m), return_tensors="pt").to(m.device)
+    texts = list(result.texts)
+    index = {t: i for i, t in enumerate(texts)}
+    answer = int(np.argmax(result.logits[0])) if target is None else st.resolve_outcome(target, texts.__getitem__, len(texts), index.get)
+    patch = int(m.model.config.vision_config.patch_size)
+    grid = (pv.shape[-2] // patch, pv.shape[-1] // patch)
+
+    def attention() -> np.ndarray:
+        with torch.no_grad():
+            att = m.model.vision_model(pixel_values=pv, output_attentions=True).attentions[-1]
+        return att[0].float().mean(0)[0, 1:].cpu().numpy()
+
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"pixel_values": pv}, unit_key="pixel_values",
+        units=st.patch_units([f"r{r}c{c}" for r in range(grid[0]) for c in range(grid[1])], grid, patch, tuple(pv.shape[-2:])),
+        replacement=st.mean_patch(pv, grid, patch),
+        run=lambda kw: m.model(pixel_values=kw["pixel_values"], **text),
+        outcome_probs=lambda out: torch.softmax(out.logits_per_image.float(), dim=-1),
+        outcome_label=texts.__getitem__,
+        answer=answer,
+        towers_batched=lambda tower: tower != "text",  # the text tower runs on the candidates, not per row
+        attention=attention,
+        rollout=lambda: result.rollout[0].reshape(-1),
+    )
+    return st.finish(s, contrast if len(texts) > 1 else None, index.get, len(texts), allow_contrast=len(texts) > 1)

@@ -13,11 +13,13 @@ from typing import Any
 
 import torch
 
+from core import registry
 from core.intervention_types import Branch, ContrastResult
 from core.results import Attribution
 from demos import explainers, loading, subjects
 from demos.explain import ProgressFn, run_attribution, steps_per_batch
 
+BRANCH_TASKS = tuple(spec.key for spec in registry.TASKS if spec.branches)  # answers that continue a prompt
 CONTINUOUS_BATCH = {"patches": 8, "frames": 4}  # integration steps per batch (others: a token budget)
 
 
@@ -69,17 +71,17 @@ def _contrast(task, result, target, contrast_, method, steps, progress) -> Contr
     return ContrastResult(task, s.answer_label, s.contrast_label, float(probs[s.answer]), float(probs[s.contrast]), attribution)
 
 
-def branch(result: Any, step: int, token: Any) -> Branch:
+def branch(result: Any, step: int, token: Any, task: str | None = None) -> Branch:
     """Generation: force `token` (an id, a token string or one-token text) at generated step `step`,
-    continue greedily for the result's remaining steps, and compare with the original continuation."""
-    return loading.one_at_a_time("generation")(_branch)(result, int(step), token)
+    continue greedily for the result's remaining steps, and compare with the original continuation.
+    task: whose result it is (default: the first task whose answer continues a prompt)."""
+    task = task or BRANCH_TASKS[0]
+    return loading.one_at_a_time(task)(_branch)(task, result, int(step), token)
 
 
-def _branch(result: Any, step: int, token: Any) -> Branch:
-    from core import registry
-
-    s = subjects.subject("generation", result, step, token)  # resolves the token (B) and checks the step
-    mod = registry.get("generation").compute()
+def _branch(task: str, result: Any, step: int, token: Any) -> Branch:
+    s = subjects.subject(task, result, step, token)  # resolves the token (B) and checks the step
+    mod = registry.get(task).compute()
     m = mod.load(result.model_id)
     prefix = torch.tensor([[*result.ids[: result.n_prompt + step], s.contrast]], device=m.device)
     remaining = result.steps - step - 1
@@ -106,15 +108,12 @@ def _run_contrast(task: str, result: Any, target: Any = None, contrast: Any = No
 
 
 def _run_branch(task: str, result: Any, step: int = 0, token: Any = None, **_: Any) -> Branch:
-    return branch(result, step, token)
+    return branch(result, step, token, task)
 
 
-_NOT_FOR = {
-    "qa": "the answer is one span among thousands of possible spans, not one of a few outcomes to contrast",
-    "explorer": "the encoder explorer gives no answer to contrast (it compares sentence vectors)",
-}
+_NOT_FOR = {t: registry.get(t).why_not("contrast") for t in subjects.tasks() if registry.get(t).why_not("contrast")}
 explainers.register(explainers.Explainer(
     "contrast", "Why A and not B", tuple(t for t in subjects.tasks() if t not in _NOT_FOR), _run_contrast, dict(_NOT_FOR)))
 explainers.register(explainers.Explainer(
-    "branch", "Branch explorer", ("generation",), _run_branch,
-    {t: "only generation continues its own output" for t in subjects.tasks() if t != "generation"}))
+    "branch", "Branch explorer", BRANCH_TASKS, _run_branch,
+    {t: "only generation continues its own output" for t in subjects.tasks() if t not in BRANCH_TASKS}))

@@ -115,3 +115,40 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
         similarity=cosine_matrix(pooled),
         notice=notice,
     )
+
+
+def subject(result: ExplorerResult, target: object = None, contrast: object = None):
+    """What the explainers explain (demos.subjects.Subject): the cosine of the first sentence's and
+    sentence `target`'s (default 1) mean-pooled vectors; units: the first sentence's token embeddings."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    tok = m.processor
+    other = 1 if target is None else int(target)
+    if len(result.sentences) < 2 or not 1 <= other < len(result.sentences):
+        raise ValueError("Enter at least two sentences: the first is compared with another one (index 1 or more).")
+    limit = model_max_length(tok, m.model)
+    a, b = (tok(result.sentences[i], truncation=True, max_length=limit, return_tensors="pt").to(m.device) for i in (0, other))
+    embed = m.model.get_input_embeddings()
+
+    def run(kw: dict) -> torch.Tensor:  # (b, 1) cosine of the mean-pooled last hidden states
+        n = kw["inputs_embeds"].shape[0]
+        ha = m.model(inputs_embeds=kw["inputs_embeds"], attention_mask=kw["attention_mask"]).last_hidden_state
+        hb = m.model(input_ids=b["input_ids"].expand(n, -1), attention_mask=b["attention_mask"].expand(n, -1)).last_hidden_state
+        va, vb = mean_pool(ha.float(), kw["attention_mask"]), mean_pool(hb.float(), b["attention_mask"].expand(n, -1))
+        return torch.nn.functional.cosine_similarity(va, vb, dim=-1)[:, None]
+
+    with torch.no_grad():
+        x, pad = embed(a["input_ids"]), embed(torch.full_like(a["input_ids"], tok.pad_token_id))
+    w = result.attention[0].weights
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"inputs_embeds": x, "attention_mask": a["attention_mask"]}, unit_key="inputs_embeds",
+        units=st.embed_units(tok.convert_ids_to_tokens(a["input_ids"][0].tolist()), st.special_mask(tok, a["input_ids"][0].tolist()),
+                             "the padding token"),
+        replacement=pad, run=run, outcome_probs=lambda out: out,
+        outcome_label=lambda i: f"cosine(sentence 1, sentence {other + 1})",
+        answer=0, default_score="cosine_similarity", value_name="cosine similarity",
+        attention=lambda: w[-1].mean(0).mean(0),  # every query row: the sentence vector pools them all
+        rollout=lambda: st.attention_rollout(w).mean(0),
+    )
+    return st.finish(s, contrast, lambda text: None, 1, allow_contrast=False)

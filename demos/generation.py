@@ -264,3 +264,29 @@ def attribute(
     target = f"“{m.processor.decode([target_id])}” at position {position}"
     tokens = token_labels(m.processor, list(ids[:position]))
     return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress, tolerance=tolerance)
+
+
+def subject(result: GenerationResult, target: object = None, contrast: object = None):
+    """What the explainers explain (demos.subjects.Subject): P(token at generated step `target`,
+    default 0 | its prefix), teacher forced over result.ids; units: the prefix's tokens."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    step = st.step_index(target, result.steps)
+    pos = result.n_prompt + step
+    ids = torch.tensor([result.ids[:pos]], device=m.device)  # (1, pos)
+    tok = m.processor
+    w = result.attention.weights[:, :, :pos, :pos]  # causal: the prefix's own attention
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"input_ids": ids}, unit_key="input_ids",
+        units=st.token_units(result.tokens[:pos], st.special_mask(tok, list(result.ids[:pos])), "the end-of-text token"),
+        replacement=torch.full_like(ids, pad_id(m)),
+        run=lambda kw: m.model(input_ids=kw["input_ids"]),
+        outcome_probs=st.last_logits_probs,
+        outcome_label=lambda i: tok.decode([i]),
+        answer=int(result.ids[pos]),
+        embedding_layer=m.model.get_input_embeddings(),
+        attention=lambda: w[-1].mean(0)[pos - 1],
+        rollout=lambda: st.attention_rollout(w)[pos - 1],
+    )
+    return st.finish(s, contrast, st.vocab_lookup(tok), m.model.config.vocab_size)

@@ -256,3 +256,29 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
         output_value=f_x if plain else None,
         baseline_value=f_b if plain else None,
     )
+
+
+def subject(result: ImageResult, target: Any = None, contrast: Any = None):
+    """What the explainers explain (demos.subjects.Subject): P(class `target`, default the
+    predicted one); units: the image's patches."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    answer, label2id = st.class_answer(m, result, target)
+    pv = torch.from_numpy(result.pixel_values).to(m.device, m.dtype)
+    patch = m.model.config.patch_size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    grid, k = result.grid, result.n_special
+    w = result.attention.weights
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"pixel_values": pv}, unit_key="pixel_values",
+        units=st.patch_units(result.attention.key_tokens[k:], grid, patch, tuple(pv.shape[-2:])),
+        replacement=st.mean_patch(pv, grid, patch),
+        run=lambda kw: m.model(pixel_values=kw["pixel_values"]),
+        outcome_probs=lambda out: torch.softmax(out.logits.float(), dim=-1),
+        outcome_label=lambda i: m.model.config.id2label[i],
+        answer=answer,
+        attention=lambda: w[-1].mean(0)[0, k:],
+        rollout=lambda: result.rollout[0, k:],
+    )
+    return st.finish(s, contrast, label2id.get, len(label2id))

@@ -297,3 +297,46 @@ def attribute(
         m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,
         (enc.mask, *enc.extra.values()), method, steps, progress=progress, tolerance=tolerance,
     )
+
+
+def subject(result: QAResult, target: Any = None, contrast: Any = None):
+    """What the explainers explain (demos.subjects.Subject): P(start) * P(end) of the answer span
+    among every valid span (target unused; no contrast); units: the window's tokens."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    enc = encode_result(m, result)
+    n = enc.ids.shape[1]
+    allowed = enc.context_mask
+    s_idx, e_idx = np.nonzero(np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), MAX_ANSWER_TOKENS)
+                              & allowed[:, None] & allowed[None, :])
+    spans = list(zip(s_idx.tolist(), e_idx.tolist()))
+    starts, ends = torch.as_tensor(s_idx, device=m.device), torch.as_tensor(e_idx, device=m.device)
+    keep = torch.as_tensor(enc.candidates, device=m.device)
+    names = list(enc.extra)
+
+    def probs(out: Any) -> torch.Tensor:  # (b, spans): P(start = s) * P(end = e), masked softmaxes as answer()
+        def soft(logits: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(torch.where(keep, logits.float(), torch.full_like(logits.float(), MASKED)), dim=-1)
+
+        return soft(out.start_logits)[:, starts] * soft(out.end_logits)[:, ends]
+
+    def label(i: int) -> str:
+        a, b = spans[i]
+        return result.context[int(enc.offsets[a, 0]): int(enc.offsets[b, 1])]
+
+    w = result.attention.weights
+    rows = slice(result.start_index, result.end_index + 1)
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"input_ids": enc.ids, "attention_mask": enc.mask, **enc.extra}, unit_key="input_ids",
+        units=st.token_units(enc.tokens, st.special_mask(m.processor, enc.ids[0].tolist()), "the padding token"),
+        replacement=torch.full_like(enc.ids, m.processor.pad_token_id),
+        run=lambda kw: m.model(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"], **{k: kw[k] for k in names}),
+        outcome_probs=probs,
+        outcome_label=label,
+        answer=spans.index((result.start_index, result.end_index)),
+        embedding_layer=m.model.get_input_embeddings(),
+        attention=lambda: w[-1].mean(0)[rows].mean(0),
+        rollout=lambda: st.attention_rollout(w)[rows].mean(0),
+    )
+    return st.finish(s, contrast, lambda text: None, len(spans), allow_contrast=False)

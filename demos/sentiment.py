@@ -100,3 +100,27 @@ def attribute(
     return token_attribution(
         m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
     )
+
+
+def subject(result: SentimentResult, target: object = None, contrast: object = None):
+    """What the explainers explain (demos.subjects.Subject): P(class `target`, default the
+    predicted one); units: the text's tokens."""
+    from demos import subject_tasks as st
+
+    m = load(result.model_id)
+    answer, label2id = st.class_answer(m, result, target)
+    enc = encode(m.processor, m.model, result.text)
+    w = result.attention.weights
+    s = st.Subject(
+        task=TASK, model=m.model, inputs={"input_ids": enc.ids, "attention_mask": enc.mask}, unit_key="input_ids",
+        units=st.token_units(enc.tokens, st.special_mask(m.processor, enc.ids[0].tolist()), "the padding token"),
+        replacement=torch.full_like(enc.ids, m.processor.pad_token_id),
+        run=lambda kw: m.model(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"]),
+        outcome_probs=lambda out: torch.softmax(out.logits.float(), dim=-1),
+        outcome_label=lambda i: m.model.config.id2label[i],
+        answer=answer,
+        embedding_layer=m.model.get_input_embeddings(),
+        attention=lambda: w[-1].mean(0)[0],
+        rollout=lambda: st.attention_rollout(w)[0],
+    )
+    return st.finish(s, contrast, label2id.get, len(label2id))

@@ -8,11 +8,12 @@ the answer is one of, and a NAMED score function (`SCORES`) turning the model's 
 scalar per batch row. Explainers never know the task: they expand the inputs to a batch, swap the
 units, run, and score.
 
-    s = subject("sentiment", result, target="POSITIVE", contrast="NEGATIVE")
+    s = subject(task, result, target="POSITIVE", contrast="NEGATIVE")   # a sentiment result
     out = s.run(s.batch(4, input_ids=ids))      # ids: (4, n)
     s.score(out, "contrast_prob_diff")          # (4,) P(POSITIVE) - P(NEGATIVE)
 
-The per-task builders live in `demos.subject_tasks` (registered in `BUILDERS` by task key).
+Each task's compute module builds its Subject: `demos.<demo>.subject(result, target, contrast)`
+(helpers shared by those builders: `demos.subject_tasks`).
 """
 from __future__ import annotations
 
@@ -176,20 +177,6 @@ class Subject:
         return self.mix(torch.zeros(1, len(self.units), device=self.replacement.device))
 
 
-BUILDERS: dict[str, Callable[..., Subject]] = {}
-
-
-def builder(task: str) -> Callable[[Callable[..., Subject]], Callable[..., Subject]]:
-    """Decorator registering `fn(result, target=None, contrast=None) -> Subject` for `task`."""
-
-    def register(fn: Callable[..., Subject]) -> Callable[..., Subject]:
-        registry.get(task)  # only registered tasks
-        BUILDERS[task] = fn
-        return fn
-
-    return register
-
-
 def subject(task: str, result: Any, target: Any = None, contrast: Any = None) -> Subject:
     """The Subject of `result` (what task `task`'s main function returned).
 
@@ -198,41 +185,28 @@ def subject(task: str, result: Any, target: Any = None, contrast: Any = None) ->
     (default 1); qa: unused (the answer span). contrast: B for "why A and not B" (a class, a
     description or a token; default: the most probable outcome other than A; None for qa/explorer).
     """
-    import demos.subject_tasks  # noqa: F401  (registers the builders)
-
-    if task not in BUILDERS:
+    build = getattr(registry.get(task).compute(), "subject", None)
+    if build is None:
         raise KeyError(f"No subject builder for task {task!r}.")
-    return BUILDERS[task](result, target, contrast)
+    return build(result, target, contrast)
 
 
 def tasks() -> tuple[str, ...]:
-    """Task keys that have a Subject builder, in registry order."""
-    import demos.subject_tasks  # noqa: F401  (registers the builders)
-
-    return tuple(k for k in registry.KEYS if k in BUILDERS)
+    """Task keys whose compute module builds a Subject, in registry order."""
+    return tuple(spec.key for spec in registry.TASKS if hasattr(spec.compute(), "subject"))
 
 
 def result_key(task: str, result: Any) -> tuple:
     """A hashable identity of a result (for memoising explainers): task, model and the input."""
     import hashlib
 
-    content: Any
-    if task == "image":
-        content = result.digest
-    elif task == "asr":
-        content = (hashlib.blake2b(np.ascontiguousarray(result.input_features).tobytes(), digest_size=16).hexdigest(),
-                   tuple(result.token_ids))
-    elif task == "generation":
-        content = tuple(result.ids)
-    elif task == "qa":
-        content = (result.question, result.context)
-    elif task == "clip":
-        content = (tuple(result.sources), tuple(result.texts))
-    elif task == "explorer":
-        content = tuple(result.sentences)
-    else:
-        content = result.text
-    return task, result.model_id, content
+    def frozen(value: Any) -> Any:  # arrays by a digest of their bytes, sequences as tuples
+        if isinstance(value, np.ndarray):
+            return hashlib.blake2b(np.ascontiguousarray(value).tobytes(), digest_size=16).hexdigest()
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    content = tuple(frozen(getattr(result, name)) for name in registry.get(task).identity)  # TaskSpec.identity
+    return task, result.model_id, content[0] if len(content) == 1 else content
 
 
 def resolve_outcome(value: Any, labels: Callable[[int], str], n: int, lookup: Callable[[str], int | None]) -> int:

@@ -1,7 +1,7 @@
 """Where the front's computations run: in this process (default) or on the Ray Serve model tier.
 
     from scale import backend
-    result = backend.call("sentiment", "answer", text, model_id)   # SentimentResult either way
+    result = backend.call(task_key, "answer", text, model_id)   # the task's result type either way
 
 `XRAY_BACKEND=inprocess` (default) calls the demos functions directly and never imports Ray;
 `XRAY_BACKEND=ray` (joining the cluster at `XRAY_RAY_ADDRESS`, default "auto") or
@@ -32,11 +32,11 @@ from core import registry
 from scale.config import INPROCESS, backend_from_env
 
 ALIASES = {"answer": "run", "attribution": "attribute"}
-DENIED = frozenset({"load"})  # would return a model object, not a plain result
-# Tasks whose first argument (or these keywords) name files the front received from a user: on
-# the remote path their bytes travel with the call (the model tier has no access to the front's disk).
-FILE_TASKS = frozenset({"image", "asr", "clip"})
-FILE_KEYWORDS = frozenset({"image", "images", "audio_value", "path"})
+DENIED = frozenset({"load", "subject"})  # would return a model object, not a plain result
+# Tasks whose first argument (or their `file_args` keywords) name files the front received from a
+# user: on the remote path their bytes travel with the call (the model tier has no access to the
+# front's disk).
+FILE_TASKS = frozenset(spec.key for spec in registry.TASKS if spec.file_task)
 TIMEOUT_S = float(os.environ.get("XRAY_SERVE_TIMEOUT_S", "600"))
 
 
@@ -132,7 +132,8 @@ def ship(task_key: str, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
     if task_key not in FILE_TASKS:
         return args, kwargs
     args = (_pack(args[0]), *args[1:]) if args else args
-    return args, {k: _pack(v) if k in FILE_KEYWORDS else v for k, v in kwargs.items()}
+    keywords = registry.get(task_key).file_args
+    return args, {k: _pack(v) if k in keywords else v for k, v in kwargs.items()}
 
 
 def ship_folder() -> Path:

@@ -61,7 +61,7 @@ class TaskCompute:
     """A task's compute module as the UI sees it: its functions run on the configured backend
     (in this process, or the Ray Serve model tier), its constants are read as they are.
 
-        sentiment = task_compute("sentiment"); sentiment.analyse(text, model_id)
+        compute = task_compute(spec.key); compute.analyse(text, model_id)
     """
 
     def __init__(self, task: str) -> None:

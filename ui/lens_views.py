@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from core import registry
 from core.lens_types import LensGrid
 from demos import attention_steps as steps_demo
 from demos.explainers import Explainer
@@ -63,7 +64,7 @@ class LensView:
         explain(LENS_HELP)
         with gr.Row():
             start = gr.Number(value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)")
-            item = gr.Number(value=0, precision=0, minimum=0, label="Image (CLIP: which of the images)", visible=task == "clip")
+            item = gr.Number(value=0, precision=0, minimum=0, label="Image (CLIP: which of the images)", visible=bool(registry.get(task).items))
         caption = gr.Markdown()
         grid = gr.Plot(label="Layer lens")
         commit = gr.Plot(label="Where the model commits")
