@@ -142,7 +142,7 @@ ROWS: dict[str, Row] = {
         run="Run the sentiment model",
         answer=markdown_answer("Model:"),
         example=False,
-        views={None: View(plots=5, html=HIGHLIGHT)},
+        views={None: View(plots=1, html=".xray-illustration")},  # illustrations are static SVG, drawn with the page
         echo={},
     ),
     "ui.sentiment": Row(

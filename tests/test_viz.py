@@ -168,3 +168,20 @@ def test_noise_between_heads_is_not_stretched_over_the_scale():
 def test_attention_heatmap_starts_at_zero():
     heat = attention_heatmap(_attention(), list("abcd"), list("abcd"), 0, AVERAGE).data[0]
     assert heat.zmin == 0.0 and ".4f" in heat.hovertemplate
+
+
+def test_guide_illustrations_are_static_svg_with_escaped_labels():
+    from viz.illustrations import _blue, bars_svg, heatmap_svg, scatter_svg
+
+    evil = ["<img src=x onerror=alert(1)>", "b"]
+    pictures = [
+        heatmap_svg(np.array([[0.2, 0.8], [1.0, 0.0]]), evil, evil, "t<script>"),
+        bars_svg(evil, [0.5, -0.25], "t"),
+        scatter_svg(np.array([[0.0, 1.0], [1.0, 0.0]]), evil, ["g", "h"], "t"),
+    ]
+    for svg in pictures:
+        assert "<svg" in svg and "<script" not in svg and "<img" not in svg and "&lt;img" in svg
+    assert _blue(0.0) == "rgb(255,255,255)" and _blue(1.0) == "rgb(8,48,107)"  # 0 white, 1 dark: from 0
+    heat = pictures[0]
+    assert heat.count("<rect") == 4 and ": 0.800" in heat
+    assert "#dc2626" in pictures[1] and "#16a34a" in pictures[1]  # negative red, positive green

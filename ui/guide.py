@@ -16,8 +16,7 @@ from ui.explainers import guide_sections
 from ui.inputs import text_input
 from ui.kit import answer_header
 from viz.attention import attention_heatmap
-from viz.bars import attribution_bars
-from viz.embedding import embedding_scatter
+from viz.illustrations import bars_svg, heatmap_svg, scatter_svg
 from viz.tokens import highlight_html
 
 TOKENS = ["[CLS]", "the", "film", "was", "not", "good", "[SEP]"]
@@ -32,7 +31,7 @@ Three kinds of view appear throughout:
 3. **Embeddings**: the model's internal vectors, squashed to a 2-D map.
 
 The small figures below are *illustrations* drawn from example patterns so that each shape is
-easy to recognise. Press **Run the sentiment model** to see the same views computed by the
+easy to recognise (static pictures: they appear with the page). Press **Run the sentiment model** to see the same views computed by the
 sentiment model for a sentence of your choice. Each tab says which model runs and whether its
 weights are pretrained or random; a model with random weights (an offline stand-in) is flagged
 beside its answer: its views show the mechanics, not linguistic meaning.
@@ -59,19 +58,20 @@ def build() -> None:
         with gr.Column():
             gr.Markdown("### 1 · Attention")
             explain(texts.ATTENTION)
-            gr.Plot(attention_heatmap(heads, TOKENS, TOKENS, 0, 0, title="Illustration: a previous-token head"))
-            gr.Plot(attention_heatmap(heads, TOKENS, TOKENS, 0, 1, title="Illustration: a head resting on [CLS]/[SEP]"))
+            gr.HTML(heatmap_svg(heads[0, 0], TOKENS, TOKENS, "Illustration: a previous-token head"))
+            gr.HTML(heatmap_svg(heads[0, 1], TOKENS, TOKENS, "Illustration: a head resting on [CLS]/[SEP]"))
         with gr.Column():
             gr.Markdown("### 2 · Attributions")
             explain(texts.ATTRIBUTION)
             scores = np.array([0.0, 0.02, 0.05, 0.01, -0.6, 0.35, 0.0])
             gr.HTML(highlight_html(TOKENS, scores, "Illustration: toward POSITIVE"))
-            gr.Plot(attribution_bars(TOKENS, scores, "Illustration: 'not' pulls away from POSITIVE"))
+            gr.HTML(bars_svg(TOKENS, scores, "Illustration: 'not' pulls away from POSITIVE"))
             gr.Markdown("### 3 · Embeddings")
             explain(texts.EMBEDDINGS)
             angles = np.linspace(0, 2 * np.pi, len(TOKENS), endpoint=False)
             points = np.c_[np.cos(angles), np.sin(angles)] * np.array([1, 0.6])
-            gr.Plot(embedding_scatter(points, TOKENS, ["special", "word", "word", "word", "word", "word", "special"], "Illustration: tokens as points"))
+            groups = ["special", "word", "word", "word", "word", "word", "special"]
+            gr.HTML(scatter_svg(points, TOKENS, groups, "Illustration: tokens as points"))
     gr.Markdown("## Inside the model: the views on every tab")
     for number, (title, help_text, where) in enumerate(guide_sections(), start=4):
         with gr.Accordion(f"{number} · {title}", open=False):
