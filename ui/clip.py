@@ -134,7 +134,7 @@ def build() -> None:
             projection = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
             emb_plot = gr.Plot(label="Images and texts")
         explainers = ExplainerTabs.build(clip.TASK)
-    result_export(state, "clip")
+    result_export(state, clip.TASK)
 
     @guarded
     def match(image, texts, extra_images, model):

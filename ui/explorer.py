@@ -83,7 +83,7 @@ def build() -> None:
         with gr.Tab("Token embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
         explainers = ExplainerTabs.build(explorer.TASK)
-    result_export(state, "explorer")
+    result_export(state, explorer.TASK)
 
     @guarded
     def explore(text_value: str, model_id: str):

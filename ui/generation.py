@@ -127,7 +127,7 @@ def build() -> None:
         explainers = ExplainerTabs.build(generation.TASK)
         with gr.Tab("Compare two prompts"):
             _build_compare(prompt, max_new, model)
-    result_export(state, "generation")
+    result_export(state, generation.TASK)
 
     @guarded
     def run_generation(prompt_value, max_value, sample_value, temp_value, k_value, p_value, seed_value, model_id):

@@ -193,7 +193,7 @@ def build() -> None:
         with gr.Tab("Patch embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
         explainers = ExplainerTabs.build(demo.TASK)
-    result_export(state, "image")
+    result_export(state, demo.TASK)
 
     @guarded
     def classify(path, model_id: str):

@@ -75,7 +75,7 @@ def build() -> None:
         with gr.Tab("Embeddings"):
             embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS + "\n\n" + EMBEDDINGS_QA)
         explainers = ExplainerTabs.build(qa.TASK)
-    result_export(state, "qa")
+    result_export(state, qa.TASK)
 
     @guarded
     def ask(question_value: str, context_value: str, model_id: str):

@@ -48,7 +48,7 @@ def build() -> None:
         explainers = ExplainerTabs.build(sentiment.TASK)
         with gr.Tab("Compare two texts"):
             _build_compare(text, model)
-    result_export(state, "sentiment")
+    result_export(state, sentiment.TASK)
 
     @guarded
     def classify(text_value: str, model_id: str):

@@ -90,7 +90,7 @@ def build() -> None:
             )
         explainers = ExplainerTabs.build(translation.TASK)
     views = (cross, encoder, decoder, embeddings)
-    result_export(state, "translation")
+    result_export(state, translation.TASK)
 
     @guarded
     def translate(text_value: str, model_id: str):
