@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, attention_rollout, softmax_np
+from demos.runtime import How, attribution_compute, task_compute
+from demos.explain import attention_rollout, softmax_np
 from demos.imageio import load_image
 from core import registry
 from core.results import Attribution, Embeddings
@@ -266,19 +266,15 @@ def relevance(result: ClipResult, image_index: int, text: str, method: str = "ch
     return PatchRelevance(scores, result.pixels[i], text, method)
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+@attribution_compute(TASK)
 def attribute_text(
     image: str,
     text: str,
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    model_id: str | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Per-token attribution of cos(image, text) to the tokens of `text` (Captum, at the text
     tower's token-embedding layer; baseline: every word token replaced by the padding token)."""
-    m = load(model_id)
+    m = load(how.model_id)
     with torch.no_grad():
         img_emb, _ = _image_features(m, _pixels(m, [load_image(image)]))
     enc, pool = _encode_text(m, text)
@@ -289,7 +285,7 @@ def attribute_text(
         return (_text_embedding(m, ids, mask, pool) * img_emb).sum(dim=-1).float()  # (b,)
 
     return token_attribution(
-        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
+        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), how
     )
 
 

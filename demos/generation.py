@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from demos.runtime import How, attribution_compute, task_compute
+from demos.explain import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos.text_common import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
@@ -234,15 +234,11 @@ def _notice(n_original: int, n_prompt: int, max_new_tokens: int, steps: int) -> 
     return " ".join(parts)
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+@attribution_compute(TASK)
 def attribute(
     ids: tuple[int, ...],
     position: int,
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    model_id: str | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Attribute P(ids[position] | ids[:position]) to each of the `position` tokens before it.
 
@@ -251,7 +247,7 @@ def attribute(
     """
     if not 1 <= int(position) < len(ids):
         raise ValueError(f"Position must be between 1 and {len(ids) - 1}.")
-    m = load(model_id)
+    m = load(how.model_id)
     position = int(position)
     prefix = torch.tensor([ids[:position]], device=m.device)  # (1, position)
     target_id = int(ids[position])
@@ -263,7 +259,7 @@ def attribute(
 
     target = f"“{m.processor.decode([target_id])}” at position {position}"
     tokens = token_labels(m.processor, list(ids[:position]))
-    return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), method, steps, progress=progress, tolerance=tolerance)
+    return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), how)
 
 
 def subject(result: GenerationResult, target: object = None, contrast: object = None):

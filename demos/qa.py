@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, softmax_np, stack_attentions, stack_hidden
+from demos.runtime import How, attribution_compute, task_compute
+from demos.explain import softmax_np, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import model_max_length, pad_baseline, token_attribution
@@ -272,22 +272,18 @@ def _prob_fn(m: loading.Loaded, enc: QAEncoded, which: str, index: int):
     return prob
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+@attribution_compute(TASK)
 def attribute(
     question: str,
     context: str,
     which: str = "start",
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    model_id: str | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Per-token attribution of P(start = s) or P(end = e) for the answer span (s, e) of `answer()`."""
     if which not in ENDS:
         raise ValueError(f"Unknown answer end {which!r}; choose one of {ENDS}.")
-    result = answer(question, context, model_id)
-    m = load(model_id)
+    result = answer(question, context, how.model_id)
+    m = load(how.model_id)
     enc = encode_result(m, result)
     index = result.start_index if which == "start" else result.end_index
     tok = m.processor
@@ -295,7 +291,7 @@ def attribute(
     target = f"{which} of the answer at token {index} ({enc.tokens[index]})"
     return token_attribution(
         m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,
-        (enc.mask, *enc.extra.values()), method, steps, progress=progress, tolerance=tolerance,
+        (enc.mask, *enc.extra.values()), how,
     )
 
 

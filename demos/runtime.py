@@ -12,7 +12,9 @@ defaults), so no caller counts argument positions.
 """
 from __future__ import annotations
 
+import functools
 import inspect
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 from demos.cache import memo
@@ -40,5 +42,45 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
     def decorate(fn: Callable) -> Callable:
         wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(fn))
         return memo(memo_size)(wrapped) if memo_size else wrapped
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class How:
+    """How a task's attribution runs (what it explains is the function's own arguments): the
+    method of demos.explain's table, integration steps, the model, a progress callback, and the
+    convergence tolerance that may stop integration early."""
+
+    method: str = "integrated_gradients"
+    steps: int = 32
+    model_id: str | None = None
+    progress: Callable[..., Any] | None = None
+    tolerance: float | None = None
+
+
+def attribution_compute(task: str) -> Callable[[Callable], Callable]:
+    """`task_compute` for a task's attribution function written as `fn(<what>..., how: How)`.
+
+    Callers see `fn(<what>..., method=..., steps=32, model_id=None, progress=None, tolerance=None)`
+    (the fields of `How`, in that order, after the function's own arguments), so every attribution
+    function of the app takes the same options, declared once here.
+    """
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "how"]
+        options = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=f.type)
+                   for f in fields(How)]
+        signature = inspect.signature(fn).replace(parameters=own + options)
+
+        @functools.wraps(fn)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            given = dict(bound.arguments)
+            how = How(**{f.name: given.pop(f.name) for f in fields(How)})
+            return fn(**given, how=how)
+
+        call.__signature__ = signature  # type: ignore[attr-defined]
+        return task_compute(task, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)(call)
 
     return decorate

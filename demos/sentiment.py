@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, stack_attentions, stack_hidden
+from demos.runtime import How, attribution_compute, task_compute
+from demos.explain import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import Encoded, encode, pad_baseline, token_attribution, truncation_notice
@@ -71,22 +71,18 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     )
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+@attribution_compute(TASK)
 def attribute(
     text: str,
     target: str | None = None,
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    model_id: str | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Per-token attribution of P(target | text); target defaults to the predicted class."""
-    m = load(model_id)
+    m = load(how.model_id)
     enc = _encode(m, text)
     label2id = {v: k for k, v in m.model.config.id2label.items()}
     if target is None:
-        target = analyse(text, model_id).predicted
+        target = analyse(text, how.model_id).predicted
     if target not in label2id:
         raise ValueError(f"Unknown class {target!r}; choose one of {sorted(label2id)}.")
     target_id = int(label2id[target])
@@ -98,7 +94,7 @@ def attribute(
         return torch.softmax(logits.float(), dim=-1)[:, target_id]
 
     return token_attribution(
-        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), method, steps, progress=progress, tolerance=tolerance
+        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), how
     )
 
 

@@ -9,7 +9,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from demos.explain import Attributed, ProgressFn, run_attribution
+from demos.explain import Attributed, run_attribution
+from demos.runtime import How
 from core.results import Attribution
 from core.tokens import byte_level_label
 
@@ -113,23 +114,20 @@ def token_attribution(
     tokens: list[str],
     target: str,
     extra_args: tuple = (),
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    internal_batch_size: int | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Attribute `score_fn(ids, *extra_args) -> (batch,)` to each token of `ids` (1, n).
 
     Attributions are taken at the model's input-embedding layer and summed over its hidden size;
     f(input) and f(baseline) come with them so completeness can be checked. With `tolerance`,
     integration stops at the first step count whose |delta| is at most that (see run_attribution).
+    how: method, steps, progress and tolerance (demos.runtime.How).
     """
     got = run_attribution(
-        score_fn, ids, base, method, int(steps), layer=model.get_input_embeddings(), extra=extra_args,
-        batch=internal_batch_size, tolerance=tolerance, progress=progress,
+        score_fn, ids, base, how.method, int(how.steps), layer=model.get_input_embeddings(), extra=extra_args,
+        tolerance=how.tolerance, progress=how.progress,
     )
-    return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, method)
+    return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, how.method)
 
 
 def as_attribution(got: Attributed, scores: torch.Tensor, tokens: list[str], target: str, method: str) -> Attribution:

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, run_attribution, stack_attentions, stack_hidden
+from demos.runtime import How, attribution_compute, task_compute
+from demos.explain import run_attribution, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.text_common import as_attribution, Encoded, encode, pad_baseline, truncation_notice
@@ -56,10 +56,22 @@ def _encode(m: loading.Loaded, text: str) -> Encoded:
     return encode(m.processor, m.model, text)
 
 
-def _generate(m: loading.Loaded, enc: Encoded) -> torch.Tensor:
-    """(1, L) generated ids, decoder start token first, with the model's own generation config."""
+def _generate(m: loading.Loaded, enc: Encoded, encoder_hidden: torch.Tensor):
+    """generate with the model's own generation config on the encoder output already computed
+    (1, S, d); `.sequences[:1]` (1, L): decoder start token first; `.logits`: per step the raw
+    (beams, vocab) logits; `.beam_indices` (when beams) which beam each kept token came from."""
+    from transformers.modeling_outputs import BaseModelOutput
+
     with torch.inference_mode():
-        return m.model.generate(input_ids=enc.ids, attention_mask=enc.mask)
+        return m.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden), attention_mask=enc.mask,
+                                output_logits=True, return_dict_in_generate=True)
+
+
+def _step_logits(gen, steps: int) -> torch.Tensor:
+    """(steps, vocab) raw logits that produced tokens 1..steps of the kept sequence."""
+    beams = getattr(gen, "beam_indices", None)
+    rows = beams[0, :steps].tolist() if beams is not None else [0] * steps
+    return torch.stack([gen.logits[t][rows[t]] for t in range(steps)])
 
 
 def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: list[str]) -> Embeddings:
@@ -73,23 +85,24 @@ def _joint_embeddings(enc_hidden: np.ndarray, dec_hidden: np.ndarray, labels: li
 
 @task_compute(TASK, memo_size=8, gpu_seconds=30)
 def analyse(text: str, model_id: str | None = None) -> TranslationResult:
-    """Translate `text`, then run one teacher-forced pass for attentions, hidden states and step probabilities."""
+    """Translate `text`: the encoder runs once (with its attentions) and generate reuses its output;
+    step probabilities come from generate's raw logits; ONE teacher-forced decoder pass (no LM head)
+    gives the decoder and cross-attentions and hidden states."""
     m = load(model_id)
     tok = m.processor
     enc = _encode(m, text)
-    generated = _generate(m, enc)  # (1, T+1)
+    with torch.inference_mode():
+        encoder = m.model.get_encoder()(input_ids=enc.ids, attention_mask=enc.mask, output_attentions=True,
+                                        output_hidden_states=True)
+    gen = _generate(m, enc, encoder.last_hidden_state)
+    generated = gen.sequences[:1]  # (1, T+1)
     if generated.shape[1] < 2:
         raise RuntimeError("The model generated no tokens.")
     decoder_in, target = generated[:, :-1], generated[0, 1:]
     with torch.inference_mode():
-        out = m.model(
-            input_ids=enc.ids,
-            attention_mask=enc.mask,
-            decoder_input_ids=decoder_in,
-            output_attentions=True,
-            output_hidden_states=True,
-        )
-    probs = torch.softmax(out.logits[0].float(), dim=-1)  # (T, vocab)
+        decoder = m.model.get_decoder()(input_ids=decoder_in, encoder_hidden_states=encoder.last_hidden_state,
+                                        encoder_attention_mask=enc.mask, output_attentions=True, output_hidden_states=True)
+    probs = torch.softmax(_step_logits(gen, target.shape[0]).float(), dim=-1)  # (T, vocab)
     target_probs = probs.gather(1, target[:, None])[:, 0].cpu().numpy()
     src, dec_toks = enc.tokens, tok.convert_ids_to_tokens(decoder_in[0].tolist())
     tgt = tok.convert_ids_to_tokens(target.tolist())
@@ -103,11 +116,11 @@ def analyse(text: str, model_id: str | None = None) -> TranslationResult:
         generated=tuple(generated[0].tolist()),
         target_ids=target.cpu().numpy(),
         target_probs=target_probs,
-        encoder_attention=AttentionMaps(stack_attentions(out.encoder_attentions), src, src, "encoder self"),
-        decoder_attention=AttentionMaps(stack_attentions(out.decoder_attentions), tgt, dec_toks, "decoder self"),
-        cross_attention=AttentionMaps(stack_attentions(out.cross_attentions), tgt, src, "cross"),
+        encoder_attention=AttentionMaps(stack_attentions(encoder.attentions), src, src, "encoder self"),
+        decoder_attention=AttentionMaps(stack_attentions(decoder.attentions), tgt, dec_toks, "decoder self"),
+        cross_attention=AttentionMaps(stack_attentions(decoder.cross_attentions), tgt, src, "cross"),
         embeddings=_joint_embeddings(
-            stack_hidden(out.encoder_hidden_states), stack_hidden(out.decoder_hidden_states), [*src, *dec_toks]
+            stack_hidden(encoder.hidden_states), stack_hidden(decoder.hidden_states), [*src, *dec_toks]
         ),
         notice=truncation_notice(enc),
     )
@@ -124,27 +137,23 @@ def _source_embeds(model, ids: torch.Tensor) -> torch.Tensor:
     return encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)
+@attribution_compute(TASK)
 def attribute(
     text: str,
     step: int = 0,
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    model_id: str | None = None,
-    progress: ProgressFn | None = None,
-    tolerance: float | None = None,
+    how: How = How(),
 ) -> Attribution:
     """Attribution of P(target token `step` | source, target prefix) to each source token.
 
     Integrated gradients from a baseline where every ordinary source token is <pad> (</s> kept);
     scores (S,) sum to f(input) - f(baseline) up to the convergence delta.
     """
-    result = analyse(text, model_id)
+    result = analyse(text, how.model_id)
     n_steps = len(result.target_tokens)
     if not 0 <= int(step) < n_steps:
         raise ValueError(f"Target token {step} does not exist; choose 0 to {n_steps - 1}.")
     step = int(step)
-    m = load(model_id)
+    m = load(how.model_id)
     tok, model = m.processor, m.model
     enc = _encode(m, text)
     prefix = torch.tensor([result.generated[: step + 1]], device=enc.ids.device)  # (1, step+1)
@@ -160,10 +169,10 @@ def attribute(
 
     with torch.no_grad():
         x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
-    got = run_attribution(score, x, base, method, int(steps), units=x.shape[1] + prefix.shape[1],
-                          tolerance=tolerance, progress=progress)
+    got = run_attribution(score, x, base, how.method, int(how.steps), units=x.shape[1] + prefix.shape[1],
+                          tolerance=how.tolerance, progress=how.progress)
     target = f"{result.target_tokens[step]} (target token {step})"
-    return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, method)
+    return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, how.method)
 
 
 def _scaled_source_embeds(model, ids: torch.Tensor) -> torch.Tensor:
