@@ -175,13 +175,6 @@ def attribute(
     return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, how.method)
 
 
-def _scaled_source_embeds(model, ids: torch.Tensor) -> torch.Tensor:
-    """(1, S) -> (1, S, d) the encoder's input embeddings as it computes them from ids."""
-    encoder = model.get_encoder()
-    with torch.no_grad():
-        return encoder.embed_tokens(ids) * getattr(encoder, "embed_scale", 1.0)
-
-
 def subject(result: TranslationResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.subjects.Subject): P(target token at step `target`,
     default 0), teacher forced; units: the source's input embeddings."""
@@ -192,19 +185,14 @@ def subject(result: TranslationResult, target: object = None, contrast: object =
     enc = encode(tok, m.model, result.text)
     step = st.step_index(target, len(result.target_tokens))
     prefix = torch.tensor([result.generated[: step + 1]], device=m.device)
-    cross = result.cross_attention.weights
-    s = st.Subject(
-        task=TASK, model=m.model,
-        inputs={"inputs_embeds": _scaled_source_embeds(m.model, enc.ids), "attention_mask": enc.mask, "decoder_input_ids": prefix},
+    with torch.no_grad():
+        x, pad = _source_embeds(m.model, enc.ids), _source_embeds(m.model, torch.full_like(enc.ids, tok.pad_token_id))
+    return st.step_subject(
+        TASK, m, tok, step, int(result.target_ids[step]), result.cross_attention.weights, contrast,
+        "an encoder-decoder's answer reaches the source through cross-attention",
+        inputs={"inputs_embeds": x, "attention_mask": enc.mask, "decoder_input_ids": prefix},
         unit_key="inputs_embeds",
         units=st.embed_units(enc.tokens, st.special_mask(tok, enc.ids[0].tolist()), "the padding token"),
-        replacement=_scaled_source_embeds(m.model, torch.full_like(enc.ids, tok.pad_token_id)),
+        replacement=pad,
         run=lambda kw: m.model(**kw),
-        outcome_probs=st.last_logits_probs,
-        outcome_label=lambda i: tok.convert_ids_to_tokens(i),
-        answer=int(result.target_ids[step]),
-        attention=lambda: cross[-1].mean(0)[step],
-        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; an "
-                        "encoder-decoder's answer reaches the source through cross-attention"},
     )
-    return st.finish(s, contrast, st.vocab_lookup(tok), m.model.config.vocab_size)

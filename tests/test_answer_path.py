@@ -79,3 +79,29 @@ def test_image_rollout_equals_the_rollout_of_every_head():
 
     result = image.analyse(image.EXAMPLES[0])
     np.testing.assert_allclose(result.rollout, attention_rollout(result.attention.weights), atol=1e-6)
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_translation_views_equal_one_teacher_forced_pass(beams):
+    from demos import translation
+
+    text = "The house is small, but the garden is beautiful."
+    m = translation.load()
+    saved = m.model.generation_config.num_beams
+    m.model.generation_config.num_beams = beams
+    try:
+        cache.clear_all()
+        result = translation.analyse(text)
+        plain = m.model.generate(**m.processor(text, return_tensors="pt"))
+    finally:
+        m.model.generation_config.num_beams = saved
+        cache.clear_all()
+    assert list(result.generated) == plain[0].tolist()
+    batch = m.processor(text, return_tensors="pt")
+    with torch.inference_mode():
+        out = m.model(**batch, decoder_input_ids=plain[:, :-1], output_attentions=True, output_hidden_states=True)
+    probs = torch.softmax(out.logits[0], dim=-1).gather(1, plain[0, 1:, None])[:, 0].numpy()
+    np.testing.assert_allclose(result.target_probs, probs, rtol=1e-4, atol=1e-7)
+    for mine, theirs in ((result.encoder_attention, out.encoder_attentions), (result.decoder_attention, out.decoder_attentions),
+                         (result.cross_attention, out.cross_attentions)):
+        np.testing.assert_allclose(mine.weights, torch.stack([a[0] for a in theirs]).numpy(), atol=1e-5)
