@@ -308,18 +308,12 @@ def subject(result: SpeechResult, target: object = None, contrast: object = None
     prompt = tok.convert_tokens_to_ids(result.prompt)
     decoder_in = torch.tensor([prompt + list(result.token_ids[:step])], device=m.device)
     silence = fe(np.zeros(fe.n_samples, dtype=np.float32), sampling_rate=fe.sampling_rate, return_tensors="pt")["input_features"]
-    cross = result.cross.weights  # (L, H, T, F) over the audio's encoder frames
     ratio = feats.shape[-1] // m.model.config.max_source_positions
-    s = st.Subject(
-        task=TASK, model=m.model, inputs={"input_features": feats, "decoder_input_ids": decoder_in}, unit_key="input_features",
+    return st.step_subject(
+        TASK, m, tok, step, int(result.token_ids[step]), result.cross.weights, contrast,  # over the audio's encoder frames
+        "the transcript reaches the audio through cross-attention",
+        inputs={"input_features": feats, "decoder_input_ids": decoder_in}, unit_key="input_features",
         units=st.frame_units(result.cross.key_tokens, ratio, feats.shape[-1]),
         replacement=silence.to(m.device, m.dtype),
         run=lambda kw: m.model(input_features=kw["input_features"], decoder_input_ids=kw["decoder_input_ids"]),
-        outcome_probs=st.last_logits_probs,
-        outcome_label=lambda i: tok.convert_ids_to_tokens(i),
-        answer=int(result.token_ids[step]),
-        attention=lambda: cross[-1].mean(0)[step],
-        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; the "
-                        "transcript reaches the audio through cross-attention"},
     )
-    return st.finish(s, contrast, st.vocab_lookup(tok), m.model.config.vocab_size)

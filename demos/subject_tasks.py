@@ -21,7 +21,8 @@ from demos.subjects import (  # noqa: F401  (re-exported for the builders)
 )
 
 __all__ = ["Subject", "attention_rollout", "class_answer", "embed_units", "finish", "frame_units", "last_logits_probs",
-           "mean_patch", "patch_units", "resolve_outcome", "special_mask", "step_index", "token_units", "vocab_lookup"]
+           "mean_patch", "patch_units", "resolve_outcome", "special_mask", "step_index", "step_subject", "token_units",
+           "vocab_lookup"]
 
 
 def special_mask(tok: Any, ids: list[int]) -> np.ndarray:
@@ -70,6 +71,20 @@ def step_index(target: Any, n: int) -> int:
     if not 0 <= step < n:
         raise ValueError(f"Step {step} does not exist; choose 0 to {n - 1}.")
     return step
+
+
+def step_subject(task: str, m: Any, tok: Any, step: int, answer: int, cross: np.ndarray, contrast: Any, reaches: str,
+                 **given: Any) -> Subject:
+    """An encoder-decoder's output step, teacher forced: P(token `answer` at `step`) over the
+    vocabulary; attention: the last layer's cross-attention of that step (heads averaged), cross:
+    (L, H, T, S); no rollout (`reaches`: how the answer reaches its input instead). `given`: the
+    Subject's inputs, unit_key, units, replacement and run."""
+    s = Subject(
+        task=task, model=m.model, outcome_probs=last_logits_probs, outcome_label=lambda i: tok.convert_ids_to_tokens(i),
+        answer=answer, attention=lambda: cross[-1].mean(0)[step],
+        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; " + reaches}, **given,
+    )
+    return finish(s, contrast, vocab_lookup(tok), m.model.config.vocab_size)
 
 
 def class_answer(m: Any, result: Any, target: Any) -> tuple[int, dict]:
