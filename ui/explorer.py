@@ -12,7 +12,7 @@ from ui import texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import model_picker, text_input
+from ui.inputs import run_row, text_input
 from ui.kit import answer_header, api, result_state
 from viz.explorer import sentence_similarity_heatmap
 
@@ -63,10 +63,7 @@ def build() -> None:
         with gr.Column(scale=2):
             text = text_input(label="Sentences (one per line)", lines=4, max_length=5000,
                               placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.")
-            with gr.Row():
-                run = gr.Button("Explore", variant="primary")
-                model, info = model_picker(explorer.TASK)
-            gr.Examples([[e] for e in explorer.EXAMPLES], inputs=[text])
+            run, model, info = run_row(explorer.TASK, "Explore", explorer.EXAMPLES, [text])
         with gr.Column(scale=2):
             table = gr.Dataframe(label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True)
             summary = gr.Markdown()

@@ -9,7 +9,7 @@ from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import model_picker, text_input
+from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
@@ -94,10 +94,7 @@ def build() -> None:
             with gr.Accordion("Sampling settings (used when sampling)", open=False):
                 with gr.Row():
                     sampling = _sampling_controls(False)
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary")
-                model, info = model_picker(generation.TASK)
-            gr.Examples([[e] for e in generation.EXAMPLES], inputs=[prompt])
+            run, model, info = run_row(generation.TASK, "Generate", generation.EXAMPLES, [prompt])
             gr.Examples(
                 [[generation.EXAMPLES[1], 30, True, 0.8, 40, 0.95, 7]],
                 inputs=[prompt, max_new, do_sample, *sampling],

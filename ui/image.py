@@ -17,7 +17,7 @@ from ui import texts
 from ui.common import EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
-from ui.inputs import image_input, model_picker
+from ui.inputs import image_input, run_row
 from ui.kit import answer_header, api, attribution_summary, label_value, result_state
 from viz.attention import AVERAGE, head_summary
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
@@ -170,10 +170,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             picture = image_input(label="Image", height=320)
-            with gr.Row():
-                run = gr.Button("Classify", variant="primary")
-                model, info = model_picker(demo.TASK)
-            gr.Examples([[e] for e in demo.EXAMPLES], inputs=[picture])
+            run, model, info = run_row(demo.TASK, "Classify", demo.EXAMPLES, [picture])
         with gr.Column(scale=1):
             label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
             explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")

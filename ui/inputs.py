@@ -6,6 +6,8 @@ validator runs between the queue's size check and the join, so a burst of reques
 validators overflows `queue(max_size=...)` (tests/test_load.py shows it)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import gradio as gr
 
 from demos import settings
@@ -67,6 +69,17 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     dropdown.preprocess = preprocess
     info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"])
     return dropdown, info
+
+
+def run_row(task: str, button: str, examples: Sequence = (), inputs: Sequence = (), **options) -> tuple:
+    """The run button beside the model picker, then `examples` for `inputs` (one input: each example
+    fills it; several: each example is a row). Returns (button, model dropdown, model line)."""
+    with gr.Row():
+        run = gr.Button(button, variant="primary")
+        model, info = model_picker(task)
+    if inputs:
+        gr.Examples([list(e) if len(inputs) > 1 else [e] for e in examples], inputs=list(inputs), **options)
+    return run, model, info
 
 
 def text_input(**kwargs) -> gr.Textbox:

@@ -10,7 +10,7 @@ from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import model_picker, text_input
+from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.bars import probability_lines
 from viz.tokens import span_html
@@ -48,10 +48,7 @@ def build() -> None:
         with gr.Column(scale=2):
             question = text_input(label="Question", lines=1, placeholder="Ask a question about the context…", max_length=2000)
             context = text_input(label="Context", lines=7, placeholder="Paste the text that contains the answer…", max_length=20000)
-            with gr.Row():
-                run = gr.Button("Find the answer", variant="primary")
-                model, info = model_picker(qa.TASK)
-            gr.Examples([list(e) for e in qa.EXAMPLES], inputs=[question, context])
+            run, model, info = run_row(qa.TASK, "Find the answer", qa.EXAMPLES, [question, context])
         with gr.Column(scale=1):
             answer = gr.Textbox(label="Answer", interactive=False)
             score = gr.Number(label="Score = P(start) × P(end)", interactive=False)

@@ -8,7 +8,7 @@ from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import model_picker, text_input
+from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, api, label_value, result_state, task_compute
 from viz.tokens import highlight_html
 
@@ -26,10 +26,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             text = text_input(label="Text", lines=3, placeholder="Type a sentence to classify…", max_length=5000)
-            with gr.Row():
-                run = gr.Button("Classify", variant="primary")
-                model, info = model_picker(sentiment.TASK)
-            gr.Examples([[e] for e in sentiment.EXAMPLES], inputs=[text])
+            run, model, info = run_row(sentiment.TASK, "Classify", sentiment.EXAMPLES, [text])
         with gr.Column(scale=1):
             label = gr.Label(label="Sentiment", num_top_classes=5)
             explain(texts.PROBABILITIES)

@@ -9,7 +9,7 @@ from ui import texts
 from ui.common import AttentionView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import audio_input, model_picker
+from ui.inputs import audio_input, run_row
 from ui.kit import answer_header, api, result_state
 from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
@@ -68,10 +68,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             audio = audio_input(sources=["upload", "microphone"], label="Speech (upload or record)")
-            with gr.Row():
-                run = gr.Button("Transcribe", variant="primary")
-                model, info = model_picker(speech.TASK)
-            gr.Examples([[e] for e in speech.EXAMPLES], inputs=[audio], label="Example clips (espeak-ng)")
+            run, model, info = run_row(speech.TASK, "Transcribe", speech.EXAMPLES, [audio], label="Example clips (espeak-ng)")
         with gr.Column(scale=2):
             transcript = gr.Textbox(label="Transcript", lines=3, interactive=False)
             notice = gr.Markdown()

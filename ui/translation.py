@@ -10,7 +10,7 @@ from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
-from ui.inputs import model_picker, text_input
+from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, api, result_state
 from viz.bars import probability_lines
 from viz.tokens import clean_token
@@ -61,10 +61,7 @@ def build() -> None:
     with gr.Row():
         with gr.Column(scale=2):
             text = text_input(label="English text", lines=3, placeholder="Type an English sentence…", max_length=5000)
-            with gr.Row():
-                run = gr.Button("Translate", variant="primary")
-                model, info = model_picker(translation.TASK)
-            gr.Examples([[e] for e in translation.EXAMPLES], inputs=[text])
+            run, model, info = run_row(translation.TASK, "Translate", translation.EXAMPLES, [text])
         with gr.Column(scale=2):
             output = gr.Textbox(label="German translation", lines=3, interactive=False)
             notice = gr.Markdown()
