@@ -17,7 +17,7 @@ import torch
 from core.results import AttentionMaps, Embeddings
 from demos import explorer, loading, sentiment
 from demos.explain import stack_attentions, stack_hidden
-from demos.text_common import Encoded, model_max_length, truncation_notice
+from demos.text_common import Encoded, truncation_notice
 
 
 def pad_right(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -78,15 +78,8 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[expl
     groups = [explorer.split_sentences(t) for t in texts]
     m = explorer.load(model_id)
     tok = m.processor
-    limit = model_max_length(tok, m.model)
-    flat = [s for g in groups for s in g]
-    full = [len(ids) for ids in tok(flat, truncation=False)["input_ids"]]
-    batch = tok(flat, padding=True, truncation=True, max_length=limit, return_tensors="pt").to(m.device)
-    with torch.inference_mode():
-        out = m.model(**batch, output_attentions=True, output_hidden_states=True)
-    mask = batch["attention_mask"]
-    lengths = mask.sum(1).tolist()
-    pooled = explorer.mean_pool(out.hidden_states[-1].float(), mask).cpu().numpy()
+    run = explorer.forward_sentences(m, [s for g in groups for s in g])
+    batch, out, lengths, pooled = run.batch, run.out, run.lengths, run.pooled
     results, start = [], 0
     for sentences in groups:
         rows = range(start, start + len(sentences))
@@ -98,8 +91,7 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[expl
             states.append(stack_hidden(out.hidden_states, batch_index=row)[:, :n])
             labels += tokens
             kinds += [f"sentence {k + 1}"] * n
-        cut = [k + 1 for k, row in enumerate(rows) if full[row] > lengths[row]]
-        notice = f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {limit} tokens." if cut else ""
+        notice = run.notice(rows)
         vectors = pooled[start : start + len(sentences)]
         results.append(
             explorer.ExplorerResult(

@@ -7,6 +7,7 @@ attention, so each sentence's tokens see only that sentence; their rows are cut 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -82,11 +83,26 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
     return sim
 
 
-@task_compute(TASK, memo_size=8, gpu_seconds=20)
-def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
-    """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
-    sentences = split_sentences(text)
-    m = load(model_id)
+@dataclass
+class SentencePass:
+    """One padded forward pass over sentences with attentions and hidden states: the batch, the
+    model output, each sentence's token count before truncation (`full`) and in the batch
+    (`lengths`), (n, d) mean-pooled last hidden states, the model's token limit."""
+
+    batch: Any
+    out: Any
+    full: list[int]
+    lengths: list[int]
+    pooled: np.ndarray
+    limit: int
+
+    def notice(self, rows: Sequence[int]) -> str:
+        """Which of these sentences (numbered from 1 among `rows`) were cut, or ''."""
+        cut = [k + 1 for k, row in enumerate(rows) if self.full[row] > self.lengths[row]]
+        return f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {self.limit} tokens." if cut else ""
+
+
+def forward_sentences(m: loading.Loaded, sentences: list[str]) -> SentencePass:
     tok = m.processor
     limit = model_max_length(tok, m.model)
     full = [len(ids) for ids in tok(sentences, truncation=False)["input_ids"]]
@@ -94,8 +110,18 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
     with torch.inference_mode():
         out = m.model(**batch, output_attentions=True, output_hidden_states=True)
     mask = batch["attention_mask"]
-    lengths = mask.sum(1).tolist()
     pooled = mean_pool(out.hidden_states[-1].float(), mask).cpu().numpy()
+    return SentencePass(batch, out, full, mask.sum(1).tolist(), pooled, limit)
+
+
+@task_compute(TASK, memo_size=8, gpu_seconds=20)
+def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
+    """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
+    sentences = split_sentences(text)
+    m = load(model_id)
+    tok = m.processor
+    run = forward_sentences(m, sentences)
+    batch, out, lengths, pooled = run.batch, run.out, run.lengths, run.pooled
     attention, states, labels, groups = [], [], [], []
     for i, n in enumerate(lengths):
         tokens = tok.convert_ids_to_tokens(batch["input_ids"][i, :n].tolist())
@@ -104,8 +130,7 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
         states.append(stack_hidden(out.hidden_states, batch_index=i)[:, :n])  # (L+1, n, d)
         labels += tokens
         groups += [f"sentence {i + 1}"] * n
-    cut = [i + 1 for i, (f, n) in enumerate(zip(full, lengths)) if f > n]
-    notice = f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {limit} tokens." if cut else ""
+    notice = run.notice(range(len(sentences)))
     return ExplorerResult(
         sentences=sentences,
         model_id=m.model_id,

@@ -32,7 +32,7 @@ from core import registry
 from scale.config import INPROCESS, backend_from_env
 
 ALIASES = {"answer": "run", "attribution": "attribute"}
-DENIED = frozenset({"load", "subject"})  # would return a model object, not a plain result
+DENIED = frozenset({"load", "subject", "forward_sentences"})  # would return model objects, not plain results
 # Tasks whose first argument (or their `file_args` keywords) name files the front received from a
 # user: on the remote path their bytes travel with the call (the model tier has no access to the
 # front's disk).
