@@ -26,6 +26,8 @@ PLAN = {  # quick / full
     "startup_repeats": (1, 3),
 }
 CLIENTS = 8
+# At the real sizes a quick run keeps to what answers issue 11 first, in < 10 min on 2 CPUs.
+FULL_QUICK_SECTIONS = ("latency", "attribution", "first_request")
 THROUGHPUT_TABS = ["sentiment", "clip"]
 
 
@@ -39,10 +41,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="local models: tiny (2 layers, 32 wide) or full (random weights, the real configurations)")
     p.add_argument("--out", default=str(ROOT / "artifacts" / "bench.json"))
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK", help=f"tabs among {', '.join(TASKS)}")
-    p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS, metavar="SECTION", help=", ".join(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, metavar="SECTION",
+                   help=f"{', '.join(SECTIONS)} (default: all; with --size full --quick: {', '.join(FULL_QUICK_SECTIONS)})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per CPU)")
     p.add_argument("--models-dir", help="where local models are built/cached (default artifacts/bench-models[-full])")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.sections is None:
+        args.sections = list(FULL_QUICK_SECTIONS if args.quick and args.size == "full" and not args.hub else SECTIONS)
+    return args
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -153,7 +153,10 @@ def test_explorer_uses_the_packaged_real_model_when_installed(tmp_path):
 def test_bench_size_flag():
     assert bench_run.parse_args([]).size == "tiny"
     args = bench_run.parse_args(["--size", "full", "--quick"])
-    assert args.size == "full" and args.quick
+    assert args.size == "full" and args.quick and args.sections == list(bench_run.FULL_QUICK_SECTIONS)
+    assert bench_run.parse_args(["--size", "full"]).sections == list(bench_run.SECTIONS)
+    assert bench_run.parse_args(["--quick"]).sections == list(bench_run.SECTIONS)
+    assert bench_run.parse_args(["--size", "full", "--quick", "--sections", "memory"]).sections == ["memory"]
     assert default_models_dir("full") == FULL_MODELS and default_models_dir("tiny") != FULL_MODELS
     with pytest.raises(SystemExit):
         bench_run.parse_args(["--size", "huge"])
@@ -171,10 +174,10 @@ def test_bench_run_with_size_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.run", "--size", "tiny", "--quick", "--sections", "latency", "--tasks",
-         "generation", "speech", "--threads", "1", "--models-dir", str(tmp_path / "models"), "--out", str(out)],
+         "generation", "--threads", "1", "--models-dir", str(tmp_path / "models"), "--out", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
-    assert res["meta"]["size"] == "tiny" and set(res["latency"]) == {"generation", "speech"}
+    assert res["meta"]["size"] == "tiny" and set(res["latency"]) == {"generation"}
     assert all(row["same_answer"] for row in res["latency"].values())
