@@ -83,7 +83,8 @@ class LensView:
         if isinstance(lens, LensGrid):  # a decoder: positions x layers, and where it commits
             first = int(start) if start else max(0, len(lens.positions) - MAX_COLUMNS)
             return {self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS),
-                    self.commit: gr.Plot(commit_figure(lens), visible=True), self.start: gr.Number(visible=True)}
+                    self.commit: gr.Plot(commit_figure(lens, first, first + MAX_COLUMNS), visible=True),
+                    self.start: gr.Number(visible=True)}
         # an encoder read by its task's head: one figure, no positions
         return {self.grid: head_lens_figure(lens), self.commit: gr.Plot(visible=False), self.start: gr.Number(visible=False)}
 

@@ -51,22 +51,25 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
     return fig
 
 
-def commit_figure(grid: LensGrid) -> go.Figure:
-    """Probability of the finally chosen token at every layer, one line per position that has
-    one: where the model commits to its choice."""
-    fig = go.Figure()
-    for c, target in enumerate(grid.targets):
-        if not target:
-            continue
-        fig.add_trace(go.Scatter(
-            x=grid.layer_labels, y=grid.chosen_probs[:, c], mode="lines+markers",
-            name=f"{c}:{plot_label(target)}",
-            hovertemplate=f"{c}:{plot_label(target)}<br>%{{x}}: P = %{{y:.4f}}<extra></extra>",
-        ))
+def commit_figure(grid: LensGrid, start: int | None = None, end: int | None = None) -> go.Figure:
+    """Layers x positions: the probability each layer gives the token finally chosen there (0 to 1;
+    blank where there is no next token). Where a column turns dark, the model has committed."""
+    n = len(grid.positions)
+    cols = token_range(n, start, end)
+    if cols.stop - cols.start > MAX_COLUMNS:
+        cols = slice(cols.start, cols.start + MAX_COLUMNS)
+    idx = list(range(n))[cols]
+    xlab = [f"{c}:{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    fig = go.Figure(go.Heatmap(
+        z=grid.chosen_probs[:, cols], x=xlab, y=grid.layer_labels, zmin=0.0, zmax=1.0, colorscale="Greens",
+        colorbar=dict(title="P(chosen)"), hovertemplate="%{y} · %{x}<br>P(chosen token) = %{z:.4f}<extra></extra>",
+    ))
+    xv, xt = thinned_ticks(xlab)
     fig.update_layout(
-        title="Probability of the token finally chosen, layer by layer (where the model commits)",
-        xaxis=dict(title="layer"), yaxis=dict(title="P(chosen token)", range=[0, 1]),
-        height=380, margin=dict(l=10, r=10, t=50, b=10),
+        title="Where the model commits: the probability of the token finally chosen, layer by layer",
+        xaxis=dict(title="position: token chosen next", tickvals=xv, ticktext=xt, tickangle=-60),
+        yaxis=dict(title="layer", autorange="reversed"),
+        height=max(320, 160 + 40 * grid.n_layers), margin=dict(l=10, r=10, t=50, b=10),
     )
     return fig
 
