@@ -126,6 +126,13 @@ def explain(text: str) -> gr.Markdown:
     return gr.Markdown(text, elem_classes=["xray-help"])
 
 
+def plot_tab(title: str, help_text: str, label: str = "") -> gr.Plot:
+    """A tab (inside the current gr.Tabs) holding a short explanation and one plot."""
+    with gr.Tab(title):
+        explain(help_text)
+        return gr.Plot(label=label or title)
+
+
 @dataclass
 class AttentionView:
     """Layer / head / token-range controls and the attention heatmap + head summary.

@@ -9,7 +9,7 @@ import pandas as pd
 
 from demos import explorer
 from ui import texts
-from ui.common import AttentionView, EmbeddingView, explain, guarded
+from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
@@ -70,9 +70,7 @@ def build() -> None:
             notice = gr.Markdown()
     state = result_state()
     with gr.Tabs():
-        with gr.Tab("Sentence similarity"):
-            explain(SIMILARITY)
-            sim_plot = gr.Plot(label="Sentence similarity")
+        sim_plot = plot_tab("Sentence similarity", SIMILARITY)
         with gr.Tab("Attention"):
             sentence = gr.Dropdown([("1", 0)], value=0, label="Sentence whose attention is shown")
             attention = AttentionView.build(lambda r: r.attention[r.shown], "Self-attention", texts.ATTENTION)

@@ -7,7 +7,7 @@ import gradio as gr
 from demos import qa
 from ui import texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded
+from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
@@ -58,9 +58,7 @@ def build() -> None:
     span = gr.HTML(label="Answer in the context")
     state = result_state()
     with gr.Tabs():
-        with gr.Tab("Start & end"):
-            explain(START_END)
-            probs_plot = gr.Plot(label="Start and end probabilities")
+        probs_plot = plot_tab("Start & end", START_END, "Start and end probabilities")
         with gr.Tab("Attributions"):
             attribution = AttributionPanel.build(
                 f"{texts.ATTRIBUTION}\n\n{ATTRIBUTION_QA}", headings=[f"Why the answer {which}s where it does" for which in qa.ENDS]

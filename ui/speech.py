@@ -6,7 +6,7 @@ import gradio as gr
 
 from demos import speech
 from ui import texts
-from ui.common import AttentionView, explain, guarded
+from ui.common import AttentionView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
@@ -74,9 +74,7 @@ def build() -> None:
             notice = gr.Markdown()
     state = result_state()
     with gr.Tabs():
-        with gr.Tab("Spectrogram"):
-            explain(SPECTROGRAM)
-            spectrogram = gr.Plot(label="Log-mel spectrogram")
+        spectrogram = plot_tab("Spectrogram", SPECTROGRAM, "Log-mel spectrogram")
         with gr.Tab("Alignment"):
             explain(ALIGNMENT)
             with gr.Row():
