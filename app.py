@@ -28,6 +28,9 @@ CSS = """
 .xray-legend span {padding: 1px 6px; border-radius: 4px; font-size: .85em}
 .xray-answer {background: #fde047; padding: 1px 2px; border-radius: 3px}
 .xray-caption {font-weight: 600; margin-bottom: .3em}
+.xray-similarity table {table-layout: fixed; width: 100%}
+.xray-similarity th:first-child, .xray-similarity td:first-child {width: 46%}
+.xray-similarity td, .xray-similarity th {white-space: normal; overflow-wrap: anywhere}
 """
 
 

@@ -106,6 +106,7 @@ def build() -> None:
             with gr.Row():
                 run = gr.Button("Match", variant="primary")
                 model_box, info = model_picker(clip.TASK)
+            info.render()
             rows = example_rows()
             if rows:
                 gr.Examples(rows, inputs=[image_box, texts_box])

@@ -41,10 +41,7 @@ def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:
 
 def similarity_table(result: explorer.ExplorerResult) -> pd.DataFrame:
     """Rows 'i: sentence', then the cosine with every sentence (4 decimals); columns numbered."""
-    def short(text: str, limit: int = 32) -> str:  # the table must fit beside the input: full text on the left
-        return text if len(text) <= limit else text[: limit - 1] + "…"
-
-    rows = [[f"{i + 1}: {short(s)}", *[round(float(v), 3) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
+    rows = [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
     return pd.DataFrame(rows, columns=["sentence", *[str(i + 1) for i in range(len(result.sentences))]])
 
 
@@ -65,7 +62,9 @@ def build() -> None:
                               placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.")
             run, model, info = run_row(explorer.TASK, "Explore", explorer.EXAMPLES, [text])
         with gr.Column(scale=2):
-            table = gr.Dataframe(label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True)
+            table = gr.Dataframe(
+                label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True, elem_classes=["xray-similarity"],
+            )
             summary = gr.Markdown()
             notice = gr.Markdown()
     state = result_state()

@@ -67,7 +67,8 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
         return original(payload)
 
     dropdown.preprocess = preprocess
-    info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"])
+    # the model line goes under the row (`info.render()`): beside the picker it would be squeezed
+    info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"], render=False)
     return dropdown, info
 
 
@@ -77,6 +78,7 @@ def run_row(task: str, button: str, examples: Sequence = (), inputs: Sequence = 
     with gr.Row():
         run = gr.Button(button, variant="primary")
         model, info = model_picker(task)
+    info.render()
     if inputs:
         gr.Examples([list(e) if len(inputs) > 1 else [e] for e in examples], inputs=list(inputs), **options)
     return run, model, info
