@@ -221,7 +221,8 @@ BUILDERS: dict[str, Callable[[bool], AttrSpec]] = {
     "sentiment": _sentiment, "qa": _qa, "translation": _translation, "generation": _generation,
     "image": _image, "clip": _clip,
 }
-NO_ATTRIBUTION = {"speech": "the speech tab has no attribution (it shows cross-attention alignment instead)"}
+NO_ATTRIBUTION = {"speech": "the speech tab has no attribution (it shows cross-attention alignment instead)",
+                  "explorer": "the encoder explorer has no attribution (it compares sentence embeddings)"}
 
 
 def attr_spec(name: str, quick: bool) -> AttrSpec:

@@ -27,7 +27,7 @@ PLAN = {  # quick / full
 }
 CLIENTS = 8
 # At the real sizes a quick run keeps to what answers issue 11 first, in < 10 min on 2 CPUs.
-FULL_QUICK_SECTIONS = ("latency", "attribution", "first_request")
+FULL_QUICK_SECTIONS = ("latency", "attribution")
 THROUGHPUT_TABS = ["sentiment", "clip"]
 
 
