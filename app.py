@@ -78,6 +78,9 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
         strict_cors=True,
         enable_monitoring=False,
         allowed_paths=[str(ASSETS)],
+        # Gradio keeps each session's last outputs until this many newer sessions exist (default
+        # 10,000): a classroom server keeps a few hundred.
+        state_session_capacity=int(os.environ.get("XRAY_SESSION_CAPACITY", "500")),
     )
 
 

@@ -185,3 +185,12 @@ def test_guide_illustrations_are_static_svg_with_escaped_labels():
     heat = pictures[0]
     assert heat.count("<rect") == 4 and ": 0.800" in heat
     assert "#dc2626" in pictures[1] and "#16a34a" in pictures[1]  # negative red, positive green
+
+
+def test_maps_stored_float16_are_drawn_from_float32():
+    """Large attention maps are kept float16; figures get float32 (plotly's compact binary arrays,
+    a float16 array would travel as a JSON list twice the size)."""
+    w = _attention().astype(np.float16)
+    assert select_heads(w, 0, AVERAGE).dtype == np.float32 and select_heads(w, 1, 0).dtype == np.float32
+    fig = attention_heatmap(w, list("abcde"), list("abcde"), 0, AVERAGE)
+    assert "bdata" in str(fig.to_plotly_json()["data"][0]["z"]) or np.asarray(fig.data[0].z).dtype == np.float32

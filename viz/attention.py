@@ -12,11 +12,12 @@ AVERAGE = "average"
 
 
 def select_heads(weights: np.ndarray, layer: int, head: int | str) -> np.ndarray:
-    """(layers, heads, q, k) -> (q, k) for one head, or the mean over heads when head == 'average'."""
+    """(layers, heads, q, k) -> (q, k) float32 for one head, or the mean over heads when head ==
+    'average' (large maps are stored float16; float32 keeps plotly's compact binary arrays)."""
     layer_w = weights[int(layer)]
     if head in (AVERAGE, None, ""):
-        return layer_w.mean(axis=0)
-    return layer_w[int(head)]
+        return layer_w.mean(axis=0, dtype=np.float32)
+    return layer_w[int(head)].astype(np.float32)
 
 
 def shown_part(shape: tuple[int, int], start: int | None, end: int | None, self_attention: bool) -> tuple[slice, slice]:
