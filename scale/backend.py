@@ -197,10 +197,28 @@ class RayServe:
         kwargs.pop("progress", None)  # a UI callback: it cannot cross the wire
         canonical(task_key, fn_name)  # unknown aliases fail here, before any network call
         args, kwargs = ship(task_key, args, kwargs)
-        try:
+        def remote() -> Any:
             return self._handle(task_key).call.remote(fn_name, args, kwargs).result(timeout_s=self.timeout_s)
+
+        try:
+            return _outside_event_loop(remote)
         except BackPressureError as exc:
             raise Busy(f"The {task_key} model tier is busy; please try again in a moment.") from exc
+
+
+def _outside_event_loop(fn: Callable[[], Any]) -> Any:
+    """Run `fn` here, or in a worker thread when this thread runs an asyncio loop (a deployment
+    handle's blocking `.result()` refuses to run inside one; Gradio's handlers have none)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
 
 
 _current: InProcess | RayServe | None = None

@@ -265,8 +265,9 @@ LONG = "word " * 3000
         ("generate", (LONG, 5, False, 1.0, 50, 1.0, 0), 2,
          r"The prompt was \d+ tokens; only its last 251 were used, so that the 5 new tokens fit in the limit of 256 tokens\."),
         ("sentiment", (LONG,), 2, r"Input was \d+ tokens; only the first 512 \(the model's limit\) were used\."),
-        ("qa", ("Where?", LONG), 5, r"The context is too long for the model \(\d+ tokens; it reads at most 512 tokens with the "
-         r"question\)\. Only its first \d+ tokens were read: the answer was searched in the first [\d,]+ of 14,999 characters\."),
+        ("qa", ("Where?", LONG), 5, r"The context is longer than the model reads at once \(\d+ tokens; at most 512 with the "
+         r"question\), so it was read whole in \d+ overlapping windows\. The best answer came from window \d+ \(characters "
+         r"[\d,]+–[\d,]+ of 14,999\); the views below show that window\."),
         ("translate", (LONG,), 2, r"Input was \d+ tokens; only the first 512 \(the model's limit\) were used\."),
         ("clip_match", (CAT, "cat " * 300, []), 2, r"1 candidate\(s\) longer than 77 tokens were cut to the model's limit\."),
     ],

@@ -215,7 +215,7 @@ class AttributionPanel:
             *picked, method_value, _, _ = values
             if result is None or not METHODS[method_value].integrates:
                 return {c: gr.skip() for c in self.outputs}
-            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=None))
+            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=lambda frac, msg: None))
 
         inputs = [state, *choices, self.method, self.steps, self.adaptive]
         queue = EXPLAIN
