@@ -144,7 +144,7 @@ def run_attribution(
     if not chosen.integrates:
         ladder = [1]
     n_units = units or (inputs.shape[1] if inputs.dim() > 1 else 1)
-    rounds = [math.ceil(s / (batch or steps_per_batch(n_units, s))) + 2 for s in ladder] if chosen.integrates else [1]
+    rounds = [math.ceil(s / (batch or steps_per_batch(n_units, s))) for s in ladder] if chosen.integrates else [1]
     done = {"batches": 0}
 
     def tracked(*args: Any) -> torch.Tensor:
@@ -154,27 +154,31 @@ def run_attribution(
             progress(min(done["batches"] / total, 1.0), f"attribution batch {done['batches']}")
         return score_fn(*args)
 
+    # f(input) and f(baseline) once, in one batched pass: they give the completeness check and,
+    # for integrated gradients, the convergence delta exactly as Captum defines it
+    # (sum of attributions - (f(input) - f(baseline))), without Captum's own second pass over them.
+    f_in, f_base = endpoint_values(score_fn, inputs, baselines, extra)
     algo = chosen.captum(tracked, layer)
     for n_steps in ladder:
         if chosen.integrates:
             kwargs = dict(baselines=baselines, n_steps=n_steps, internal_batch_size=batch or steps_per_batch(n_units, n_steps))
         else:
             kwargs = {}
-        if algo.has_convergence_delta():
-            kwargs["return_convergence_delta"] = True
         source = inputs if layer is not None or not inputs.is_floating_point() else inputs.clone().requires_grad_(True)
         runner = algo
-        if smoothgrad:
+        if smoothgrad:  # completeness holds per noisy copy: Captum's own delta there
             from captum.attr import NoiseTunnel
 
             runner = NoiseTunnel(algo)
-            kwargs.update(nt_type="smoothgrad", nt_samples_batch_size=1, **smoothgrad)
+            kwargs.update(nt_type="smoothgrad", nt_samples_batch_size=1, return_convergence_delta=True, **smoothgrad)
         out = runner.attribute(source, additional_forward_args=extra or None, **kwargs)
-        attrs, delta = out if algo.has_convergence_delta() else (out, None)
-        delta_value = None if delta is None else float(delta.abs().max())
+        if smoothgrad:
+            attrs, delta_value = out[0], float(out[1].abs().max())
+        else:
+            attrs = out
+            delta_value = float(abs(attrs.double().sum() - (f_in - f_base))) if algo.has_convergence_delta() else None
         if delta_value is None or tolerance is None or delta_value <= tolerance:
             break
-    f_in, f_base = endpoint_values(score_fn, inputs, baselines, extra)
     return Attributed(attrs.detach(), delta_value, n_steps, f_in, f_base)
 
 

@@ -86,3 +86,31 @@ def test_adaptive_steps_stop_at_the_first_rung_within_tolerance():
     # a tolerance nobody meets runs up to the ceiling and reports it
     ceiling = sentiment.attribute(TEXT, None, "integrated_gradients", 24, tolerance=0.0)
     assert ceiling.steps == 24 or ceiling.delta == 0.0
+
+
+def test_our_convergence_delta_is_captums():
+    """run_attribution takes f(input) and f(baseline) from its own batched pass and computes the
+    delta from them; Captum's own return_convergence_delta on the same call must agree."""
+    import torch
+    from captum.attr import LayerIntegratedGradients
+
+    from demos import sentiment
+    from demos.text_common import encode, pad_baseline
+
+    m = sentiment.load()
+    enc = encode(m.processor, m.model, TEXT)
+    base = pad_baseline(enc.ids, m.processor)
+
+    def prob(ids, mask):
+        return torch.softmax(m.model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).logits.float(), -1)[:, 1]
+
+    ours = explain.run_attribution(prob, enc.ids, base, "integrated_gradients", 16, layer=m.model.get_input_embeddings(),
+                                   extra=(enc.mask,), batch=16)
+    attrs, delta = LayerIntegratedGradients(prob, m.model.get_input_embeddings()).attribute(
+        enc.ids, baselines=base, additional_forward_args=(enc.mask,), n_steps=16, internal_batch_size=16,
+        return_convergence_delta=True,
+    )
+    torch.testing.assert_close(ours.attrs, attrs.detach(), rtol=1e-5, atol=1e-7)
+    assert ours.delta == pytest.approx(float(delta.abs().max()), abs=1e-6)
+    with torch.no_grad():
+        assert ours.output_value == pytest.approx(float(prob(enc.ids, enc.mask)[0]), abs=1e-6)
