@@ -21,6 +21,20 @@ GROUP_TITLE = "Inside the model"  # the tab that holds every explainer view of a
 VIEW_MODULES: tuple[str, ...] = ("ui.lens_views", "ui.intervention_views")  # modules holding the explainer views
 
 
+class ExplainerView:
+    """What every explainer view shares: by default it refreshes nothing when a new result
+    arrives (it runs after the answer or on demand, through its own `bind`)."""
+
+    HELP = ""
+
+    @property
+    def outputs(self) -> list:
+        return []
+
+    def values(self, result: Any) -> dict:
+        return {}
+
+
 def view(name: str):
     """Class decorator: the view of the explainer called `name`."""
 

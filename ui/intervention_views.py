@@ -12,7 +12,7 @@ import gradio as gr
 from demos.explainers import Explainer
 from scale import backend
 from ui.common import explain, guarded
-from ui.explainers import view
+from ui.explainers import ExplainerView, view
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, AttributionView, api
 from viz.export import result_json
@@ -86,13 +86,6 @@ class _OnDemand:
         self.export = export_button("Export this explanation (JSON)")
         return self
 
-    @property
-    def outputs(self) -> list:
-        return []
-
-    def values(self, result: Any) -> dict:
-        return {}
-
     def wire(self, state: gr.State, controls: list, call: Callable[..., dict], render: Callable[[Any], dict],
              shown: list) -> None:
         @guarded
@@ -125,7 +118,7 @@ def _on_demand(task: str, explainer: Explainer, label: str) -> _OnDemand:
 
 @view("ablate")
 @dataclass
-class AblateView:
+class AblateView(ExplainerView):
     HELP = ABLATE_HELP
     base: _OnDemand
     heads: gr.Textbox
@@ -143,11 +136,6 @@ class AblateView:
         summary, plot = gr.Markdown(), gr.Plot(label="Before and after")
         return cls(base.add_export(), heads, target, summary, plot)
 
-    outputs = property(lambda self: [])
-
-    def values(self, result: Any) -> dict:
-        return {}
-
     def bind(self, main: Any, state: gr.State) -> None:
         self.base.wire(
             state, [self.heads, self.target],
@@ -159,7 +147,7 @@ class AblateView:
 
 @view("head_map")
 @dataclass
-class HeadMapView:
+class HeadMapView(ExplainerView):
     HELP = MAP_HELP
     base: _OnDemand
     target: gr.Textbox
@@ -173,11 +161,6 @@ class HeadMapView:
         plot = gr.Plot(label="Head importance")
         return cls(base.add_export(), target, plot)
 
-    outputs = property(lambda self: [])
-
-    def values(self, result: Any) -> dict:
-        return {}
-
     def bind(self, main: Any, state: gr.State) -> None:
         self.base.wire(state, [self.target], lambda target: {"target": _value(target)},
                        lambda r: {self.plot: head_map_figure(r)}, [self.plot])
@@ -185,7 +168,7 @@ class HeadMapView:
 
 @view("contrast")
 @dataclass
-class ContrastView:
+class ContrastView(ExplainerView):
     HELP = CONTRAST_HELP
     base: _OnDemand
     target: gr.Textbox
@@ -209,11 +192,6 @@ class ContrastView:
         line, view = gr.Markdown(), AttributionView.build("Toward A (+) or B (−)")
         return cls(base.add_export(), target, other, method, steps, line, view)
 
-    outputs = property(lambda self: [])
-
-    def values(self, result: Any) -> dict:
-        return {}
-
     def bind(self, main: Any, state: gr.State) -> None:
         def render(r) -> dict:
             line = f"P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}: the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}."
@@ -228,7 +206,7 @@ class ContrastView:
 
 @view("branch")
 @dataclass
-class BranchView:
+class BranchView(ExplainerView):
     HELP = BRANCH_HELP
     base: _OnDemand
     step: gr.Number
@@ -245,11 +223,6 @@ class BranchView:
         shown = gr.HTML()
         return cls(base.add_export(), step, token, shown)
 
-    outputs = property(lambda self: [])
-
-    def values(self, result: Any) -> dict:
-        return {}
-
     def bind(self, main: Any, state: gr.State) -> None:
         self.base.wire(state, [self.step, self.token],
                        lambda step, token: {"step": int(step or 0), "token": _value(token)},
@@ -258,7 +231,7 @@ class BranchView:
 
 @view("faithfulness")
 @dataclass
-class FaithfulnessView:
+class FaithfulnessView(ExplainerView):
     HELP = FAITHFUL_HELP
     base: _OnDemand
     target: gr.Textbox
@@ -278,11 +251,6 @@ class FaithfulnessView:
         summary, deletion, agreement = gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement")
         table = gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True)
         return cls(base.add_export(), target, steps, summary, deletion, agreement, table)
-
-    outputs = property(lambda self: [])
-
-    def values(self, result: Any) -> dict:
-        return {}
 
     def bind(self, main: Any, state: gr.State) -> None:
         def render(r) -> dict:

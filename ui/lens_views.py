@@ -13,7 +13,7 @@ from demos import attention_steps as steps_demo
 from demos.explainers import Explainer
 from scale import backend
 from ui.common import explain, guarded
-from ui.explainers import view
+from ui.explainers import ExplainerView, view
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, api
 from viz.export import result_json
@@ -45,7 +45,7 @@ STEPS_HELP = (
 
 @view("lens")
 @dataclass
-class LensView:
+class LensView(ExplainerView):
     """The lens, computed after each answer (its own event, `<task>_lens`): no second forward pass."""
 
     HELP = LENS_HELP
@@ -71,13 +71,6 @@ class LensView:
         state = gr.State()
         export = export_button("Export the lens (JSON)")
         return cls(task, start, item, caption, grid, commit, state, export)
-
-    @property
-    def outputs(self) -> list:
-        return []
-
-    def values(self, result: Any) -> dict:
-        return {}
 
     def _figures(self, lens, start: Any) -> dict:
         if isinstance(lens, LensGrid):  # a decoder: positions x layers, and where it commits
@@ -111,7 +104,7 @@ class LensView:
 
 @view("attention_steps")
 @dataclass
-class StepsView:
+class StepsView(ExplainerView):
     """One head, one query: the computation step by step (`<task>_attention_steps`)."""
 
     HELP = STEPS_HELP
@@ -149,13 +142,6 @@ class StepsView:
         state = gr.State()
         export = export_button("Export these steps (JSON)")
         return cls(task, kind, layer, head, query, button, summary, figure, table, vectors, state, export)
-
-    @property
-    def outputs(self) -> list:
-        return []
-
-    def values(self, result: Any) -> dict:
-        return {}
 
     def bind(self, main: Any, state: gr.State) -> None:
         @guarded
