@@ -51,7 +51,7 @@ def build() -> None:
             run, model, info = run_row(qa.TASK, "Find the answer", qa.EXAMPLES, [question, context])
         with gr.Column(scale=1):
             answer = gr.Textbox(label="Answer", interactive=False)
-            score = gr.Number(label="Score = P(start) × P(end)", interactive=False)
+            score = gr.Number(label="Score = P(start) × P(end)", interactive=False, precision=4)  # 4 decimals, not 0.00008142035893823375
             explain(SCORE)
             notice = gr.Markdown(label="Notice")
     gr.Markdown("**The answer in its context**")
