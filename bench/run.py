@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"{', '.join(SECTIONS)} (default: all; with --size full --quick: {', '.join(FULL_QUICK_SECTIONS)})")
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per CPU)")
     p.add_argument("--models-dir", help="where local models are built/cached (default artifacts/bench-models[-full])")
+    p.add_argument("--steps", type=int, help="attribution steps (default: 8 with --quick, else 32)")
+    p.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 3 with --quick, else 9)")
     args = p.parse_args(argv)
     if args.sections is None:
         args.sections = list(FULL_QUICK_SECTIONS if args.quick and args.size == "full" and not args.hub else SECTIONS)
@@ -58,6 +60,7 @@ def run(args: argparse.Namespace) -> dict:
 
     q = 0 if args.quick else 1
     plan = {k: v[q] for k, v in PLAN.items()}
+    plan.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v})
     started, load_start = time.perf_counter(), load_average()
     threads = set_threads(args.threads)
     models_dir = configure_models(args.hub, args.models_dir, args.size)

@@ -1,0 +1,159 @@
+"""Explainer costs against one forward pass: `python -m bench.explainers [--size full] [--quick]`.
+
+For every tab and every explainer registered for its task (`demos.explainers.for_task`), the
+median time of `explainer.run(task, result, **params)` with cheap, sensible parameters (below),
+memo cleared before each call, against the median time of the tab's answer function (its whole
+compute path, memo cleared): the same inputs as `bench.run` (bench.tasks / bench.inputs).
+
+A cell whose projected time exceeds `--budget` seconds is not run to the end: explainers that
+report progress (head importance, contrast, faithfulness) are stopped after their first batch
+and the time is extrapolated from the fraction done; the row says "estimate".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
+
+PARAMS: dict[str, dict[str, Any]] = {
+    "lens": {},
+    "attention_steps": {"layer": 0, "head": 0, "query": -1},
+    "ablate": {"heads": "L0H0"},
+    "head_map": {},
+    "contrast": {"steps": 8},
+    "branch": {"step": 0},
+    "faithfulness": {"steps": 8, "points": 5},
+}
+TABS = ("sentiment", "qa", "translation", "generation", "image", "speech", "clip", "explorer")
+
+
+class _Stop(Exception):
+    """Raised from a progress callback once the projected time is known to exceed the budget."""
+
+    def __init__(self, projected: float, frac: float) -> None:
+        super().__init__(f"projected {projected:.0f} s")
+        self.projected, self.frac = projected, frac
+
+
+def _accepts_progress(explainer) -> bool:
+    import inspect
+
+    params = inspect.signature(explainer.run).parameters
+    return "progress" in params
+
+
+def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int, budget: float) -> dict:
+    """Median seconds of explainer.run (memo cleared before each call), or a labelled estimate."""
+    from demos import cache
+
+    times: list[float] = []
+    for _ in range(repeats):
+        cache.clear_all()
+        kwargs = dict(params)
+        t0 = time.perf_counter()
+        if _accepts_progress(explainer):
+            def progress(frac: float, *_: Any, t0: float = t0) -> None:
+                elapsed = time.perf_counter() - t0
+                if 0 < frac < 1 and elapsed / frac > budget:
+                    raise _Stop(elapsed / frac, frac)
+
+            kwargs["progress"] = progress
+        try:
+            explainer.run(task, result, **kwargs)
+        except _Stop as stop:
+            return {"s": stop.projected, "estimate": True, "fraction_run": stop.frac, "repeats": 1}
+        times.append(time.perf_counter() - t0)
+        if times[-1] > budget:  # one long run is enough
+            break
+    times.sort()
+    return {"s": times[len(times) // 2], "estimate": False, "repeats": len(times)}
+
+
+def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[list[dict], list[str]]:
+    from demos import cache, explainers
+
+    from bench import tasks
+
+    explainers.load_all()
+    rows, notes = [], []
+    for name in tabs:
+        spec = tasks.spec(name, quick)
+        key = tasks.key(name)
+        spec.app()  # warm-up (model load)
+        fwd = []
+        for _ in range(repeats):
+            cache.clear_all()
+            t0 = time.perf_counter()
+            result = spec.app()
+            fwd.append(time.perf_counter() - t0)
+        fwd.sort()
+        forward_s = fwd[len(fwd) // 2]
+        for explainer in explainers.for_task(key):
+            params = PARAMS.get(explainer.name)
+            if params is None:
+                notes.append(f"{key}/{explainer.name}: no benchmark parameters, not run")
+                continue
+            print(f"[explainers] {key} {explainer.name}…", flush=True)
+            try:
+                explainer.run(key, result, **params) if not _accepts_progress(explainer) else None  # warm-up
+                got = time_explainer(explainer, key, result, params, repeats, budget)
+            except Exception as exc:  # noqa: BLE001 - a failing explainer is a finding, reported
+                notes.append(f"{key}/{explainer.name}: failed: {type(exc).__name__}: {exc}")
+                continue
+            rows.append({"task": key, "explainer": explainer.name, "params": params, "forward_s": forward_s,
+                         **got, "ratio": got["s"] / forward_s})
+    return rows, notes
+
+
+def _t(s: float) -> str:
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def markdown(rows: list[dict], notes: list[str]) -> str:
+    out = ["| task | explainer | params | time | forward pass | × forward |", "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        est = f" (estimate: {r['fraction_run']:.0%} run)" if r["estimate"] else ""
+        params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
+        out.append(f"| {r['task']} | {r['explainer']} | {params} | {_t(r['s'])}{est} | {_t(r['forward_s'])} | {r['ratio']:.1f}× |")
+    return "\n".join(out + [""] + [f"- {n}" for n in notes]) + "\n"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", choices=SIZES, default="tiny")
+    p.add_argument("--quick", action="store_true", help="1 repeat, short inputs")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--budget", type=float, default=90.0, help="seconds per cell before it is extrapolated")
+    p.add_argument("--tabs", nargs="+", default=list(TABS), choices=TABS)
+    p.add_argument("--out", default=str(ROOT / "artifacts" / "bench-explainers.json"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    prepare_environment(False)
+    from bench.timing import load_average
+
+    set_threads(args.threads)
+    configure_models(False, None, args.size)
+    load0, started = load_average(), time.perf_counter()
+    rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget)
+    meta = {"size": args.size, "threads": args.threads, "load_average": [load0, load_average()],
+            "duration_s": time.perf_counter() - started}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "notes": notes, "meta": meta}, indent=2, default=float))
+    table = markdown(rows, notes)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"[explainers] {meta}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""bench.adaptive, bench.explainers and bench.class_load: argument parsing, the tables, and tiny-model
+smoke runs (real models of the real classes, 2 layers). Timings are not asserted."""
+from __future__ import annotations
+
+import math
+
+from bench import adaptive, class_load, explainers
+
+
+def test_adaptive_arguments_and_table():
+    args = adaptive.parse_args([])
+    assert (args.tolerance, args.ceiling, args.fixed, args.repeats) == (0.01, 256, 32, 3)
+    assert "sentiment_long" in args.tabs
+    row = {"tab": "sentiment", "units": 17, "ratio": 2.5, "cpu_ratio": 2.4,
+           "captum": {"steps": 50, "s": 1.0, "delta": 1e-4}, "adaptive": {"steps": 8, "s": 0.4, "delta": 3e-3},
+           "fixed": {"steps": 32, "s": 0.9, "delta": 1e-4}}
+    table = adaptive.markdown([row])
+    assert "| sentiment | 17 | 50, 1.00 s, 1.0e-04 | 8, 400 ms, 3.0e-03 |" in table and "2.50× (2.40×) ✓" in table
+
+
+def test_adaptive_tiny_smoke(tmp_path):
+    rows = adaptive.main(["--quick", "--tabs", "sentiment", "--out", str(tmp_path / "a.json")])
+    (row,) = rows
+    assert row["captum"]["steps"] == adaptive.CAPTUM_STEPS and row["fixed"]["steps"] == 32
+    assert row["adaptive"]["steps"] in (8, 16, 32, 64, 128, 256)
+    assert row["adaptive"]["delta"] <= 0.01 or row["adaptive"]["steps"] == 256  # the stopping rule
+    assert math.isfinite(row["ratio"]) and row["ratio"] > 0
+    assert (tmp_path / "a.md").read_text().startswith("| tab |")
+
+
+def test_explainers_arguments_and_tiny_smoke(tmp_path):
+    assert explainers.parse_args([]).budget == 90.0
+    rows = explainers.main(["--quick", "--tabs", "sentiment", "--out", str(tmp_path / "e.json")])
+    names = {r["explainer"] for r in rows}
+    assert {"lens", "attention_steps", "ablate"} <= names
+    assert all(r["s"] > 0 and r["forward_s"] > 0 for r in rows)
+
+
+def test_explainers_stop_and_extrapolate():
+    """A cell over budget is stopped at its first progress report and extrapolated."""
+
+    def run(task, result, progress=None):
+        import time
+
+        time.sleep(0.05)
+        progress(0.1, "batch 1")
+        raise AssertionError("not stopped")
+
+    fake = type("E", (), {"run": staticmethod(run)})()
+    got = explainers.time_explainer(fake, "sentiment", None, {}, repeats=3, budget=0.1)
+    assert got["estimate"] and got["s"] >= 0.45 and got["fraction_run"] == 0.1
+
+
+def test_class_load_texts_unique_and_summary():
+    plan = class_load.texts(30, 2)
+    flat = [t for mine in plan for t in mine]
+    assert len(flat) == len(set(flat)) == 60
+    out = {"answers": [1.0, 2.0, 3.0], "attributions": [5.0], "ok": 3, "busy": 1, "failed": 0, "mixed": 0, "wrong": 0,
+           "attr_ok": 1, "attr_busy": 0, "attr_failed": 2, "errors": []}
+    s = class_load.summary(out, 2, 3)
+    assert s["lost"] == 2 and s["answer_p50_s"] == 2.0 and s["answer_p95_s"] == 3.0 and s["attr_p95_s"] == 5.0
