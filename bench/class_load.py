@@ -37,7 +37,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
-def students(url: str, plan: list[list[str]], expected: dict, timeout: float) -> dict:
+def students(url: str, plan: list[list[str]], expected: dict, timeout: float, attribute: bool = True) -> dict:
     """Every student at once (a thread and a session each); returns counts and latencies."""
     from gradio_client import Client
     from gradio_client.utils import QueueError
@@ -75,6 +75,8 @@ def students(url: str, plan: list[list[str]], expected: dict, timeout: float) ->
                 own = all(abs(v - expected[text].get(k, -1)) <= TOL for k, v in got.items())
                 other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items()) for w in expected.values())
                 count("ok" if own else "mixed" if other else "wrong", time.perf_counter() - t0, "answers" if own else None)
+                if not attribute:
+                    continue
                 t1 = time.perf_counter()
                 try:
                     client.submit(api_name="/sentiment_attribution").result(timeout=timeout)
@@ -132,6 +134,7 @@ def serve_and_run(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "bench.class_load", "--url", url, "--clients", str(args.clients), "--rounds", str(args.rounds),
                "--timeout", str(args.timeout), "--expected", str(tmp / "expected.json"), "--json", str(tmp / "out.json")]
+        cmd += ["--answers-only"] if args.answers_only else []
         proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
                               timeout=args.timeout * (2 * args.rounds + 4))
         if not (tmp / "out.json").exists():
@@ -153,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clients", type=int, default=30)
     p.add_argument("--rounds", type=int, default=2, help="answer + attribution pairs per student")
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--answers-only", action="store_true", help="no attribution requests (the burst of answers alone)")
     p.add_argument("--expected", help="JSON {text: {label: prob}} (child mode)")
     p.add_argument("--json", help="write the summary here")
     args = p.parse_args(argv)
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
         check_loopback(args.url)
         expected = json.loads(Path(args.expected).read_text())
         t0 = time.perf_counter()
-        res = summary(students(args.url, texts(args.clients, args.rounds), expected, args.timeout), args.clients, args.rounds)
+        res = summary(students(args.url, texts(args.clients, args.rounds), expected, args.timeout, not args.answers_only),
+                      args.clients, args.rounds)
         res["students_wall_s"] = time.perf_counter() - t0
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2))
