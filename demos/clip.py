@@ -224,7 +224,7 @@ def _encode_text(m: loading.Loaded, text: str):
     return enc, _pool_index(m, enc.ids)
 
 
-@task_compute(TASK, memo_size=32, gpu_seconds=30)
+@task_compute(TASK, memo_size=32, gpu_seconds=30, answer=False)
 def gradient_rollout(image: str, text: str, model_id: str | None = None) -> np.ndarray:
     """Chefer et al. (2021) relevance of each patch of `image` (path) for cos(image, text): (gh, gw).
 

@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from demos.runtime import answer_first
+
 ProgressFn = Callable[[float, str], None]
 
 
@@ -148,6 +150,7 @@ def run_attribution(
     done = {"batches": 0}
 
     def tracked(*args: Any) -> torch.Tensor:
+        answer_first.yield_to_answers()  # a student waiting for an answer goes first
         done["batches"] += 1
         if progress is not None:
             total = sum(rounds) * (smoothgrad or {}).get("nt_samples", 1)

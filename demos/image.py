@@ -222,7 +222,7 @@ def attribute(
                       baseline, int(steps), int(smoothgrad_samples), int(internal_batch_size), progress=progress)
 
 
-@task_compute(TASK, memo_size=16, gpu_seconds=15, gpu_seconds_per_step=0.5)
+@task_compute(TASK, memo_size=16, gpu_seconds=15, gpu_seconds_per_step=0.5, answer=False)
 def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_size, progress=None):
     if steps < 1 or internal_batch_size < 1:
         raise ValueError("Steps and batch size must be at least 1.")

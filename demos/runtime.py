@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -36,11 +37,46 @@ def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[...
     return duration
 
 
-def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0):
-    """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock."""
+class AnswerFirst:
+    """Answers before explanations on a shared CPU: answers count themselves while they compute,
+    and an attribution waits between its batches while any answer is computing (at most
+    `max_wait` seconds per batch, so a stream of answers cannot starve it)."""
+
+    def __init__(self, max_wait: float = 10.0) -> None:
+        self.max_wait = max_wait
+        self.running = 0
+        self.changed = threading.Condition()
+
+    def answer(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            with self.changed:
+                self.running += 1
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                with self.changed:
+                    self.running -= 1
+                    self.changed.notify_all()
+
+        return counted
+
+    def yield_to_answers(self) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.running == 0, timeout=self.max_wait)
+
+
+answer_first = AnswerFirst()
+
+
+def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0,
+                 answer: bool = True):
+    """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock.
+    An `answer` (not an explanation) counts itself in `answer_first` while it computes."""
 
     def decorate(fn: Callable) -> Callable:
-        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(fn))
+        inner = answer_first.answer(fn) if answer else fn
+        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate
@@ -81,6 +117,6 @@ def attribution_compute(task: str) -> Callable[[Callable], Callable]:
             return fn(**given, how=how)
 
         call.__signature__ = signature  # type: ignore[attr-defined]
-        return task_compute(task, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25)(call)
+        return task_compute(task, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25, answer=False)(call)
 
     return decorate

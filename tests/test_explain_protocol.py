@@ -114,3 +114,38 @@ def test_our_convergence_delta_is_captums():
     assert ours.delta == pytest.approx(float(delta.abs().max()), abs=1e-6)
     with torch.no_grad():
         assert ours.output_value == pytest.approx(float(prob(enc.ids, enc.mask)[0]), abs=1e-6)
+
+
+def test_an_attribution_waits_between_batches_while_an_answer_computes():
+    """Answers first: while an answer is computing, an attribution does not start its next batch
+    (bounded), and it goes on as soon as the answer is done."""
+    import threading
+    import time
+
+    from demos.runtime import AnswerFirst
+
+    gate = AnswerFirst(max_wait=5.0)
+    started, release, order = threading.Event(), threading.Event(), []
+
+    @gate.answer
+    def answer():
+        started.set()
+        release.wait(5)
+        order.append("answer done")
+
+    worker = threading.Thread(target=answer)
+    worker.start()
+    started.wait(5)
+    waiter = threading.Thread(target=lambda: (gate.yield_to_answers(), order.append("attribution batch")))
+    waiter.start()
+    time.sleep(0.2)
+    assert order == []  # the batch waits for the answer
+    release.set()
+    worker.join(5)
+    waiter.join(5)
+    assert order == ["answer done", "attribution batch"] and gate.running == 0
+    quick = AnswerFirst(max_wait=0.05)
+    quick.running = 1  # an answer that never ends cannot starve explanations
+    t0 = time.perf_counter()
+    quick.yield_to_answers()
+    assert time.perf_counter() - t0 < 1.0
