@@ -201,12 +201,12 @@ class RayServe:
             return self._handle(task_key).call.remote(fn_name, args, kwargs).result(timeout_s=self.timeout_s)
 
         try:
-            return _outside_event_loop(remote)
+            return outside_event_loop(remote)
         except BackPressureError as exc:
             raise Busy(f"The {task_key} model tier is busy; please try again in a moment.") from exc
 
 
-def _outside_event_loop(fn: Callable[[], Any]) -> Any:
+def outside_event_loop(fn: Callable[[], Any]) -> Any:
     """Run `fn` here, or in a worker thread when this thread runs an asyncio loop (a deployment
     handle's blocking `.result()` refuses to run inside one; Gradio's handlers have none)."""
     import asyncio

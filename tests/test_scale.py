@@ -133,7 +133,9 @@ def test_concurrent_sentiment_requests_are_batched_and_each_equals_its_single_ru
     for text, got in zip(texts, results):
         assert got.text == text
         assert_same(got, sentiment.analyse(text))
-    sizes = tier["sentiment"].stats.remote().result(timeout_s=60)["batch_sizes"]
+    from scale.backend import outside_event_loop  # the browser tests leave an asyncio loop running here
+
+    sizes = outside_event_loop(lambda: tier["sentiment"].stats.remote().result(timeout_s=60))["batch_sizes"]
     assert max(sizes) > 1, f"no request was batched: {sizes}"
 
 
