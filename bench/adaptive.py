@@ -16,13 +16,12 @@ Captum-default / app-adaptive. Writes JSON and a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from bench import attribution, inputs
-from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
+from bench.report import write_results
+from bench.env import ROOT, SIZES, begin_local_run
 
 IG = "integrated_gradients"
 TABS = ("sentiment", "sentiment_long", "qa", "generation", "translation", "clip")
@@ -123,24 +122,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    prepare_environment(False)
+    load0, started = begin_local_run(args.size, args.threads)
     from bench.timing import load_average
-
-    set_threads(args.threads)
-    configure_models(False, None, args.size)
-    load0, started = load_average(), time.perf_counter()
     rows = []
     for tab in args.tabs:
         print(f"[adaptive] {tab}…", flush=True)
         rows.append(measure(tab, args.quick, 1 if args.quick else args.repeats, args.tolerance, args.ceiling, args.fixed))
     meta = {"size": args.size, "threads": args.threads, "load_average": [load0, load_average()],
             "duration_s": time.perf_counter() - started, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "meta": meta}, indent=2, default=float))
-    table = markdown(rows)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, {"rows": rows, "meta": meta}, markdown(rows))
     print(f"[adaptive] {meta}")
     return rows
 

@@ -68,3 +68,16 @@ def configure_models(hub: bool, models_dir: str | os.PathLike | None = None, siz
     cache.clear_all()
     loading.clear()
     return folder
+
+
+def begin_local_run(size: str, threads: int | None) -> tuple[float, float]:
+    """The start of a benchmark on local models: offline environment, torch threads, settings
+    pointed at the `size` models; returns (load average, perf_counter) at the start."""
+    import time
+
+    from bench.timing import load_average
+
+    prepare_environment(False)
+    set_threads(threads)
+    configure_models(False, None, size)
+    return load_average(), time.perf_counter()

@@ -12,12 +12,11 @@ and the time is extrapolated from the fraction done; the row says "estimate".
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
+from bench.report import write_results
+from bench.env import ROOT, SIZES, begin_local_run
 
 PARAMS: dict[str, dict[str, Any]] = {
     "lens": {},
@@ -136,21 +135,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    prepare_environment(False)
+    load0, started = begin_local_run(args.size, args.threads)
     from bench.timing import load_average
-
-    set_threads(args.threads)
-    configure_models(False, None, args.size)
-    load0, started = load_average(), time.perf_counter()
     rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget)
     meta = {"size": args.size, "threads": args.threads, "load_average": [load0, load_average()],
             "duration_s": time.perf_counter() - started}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "notes": notes, "meta": meta}, indent=2, default=float))
-    table = markdown(rows, notes)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, {"rows": rows, "notes": notes, "meta": meta}, markdown(rows, notes))
     print(f"[explainers] {meta}")
     return rows
 

@@ -1,6 +1,8 @@
 """Markdown tables of a benchmark result (the JSON written by bench.run)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def _s(x: float | None) -> str:
     if x is None:
@@ -81,3 +83,16 @@ def markdown(res: dict) -> str:
     if notes:
         out += ["", "**Notes**", *notes]
     return "\n".join(out) + "\n"
+
+
+def write_results(out: str, payload: dict, table: str) -> Path:
+    """Write a benchmark's raw figures (JSON at `out`) and its markdown table (beside it, .md);
+    print the table. Returns the JSON path."""
+    import json
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    path.with_suffix(".md").write_text(table)
+    print(table)
+    return path

@@ -9,9 +9,7 @@ tables and writes the JSON (plus the same tables next to it as .md).
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 
 from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
 
@@ -115,15 +113,10 @@ def run(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     prepare_environment(args.hub)
-    from bench.report import markdown
+    from bench.report import markdown, write_results
 
     res = run(args)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2, default=float))
-    table = markdown(res)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    out = write_results(args.out, res, markdown(res))
     print(f"[bench] wrote {out} and {out.with_suffix('.md')}")
     return res
 
