@@ -185,24 +185,6 @@ def run_attribution(
     return Attributed(attrs.detach(), delta_value, n_steps, f_in, f_base)
 
 
-def attribute_layer(
-    forward_fn: Callable[..., torch.Tensor],
-    layer: torch.nn.Module,
-    inputs: torch.Tensor,
-    baselines: torch.Tensor,
-    additional_forward_args: tuple = (),
-    method: str = "integrated_gradients",
-    steps: int = 32,
-    internal_batch_size: int = 16,
-    progress: ProgressFn | None = None,
-) -> tuple[np.ndarray, float | None]:
-    """Per-token scores (n,) of `forward_fn` attributed to `layer`'s output (summed over the
-    hidden size) and the convergence delta: `run_attribution` for token inputs (1, n)."""
-    got = run_attribution(forward_fn, inputs, baselines, method, steps, layer=layer, extra=additional_forward_args,
-                          batch=internal_batch_size, progress=progress)
-    return got.attrs.sum(dim=-1)[0].float().cpu().numpy(), got.delta
-
-
 def softmax_np(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
