@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from bench import attribution, inputs
 from bench.report import write_results
-from bench.env import ROOT, SIZES, begin_local_run
+from bench.env import begin_local_run, local_run_parser
 
 IG = "integrated_gradients"
 TABS = ("sentiment", "sentiment_long", "qa", "generation", "translation", "clip")
@@ -107,16 +107,10 @@ def markdown(rows: list[dict]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=SIZES, default="tiny")
-    p.add_argument("--quick", action="store_true", help="1 repeat")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p = local_run_parser(__doc__.splitlines()[0], "bench-adaptive.json", tuple(TABS))
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--ceiling", type=int, default=256, help="the adaptive ladder's last step count")
     p.add_argument("--fixed", type=int, default=32)
-    p.add_argument("--tabs", nargs="+", default=list(TABS), choices=TABS)
-    p.add_argument("--out", default=str(ROOT / "artifacts" / "bench-adaptive.json"))
     return p.parse_args(argv)
 
 

@@ -81,3 +81,18 @@ def begin_local_run(size: str, threads: int | None) -> tuple[float, float]:
     set_threads(threads)
     configure_models(False, None, size)
     return load_average(), time.perf_counter()
+
+
+def local_run_parser(description: str, out_name: str, tabs: tuple[str, ...]):
+    """The options every local-model benchmark takes (size, quick, repeats, threads, tabs, out);
+    each adds its own."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--size", choices=SIZES, default="tiny")
+    p.add_argument("--quick", action="store_true", help="1 repeat, short inputs")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--tabs", nargs="+", default=list(tabs), choices=tabs)
+    p.add_argument("--out", default=str(ROOT / "artifacts" / out_name))
+    return p

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from bench.report import write_results
-from bench.env import ROOT, SIZES, begin_local_run
+from bench.env import begin_local_run, local_run_parser
 
 PARAMS: dict[str, dict[str, Any]] = {
     "lens": {},
@@ -122,14 +122,8 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--size", choices=SIZES, default="tiny")
-    p.add_argument("--quick", action="store_true", help="1 repeat, short inputs")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p = local_run_parser(__doc__.splitlines()[0], "bench-explainers.json", tuple(TABS))
     p.add_argument("--budget", type=float, default=90.0, help="seconds per cell before it is extrapolated")
-    p.add_argument("--tabs", nargs="+", default=list(TABS), choices=TABS)
-    p.add_argument("--out", default=str(ROOT / "artifacts" / "bench-explainers.json"))
     return p.parse_args(argv)
 
 
