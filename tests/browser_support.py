@@ -223,7 +223,7 @@ ROWS: dict[str, Row] = {
         answer=markdown_answer("Heard"),  # a tiny random Whisper may write no words; the notice always comes
         views={
             "Spectrogram": View(plots=1),
-            "Alignment": View(plots=1),
+            "Alignment": View(plots=2),
             "Words": View(plots=1),
             "Token probabilities": View(plots=1),
             "Encoder attention": ATTENTION,

@@ -133,89 +133,123 @@ def plot_tab(title: str, help_text: str, label: str = "") -> gr.Plot:
         return gr.Plot(label=label or title)
 
 
+class RedrawView:
+    """What the result views share: fresh controls and figures for each new result (`values`), a
+    redraw from the session state without a model call when a control moves (`bind`), and a CSV
+    of what is shown. A subclass gives `controls`, `outputs`, `updates(result)`, `figure(result,
+    *control values)` and `table(result, *control values) -> (csv, stem, suffix)`."""
+
+    plot: gr.Plot
+    export: tuple
+    QUEUE = False  # a redraw is quick: it skips the queue
+
+    def values(self, result: Any) -> dict:
+        return dict(zip(self.outputs, self.updates(result)))
+
+    def bind(self, state: gr.State) -> None:
+        controls = self.controls
+
+        @guarded
+        def redraw(result, *values):
+            return gr.skip() if result is None else self.figure(result, *values)
+
+        gr.on([c.change for c in controls], redraw, [state, *controls], self.plot, api_visibility="private", queue=self.QUEUE)
+        bind_export(*self.export, [state, *controls], self.table)
+
+
+class Heatmap:
+    """Draws one layer/head as queries x keys for a token range (self- or cross-attention)."""
+
+    def controls(self) -> list:
+        return [
+            gr.Number(value=0, precision=0, label="From token", minimum=0),
+            gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0),
+        ]
+
+    def reset(self) -> list:
+        return [0, 0]
+
+    def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, start: Any = None, end: Any = None):
+        return attention_heatmap(
+            maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=title,
+            self_attention=maps.kind != "cross",
+        )
+
+    def shown(self, maps: AttentionMaps, start: Any = None, end: Any = None) -> tuple[slice, slice]:
+        return shown_part(maps.weights.shape[-2:], start, end, maps.kind != "cross")
+
+
 @dataclass
-class AttentionView:
-    """Layer / head / token-range controls and the attention heatmap + head summary.
+class AttentionView(RedrawView):
+    """Layer / head controls, one layer's attention drawn by a pluggable renderer (`Heatmap`, the
+    image tab's class-token grid, the speech tab's alignment) with the renderer's own controls,
+    the heads overview and the CSV of the map shown.
 
     `pick(result)` returns the `AttentionMaps` this view shows.
     """
 
     pick: Callable[[Any], AttentionMaps]
     title: str
+    renderer: Any
     layer: gr.Slider
     head: gr.Dropdown
-    start: gr.Number
-    end: gr.Number
+    extra: list  # the renderer's controls
     plot: gr.Plot
     summary: gr.Plot
-    export: tuple | None = None  # (button, file) of the CSV export
+    export: tuple
+    layer_label: str = "Layer"
 
     @classmethod
-    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str) -> "AttentionView":
+    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str, renderer: Any = None,
+              layer_label: str = "Layer") -> "AttentionView":
+        renderer = renderer or Heatmap()
         explain(help_text)
         with gr.Row():
-            layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
+            layer = gr.Slider(0, 1, value=0, step=1, label=layer_label)
             head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
-            start = gr.Number(value=0, precision=0, label="From token", minimum=0)
-            end = gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0)
+            extra = renderer.controls()
         plot = gr.Plot(label=title)
         summary = gr.Plot(label=f"{title}: heads overview")
         export = export_button("Export the map shown (CSV)")
-        return cls(pick, title, layer, head, start, end, plot, summary, export)
+        return cls(pick, title, renderer, layer, head, extra, plot, summary, export, layer_label)
+
+    @property
+    def controls(self) -> list:
+        return [self.layer, self.head, *self.extra]
 
     @property
     def outputs(self) -> list:
-        return [self.layer, self.head, self.start, self.end, self.plot, self.summary]
+        return [*self.controls, self.plot, self.summary]
 
-    def figure(self, result: Any, layer: int, head: Any, start: Any, end: Any):
+    def figure(self, result: Any, layer: Any, head: Any, *extra: Any):
         maps = self.pick(result)
-        layer = min(int(layer or 0), maps.n_layers - 1)
-        return attention_heatmap(
-            maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=self.title,
-            self_attention=maps.kind != "cross",
-        )
+        return self.renderer.draw(result, maps, self.title, min(int(layer or 0), maps.n_layers - 1), head, *extra)
 
     def updates(self, result: Any) -> list:
         """New controls and figures for a fresh result (last layer, head average)."""
         maps = self.pick(result)
         last = maps.n_layers - 1
         heads = [AVERAGE, *[str(h) for h in range(maps.n_heads)]]
+        extra = self.renderer.reset()
         return [
-            gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
+            gr.Slider(0, last, value=last, step=1, label=f"{self.layer_label} (0–{last})"),
             gr.Dropdown(heads, value=AVERAGE, label="Head"),
-            0,
-            0,
-            self.figure(result, last, AVERAGE, 0, None),
+            *extra,
+            self.figure(result, last, AVERAGE, *extra),
             head_summary(maps.weights, title=self.title),
         ]
 
-    def values(self, result: Any) -> dict:
-        return dict(zip(self.outputs, self.updates(result)))
-
-    def bind(self, state: gr.State) -> None:
-        """Re-render from `state` when a control changes (no model call)."""
-        controls = [self.layer, self.head, self.start, self.end]
-
-        @guarded
-        def rerender(result, layer, head, start, end):
-            if result is None:
-                return gr.skip()
-            return self.figure(result, layer, head, start, end)
-
-        gr.on([c.change for c in controls], rerender, [state, *controls], self.plot, api_visibility="private", queue=False)
-
-        def as_csv(result, layer, head, start, end):
-            maps = self.pick(result)
-            layer = min(int(layer or 0), maps.n_layers - 1)
-            matrix = select_heads(maps.weights, layer, head)
-            rows, cols = shown_part(matrix.shape, start, end, maps.kind != "cross")
-            return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
-
-        bind_export(*self.export, [state, *controls], as_csv)
+    def table(self, result: Any, layer: Any, head: Any, *extra: Any):
+        maps = self.pick(result)
+        layer = min(int(layer or 0), maps.n_layers - 1)
+        matrix = select_heads(maps.weights, layer, head)
+        shown = getattr(self.renderer, "shown", None)
+        rows, cols = shown(maps, *extra) if shown else (slice(None), slice(None))
+        return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
 
 
 @dataclass
-class EmbeddingView:
+class EmbeddingView(RedrawView):
     """Layer slider, projection method and the 2-D scatter of token (or patch) embeddings."""
 
     pick: Callable[[Any], Embeddings]
@@ -223,7 +257,8 @@ class EmbeddingView:
     layer: gr.Slider
     method: gr.Radio
     plot: gr.Plot
-    export: tuple | None = None  # (button, file) of the CSV export
+    export: tuple
+    QUEUE = True  # t-SNE / UMAP can take seconds: queued
 
     @classmethod
     def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> "EmbeddingView":
@@ -235,38 +270,29 @@ class EmbeddingView:
         return cls(pick, title, layer, method, plot, export_button("Export these points (CSV)"))
 
     @property
+    def controls(self) -> list:
+        return [self.layer, self.method]
+
+    @property
     def outputs(self) -> list:
         return [self.layer, self.plot]
 
-    def figure(self, result: Any, layer: int, method: str):
+    def _points(self, result: Any, layer: Any, method: str):
         emb = self.pick(result)
         layer = min(int(layer or 0), emb.vectors.shape[0] - 1)
-        points = project_2d(emb.layer(layer), method or "pca")
+        return emb, layer, project_2d(emb.layer(layer), method or "pca")
+
+    def figure(self, result: Any, layer: Any, method: str):
+        emb, layer, points = self._points(result, layer, method)
         return embedding_scatter(points, emb.labels, emb.groups, title=f"{self.title} · layer {layer} · {method or 'pca'}")
 
     def updates(self, result: Any) -> list:
-        emb = self.pick(result)
-        last = emb.vectors.shape[0] - 1
+        last = self.pick(result).vectors.shape[0] - 1
         return [gr.Slider(0, last, value=0, step=1, label=f"Layer (0 = input embeddings, {last} = last)"), self.figure(result, 0, "pca")]
 
-    def values(self, result: Any) -> dict:
-        return dict(zip(self.outputs, self.updates(result)))
-
-    def bind(self, state: gr.State) -> None:
-        @guarded
-        def rerender(result, layer, method):
-            if result is None:
-                return gr.skip()
-            return self.figure(result, layer, method)
-
-        gr.on([self.layer.change, self.method.change], rerender, [state, self.layer, self.method], self.plot, api_visibility="private")
-
-        def as_csv(result, layer, method):
-            emb = self.pick(result)
-            layer = min(int(layer or 0), emb.vectors.shape[0] - 1)
-            return points_csv(project_2d(emb.layer(layer), method or "pca"), emb.labels, emb.groups), "embedding", ".csv"
-
-        bind_export(*self.export, [state, self.layer, self.method], as_csv)
+    def table(self, result: Any, layer: Any, method: str):
+        emb, _, points = self._points(result, layer, method)
+        return points_csv(points, emb.labels, emb.groups), "embedding", ".csv"
 
 
 def md_escape(text: str) -> str:

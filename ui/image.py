@@ -14,12 +14,12 @@ import gradio as gr
 
 from demos import image as demo
 from ui import texts
-from ui.common import EmbeddingView, explain, guarded
+from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, run_row
 from ui.kit import answer_header, api, attribution_summary, label_value, result_state
-from viz.attention import AVERAGE, head_summary
+from viz.attention import AVERAGE
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
 PREDICTED = "predicted class"
@@ -60,52 +60,20 @@ def _pixel_overlay(result, attr, alpha):
     return signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3))
 
 
-@dataclass
-class ClassTokenView:
-    """Layer / head controls, the class token's attention as a patch grid, and the heads overview."""
+class ClassTokenGrid:
+    """AttentionView renderer: the class token's attention of one layer/head as a patch grid over
+    the picture (hover: the exact weight); the CSV export holds the whole map."""
 
-    layer: gr.Slider
-    head: gr.Dropdown
-    grid: gr.Plot
-    heads: gr.Plot
+    def controls(self) -> list:
+        return []
 
-    @classmethod
-    def build(cls) -> "ClassTokenView":
-        explain(CLS_ATTENTION)
-        with gr.Row():
-            layer = gr.Slider(0, 1, value=0, step=1, label="Layer")
-            head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
-        grid = gr.Plot(label="Class-token attention per patch")
-        explain(texts.HEADS)
-        return cls(layer, head, grid, gr.Plot(label="Heads overview"))
+    def reset(self) -> list:
+        return []
 
-    @property
-    def outputs(self) -> list:
-        return [self.layer, self.head, self.grid, self.heads]
-
-    @staticmethod
-    def figure(result, layer_value, head_value):
-        layer_value = min(int(layer_value or 0), result.attention.n_layers - 1)
-        values = cls_attention_grid(result.attention.weights, layer_value, head_value, result.grid, result.n_special)
-        head_name = "mean of heads" if head_value in (AVERAGE, None, "") else f"head {head_value}"
-        return patch_grid_figure(result.image, values, f"Class-token attention · layer {layer_value} · {head_name}")
-
-    def values(self, result) -> dict:
-        last = result.attention.n_layers - 1
-        return {
-            self.layer: gr.Slider(0, last, value=last, step=1, label=f"Layer (0–{last})"),
-            self.head: gr.Dropdown([AVERAGE, *map(str, range(result.attention.n_heads))], value=AVERAGE, label="Head"),
-            self.grid: self.figure(result, last, AVERAGE),
-            self.heads: head_summary(result.attention.weights, title="Self-attention"),
-        }
-
-    def bind(self, state: gr.State) -> None:
-        @guarded
-        def redraw(result, layer_value, head_value):
-            return gr.skip() if result is None else self.figure(result, layer_value, head_value)
-
-        controls = [self.layer, self.head]
-        gr.on([c.change for c in controls], redraw, [state, *controls], self.grid, api_visibility="private", queue=False)
+    def draw(self, result, maps, title: str, layer: int, head):
+        values = cls_attention_grid(maps.weights, layer, head, result.grid, result.n_special)
+        head_name = "mean of heads" if head in (AVERAGE, None, "") else f"head {head}"
+        return patch_grid_figure(result.image, values, f"{title} · layer {layer} · {head_name}")
 
 
 @dataclass
@@ -184,7 +152,8 @@ def build() -> None:
                 label="Attention rollout of the class token", type="numpy", format="png", interactive=False
             )
         with gr.Tab("Class-token attention"):
-            cls_view = ClassTokenView.build()
+            cls_view = AttentionView.build(lambda r: r.attention, "Class-token attention", CLS_ATTENTION, ClassTokenGrid())
+            explain(texts.HEADS)
         with gr.Tab("Pixel attribution"):
             pixels = PixelPanel.build()
         with gr.Tab("Patch embeddings"):

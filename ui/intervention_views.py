@@ -4,11 +4,12 @@ check. Each is written once and appears on every task its explainer declares; ea
 demand (a button), on the configured backend, as `<task api>_<explainer name>`."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+import inspect
+from typing import Any
 
 import gradio as gr
 
+from demos import explainers
 from demos.explainers import Explainer
 from scale import backend
 from ui.common import explain, guarded
@@ -70,193 +71,136 @@ def _value(text: Any) -> Any:
     return int(text) if text.lstrip("-").isdigit() else text
 
 
-@dataclass
-class _OnDemand:
-    """Shared wiring: a button runs the explainer on the result in `state`; the plain result is
-    kept for export; `render(result) -> {component: value}` fills the view."""
+class OnDemandView(ExplainerView):
+    """An explainer run by a button on the result in the session state, named
+    `<task api>_<explainer name>`: the view's controls (in one row) are the explainer's named
+    parameters, its panels show what `render(explanation) -> {component: value}` gives, and the
+    plain explanation is kept for the JSON export. A subclass gives HELP, BUTTON, `controls()`
+    -> {parameter: (component, convert)}, `panels()` -> [components] and `render`."""
 
-    task: str
-    name: str
-    button: gr.Button
-    keep: gr.State
-    export: tuple = ()
+    BUTTON = ""
 
-    def add_export(self) -> "_OnDemand":
-        """The export, placed under the view's outputs."""
+    @classmethod
+    def build(cls, task: str, explainer: Explainer) -> "OnDemandView":
+        self = cls()
+        self.task, self.name = task, explainer.name
+        explain(cls.HELP)
+        with gr.Row():
+            self.params = self.controls()
+        self.button = gr.Button(cls.BUTTON, variant="primary")
+        self.shown = self.panels()
+        self.keep = gr.State()
         self.export = export_button("Export this explanation (JSON)")
         return self
 
-    def wire(self, state: gr.State, controls: list, call: Callable[..., dict], render: Callable[[Any], dict],
-             shown: list) -> None:
+    def bind(self, main: Any, state: gr.State) -> None:
+        names = list(self.params)
+        accepts = set(inspect.signature(explainers.get(self.name).run).parameters)
+
         @guarded
         def run(result, *values, progress=gr.Progress()):
             if result is None:
                 raise gr.Error("Run the model first.")
-            params = call(*values)
-            params["progress"] = lambda frac, msg: progress(frac, desc=msg)
-            if "progress" not in _accepts(self.task, self.name):
-                params.pop("progress")
+            params = {name: self.params[name][1](value) for name, value in zip(names, values)}
+            if "progress" in accepts:
+                params["progress"] = lambda frac, msg: progress(frac, desc=msg)
             out = backend.call(self.task, self.name, result, **params)
-            return {self.keep: out, **render(out)}
+            return {self.keep: out, **self.render(out)}
 
-        self.button.click(run, [state, *controls], [self.keep, *shown], api_name=api(self.task, self.name), **EXPLAIN)
+        inputs = [state, *(component for component, _ in self.params.values())]
+        self.button.click(run, inputs, [self.keep, *self.shown], api_name=api(self.task, self.name), **EXPLAIN)
         bind_export(*self.export, [self.keep], lambda r: (result_json(r), f"{self.task}-{self.name}", ".json"))
 
 
-def _accepts(task: str, name: str) -> set[str]:
-    import inspect
-
-    from demos import explainers
-
-    return set(inspect.signature(explainers.get(name).run).parameters)
+def _target(label: str = "A: what is explained (empty = the answer)") -> tuple:
+    return gr.Textbox(label=label, max_lines=1), _value
 
 
-def _on_demand(task: str, explainer: Explainer, label: str) -> _OnDemand:
-    button = gr.Button(label, variant="primary")
-    return _OnDemand(task, explainer.name, button, gr.State())
+def _steps(low: int, high: int, value: int, label: str) -> tuple:
+    return gr.Slider(low, high, value=value, step=4, label=label), int
 
 
 @view("ablate")
-@dataclass
-class AblateView(ExplainerView):
-    HELP = ABLATE_HELP
-    base: _OnDemand
-    heads: gr.Textbox
-    target: gr.Textbox
-    summary: gr.Markdown
-    plot: gr.Plot
+class AblateView(OnDemandView):
+    HELP, BUTTON = ABLATE_HELP, "Knock out and run again"
 
-    @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "AblateView":
-        explain(ABLATE_HELP)
-        with gr.Row():
-            heads = gr.Textbox(label="Heads or layers to knock out", value="L0H0", max_lines=1)
-            target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
-        base = _on_demand(task, explainer, "Knock out and run again")
-        summary, plot = gr.Markdown(), gr.Plot(label="Before and after")
-        return cls(base.add_export(), heads, target, summary, plot)
+    def controls(self) -> dict:
+        heads = gr.Textbox(label="Heads or layers to knock out", value="L0H0", max_lines=1)
+        return {"heads": (heads, lambda text: str(text or "")), "target": _target()}
 
-    def bind(self, main: Any, state: gr.State) -> None:
-        self.base.wire(
-            state, [self.heads, self.target],
-            lambda heads, target: {"heads": str(heads or ""), "target": _value(target)},
-            lambda r: {self.summary: ablation_summary(r), self.plot: ablation_figure(r)},
-            [self.summary, self.plot],
-        )
+    def panels(self) -> list:
+        self.summary, self.plot = gr.Markdown(), gr.Plot(label="Before and after")
+        return [self.summary, self.plot]
+
+    def render(self, r) -> dict:
+        return {self.summary: ablation_summary(r), self.plot: ablation_figure(r)}
 
 
 @view("head_map")
-@dataclass
-class HeadMapView(ExplainerView):
-    HELP = MAP_HELP
-    base: _OnDemand
-    target: gr.Textbox
-    plot: gr.Plot
+class HeadMapView(OnDemandView):
+    HELP, BUTTON = MAP_HELP, "Knock out every head, one at a time"
 
-    @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "HeadMapView":
-        explain(MAP_HELP)
-        target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
-        base = _on_demand(task, explainer, "Knock out every head, one at a time")
-        plot = gr.Plot(label="Head importance")
-        return cls(base.add_export(), target, plot)
+    def controls(self) -> dict:
+        return {"target": _target()}
 
-    def bind(self, main: Any, state: gr.State) -> None:
-        self.base.wire(state, [self.target], lambda target: {"target": _value(target)},
-                       lambda r: {self.plot: head_map_figure(r)}, [self.plot])
+    def panels(self) -> list:
+        self.plot = gr.Plot(label="Head importance")
+        return [self.plot]
+
+    def render(self, r) -> dict:
+        return {self.plot: head_map_figure(r)}
 
 
 @view("contrast")
-@dataclass
-class ContrastView(ExplainerView):
-    HELP = CONTRAST_HELP
-    base: _OnDemand
-    target: gr.Textbox
-    other: gr.Textbox
-    method: gr.Radio
-    steps: gr.Slider
-    line: gr.Markdown
-    attribution: AttributionView
+class ContrastView(OnDemandView):
+    HELP, BUTTON = CONTRAST_HELP, "Why A and not B?"
 
-    @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "ContrastView":
+    def controls(self) -> dict:
         from demos.explain import METHODS
 
-        explain(CONTRAST_HELP)
-        with gr.Row():
-            target = gr.Textbox(label="A (empty = the answer)", max_lines=1)
-            other = gr.Textbox(label="B (empty = the runner-up)", max_lines=1)
-            method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Method")
-            steps = gr.Slider(4, 128, value=32, step=4, label="Integration steps")
-        base = _on_demand(task, explainer, "Why A and not B?")
-        line, view = gr.Markdown(), AttributionView.build("Toward A (+) or B (−)")
-        return cls(base.add_export(), target, other, method, steps, line, view)
+        method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Method")
+        return {"target": _target("A (empty = the answer)"), "contrast": _target("B (empty = the runner-up)"),
+                "method": (method, str), "steps": _steps(4, 128, 32, "Integration steps")}
 
-    def bind(self, main: Any, state: gr.State) -> None:
-        def render(r) -> dict:
-            line = f"P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}: the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}."
-            return {self.line: line, **self.attribution.values(r.attribution)}
+    def panels(self) -> list:
+        self.line, self.attribution = gr.Markdown(), AttributionView.build("Toward A (+) or B (−)")
+        return [self.line, *self.attribution.outputs]
 
-        self.base.wire(
-            state, [self.target, self.other, self.method, self.steps],
-            lambda a, b, method, steps: {"target": _value(a), "contrast": _value(b), "method": method, "steps": int(steps)},
-            render, [self.line, *self.attribution.outputs],
-        )
+    def render(self, r) -> dict:
+        line = f"P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}: the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}."
+        return {self.line: line, **self.attribution.values(r.attribution)}
 
 
 @view("branch")
-@dataclass
-class BranchView(ExplainerView):
-    HELP = BRANCH_HELP
-    base: _OnDemand
-    step: gr.Number
-    token: gr.Textbox
-    html: gr.HTML
+class BranchView(OnDemandView):
+    HELP, BUTTON = BRANCH_HELP, "Branch and continue"
 
-    @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "BranchView":
-        explain(BRANCH_HELP)
-        with gr.Row():
-            step = gr.Number(value=0, precision=0, minimum=0, label="Step (0 = the first generated token)")
-            token = gr.Textbox(label="Force this token instead (empty = the runner-up)", max_lines=1)
-        base = _on_demand(task, explainer, "Branch and continue")
-        shown = gr.HTML()
-        return cls(base.add_export(), step, token, shown)
+    def controls(self) -> dict:
+        step = gr.Number(value=0, precision=0, minimum=0, label="Step (0 = the first generated token)")
+        return {"step": (step, lambda value: int(value or 0)),
+                "token": _target("Force this token instead (empty = the runner-up)")}
 
-    def bind(self, main: Any, state: gr.State) -> None:
-        self.base.wire(state, [self.step, self.token],
-                       lambda step, token: {"step": int(step or 0), "token": _value(token)},
-                       lambda r: {self.html: branch_html(r)}, [self.html])
+    def panels(self) -> list:
+        self.html = gr.HTML()
+        return [self.html]
+
+    def render(self, r) -> dict:
+        return {self.html: branch_html(r)}
 
 
 @view("faithfulness")
-@dataclass
-class FaithfulnessView(ExplainerView):
-    HELP = FAITHFUL_HELP
-    base: _OnDemand
-    target: gr.Textbox
-    steps: gr.Slider
-    summary: gr.Markdown
-    deletion: gr.Plot
-    agreement: gr.Plot
-    table: gr.Dataframe
+class FaithfulnessView(OnDemandView):
+    HELP, BUTTON = FAITHFUL_HELP, "Compare the explanations"
 
-    @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "FaithfulnessView":
-        explain(FAITHFUL_HELP)
-        with gr.Row():
-            target = gr.Textbox(label="A: what is explained (empty = the answer)", max_lines=1)
-            steps = gr.Slider(4, 64, value=16, step=4, label="Integration steps of the attributions")
-        base = _on_demand(task, explainer, "Compare the explanations")
-        summary, deletion, agreement = gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement")
-        table = gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True)
-        return cls(base.add_export(), target, steps, summary, deletion, agreement, table)
+    def controls(self) -> dict:
+        return {"target": _target(), "steps": _steps(4, 64, 16, "Integration steps of the attributions")}
 
-    def bind(self, main: Any, state: gr.State) -> None:
-        def render(r) -> dict:
-            table = gr.Dataframe(value=faithfulness_rows(r), headers=["unit", *r.names])
-            return {self.summary: faithfulness_summary(r), self.deletion: deletion_figure(r),
-                    self.agreement: agreement_figure(r), self.table: table}
+    def panels(self) -> list:
+        self.summary, self.deletion, self.agreement = gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement")
+        self.table = gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True)
+        return [self.summary, self.deletion, self.agreement, self.table]
 
-        self.base.wire(state, [self.target, self.steps], lambda target, steps: {"target": _value(target), "steps": int(steps)},
-                       render, [self.summary, self.deletion, self.agreement, self.table])
+    def render(self, r) -> dict:
+        table = gr.Dataframe(value=faithfulness_rows(r), headers=["unit", *r.names])
+        return {self.summary: faithfulness_summary(r), self.deletion: deletion_figure(r),
+                self.agreement: agreement_figure(r), self.table: table}

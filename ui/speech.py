@@ -11,7 +11,6 @@ from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
 from ui.kit import answer_header, api, result_state
-from viz.attention import AVERAGE
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
 SPECTROGRAM = (
@@ -63,6 +62,20 @@ def _notice(result: speech.SpeechResult) -> str:
     return "\n\n".join(lines)
 
 
+class Alignment:
+    """AttentionView renderer: the decoder's cross-attention over the audio's seconds, with the DTW
+    path of the word timings (a checkbox); the CSV export holds tokens x encoder frames."""
+
+    def controls(self) -> list:
+        return [gr.Checkbox(value=True, label="Show DTW path")]
+
+    def reset(self) -> list:
+        return [True]
+
+    def draw(self, result, maps, title: str, layer: int, head, path_on: bool = True):
+        return alignment_figure(maps.weights, result.tokens, result.frame_step, layer, head, result.path if path_on else None)
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     with gr.Row():
@@ -76,12 +89,7 @@ def build() -> None:
     with gr.Tabs():
         spectrogram = plot_tab("Spectrogram", SPECTROGRAM, "Log-mel spectrogram")
         with gr.Tab("Alignment"):
-            explain(ALIGNMENT)
-            with gr.Row():
-                layer = gr.Slider(0, 1, value=0, step=1, label="Decoder layer")
-                head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
-                show_path = gr.Checkbox(value=True, label="Show DTW path")
-            alignment = gr.Plot(label="Cross-attention alignment")
+            alignment = AttentionView.build(lambda r: r.cross, "Cross-attention alignment", ALIGNMENT, Alignment(), "Decoder layer")
         with gr.Tab("Words"):
             explain(WORDS)
             words_table = gr.Dataframe(headers=["word", "start (s)", "end (s)", "probability"], interactive=False, wrap=True)
@@ -95,26 +103,19 @@ def build() -> None:
         explainers = ExplainerTabs.build(speech.TASK)
     result_export(state, "speech")
 
-    def align(result, layer_value, head_value, path_on):
-        layer_value = min(int(layer_value or 0), result.cross.n_layers - 1)
-        return alignment_figure(result.cross.weights, result.tokens, result.frame_step, layer_value, head_value, result.path if path_on else None)
-
     @guarded
     def transcribe(audio_value, model_id: str):
         result = speech.transcribe(audio_value, model_id)
-        last = result.cross.n_layers - 1
         words = [(w.word, w.start, w.end, w.probability) for w in result.words]
         return {
             transcript: result.text,
             state: result,
             spectrogram: spectrogram_figure(result.mel, result.mel_step, words),
-            layer: gr.Slider(0, last, value=last, step=1, label=f"Decoder layer (0–{last})"),
-            head: gr.Dropdown([AVERAGE, *[str(h) for h in range(result.cross.n_heads)]], value=AVERAGE, label="Head"),
-            alignment: align(result, last, AVERAGE, True),
             words_table: word_rows(result),
             timeline: word_timeline(words, result.duration),
             probs_plot: token_probability_bars(result.tokens, result.token_probs),
             **answer_header(speech.TASK, model_id, _notice(result), info, notice),
+            **alignment.values(result),
             **encoder.values(result),
             **explainers.values(result),
         }
@@ -123,16 +124,11 @@ def build() -> None:
         [run.click, audio.stop_recording],
         transcribe,
         [audio, model],
-        [transcript, notice, info, state, spectrogram, layer, head, alignment, words_table, timeline, probs_plot,
+        [transcript, notice, info, state, spectrogram, *alignment.outputs, words_table, timeline, probs_plot,
          *encoder.outputs, *explainers.outputs],
         api_name=api(speech.TASK),
     )
 
-    @guarded
-    def rerender(result, layer_value, head_value, path_on):
-        return gr.skip() if result is None else align(result, layer_value, head_value, path_on)
-
-    controls = [layer, head, show_path]
-    gr.on([c.change for c in controls], rerender, [state, *controls], alignment, api_visibility="private", queue=False)
+    alignment.bind(state)
     encoder.bind(state)
     explainers.bind(main, state)
