@@ -14,6 +14,7 @@ import gradio as gr
 
 from core import registry
 from demos import offline, settings
+from ui import session
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
@@ -50,6 +51,7 @@ def build_app(banner: str = "") -> gr.Blocks:
         for title, module in TABS:
             with gr.Tab(title):
                 importlib.import_module(module).build()
+    session.start_sweeper(demo)  # idle sessions and memo entries end after XRAY_STATE_TTL_S
     return demo
 
 

@@ -3,8 +3,9 @@
 Starts the whole app in this process (`app.build_app()`, queued as `app.py` queues it) on the
 tiny or full-size local models, then runs the students in a child process (one
 `gradio_client.Client`, i.e. one browser session, per student, all at once). Each student does
-what the Sentiment tab does in a browser, `--rounds` times: `/sentiment` (the answer, timed) and
-then `/sentiment_attribution` on that session's result with the UI's defaults (integrated
+what the Sentiment tab does in a browser, `--rounds` times: `/sentiment` (the answer, timed), then
+`/sentiment_views` (the attention and embedding figures the browser asks for once the answer is
+shown, timed apart) and `/sentiment_attribution` on that session's result with the UI's defaults (integrated
 gradients, at most 32 steps, adaptive to |delta| <= 0.01), so answers always arrive while other
 students' attributions run. Texts are unique per student and round; each answer is compared with
 the answer the demo function gives for that text (`mixed`: another student's answer).
@@ -42,7 +43,7 @@ def students(url: str, plan: list[list[str]], expected: dict, timeout: float, at
     from gradio_client import Client
     from gradio_client.utils import QueueError
 
-    out = {"answers": [], "attributions": [], "ok": 0, "busy": 0, "failed": 0, "mixed": 0, "wrong": 0,
+    out = {"answers": [], "views": [], "views_failed": 0, "attributions": [], "ok": 0, "busy": 0, "failed": 0, "mixed": 0, "wrong": 0,
            "attr_ok": 0, "attr_busy": 0, "attr_failed": 0, "errors": []}
     lock, start = threading.Lock(), threading.Barrier(len(plan))
 
@@ -75,6 +76,14 @@ def students(url: str, plan: list[list[str]], expected: dict, timeout: float, at
                 own = all(abs(v - expected[text].get(k, -1)) <= TOL for k, v in got.items())
                 other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items()) for w in expected.values())
                 count("ok" if own else "mixed" if other else "wrong", time.perf_counter() - t0, "answers" if own else None)
+                t2 = time.perf_counter()
+                try:
+                    client.submit(api_name="/sentiment_views").result(timeout=timeout)
+                except Exception as exc:  # noqa: BLE001
+                    count("views_failed", err=f"/sentiment_views: {type(exc).__name__}: {exc}")
+                else:
+                    with lock:
+                        out["views"].append(time.perf_counter() - t2)
                 if not attribute:
                     continue
                 t1 = time.perf_counter()
@@ -104,6 +113,7 @@ def summary(out: dict, clients: int, rounds: int) -> dict:
         "answer_ok": out["ok"], "answer_busy": out["busy"], "answer_failed": out["failed"],
         "mixed": out["mixed"], "wrong": out["wrong"], "lost": n - answered,
         "answer_p50_s": _pct(a, 0.5), "answer_p95_s": _pct(a, 0.95), "answer_max_s": max(a) if a else None,
+        "views_p50_s": _pct(out["views"], 0.5), "views_p95_s": _pct(out["views"], 0.95), "views_failed": out["views_failed"],
         "attr_ok": out["attr_ok"], "attr_busy": out["attr_busy"], "attr_failed": out["attr_failed"],
         "attr_p50_s": _pct(b, 0.5), "attr_p95_s": _pct(b, 0.95), "attr_max_s": max(b) if b else None,
         "errors": out["errors"][:10],

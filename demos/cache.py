@@ -18,6 +18,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -32,6 +33,7 @@ _MISSING = object()
 _LOCK = threading.Lock()  # guards every memo's entries and in-flight table, and the shared LRU below
 _lru: OrderedDict[tuple["_Memo", Any], int] = OrderedDict()  # (memo, key) -> bytes, oldest first
 _held = 0  # sum of the bytes in _lru
+_used: dict[tuple["_Memo", Any], float] = {}  # (memo, key) -> time.monotonic() of its last use
 
 
 def budget_bytes() -> int:
@@ -83,6 +85,7 @@ def _forget(memo: "_Memo", key: Any) -> None:
     """Drop one entry's accounting (caller holds _LOCK and removes it from memo.data)."""
     global _held
     _held -= _lru.pop((memo, key), 0)
+    _used.pop((memo, key), None)
 
 
 class _Flight:
@@ -124,6 +127,7 @@ class _Memo:
                 self.data.move_to_end(key)
                 if (self, key) in _lru:
                     _lru.move_to_end((self, key))
+                _used[(self, key)] = time.monotonic()
                 self.hits += 1
                 return self.data[key]
         return _MISSING
@@ -141,6 +145,7 @@ class _Memo:
                 return
             self.data[key] = value
             _lru[(self, key)] = size
+            _used[(self, key)] = time.monotonic()
             _held += size
             while len(self.data) > self.maxsize:
                 _forget(self, self.data.popitem(last=False)[0])
@@ -178,6 +183,18 @@ class _Memo:
                 _forget(self, key)
             self.data.clear()
             self.hits = self.misses = 0
+
+
+def expire_idle(seconds: float) -> int:
+    """Drop every memo entry not used for more than `seconds` (an idle class's results go when
+    its sessions do); returns how many were dropped."""
+    cutoff = time.monotonic() - seconds
+    with _LOCK:
+        old = [(memo, key) for (memo, key), used in _used.items() if used < cutoff]
+        for memo, key in old:
+            memo.data.pop(key, None)
+            _forget(memo, key)
+    return len(old)
 
 
 def memo(maxsize: int = 16) -> Callable[[Callable], _Memo]:

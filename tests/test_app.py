@@ -48,3 +48,45 @@ def test_every_tab_answers_with_its_plain_answer_first(client):
     table = client.predict("A cat sat.\nA dog ran.", api_name="/explore")[0]
     assert len(table["data"]) == 2 and table["data"][0][1] == pytest.approx(1.0, abs=1e-3)
     assert explorer.analyse("A cat sat.\nA dog ran.").similarity.shape == (2, 2)
+
+
+def test_every_tab_draws_its_views_after_the_answer(client):
+    from core import registry
+
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    missing = [spec.key for spec in registry.TASKS if f"/{spec.api_name('views')}" not in names]
+    assert not missing, f"tabs without a <api>_views event: {missing}"
+
+
+def test_views_event_draws_the_sessions_own_result(client):
+    """The answer event returns the answer alone; `/sentiment_views` then draws the maps from the
+    session's result: the attention heatmap shown is the model's last layer, heads averaged."""
+    import numpy as np
+    import plotly.io as pio
+
+    from viz.attention import AVERAGE, select_heads
+
+    text = "The views arrive after the answer."
+    answer = client.predict(text, api_name="/sentiment")
+    assert answer[0]["label"] == sentiment.analyse(text).predicted
+    assert not any(isinstance(v, dict) and "plot" in v for v in answer)  # no figure in the answer itself
+    views = client.predict(api_name="/sentiment_views")
+    figures = [pio.from_json(v["plot"]) for v in views if isinstance(v, dict) and v.get("plot")]
+    heatmaps = [_array(t.z) for f in figures for t in f.data if t.type == "heatmap"]
+    maps = sentiment.analyse(text).attention
+    want = select_heads(maps.weights, maps.n_layers - 1, AVERAGE)
+    assert any(h.shape == want.shape and np.allclose(h, want, atol=1e-6) for h in heatmaps)
+
+
+def _array(z):
+    """A plotly trace's z as numpy: plain lists, or plotly's typed array {dtype, bdata, shape}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(z, dict) and "bdata" in z:
+        flat = np.frombuffer(base64.b64decode(z["bdata"]), dtype=np.dtype(z["dtype"]))
+        shape = z.get("shape")
+        shape = tuple(int(n) for n in shape.split(",")) if isinstance(shape, str) else tuple(shape or (-1,))
+        return flat.reshape(shape).astype(np.float32)
+    return np.asarray(z, dtype=np.float32)

@@ -55,7 +55,8 @@ def test_class_load_texts_unique_and_summary():
     plan = class_load.texts(30, 2)
     flat = [t for mine in plan for t in mine]
     assert len(flat) == len(set(flat)) == 60
-    out = {"answers": [1.0, 2.0, 3.0], "attributions": [5.0], "ok": 3, "busy": 1, "failed": 0, "mixed": 0, "wrong": 0,
+    out = {"answers": [1.0, 2.0, 3.0], "views": [0.5, 0.7], "views_failed": 1, "attributions": [5.0], "ok": 3, "busy": 1, "failed": 0, "mixed": 0, "wrong": 0,
            "attr_ok": 1, "attr_busy": 0, "attr_failed": 2, "errors": []}
     s = class_load.summary(out, 2, 3)
     assert s["lost"] == 2 and s["answer_p50_s"] == 2.0 and s["answer_p95_s"] == 3.0 and s["attr_p95_s"] == 5.0
+    assert s["views_p95_s"] == 0.7 and s["views_failed"] == 1

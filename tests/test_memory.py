@@ -202,48 +202,75 @@ def _live_result_bytes(kinds=(sentiment.SentimentResult, qa.QAResult)) -> int:
     return cache.nbytes([o for o in gc.get_objects() if isinstance(o, kinds)])
 
 
-@pytest.mark.slow
-def test_a_loopback_class_adds_bounded_memory_and_gives_it_back(empty_memos, monkeypatch):
-    """8 students, each running two tabs on its own 512-token inputs; then their state expires."""
-    n_students, budget_mb = 8, 4  # the memos keep one or two 512-token results of the class
-    monkeypatch.setenv("XRAY_CACHE_MB", str(budget_mb))
-    texts = [f"student {i} wrote that the film was long and slow but the ending was good " * 60 for i in range(n_students)]
-    question = "What did the student write?"
+def _stored(demo, clients) -> list:
+    """What these clients' sessions store in their result states."""
+    sessions = demo.state_holder.session_data
+    return [v for c in clients if c.session_hash in sessions for v in list(sessions[c.session_hash].state_data.values())]
 
-    for i in range(4):  # warm up: models loaded, the memos filled to their budget
-        sentiment.analyse(f"warm up {i} " + texts[0]), qa.answer(question, f"warm up {i} " + texts[0])
-    probe, connect = _served("ui.sentiment", "ui.qa")  # how long one student's two requests take here
-    try:
-        client, started = connect(), time.perf_counter()
-        client.predict("probe " + texts[0], api_name="/sentiment")
-        client.predict(question, "probe " + texts[0], api_name="/qa")
-        pair = time.perf_counter() - started
-        client.close()
-    finally:
-        probe.close()
-    del probe
-    ttl = max(10.0, 2 * n_students * pair + 5)  # long enough for the whole class to run
-    monkeypatch.setenv("XRAY_STATE_TTL_S", f"{ttl:.0f}")
+
+def _shown_heatmap(views) -> np.ndarray:
+    """The attention heatmap among a `<task>_views` call's outputs (the first heatmap trace)."""
+    import plotly.io as pio
+
+    from tests.test_app import _array
+
+    for value in views:
+        if isinstance(value, dict) and value.get("plot"):
+            for trace in pio.from_json(value["plot"]).data:
+                if trace.type == "heatmap":
+                    return _array(trace.z)
+    raise AssertionError("no heatmap among the views")
+
+
+@pytest.mark.slow
+def test_a_loopback_class_holds_recipes_the_memo_bounds_it_and_idle_sessions_end(empty_memos, monkeypatch):
+    """8 students, each running two tabs on its own 512-token inputs. Sessions store each large
+    result's recipe, so the server holds at most the memos' budget of results; a student whose
+    result left the memo still gets the same views (computed again); idle sessions then end."""
+    from ui import session
+    from viz.attention import AVERAGE, select_heads
+
+    n_students, budget_mb, ttl = 8, 8, 4.0
+    monkeypatch.setenv("XRAY_CACHE_MB", str(budget_mb))
+    monkeypatch.setenv("XRAY_SESSION_REF_MB", "1")  # the tiny models' 512-token results are 1.8-4.4 MB
+    monkeypatch.setenv("XRAY_STATE_TTL_S", str(ttl))
+    texts = [(f"student {i} wrote that the film was long and slow but the ending was good " * 60).strip() for i in range(n_students)]
+    question = "What did the student write?"
+    one_pair = cache.nbytes(sentiment.analyse(texts[0])) + cache.nbytes(qa.answer(question, texts[0]))
+    cache.clear_all()
+    class_bytes = n_students * one_pair
+    assert class_bytes > 4 * budget_mb * MIB  # without recipes the class would hold four budgets and more
+
     demo, connect = _served("ui.sentiment", "ui.qa")
     clients = [connect() for _ in range(n_students)]
-    before = _live_result_bytes()  # the memos' share (full from the warm-up) and the probe's results
+    before = _live_result_bytes()
     try:
         for client, text in zip(clients, texts):
             client.predict(text, api_name="/sentiment")
             client.predict(question, text, api_name="/qa")
-        held = _held_results(demo, clients)
-        assert len(held) == 2 * n_students and len({id(r) for r in held}) == 2 * n_students
-        class_bytes = cache.nbytes(held)
-        during = _live_result_bytes()
+        stored = _stored(demo, clients)
+        refs = [v for v in stored if isinstance(v, session.ResultRef)]
+        assert len(refs) == 2 * n_students and not _held_results(demo, clients)
+        assert {r.args[0] for r in refs if r.task == "sentiment"} == set(texts)  # each its own input
         assert cache.held_bytes() <= budget_mb * MIB
-        # The sessions' results, each held once, plus what only the memos still hold: one copy
-        # more per session (Gradio or the memo copying) would add class_bytes again.
-        assert class_bytes <= during <= before + class_bytes + budget_mb * MIB, (before, during, class_bytes)
-        del held
-        assert _wait_until(lambda: not _held_results(demo, clients), ttl + 30), "state outlived its TTL"
+        assert _live_result_bytes() - before <= budget_mb * MIB  # results alive: the memo's share only
+
+        # the first student's result was evicted long ago: its views are computed again, the same
+        assert not any(dict(k)["text"] == texts[0] for k in sentiment.analyse.data)
+        shown = _shown_heatmap(clients[0].predict(api_name="/sentiment_views"))
+        maps = sentiment.analyse(texts[0]).attention
+        np.testing.assert_allclose(shown, select_heads(maps.weights, maps.n_layers - 1, AVERAGE), atol=1e-6)
+
+        time.sleep(ttl + 0.5)
+        late = connect()  # a student who is still active is not swept
+        late.predict("Still here.", api_name="/sentiment")
+        dropped = session.sweep(demo)
+        sessions = demo.state_holder.session_data
+        assert dropped >= n_students and not any(c.session_hash in sessions for c in clients)
+        assert late.session_hash in sessions
         after = _live_result_bytes()
-        # Back to where it was but for the memos' bounded share: less than 10% of what the class held.
-        assert after - before <= budget_mb * MIB < 0.1 * class_bytes, (before, during, after)
+        assert after - before <= 0.1 * class_bytes, (before, after, class_bytes)
+        late.close()
     finally:
         for client in clients:
             client.close()

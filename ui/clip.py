@@ -7,14 +7,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from demos import clip
 from ui.common import explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api, label_value, result_state
+from ui.kit import AttributionPanel, answer_header, api, draw_views, label_value, result_state, tab_compute
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
+
+clip = tab_compute(__name__)  # the compute functions, on the configured backend
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
@@ -152,7 +153,6 @@ def build() -> None:
             rel_plot: relevance_figure(result, 0, best, "chefer"),
             emb_plot: embedding_figure(result, "pca"),
             **answer_header(clip.TASK, model, result.notice, info, notice),
-            **explainers.values(result),
         }
 
     def attribute(result, image, text, method, steps, tolerance, progress):
@@ -177,9 +177,10 @@ def build() -> None:
         [run.click],
         match,
         [image_box, texts_box, extra, model_box],
-        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot, *explainers.outputs],
+        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot],
         api_name=api(clip.TASK),
     )
+    draw_views(main, state, clip.TASK, explainers)
     # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays
     attribution.bind(main, state, [image_choice, text_choice], attribute, "clip_attribution", "Match an image first.")
     explainers.bind(main, state)

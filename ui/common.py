@@ -16,6 +16,7 @@ import gradio as gr
 
 from core.results import AttentionMaps, Embeddings
 from scale.backend import Busy
+from ui import session
 from ui.export import bind_export, export_button
 from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads, shown_part
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
@@ -33,7 +34,9 @@ class InputError(ValueError):
 def guarded(fn: Callable) -> Callable:
     """Run `fn`; user-fixable errors become `gr.Error(message)`, anything else a generic message.
 
-    Text arguments are cleaned first (`clean_inputs`). Exceptions that carry a `user_message`
+    Text arguments are cleaned first (`clean_inputs`), a session's stored result reference is
+    resolved to the result, and a result returned for a tab's result state is stored as
+    `ui.session.keep` says (large ones as their recipe). Exceptions that carry a `user_message`
     (a model that failed to load) show it. Out-of-memory frees the cache so the next request can
     succeed. Tracebacks go to the log only.
     """
@@ -43,8 +46,8 @@ def guarded(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            args, kwargs = clean_inputs(args, kwargs)
-            return fn(*args, **kwargs)
+            args, kwargs = clean_inputs(tuple(session.resolve(a) for a in args), kwargs)
+            return session.keep_outputs(fn(*args, **kwargs))
         except gr.Error as exc:
             raise user_error(str(exc.message), name) from None
         except (ValueError, PermissionError, Busy) as exc:  # InputError, allow-list refusals, bad params, a full model tier

@@ -7,14 +7,15 @@ from dataclasses import replace
 import gradio as gr
 import pandas as pd
 
-from demos import explorer
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import answer_header, api, result_state
+from ui.kit import answer_header, api, draw_views, result_state, tab_compute
 from viz.explorer import sentence_similarity_heatmap
+
+explorer = tab_compute(__name__)  # the compute functions, on the configured backend
 
 INTRO = (
     "An **encoder** reads a whole sentence at once and turns every token into a vector. This one "
@@ -89,9 +90,6 @@ def build() -> None:
             sentence: _sentence_choice(result),
             sim_plot: sentence_similarity_heatmap(result.similarity, result.sentences),
             **answer_header(explorer.TASK, model_id, result.notice, info, notice),
-            **attention.values(result),
-            **embeddings.values(result),
-            **explainers.values(result),
         }
 
     @guarded
@@ -105,9 +103,10 @@ def build() -> None:
         [run.click, text.submit],
         explore,
         [text, model],
-        [table, info, summary, notice, state, sentence, sim_plot, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        [table, info, summary, notice, state, sentence, sim_plot],
         api_name=api(explorer.TASK),
     )
+    draw_views(main, state, explorer.TASK, attention, embeddings, explainers)
     sentence.input(show_sentence, [state, sentence], [state, *attention.outputs], api_visibility="private")
     attention.bind(state)
     embeddings.bind(state)

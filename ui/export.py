@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
+from ui import session
 from viz.export import attributions_csv, result_json
 
 _EXPORT_DIR = os.path.join(tempfile.gettempdir(), "xray-exports")
@@ -34,6 +35,7 @@ def bind_export(button: gr.Button, file: gr.File, inputs: list, make: Callable[.
     """On click, `make(*inputs) -> (text, stem, suffix)` is written and offered as a download."""
 
     def run(*values: Any):
+        values = tuple(session.resolve(v) for v in values)
         if values and values[0] is None:
             raise gr.Error("Run the model first; there is nothing to export yet.")
         text, stem, suffix = make(*values)

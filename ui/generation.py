@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos import generation
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, result_state
+from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
+
+generation = tab_compute(__name__)  # the compute functions, on the configured backend
 
 CONTINUATION_HELP = (
     "A language model writes **one token at a time**: it reads everything so far, gives every "
@@ -142,9 +143,6 @@ def build() -> None:
             state: result,
             position: _positions(result),
             **answer_header(generation.TASK, model_id, result.notice, info, notice),
-            **attention.values(result),
-            **embeddings.values(result),
-            **explainers.values(result),
         }
 
     def attribute(result, position_value, method, steps, tolerance, progress):
@@ -155,10 +153,10 @@ def build() -> None:
         [run.click, prompt.submit],
         run_generation,
         [prompt, max_new, do_sample, *sampling, model],
-        [output, info, notice, shaded, choices_md, choices_plot, state, position,
-         *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        [output, info, notice, shaded, choices_md, choices_plot, state, position],
         api_name=api(generation.TASK),
     )
+    draw_views(main, state, generation.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [position], attribute, api(generation.TASK, "attribution"), "Generate a text first.")
     do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)
     attention.bind(state)

@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from demos import image as demo
 from ui import texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, run_row
-from ui.kit import answer_header, api, attribution_summary, label_value, result_state
+from ui.kit import answer_header, api, attribution_summary, draw_views, label_value, result_state, tab_compute
 from viz.attention import AVERAGE
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
+demo = tab_compute(__name__)  # the compute functions, on the configured backend
 PREDICTED = "predicted class"
 
 ROLLOUT = (
@@ -169,10 +169,7 @@ def build() -> None:
             state: result,
             rollout_image: heat_overlay(result.image, result.cls_rollout(), 0.55),
             **answer_header(demo.TASK, model_id, "", info, notice),
-            **cls_view.values(result),
             **pixels.values(result),
-            **embeddings.values(result),
-            **explainers.values(result),
         }
 
     @guarded
@@ -188,9 +185,10 @@ def build() -> None:
         [run.click],
         classify,
         [picture, model],
-        [label, info, notice, state, rollout_image, *cls_view.outputs, *pixels.outputs, *embeddings.outputs, *explainers.outputs],
+        [label, info, notice, state, rollout_image, *pixels.outputs],
         api_name=api(demo.TASK),
     )
+    draw_views(main, state, demo.TASK, cls_view, embeddings, explainers)
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
     overlays = [state, pixels.attr, opacity], [rollout_image, pixels.image]
     main.success(redraw_overlays, *overlays, api_visibility="private")

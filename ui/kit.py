@@ -8,7 +8,6 @@ without anyone counting positions in a tuple.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +18,7 @@ from core.results import ModelInfo
 from demos.explain import METHODS
 from demos import settings
 from scale import backend
+from ui import session
 from ui.common import explain, guarded, md_escape
 from ui.export import attribution_export
 from viz.bars import attribution_bars
@@ -71,7 +71,13 @@ class TaskCompute:
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._module, name)
         if callable(value) and not isinstance(value, type) and getattr(value, "__module__", None) == self._module.__name__:
-            return functools.partial(backend.call, self._task, name)
+            task = self._task
+
+            @functools.wraps(value)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                return session.remember(backend.call(task, name, *args, **kwargs), task, name, args, kwargs)
+
+            return call
         return value
 
 
@@ -79,14 +85,20 @@ def task_compute(task: str) -> TaskCompute:
     return TaskCompute(task)
 
 
+def tab_compute(module_name: str) -> TaskCompute:
+    """The compute functions of the tab module `module_name` (`ui.speech` -> the asr task's)."""
+    return TaskCompute(registry.by_demo(module_name.rsplit(".", 1)[-1]).key)
+
+
 def result_state() -> gr.State:
-    """The gr.State holding a tab's last result. It holds the compute's own object (the memo's
-    entry for that input: Gradio stores what a handler returns, without copying, and results are
-    never modified), and Gradio deletes it XRAY_STATE_TTL_S seconds (default 900) after the
-    session last stored a result; the views then do nothing until the next run. (A session whose
-    page was closed keeps its state for Gradio's fixed hour, whatever the TTL.)"""
-    raw = os.environ.get("XRAY_STATE_TTL_S", "").strip()
-    return gr.State(time_to_live=float(raw) if raw else 900.0)
+    """The gr.State holding a tab's last result: a small result as it is (the memo's own object:
+    Gradio stores what a handler returns without copying, and results are never modified), a
+    large one as its recipe (`ui.session.ResultRef`: `guarded` stores it and gives handlers the
+    result back). Gradio deletes it XRAY_STATE_TTL_S seconds (default 900) after the session last
+    stored a result, and the sweeper (`ui.session`) ends sessions idle that long."""
+    state = gr.State(time_to_live=session.ttl_seconds())
+    state.xray_result = True  # guarded() stores ui.session.keep(value) here
+    return state
 
 
 def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, float]:
@@ -111,6 +123,27 @@ INSTANT = "gradient_x_input"  # the first view while integrated gradients run
 # Every explanation event (attributions, lens, steps, interventions) queues in one group, one at a
 # time, apart from the answers: a class's explanations never hold up anybody's answer.
 EXPLAIN = dict(concurrency_id="explanations", concurrency_limit=1)
+VIEWS = dict(concurrency_id="views", concurrency_limit=1)  # drawing figures: its own queue, beside answers'
+
+
+def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
+    """Draw `views` (attention, embeddings, explainer tabs: anything with `outputs` and
+    `values(result)`) from the tab's result right after its answer is shown, as the event
+    `<task api>_views`. The answer's own event returns the answer alone, so in a busy class an
+    answer never waits for other students' figures (plotly figures and their JSON cost several
+    times the model's forward pass on short inputs); figures have their own queue group."""
+    outputs = [c for view in views for c in view.outputs]
+
+    @guarded
+    def draw(result):
+        if result is None:
+            return {c: gr.skip() for c in outputs}
+        out: dict = {}
+        for view in views:
+            out.update(view.values(result))
+        return out
+
+    return main.success(draw, [state], outputs, api_name=api(task, "views"), **VIEWS)
 
 
 def tolerance(adaptive: Any) -> float | None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos import qa
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, result_state
+from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import span_html
+
+qa = tab_compute(__name__)  # the compute functions, on the configured backend
 
 HOW = (
     "An extractive QA model does not write an answer: it **points** at one in the context. For every "
@@ -83,9 +84,6 @@ def build() -> None:
             probs_plot: probability_lines(result.tokens, series, "Where does the answer start and end?"),
             state: result,
             **answer_header(qa.TASK, model_id, result.notice, info, notice),
-            **attention.values(result),
-            **embeddings.values(result),
-            **explainers.values(result),
         }
 
     def attribute(result, method, steps, tolerance, progress):
@@ -102,9 +100,10 @@ def build() -> None:
         [run.click, question.submit],
         ask,
         [question, context, model],
-        [answer, score, span, probs_plot, info, notice, state, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        [answer, score, span, probs_plot, info, notice, state],
         api_name=api(qa.TASK),
     )
+    draw_views(main, state, qa.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [], attribute, api(qa.TASK, "attribution"), "Find an answer first.")
     attention.bind(state)
     bertviz.bind(state)

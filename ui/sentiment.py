@@ -9,7 +9,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape,
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, label_value, result_state, task_compute
+from ui.kit import AttributionPanel, answer_header, api, draw_views, label_value, result_state, tab_compute
 from viz.tokens import highlight_html
 
 COMPARE_HELP = (
@@ -18,7 +18,7 @@ COMPARE_HELP = (
 )
 
 PREDICTED = "predicted class"
-sentiment = task_compute("sentiment")  # the compute functions, on the configured backend
+sentiment = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def build() -> None:
@@ -55,9 +55,6 @@ def build() -> None:
             state: result,
             target: gr.Radio([PREDICTED, *result.labels], value=PREDICTED, label="Explain the probability of"),
             **answer_header(sentiment.TASK, model_id, result.notice, info, notice),
-            **attention.values(result),
-            **embeddings.values(result),
-            **explainers.values(result),
         }
 
     def attribute(result, target_value, method, steps, tolerance, progress):
@@ -68,9 +65,10 @@ def build() -> None:
         [run.click, text.submit],
         classify,
         [text, model],
-        [label, info, notice, state, target, *attention.outputs, *embeddings.outputs, *explainers.outputs],
+        [label, info, notice, state, target],
         api_name=api(sentiment.TASK),
     )
+    draw_views(main, state, sentiment.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [target], attribute, api(sentiment.TASK, "attribution"), "Classify a text first.")
     attention.bind(state)
     bertviz.bind(state)

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos import speech
 from ui import texts
 from ui.common import AttentionView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
-from ui.kit import answer_header, api, result_state
+from ui.kit import answer_header, api, draw_views, result_state, tab_compute
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
+
+speech = tab_compute(__name__)  # the compute functions, on the configured backend
 
 SPECTROGRAM = (
     "**What the model hears.** Whisper does not get the raw wave: it gets a *log-mel spectrogram*, "
@@ -115,19 +116,16 @@ def build() -> None:
             timeline: word_timeline(words, result.duration),
             probs_plot: token_probability_bars(result.tokens, result.token_probs),
             **answer_header(speech.TASK, model_id, _notice(result), info, notice),
-            **alignment.values(result),
-            **encoder.values(result),
-            **explainers.values(result),
         }
 
     main = gr.on(
         [run.click, audio.stop_recording],
         transcribe,
         [audio, model],
-        [transcript, notice, info, state, spectrogram, *alignment.outputs, words_table, timeline, probs_plot,
-         *encoder.outputs, *explainers.outputs],
+        [transcript, notice, info, state, spectrogram, words_table, timeline, probs_plot],
         api_name=api(speech.TASK),
     )
+    draw_views(main, state, speech.TASK, alignment, encoder, explainers)
 
     alignment.bind(state)
     encoder.bind(state)

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos import translation
 from ui import texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, result_state
+from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import clean_token
+
+translation = tab_compute(__name__)  # the compute functions, on the configured backend
 
 TRANSLATION = (
     "A **translation model** has two halves. The *encoder* reads the whole English sentence; the "
@@ -100,10 +101,7 @@ def build() -> None:
             target: gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
             confidence: probability_lines(result.target_tokens, series, "Confidence per German token"),
             **answer_header(translation.TASK, model_id, result.notice, info, notice),
-            **explainers.values(result),
         }
-        for view in views:
-            out.update(view.values(result))
         return out
 
     def attribute(result, step, method, steps, tolerance, progress):
@@ -113,9 +111,10 @@ def build() -> None:
         [run.click, text.submit],
         translate,
         [text, model],
-        [output, info, notice, state, target, confidence, *[o for v in views for o in v.outputs], *explainers.outputs],
+        [output, info, notice, state, target, confidence],
         api_name=api(translation.TASK),
     )
+    draw_views(main, state, translation.TASK, *views, explainers)
     attribution.bind(
         main, state, [target], attribute, api(translation.TASK, "attribution"), "Translate a text first.", rerun=(target.input,)
     )

@@ -1,0 +1,155 @@
+"""What a browser session keeps of a result, and for how long.
+
+A large result (a 512-token input: 12 heads x 512^2 attention per layer, ~48 MB) is not held by
+the session: its `gr.State` holds a `ResultRef`, the recipe that made it (task, compute function,
+arguments), and the result itself lives once in the server's byte-bounded memo (`demos.cache`,
+`XRAY_CACHE_MB`). Every handler gets the result back (`resolve`, applied by `ui.common.guarded`):
+a memo hit when it is still there, the same computation again when it was evicted (the compute
+functions are deterministic: greedy decoding, seeded sampling). So what a class holds is bounded
+by the memo's budget, not by sessions x tabs x input length. Small results (below
+`XRAY_SESSION_REF_MB`, default 4 MiB) stay in the session as they are.
+
+The sweeper ends what nobody uses: every `XRAY_SWEEP_S` seconds it drops the Gradio sessions idle
+for longer than `XRAY_STATE_TTL_S` (their state and the figures Gradio keeps per session for deep
+links, which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
+freed memory back to the operating system.
+"""
+from __future__ import annotations
+
+import ctypes
+import datetime
+import gc
+import logging
+import os
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from scale import backend
+
+log = logging.getLogger(__name__)
+
+_RECIPE = "_xray_recipe"
+
+
+def ttl_seconds() -> float:
+    raw = os.environ.get("XRAY_STATE_TTL_S", "").strip()
+    return float(raw) if raw else 900.0
+
+
+def ref_from_bytes() -> int:
+    raw = os.environ.get("XRAY_SESSION_REF_MB", "").strip()
+    return int(float(raw) * 2**20) if raw else 4 * 2**20
+
+
+@dataclass(frozen=True)
+class ResultRef:
+    """How to get a result back: `backend.call(task, fn, *args, **kwargs)` (memo or recompute)."""
+
+    task: str
+    fn: str
+    args: tuple
+    kwargs: tuple  # (name, value) pairs
+
+    def resolve(self) -> Any:
+        return backend.call(self.task, self.fn, *self.args, **dict(self.kwargs))
+
+
+def remember(result: Any, task: str, fn: str, args: tuple, kwargs: dict) -> Any:
+    """Note on `result` the call that made it (results from a task's compute functions)."""
+    if hasattr(result, "__dataclass_fields__"):
+        try:
+            object.__setattr__(result, _RECIPE, ResultRef(task, fn, tuple(args), tuple(sorted(kwargs.items()))))
+        except (AttributeError, TypeError):  # slots or a read-only object: kept as it is
+            pass
+    return result
+
+
+def keep(value: Any) -> Any:
+    """What a session stores for `value`: its recipe when it is large and has one, else itself."""
+    from demos.cache import nbytes
+
+    recipe = getattr(value, _RECIPE, None)
+    if recipe is None or nbytes(value) < ref_from_bytes():
+        return value
+    return recipe
+
+
+def keep_outputs(outputs: Any) -> Any:
+    """A handler's {component: value} with `keep` applied to the tabs' result states."""
+    if isinstance(outputs, dict):
+        return {c: keep(v) if getattr(c, "xray_result", False) else v for c, v in outputs.items()}
+    return outputs
+
+
+def resolve(value: Any) -> Any:
+    """The result a session's stored value stands for."""
+    return value.resolve() if isinstance(value, ResultRef) else value
+
+
+# ---------------------------------------------------------------- the sweeper
+
+_apps: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_started = threading.Lock()
+_thread: threading.Thread | None = None
+
+
+def sweep_interval() -> float:
+    raw = os.environ.get("XRAY_SWEEP_S", "").strip()
+    return float(raw) if raw else max(5.0, min(60.0, ttl_seconds() / 4))
+
+
+def sweep(demo: Any, ttl: float | None = None) -> int:
+    """Drop `demo`'s sessions idle for more than `ttl` seconds (state deleted through Gradio, so
+    State delete callbacks run) and memo entries idle as long. Returns the sessions dropped."""
+    from demos import cache
+
+    ttl = ttl_seconds() if ttl is None else ttl
+    holder = getattr(demo, "state_holder", None)
+    dropped = 0
+    if holder is not None:
+        cutoff = datetime.datetime.now() - datetime.timedelta(seconds=ttl)
+        for session_id, used in list(holder.time_last_used.items()):
+            if used < cutoff:
+                holder.delete_state(session_id)
+                with holder.lock:
+                    holder.session_data.pop(session_id, None)
+                    holder.time_last_used.pop(session_id, None)
+                dropped += 1
+    cache.expire_idle(ttl)
+    gc.collect()
+    _trim()
+    return dropped
+
+
+def _trim() -> None:
+    """Give freed heap back to the OS (glibc keeps it otherwise; a no-op elsewhere)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def start_sweeper(demo: Any) -> None:
+    """Sweep `demo` (and every other app of this process) every `sweep_interval()` seconds."""
+    global _thread
+    _apps.add(demo)
+    with _started:
+        if _thread is not None and _thread.is_alive():
+            return
+
+        def loop() -> None:
+            while True:
+                time.sleep(sweep_interval())
+                for app in list(_apps):
+                    try:
+                        dropped = sweep(app)
+                        if dropped:
+                            log.info("sweeper: %d idle session(s) ended", dropped)
+                    except Exception:  # noqa: BLE001 - the sweeper must outlive one bad pass
+                        log.exception("sweeper pass failed")
+
+        _thread = threading.Thread(target=loop, name="xray-sweeper", daemon=True)
+        _thread.start()
