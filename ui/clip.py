@@ -11,7 +11,7 @@ from ui.common import explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
-from ui.kit import AttributionPanel, answer_header, api, draw_views, label_value, result_state, tab_compute
+from ui.kit import AttributionPanel, Figures, answer_header, api, draw_views, label_value, result_state, tab_compute
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 
@@ -149,9 +149,6 @@ def build() -> None:
             state: result,
             image_choice: gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
             text_choice: gr.Dropdown(result.texts, value=best, label="Description to explain"),
-            matrix_plot: matrix_figure(result, "cosine similarity"),
-            rel_plot: relevance_figure(result, 0, best, "chefer"),
-            emb_plot: embedding_figure(result, "pca"),
             **answer_header(clip.TASK, model, result.notice, info, notice),
         }
 
@@ -177,10 +174,15 @@ def build() -> None:
         [run.click],
         match,
         [image_box, texts_box, extra, model_box],
-        [label, info, notice, state, image_choice, text_choice, matrix_plot, rel_plot, emb_plot],
+        [label, info, notice, state, image_choice, text_choice],
         api_name=api(clip.TASK),
     )
-    draw_views(main, state, clip.TASK, explainers)
+    figures = Figures([matrix_plot, rel_plot, emb_plot], lambda result: {
+        matrix_plot: matrix_figure(result, "cosine similarity"),
+        rel_plot: relevance_figure(result, 0, result.best_text, "chefer"),
+        emb_plot: embedding_figure(result, "pca"),
+    })
+    draw_views(main, state, clip.TASK, figures, explainers)
     # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays
     attribution.bind(main, state, [image_choice, text_choice], attribute, "clip_attribution", "Match an image first.")
     explainers.bind(main, state)

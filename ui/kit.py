@@ -126,6 +126,17 @@ EXPLAIN = dict(concurrency_id="explanations", concurrency_limit=1)
 VIEWS = dict(concurrency_id="views", concurrency_limit=1)  # drawing figures: its own queue, beside answers'
 
 
+@dataclass
+class Figures:
+    """A tab's own figures, drawn with its views after the answer: `draw(result) -> {component: value}`."""
+
+    outputs: list
+    draw: Callable[[Any], dict]
+
+    def values(self, result: Any) -> dict:
+        return self.draw(result)
+
+
 def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
     """Draw `views` (attention, embeddings, explainer tabs: anything with `outputs` and
     `values(result)`) from the tab's result right after its answer is shown, as the event
