@@ -15,8 +15,6 @@ from ui.kit import AttributionPanel, Figures, answer_header, api, draw_views, la
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 
-clip = tab_compute(__name__)  # the compute functions, on the configured backend
-
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "assets" / "images"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif"}
 # Descriptions of the example photos by file stem; other files get "a photo of a <stem>".
@@ -61,6 +59,7 @@ EMBEDDINGS = (
     "separate clouds (the 'modality gap'); what counts is which text lies nearest to which image."
 )
 METRICS = {"cosine similarity": "cosine", "logit (scaled cosine)": "logits", "probability (softmax per image)": "probs"}
+clip = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _describe(stem: str) -> str:

@@ -15,8 +15,6 @@ from ui.inputs import run_row, text_input
 from ui.kit import answer_header, api, draw_views, result_state, tab_compute
 from viz.explorer import sentence_similarity_heatmap
 
-explorer = tab_compute(__name__)  # the compute functions, on the configured backend
-
 INTRO = (
     "An **encoder** reads a whole sentence at once and turns every token into a vector. This one "
     "(all-MiniLM-L6-v2, 6 layers of 12 heads) was trained so that sentences with the same meaning "
@@ -33,6 +31,7 @@ TOKEN_EMBEDDINGS = (
     texts.EMBEDDINGS + " Each colour is one sentence. The same word in two sentences starts close "
     "together at layer 0 (only its position differs) and moves apart as the layers mix in its context."
 )
+explorer = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:

@@ -13,8 +13,6 @@ from ui.kit import AttributionPanel, answer_header, api, draw_views, result_stat
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
 
-generation = tab_compute(__name__)  # the compute functions, on the configured backend
-
 CONTINUATION_HELP = (
     "A language model writes **one token at a time**: it reads everything so far, gives every "
     "token of its vocabulary a probability to come next, picks one, appends it and repeats. "
@@ -44,6 +42,7 @@ COMPARE_HELP = (
     "the probability of each generated token."
 )
 SAMPLING_LABELS = ("Temperature", "Top-k (0 = off)", "Top-p", "Seed")
+generation = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _sampling_controls(interactive: bool) -> list:

@@ -12,8 +12,6 @@ from ui.inputs import audio_input, run_row
 from ui.kit import answer_header, api, draw_views, result_state, tab_compute
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
-speech = tab_compute(__name__)  # the compute functions, on the configured backend
-
 SPECTROGRAM = (
     "**What the model hears.** Whisper does not get the raw wave: it gets a *log-mel spectrogram*, "
     "how loud each pitch band (bottom = low, top = high) is every 10 ms. Speech shows up as bright "
@@ -44,6 +42,7 @@ ENCODER = (
     "its context. To keep it readable the clip is cut into at most 100 time bins (labels are the bin "
     "start times); rows still add up to 1."
 )
+speech = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _md_code(text: str) -> str:

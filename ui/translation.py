@@ -14,8 +14,6 @@ from ui.kit import AttributionPanel, answer_header, api, draw_views, result_stat
 from viz.bars import probability_lines
 from viz.tokens import clean_token
 
-translation = tab_compute(__name__)  # the compute functions, on the configured backend
-
 TRANSLATION = (
     "A **translation model** has two halves. The *encoder* reads the whole English sentence; the "
     "*decoder* writes German one token at a time, each time looking back at what it already wrote "
@@ -49,6 +47,7 @@ EMBEDDINGS = (
 
 
 TARGET_LABEL, TARGET_INFO = "German token to explain", "index: token (probability)"
+translation = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _target_choices(result: translation.TranslationResult) -> list[tuple[str, int]]:
