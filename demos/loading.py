@@ -3,6 +3,7 @@ safetensors only, no remote code, and a bounded least-recently-used cache of res
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import gc
 import logging
@@ -84,9 +85,43 @@ def resolve_source(task: str, model_id: str) -> str:
     return model_id
 
 
-_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()
-_loading_locks: dict[tuple[str, str], threading.Lock] = {}
+_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()  # the answers' models
+_explain_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()  # the explanations' copies
+_loading_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _lock = threading.Lock()
+
+# Which lane a computation runs in. Explanations (attributions, knock-outs, the lens...) register
+# hooks on the model and run for seconds; answers take milliseconds. With one model and one lock
+# per task, every answer of a class waited behind every explanation. Explanations therefore run
+# on their own copy of the task's model (same folder, same weights: the same numbers), under their
+# own lock, so an answer never waits for an explanation and an explanation's hooks never touch an
+# answer. XRAY_EXPLAIN_COPY=0 shares one model and one lock (half the memory; e.g. a small GPU).
+_lane: contextvars.ContextVar[str] = contextvars.ContextVar("xray_lane", default="answer")
+
+
+def explain_copy() -> bool:
+    return os.environ.get("XRAY_EXPLAIN_COPY", "1").strip() not in ("0", "false", "no")
+
+
+def lane() -> str:
+    """'explain' inside an explanation (with XRAY_EXPLAIN_COPY on), else 'answer'."""
+    return _lane.get()
+
+
+def in_explain_lane(fn: Callable) -> Callable:
+    """Decorator: `fn` (an explanation) runs on the explanations' model copy and lock."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if not explain_copy():
+            return fn(*args, **kwargs)
+        token = _lane.set("explain")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _lane.reset(token)
+
+    return run
 
 
 def load(task: str, requested: str | None = None) -> Loaded:
@@ -98,18 +133,19 @@ def load(task: str, requested: str | None = None) -> Loaded:
     """
     cfg = settings_mod.current()
     model_id = cfg.model_for(task, requested)
-    key = (task, model_id)
+    key, which = (task, model_id), lane()
+    cache = _explain_cache if which == "explain" else _cache
     with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-        key_lock = _loading_locks.setdefault(key, threading.Lock())
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        key_lock = _loading_locks.setdefault((*key, which), threading.Lock())
     # Load outside the cache lock: other tabs keep serving while this model loads; two requests
     # for the same model wait for one load.
     with key_lock:
         with _lock:
-            if key in _cache:
-                return _cache[key]
+            if key in cache:
+                return cache[key]
         try:
             loaded = _load_uncached(task, model_id)
         except torch.OutOfMemoryError:
@@ -118,10 +154,10 @@ def load(task: str, requested: str | None = None) -> Loaded:
             log.exception("could not load the %s model %s", task, model_id)
             raise ModelLoadError(task, model_id, exc) from exc
         with _lock:
-            _cache[key] = loaded
+            cache[key] = loaded
             evicted = []
-            while len(_cache) > cfg.max_models:
-                evicted.append(_cache.popitem(last=False)[0])
+            while len(cache) > cfg.max_models:
+                evicted.append(cache.popitem(last=False)[0])
         for old_key in evicted:
             log.info("evicted %s model %s (XRAY_MAX_MODELS=%d)", *old_key, cfg.max_models)
         if evicted:
@@ -129,7 +165,7 @@ def load(task: str, requested: str | None = None) -> Loaded:
         return loaded
 
 
-_task_locks: dict[str, threading.RLock] = {}
+_task_locks: dict[tuple[str, str], threading.RLock] = {}
 
 
 def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
@@ -140,12 +176,10 @@ def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
     settings corrupt each other ("Unable to create tensor"). On 2 CPU cores running them one
     after the other costs no throughput. Re-entrant, so a computation may call another of its task.
     """
-    lock = _task_locks.setdefault(task, threading.RLock())
-
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def locked(*args: Any, **kwargs: Any) -> Any:
-            with lock:
+            with _task_locks.setdefault((task, lane()), threading.RLock()):  # one per lane (see _lane)
                 return fn(*args, **kwargs)
 
         return locked
@@ -210,6 +244,7 @@ def resident() -> list[tuple[str, str]]:
 def clear() -> None:
     with _lock:
         _cache.clear()
+        _explain_cache.clear()
     _free_memory()
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from demos.cache import memo
 from demos.gpu import on_gpu
-from demos.loading import one_at_a_time
+from demos.loading import in_explain_lane, one_at_a_time
 
 
 def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[..., int]:
@@ -72,11 +72,14 @@ answer_first = AnswerFirst()
 def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0,
                  answer: bool = True):
     """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock.
-    An `answer` (not an explanation) counts itself in `answer_first` while it computes."""
+    An `answer` (not an explanation) counts itself in `answer_first` while it computes; an
+    explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`)."""
 
     def decorate(fn: Callable) -> Callable:
         inner = answer_first.answer(fn) if answer else fn
         wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
+        if not answer:  # an explanation: its own model copy and lock (demos.loading._lane)
+            wrapped = in_explain_lane(wrapped)
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate

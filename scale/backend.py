@@ -73,8 +73,10 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
 
     getattr(explainers, "load_all", lambda: None)()  # explainer modules register on import
     for explainer in explainers.for_task(task_key):
-        if explainer.name == name:
-            return functools.partial(explainer.run, task_key)
+        if explainer.name == name:  # explanations run on their own model copy and lock
+            from demos.loading import in_explain_lane
+
+            return in_explain_lane(functools.partial(explainer.run, task_key))
     fn = getattr(module, name, None)
     if (
         name.startswith("_")

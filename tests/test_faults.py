@@ -237,3 +237,56 @@ def test_a_repeated_click_does_not_run_the_model_again(serve):
     answers = [job.result(timeout=120) for job in jobs]
     assert sentiment.attribute.misses == 1 and sentiment.attribute.hits >= 1
     assert answers[0][0] == answers[1][0]  # the same summary line (same numbers)
+
+
+@pytest.mark.parametrize("copy", ["1", "0"])
+def test_an_answer_does_not_wait_for_an_explanation_of_its_task(monkeypatch, copy):
+    """Explanations run on their own copy of the model under their own lock: while one holds its
+    lock, an answer of the same task still computes (with XRAY_EXPLAIN_COPY=0 it must wait)."""
+    import threading
+
+    import torch
+
+    from demos import cache, loading, sentiment
+
+    monkeypatch.setenv("XRAY_EXPLAIN_COPY", copy)
+    cache.clear_all()
+    held, release = threading.Event(), threading.Event()
+
+    @loading.in_explain_lane
+    def explanation():
+        with torch.inference_mode():
+            m = loading.load(sentiment.TASK)
+            enc = m.processor("A calm film.", return_tensors="pt")
+            logits = m.model(**enc).logits
+
+        @loading.one_at_a_time(sentiment.TASK)
+        def hold():
+            held.set()
+            release.wait(30)
+
+        hold()
+        return m, logits
+
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(result=explanation()))
+    worker.start()
+    assert held.wait(30)
+    answered = threading.Event()
+    threading.Thread(target=lambda: (sentiment.analyse("An answer while an explanation runs."), answered.set()),
+                     daemon=True).start()
+    try:
+        if copy == "1":
+            assert answered.wait(30), "the answer waited for the explanation's lock"
+        else:
+            assert not answered.wait(1.0), "with one shared model the answer must wait"
+    finally:
+        release.set()
+        worker.join(30)
+    assert answered.wait(30)
+    m_explain, logits = out["result"]
+    m_answer = loading.load(sentiment.TASK)
+    assert (m_explain is m_answer) == (copy == "0")
+    with torch.inference_mode():
+        enc = m_answer.processor("A calm film.", return_tensors="pt")
+        assert torch.equal(m_answer.model(**enc).logits, logits)  # the copy computes the same numbers
