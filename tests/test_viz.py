@@ -194,3 +194,20 @@ def test_maps_stored_float16_are_drawn_from_float32():
     assert select_heads(w, 0, AVERAGE).dtype == np.float32 and select_heads(w, 1, 0).dtype == np.float32
     fig = attention_heatmap(w, list("abcde"), list("abcde"), 0, AVERAGE)
     assert "bdata" in str(fig.to_plotly_json()["data"][0]["z"]) or np.asarray(fig.data[0].z).dtype == np.float32
+
+
+def test_patch_grid_colours_start_at_zero_and_end_at_the_largest_weight():
+    """A near-uniform grid must look near-uniform: plotly ignores zmin without zmax."""
+    from viz.image import patch_grid_figure
+
+    values = np.full((4, 4), 0.058) + np.linspace(0, 0.001, 16).reshape(4, 4)
+    fig = patch_grid_figure(np.zeros((32, 32, 3), np.uint8), values, "t")
+    heat = next(t for t in fig.data if t.type == "heatmap")
+    assert heat.zmin == 0.0 and heat.zmax == pytest.approx(values.max())
+
+
+def test_value_axis_from_zero_keeps_small_values_visible():
+    from viz.interventions import _from_zero
+
+    assert _from_zero([0.0001, 0.002], [0.0003, 0.001]) == {"range": [0, pytest.approx(0.0022)]}
+    assert _from_zero([0.5, -0.2]) == {}  # a negative value (a cosine): plotly's own range

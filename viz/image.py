@@ -131,7 +131,8 @@ def patch_grid_figure(
     fig.add_trace(go.Image(source=uri, x0=0.5 * w / tw, y0=0.5 * h / th, dx=w / tw, dy=h / th, hoverinfo="skip"))
     fig.add_trace(
         go.Heatmap(
-            z=values, x=xs, y=ys, text=cells, opacity=opacity, colorscale=colorscale, zmin=0.0,
+            z=values, x=xs, y=ys, text=cells, opacity=opacity, colorscale=colorscale,
+            zmin=0.0, zmax=max(float(np.max(values)), 1e-12),  # from 0: plotly ignores zmin without zmax
             colorbar=dict(title=name),
             hovertemplate="%{text}<br>" + name + " %{z:.4f}<extra></extra>",
         )

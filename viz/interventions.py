@@ -12,6 +12,15 @@ from core.intervention_types import AblationResult, Branch, Faithfulness, HeadIm
 from viz.tokens import clean_token, plot_label, plot_title
 
 
+def _from_zero(*values) -> dict:
+    """A value axis from 0 to a little above the largest value when none is negative (small
+    probabilities stay visible and bars keep their true proportions), else plotly's own range."""
+    flat = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in values]) if values else np.zeros(0)
+    if flat.size == 0 or np.nanmin(flat) < 0:
+        return {}
+    return {"range": [0, max(1.1 * float(np.nanmax(flat)), 1e-12)]}
+
+
 def ablation_figure(r: AblationResult) -> go.Figure:
     """The answer's outcomes before and after the knockout, side by side."""
     labels = [plot_label(x) for x in r.labels]
@@ -23,7 +32,7 @@ def ablation_figure(r: AblationResult) -> go.Figure:
     ])
     fig.update_layout(
         barmode="group", title=plot_title(f"Knocked out: {', '.join(r.knocked_out) or 'nothing'}"),
-        yaxis=dict(title=r.value_name, range=[0, 1.05]), xaxis=dict(tickangle=-40),
+        yaxis=dict(title=r.value_name, **_from_zero(r.before, r.after)), xaxis=dict(tickangle=-40),
         legend=dict(orientation="h", y=-0.3), height=420, margin=dict(l=10, r=10, t=50, b=10),
     )
     return fig
@@ -71,12 +80,12 @@ def branch_html(b: Branch) -> str:
             cells.append(f"<span class='xray-tok' style='{style}'>{html.escape(piece)}</span>")
         return f"<div><b>{html.escape(name)}</b> {html.escape(b.prompt)}{''.join(cells)}</div>"
 
-    rejoin = "never" if b.rejoin_at is None else f"at step {b.rejoin_at}"
+    rejoin = "and never come back together" if b.rejoin_at is None else f"and come back together at step {b.rejoin_at}"
     return (
         "<div class='xray-tokens xray-branch'>"
         + row(b.original, "Original:")
         + row(b.branch, f"Forced “{b.forced}” at step {b.step}:")
-        + f"<div class='xray-help'>They part at step {b.diverge_at} and come back together {html.escape(rejoin)}.</div></div>"
+        + f"<div class='xray-help'>They part at step {b.diverge_at} {html.escape(rejoin)}.</div></div>"
     )
 
 
