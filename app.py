@@ -39,6 +39,7 @@ def build_app(banner: str = "") -> gr.Blocks:
     """The whole UI: a header and one tab per entry of `TABS` (models load on first use).
 
     `banner`: markdown shown under the title in a closed accordion (e.g. the offline plan)."""
+    session.tune_malloc()  # freed memory goes back to the OS (glibc)
     with gr.Blocks(title="Transformer X-Ray") as demo:
         gr.Markdown(
             "# Transformer X-Ray\n"

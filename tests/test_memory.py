@@ -275,3 +275,15 @@ def test_a_loopback_class_holds_recipes_the_memo_bounds_it_and_idle_sessions_end
         for client in clients:
             client.close()
         demo.close()
+
+
+def test_malloc_tuning_is_applied_unless_switched_off(monkeypatch):
+    import platform
+
+    from ui import session
+
+    monkeypatch.setenv("XRAY_MALLOC_TUNE", "0")
+    assert session.tune_malloc() is False
+    monkeypatch.setenv("XRAY_MALLOC_TUNE", "1")
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert session.tune_malloc() is True  # mallopt accepted both settings
