@@ -12,6 +12,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from core.results import COMPACT_FROM_BYTES
+
 from demos.runtime import answer_first
 
 ProgressFn = Callable[[float, str], None]
@@ -54,11 +56,17 @@ def method(name: str) -> Method:
     return METHODS[name]
 
 
-def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:
-    """Tuple of per-layer (batch, heads, q, k) tensors -> (layers, heads, q, k) float32 array."""
+def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0, compact: bool = False) -> np.ndarray:
+    """Tuple of per-layer (batch, heads, q, k) tensors -> (layers, heads, q, k) float32 array.
+
+    `compact`: a map larger than `core.results.COMPACT_FROM_BYTES` comes back float16, converted
+    by torch (in parallel) instead of numpy after the fact: what `AttentionMaps` keeps anyway."""
     if not attentions:
         raise RuntimeError("The model returned no attention weights (load it with attn_implementation='eager').")
-    return torch.stack([a[batch_index] for a in attentions]).float().cpu().numpy()
+    stacked = torch.stack([a[batch_index] for a in attentions]).float()
+    if compact and stacked.numel() * 4 > COMPACT_FROM_BYTES:
+        stacked = stacked.half()
+    return stacked.cpu().numpy()
 
 
 def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:

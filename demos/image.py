@@ -147,7 +147,8 @@ def _forward(pil: Image.Image, digest: str, model_id: str | None) -> ImageResult
     with torch.inference_mode():
         out = m.model(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
     probs = torch.softmax(out.logits[0].float(), dim=-1).cpu().numpy()
-    weights = stack_attentions(out.attentions)  # (layers, heads, n, n)
+    weights = stack_attentions(out.attentions, compact=True)  # (layers, heads, n, n), float16 when large
+    head_mean = torch.stack([a[0].float().mean(dim=0, keepdim=True) for a in out.attentions]).cpu().numpy()
     grid, n_special = _patch_grid(m, pixel_values, weights.shape[-1])
     names = token_names(grid, n_special)
     groups = names[:n_special] + [f"patch row {r}" for r in range(grid[0]) for _ in range(grid[1])]
@@ -158,7 +159,7 @@ def _forward(pil: Image.Image, digest: str, model_id: str | None) -> ImageResult
         labels=[m.model.config.id2label[i] for i in range(probs.shape[0])],
         probs=probs,
         attention=AttentionMaps(weights, names, names, "self"),
-        rollout=attention_rollout(weights.mean(axis=1, keepdims=True)),  # heads averaged first, as rollout does: 12x less to convert
+        rollout=attention_rollout(head_mean),  # heads averaged first (float32, by torch), as rollout does
         embeddings=Embeddings(stack_hidden(out.hidden_states), names, groups),
         grid=grid,
         n_special=n_special,
