@@ -126,20 +126,21 @@ def sweep(demo: Any, ttl: float | None = None) -> int:
 
 
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters (malloc.h)
+MMAP_FROM = 8 * 2**20  # blocks this large are mapped on their own (1 MiB cost short answers +50% here)
 
 
 def tune_malloc() -> bool:
     """Make freed tensors and arrays go back to the OS (glibc; a no-op elsewhere or with
-    XRAY_MALLOC_TUNE=0): allocations of 1 MiB and more are mapped on their own (glibc otherwise
-    raises that threshold to 32 MiB as large blocks are freed, so a 512-token request's
-    activations stay in the heap), and two heap arenas instead of eight per core (Gradio's worker
-    threads otherwise each fragment their own). Measured in docs/PERFORMANCE.md ("Memory per
-    session"): a class's peak +2.5 GB -> +1.4 GB. Returns whether it was applied."""
+    XRAY_MALLOC_TUNE=0): allocations of 8 MiB and more (a 512-token request's attention maps) are
+    mapped on their own, so freeing them returns them (glibc otherwise raises that threshold to
+    32 MiB as large blocks are freed and keeps them in its heaps), and two heap arenas instead of
+    eight per core (Gradio's worker threads otherwise each fragment their own). Measured in
+    docs/PERFORMANCE.md ("Memory per session"). Returns whether it was applied."""
     if os.environ.get("XRAY_MALLOC_TUNE", "1").strip() in ("0", "false", "no"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, 2**20)) and bool(libc.mallopt(M_ARENA_MAX, 2))
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)) and bool(libc.mallopt(M_ARENA_MAX, 2))
     except (OSError, AttributeError):
         return False
 
