@@ -127,15 +127,12 @@ def serve_and_run(args: argparse.Namespace) -> dict:
     set_threads(args.threads)
     configure_models(False, None, args.size)
     import app
-    from bench.serve import free_port
+    from bench.serve import launch_whole_app
     from demos import sentiment
 
     plan = texts(args.clients, args.rounds)
     expected = {t: sentiment.analyse(t).class_probs() for mine in plan for t in mine}
-    demo = app.build_app()
-    demo.queue(**app.QUEUE)
-    kwargs = app.launch_kwargs(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    demo, url = launch_whole_app()
     tmp = Path(tempfile.mkdtemp(prefix="xray-class-"))
     try:
         (tmp / "expected.json").write_text(json.dumps(expected))

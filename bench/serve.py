@@ -26,6 +26,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_whole_app():
+    """The whole app in this process (`app.build_app()`, queued and launched with app.py's own
+    settings) on a free loopback port: (demo, url). The caller closes it."""
+    import app
+
+    demo = app.build_app()
+    demo.queue(**app.QUEUE)
+    kwargs = app.launch_kwargs(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]))
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    return demo, url
+
+
 def _time_imports(env: dict) -> float:
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", IMPORTS], cwd=ROOT, env=env, check=True)

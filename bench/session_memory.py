@@ -159,16 +159,12 @@ def serve(args: argparse.Namespace) -> dict:
     configure_models(hub=False, size=args.size)
     import gc
 
-    import app
-    from bench.serve import free_port
+    from bench.serve import launch_whole_app
     from demos import cache
     from ui import session
 
     inputs = class_inputs(args.sessions, args.tokens)
-    demo = app.build_app()
-    demo.queue(**app.QUEUE)
-    kwargs = app.launch_kwargs(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]))
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    demo, url = launch_whole_app()
     tmp = Path(tempfile.mkdtemp(prefix="xray-memory-"))
     try:
         students(url, class_inputs(1, 32), args.timeout)  # warm-up: every model loaded, every code path run
