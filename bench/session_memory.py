@@ -156,7 +156,7 @@ def serve(args: argparse.Namespace) -> dict:
         os.environ["XRAY_SESSION_REF_MB"] = "1e9"
     prepare_environment(hub=False)
     set_threads(args.threads)
-    configure_models(hub=False, size=args.size)
+    configure_models(hub=False, models_dir=args.models_dir, size=args.size)
     import gc
 
     from bench.serve import launch_whole_app
@@ -215,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=512)
     ap.add_argument("--size", default="full", choices=("full", "tiny"))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models-dir", help="where the local models are built and cached (default: bench.env's)")
     ap.add_argument("--serve", action="store_true", help="measure a served class (RSS) instead of adding up bytes")
     ap.add_argument("--ttl", type=float, default=60.0, help="--serve: XRAY_STATE_TTL_S, seconds")
     ap.add_argument("--no-refs", action="store_true", help="--serve: sessions keep their results (the old behaviour)")
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     prepare_environment(hub=False)
     set_threads(args.threads)
-    configure_models(hub=False, size=args.size)
+    configure_models(hub=False, models_dir=args.models_dir, size=args.size)
     results = tab_results(args.tokens)
     print(f"| tab ({args.tokens}-token input, {args.size} size) | stored MB | as float32 MB | attention shapes |")
     print("|---|---:|---:|---|")

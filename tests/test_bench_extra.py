@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from bench import adaptive, class_load, explainers
 
 
@@ -60,3 +62,25 @@ def test_class_load_texts_unique_and_summary():
     s = class_load.summary(out, 2, 3)
     assert s["lost"] == 2 and s["answer_p50_s"] == 2.0 and s["answer_p95_s"] == 3.0 and s["attr_p95_s"] == 5.0
     assert s["views_p95_s"] == 0.7 and s["views_failed"] == 1
+
+
+@pytest.mark.slow
+def test_served_session_memory_runs_a_class_and_sweeps_it(tmp_path):
+    """`bench.session_memory --serve` on the tiny models: every request of the class is answered,
+    then the idle sessions and the memos' entries are gone (the sweeper ran)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "m.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.session_memory", "--serve", "--size", "tiny", "--sessions", "2", "--tokens", "64",
+         "--ttl", "2", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["ok"] == 2 * 4 and res["failed"] == 0, res["errors"]
+    assert res["sessions_after_ttl"] == 0 and res["memo_after_mb"] == 0
+    assert res["rss_peak_mb"] >= res["rss_start_mb"] > 0
