@@ -119,9 +119,10 @@ def sweep(demo: Any, ttl: float | None = None) -> int:
                     holder.session_data.pop(session_id, None)
                     holder.time_last_used.pop(session_id, None)
                 dropped += 1
-    cache.expire_idle(ttl)
-    gc.collect()
-    _trim()
+    expired = cache.expire_idle(ttl)
+    if dropped or expired:  # a full collection only when something was let go (it holds the GIL)
+        gc.collect()
+        _trim()
     return dropped
 
 
