@@ -97,4 +97,12 @@ def launch_full_app():
     import app
     from bench.serve import free_port
 
-    return app.start(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]), block=False)
+    for attempt in range(3):
+        try:
+            return app.start(app.parse_args(["--host", "127.0.0.1", "--port", str(free_port())]), block=False)
+        except ValueError as exc:
+            # Gradio's start-up probe gives up after one HEAD / slower than 3 s ("localhost is not
+            # accessible"), which a 2-CPU machine running the whole suite can hit: start again.
+            if "localhost is not accessible" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
