@@ -160,7 +160,22 @@ class RedrawView:
         bind_export(*self.export, [state, *controls], self.table)
 
 
-class Heatmap:
+class Renderer:
+    """How an `AttentionView` draws one layer/head of its maps: `draw(result, maps, title, layer,
+    head, *its control values)`. Its own controls (none by default; their initial values are what a
+    fresh result starts from) and the part of the map the CSV export holds (all by default)."""
+
+    def controls(self) -> list:
+        return []
+
+    def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, *extra: Any):
+        raise NotImplementedError
+
+    def shown(self, maps: AttentionMaps, *extra: Any) -> tuple[slice, slice]:
+        return slice(None), slice(None)
+
+
+class Heatmap(Renderer):
     """Draws one layer/head as queries x keys for a token range (self- or cross-attention)."""
 
     def controls(self) -> list:
@@ -168,9 +183,6 @@ class Heatmap:
             gr.Number(value=0, precision=0, label="From token", minimum=0),
             gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0),
         ]
-
-    def reset(self) -> list:
-        return [0, 0]
 
     def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, start: Any = None, end: Any = None):
         return attention_heatmap(
@@ -193,7 +205,7 @@ class AttentionView(RedrawView):
 
     pick: Callable[[Any], AttentionMaps]
     title: str
-    renderer: Any
+    renderer: Renderer
     layer: gr.Slider
     head: gr.Dropdown
     extra: list  # the renderer's controls
@@ -203,7 +215,7 @@ class AttentionView(RedrawView):
     layer_label: str = "Layer"
 
     @classmethod
-    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str, renderer: Any = None,
+    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str, renderer: Renderer | None = None,
               layer_label: str = "Layer") -> "AttentionView":
         renderer = renderer or Heatmap()
         explain(help_text)
@@ -233,7 +245,7 @@ class AttentionView(RedrawView):
         maps = self.pick(result)
         last = maps.n_layers - 1
         heads = [AVERAGE, *[str(h) for h in range(maps.n_heads)]]
-        extra = self.renderer.reset()
+        extra = [c.value for c in self.extra]  # the renderer's controls as they started
         return [
             gr.Slider(0, last, value=last, step=1, label=f"{self.layer_label} (0–{last})"),
             gr.Dropdown(heads, value=AVERAGE, label="Head"),
@@ -246,8 +258,7 @@ class AttentionView(RedrawView):
         maps = self.pick(result)
         layer = min(int(layer or 0), maps.n_layers - 1)
         matrix = select_heads(maps.weights, layer, head)
-        shown = getattr(self.renderer, "shown", None)
-        rows, cols = shown(maps, *extra) if shown else (slice(None), slice(None))
+        rows, cols = self.renderer.shown(maps, *extra)
         return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ui import texts
-from ui.common import AttentionView, EmbeddingView, explain, guarded
+from ui.common import AttentionView, EmbeddingView, Renderer, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, run_row
@@ -60,15 +60,9 @@ def _pixel_overlay(result, attr, alpha):
     return signed_overlay(result.image, attr.scores, alpha=min(1.0, float(alpha) + 0.3))
 
 
-class ClassTokenGrid:
+class ClassTokenGrid(Renderer):
     """AttentionView renderer: the class token's attention of one layer/head as a patch grid over
     the picture (hover: the exact weight); the CSV export holds the whole map."""
-
-    def controls(self) -> list:
-        return []
-
-    def reset(self) -> list:
-        return []
 
     def draw(self, result, maps, title: str, layer: int, head):
         values = cls_attention_grid(maps.weights, layer, head, result.grid, result.n_special)

@@ -35,14 +35,17 @@ log = logging.getLogger(__name__)
 _RECIPE = "_xray_recipe"
 
 
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
 def ttl_seconds() -> float:
-    raw = os.environ.get("XRAY_STATE_TTL_S", "").strip()
-    return float(raw) if raw else 900.0
+    return _env_number("XRAY_STATE_TTL_S", 900.0)
 
 
 def ref_from_bytes() -> int:
-    raw = os.environ.get("XRAY_SESSION_REF_MB", "").strip()
-    return int(float(raw) * 2**20) if raw else 4 * 2**20
+    return int(_env_number("XRAY_SESSION_REF_MB", 4.0) * 2**20)
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,7 @@ _thread: threading.Thread | None = None
 
 
 def sweep_interval() -> float:
-    raw = os.environ.get("XRAY_SWEEP_S", "").strip()
-    return float(raw) if raw else max(5.0, min(60.0, ttl_seconds() / 4))
+    return _env_number("XRAY_SWEEP_S", max(5.0, min(60.0, ttl_seconds() / 4)))
 
 
 def sweep(demo: Any, ttl: float | None = None) -> int:

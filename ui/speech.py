@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import texts
-from ui.common import AttentionView, explain, guarded, plot_tab
+from ui.common import AttentionView, Renderer, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
@@ -62,15 +62,12 @@ def _notice(result: speech.SpeechResult) -> str:
     return "\n\n".join(lines)
 
 
-class Alignment:
+class Alignment(Renderer):
     """AttentionView renderer: the decoder's cross-attention over the audio's seconds, with the DTW
     path of the word timings (a checkbox); the CSV export holds tokens x encoder frames."""
 
     def controls(self) -> list:
         return [gr.Checkbox(value=True, label="Show DTW path")]
-
-    def reset(self) -> list:
-        return [True]
 
     def draw(self, result, maps, title: str, layer: int, head, path_on: bool = True):
         return alignment_figure(maps.weights, result.tokens, result.frame_step, layer, head, result.path if path_on else None)
