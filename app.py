@@ -40,6 +40,7 @@ def build_app(banner: str = "") -> gr.Blocks:
 
     `banner`: markdown shown under the title in a closed accordion (e.g. the offline plan)."""
     session.tune_malloc()  # freed memory goes back to the OS (glibc)
+    session.lazy_session_config()  # a new session does not build the whole page's configuration
     with gr.Blocks(title="Transformer X-Ray") as demo:
         gr.Markdown(
             "# Transformer X-Ray\n"

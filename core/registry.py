@@ -37,6 +37,9 @@ class TaskSpec:
     `lens`: "decoder" (logit lens through the LM head), "head" (its own head on every layer) or ''
     (none); `items`: what an explainer's `item` picks among when one result holds several inputs
     ('' = one input); `branches`: its answer continues a prompt token by token (branch explorer);
+    `batch`: the function of `demos.batched` that runs many answers in one padded forward pass
+    ('' = answers run one by one); concurrent answers are then gathered into micro-batches, in
+    this process (`demos.gather`) and on the Ray tier (`@serve.batch`).
     `file_args`: arguments of its compute functions that carry a user's files (besides the first
     positional one), whose bytes travel with a remote call; `identity`: the result's attributes
     naming its input (memo keys of explainers); `not_for`: (explainer, why it does not apply).
@@ -64,6 +67,7 @@ class TaskSpec:
     branches: bool = False
     file_args: tuple[str, ...] = ()
     identity: tuple[str, ...] = ("text",)
+    batch: str = ""
     not_for: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -138,6 +142,7 @@ TASKS: tuple[TaskSpec, ...] = (
         extra_apis=("compare",),
         build="distilbert_classifier",
         lens="head",
+        batch="analyse_many",
     ),
     TaskSpec(
         key="qa",
@@ -248,6 +253,7 @@ TASKS: tuple[TaskSpec, ...] = (
         tiny="sentiment",
         items="sentences",
         identity=("sentences",),
+        batch="explore_many",
         not_for=(
             ("lens", "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."),
             ("contrast", "the encoder explorer gives no answer to contrast (it compares sentence vectors)"),

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from core import registry
 from core.results import AttentionMaps, Embeddings
 from demos import explorer, loading, sentiment
 from demos.explain import stack_attentions, stack_hidden
@@ -108,5 +109,5 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[expl
     return results
 
 
-# task key -> (the single-run function name it batches, the batched function)
-BATCHED = {sentiment.TASK: ("analyse", analyse_many), explorer.TASK: ("analyse", explore_many)}
+# task key -> (the single-run function name it batches, the batched function), from the registry
+BATCHED = {spec.key: (spec.run, globals()[spec.batch]) for spec in registry.TASKS if spec.batch}

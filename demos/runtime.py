@@ -18,7 +18,9 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
+from core import registry
 from demos.cache import memo
+from demos.gather import Gather
 from demos.gpu import on_gpu
 from demos.loading import in_explain_lane, one_at_a_time
 
@@ -73,16 +75,28 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
                  answer: bool = True):
     """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock.
     An `answer` (not an explanation) counts itself in `answer_first` while it computes; an
-    explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`)."""
+    explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`).
+    The answer of a task with a batched forward pass (`TaskSpec.batch`) gathers concurrent calls
+    into micro-batches (`demos.gather`), under the memo."""
 
     def decorate(fn: Callable) -> Callable:
         inner = answer_first.answer(fn) if answer else fn
-        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
+        gpu = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))
+        wrapped = gpu(one_at_a_time(task)(inner))
         if not answer:  # an explanation: its own model copy and lock (demos.loading._lane)
             wrapped = in_explain_lane(wrapped)
+        elif registry.get(task).batch:
+            wrapped = Gather(wrapped, lambda: gpu(answer_first.answer(_batched(task))))
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate
+
+
+def _batched(task: str) -> Callable:
+    """The task's batched forward pass (imported on first use: demos.batched imports the tasks)."""
+    import importlib
+
+    return getattr(importlib.import_module("demos.batched"), registry.get(task).batch)
 
 
 @dataclass(frozen=True)

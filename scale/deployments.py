@@ -23,17 +23,11 @@ from typing import Any
 from ray import serve
 
 from core import registry
+from demos.gather import Failed, batch_item, run_batch
 from scale import backend
 from scale.config import ServeConfig, forwarded_env
 
 log = logging.getLogger(__name__)
-
-
-class _Failed:
-    """An exception raised for one item of a micro-batch (re-raised for that caller only)."""
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
 
 
 class TaskModel:
@@ -70,15 +64,7 @@ class TaskModel:
         """(text, model_id) when the call is the batched single-run function with plain inputs."""
         if self._single is None or backend.canonical(self.task_key, fn_name) != self._single_name:
             return None
-        try:
-            bound = inspect.signature(self._single).bind(*args, **kwargs)
-        except TypeError:
-            return None
-        bound.apply_defaults()
-        values = list(bound.arguments.values())
-        if len(values) != 2 or not isinstance(values[0], str):
-            return None
-        return values[0], values[1]
+        return batch_item(inspect.signature(self._single), args, kwargs)
 
     async def call(self, fn_name: str, args: tuple = (), kwargs: dict | None = None) -> Any:
         """Run `fn_name(*args, **kwargs)` of this task; returns its plain result."""
@@ -87,7 +73,7 @@ class TaskModel:
         item = self._batchable(fn_name, tuple(args), kwargs)
         if item is not None:
             out = await self.forward(item)
-            if isinstance(out, _Failed):
+            if isinstance(out, Failed):
                 raise out.exc
             return out
         args, kwargs = backend.unship(tuple(args), kwargs)
@@ -101,24 +87,7 @@ class TaskModel:
 
     def _forward_sync(self, items: list[tuple[str, str | None]]) -> list[Any]:
         self.batch_sizes.append(len(items))
-        out: list[Any] = [None] * len(items)
-        by_model: dict[Any, list[int]] = {}
-        for i, (_, model_id) in enumerate(items):
-            by_model.setdefault(model_id, []).append(i)
-        for model_id, index in by_model.items():
-            texts = [items[i][0] for i in index]
-            try:
-                results = self._batched_fn(texts, model_id) if len(texts) > 1 else [self._single(texts[0], model_id)]
-            except Exception:  # noqa: BLE001 - one bad item must not fail the others: run singly
-                results = []
-                for text in texts:
-                    try:
-                        results.append(self._single(text, model_id))
-                    except Exception as exc:  # noqa: BLE001 - returned to its own caller only
-                        results.append(_Failed(exc))
-            for i, result in zip(index, results):
-                out[i] = result
-        return out
+        return run_batch(self._single, self._batched_fn, items)
 
     def stats(self) -> dict:
         """What this replica did: pid, micro-batch sizes, resident models (for tests and ops)."""

@@ -11,7 +11,7 @@ from ui.common import explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
-from ui.kit import AttributionPanel, Figures, answer_header, api, draw_views, label_value, result_state, tab_compute
+from ui.kit import AttributionPanel, Figures, answer_header, answer_queue, draw_views, label_value, result_state, tab_compute
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 
@@ -174,7 +174,7 @@ def build() -> None:
         match,
         [image_box, texts_box, extra, model_box],
         [label, info, notice, state, image_choice, text_choice],
-        api_name=api(clip.TASK),
+        **answer_queue(clip.TASK),
     )
     figures = Figures([matrix_plot, rel_plot, emb_plot], lambda result: {
         matrix_plot: matrix_figure(result, "cosine similarity"),

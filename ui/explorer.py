@@ -12,7 +12,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import answer_header, api, draw_views, result_state, tab_compute
+from ui.kit import answer_header, answer_queue, draw_views, result_state, tab_compute
 from viz.explorer import sentence_similarity_heatmap
 
 INTRO = (
@@ -103,7 +103,7 @@ def build() -> None:
         explore,
         [text, model],
         [table, info, summary, notice, state, sentence, sim_plot],
-        api_name=api(explorer.TASK),
+        **answer_queue(explorer.TASK),
     )
     draw_views(main, state, explorer.TASK, attention, embeddings, explainers)
     sentence.input(show_sentence, [state, sentence], [state, *attention.outputs], api_visibility="private")

@@ -9,7 +9,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, require_te
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
 
@@ -153,7 +153,7 @@ def build() -> None:
         run_generation,
         [prompt, max_new, do_sample, *sampling, model],
         [output, info, notice, shaded, choices_md, choices_plot, state, position],
-        api_name=api(generation.TASK),
+        **answer_queue(generation.TASK),
     )
     draw_views(main, state, generation.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [position], attribute, api(generation.TASK, "attribution"), "Generate a text first.")

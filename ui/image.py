@@ -17,7 +17,7 @@ from ui.common import AttentionView, EmbeddingView, Renderer, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, run_row
-from ui.kit import answer_header, api, attribution_summary, draw_views, label_value, result_state, tab_compute
+from ui.kit import answer_header, answer_queue, attribution_summary, draw_views, label_value, result_state, tab_compute
 from viz.attention import AVERAGE
 from viz.image import cls_attention_grid, heat_overlay, patch_grid_figure, signed_overlay
 
@@ -180,7 +180,7 @@ def build() -> None:
         classify,
         [picture, model],
         [label, info, notice, state, rollout_image, *pixels.outputs],
-        api_name=api(demo.TASK),
+        **answer_queue(demo.TASK),
     )
     draw_views(main, state, demo.TASK, cls_view, embeddings, explainers)
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after

@@ -10,7 +10,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import span_html
 
@@ -101,7 +101,7 @@ def build() -> None:
         ask,
         [question, context, model],
         [answer, score, span, probs_plot, info, notice, state],
-        api_name=api(qa.TASK),
+        **answer_queue(qa.TASK),
     )
     draw_views(main, state, qa.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [], attribute, api(qa.TASK, "attribution"), "Find an answer first.")

@@ -9,7 +9,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape,
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, draw_views, label_value, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, label_value, result_state, tab_compute
 from viz.tokens import highlight_html
 
 COMPARE_HELP = (
@@ -66,7 +66,7 @@ def build() -> None:
         classify,
         [text, model],
         [label, info, notice, state, target],
-        api_name=api(sentiment.TASK),
+        **answer_queue(sentiment.TASK),
     )
     draw_views(main, state, sentiment.TASK, attention, embeddings, explainers)
     attribution.bind(main, state, [target], attribute, api(sentiment.TASK, "attribution"), "Classify a text first.")

@@ -9,7 +9,7 @@ from ui.common import AttentionView, Renderer, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
-from ui.kit import answer_header, api, draw_views, result_state, tab_compute
+from ui.kit import answer_header, answer_queue, draw_views, result_state, tab_compute
 from viz.audio import alignment_figure, spectrogram_figure, token_probability_bars, word_timeline
 
 SPECTROGRAM = (
@@ -119,7 +119,7 @@ def build() -> None:
         transcribe,
         [audio, model],
         [transcript, notice, info, state, spectrogram, words_table, timeline, probs_plot],
-        api_name=api(speech.TASK),
+        **answer_queue(speech.TASK),
     )
     draw_views(main, state, speech.TASK, alignment, encoder, explainers)
 

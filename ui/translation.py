@@ -10,7 +10,7 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, require_te
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, api, draw_views, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import clean_token
 
@@ -111,7 +111,7 @@ def build() -> None:
         translate,
         [text, model],
         [output, info, notice, state, target, confidence],
-        api_name=api(translation.TASK),
+        **answer_queue(translation.TASK),
     )
     draw_views(main, state, translation.TASK, *views, explainers)
     attribution.bind(

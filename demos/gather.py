@@ -1,0 +1,142 @@
+"""Micro-batches of concurrent answers, in this process (the Ray tier has `@serve.batch`).
+
+A task whose registry entry names a batched forward pass (`TaskSpec.batch`, e.g. sentiment's
+`demos.batched.analyse_many`) has its answer function wrapped in `Gather` (by
+`demos.runtime.task_compute`, under the memo, so a repeated input never waits for a batch).
+
+    Gather(single, many_thunk)(text, model_id) -> the same result as single(text, model_id)
+
+Natural batching, no timer: a call that finds the model idle runs alone at once, exactly the
+single run (so one student alone sees no change); calls that arrive while a pass is running
+queue up, and the next pass takes up to `XRAY_BATCH_SIZE` (default 8) of them in one padded
+forward pass. The first caller in the queue leads the next pass; every other caller waits for its
+own item only. On a 2-CPU machine with full-size DistilBERT a pass of 8 costs 16 ms per item
+against 35 ms alone (docs/PERFORMANCE.md, "A class on one 2-CPU machine").
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+
+def batch_size() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_BATCH_SIZE", "8")))
+    except ValueError:
+        return 8
+
+
+class Failed:
+    """An exception raised for one item of a micro-batch (re-raised for that caller only)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def batch_item(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple[str, str | None] | None:
+    """(text, model_id) when a call of the single-run function has exactly those plain inputs;
+    None when it must run on its own (other arguments, or not a text)."""
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError:
+        return None
+    bound.apply_defaults()
+    values = list(bound.arguments.values())
+    if len(values) != 2 or not isinstance(values[0], str) or not (values[1] is None or isinstance(values[1], str)):
+        return None
+    return values[0], values[1]
+
+
+def run_batch(single: Callable, many: Callable, items: Sequence[tuple[str, str | None]]) -> list[Any]:
+    """One result (or `Failed`) per (text, model_id) item: one `many(texts, model_id)` pass per
+    model; a lone item runs `single`; if a pass fails, its items run singly, so one bad input
+    fails only its own caller."""
+    out: list[Any] = [None] * len(items)
+    by_model: dict[Any, list[int]] = {}
+    for i, (_, model_id) in enumerate(items):
+        by_model.setdefault(model_id, []).append(i)
+    for model_id, index in by_model.items():
+        texts = [items[i][0] for i in index]
+        try:
+            results = many(texts, model_id) if len(texts) > 1 else [single(texts[0], model_id)]
+        except Exception:  # noqa: BLE001 - run singly: each caller gets its own answer or error
+            results = []
+            for text in texts:
+                try:
+                    results.append(single(text, model_id))
+                except Exception as exc:  # noqa: BLE001 - returned to its own caller only
+                    results.append(Failed(exc))
+        for i, result in zip(index, results):
+            out[i] = result
+    return out
+
+
+class _Waiting:
+    __slots__ = ("item", "ready", "lead", "value")
+
+    def __init__(self, item: tuple[str, str | None]) -> None:
+        self.item, self.ready, self.lead, self.value = item, threading.Event(), False, None
+
+
+class Gather:
+    """`single(text, model_id)` for many threads at once, in micro-batches (see the module doc)."""
+
+    def __init__(self, single: Callable, many: Callable[[], Callable], max_size: int | None = None) -> None:
+        self.single, self._many_thunk, self._many = single, many, None
+        self.max_size = max_size or batch_size()
+        self.signature = inspect.signature(single)
+        self._mutex = threading.Lock()
+        self._queue: deque[_Waiting] = deque()
+        self._busy = False
+        self.sizes: deque[int] = deque(maxlen=1000)  # size of every pass (tests, bench)
+        functools.update_wrapper(self, single)
+
+    def many(self, texts: list[str], model_id: str | None) -> list[Any]:
+        if self._many is None:
+            self._many = self._many_thunk()
+        return self._many(texts, model_id)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        item = batch_item(self.signature, args, kwargs)
+        if item is None or self.max_size < 2:
+            return self.single(*args, **kwargs)
+        mine = _Waiting(item)
+        with self._mutex:
+            self._queue.append(mine)
+            mine.lead = not self._busy
+            self._busy = True
+        if not mine.lead:
+            mine.ready.wait()  # set when a pass gave this item its value, or when it is this item's turn to lead
+        if mine.lead:
+            self._lead()
+        if isinstance(mine.value, Failed):
+            raise mine.value.exc
+        return mine.value
+
+    def _lead(self) -> None:
+        """Run one pass over the first items of the queue (this caller's among them: the leader
+        is always the first), then hand the lead to the next waiting caller, if any."""
+        with self._mutex:
+            batch = [self._queue.popleft() for _ in range(min(self.max_size, len(self._queue)))]
+        try:
+            results = run_batch(self.single, self.many, [w.item for w in batch]) if batch else []
+            self.sizes.append(len(batch))
+        except BaseException as exc:  # not an Exception (run_batch catches those): every item fails alike
+            results = [Failed(exc)] * len(batch)
+        finally:
+            with self._mutex:
+                following = self._queue[0] if self._queue else None
+                if following is not None:
+                    following.lead = True
+                else:
+                    self._busy = False
+        for waiting, result in zip(batch, results):
+            waiting.value = result
+            waiting.ready.set()
+        if following is not None:
+            following.ready.set()

@@ -1,0 +1,135 @@
+"""In-process micro-batches (demos.gather): every caller gets its own single-run answer; calls that
+meet while a pass runs share the next one; one bad input fails only its caller."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from demos import cache, gather, sentiment
+
+
+class Recorder:
+    """A single and a batched function that record their calls; the first single run waits for
+    `release`, so the calls arriving meanwhile queue up."""
+
+    def __init__(self, fail_on: str = "") -> None:
+        self.singles: list[str] = []
+        self.batches: list[list[str]] = []
+        self.started, self.release = threading.Event(), threading.Event()
+        self.fail_on = fail_on
+
+    def single(self, text: str, model_id: str | None = None) -> str:
+        self.singles.append(text)
+        if len(self.singles) == 1:
+            self.started.set()
+            self.release.wait(10)
+        if text == self.fail_on:
+            raise ValueError(f"bad input {text}")
+        return f"{text}|{model_id}"
+
+    def many(self, texts: list[str], model_id: str | None) -> list[str]:
+        self.batches.append(list(texts))
+        if self.fail_on in texts:
+            raise ValueError("one item of the batch is bad")
+        return [f"{t}|{model_id}" for t in texts]
+
+
+def _burst(g: gather.Gather, rec: Recorder, texts: list[str], model_ids=None) -> list:
+    """The first text alone, then the rest while it runs; every caller's outcome, in order."""
+    model_ids = model_ids or [None] * len(texts)
+
+    def one(i: int):
+        try:
+            return g(texts[i], model_ids[i])
+        except ValueError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        first = pool.submit(one, 0)
+        assert rec.started.wait(10)
+        rest = [pool.submit(one, i) for i in range(1, len(texts))]
+        while len(g._queue) < len(texts) - 1:  # every other caller is waiting in the queue
+            threading.Event().wait(0.005)
+        rec.release.set()
+        return [first.result(10)] + [f.result(10) for f in rest]
+
+
+def test_lone_call_is_the_single_run():
+    rec = Recorder()
+    rec.release.set()
+    g = gather.Gather(rec.single, lambda: rec.many, max_size=8)
+    assert g("alone", None) == "alone|None"
+    assert rec.singles == ["alone"] and rec.batches == [] and list(g.sizes) == [1]
+
+
+def test_calls_meeting_share_a_pass_and_each_gets_its_own():
+    rec = Recorder()
+    g = gather.Gather(rec.single, lambda: rec.many, max_size=4)
+    texts = [f"t{i}" for i in range(10)]
+    got = _burst(g, rec, texts)
+    assert got == [f"{t}|None" for t in texts]
+    assert list(g.sizes) == [1, 4, 4, 1]  # the first alone, then passes of at most max_size
+    assert [len(b) for b in rec.batches] == [4, 4]
+    assert not g._busy and not g._queue
+
+
+def test_models_are_batched_apart():
+    rec = Recorder()
+    g = gather.Gather(rec.single, lambda: rec.many, max_size=8)
+    got = _burst(g, rec, ["a", "b", "c", "d"], [None, "m1", "m2", "m1"])
+    assert got == ["a|None", "b|m1", "c|m2", "d|m1"]
+    assert sorted(map(sorted, rec.batches)) == [["b", "d"]]  # m2's lone item ran singly
+    assert "c" in rec.singles
+
+
+def test_a_bad_input_fails_only_its_caller():
+    rec = Recorder(fail_on="bad")
+    g = gather.Gather(rec.single, lambda: rec.many, max_size=8)
+    got = _burst(g, rec, ["first", "x", "bad", "y"])
+    assert got[0] == "first|None" and got[1] == "x|None" and got[3] == "y|None"
+    assert isinstance(got[2], ValueError) and "bad input" in str(got[2])
+    assert rec.batches == [["x", "bad", "y"]]  # the pass failed, so its items ran singly
+
+
+def test_other_arguments_run_singly():
+    rec = Recorder()
+    rec.release.set()
+    g = gather.Gather(rec.single, lambda: rec.many)
+    assert g(["not", "text"], None) == "['not', 'text']|None" and list(g.sizes) == []
+    assert gather.batch_item(g.signature, ("x",), {}) == ("x", None)
+    assert gather.batch_item(g.signature, ("x", "m", "extra"), {}) is None
+
+
+def test_batch_size_from_environment(monkeypatch):
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "3")
+    assert gather.batch_size() == 3
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "many")
+    assert gather.batch_size() == 8
+
+
+def test_sentiment_answers_of_many_users_are_batched_and_equal_single_runs():
+    """The app's own answer function (memo -> Gather -> model): 12 users at once get what a single
+    run gives each of them, and at least one pass served several of them."""
+    texts = [f"Student {i} found the film {'warm' if i % 2 else 'dull'} and the music {'bright' if i % 3 else 'slow'}." for i in range(12)]
+    g = sentiment.analyse.fn  # the memo's inner function
+    assert isinstance(g, gather.Gather)
+    cache.clear_all()
+    want = {t: sentiment.analyse(t) for t in texts}
+    cache.clear_all()
+    before = len(g.sizes)
+    start = threading.Barrier(len(texts))
+
+    def user(text: str):
+        start.wait(10)
+        return sentiment.analyse(text)
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        got = list(pool.map(user, texts))
+    sizes = list(g.sizes)[before:]
+    assert sum(sizes) == len(texts) and max(sizes) > 1
+    for text, result in zip(texts, got):
+        assert result.text == text and result.tokens == want[text].tokens
+        np.testing.assert_allclose(result.probs, want[text].probs, atol=1e-5)
+        np.testing.assert_allclose(result.attention.weights, want[text].attention.weights, atol=1e-5)
+    cache.clear_all()
