@@ -54,17 +54,21 @@ def batch_item(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple
 
 def run_batch(single: Callable, many: Callable, items: Sequence[tuple[str, str | None]]) -> list[Any]:
     """One result (or `Failed`) per (text, model_id) item: one `many(texts, model_id)` pass per
-    model; a lone item runs `single`; if a pass fails, its items run singly, so one bad input
-    fails only its own caller."""
+    model; a lone item runs `single` once (its error is its caller's); if a pass of several fails,
+    its items run singly, so one bad input fails only its own caller."""
     out: list[Any] = [None] * len(items)
     by_model: dict[Any, list[int]] = {}
     for i, (_, model_id) in enumerate(items):
         by_model.setdefault(model_id, []).append(i)
     for model_id, index in by_model.items():
         texts = [items[i][0] for i in index]
-        try:
-            results = many(texts, model_id) if len(texts) > 1 else [single(texts[0], model_id)]
-        except Exception:  # noqa: BLE001 - run singly: each caller gets its own answer or error
+        results = None
+        if len(texts) > 1:
+            try:
+                results = many(texts, model_id)
+            except Exception:  # noqa: BLE001 - run singly: each caller gets its own answer or error
+                results = None
+        if results is None:
             results = []
             for text in texts:
                 try:

@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 from demos import cache, gather, sentiment
 
 
@@ -133,3 +134,16 @@ def test_sentiment_answers_of_many_users_are_batched_and_equal_single_runs():
         np.testing.assert_allclose(result.probs, want[text].probs, atol=1e-5)
         np.testing.assert_allclose(result.attention.weights, want[text].attention.weights, atol=1e-5)
     cache.clear_all()
+
+
+def test_a_lone_call_that_fails_runs_once():
+    calls = []
+
+    def single(text: str, model_id: str | None = None) -> str:
+        calls.append(text)
+        raise ValueError("no")
+
+    g = gather.Gather(single, lambda: None, max_size=8)
+    with pytest.raises(ValueError, match="no"):
+        g("x", None)
+    assert calls == ["x"] and not g._busy
