@@ -148,7 +148,7 @@ def _forward(pil: Image.Image, digest: str, model_id: str | None) -> ImageResult
         out = m.model(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
     probs = torch.softmax(out.logits[0].float(), dim=-1).cpu().numpy()
     weights = stack_attentions(out.attentions, compact=True)  # (layers, heads, n, n), float16 when large
-    head_mean = torch.stack([a[0].float().mean(dim=0, keepdim=True) for a in out.attentions]).cpu().numpy()
+    head_mean = torch.stack([a[0].float().mean(dim=0, keepdim=True) for a in out.attentions])
     grid, n_special = _patch_grid(m, pixel_values, weights.shape[-1])
     names = token_names(grid, n_special)
     groups = names[:n_special] + [f"patch row {r}" for r in range(grid[0]) for _ in range(grid[1])]
@@ -159,7 +159,7 @@ def _forward(pil: Image.Image, digest: str, model_id: str | None) -> ImageResult
         labels=[m.model.config.id2label[i] for i in range(probs.shape[0])],
         probs=probs,
         attention=AttentionMaps(weights, names, names, "self"),
-        rollout=attention_rollout(head_mean),  # heads averaged first (float32, by torch), as rollout does
+        rollout=attention_rollout(head_mean),  # heads averaged first (float32), then rolled out by torch
         embeddings=Embeddings(stack_hidden(out.hidden_states), names, groups),
         grid=grid,
         n_special=n_special,
