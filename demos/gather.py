@@ -31,6 +31,15 @@ def batch_size() -> int:
         return 8
 
 
+def batches(task: str) -> bool:
+    """Whether `task`'s answers are gathered in this process: it has a batched forward pass, the
+    batch size is above 1, and this is not a ZeroGPU Space (where each call has its own GPU slice)."""
+    from core import registry
+    from demos.gpu import zero_gpu
+
+    return bool(registry.get(task).batch) and batch_size() > 1 and not zero_gpu()
+
+
 class Failed:
     """An exception raised for one item of a micro-batch (re-raised for that caller only)."""
 

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from core import registry
 from demos.cache import memo
-from demos.gather import Gather
+from demos.gather import Gather, batches
 from demos.gpu import on_gpu
 from demos.loading import in_explain_lane, one_at_a_time
 
@@ -77,16 +77,16 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
     An `answer` (not an explanation) counts itself in `answer_first` while it computes; an
     explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`).
     The answer of a task with a batched forward pass (`TaskSpec.batch`) gathers concurrent calls
-    into micro-batches (`demos.gather`), under the memo."""
+    into micro-batches (`demos.gather`), under the memo (not on ZeroGPU, where each call gets its
+    own GPU slice)."""
 
     def decorate(fn: Callable) -> Callable:
         inner = answer_first.answer(fn) if answer else fn
-        gpu = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))
-        wrapped = gpu(one_at_a_time(task)(inner))
+        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
         if not answer:  # an explanation: its own model copy and lock (demos.loading._lane)
             wrapped = in_explain_lane(wrapped)
-        elif registry.get(task).batch:
-            wrapped = Gather(wrapped, lambda: gpu(answer_first.answer(_batched(task))))
+        elif batches(task):
+            wrapped = Gather(wrapped, lambda: answer_first.answer(_batched(task)))
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate

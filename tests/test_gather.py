@@ -147,3 +147,14 @@ def test_a_lone_call_that_fails_runs_once():
     with pytest.raises(ValueError, match="no"):
         g("x", None)
     assert calls == ["x"] and not g._busy
+
+
+def test_which_tasks_gather(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.delenv("XRAY_BATCH_SIZE", raising=False)
+    assert gather.batches("sentiment") and gather.batches("explorer") and not gather.batches("qa")
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "1")
+    assert not gather.batches("sentiment")
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "8")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # one GPU slice per call there
+    assert not gather.batches("sentiment")

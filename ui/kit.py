@@ -278,7 +278,6 @@ def answer_queue(task: str) -> dict:
     """How a tab's answer event is queued: its API name, and for a task whose answers are gathered
     into micro-batches (`TaskSpec.batch`) room for a whole batch to wait together (otherwise
     the app's default, 2 at a time, would never let more than 2 answers meet)."""
-    from demos.gather import batch_size
+    from demos.gather import batch_size, batches
 
-    batched = registry.get(task).batch and batch_size() > 1
-    return {"api_name": api(task), **({"concurrency_limit": batch_size()} if batched else {})}
+    return {"api_name": api(task), **({"concurrency_limit": batch_size()} if batches(task) else {})}
