@@ -9,8 +9,11 @@ A task whose registry entry names a batched forward pass (`TaskSpec.batch`, e.g.
 Natural batching, no timer: a call that finds the model idle runs alone at once, exactly the
 single run (so one student alone sees no change); calls that arrive while a pass is running
 queue up, and the next pass takes up to `XRAY_BATCH_SIZE` (default 8) of them in one padded
-forward pass. The first caller in the queue leads the next pass; every other caller waits for its
-own item only. On a 2-CPU machine with full-size DistilBERT a pass of 8 costs 16 ms per item
+forward pass, as long as the pass stays short: its items x its longest text within
+`XRAY_BATCH_CHARS` (default 2,048 characters, about 500 tokens), so long inputs run alone (a
+batch of eight 512-token texts would hold 600 MB of attention maps at once, for little gain: a
+long input already keeps both CPUs busy). The first caller in the queue leads the next pass;
+every other caller waits for its own item only. On a 2-CPU machine with full-size DistilBERT a pass of 8 costs 16 ms per item
 against 35 ms alone (docs/PERFORMANCE.md, "A class on one 2-CPU machine").
 """
 from __future__ import annotations
@@ -29,6 +32,13 @@ def batch_size() -> int:
         return max(1, int(os.environ.get("XRAY_BATCH_SIZE", "8")))
     except ValueError:
         return 8
+
+
+def batch_chars() -> int:
+    try:
+        return max(1, int(os.environ.get("XRAY_BATCH_CHARS", "2048")))
+    except ValueError:
+        return 2048
 
 
 def batches(task: str) -> bool:
@@ -99,9 +109,11 @@ class _Waiting:
 class Gather:
     """`single(text, model_id)` for many threads at once, in micro-batches (see the module doc)."""
 
-    def __init__(self, single: Callable, many: Callable[[], Callable], max_size: int | None = None) -> None:
+    def __init__(self, single: Callable, many: Callable[[], Callable], max_size: int | None = None,
+                 max_chars: int | None = None) -> None:
         self.single, self._many_thunk, self._many = single, many, None
         self.max_size = max_size or batch_size()
+        self.max_chars = max_chars or batch_chars()
         self.signature = inspect.signature(single)
         self._mutex = threading.Lock()
         self._queue: deque[_Waiting] = deque()
@@ -135,7 +147,12 @@ class Gather:
         """Run one pass over the first items of the queue (this caller's among them: the leader
         is always the first), then hand the lead to the next waiting caller, if any."""
         with self._mutex:
-            batch = [self._queue.popleft() for _ in range(min(self.max_size, len(self._queue)))]
+            batch, longest = [], 0
+            while self._queue and len(batch) < self.max_size:
+                longest = max(longest, len(self._queue[0].item[0]))
+                if batch and (len(batch) + 1) * longest > self.max_chars:
+                    break
+                batch.append(self._queue.popleft())
         try:
             results = run_batch(self.single, self.many, [w.item for w in batch]) if batch else []
             self.sizes.append(len(batch))

@@ -158,3 +158,14 @@ def test_which_tasks_gather(monkeypatch):
     monkeypatch.setenv("XRAY_BATCH_SIZE", "8")
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # one GPU slice per call there
     assert not gather.batches("sentiment")
+
+
+def test_long_texts_run_alone_short_ones_together():
+    rec = Recorder()
+    g = gather.Gather(rec.single, lambda: rec.many, max_size=8, max_chars=100)
+    texts = ["first", "a" * 10, "b" * 10, "c" * 90, "d" * 10, "e" * 200, "f" * 10]
+    got = _burst(g, rec, texts)
+    assert got == [f"{t}|None" for t in texts]
+    # passes: items x longest <= 100 characters; a text longer than that goes alone
+    assert list(g.sizes) == [1, 2, 1, 1, 1, 1]
+    assert rec.batches == [["a" * 10, "b" * 10]]
