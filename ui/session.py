@@ -18,7 +18,9 @@ glibc hand large freed blocks back at once instead of keeping them in per-thread
 A new session costs little (`lazy_session_config`): Gradio 6 builds, for every new session, the
 configuration of every component of the page (1,383 here: 84 ms, on the server's event loop,
 where it holds up every other request) only to keep it for deep links; the app builds each one
-when it is first read instead.
+when it is first read instead. Gradio also keeps in it a copy of every value a session was served
+(a long input's heatmaps and bertviz page: megabytes per tab), again for deep links; this page
+has no deep link button, so those copies are not made.
 """
 from __future__ import annotations
 
@@ -220,8 +222,20 @@ class LazyConfigs(dict):
         return self[key] if key in self else default
 
 
+def has_deep_links(blocks: Any) -> bool:
+    """Whether the page offers deep links (a `gr.DeepLinkButton`), i.e. reads what sessions were served."""
+    import gradio as gr
+
+    found = getattr(blocks, "_xray_deep_links", None)
+    if found is None:
+        found = any(isinstance(b, gr.DeepLinkButton) for b in blocks.blocks.values())
+        blocks._xray_deep_links = found
+    return found
+
+
 def lazy_session_config() -> bool:
-    """New Gradio sessions build their components' configuration on demand (`LazyConfigs`).
+    """New Gradio sessions build their components' configuration on demand (`LazyConfigs`), and,
+    on a page without deep links, do not keep a copy of every value they were served.
     Gradio is pinned (requirements.txt); if its SessionState no longer looks as this expects,
     nothing is changed and False is returned (tests/test_memory.py checks both ways agree)."""
     from gradio import state_holder
@@ -245,6 +259,14 @@ def lazy_session_config() -> bool:
             super().__init__(SimpleNamespace(default_config=blocks.default_config, blocks={}))
             ids = [k for k in self.blocks_config.blocks if k in blocks.blocks]
             self.config_values = LazyConfigs(self.blocks_config, ids)
+            self.keeps_values = has_deep_links(blocks)
+
+        def _update_value_in_config(self, key: int, value: Any) -> None:
+            # Gradio copies every value a session was served (a 512-token heatmap's JSON, a bertviz
+            # page) into its configuration, for a deep link to restore; a page without a deep link
+            # button never reads them, so they are not kept.
+            if self.keeps_values:
+                super()._update_value_in_config(key, value)
 
     state_holder.SessionState = LazySessionState
     return True
