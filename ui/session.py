@@ -10,8 +10,8 @@ by the memo's budget, not by sessions x tabs x input length. Small results (belo
 `XRAY_SESSION_REF_MB`, default 4 MiB) stay in the session as they are.
 
 The sweeper ends what nobody uses: every `XRAY_SWEEP_S` seconds it drops the Gradio sessions idle
-for longer than `XRAY_STATE_TTL_S` (their state and the figures Gradio keeps per session for deep
-links, which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
+for longer than `XRAY_STATE_TTL_S` (their state, and on a page with deep links the figures Gradio keeps per session for them,
+which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
 freed memory back to the operating system (`tune_malloc`, applied when the app is built, makes
 glibc hand large freed blocks back at once instead of keeping them in per-thread heaps).
 
