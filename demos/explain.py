@@ -63,10 +63,10 @@ def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0, c
     by torch (in parallel) instead of numpy after the fact: what `AttentionMaps` keeps anyway."""
     if not attentions:
         raise RuntimeError("The model returned no attention weights (load it with attn_implementation='eager').")
-    stacked = torch.stack([a[batch_index] for a in attentions]).float()
-    if compact and stacked.numel() * 4 > COMPACT_FROM_BYTES:
-        stacked = stacked.half()
-    return stacked.cpu().numpy()
+    numel = sum(a[batch_index].numel() for a in attentions)
+    if compact and numel * 4 > COMPACT_FROM_BYTES:  # each layer to float16 first: no float32 copy of the whole stack
+        return torch.stack([a[batch_index].half() for a in attentions]).cpu().numpy()
+    return torch.stack([a[batch_index] for a in attentions]).float().cpu().numpy()
 
 
 def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:

@@ -131,7 +131,7 @@ def _generate(
         choices=choices,
         chosen_rank=ranks,
         model_prob=model_prob,
-        attention=AttentionMaps(stack_attentions(attentions), tokens, tokens, "causal self"),
+        attention=AttentionMaps(stack_attentions(attentions, compact=True), tokens, tokens, "causal self"),
         embeddings=Embeddings(stack_hidden(hidden), tokens, ["prompt"] * n_prompt + ["generated"] * len(new_ids)),
         decoding=_describe_decoding(do_sample, temperature, top_k, top_p, seed),
         notice=_notice(n_original, n_prompt, max_new_tokens, len(new_ids)),
