@@ -46,13 +46,13 @@ class Browser:
     task per student in one thread: unlike 30 `gradio_client.Client`s (a thread per job, each
     polling every 50 ms) it leaves the two CPUs to the server it measures."""
 
-    def __init__(self, http, url: str, config: dict):
+    def __init__(self, http, url: str, endpoints: dict):
         self.http, self.url = http, url.rstrip("/") + "/"
         self.session = uuid.uuid4().hex[:11]
-        self.config = config
+        self.endpoints = endpoints  # api name -> (fn_index, input components), from the page's config
 
     @staticmethod
-    def endpoints(config: dict) -> dict:
+    def api_table(config: dict) -> dict:
         comps = {c["id"]: c for c in config["components"]}
         out = {}
         for i, dep in enumerate(config["dependencies"]):
@@ -62,7 +62,7 @@ class Browser:
         return out
 
     async def call(self, api_name: str, *args) -> list:
-        fn_index, inputs = self.config["endpoints"][api_name]
+        fn_index, inputs = self.endpoints[api_name]
         data, given = [], list(args)
         for comp in inputs:
             if comp.get("type") == "state":
@@ -117,11 +117,11 @@ async def _students(url: str, plan: list[list[str]], expected: dict, timeout: fl
 
     limits = httpx.Limits(max_connections=4 * len(plan) + 4, max_keepalive_connections=4 * len(plan) + 4)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-        config = (await http.get(url.rstrip("/") + "/config")).json()  # the page load, once: every tab has the same
-        config["endpoints"] = Browser.endpoints(config)
+        # the page load, once: every student's page is the same
+        endpoints = Browser.api_table((await http.get(url.rstrip("/") + "/config")).json())
 
         async def student(mine: list[str]) -> None:
-            me = Browser(http, url, config)
+            me = Browser(http, url, endpoints)
             for text in mine:
                 t0 = time.perf_counter()
                 try:

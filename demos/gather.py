@@ -28,18 +28,20 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 
-def batch_size() -> int:
+def _env_count(name: str, default: int) -> int:
+    """A positive whole number from the environment; `default` when unset or not a number."""
     try:
-        return max(1, int(os.environ.get("XRAY_BATCH_SIZE", "8")))
+        return max(1, int(os.environ.get(name, default)))
     except ValueError:
-        return 8
+        return default
+
+
+def batch_size() -> int:
+    return _env_count("XRAY_BATCH_SIZE", 8)
 
 
 def batch_chars() -> int:
-    try:
-        return max(1, int(os.environ.get("XRAY_BATCH_CHARS", "2048")))
-    except ValueError:
-        return 2048
+    return _env_count("XRAY_BATCH_CHARS", 2048)
 
 
 def batches(task: str) -> bool:

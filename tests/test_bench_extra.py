@@ -84,3 +84,23 @@ def test_served_session_memory_runs_a_class_and_sweeps_it(tmp_path):
     assert res["ok"] == 2 * 4 and res["failed"] == 0, res["errors"]
     assert res["sessions_after_ttl"] == 0 and res["memo_after_mb"] == 0
     assert res["rss_peak_mb"] >= res["rss_start_mb"] > 0
+
+
+@pytest.mark.slow
+def test_served_class_load_speaks_the_browser_protocol(tmp_path):
+    """`bench.class_load --serve` on the tiny models: its browser-protocol students get their own
+    answers (checked against sentiment.analyse), views and attributions, and the CPU of both sides
+    is reported."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = tmp_path / "class.json"
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "bench.class_load", "--serve", "--clients", "3", "--rounds", "2", "--json", str(out)],
+                   cwd=root, check=True, capture_output=True, timeout=600)
+    res = json.loads(out.read_text())
+    assert res["answer_ok"] == 6 and res["mixed"] == res["wrong"] == res["lost"] == res["answer_failed"] == 0
+    assert res["attr_ok"] == 6 and res["views_failed"] == 0 and not res["errors"]
+    assert res["server_cpu_s"] > 0 and res["students_cpu_s"] > 0
