@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from core import registry
-from demos import offline, settings
+from demos import heap, offline, settings
 from ui import session
 
 ROOT = Path(__file__).resolve().parent
@@ -39,7 +39,7 @@ def build_app(banner: str = "") -> gr.Blocks:
     """The whole UI: a header and one tab per entry of `TABS` (models load on first use).
 
     `banner`: markdown shown under the title in a closed accordion (e.g. the offline plan)."""
-    session.tune_malloc()  # freed memory goes back to the OS (glibc)
+    heap.tune()  # freed large blocks go back to the OS at once (glibc)
     session.lazy_session_config()  # a new session does not build the whole page's configuration
     with gr.Blocks(title="Transformer X-Ray") as demo:
         gr.Markdown(

@@ -64,9 +64,14 @@ def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0, c
     if not attentions:
         raise RuntimeError("The model returned no attention weights (load it with attn_implementation='eager').")
     numel = sum(a[batch_index].numel() for a in attentions)
-    if compact and numel * 4 > COMPACT_FROM_BYTES:  # each layer to float16 first: no float32 copy of the whole stack
+    if compact and stored_dtype(numel) == torch.float16:  # each layer to float16 first: no float32 copy of the whole stack
         return torch.stack([a[batch_index].half() for a in attentions]).cpu().numpy()
     return torch.stack([a[batch_index] for a in attentions]).float().cpu().numpy()
+
+
+def stored_dtype(numel: int) -> torch.dtype:
+    """The dtype `AttentionMaps` keeps a map of `numel` weights in: float16 above COMPACT_FROM_BYTES."""
+    return torch.float16 if numel * 4 > COMPACT_FROM_BYTES else torch.float32
 
 
 def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:

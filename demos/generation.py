@@ -11,7 +11,7 @@ import torch
 
 from demos import loading
 from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import stack_attentions, stack_hidden
+from demos.explain import stack_hidden, stored_dtype
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos.text_common import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
@@ -114,9 +114,12 @@ def _generate(
     new_ids = seq[0, ids.shape[1] :].tolist()
     choices, ranks = _step_choices(m.processor, out.scores, new_ids)
     continuation = m.processor.decode(new_ids, skip_special_tokens=True)
-    attentions, hidden = _sequence_views(m, out, seq)  # what one pass over seq gives, from generate's own steps
+    logits, cache = out.logits, out.cache
+    steps, states = list(out.attentions), list(out.hidden_states)
+    del out  # from here on `steps` holds generate's maps alone: each step is freed once copied
+    attention, hidden = _sequence_views(m, steps, states, cache, seq)  # what one pass over seq gives
     n_prompt = ids.shape[1]
-    logp = torch.log_softmax(torch.cat(out.logits)[: len(new_ids)].float(), dim=-1)  # (steps, vocab) raw model logits
+    logp = torch.log_softmax(torch.cat(logits)[: len(new_ids)].float(), dim=-1)  # (steps, vocab) raw model logits
     model_prob = logp.gather(1, seq[0, n_prompt:, None]).exp()[:, 0].cpu().numpy()
     tokens = token_labels(m.processor, seq[0].tolist())
     return GenerationResult(
@@ -131,7 +134,7 @@ def _generate(
         choices=choices,
         chosen_rank=ranks,
         model_prob=model_prob,
-        attention=AttentionMaps(stack_attentions(attentions, compact=True), tokens, tokens, "causal self"),
+        attention=AttentionMaps(attention, tokens, tokens, "causal self"),
         embeddings=Embeddings(stack_hidden(hidden), tokens, ["prompt"] * n_prompt + ["generated"] * len(new_ids)),
         decoding=_describe_decoding(do_sample, temperature, top_k, top_p, seed),
         notice=_notice(n_original, n_prompt, max_new_tokens, len(new_ids)),
@@ -178,24 +181,36 @@ def _run_generate(m: loading.Loaded, ids: torch.Tensor, max_new_tokens: int, sam
             return m.model.generate(**kwargs)
 
 
-def _sequence_views(m: loading.Loaded, out, seq: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Per layer (1, heads, n, n) attention and per layer + 1 (1, n, d) hidden states of `seq` (1, n).
+def _sequence_views(m: loading.Loaded, steps: list, states: list, cache, seq: torch.Tensor) -> tuple[np.ndarray, list[torch.Tensor]]:
+    """(layers, heads, n, n) attention and per layer + 1 (1, n, d) hidden states of `seq` (1, n).
 
-    generate's steps already ran every token but the last one: the prefill gives the prompt's rows,
-    each step one more row over the keys so far. One cached step on the last token adds its row;
-    rows are zero-padded on the right (causal). Equal (to float rounding) to one forward pass over
+    steps / states: generate's per-step attentions / hidden states (steps x layers x (1, heads, q, k)
+    / (1, q, d)), rows n_prompt, 1, ..., 1. They already ran every token but the last one; one
+    cached step on the last token adds its row. Equal (to float rounding) to one forward pass over
     `seq`, at the cost of one token instead of n tokens plus the LM head over all of them.
+    The rows go straight into one zero-padded (causal) array in the dtype the result keeps
+    (`stored_dtype`), and `steps` is emptied as it goes: the prompt's float32 maps are freed
+    after their copy, so the peak is one float32 step plus the stored array, not three copies.
     """
     n = seq.shape[1]
     with torch.inference_mode():
-        last = m.model.base_model(input_ids=seq[:, -1:], cache=out.cache, attention_mask=torch.ones_like(seq),
+        last = m.model.base_model(input_ids=seq[:, -1:], cache=cache, attention_mask=torch.ones_like(seq),
                                   output_attentions=True, output_hidden_states=True)
-    steps = [*out.attentions, last.attentions]  # steps x layers x (1, heads, q, k); rows: n_prompt, 1, ..., 1
-    attentions = [torch.cat([torch.nn.functional.pad(step[layer], (0, n - step[layer].shape[-1])) for step in steps], dim=2)
-                  for layer in range(len(last.attentions))]
-    states = [*out.hidden_states, last.hidden_states]  # steps x (layers + 1) x (1, q, d)
-    hidden = [torch.cat([step[layer] for step in states], dim=1) for layer in range(len(last.hidden_states))]
-    return attentions, hidden
+    steps.append(last.attentions)
+    states.append(last.hidden_states)
+    layers, heads = len(last.attentions), last.attentions[0].shape[1]
+    del last
+    weights = torch.zeros((layers, heads, n, n), dtype=stored_dtype(layers * heads * n * n), device=seq.device)
+    row = 0
+    while steps:
+        step = steps.pop(0)
+        q, k = step[0].shape[-2:]
+        for layer, a in enumerate(step):
+            weights[layer, :, row : row + q, :k] = a[0]
+        row += q
+        del step
+    hidden = [torch.cat([step[layer] for step in states], dim=1) for layer in range(len(states[0]))]
+    return weights.cpu().numpy(), hidden
 
 
 def _step_choices(tok, scores: tuple[torch.Tensor, ...], new_ids: list[int]) -> tuple[TokenChoices, np.ndarray]:

@@ -22,6 +22,7 @@ from core import registry
 from demos.cache import memo
 from demos.gather import Gather, batches
 from demos.gpu import on_gpu
+from demos.heap import trimmed
 from demos.loading import in_explain_lane, one_at_a_time
 
 
@@ -78,7 +79,8 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
     explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`).
     The answer of a task with a batched forward pass (`TaskSpec.batch`) gathers concurrent calls
     into micro-batches (`demos.gather`), under the memo (not on ZeroGPU, where each call gets its
-    own GPU slice)."""
+    own GPU slice). Each computed call (not a memo hit) then gives the heap's free pages back to
+    the OS (`demos.heap`)."""
 
     def decorate(fn: Callable) -> Callable:
         inner = answer_first.answer(fn) if answer else fn
@@ -87,6 +89,7 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
             wrapped = in_explain_lane(wrapped)
         elif batches(task):
             wrapped = Gather(wrapped, lambda: answer_first.answer(_batched(task)))
+        wrapped = trimmed(wrapped)  # outside the task's lock: the next call need not wait for it
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate

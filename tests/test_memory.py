@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from core.results import COMPACT_FROM_BYTES, AttentionMaps, Embeddings
-from demos import cache, loading, qa, sentiment
+from demos import cache, heap, loading, qa, sentiment
 
 MIB = 2**20
 
@@ -282,10 +282,46 @@ def test_a_loopback_class_holds_recipes_the_memo_bounds_it_and_idle_sessions_end
 def test_malloc_tuning_is_applied_unless_switched_off(monkeypatch):
     import platform
 
-    from ui import session
-
     monkeypatch.setenv("XRAY_MALLOC_TUNE", "0")
-    assert session.tune_malloc() is False
+    assert heap.tune() is False
     monkeypatch.setenv("XRAY_MALLOC_TUNE", "1")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert session.tune_malloc() is True  # mallopt accepted both settings
+        assert heap.tune() is True  # mallopt accepted both settings
+
+
+_HOLES = """
+import numpy as np
+from demos import heap
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"): return int(line.split()[1]) // 1024
+assert heap.tune()
+blocks = [np.ones(2**19, dtype=np.float32) for _ in range(64)]  # 64 x 2 MiB: under the mmap threshold
+del blocks[::2]  # 32 free holes of 2 MiB between live blocks: glibc keeps them
+before = rss(); assert heap.trim(); print(before - rss())
+"""
+
+
+@pytest.mark.skipif(not heap.available(), reason="malloc_trim is glibc's")
+def test_trim_returns_freed_heap_blocks_to_the_os():
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _HOLES], capture_output=True, text=True, check=True)
+    assert int(run.stdout.strip()) >= 48  # of the 64 MiB freed inside the heap (MiB of RSS)
+
+
+def test_a_computed_call_trims_and_a_memo_hit_does_not(monkeypatch, empty_memos):
+    trims = []
+    monkeypatch.setattr(heap, "trim", lambda: trims.append(1))
+    sentiment.analyse("a heap trim after this answer")
+    assert len(trims) == 1
+    sentiment.analyse("a heap trim after this answer")  # the memo's copy: nothing computed, nothing freed
+    assert len(trims) == 1
+
+    def fails():
+        raise ValueError("bad input")
+
+    with pytest.raises(ValueError, match="bad input"):
+        heap.trimmed(fails)()
+    assert len(trims) == 2  # what the failed call allocated is given back too

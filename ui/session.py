@@ -12,8 +12,7 @@ by the memo's budget, not by sessions x tabs x input length. Small results (belo
 The sweeper ends what nobody uses: every `XRAY_SWEEP_S` seconds it drops the Gradio sessions idle
 for longer than `XRAY_STATE_TTL_S` (their state, and on a page with deep links the figures Gradio keeps per session for them,
 which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
-freed memory back to the operating system (`tune_malloc`, applied when the app is built, makes
-glibc hand large freed blocks back at once instead of keeping them in per-thread heaps).
+freed memory back to the operating system (`demos.heap`).
 
 A new session costs little (`lazy_session_config`): Gradio 6 builds, for every new session, the
 configuration of every component of the page (1,383 here: 84 ms, on the server's event loop,
@@ -24,7 +23,6 @@ has no deep link button, so those copies are not made.
 """
 from __future__ import annotations
 
-import ctypes
 import datetime
 import gc
 import inspect
@@ -37,6 +35,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+from demos import heap
 from scale import backend
 
 log = logging.getLogger(__name__)
@@ -133,36 +132,8 @@ def sweep(demo: Any, ttl: float | None = None) -> int:
     expired = cache.expire_idle(ttl)
     if dropped or expired:  # a full collection only when something was let go (it holds the GIL)
         gc.collect()
-        _trim()
+        heap.trim()
     return dropped
-
-
-M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters (malloc.h)
-MMAP_FROM = 8 * 2**20  # blocks this large are mapped on their own (1 MiB cost short answers +50% here)
-
-
-def tune_malloc() -> bool:
-    """Make freed tensors and arrays go back to the OS (glibc; a no-op elsewhere or with
-    XRAY_MALLOC_TUNE=0): allocations of 8 MiB and more (a 512-token request's attention maps) are
-    mapped on their own, so freeing them returns them (glibc otherwise raises that threshold to
-    32 MiB as large blocks are freed and keeps them in its heaps), and two heap arenas instead of
-    eight per core (Gradio's worker threads otherwise each fragment their own). Measured in
-    docs/PERFORMANCE.md ("Memory per session"). Returns whether it was applied."""
-    if os.environ.get("XRAY_MALLOC_TUNE", "1").strip() in ("0", "false", "no"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)) and bool(libc.mallopt(M_ARENA_MAX, 2))
-    except (OSError, AttributeError):
-        return False
-
-
-def _trim() -> None:
-    """Give freed heap back to the OS (glibc keeps it otherwise; a no-op elsewhere)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 class LazyConfigs(dict):
