@@ -10,11 +10,14 @@ measures, both measured in docs/PERFORMANCE.md ("Memory per session"):
   freeing them returns them at once) and two arenas instead of eight per core. A 1 MiB threshold
   returns more but made every full-size answer about 50% slower (each block faulted in afresh).
   `XRAY_MALLOC_TUNE=0` switches it off.
-- `trim()` (`malloc_trim(0)`) after every computed call (`trimmed`, applied by
-  `demos.runtime.task_compute`) and after the session sweep: it returns the free pages of every
-  arena, i.e. the blocks under the threshold. A 488-token generation that keeps 44 MB held
-  140-210 MB afterwards without it and 48-50 MB with it; the trim took 6-9 ms. At most one
-  thread trims at a time; the others skip it (that trim returns their pages too).
+- `trim()` (`malloc_trim(0)`) after computed calls (`trimmed`, applied by
+  `demos.runtime.task_compute`, through the `trimmer` thread: at most once a second, off the
+  request's path) and after the session sweep: it returns the free pages of every arena, i.e.
+  the blocks under the threshold. A 488-token generation that keeps 44 MB held 140-210 MB
+  afterwards without it and 48-50 MB with it; the trim itself took 6-9 ms. At most one thread
+  trims at a time; the others skip it (that trim returns their pages too).
+
+`XRAY_MALLOC_TUNE=0` leaves glibc as it is: no `mallopt`, no trims after calls.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import ctypes.util
 import functools
 import os
 import threading
+import time
 from typing import Any, Callable
 
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters (malloc.h)
@@ -48,9 +52,13 @@ def available() -> bool:
     return _LIBC is not None
 
 
+def _switched_off() -> bool:
+    return os.environ.get("XRAY_MALLOC_TUNE", "1").strip().lower() in ("0", "false", "no")
+
+
 def tune() -> bool:
     """mmap threshold 8 MiB and two arenas, unless XRAY_MALLOC_TUNE=0. Returns whether applied."""
-    if _LIBC is None or os.environ.get("XRAY_MALLOC_TUNE", "1").strip().lower() in ("0", "false", "no"):
+    if _LIBC is None or _switched_off():
         return False
     return bool(_LIBC.mallopt(M_MMAP_THRESHOLD, MMAP_FROM)) and bool(_LIBC.mallopt(M_ARENA_MAX, 2))
 
@@ -66,14 +74,48 @@ def trim() -> bool:
         _trimming.release()
 
 
+class Trimmer:
+    """Trims in its own thread, at most once per `interval` seconds, when asked (`soon()`): a call
+    does not wait for the trim, and a stream of short calls does not fault its pages in afresh
+    after every one of them (trimming after each CLIP answer cost it 17 ms of 150)."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.asked = threading.Event()
+        self.done = 0  # trims carried out (tests read it)
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def soon(self) -> None:
+        if _LIBC is None or _switched_off():
+            return
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="xray-heap-trim", daemon=True)
+                    self._thread.start()
+        self.asked.set()
+
+    def _run(self) -> None:
+        while True:
+            self.asked.wait()
+            self.asked.clear()
+            if trim():
+                self.done += 1
+            time.sleep(self.interval)
+
+
+trimmer = Trimmer()
+
+
 def trimmed(fn: Callable) -> Callable:
-    """Decorator: `trim()` after each call (also after one that raised)."""
+    """Decorator: ask the `trimmer` for a trim after each call (also after one that raised)."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         finally:
-            trim()
+            trimmer.soon()
 
     return call

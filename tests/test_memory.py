@@ -284,6 +284,9 @@ def test_malloc_tuning_is_applied_unless_switched_off(monkeypatch):
 
     monkeypatch.setenv("XRAY_MALLOC_TUNE", "0")
     assert heap.tune() is False
+    off = heap.Trimmer(interval=0.0)
+    off.soon()
+    assert off._thread is None and off.done == 0  # no trims either
     monkeypatch.setenv("XRAY_MALLOC_TUNE", "1")
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert heap.tune() is True  # mallopt accepted both settings
@@ -311,17 +314,36 @@ def test_trim_returns_freed_heap_blocks_to_the_os():
     assert int(run.stdout.strip()) >= 48  # of the 64 MiB freed inside the heap (MiB of RSS)
 
 
-def test_a_computed_call_trims_and_a_memo_hit_does_not(monkeypatch, empty_memos):
-    trims = []
-    monkeypatch.setattr(heap, "trim", lambda: trims.append(1))
+def test_a_computed_call_asks_for_a_trim_and_a_memo_hit_does_not(monkeypatch, empty_memos):
+    asked = []
+    monkeypatch.setattr(heap.trimmer, "soon", lambda: asked.append(1))
     sentiment.analyse("a heap trim after this answer")
-    assert len(trims) == 1
+    assert len(asked) == 1
     sentiment.analyse("a heap trim after this answer")  # the memo's copy: nothing computed, nothing freed
-    assert len(trims) == 1
+    assert len(asked) == 1
 
     def fails():
         raise ValueError("bad input")
 
     with pytest.raises(ValueError, match="bad input"):
         heap.trimmed(fails)()
-    assert len(trims) == 2  # what the failed call allocated is given back too
+    assert len(asked) == 2  # what the failed call allocated is given back too
+
+
+@pytest.mark.skipif(not heap.available(), reason="malloc_trim is glibc's")
+def test_the_trimmer_trims_in_its_own_thread_at_most_once_per_interval():
+    trimmer = heap.Trimmer(interval=0.5)
+    trimmer.soon()
+    deadline = time.monotonic() + 5
+    while trimmer.done < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert trimmer.done == 1
+    for _ in range(20):  # a burst within the interval: one more trim, after it
+        trimmer.soon()
+    time.sleep(0.2)
+    assert trimmer.done == 1
+    deadline = time.monotonic() + 5
+    while trimmer.done < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.7)
+    assert trimmer.done == 2
