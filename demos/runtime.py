@@ -89,7 +89,7 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
             wrapped = in_explain_lane(wrapped)
         elif batches(task):
             wrapped = Gather(wrapped, lambda: answer_first.answer(_batched(task)))
-        wrapped = trimmed(wrapped)  # outside the task's lock: the next call need not wait for it
+        wrapped = trimmed(wrapped)  # then a heap trim, in the trimmer thread (not under the task's lock)
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate
