@@ -16,10 +16,15 @@ import numpy as np
 COMPACT_FROM_BYTES = 1 << 22  # 4 MiB
 
 
+def is_large(numel: int) -> bool:
+    """Whether `numel` float32 weights are kept in float16 (more than COMPACT_FROM_BYTES)."""
+    return numel * 4 > COMPACT_FROM_BYTES
+
+
 def compact(array: np.ndarray) -> np.ndarray:
     """float16 copy of a large float array (see COMPACT_FROM_BYTES), else the array as is."""
     array = np.asarray(array)
-    if array.dtype.kind == "f" and array.itemsize > 2 and array.nbytes > COMPACT_FROM_BYTES:
+    if array.dtype.kind == "f" and array.itemsize > 2 and is_large(array.size):
         return array.astype(np.float16)
     return array
 

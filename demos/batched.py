@@ -53,7 +53,7 @@ def analyse_many(texts: Sequence[str], model_id: str | None = None) -> list[sent
     labels = [m.model.config.id2label[i] for i in range(probs.shape[1])]
     results = []
     for i, (text, enc, n) in enumerate(zip(texts, encs, lengths)):
-        weights = stack_attentions(out.attentions, batch_index=i)[:, :, :n, :n]
+        weights = stack_attentions(out.attentions, batch_index=i, compact=False)[:, :, :n, :n]
         states = stack_hidden(out.hidden_states, batch_index=i)[:, :n]
         results.append(
             sentiment.SentimentResult(
@@ -88,7 +88,7 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[expl
         for k, row in enumerate(rows):
             n = lengths[row]
             tokens = tok.convert_ids_to_tokens(batch["input_ids"][row, :n].tolist())
-            attention.append(AttentionMaps(stack_attentions(out.attentions, batch_index=row)[:, :, :n, :n], tokens, tokens, "self"))
+            attention.append(AttentionMaps(stack_attentions(out.attentions, batch_index=row, compact=False)[:, :, :n, :n], tokens, tokens, "self"))
             states.append(stack_hidden(out.hidden_states, batch_index=row)[:, :n])
             labels += tokens
             kinds += [f"sentence {k + 1}"] * n

@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from core.results import COMPACT_FROM_BYTES
+from core.results import is_large
 
 from demos.runtime import answer_first
 
@@ -56,22 +56,24 @@ def method(name: str) -> Method:
     return METHODS[name]
 
 
-def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0, compact: bool = False) -> np.ndarray:
+def stack_attentions(attentions: Sequence[torch.Tensor], batch_index: int = 0, compact: bool = True) -> np.ndarray:
     """Tuple of per-layer (batch, heads, q, k) tensors -> (layers, heads, q, k) float32 array.
 
-    `compact`: a map larger than `core.results.COMPACT_FROM_BYTES` comes back float16, converted
-    by torch (in parallel) instead of numpy after the fact: what `AttentionMaps` keeps anyway."""
+    `compact` (default): a map larger than `core.results.COMPACT_FROM_BYTES` comes back float16,
+    converted by torch layer by layer (no float32 copy of the whole stack): what `AttentionMaps`
+    keeps anyway. A caller that slices a batch's stack per item passes False, so an item's small
+    map stays exact."""
     if not attentions:
         raise RuntimeError("The model returned no attention weights (load it with attn_implementation='eager').")
     numel = sum(a[batch_index].numel() for a in attentions)
-    if compact and stored_dtype(numel) == torch.float16:  # each layer to float16 first: no float32 copy of the whole stack
+    if compact and stored_dtype(numel) == torch.float16:
         return torch.stack([a[batch_index].half() for a in attentions]).cpu().numpy()
     return torch.stack([a[batch_index] for a in attentions]).float().cpu().numpy()
 
 
 def stored_dtype(numel: int) -> torch.dtype:
-    """The dtype `AttentionMaps` keeps a map of `numel` weights in: float16 above COMPACT_FROM_BYTES."""
-    return torch.float16 if numel * 4 > COMPACT_FROM_BYTES else torch.float32
+    """The dtype `AttentionMaps` keeps a map of `numel` weights in (`core.results.compact`)."""
+    return torch.float16 if is_large(numel) else torch.float32
 
 
 def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:

@@ -125,7 +125,7 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
     attention, states, labels, groups = [], [], [], []
     for i, n in enumerate(lengths):
         tokens = tok.convert_ids_to_tokens(batch["input_ids"][i, :n].tolist())
-        weights = stack_attentions(out.attentions, batch_index=i)[:, :, :n, :n]  # (L, H, n, n)
+        weights = stack_attentions(out.attentions, batch_index=i, compact=False)[:, :, :n, :n]  # (L, H, n, n)
         attention.append(AttentionMaps(weights, tokens, tokens, "self"))
         states.append(stack_hidden(out.hidden_states, batch_index=i)[:, :n])  # (L+1, n, d)
         labels += tokens

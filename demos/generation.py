@@ -199,7 +199,6 @@ def _sequence_views(m: loading.Loaded, steps: list, states: list, cache, seq: to
     steps.append(last.attentions)
     states.append(last.hidden_states)
     layers, heads = len(last.attentions), last.attentions[0].shape[1]
-    del last
     weights = torch.zeros((layers, heads, n, n), dtype=stored_dtype(layers * heads * n * n), device=seq.device)
     row = 0
     while steps:
@@ -208,7 +207,6 @@ def _sequence_views(m: loading.Loaded, steps: list, states: list, cache, seq: to
         for layer, a in enumerate(step):
             weights[layer, :, row : row + q, :k] = a[0]
         row += q
-        del step
     hidden = [torch.cat([step[layer] for step in states], dim=1) for layer in range(len(states[0]))]
     return weights.cpu().numpy(), hidden
 

@@ -147,7 +147,7 @@ def _forward(pil: Image.Image, digest: str, model_id: str | None) -> ImageResult
     with torch.inference_mode():
         out = m.model(pixel_values=pixel_values, output_attentions=True, output_hidden_states=True)
     probs = torch.softmax(out.logits[0].float(), dim=-1).cpu().numpy()
-    weights = stack_attentions(out.attentions, compact=True)  # (layers, heads, n, n), float16 when large
+    weights = stack_attentions(out.attentions)  # (layers, heads, n, n), float16 when large
     head_mean = torch.stack([a[0].float().mean(dim=0, keepdim=True) for a in out.attentions])
     grid, n_special = _patch_grid(m, pixel_values, weights.shape[-1])
     names = token_names(grid, n_special)

@@ -247,7 +247,7 @@ def answer(question: str, context: str, model_id: str | None = None) -> QAResult
         start_probs=start_probs,
         end_probs=end_probs,
         segment=enc.segment,
-        attention=AttentionMaps(stack_attentions(out.attentions, compact=True), enc.tokens, enc.tokens, "self"),
+        attention=AttentionMaps(stack_attentions(out.attentions), enc.tokens, enc.tokens, "self"),
         embeddings=Embeddings(stack_hidden(out.hidden_states), enc.tokens, _groups(enc, s, e)),
         notice=_notice(enc, context),
         window=enc.window,

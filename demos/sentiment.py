@@ -65,7 +65,7 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
         model_id=m.model_id,
         labels=labels,
         probs=probs,
-        attention=AttentionMaps(stack_attentions(out.attentions, compact=True), enc.tokens, enc.tokens, "self"),
+        attention=AttentionMaps(stack_attentions(out.attentions), enc.tokens, enc.tokens, "self"),
         embeddings=Embeddings(stack_hidden(out.hidden_states), enc.tokens),
         notice=truncation_notice(enc),
     )

@@ -116,9 +116,9 @@ def analyse(text: str, model_id: str | None = None) -> TranslationResult:
         generated=tuple(generated[0].tolist()),
         target_ids=target.cpu().numpy(),
         target_probs=target_probs,
-        encoder_attention=AttentionMaps(stack_attentions(encoder.attentions, compact=True), src, src, "encoder self"),
-        decoder_attention=AttentionMaps(stack_attentions(decoder.attentions, compact=True), tgt, dec_toks, "decoder self"),
-        cross_attention=AttentionMaps(stack_attentions(decoder.cross_attentions, compact=True), tgt, src, "cross"),
+        encoder_attention=AttentionMaps(stack_attentions(encoder.attentions), src, src, "encoder self"),
+        decoder_attention=AttentionMaps(stack_attentions(decoder.attentions), tgt, dec_toks, "decoder self"),
+        cross_attention=AttentionMaps(stack_attentions(decoder.cross_attentions), tgt, src, "cross"),
         embeddings=_joint_embeddings(
             stack_hidden(encoder.hidden_states), stack_hidden(decoder.hidden_states), [*src, *dec_toks]
         ),
