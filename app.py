@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from core import registry
-from demos import heap, offline, settings
+from demos.runtime import heap, settings
 from ui import session
 
 ROOT = Path(__file__).resolve().parent
@@ -122,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     if not port_free(args.host, args.port):
         raise SystemExit(f"Port {args.port} on {args.host} is busy (another app is using it): start with --port N, e.g. --port {args.port + 1}.")
     configure(args)
+    if args.backend != "inprocess":  # the model tier provisions its own models; this front loads none
+        start(args)
+        return
+    from demos.provision import offline  # in-process: this process provisions and loads the models
+
     plan = offline.prepare(settings.current(), progress=log.info)
     start(args, offline.banner(plan, settings.current().offline))
 

@@ -55,7 +55,7 @@ def app_call(name: str) -> Callable[[Any, int, float | None], Any]:
 
 def measure(tab: str, quick: bool, repeats: int, tolerance: float, ceiling: int, fixed: int) -> dict:
     """One tab: Captum default vs app adaptive vs app fixed, interleaved, medians."""
-    from demos import cache
+    from demos.runtime import cache
 
     from bench.timing import interleaved
 

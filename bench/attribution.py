@@ -33,7 +33,7 @@ class AttrSpec:
 
 def model_id(name: str) -> str:
     """The model id the UI passes (the picker's value): calls made the UI's way share memo entries."""
-    from demos import settings
+    from demos.runtime import settings
 
     return settings.current().model_for(key(name))
 
@@ -191,7 +191,7 @@ def _clip(quick: bool) -> AttrSpec:
 
     def make():
         m = mod.load()
-        from demos.imageio import load_image
+        from demos.inputs.images import load_image
 
         def run(result, steps):
             with torch.no_grad():

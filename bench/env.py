@@ -40,11 +40,11 @@ def default_models_dir(size: str = "tiny") -> Path:
 
 def configure_models(hub: bool, models_dir: str | os.PathLike | None = None, size: str = "tiny") -> str | None:
     """Point the app's settings at local models, built into `models_dir` if missing: the tiny ones
-    (`size="tiny"`) or random models with the real configurations (`size="full"`, demos.fullsize;
+    (`size="tiny"`) or random models with the real configurations (`size="full"`, demos.provision.fullsize;
     the explorer then runs the packaged all-MiniLM-L6-v2), or at the default hub ids.
     Returns the models folder (None with --hub)."""
     from core import registry
-    from demos import cache, loading, settings
+    from demos.runtime import cache, loading, settings
 
     if hub:
         base = settings.settings_from_env()
@@ -54,12 +54,12 @@ def configure_models(hub: bool, models_dir: str | os.PathLike | None = None, siz
     else:
         folder = Path(models_dir or default_models_dir(size))
         if size == "full":
-            from demos.fullsize import ensure_full_models
+            from demos.provision.fullsize import ensure_full_models
 
             built = ensure_full_models(folder, progress=lambda m: print(f"[bench] {m}", flush=True))
             overrides = {t.key: str(built[t.key]) for t in registry.TASKS if t.key in built}
         else:
-            from demos.tiny import TASKS, ensure_tiny_models
+            from demos.provision.tiny import TASKS, ensure_tiny_models
 
             built = ensure_tiny_models(folder, TASKS)
             overrides = {t.key: str(built[t.tiny_key]) for t in registry.TASKS if t.tiny_key in built}

@@ -1,6 +1,6 @@
 """Explainer costs against one forward pass: `python -m bench.explainers [--size full] [--quick]`.
 
-For every tab and every explainer registered for its task (`demos.explainers.for_task`), the
+For every tab and every explainer registered for its task (`demos.explain.catalog.for_task`), the
 median time of `explainer.run(task, result, **params)` with cheap, sensible parameters (below),
 memo cleared before each call, against the median time of the tab's answer function (its whole
 compute path, memo cleared): the same inputs as `bench.run` (bench.tasks / bench.inputs).
@@ -39,15 +39,12 @@ class _Stop(Exception):
 
 
 def _accepts_progress(explainer) -> bool:
-    import inspect
-
-    params = inspect.signature(explainer.run).parameters
-    return "progress" in params
+    return explainer.takes_progress
 
 
 def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int, budget: float) -> dict:
     """Median seconds of explainer.run (memo cleared before each call), or a labelled estimate."""
-    from demos import cache
+    from demos.runtime import cache
 
     times: list[float] = []
     for _ in range(repeats):
@@ -73,11 +70,11 @@ def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int
 
 
 def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[list[dict], list[str]]:
-    from demos import cache, explainers
+    from demos.explain import catalog
+    from demos.runtime import cache
 
     from bench import tasks
 
-    explainers.load_all()
     rows, notes = [], []
     for name in tabs:
         spec = tasks.spec(name, quick)
@@ -91,7 +88,7 @@ def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[
             fwd.append(time.perf_counter() - t0)
         fwd.sort()
         forward_s = fwd[len(fwd) // 2]
-        for explainer in explainers.for_task(key):
+        for explainer in catalog.for_task(key):
             params = PARAMS.get(explainer.name)
             if params is None:
                 notes.append(f"{key}/{explainer.name}: no benchmark parameters, not run")

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.gpu --out gpu.md    # and write the table
 
 Times, with `torch.cuda.synchronize()` inside every clock, the app's own compute functions on
-random-weight models with the real configurations (demos.fullsize; half precision where the
+random-weight models with the real configurations (demos.provision.fullsize; half precision where the
 registry says it is safe, exactly as the app loads them on a GPU), against the targets of the
 real-scale issue:
   * sentiment: the answer (one forward pass with every attention map) plus a 32-step integrated
@@ -48,7 +48,8 @@ def clock(fn: Callable[[], object], repeats: int, cuda: bool) -> float:
 
 def run(models: dict[str, Path], repeats: int, cuda: bool) -> list[tuple[str, float, float | None]]:
     """(what, median ms, target ms or None) rows, measured through the app's compute functions."""
-    from demos import cache, lens, loading, settings
+    from demos.explain import lens
+    from demos.runtime import cache, loading, settings
     from demos import generation, sentiment
 
     settings.configure(settings.Settings(overrides={k: str(v) for k, v in models.items()}, offline=True,
@@ -102,15 +103,15 @@ def main(argv: list[str] | None = None) -> int:
 
     tasks = ("sentiment", "generation")
     if args.tiny:
-        from demos.tiny import ensure_tiny_models
+        from demos.provision.tiny import ensure_tiny_models
 
         models = ensure_tiny_models(Path(args.models or default_models_dir("tiny")), tasks)
     else:
-        from demos.fullsize import ensure_full_models
+        from demos.provision.fullsize import ensure_full_models
 
         models = ensure_full_models(Path(args.models or default_models_dir("full")), tasks, progress=print)
     rows = run(models, args.repeats, cuda)
-    from demos import loading
+    from demos.runtime import loading
 
     device = torch.cuda.get_device_name(0) if cuda else "CPU (dry run)"
     text = table(rows, device, ", ".join(f"{t}: {str(loading.dtype_for(t)).replace('torch.', '')}" for t in tasks))

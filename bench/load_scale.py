@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     prepare_environment(hub=False)
     folder = configure_models(hub=False, models_dir=args.models, size=args.size)
-    from demos import settings
+    from demos.runtime import settings
     from scale import backend
 
     reqs = load.plan(args.clients, args.requests, TABS, Path(tempfile.mkdtemp(prefix="xray-load-")))

@@ -17,7 +17,7 @@ ATTRIBUTION_TARGET = 1.1
 
 
 def _clear_memo() -> None:
-    from demos import cache
+    from demos.runtime import cache
 
     cache.clear_all()
 
@@ -35,7 +35,7 @@ def _specs(names: list[str], quick: bool, notes: list[str]) -> dict[str, tasks.S
 def first_requests(names: list[str], quick: bool, repeats: int) -> tuple[dict, list[str]]:
     """Cold (model load, caches cleared), warm (memo cleared) and memo-hit latency of each tab,
     and the plain side's first call (pipeline construction included)."""
-    from demos import loading
+    from demos.runtime import loading
 
     notes: list[str] = []
     rows = {}
@@ -182,7 +182,7 @@ def scaling_audio(quick: bool, repeats: int, seconds: list[float]) -> tuple[list
         mod = tasks.demo("speech")
     except ImportError as exc:
         return [], [f"speech: skipped ({exc})"]
-    from demos import audio
+    from demos.inputs import audio
 
     pipe = tasks._pipeline("speech", "automatic-speech-recognition")
     window = mod.window_seconds(mod.load())

@@ -16,8 +16,8 @@ by `ui.session`). `--no-refs` keeps every result in its session (XRAY_SESSION_RE
 behaviour before sessions stored recipes.
 
 Prints a markdown table. Each tab's result is computed once by the app's own compute function on
-the full-size random models (demos.fullsize); the class figures are sums of those exact byte
-counts (demos.cache.nbytes), for distinct inputs (every session its own results) and for one shared
+the full-size random models (demos.provision.fullsize); the class figures are sums of those exact byte
+counts (demos.runtime.cache.nbytes), for distinct inputs (every session its own results) and for one shared
 input per tab, and after the sessions' state expired (only the memos' budget, XRAY_CACHE_MB).
 "Before" is float32 attention, memos of 8 results per task and state without a TTL (Gradio 6
 already stored the memo's object in State without copying it).
@@ -37,7 +37,7 @@ MB = 1e6
 
 def _float32_bytes(value) -> int:
     """nbytes of `value` had every float16 array been kept float32 (what results held before)."""
-    from demos.cache import nbytes
+    from demos.runtime.cache import nbytes
 
     total, stack, seen = 0, [value], set()
     while stack:
@@ -58,7 +58,8 @@ def _float32_bytes(value) -> int:
 def tab_results(tokens: int) -> dict:
     """tab -> (result, seconds): one `tokens`-token input through each tab's compute function."""
     from bench.inputs import text_of_tokens
-    from demos import generation, loading, qa, sentiment, translation
+    from demos import generation, qa, sentiment, translation
+    from demos.runtime import loading
 
     out = {}
     for tab in TABS:
@@ -87,7 +88,7 @@ def _rss_mb() -> float:
 def class_inputs(sessions: int, tokens: int) -> list[dict]:
     """Per student: its own `tokens`-token text for each tab (a distinct first word)."""
     from bench.inputs import text_of_tokens
-    from demos import loading
+    from demos.runtime import loading
 
     base = {}
     for tab, n in (("sentiment", tokens), ("qa", tokens - 8), ("translation", tokens), ("generation", tokens - 24)):
@@ -160,7 +161,7 @@ def serve(args: argparse.Namespace) -> dict:
     import gc
 
     from bench.serve import launch_whole_app
-    from demos import cache
+    from demos.runtime import cache
     from ui import session
 
     inputs = class_inputs(args.sessions, args.tokens)
@@ -208,7 +209,7 @@ def serve(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from demos import cache
+    from demos.runtime import cache
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, default=30)

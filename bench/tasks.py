@@ -46,7 +46,7 @@ def demo(name: str):
 
 def source(name: str) -> str:
     """Folder or hub id the app loads for this tab under the current settings."""
-    from demos import loading, settings
+    from demos.runtime import loading, settings
 
     return loading.resolve_source(key(name), settings.current().model_for(key(name)))
 
@@ -54,7 +54,7 @@ def source(name: str) -> str:
 def _pipeline(name: str, task: str, **kwargs: Any):
     from transformers import pipeline
 
-    from demos import loading
+    from demos.runtime import loading
 
     return pipeline(task, model=source(name), device=loading.device(), dtype=loading.dtype_for(key(name)), **kwargs)
 
@@ -102,7 +102,7 @@ def _qa(quick: bool) -> Spec:
     def make():
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        from demos import loading
+        from demos.runtime import loading
 
         model = AutoModelForQuestionAnswering.from_pretrained(source("qa"), dtype=loading.dtype_for("qa"))
         model.to(loading.device()).eval()
@@ -121,7 +121,7 @@ def _translation(quick: bool) -> Spec:
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-        from demos import loading
+        from demos.runtime import loading
 
         model = AutoModelForSeq2SeqLM.from_pretrained(source("translation"), dtype=loading.dtype_for("translation"))
         model.to(loading.device()).eval()
@@ -168,7 +168,7 @@ def speech_input(quick: bool) -> tuple[int, np.ndarray]:
 
 def _speech(quick: bool) -> Spec:
     mod = demo("speech")
-    from demos import audio
+    from demos.inputs import audio
 
     clip = speech_input(quick)
     samples = audio.normalise(clip).samples
@@ -202,7 +202,7 @@ def _explorer(quick: bool) -> Spec:
     def make():
         from transformers import AutoModel, AutoTokenizer
 
-        from demos import loading
+        from demos.runtime import loading
 
         model = AutoModel.from_pretrained(source("explorer"), dtype=loading.dtype_for(key("explorer")))
         model.to(loading.device()).eval()

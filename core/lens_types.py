@@ -1,6 +1,6 @@
 """Result types of the layer lens and of attention step by step: plain numpy arrays and strings.
 
-Computed by `demos.lens` (torch), rendered by viz/ and ui/ (no torch). Arrays are float32 unless
+Computed by `demos.explain.lens` (torch), rendered by viz/ and ui/ (no torch). Arrays are float32 unless
 said otherwise. "Layer" index 0 is the embedding output (the input of the first block); index L
 is the last block's output, which is what the model's own head reads.
 """

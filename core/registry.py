@@ -32,17 +32,18 @@ class TaskSpec:
 
     Facts the generic modules read (so that none of them keeps a table of tasks):
     `build`: the architecture builder of its tiny and full-size random models
-    (`demos.tiny._build_<build>`, `demos.fullsize._<build>_plan`; '' = it borrows the `tiny` one);
+    (`demos.provision.tiny._build_<build>`, `demos.provision.fullsize._<build>_plan`; '' = it borrows the `tiny` one);
     `attention_kinds`: what attention step by step offers (the first is the default);
     `lens`: "decoder" (logit lens through the LM head), "head" (its own head on every layer) or ''
     (none); `items`: what an explainer's `item` picks among when one result holds several inputs
     ('' = one input); `branches`: its answer continues a prompt token by token (branch explorer);
-    `batch`: the function of `demos.batched` that runs many answers in one padded forward pass
+    `batch`: the function of the task's compute module that runs many answers in one padded forward pass
     ('' = answers run one by one); concurrent answers are then gathered into micro-batches, in
-    this process (`demos.gather`) and on the Ray tier (`@serve.batch`).
+    this process (`demos.runtime.gather`) and on the Ray tier (`@serve.batch`).
     `file_args`: arguments of its compute functions that carry a user's files (besides the first
     positional one), whose bytes travel with a remote call; `identity`: the result's attributes
-    naming its input (memo keys of explainers); `not_for`: (explainer, why it does not apply).
+    naming its input (memo keys of explainers); `not_for`: (explainer, why it does not apply);
+    `constants`: (name, value) limits and choices read by both the compute module and the tab.
     """
 
     key: str
@@ -68,6 +69,7 @@ class TaskSpec:
     file_args: tuple[str, ...] = ()
     identity: tuple[str, ...] = ("text",)
     batch: str = ""
+    constants: tuple[tuple[str, Any], ...] = ()
     not_for: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -86,6 +88,10 @@ class TaskSpec:
     def file_task(self) -> bool:
         """Its inputs are files (the first argument of its calls, and `file_args`)."""
         return bool(self.file_args)
+
+    def constant(self, name: str) -> Any:
+        """One of the task's `constants` (limits and choices both its compute module and its tab read)."""
+        return dict(self.constants)[name]
 
     def why_not(self, explainer: str) -> str:
         """Why `explainer` does not apply to this task ('' = no reason given)."""
@@ -106,6 +112,7 @@ _IMAGES = "assets/images/"
 TASKS: tuple[TaskSpec, ...] = (
     TaskSpec(
         key="generation",
+        constants=(("MAX_NEW_TOKENS", 100), ("TOP_SHOWN", 10)),  # TOP_SHOWN: candidates shown per step
         title="Generation",
         demo="generation",
         api="generate",
@@ -146,6 +153,7 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         key="qa",
+        constants=(("MAX_ANSWER_TOKENS", 30), ("ENDS", ("start", "end"))),
         title="Question answering",
         demo="qa",
         api="qa",
@@ -192,6 +200,7 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         key="image",
+        constants=(("BASELINES", ("black", "blurred", "uniform noise")), ("TOP_K", 5)),
         title="Image classification",
         demo="image",
         api="classify_image",
@@ -225,6 +234,8 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         key="clip",
+        constants=(("RELEVANCE_METHODS", (("chefer", "Gradient-weighted attention rollout (Chefer et al. 2021)"),
+                                         ("rollout", "Attention rollout (Abnar & Zuidema 2020, same for every text)"))),),
         title="Image-text matching",
         demo="clip",
         api="clip_match",

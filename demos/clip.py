@@ -9,21 +9,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import attention_rollout, softmax_np
-from demos.imageio import load_image
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
+from demos.explain.attribution import attention_rollout, softmax_np
+from demos.inputs.images import load_image
 from core import registry
 from core.results import Attribution, Embeddings
-from demos.text_common import encode, pad_baseline, token_attribution
+from demos.inputs.text import encode, pad_baseline, token_attribution
 
 TASK = "clip"
 MAX_CANDIDATES = 64
 MAX_IMAGES = 16
-RELEVANCE_METHODS = {
-    "chefer": "Gradient-weighted attention rollout (Chefer et al. 2021)",
-    "rollout": "Attention rollout (Abnar & Zuidema 2020, same for every text)",
-}
+RELEVANCE_METHODS = dict(registry.get(TASK).constant("RELEVANCE_METHODS"))
 EXAMPLE_TEXTS = registry.examples(TASK)[0]
 
 
@@ -290,9 +287,9 @@ def attribute_text(
 
 
 def subject(result: ClipResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): P(description `target`, default the
+    """What the explainers explain (demos.explain.subjects.Subject): P(description `target`, default the
     best | the first image) among the candidates; units: the image's patches."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     proc = m.processor

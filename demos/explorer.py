@@ -12,12 +12,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import task_compute
-from demos.explain import stack_attentions, stack_hidden
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
+from demos.explain.attribution import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Embeddings
-from demos.text_common import model_max_length
+from demos.inputs.text import model_max_length
 
 TASK = "explorer"
 MAX_SENTENCES = 12
@@ -114,7 +114,7 @@ def forward_sentences(m: loading.Loaded, sentences: list[str]) -> SentencePass:
     return SentencePass(batch, out, full, mask.sum(1).tolist(), pooled, limit)
 
 
-@task_compute(TASK, memo_size=8, gpu_seconds=20)
+@task_compute(TASK, memo_size=8, gpu_seconds=20, batched=lambda: explore_many)
 def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
     """Embed the sentences of `text` (one per line) in one forward pass with attentions."""
     sentences = split_sentences(text)
@@ -143,9 +143,9 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
 
 
 def subject(result: ExplorerResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): the cosine of the first sentence's and
+    """What the explainers explain (demos.explain.subjects.Subject): the cosine of the first sentence's and
     sentence `target`'s (default 1) mean-pooled vectors; units: the first sentence's token embeddings."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     tok = m.processor
@@ -177,3 +177,43 @@ def subject(result: ExplorerResult, target: object = None, contrast: object = No
         rollout=lambda: st.attention_rollout(w).mean(0),
     )
     return st.finish(s, contrast, lambda text: None, 1, allow_contrast=False)
+
+
+@loading.one_at_a_time(TASK)
+def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[ExplorerResult]:
+    """Run the sentences of every text (one per line) in one forward pass; one `ExplorerResult`
+    per text, equal to `analyse(text, model_id)`. Raises ValueError as a single run
+    does when any text has no sentence or too many (the caller runs such items singly)."""
+    if not texts:
+        return []
+    groups = [split_sentences(t) for t in texts]
+    m = load(model_id)
+    tok = m.processor
+    run = forward_sentences(m, [s for g in groups for s in g])
+    batch, out, lengths, pooled = run.batch, run.out, run.lengths, run.pooled
+    results, start = [], 0
+    for sentences in groups:
+        rows = range(start, start + len(sentences))
+        attention, states, labels, kinds = [], [], [], []
+        for k, row in enumerate(rows):
+            n = lengths[row]
+            tokens = tok.convert_ids_to_tokens(batch["input_ids"][row, :n].tolist())
+            attention.append(AttentionMaps(stack_attentions(out.attentions, batch_index=row, compact=False)[:, :, :n, :n], tokens, tokens, "self"))
+            states.append(stack_hidden(out.hidden_states, batch_index=row)[:, :n])
+            labels += tokens
+            kinds += [f"sentence {k + 1}"] * n
+        notice = run.notice(rows)
+        vectors = pooled[start : start + len(sentences)]
+        results.append(
+            ExplorerResult(
+                sentences=sentences,
+                model_id=m.model_id,
+                attention=attention,
+                embeddings=Embeddings(np.concatenate(states, axis=1), labels, kinds),
+                sentence_vectors=vectors,
+                similarity=cosine_matrix(vectors),
+                notice=notice,
+            )
+        )
+        start += len(sentences)
+    return results

@@ -9,16 +9,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import stack_hidden, stored_dtype
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
+from demos.explain.attribution import stack_hidden, stored_dtype
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
-from demos.text_common import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
+from demos.inputs.text import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
 
 TASK = "generation"
-MAX_NEW_TOKENS = 100
-TOP_SHOWN = 10  # candidates shown per step (not the sampling top-k)
+MAX_NEW_TOKENS = registry.get(TASK).constant("MAX_NEW_TOKENS")
+TOP_SHOWN = registry.get(TASK).constant("TOP_SHOWN")  # candidates shown per step (not the sampling top-k)
 EMPTY_PROMPT = "Please enter some text to continue."
 EXAMPLES = registry.examples(TASK)
 _sampling_lock = threading.Lock()  # seeded sampling uses the global RNG: one at a time
@@ -276,9 +276,9 @@ def attribute(
 
 
 def subject(result: GenerationResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): P(token at generated step `target`,
+    """What the explainers explain (demos.explain.subjects.Subject): P(token at generated step `target`,
     default 0 | its prefix), teacher forced over result.ids; units: the prefix's tokens."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     step = st.step_index(target, result.steps)

@@ -11,19 +11,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos import loading
-from demos.runtime import task_compute
-from demos.explain import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
-from demos.imageio import load_image
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
+from demos.explain.attribution import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
+from demos.inputs.images import load_image
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 
 TASK = "image"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "images"
 EXAMPLES = registry.examples(TASK)
-BASELINES = ("black", "blurred", "uniform noise")
+BASELINES = registry.get(TASK).constant("BASELINES")
 DISPLAY_SIDE = 512  # longest side of the image kept in results for overlays
-TOP_K = 5
+TOP_K = registry.get(TASK).constant("TOP_K")
 
 
 @dataclass(frozen=True)
@@ -260,9 +260,9 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
 
 
 def subject(result: ImageResult, target: Any = None, contrast: Any = None):
-    """What the explainers explain (demos.subjects.Subject): P(class `target`, default the
+    """What the explainers explain (demos.explain.subjects.Subject): P(class `target`, default the
     predicted one); units: the image's patches."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     answer, label2id = st.class_answer(m, result, target)

@@ -15,19 +15,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import softmax_np, stack_attentions, stack_hidden
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
+from demos.explain.attribution import softmax_np, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import model_max_length, pad_baseline, token_attribution
+from demos.inputs.text import model_max_length, pad_baseline, token_attribution
 
 TASK = "qa"
-MAX_ANSWER_TOKENS = 30
+MAX_ANSWER_TOKENS = registry.get(TASK).constant("MAX_ANSWER_TOKENS")
 MIN_CONTEXT_TOKENS = 32  # room the question must leave for the context
 STRIDE = 128  # tokens shared by consecutive windows of a long context (the old pipeline's doc_stride)
 MASKED = -10000.0  # logit given to tokens that cannot be part of the answer (as the old pipeline)
-ENDS = ("start", "end")
+ENDS = registry.get(TASK).constant("ENDS")
 
 EXAMPLES = registry.examples(TASK)
 
@@ -296,9 +296,9 @@ def attribute(
 
 
 def subject(result: QAResult, target: Any = None, contrast: Any = None):
-    """What the explainers explain (demos.subjects.Subject): P(start) * P(end) of the answer span
+    """What the explainers explain (demos.explain.subjects.Subject): P(start) * P(end) of the answer span
     among every valid span (target unused; no contrast); units: the window's tokens."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     enc = encode_result(m, result)

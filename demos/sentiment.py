@@ -1,17 +1,18 @@
 """Sentiment (DistilBERT SST-2): class probabilities, attention, embeddings and token attributions."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import stack_attentions, stack_hidden
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
+from demos.explain.attribution import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import Encoded, encode, pad_baseline, token_attribution, truncation_notice
+from demos.inputs.text import Encoded, encode, pad_baseline, pad_id, pad_right, token_attribution, truncation_notice
 
 TASK = "sentiment"
 EXAMPLES = registry.examples(TASK)
@@ -51,7 +52,7 @@ def _encode(m: loading.Loaded, text: str) -> Encoded:
     return encode(m.processor, m.model, text)
 
 
-@task_compute(TASK, memo_size=8, gpu_seconds=20)
+@task_compute(TASK, memo_size=8, gpu_seconds=20, batched=lambda: analyse_many)
 def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     """Classify `text` in one forward pass that also returns attentions and hidden states."""
     m = load(model_id)
@@ -99,9 +100,9 @@ def attribute(
 
 
 def subject(result: SentimentResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): P(class `target`, default the
+    """What the explainers explain (demos.explain.subjects.Subject): P(class `target`, default the
     predicted one); units: the text's tokens."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     answer, label2id = st.class_answer(m, result, target)
@@ -120,3 +121,35 @@ def subject(result: SentimentResult, target: object = None, contrast: object = N
         rollout=lambda: st.attention_rollout(w)[0],
     )
     return st.finish(s, contrast, label2id.get, len(label2id))
+
+
+@loading.one_at_a_time(TASK)
+def analyse_many(texts: Sequence[str], model_id: str | None = None) -> list[SentimentResult]:
+    """Classify every text of `texts` in one forward pass; one `SentimentResult` per text, equal
+    to `analyse(text, model_id)`: probs (classes,), attention (layers, heads, n_i, n_i),
+    embeddings (layers+1, n_i, d) over that text's own n_i tokens."""
+    if not texts:
+        return []
+    m = load(model_id)
+    encs: list[Encoded] = [_encode(m, t) for t in texts]
+    ids, mask, lengths = pad_right([e.ids for e in encs], pad_id(m.processor))
+    with torch.inference_mode():
+        out = m.model(input_ids=ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+    probs = torch.softmax(out.logits.float(), dim=-1).cpu().numpy()  # (B, classes)
+    labels = [m.model.config.id2label[i] for i in range(probs.shape[1])]
+    results = []
+    for i, (text, enc, n) in enumerate(zip(texts, encs, lengths)):
+        weights = stack_attentions(out.attentions, batch_index=i, compact=False)[:, :, :n, :n]
+        states = stack_hidden(out.hidden_states, batch_index=i)[:, :n]
+        results.append(
+            SentimentResult(
+                text=text,
+                model_id=m.model_id,
+                labels=list(labels),
+                probs=probs[i],
+                attention=AttentionMaps(np.ascontiguousarray(weights), enc.tokens, enc.tokens, "self"),
+                embeddings=Embeddings(np.ascontiguousarray(states), enc.tokens),
+                notice=truncation_notice(enc),
+            )
+        )
+    return results

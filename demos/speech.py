@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from demos import audio, loading
-from demos.runtime import task_compute
+from demos.inputs import audio
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
 from core import registry
 from core.results import AttentionMaps
-from demos.explain import stack_hidden
-from demos.text_common import token_labels
+from demos.explain.attribution import stack_hidden
+from demos.inputs.text import token_labels
 
 TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
@@ -297,9 +298,9 @@ def _bin_sums(x: torch.Tensor, edges: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def subject(result: SpeechResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): P(transcript token at step `target`,
+    """What the explainers explain (demos.explain.subjects.Subject): P(transcript token at step `target`,
     default 0), teacher forced; units: the audio's encoder frames."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     fe, tok = m.processor.feature_extractor, m.processor.tokenizer

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demos import loading
-from demos.runtime import How, attribution_compute, task_compute
-from demos.explain import run_attribution, stack_attentions, stack_hidden
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
+from demos.explain.attribution import run_attribution, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.text_common import as_attribution, Encoded, encode, pad_baseline, truncation_notice
+from demos.inputs.text import as_attribution, Encoded, encode, pad_baseline, truncation_notice
 
 TASK = "translation"
 SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
@@ -176,9 +176,9 @@ def attribute(
 
 
 def subject(result: TranslationResult, target: object = None, contrast: object = None):
-    """What the explainers explain (demos.subjects.Subject): P(target token at step `target`,
+    """What the explainers explain (demos.explain.subjects.Subject): P(target token at step `target`,
     default 0), teacher forced; units: the source's input embeddings."""
-    from demos import subject_tasks as st
+    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     tok = m.processor

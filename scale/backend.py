@@ -12,7 +12,7 @@ may call any model replica. A UI `progress` callback cannot cross the wire: it i
 
 Function names (`fn_name`), resolved the same way on both paths (`resolve`):
   "answer" / "attribution"   the task's registered answer / attribution function (core.registry);
-  an explainer's name        demos.explainers registered for the task: run(task, result, **params);
+  an explainer's name        demos.explain.catalog registered for the task: run(task, result, **params);
   any other public function of the task's compute module (demos.<demo>), except `load`.
 """
 from __future__ import annotations
@@ -65,18 +65,15 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
     spec = registry.get(task_key)
     name = canonical(task_key, fn_name)
     if name == "model_info":  # which model serves the task, as a plain ModelInfo
-        from demos import loading
+        from demos.runtime import loading
 
         return functools.partial(loading.model_info, task_key)
     module = spec.compute()
-    from demos import explainers
+    from demos.explain import catalog
 
-    getattr(explainers, "load_all", lambda: None)()  # explainer modules register on import
-    for explainer in explainers.for_task(task_key):
-        if explainer.name == name:  # explanations run on their own model copy and lock
-            from demos.loading import in_explain_lane
-
-            return in_explain_lane(functools.partial(explainer.run, task_key))
+    for explainer in catalog.for_task(task_key):
+        if explainer.name == name:  # Explainer.run applies the explanations' runtime policy
+            return functools.partial(explainer.run, task_key)
     fn = getattr(module, name, None)
     if (
         name.startswith("_")

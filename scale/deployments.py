@@ -1,10 +1,10 @@
 """The model tier: one Ray Serve deployment per task of `core.registry.TASKS`.
 
 Each deployment class (`SentimentModel`, `QaModel`, ... generated from the registry, all sharing
-`TaskModel`) holds its task's model(s), loaded in the replica through demos.loading, and serves
+`TaskModel`) holds its task's model(s), loaded in the replica through demos.runtime.loading, and serves
 the task's compute functions by name (`scale.backend.resolve`: answer, attribution, explainers,
 the module's public functions). Forward-only answers of tasks with a batched forward pass
-(`demos.batched.BATCHED`: sentiment, explorer) from concurrent callers are gathered by
+(`TaskSpec.batch`: sentiment's `analyse_many`, the explorer's `explore_many`) from concurrent callers are gathered by
 `@serve.batch` into one padded forward pass; every caller gets the result of its own single run.
 
 Replicas autoscale between `ServeConfig` bounds; `ray_actor_options` reserve CPUs and, where the
@@ -23,7 +23,7 @@ from typing import Any
 from ray import serve
 
 from core import registry
-from demos.gather import Failed, batch_item, run_batch
+from demos.runtime.gather import Failed, batch_item, run_batch
 from scale import backend
 from scale.config import ServeConfig, forwarded_env
 
@@ -38,8 +38,9 @@ class TaskModel:
     def __init__(self, settings_fields: Mapping[str, Any], threads: int = 1) -> None:
         import torch
 
-        from demos import batched, loading, offline
-        from demos import settings as settings_mod
+        from demos.provision import offline
+        from demos.runtime import loading
+        from demos.runtime import settings as settings_mod
 
         torch.set_num_threads(max(1, int(threads)))
         given = dict(settings_fields)
@@ -49,7 +50,8 @@ class TaskModel:
         settings_mod.configure(chosen)
         offline.prepare(chosen, progress=log.info)  # as the app's start-up: local fallbacks when offline
         self.spec = registry.get(self.task_key)
-        single_name, self._batched_fn = batched.BATCHED.get(self.task_key, ("", None))
+        single_name = self.spec.run if self.spec.batch else ""
+        self._batched_fn = getattr(self.spec.compute(), self.spec.batch) if self.spec.batch else None
         self._single = backend.resolve(self.task_key, single_name) if self._batched_fn else None
         self._single_name = single_name
         self.batch_sizes: list[int] = []  # size of every micro-batch run (stats())
@@ -91,7 +93,7 @@ class TaskModel:
 
     def stats(self) -> dict:
         """What this replica did: pid, micro-batch sizes, resident models (for tests and ops)."""
-        from demos import loading
+        from demos.runtime import loading
 
         return {"pid": os.getpid(), "batch_sizes": list(self.batch_sizes), "resident": loading.resident()}
 
@@ -128,8 +130,8 @@ def deployment(task_key: str, config: ServeConfig | None = None, n_tasks: int = 
 def application(task_key: str, settings_fields: Mapping[str, Any] | None = None, config: ServeConfig | None = None,
                 n_tasks: int = 1, env: Mapping[str, str] | None = None):
     """A bound Serve application for one task; settings default to this process's
-    (`demos.settings.current()`), passed to the replicas explicitly (they are other processes)."""
-    from demos import settings as settings_mod
+    (`demos.runtime.settings.current()`), passed to the replicas explicitly (they are other processes)."""
+    from demos.runtime import settings as settings_mod
 
     config = config or ServeConfig.from_env()
     fields = dict(settings_fields) if settings_fields is not None else dataclasses.asdict(settings_mod.current())
@@ -139,7 +141,7 @@ def application(task_key: str, settings_fields: Mapping[str, Any] | None = None,
 def app_builder(args: Mapping[str, Any]):
     """Serve config-file entry point (`import_path: scale.deployments:app_builder`,
     `args: {task: sentiment}`): settings from the replica environment (XRAY_MODEL_*, ...)."""
-    from demos import settings as settings_mod
+    from demos.runtime import settings as settings_mod
 
     task = str(args["task"])
     models_dir = args.get("models_dir") or os.environ.get("XRAY_MODELS_DIR")

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from demos import settings as settings_mod
+    from demos.runtime import settings as settings_mod
 
     chosen = settings_mod.settings_from_env(models_dir=args.models, offline=True if args.offline else None)
     if args.address == "local":

@@ -8,7 +8,7 @@
 Only safetensors weights and the config/tokenizer/processor files are fetched (no .bin, .h5,
 .msgpack, .onnx or .ot weights). The cache is `$HF_HUB_CACHE` or `$HF_HOME/hub`
 (~/.cache/huggingface/hub by default); offline, `python app.py` finds the models there by itself
-(`demos.hubcache`). One line per model says what it got (files, MB, where) or why not; the exit
+(`demos.provision.hubcache`). One line per model says what it got (files, MB, where) or why not; the exit
 status is 1 when any model failed or is incomplete.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as `python scripts/prepare_models.py`
 from huggingface_hub import snapshot_download
 
 from core.registry import KEYS, TASKS
-from demos import hubcache
+from demos.provision import hubcache
 
 # What the app loads: config, safetensors weights (single or sharded), tokenizer and processor files.
 ALLOW_PATTERNS = [

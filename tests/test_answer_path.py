@@ -12,7 +12,9 @@ import soundfile as sf
 import torch
 from transformers import GenerationConfig
 
-from demos import audio, cache, generation, speech
+from demos import generation, speech
+from demos.inputs import audio
+from demos.runtime import cache
 
 PROMPT = "Once upon a time, in a small village by the sea,"
 
@@ -46,7 +48,8 @@ def whisper_without_length(tmp_path, monkeypatch):
     """A tiny Whisper with room for 256 new tokens whose generation config sets no length."""
     import json
 
-    from demos import loading, settings, tiny
+    from demos.provision import tiny
+    from demos.runtime import loading, settings
 
     monkeypatch.setattr(tiny, "WHISPER_MAX_TARGET_POSITIONS", 300)
     folder = tiny.build_tiny_model("asr", tmp_path / "asr")
@@ -75,7 +78,7 @@ def test_transcript_equals_the_pipeline_when_the_checkpoint_sets_no_length(whisp
 
 def test_image_rollout_equals_the_rollout_of_every_head():
     from demos import image
-    from demos.explain import attention_rollout
+    from demos.explain.attribution import attention_rollout
 
     result = image.analyse(image.EXAMPLES[0])
     np.testing.assert_allclose(result.rollout, attention_rollout(result.attention.weights), atol=1e-6)

@@ -10,8 +10,8 @@ import pytest
 
 from core import registry
 from core.lens_types import AttentionSteps
-from demos import attention_steps as steps_mod
-from demos import explainers, lens
+from demos.explain import attention_steps as steps_mod
+from demos.explain import catalog, lens
 from tests.lens_support import NoFullPass, full_pass, loaded, make_result
 
 _results: dict[str, object] = {}
@@ -57,7 +57,7 @@ CASES = [(task, kind) for task in steps_mod.KINDS for kind in steps_mod.KINDS[ta
 def test_every_task_has_attention_steps():
     for spec in registry.TASKS:
         assert spec.key in steps_mod.KINDS, f"task {spec.key!r} has no attention step-by-step"
-        assert explainers.get("attention_steps").applies_to(spec.key)
+        assert catalog.get("attention_steps").applies_to(spec.key)
     assert set(steps_mod.KINDS["translation"]) >= {"cross"} and set(steps_mod.KINDS["asr"]) >= {"cross"}
 
 

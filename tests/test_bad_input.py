@@ -19,7 +19,9 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from demos import audio, generation, imageio, settings
+from demos import generation
+from demos.inputs import audio, images
+from demos.runtime import settings
 from tests.handlers import call as call_handler, split_notice
 from ui.common import MAX_INPUT_CHARS
 
@@ -77,7 +79,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     put("random.jpg", np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
     put("bomb.png", _png_header(100_000, 100_000))
     put("big_header.png", _png_header(7000, 7000))
-    put("huge_file.png", b"\0" * (imageio.MAX_BYTES + 1024))
+    put("huge_file.png", b"\0" * (images.MAX_BYTES + 1024))
     put("rgba.png", save=lambda p: Image.new("RGBA", (40, 30), (255, 0, 0, 40)).save(p))
     put("truncated.png", (d / "rgba.png").read_bytes()[:60])
     put("cmyk.jpg", save=lambda p: Image.new("CMYK", (40, 30), (0, 80, 160, 0)).save(p))
@@ -126,9 +128,9 @@ def _text_rows():
 IMAGE_BAD = [
     ("none", None, NO_IMAGE),
     ("zero.png", "zero.png", "The image file is empty (0 bytes)."),
-    ("text file named .png", "text.png", imageio.UNREADABLE),
-    ("random bytes .jpg", "random.jpg", imageio.UNREADABLE),
-    ("truncated png", "truncated.png", imageio.UNREADABLE),
+    ("text file named .png", "text.png", images.UNREADABLE),
+    ("random bytes .jpg", "random.jpg", images.UNREADABLE),
+    ("truncated png", "truncated.png", images.UNREADABLE),
     ("bomb 100000x100000", "bomb.png", BOMB),
     ("header 7000x7000", "big_header.png", "Image is 7000x7000 pixels; the limit is 36 megapixels."),
     ("file over 20 MB", "huge_file.png", "The image file is 20.0 MB; the limit is 20 MB."),
@@ -335,7 +337,7 @@ def test_every_registered_task_has_a_good_request():
 def test_random_weights_are_flagged_beside_the_answer(api, name):
     """The tests run tiny RANDOM models: every tab says so in the notice next to its answer, and
     its model line names the weights."""
-    from demos import loading
+    from demos.runtime import loading
     from ui.kit import RANDOM_WARNING
 
     task, args = GOOD[name]
@@ -368,7 +370,7 @@ def test_messages_arrive_through_gradio_client(serve, files):
         client.predict(handle_file(files["rgba.png"]), "\n".join(map(str, range(300))), api_name="/clip_match")
     with pytest.raises(AppError, match=NO_AUDIO):
         client.predict(None, api_name="/transcribe")
-    for name, message in [("text.png", imageio.UNREADABLE), ("bomb.png", BOMB), ("zero.png", "The image file is empty (0 bytes).")]:
+    for name, message in [("text.png", images.UNREADABLE), ("bomb.png", BOMB), ("zero.png", "The image file is empty (0 bytes).")]:
         with pytest.raises(AppError) as info:
             client.predict(handle_file(files[name]), api_name="/classify_image")
         assert str(info.value) == message

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from demos import batched, explorer, sentiment
+from demos import explorer, sentiment
+from demos.inputs.text import pad_right
 
 TEXTS = [
     "Short.",
@@ -28,14 +29,14 @@ def _same_sentiment(got: sentiment.SentimentResult, want: sentiment.SentimentRes
 
 
 def test_pad_right_shapes():
-    ids, mask, lengths = batched.pad_right([torch.tensor([[5, 6, 7]]), torch.tensor([[8]])], pad_id=0)
+    ids, mask, lengths = pad_right([torch.tensor([[5, 6, 7]]), torch.tensor([[8]])], pad_id=0)
     assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
     assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert lengths == [3, 1]
 
 
 def test_sentiment_batch_equals_single_runs():
-    many = batched.analyse_many(TEXTS)
+    many = sentiment.analyse_many(TEXTS)
     lengths = {len(r.tokens) for r in many}
     assert len(lengths) == len(TEXTS)  # inputs of different lengths: padding really happened
     for text, got in zip(TEXTS, many):
@@ -47,7 +48,7 @@ def test_sentiment_batch_matches_transformers_pipeline_probs(tiny_models):
     import transformers
 
     clf = transformers.pipeline("text-classification", model=str(tiny_models["sentiment"]), top_k=None)
-    for text, got in zip(TEXTS, batched.analyse_many(TEXTS)):
+    for text, got in zip(TEXTS, sentiment.analyse_many(TEXTS)):
         out = clf(text)
         rows = out[0] if out and isinstance(out[0], list) else out
         scores = {d["label"]: d["score"] for d in rows}
@@ -56,7 +57,7 @@ def test_sentiment_batch_matches_transformers_pipeline_probs(tiny_models):
 
 def test_sentiment_truncated_item_in_batch():
     long = "word " * 2000
-    got = batched.analyse_many([long, "Fine."])
+    got = sentiment.analyse_many([long, "Fine."])
     _same_sentiment(got[0], sentiment.analyse(long))
     _same_sentiment(got[1], sentiment.analyse("Fine."))
     assert got[0].notice
@@ -64,7 +65,7 @@ def test_sentiment_truncated_item_in_batch():
 
 def test_explorer_batch_equals_single_runs():
     texts = ["A man plays a guitar.\nSomeone strums on stage for a long long while.", "The cat sits.", "One.\nTwo three.\nFour five six seven."]
-    for text, got in zip(texts, batched.explore_many(texts)):
+    for text, got in zip(texts, explorer.explore_many(texts)):
         want = explorer.analyse(text)
         assert got.sentences == want.sentences and got.notice == want.notice
         assert [a.query_tokens for a in got.attention] == [a.query_tokens for a in want.attention]
@@ -78,4 +79,4 @@ def test_explorer_batch_equals_single_runs():
 
 def test_explorer_batch_rejects_bad_item_like_single_run():
     with pytest.raises(ValueError):
-        batched.explore_many(["fine", "   "])
+        explorer.explore_many(["fine", "   "])

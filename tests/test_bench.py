@@ -72,7 +72,7 @@ def test_gpu_check_refuses_without_cuda_and_dry_runs_on_tiny_models(tmp_path, ca
     import torch
 
     from bench import gpu
-    from demos import settings
+    from demos.runtime import settings
 
     old = settings.current()
     try:
@@ -85,7 +85,7 @@ def test_gpu_check_refuses_without_cuda_and_dry_runs_on_tiny_models(tmp_path, ca
         assert "sentiment answer + 32-step IG" in text and "generation: 50 tokens" in text and "| 50 |" in text
     finally:
         settings.configure(old)
-        from demos import cache, loading
+        from demos.runtime import cache, loading
 
         loading.device.cache_clear()
         loading.clear()

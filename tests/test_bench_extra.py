@@ -48,7 +48,7 @@ def test_explainers_stop_and_extrapolate():
         progress(0.1, "batch 1")
         raise AssertionError("not stopped")
 
-    fake = type("E", (), {"run": staticmethod(run)})()
+    fake = type("E", (), {"run": staticmethod(run), "takes_progress": True})()
     got = explainers.time_explainer(fake, "sentiment", None, {}, repeats=3, budget=0.1)
     assert got["estimate"] and got["s"] >= 0.45 and got["fraction_run"] == 0.1
 

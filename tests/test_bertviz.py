@@ -12,7 +12,7 @@ import pytest
 
 from demos import sentiment
 from core.results import AttentionMaps
-from demos import bertviz_html as bv
+from viz import bertviz_html as bv
 from viz.tokens import clean_token
 
 XSS = "</script><script>alert(1)</script>"

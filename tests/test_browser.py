@@ -143,10 +143,9 @@ EXPLAINER_TABS = [p for p in TAB_PARAMS if p.values[1] != "ui.guide"]
 
 
 def test_every_explainer_has_a_browser_row():
-    from demos import explainers
+    from demos.explain import catalog
 
-    explainers.load_all()
-    assert {e.name for e in explainers.all_explainers()} == set(EXPLAINER_VIEWS)
+    assert {e.name for e in catalog.all_explainers()} == set(EXPLAINER_VIEWS)
 
 
 @pytest.mark.parametrize(("title", "module"), EXPLAINER_TABS)
@@ -154,7 +153,7 @@ def test_explainer_views_render(tab_page, title, module):
     """Every explainer view of the tab ("Inside the model"), on the result of its example run:
     automatic ones (lens, attention steps) after the answer, on-demand ones after their button."""
     from core import registry
-    from demos import explainers
+    from demos.explain import catalog
     from ui.explainers import GROUP_TITLE
 
     watched = tab_page
@@ -165,11 +164,11 @@ def test_explainer_views_render(tab_page, title, module):
     watched.run(panel, row)
     assert watched.wait_answer(panel, row)
     task = next(t.key for t in registry.TASKS if t.tab == module)
-    views = {f"{GROUP_TITLE} / {e.title}": EXPLAINER_VIEWS[e.name] for e in explainers.for_task(task)}
+    views = {f"{GROUP_TITLE} / {e.title}": EXPLAINER_VIEWS[e.name] for e in catalog.for_task(task)}
     problems = view_problems(watched, panel, Row(run=row.run, answer=row.answer, views=views))
     assert not problems, f"{title}: " + "; ".join(problems)
     assert not watched.toasts(), f"{title}: {watched.toasts()}"
-    first = explainers.for_task(task)[0].title  # the lens where there is one
+    first = catalog.for_task(task)[0].title  # the lens where there is one
     watched.inner_tab(panel, first)
     inner = panel.locator(".tabitem:visible").last
     save_screenshot(watched.page, f"{slug(title)}-inside", anchor=inner)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import registry
-from demos import contrast, explainers, subjects
+from demos.explain import catalog, contrast, subjects
 from tests.explain_cases import result_for
 
 # Tasks where "why A and not B" does not apply, with the reason the app gives.
@@ -15,7 +15,7 @@ EXCLUDED = {"qa", "explorer"}
 
 
 def test_every_task_is_covered_or_excluded_with_a_reason():
-    explainer = explainers.get("contrast")
+    explainer = catalog.get("contrast")
     assert set(explainer.tasks) | set(explainer.not_for) == set(registry.KEYS)
     assert set(explainer.not_for) == EXCLUDED and all(explainer.not_for.values())
 
@@ -25,9 +25,9 @@ def test_contrastive_attribution_is_complete(task):
     result = result_for(task)
     if task in EXCLUDED:
         with pytest.raises(ValueError):
-            contrast.contrast(task, result, contrast=0)
+            contrast.why_not(task, result, contrast=0)
         return
-    got = contrast.contrast(task, result, steps=64)
+    got = contrast.why_not(task, result, steps=64)
     s = subjects.subject(task, result)
     attr = got.attribution
     assert got.a == s.answer_label and got.b == s.contrast_label and got.a != got.b
@@ -60,14 +60,14 @@ def test_a_and_b_are_chosen_by_label(task):
     result = result_for(task)
     s = subjects.subject(task, result)
     b = s.outcome_label(s.contrast)
-    got = contrast.contrast(task, result, target=b, contrast=s.answer_label, method="gradient_x_input")
+    got = contrast.why_not(task, result, target=b, contrast=s.answer_label, method="gradient_x_input")
     assert (got.a, got.b) == (b, s.answer_label)
 
 
 def test_same_outcome_for_a_and_b_is_refused():
     result = result_for("sentiment")
     with pytest.raises(ValueError):
-        contrast.contrast("sentiment", result, target=result.predicted, contrast=result.predicted)
+        contrast.why_not("sentiment", result, target=result.predicted, contrast=result.predicted)
 
 
 def test_branch_continues_greedily_from_the_forced_token():

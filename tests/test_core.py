@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ui.kit import model_line
-from demos import cache, loading, settings
-from demos.explain import attention_rollout
+from demos.runtime import cache, loading, settings
+from demos.explain.attribution import attention_rollout
 
 
 def test_allow_list_refuses_unknown_models():

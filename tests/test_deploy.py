@@ -43,7 +43,7 @@ def test_space_front_matter_matches_the_app():
 
 
 def test_zero_gpu_wrapping(monkeypatch):
-    from demos import gpu
+    from demos.runtime import gpu
 
     calls = []
 
@@ -63,7 +63,7 @@ def test_zero_gpu_wrapping(monkeypatch):
     assert gpu.on_gpu(10)(work) is work  # off-Space: unchanged
 
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
-    from demos.runtime import gpu_duration
+    from demos.runtime.compute import gpu_duration
 
     wrapped = gpu.on_gpu(gpu_duration(work, 15, 0.25))(work)
     assert wrapped is not work and wrapped.__name__ == "work"

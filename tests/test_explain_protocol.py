@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import registry
-from demos import explain
+from demos.explain import attribution
 
 TEXT = "A warm, funny and beautifully acted film."
 
@@ -40,14 +40,14 @@ WITH_ATTRIBUTION = [t for t in registry.TASKS if t.attribute]
 def test_every_task_is_either_attributed_or_says_why_not():
     without = {t.key for t in registry.TASKS if not t.attribute}
     assert without == {"asr", "explorer"}, "a new task without attribution must be listed here with its reason"
-    # asr: transcription explanations are cross-attention alignments and the lens; explorer: no output to explain.
+    # asr: transcription explanations are cross-attention alignments and the lens; explorer: no output to attribution.
 
 
-@pytest.mark.parametrize("name", sorted(explain.METHODS))
+@pytest.mark.parametrize("name", sorted(attribution.METHODS))
 def test_methods_are_captum_classes_that_answer_for_themselves(name):
     import captum.attr
 
-    m = explain.METHODS[name]
+    m = attribution.METHODS[name]
     for cls_name in (m.layer_class, m.input_class):
         assert issubclass(getattr(captum.attr, cls_name), captum.attr.Attribution)
     layer_cls = getattr(captum.attr, m.layer_class)
@@ -56,7 +56,7 @@ def test_methods_are_captum_classes_that_answer_for_themselves(name):
 
 
 # The image tab offers integrated gradients only (with its baselines and SmoothGrad).
-ROWS = [(t, m) for t in WITH_ATTRIBUTION for m in sorted(explain.METHODS) if t.key != "image" or m == "integrated_gradients"]
+ROWS = [(t, m) for t in WITH_ATTRIBUTION for m in sorted(attribution.METHODS) if t.key != "image" or m == "integrated_gradients"]
 
 
 @pytest.mark.parametrize("spec,method", ROWS, ids=[f"{t.key}-{m}" for t, m in ROWS])
@@ -65,7 +65,7 @@ def test_one_path_gives_completeness_for_every_task(spec, method):
     scores = np.asarray(attr.scores, dtype=np.float64)
     assert np.isfinite(scores).all() and scores.size > 0
     assert attr.output_value is not None and attr.baseline_value is not None
-    if explain.METHODS[method].integrates:
+    if attribution.METHODS[method].integrates:
         gap = attr.output_value - attr.baseline_value
         assert attr.delta is not None
         assert abs(scores.sum() - gap) <= attr.delta + 1e-4  # completeness, up to the reported delta
@@ -76,10 +76,10 @@ def test_one_path_gives_completeness_for_every_task(spec, method):
 def test_adaptive_steps_stop_at_the_first_rung_within_tolerance():
     from demos import sentiment
 
-    fixed = {s: sentiment.attribute(TEXT, None, "integrated_gradients", s) for s in explain.STEP_LADDER[:5]}
+    fixed = {s: sentiment.attribute(TEXT, None, "integrated_gradients", s) for s in attribution.STEP_LADDER[:5]}
     deltas = {s: a.delta for s, a in fixed.items()}
     tolerance = sorted(deltas.values())[len(deltas) // 2]  # a tolerance some rungs meet and some do not
-    expected = next(s for s in explain.STEP_LADDER[:5] if deltas[s] <= tolerance)
+    expected = next(s for s in attribution.STEP_LADDER[:5] if deltas[s] <= tolerance)
     adaptive = sentiment.attribute(TEXT, None, "integrated_gradients", 128, tolerance=tolerance)
     assert adaptive.steps == expected and adaptive.delta <= tolerance
     np.testing.assert_allclose(adaptive.scores, fixed[expected].scores, rtol=1e-5, atol=1e-7)
@@ -95,7 +95,7 @@ def test_our_convergence_delta_is_captums():
     from captum.attr import LayerIntegratedGradients
 
     from demos import sentiment
-    from demos.text_common import encode, pad_baseline
+    from demos.inputs.text import encode, pad_baseline
 
     m = sentiment.load()
     enc = encode(m.processor, m.model, TEXT)
@@ -104,7 +104,7 @@ def test_our_convergence_delta_is_captums():
     def prob(ids, mask):
         return torch.softmax(m.model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).logits.float(), -1)[:, 1]
 
-    ours = explain.run_attribution(prob, enc.ids, base, "integrated_gradients", 16, layer=m.model.get_input_embeddings(),
+    ours = attribution.run_attribution(prob, enc.ids, base, "integrated_gradients", 16, layer=m.model.get_input_embeddings(),
                                    extra=(enc.mask,), batch=16)
     attrs, delta = LayerIntegratedGradients(prob, m.model.get_input_embeddings()).attribute(
         enc.ids, baselines=base, additional_forward_args=(enc.mask,), n_steps=16, internal_batch_size=16,
@@ -122,7 +122,7 @@ def test_an_attribution_waits_between_batches_while_an_answer_computes():
     import threading
     import time
 
-    from demos.runtime import AnswerFirst
+    from demos.runtime.compute import AnswerFirst
 
     gate = AnswerFirst(max_wait=5.0)
     started, release, order = threading.Event(), threading.Event(), []

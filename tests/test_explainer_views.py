@@ -12,12 +12,11 @@ import pytest
 from gradio_client import handle_file
 
 from core import registry
-from demos import explainers
+from demos.explain import catalog
 from tests.conftest import tab_app
 
 pytestmark = pytest.mark.slow
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-explainers.load_all()
 
 # How to get a result in each task's tab (arguments of its main endpoint).
 MAIN_ARGS = {
@@ -40,13 +39,13 @@ VIEW_ARGS = {
     "branch": (0, ""),
     "faithfulness": ("", 4),
 }
-ROWS = [(spec, e) for spec in registry.TASKS for e in explainers.for_task(spec.key)]
+ROWS = [(spec, e) for spec in registry.TASKS for e in catalog.for_task(spec.key)]
 
 
 def test_every_task_and_explainer_has_a_row():
     assert set(MAIN_ARGS) == set(registry.KEYS)
-    assert {e.name for e in explainers.all_explainers()} == set(VIEW_ARGS)
-    for e in explainers.all_explainers():
+    assert {e.name for e in catalog.all_explainers()} == set(VIEW_ARGS)
+    for e in catalog.all_explainers():
         for task in registry.KEYS:
             assert e.applies_to(task) or task in e.not_for, f"{e.name} neither applies to {task} nor says why not"
 
@@ -78,7 +77,7 @@ def test_view_endpoint_runs_on_the_sessions_result(clients, spec, explainer):
     client = clients(spec)
     args = list(VIEW_ARGS[explainer.name])
     if explainer.name == "attention_steps":
-        from demos.attention_steps import attention_kinds
+        from demos.explain.attention_steps import attention_kinds
 
         args[0] = attention_kinds(spec.key)[0]
     outputs = client.predict(*args, api_name=f"/{spec.api_name(explainer.name)}")

@@ -10,7 +10,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from ui.kit import model_line
-from demos import cache, explorer, loading, offline, settings
+from demos import explorer
+from demos.provision import offline
+from demos.runtime import cache, loading, settings
 from tests.conftest import tab_app
 
 SENTENCES = ["A man is playing a guitar.", "Someone is strumming a guitar on stage.", "The stock market fell sharply today."]

@@ -8,7 +8,7 @@ import torch
 from scipy.stats import spearmanr
 
 from core import registry
-from demos import explainers, faithfulness, subjects
+from demos.explain import catalog, faithfulness, subjects
 from tests.explain_cases import reported_value, result_for
 
 
@@ -24,7 +24,7 @@ def report(task, reports):
 
 
 def test_faithfulness_applies_to_every_task():
-    assert set(explainers.get("faithfulness").tasks) == set(registry.KEYS)
+    assert set(catalog.get("faithfulness").tasks) == set(registry.KEYS)
 
 
 @pytest.mark.parametrize("task", registry.KEYS)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core import registry
-from demos import cache, loading, settings
+from demos.runtime import cache, loading, settings
 from tests.handlers import call
 from ui.common import GENERIC_ERROR, OOM_ERROR
 
@@ -226,7 +226,8 @@ def test_a_repeated_click_does_not_run_the_model_again(serve):
     """Two identical requests while the first still runs (a double click, or a click during the
     chained attribution) compute once: the second waits for the first's result (single flight in
     the memo) instead of queueing another full run; both get the same answer."""
-    from demos import cache, sentiment
+    from demos import sentiment
+    from demos.runtime import cache
     from tests.conftest import tab_app
 
     client = serve(tab_app("ui.sentiment"))
@@ -247,7 +248,8 @@ def test_an_answer_does_not_wait_for_an_explanation_of_its_task(monkeypatch, cop
 
     import torch
 
-    from demos import cache, loading, sentiment
+    from demos import sentiment
+    from demos.runtime import cache, loading
 
     monkeypatch.setenv("XRAY_EXPLAIN_COPY", copy)
     cache.clear_all()

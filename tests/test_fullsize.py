@@ -1,4 +1,4 @@
-"""Full-size random models (demos.fullsize) and `bench.run --size`.
+"""Full-size random models (demos.provision.fullsize) and `bench.run --size`.
 
 The configurations are checked against the real checkpoints' figures (written out here, not read
 from the builder) without building any full-size weights; the build machinery (atomic folder,
@@ -15,7 +15,7 @@ import torch
 
 from bench import run as bench_run
 from bench.env import FULL_MODELS, default_models_dir
-from demos import fullsize
+from demos.provision import fullsize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,7 +144,7 @@ def test_build_is_atomic_marked_and_cached(tmp_path, monkeypatch):
 
 
 def test_explorer_uses_the_packaged_real_model_when_installed(tmp_path):
-    from demos.offline import minilm_dir
+    from demos.provision.offline import minilm_dir
 
     folders = fullsize.ensure_full_models(tmp_path, ["explorer"])
     assert folders.get("explorer") == minilm_dir()

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from demos import audio
+from demos.inputs import audio
 from demos.clip import MAX_CANDIDATES, parse_candidates
-from demos.imageio import load_image
+from demos.inputs.images import load_image
 from viz.tokens import axis_labels, clean_token, highlight_html, span_html
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,4 +1,4 @@
-"""In-process micro-batches (demos.gather): every caller gets its own single-run answer; calls that
+"""In-process micro-batches (demos.runtime.gather): every caller gets its own single-run answer; calls that
 meet while a pass runs share the next one; one bad input fails only its caller."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from demos import cache, gather, sentiment
+from demos import sentiment
+from demos.runtime import cache, gather
 
 
 class Recorder:

@@ -130,7 +130,7 @@ def test_byte_level_tokens_are_readable_never_replacement_characters(tiny_models
     """A character split over two byte-level tokens shows as hex bytes in labels, and the
     continuation pieces never contain '�' (the completing token carries the character)."""
     from core.tokens import byte_level_label
-    from demos.text_common import piece_texts, token_labels
+    from demos.inputs.text import piece_texts, token_labels
 
     tok = generation.load().processor
     text = "naïve café – “quoted” 😀"
@@ -150,9 +150,11 @@ def test_byte_level_tokens_are_readable_never_replacement_characters(tiny_models
 
 def test_compare_follows_the_model_picker(monkeypatch):
     """'Compare two prompts' takes the model picker as an input and continues both prompts with it."""
+    import functools
+
     import gradio as gr
 
-    from demos import settings
+    from demos.runtime import settings
     from tests.handlers import call
     from ui import generation as tab
 
@@ -164,6 +166,7 @@ def test_compare_follows_the_model_picker(monkeypatch):
     assert fns["generate_compare"].inputs[-1] is picker
     seen, real = [], generation.generate
 
+    @functools.wraps(real)  # the backend serves the compute module's own functions only
     def spy(*args, **kwargs):
         seen.append(kwargs["model_id"] if "model_id" in kwargs else args[7])
         return real(*args, **kwargs)

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demos import cache, hubcache, loading, offline, settings
+from demos.provision import hubcache, offline
+from demos.runtime import cache, loading, settings
 
 SST2 = "distilbert-base-uncased-finetuned-sst-2-english"
 SST2_CANONICAL = f"distilbert/{SST2}"

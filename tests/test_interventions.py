@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core import registry
-from demos import explainers, interventions, subjects
+from demos.explain import catalog, interventions, subjects
 from tests.explain_cases import CASES, reported_value, result_for
 
 TASKS = registry.KEYS
@@ -19,7 +19,7 @@ def test_every_registered_task_has_a_row_and_an_ablate_explainer():
     assert set(CASES) == set(TASKS)
     assert set(subjects.tasks()) == set(TASKS)
     for name in ("ablate", "head_map"):
-        assert set(explainers.get(name).tasks) == set(TASKS)
+        assert set(catalog.get(name).tasks) == set(TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -9,7 +9,7 @@ import torch
 
 from core import registry
 from core.lens_types import HeadLens, LensGrid
-from demos import explainers, lens
+from demos.explain import catalog, lens
 from tests.lens_support import NoFullPass, full_pass, loaded, make_result
 
 EXCEPTIONS = {"explorer": "MiniLM is a bare sentence encoder: it has no task head to read its layers with."}
@@ -120,13 +120,13 @@ CHECKS = {
 @pytest.mark.parametrize("task", ALL)
 def test_last_layer_of_the_lens_is_the_models_output(task):
     if task in EXCEPTIONS:
-        assert task in lens.NOT_FOR and not explainers.get("lens").applies_to(task)
-        assert explainers.get("lens").not_for[task]
+        assert task in lens.NOT_FOR and not catalog.get("lens").applies_to(task)
+        assert catalog.get("lens").not_for[task]
         with pytest.raises(ValueError, match="no task head"):
             lens.lens(task, result_for(task))
         return
     assert task in CHECKS, f"task {task!r} has no lens exactness check (add one, or an exception with its reason)"
-    assert explainers.get("lens").applies_to(task)
+    assert catalog.get("lens").applies_to(task)
     r = result_for(task)
     m = loaded(task, r)
     with NoFullPass(m.model):

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from core.results import COMPACT_FROM_BYTES, AttentionMaps, Embeddings
-from demos import cache, heap, loading, qa, sentiment
+from demos import qa, sentiment
+from demos.runtime import cache, heap, loading
 
 MIB = 2**20
 
@@ -294,7 +295,7 @@ def test_malloc_tuning_is_applied_unless_switched_off(monkeypatch):
 
 _HOLES = """
 import numpy as np
-from demos import heap
+from demos.runtime import heap
 def rss():
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS"): return int(line.split()[1]) // 1024

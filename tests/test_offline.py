@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ui.kit import model_line
-from demos import cache, loading, offline, settings, whisper_ct2
+from demos.provision import offline, whisper_ct2
+from demos.runtime import cache, loading, settings
 from core.registry import BY_KEY as TASK_SPECS
 
 MODULES = {"generation": "demos.generation", "sentiment": "demos.sentiment", "qa": "demos.qa",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from demos import settings
+from demos.runtime import settings
 
 ray = pytest.importorskip("ray", reason="ray[serve] is installed by scripts/setup.sh --scale")
 

@@ -174,7 +174,7 @@ MODEL_APIS = {
 
 @pytest.mark.parametrize("task", list(MODEL_APIS))
 def test_api_refuses_models_not_on_the_allow_list(server, picture, task):
-    from demos import loading, settings
+    from demos.runtime import loading, settings
 
     url, _ = server
     api, make_args = MODEL_APIS[task]
@@ -196,7 +196,7 @@ def test_api_refuses_models_not_on_the_allow_list(server, picture, task):
 
 def test_loader_refuses_ids_off_the_list_before_touching_disk(tiny_models):
 
-    from demos import loading
+    from demos.runtime import loading
 
     before = loading.resident()
     for bad in [*BAD_MODELS, str(tiny_models["qa"])]:  # a real model folder, but another task's
@@ -217,14 +217,14 @@ def test_upload_larger_than_max_file_size_is_rejected(server):
 
 
 def test_image_pixel_and_byte_limits_give_clear_messages(server, tmp_path):
-    from demos import imageio
+    from demos.inputs import images
 
     url, _ = server
     huge = tmp_path / "huge.png"  # 42 Mpx of one colour: a small file that would decode to 126 MB
     Image.new("RGB", (7000, 6000), (10, 20, 30)).save(huge)
     heavy = tmp_path / "heavy.bmp"  # under the 25 MB upload limit, over the 20 MB image limit
     Image.fromarray(np.zeros((2700, 2700, 3), np.uint8)).save(heavy)
-    assert imageio.MAX_BYTES < heavy.stat().st_size < 25 * 1024 * 1024
+    assert images.MAX_BYTES < heavy.stat().st_size < 25 * 1024 * 1024
     client = _client(url)
     try:
         for api, extra in (("/classify_image", ()), ("/clip_match", ("a cat\na dog",))):
@@ -360,7 +360,7 @@ def test_unexpected_errors_give_the_generic_message(server, monkeypatch):
     finally:
         client.close()
     assert str(excinfo.value) == GENERIC_ERROR
-    from demos import settings
+    from demos.runtime import settings
 
     raw = _call(url, "sentiment", ["hello", settings.current().choices("sentiment")[0]])
     assert GENERIC_ERROR in raw and "secret" not in raw and "Traceback" not in raw and ".py" not in raw
@@ -378,7 +378,7 @@ def test_api_info_is_still_served(server):
 @pytest.fixture
 def sentiment_from(monkeypatch, tiny_settings):
     """Point the sentiment task at another folder for one test (allow-list and caches restored)."""
-    from demos import cache, settings
+    from demos.runtime import cache, settings
 
     def point(folder: Path) -> str:
         cfg = settings.Settings(overrides={**tiny_settings.overrides, "sentiment": str(folder)}, offline=True, max_models=16)
@@ -394,7 +394,7 @@ def test_pickle_weights_are_refused(tiny_models, tmp_path, sentiment_from):
     import torch
     import transformers
 
-    from demos import loading
+    from demos.runtime import loading
 
     folder = tmp_path / "pickle-only"
     shutil.copytree(tiny_models["sentiment"], folder)
@@ -423,7 +423,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def test_remote_code_is_never_run(tiny_models, tmp_path, sentiment_from):
     """A folder whose config asks for its own Python code: refused, and the code never runs."""
 
-    from demos import loading
+    from demos.runtime import loading
 
     folder = tmp_path / "remote-code"
     shutil.copytree(tiny_models["sentiment"], folder)

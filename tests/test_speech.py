@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from demos import audio, speech
+from demos import speech
+from demos.inputs import audio
 from tests.conftest import tab_app
 
 CLIP = speech.EXAMPLES[0]

@@ -13,8 +13,8 @@ import torch
 import transformers
 from PIL import Image
 
-from demos import tiny
-from demos.tiny import IMAGENET_LABELS, MARKER_NAME, SENTIMENT_LABELS, TASKS, ensure_tiny_models
+from demos.provision import tiny
+from demos.provision.tiny import IMAGENET_LABELS, MARKER_NAME, SENTIMENT_LABELS, TASKS, ensure_tiny_models
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

@@ -64,7 +64,7 @@ class BertvizView:
 
     def html_for(self, result: Any, view: str) -> str:
         """The escaped iframe HTML of `view` for a stored result (no model call)."""
-        from demos.bertviz_html import view_html
+        from viz.bertviz_html import view_html
 
         if result is None:
             raise InputError("Run the model first, then render the bertviz view.")

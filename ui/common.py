@@ -109,11 +109,11 @@ def clean_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
 def _release_memory() -> None:
     import gc
-
-    import torch
+    import sys
 
     gc.collect()
-    if torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # a front on the Ray tier never loads torch
+    if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 

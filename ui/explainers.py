@@ -1,6 +1,6 @@
-"""Explainer tabs: every explainer registered for a task (demos.explainers) gets a tab built by
+"""Explainer tabs: every explainer registered for a task (demos.explain.catalog) gets a tab built by
 the one view written for it, so a new explainer is written once and appears on every task it
-declares. A view class registers itself here with `@view("name")`.
+declares. `VIEWS` names the view of each explainer (ui/views/).
 
 A view has: `build(task, explainer)` (inside its gr.Tab), `outputs` (components refreshed when a
 new result arrives), `values(result) -> {component: value}`, and `bind(main, state)` (its own
@@ -8,47 +8,26 @@ events, named `<task api>_<explainer name>` in the API).
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
-from demos import explainers
+from core import explainers as catalog
 
-_VIEWS: dict[str, type] = {}
-GROUP_TITLE = "Inside the model"  # the tab that holds every explainer view of a task
-VIEW_MODULES: tuple[str, ...] = ("ui.lens_views", "ui.intervention_views")  # modules holding the explainer views
+from ui.views.base import GROUP_TITLE, ExplainerView  # noqa: F401  (GROUP_TITLE: the tabs' and tests' name for the group)
+from ui.views.interventions import AblateView, BranchView, ContrastView, FaithfulnessView, HeadMapView
+from ui.views.lens import LensView, StepsView
 
-
-class ExplainerView:
-    """What every explainer view shares: by default it refreshes nothing when a new result
-    arrives (it runs after the answer or on demand, through its own `bind`)."""
-
-    HELP = ""
-
-    @property
-    def outputs(self) -> list:
-        return []
-
-    def values(self, result: Any) -> dict:
-        return {}
+VIEWS: dict[str, type[ExplainerView]] = {
+    "lens": LensView, "attention_steps": StepsView, "ablate": AblateView, "head_map": HeadMapView,
+    "contrast": ContrastView, "branch": BranchView, "faithfulness": FaithfulnessView,
+}
 
 
-def view(name: str):
-    """Class decorator: the view of the explainer called `name`."""
-
-    def register(cls: type) -> type:
-        _VIEWS[name] = cls
-        return cls
-
-    return register
-
-
-def views() -> dict[str, type]:
-    for module in VIEW_MODULES:
-        importlib.import_module(module)
-    return dict(_VIEWS)
+def views() -> dict[str, type[ExplainerView]]:
+    """The view class of every explainer, by explainer name."""
+    return dict(VIEWS)
 
 
 @dataclass
@@ -60,13 +39,12 @@ class ExplainerTabs:
 
     @classmethod
     def build(cls, task: str) -> "ExplainerTabs":
-        explainers.load_all()
         known = views()
         items = []
-        chosen = explainers.for_task(task)
+        chosen = catalog.for_task(task)
         for explainer in chosen:
             if explainer.name not in known:
-                raise LookupError(f"Explainer {explainer.name!r} has no view: add one to {VIEW_MODULES}.")
+                raise LookupError(f"Explainer {explainer.name!r} has no view: add one to ui.explainers.VIEWS.")
         if not chosen:
             return cls(task, items)
         # One tab holding the explainers' own tabs: the tab strip stays short enough to show whole.
@@ -96,10 +74,9 @@ def guide_sections() -> list[tuple[str, str, list[str]]]:
     views (each view's HELP), saying which tabs offer it and why the others do not."""
     from core import registry
 
-    explainers.load_all()
     known = views()
     out = []
-    for explainer in explainers.all_explainers():
+    for explainer in catalog.EXPLAINERS:
         where = [registry.get(t).title for t in explainer.tasks]
         where += [f"not {registry.get(t).title} ({why})" for t, why in explainer.not_for.items() if t in registry.KEYS]
         out.append((explainer.title, known[explainer.name].HELP, where))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from demos import sentiment
 from ui import texts
+from scale import backend
 from ui.common import explain, guarded
 from ui.explainers import guide_sections
 from ui.inputs import text_input
@@ -89,15 +89,15 @@ def build() -> None:
 
     @guarded
     def show(sentence: str):
-        result = sentiment.analyse(sentence.strip() or "The film was not good.")
-        attr = sentiment.attribute(result.text)
+        result = backend.call("sentiment", "answer", sentence.strip() or "The film was not good.")
+        attr = backend.call("sentiment", "attribution", result.text)
         maps = result.attention
         figure = attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, maps.n_layers - 1, "average", title="Attention")
         title = f"Attribution toward {attr.target} ({max(result.probs):.0%})"
         return {
             attention_plot: figure,
             attribution_html: highlight_html(attr.tokens, attr.scores, title),
-            **answer_header(sentiment.TASK, None, result.notice, info, notice),
+            **answer_header("sentiment", None, result.notice, info, notice),
         }
 
     run.click(show, [text], [info, notice, attention_plot, attribution_html], api_visibility="private")

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import gradio as gr
 
-from demos import settings
+from demos.runtime import settings
 from ui.common import user_error
 
 
@@ -19,7 +19,7 @@ def image_input(**kwargs) -> gr.Image:
 
     gr.Image(type="filepath") still opens the file with PIL before the handler runs, so a file PIL
     cannot identify fails inside Gradio with a generic error. This one skips that step: all
-    decoding (size limits, bombs, modes) happens in `demos.imageio.load_image`, with its clear
+    decoding (size limits, bombs, modes) happens in `demos.inputs.images.load_image`, with its clear
     messages. (An instance override, not a subclass: a gr.Image subclass makes Gradio write a
     .pyi stub next to this module at import time.) Uploads are already in Gradio's cache here.
     """
@@ -38,7 +38,7 @@ def image_input(**kwargs) -> gr.Image:
 def audio_input(**kwargs) -> gr.Audio:
     """A gr.Audio(type="numpy") whose handler gets `(rate, samples)` when Gradio can decode the
     upload, and the file's path when it cannot (no ffmpeg, float or damaged WAV, a text file named
-    .wav): `demos.audio` then reads it with soundfile or refuses it with a clear message, instead
+    .wav): `demos.inputs.audio` then reads it with soundfile or refuses it with a clear message, instead
     of Gradio failing the request before the handler runs."""
     component = gr.Audio(type="numpy", **kwargs)
     original = component.preprocess

@@ -7,7 +7,6 @@ without anyone counting positions in a tuple.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -15,8 +14,8 @@ import gradio as gr
 
 from core import registry
 from core.results import ModelInfo
-from demos.explain import METHODS
-from demos import settings
+from core.explainers import METHODS
+from demos.runtime import settings
 from scale import backend
 from ui import session
 from ui.common import explain, guarded, md_escape
@@ -66,19 +65,29 @@ class TaskCompute:
 
     def __init__(self, task: str) -> None:
         self._task = task
-        self._module = registry.get(task).compute()
+        spec = registry.get(task)
+        examples = registry.examples(task)
+        self._constants = {"TASK": task, "EXAMPLES": examples, **dict(spec.constants)}
+        if task == "clip":
+            self._constants["EXAMPLE_TEXTS"] = examples[0]
+            self._constants["RELEVANCE_METHODS"] = dict(spec.constant("RELEVANCE_METHODS"))
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self._module, name)
-        if callable(value) and not isinstance(value, type) and getattr(value, "__module__", None) == self._module.__name__:
-            task = self._task
+        """An UPPER_CASE name: the task's constant (core.registry); any other: its compute function,
+        called on the configured backend (the compute module is not imported in this process)."""
+        if name.isupper():
+            if name not in self._constants:
+                raise AttributeError(f"The {self._task} task has no constant {name!r} (core.registry constants).")
+            return self._constants[name]
+        if name.startswith("_"):
+            raise AttributeError(name)
+        task = self._task
 
-            @functools.wraps(value)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                return session.remember(backend.call(task, name, *args, **kwargs), task, name, args, kwargs)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return session.remember(backend.call(task, name, *args, **kwargs), task, name, args, kwargs)
 
-            return call
-        return value
+        call.__name__ = name
+        return call
 
 
 def task_compute(task: str) -> TaskCompute:
@@ -278,6 +287,6 @@ def answer_queue(task: str) -> dict:
     """How a tab's answer event is queued: its API name, and for a task whose answers are gathered
     into micro-batches (`TaskSpec.batch`) room for a whole batch to wait together (otherwise
     the app's default, 2 at a time, would never let more than 2 answers meet)."""
-    from demos.gather import batch_size, batches
+    from demos.runtime.gather import batch_size, batches
 
     return {"api_name": api(task), **({"concurrency_limit": batch_size()} if batches(task) else {})}

@@ -2,7 +2,7 @@
 
 A large result (a 512-token input: 12 heads x 512^2 attention per layer, ~48 MB) is not held by
 the session: its `gr.State` holds a `ResultRef`, the recipe that made it (task, compute function,
-arguments), and the result itself lives once in the server's byte-bounded memo (`demos.cache`,
+arguments), and the result itself lives once in the server's byte-bounded memo (`demos.runtime.cache`,
 `XRAY_CACHE_MB`). Every handler gets the result back (`resolve`, applied by `ui.common.guarded`):
 a memo hit when it is still there, the same computation again when it was evicted (the compute
 functions are deterministic: greedy decoding, seeded sampling). So what a class holds is bounded
@@ -12,7 +12,7 @@ by the memo's budget, not by sessions x tabs x input length. Small results (belo
 The sweeper ends what nobody uses: every `XRAY_SWEEP_S` seconds it drops the Gradio sessions idle
 for longer than `XRAY_STATE_TTL_S` (their state, and on a page with deep links the figures Gradio keeps per session for them,
 which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
-freed memory back to the operating system (`demos.heap`).
+freed memory back to the operating system (`demos.runtime.heap`).
 
 A new session costs little (`lazy_session_config`): Gradio 6 builds, for every new session, the
 configuration of every component of the page (1,383 here: 84 ms, on the server's event loop,
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from demos import heap
+from demos.runtime import heap
 from scale import backend
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def remember(result: Any, task: str, fn: str, args: tuple, kwargs: dict) -> Any:
 
 def keep(value: Any) -> Any:
     """What a session stores for `value`: its recipe when it is large and has one, else itself."""
-    from demos.cache import nbytes
+    from demos.runtime.cache import nbytes
 
     recipe = getattr(value, _RECIPE, None)
     if recipe is None or nbytes(value) < ref_from_bytes():
@@ -115,7 +115,7 @@ def sweep_interval() -> float:
 def sweep(demo: Any, ttl: float | None = None) -> int:
     """Drop `demo`'s sessions idle for more than `ttl` seconds (state deleted through Gradio, so
     State delete callbacks run) and memo entries idle as long. Returns the sessions dropped."""
-    from demos import cache
+    from demos.runtime import cache
 
     ttl = ttl_seconds() if ttl is None else ttl
     holder = getattr(demo, "state_holder", None)

@@ -1,19 +1,19 @@
-"""Views of the causal explainers (demos.interventions, demos.contrast, demos.faithfulness): knock
+"""Views of the causal explainers (demos.explain.interventions, demos.explain.contrast, demos.explain.faithfulness): knock
 out heads, the head-importance map, "why A and not B", the branch explorer, and the faithfulness
 check. Each is written once and appears on every task its explainer declares; each runs on
 demand (a button), on the configured backend, as `<task api>_<explainer name>`."""
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import gradio as gr
 
-from demos import explainers
-from demos.explainers import Explainer
+from core.explainers import METHODS
+from core.explainers import ExplainerSpec as Explainer
+from core.explainers import get as explainer_spec
 from scale import backend
 from ui.common import explain, guarded
-from ui.explainers import ExplainerView, view
+from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, AttributionView, api
 from viz.export import result_json
@@ -95,14 +95,14 @@ class OnDemandView(ExplainerView):
 
     def bind(self, main: Any, state: gr.State) -> None:
         names = list(self.params)
-        accepts = set(inspect.signature(explainers.get(self.name).run).parameters)
+        takes_progress = explainer_spec(self.name).progress
 
         @guarded
         def run(result, *values, progress=gr.Progress()):
             if result is None:
                 raise gr.Error("Run the model first.")
             params = {name: self.params[name][1](value) for name, value in zip(names, values)}
-            if "progress" in accepts:
+            if takes_progress:
                 params["progress"] = lambda frac, msg: progress(frac, desc=msg)
             out = backend.call(self.task, self.name, result, **params)
             return {self.keep: out, **self.render(out)}
@@ -120,7 +120,6 @@ def _steps(low: int, high: int, value: int, label: str) -> tuple:
     return gr.Slider(low, high, value=value, step=4, label=label), int
 
 
-@view("ablate")
 class AblateView(OnDemandView):
     HELP, BUTTON = ABLATE_HELP, "Knock out and run again"
 
@@ -136,7 +135,6 @@ class AblateView(OnDemandView):
         return {self.summary: ablation_summary(r), self.plot: ablation_figure(r)}
 
 
-@view("head_map")
 class HeadMapView(OnDemandView):
     HELP, BUTTON = MAP_HELP, "Knock out every head, one at a time"
 
@@ -151,13 +149,10 @@ class HeadMapView(OnDemandView):
         return {self.plot: head_map_figure(r)}
 
 
-@view("contrast")
 class ContrastView(OnDemandView):
     HELP, BUTTON = CONTRAST_HELP, "Why A and not B?"
 
     def controls(self) -> dict:
-        from demos.explain import METHODS
-
         method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Method")
         return {"target": _target("A (empty = the answer)"), "contrast": _target("B (empty = the runner-up)"),
                 "method": (method, str), "steps": _steps(4, 128, 32, "Integration steps")}
@@ -171,7 +166,6 @@ class ContrastView(OnDemandView):
         return {self.line: line, **self.attribution.values(r.attribution)}
 
 
-@view("branch")
 class BranchView(OnDemandView):
     HELP, BUTTON = BRANCH_HELP, "Branch and continue"
 
@@ -188,7 +182,6 @@ class BranchView(OnDemandView):
         return {self.html: branch_html(r)}
 
 
-@view("faithfulness")
 class FaithfulnessView(OnDemandView):
     HELP, BUTTON = FAITHFUL_HELP, "Compare the explanations"
 

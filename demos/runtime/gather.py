@@ -1,8 +1,8 @@
 """Micro-batches of concurrent answers, in this process (the Ray tier has `@serve.batch`).
 
 A task whose registry entry names a batched forward pass (`TaskSpec.batch`, e.g. sentiment's
-`demos.batched.analyse_many`) has its answer function wrapped in `Gather` (by
-`demos.runtime.task_compute`, under the memo, so a repeated input never waits for a batch).
+`demos.sentiment.analyse_many`) has its answer function wrapped in `Gather` (by
+`demos.runtime.compute.task_compute`, under the memo, so a repeated input never waits for a batch).
 
     Gather(single, many_thunk)(text, model_id) -> the same result as single(text, model_id)
 
@@ -48,7 +48,7 @@ def batches(task: str) -> bool:
     """Whether `task`'s answers are gathered in this process: it has a batched forward pass, the
     batch size is above 1, and this is not a ZeroGPU Space (where each call has its own GPU slice)."""
     from core import registry
-    from demos.gpu import zero_gpu
+    from demos.runtime.gpu import zero_gpu
 
     return bool(registry.get(task).batch) and batch_size() > 1 and not zero_gpu()
 

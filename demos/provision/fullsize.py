@@ -3,7 +3,7 @@
 Each build is an ordinary Hugging Face model folder (float32 safetensors, config, generation
 config, tokenizer or processor) whose compute per forward pass equals the hub model's: same
 widths, depths, heads, vocabularies, positions, image and audio geometry. Only the weights are
-random and the tokenizers are the small ones of :mod:`demos.tiny` (trained in-process), so the
+random and the tokenizers are the small ones of :mod:`demos.provision.tiny` (trained in-process), so the
 set builds offline in about a minute (about 2.2 GB). They exist to MEASURE speed and memory at
 the real sizes (``python -m bench.run --size full``); their answers mean nothing.
 
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import registry
-from demos import tiny
+from demos.provision import tiny
 
 TASKS: tuple[str, ...] = tiny.TASKS  # built here
 # Tasks with no build of their own (the explorer): their real model comes from the package they name.
@@ -254,7 +254,7 @@ def ensure_full_models(
     folders = tiny.build_once(cache_dir, built, build_full_model, MARKER_NAME, _marker_text, "full-size", progress)
     for task in tasks:
         if task in BORROWED:
-            from demos.offline import pretrained_folder
+            from demos.provision.offline import pretrained_folder
 
             packaged = pretrained_folder(task, pathlib.Path(cache_dir), progress)
             if packaged is not None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the tasks' Subject builders (see demos.subjects): each task's compute module
+"""Helpers shared by the tasks' Subject builders (see demos.explain.subjects): each task's compute module
 says what its answer is, over which units, as `subject(result, target=None, contrast=None)`
 (e.g. demos.generation.subject: P(token at a step | prefix), teacher forced over result.ids).
 """
@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from demos.explain import attention_rollout
-from demos.subjects import (  # noqa: F401  (re-exported for the builders)
+from demos.explain.attribution import attention_rollout
+from demos.explain.subjects import (  # noqa: F401  (re-exported for the builders)
     Subject,
     embed_units,
     frame_units,
@@ -42,7 +42,10 @@ def finish(s: Subject, contrast: Any, lookup, n: int, allow_contrast: bool = Tru
         if contrast is not None:
             raise ValueError(f"'Why A and not B' does not apply to the {s.task} task.")
         return s
-    s.contrast = top_other(_probs0(s), s.answer) if contrast is None else resolve_outcome(contrast, s.outcome_label, n, lookup)
+    if contrast is None:  # the most probable other outcome, computed when an explainer asks for B
+        s.contrast_default = lambda: top_other(_probs0(s), s.answer)
+        return s
+    s.contrast = resolve_outcome(contrast, s.outcome_label, n, lookup)
     if s.contrast == s.answer:
         raise ValueError("A and B must be different outcomes.")
     return s

@@ -13,7 +13,7 @@ units, run, and score.
     s.score(out, "contrast_prob_diff")          # (4,) P(POSITIVE) - P(NEGATIVE)
 
 Each task's compute module builds its Subject: `demos.<demo>.subject(result, target, contrast)`
-(helpers shared by those builders: `demos.subject_tasks`).
+(helpers shared by those builders: `demos.explain.subject_tasks`).
 """
 from __future__ import annotations
 
@@ -132,7 +132,8 @@ class Subject:
     outcome_probs: Callable[[Any], torch.Tensor]
     outcome_label: Callable[[int], str]
     answer: int
-    contrast: int | None = None
+    _contrast: int | None = field(default=None, repr=False)
+    contrast_default: Callable[[], int] | None = field(default=None, repr=False)
     default_score: str = "probability"
     value_name: str = "probability"
     embedding_layer: torch.nn.Module | None = None
@@ -140,6 +141,18 @@ class Subject:
     attention: Callable[[], np.ndarray] | None = None
     rollout: Callable[[], np.ndarray] | None = None
     not_applicable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def contrast(self) -> int | None:
+        """B of "why A and not B": given, or computed on first use (`contrast_default`, which runs
+        the model once), so explainers that never contrast pay no forward pass for it."""
+        if self._contrast is None and self.contrast_default is not None:
+            self._contrast = self.contrast_default()
+        return self._contrast
+
+    @contrast.setter
+    def contrast(self, value: int | None) -> None:
+        self._contrast = value
 
     @property
     def answer_label(self) -> str:

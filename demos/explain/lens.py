@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from core import explainers as specs
 from core import registry
-from core.lens_types import LENS_CAPTION, HeadLens, LensGrid, Span
-from demos import explainers, loading
-from demos.attention_steps import ATTENTION_TASKS, attention_kinds, attention_steps
-from demos.gpu import on_gpu
+from core.lens_types import LENS_CAPTION, AttentionSteps, HeadLens, LensGrid, Span
+from demos.explain.protocol import Explainer
+from demos.runtime import loading
+from demos.explain.attention_steps import attention_kinds, attention_steps
 
 TOP_K = 5
 DECODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "decoder")
@@ -240,7 +241,6 @@ def _qa_lens(task, m, result) -> HeadLens:
     )
 
 
-@on_gpu(30)
 def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0) -> LensGrid | HeadLens:
     """The layer lens of `result` (the task's own result object). model_id defaults to the
     result's model. item: which image of a CLIP result. Raises ValueError for the explorer."""
@@ -265,9 +265,14 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
     return loading.one_at_a_time(task_key)(run)()
 
 
-explainers.register(explainers.Explainer(
-    name="lens", title="Layer lens", tasks=LENS_TASKS, run=lens, not_for=dict(NOT_FOR),
-))
-explainers.register(explainers.Explainer(
-    name="attention_steps", title="Attention step by step", tasks=ATTENTION_TASKS, run=attention_steps, not_for={},
-))
+def _run_lens(task: str, result: Any, model_id: str | None = None, item: int = 0) -> LensGrid | HeadLens:
+    return lens(task, result, model_id, item)
+
+
+LENS = Explainer(specs.LENS, _run_lens)
+def _run_steps(task: str, result: Any, layer: int = 0, head: int = 0, query: int = -1, kind: str = "self",
+               model_id: str | None = None, item: int | None = None) -> AttentionSteps:
+    return attention_steps(task, result, layer, head, query, kind, model_id, item)
+
+
+ATTENTION_STEPS = Explainer(specs.ATTENTION_STEPS, _run_steps)

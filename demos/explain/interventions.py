@@ -22,9 +22,13 @@ import numpy as np
 import torch
 
 from core.intervention_types import AblationResult, HeadImportance, Tower
-from demos import explainers, loading, subjects
-from demos.cache import memo
-from demos.explain import ProgressFn
+from demos.explain import subjects
+from core import explainers as specs
+from core import registry
+from demos.explain.protocol import Explainer
+from demos.runtime import loading
+from demos.runtime.cache import memo
+from demos.explain.attribution import ProgressFn
 
 _SITE = re.compile(r"^(?P<tower>.+)\.(?P<layer>\d+)\.(?P<attn>attn|attention|self_attn|encoder_attn)\.(?:c_proj|out_lin|output\.dense|out_proj|o_proj)$")
 _HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head")
@@ -238,16 +242,15 @@ def parse_heads(text: str, stacks: Sequence[Tower]) -> list[tuple[str, int, int 
     return heads
 
 
-def _run_ablate(task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5, **_: Any) -> AblationResult:
+def _run_ablate(task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5) -> AblationResult:
     if isinstance(heads, str):
-        heads = parse_heads(heads, towers(subjects.subject(task, result, target).model))
+        heads = parse_heads(heads, towers(registry.get(task).compute().load(result.model_id).model))
     return ablate(task, result, heads, target, top_k)
 
 
-def _run_map(task: str, result: Any, target: Any = None, progress: ProgressFn | None = None, **_: Any) -> HeadImportance:
+def _run_map(task: str, result: Any, target: Any = None, progress: ProgressFn | None = None) -> HeadImportance:
     return head_importance(task, result, target, progress=progress)
 
 
-_ALL = subjects.tasks()
-explainers.register(explainers.Explainer("ablate", "Knock out heads", _ALL, _run_ablate))
-explainers.register(explainers.Explainer("head_map", "Head importance", _ALL, _run_map))
+ABLATE = Explainer(specs.ABLATE, _run_ablate)
+HEAD_MAP = Explainer(specs.HEAD_MAP, _run_map)

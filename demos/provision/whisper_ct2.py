@@ -171,7 +171,7 @@ def convert(src: str | Path, out_dir: str | Path) -> Path:
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
         architectures=["WhisperForConditionalGeneration"], dtype="float16", **common,
     )
-    config.xray_converted_from = f"{PACKAGE} (CTranslate2 {spec}) by demos/whisper_ct2.py"
+    config.xray_converted_from = f"{PACKAGE} (CTranslate2 {spec}) by demos/provision/whisper_ct2.py"
     generation = GenerationConfig(
         **common, suppress_tokens=ct2["suppress_ids"], begin_suppress_tokens=ct2["suppress_ids_begin"], max_length=config.max_target_positions, is_multilingual=multilingual,
         alignment_heads=ct2["alignment_heads"], no_timestamps_token_id=ids("<|notimestamps|>"),

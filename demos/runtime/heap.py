@@ -11,7 +11,7 @@ measures, both measured in docs/PERFORMANCE.md ("Memory per session"):
   returns more but made every full-size answer about 50% slower (each block faulted in afresh).
   `XRAY_MALLOC_TUNE=0` switches it off.
 - `trim()` (`malloc_trim(0)`) after computed calls (`trimmed`, applied by
-  `demos.runtime.task_compute`, through the `trimmer` thread: at most once a second, off the
+  `demos.runtime.compute.task_compute`, through the `trimmer` thread: at most once a second, off the
   request's path) and after the session sweep: it returns the free pages of every arena, i.e.
   the blocks under the threshold. A 488-token generation that keeps 44 MB held 140-210 MB
   afterwards without it and 48-50 MB with it; the trim itself took 6-9 ms. At most one thread

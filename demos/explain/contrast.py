@@ -2,7 +2,7 @@
 app's Captum path; and, for generation, a branch explorer (force another token at one step,
 continue greedily, compare).
 
-Everything runs through the app's one attribution path (`demos.explain.run_attribution`): token
+Everything runs through the app's one attribution path (`demos.explain.attribution.run_attribution`): token
 ids at the embedding layer (as the text tasks' plain attribution), continuous units (input
 embeddings, pixels, audio features) on the unit tensor, reduced per unit. Both report the
 convergence delta and f(input), f(baseline) so completeness can be checked.
@@ -16,8 +16,11 @@ import torch
 from core import registry
 from core.intervention_types import Branch, ContrastResult
 from core.results import Attribution
-from demos import explainers, loading, subjects
-from demos.explain import ProgressFn, run_attribution, steps_per_batch
+from demos.explain import subjects
+from core import explainers as specs
+from demos.explain.protocol import Explainer
+from demos.runtime import loading
+from demos.explain.attribution import ProgressFn, run_attribution, steps_per_batch
 
 BRANCH_TASKS = tuple(spec.key for spec in registry.TASKS if spec.branches)  # answers that continue a prompt
 CONTINUOUS_BATCH = {"patches": 8, "frames": 4}  # integration steps per batch (others: a token budget)
@@ -47,7 +50,7 @@ def attribute_units(
                        steps=got.steps, delta=got.delta, output_value=got.output_value, baseline_value=got.baseline_value)
 
 
-def contrast(
+def why_not(
     task: str,
     result: Any,
     target: Any = None,
@@ -103,17 +106,13 @@ def _branch(task: str, result: Any, step: int, token: Any) -> Branch:
 
 
 def _run_contrast(task: str, result: Any, target: Any = None, contrast: Any = None, method: str = "integrated_gradients",
-                  steps: int = 32, progress: ProgressFn | None = None, **_: Any) -> ContrastResult:
-    return globals()["contrast"](task, result, target, contrast, method, steps, progress)
+                  steps: int = 32, progress: ProgressFn | None = None) -> ContrastResult:
+    return why_not(task, result, target, contrast, method, steps, progress)
 
 
-def _run_branch(task: str, result: Any, step: int = 0, token: Any = None, **_: Any) -> Branch:
+def _run_branch(task: str, result: Any, step: int = 0, token: Any = None) -> Branch:
     return branch(result, step, token, task)
 
 
-_NOT_FOR = {t: registry.get(t).why_not("contrast") for t in subjects.tasks() if registry.get(t).why_not("contrast")}
-explainers.register(explainers.Explainer(
-    "contrast", "Why A and not B", tuple(t for t in subjects.tasks() if t not in _NOT_FOR), _run_contrast, dict(_NOT_FOR)))
-explainers.register(explainers.Explainer(
-    "branch", "Branch explorer", BRANCH_TASKS, _run_branch,
-    {t: "only generation continues its own output" for t in subjects.tasks() if t not in BRANCH_TASKS}))
+CONTRAST = Explainer(specs.CONTRAST, _run_contrast)
+BRANCH = Explainer(specs.BRANCH, _run_branch)

@@ -18,12 +18,11 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
-from core import registry
-from demos.cache import memo
-from demos.gather import Gather, batches
-from demos.gpu import on_gpu
-from demos.heap import trimmed
-from demos.loading import in_explain_lane, one_at_a_time
+from demos.runtime.cache import memo
+from demos.runtime.gather import Gather, batches
+from demos.runtime.gpu import on_gpu
+from demos.runtime.heap import trimmed
+from demos.runtime.loading import in_explain_lane, one_at_a_time
 
 
 def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[..., int]:
@@ -73,39 +72,33 @@ answer_first = AnswerFirst()
 
 
 def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0,
-                 answer: bool = True):
+                 answer: bool = True, batched: Callable[[], Callable] | None = None):
     """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock.
     An `answer` (not an explanation) counts itself in `answer_first` while it computes; an
-    explanation runs in the explanations' lane (its own model copy and lock, `demos.loading`).
+    explanation runs in the explanations' lane (its own model copy and lock, `demos.runtime.loading`).
     The answer of a task with a batched forward pass (`TaskSpec.batch`) gathers concurrent calls
-    into micro-batches (`demos.gather`), under the memo (not on ZeroGPU, where each call gets its
+    into micro-batches (`demos.runtime.gather`), under the memo (not on ZeroGPU, where each call gets its
     own GPU slice). Each computed call (not a memo hit) then gives the heap's free pages back to
-    the OS (`demos.heap`)."""
+    the OS (`demos.runtime.heap`)."""
 
     def decorate(fn: Callable) -> Callable:
         inner = answer_first.answer(fn) if answer else fn
         wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
-        if not answer:  # an explanation: its own model copy and lock (demos.loading._lane)
+        if not answer:  # an explanation: its own model copy and lock (demos.runtime.loading._lane)
             wrapped = in_explain_lane(wrapped)
-        elif batches(task):
-            wrapped = Gather(wrapped, lambda: answer_first.answer(_batched(task)))
+        elif batched is not None and batches(task):
+            wrapped = Gather(wrapped, lambda: answer_first.answer(batched()))
         wrapped = trimmed(wrapped)  # then a heap trim, in the trimmer thread (not under the task's lock)
         return memo(memo_size)(wrapped) if memo_size else wrapped
 
     return decorate
 
 
-def _batched(task: str) -> Callable:
-    """The task's batched forward pass (imported on first use: demos.batched imports the tasks)."""
-    import importlib
-
-    return getattr(importlib.import_module("demos.batched"), registry.get(task).batch)
-
 
 @dataclass(frozen=True)
 class How:
     """How a task's attribution runs (what it explains is the function's own arguments): the
-    method of demos.explain's table, integration steps, the model, a progress callback, and the
+    method of demos.explain.attribution's table, integration steps, the model, a progress callback, and the
     convergence tolerance that may stop integration early."""
 
     method: str = "integrated_gradients"
@@ -140,3 +133,44 @@ def attribution_compute(task: str) -> Callable[[Callable], Callable]:
         return task_compute(task, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25, answer=False)(call)
 
     return decorate
+
+
+class Keyed:
+    """A value that hashes and compares by `key` (a task result by its identity, for memo keys)."""
+
+    __slots__ = ("key", "value")
+
+    def __init__(self, key: Any, value: Any) -> None:
+        self.key, self.value = key, value
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Keyed) and other.key == self.key
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (of lists) as tuples, so a parameter value can be part of a memo key."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def explanation_compute(fn: Callable, gpu_seconds: int, memo_size: int,
+                        identity: Callable[[str, Any], Any]) -> Callable[..., Any]:
+    """The runtime policy of every explainer, in one wrapper: memo (key: the task, the result's
+    `identity(task, result)` and the parameters), then the heap trim, the explanations' lane
+    (its own model copy), the GPU slice and the task's lock. `fn(task, result, **params[,
+    progress])`; the wrapper is called as `call(task, result, progress=None, **params)`."""
+    takes_progress = "progress" in inspect.signature(fn).parameters
+
+    def compute(task: str, ref: Keyed, params: tuple, progress: Callable[..., Any] | None = None) -> Any:
+        extra = {"progress": progress} if takes_progress else {}
+        return one_at_a_time(task)(fn)(task, ref.value, **dict(params), **extra)
+
+    cached = memo(memo_size)(trimmed(in_explain_lane(on_gpu(gpu_seconds)(compute))))
+
+    def call(task: str, result: Any, progress: Callable[..., Any] | None = None, **params: Any) -> Any:
+        frozen = tuple(sorted((k, _frozen(v)) for k, v in params.items()))
+        return cached(task, Keyed(identity(task, result), result), frozen, progress=progress)
+
+    return call

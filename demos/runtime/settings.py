@@ -19,7 +19,7 @@ def display_name(model_id: str) -> str:
     path = Path(model_id).expanduser()
     if not (path.is_absolute() or path.is_dir()):
         return model_id
-    from demos.hubcache import cached_repo_id  # a snapshot of the Hugging Face cache: its hub id
+    from demos.provision.hubcache import cached_repo_id  # a snapshot of the Hugging Face cache: its hub id
 
     repo = cached_repo_id(path)
     return f"{repo} (Hugging Face cache)" if repo else f"local folder {path.name}"
@@ -54,7 +54,7 @@ class Settings:
         # hub id would resolve to the same local stand-in).
         extra = [] if task in self.overrides else [m for m in spec.alternatives if m != first]
         if self.offline:
-            from demos.hubcache import find_snapshot
+            from demos.provision.hubcache import find_snapshot
 
             extra = [m for m in extra if find_snapshot(m, task)]
         return [first, *extra]

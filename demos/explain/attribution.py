@@ -12,9 +12,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from core import explainers as specs
 from core.results import is_large
 
-from demos.runtime import answer_first
+from demos.runtime.compute import answer_first
 
 ProgressFn = Callable[[float, str], None]
 
@@ -43,11 +44,8 @@ class Method:
         return "n_steps" in inspect.signature(getattr(captum.attr, self.input_class).attribute).parameters
 
 
-# The attribution methods offered everywhere: adding one = adding a row.
-METHODS: dict[str, Method] = {
-    "integrated_gradients": Method("Integrated gradients", "LayerIntegratedGradients", "IntegratedGradients"),
-    "gradient_x_input": Method("Gradient × input", "LayerGradientXActivation", "InputXGradient"),
-}
+# The attribution methods offered everywhere (described in core.explainers.METHODS).
+METHODS: dict[str, Method] = {key: Method(m.label, m.layer_class, m.input_class) for key, m in specs.METHODS.items()}
 
 
 def method(name: str) -> Method:

@@ -31,8 +31,7 @@ import torch
 
 from core import registry
 from core.lens_types import AttentionSteps
-from demos import loading
-from demos.gpu import on_gpu
+from demos.runtime import loading
 
 KINDS: dict[str, tuple[str, ...]] = {spec.key: spec.attention_kinds for spec in registry.TASKS if spec.attention_kinds}
 ATTENTION_TASKS = tuple(KINDS)
@@ -256,7 +255,6 @@ def _run_model(site: _Site, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     return weights[0], captured[0][0]
 
 
-@on_gpu(20)
 def attention_steps(task_key: str, result: Any, layer: int, head: int, query: int, kind: str = "self",
                     model_id: str | None = None, item: int | None = None) -> AttentionSteps:
     """Every step of one head's attention for one query token of `result` (the task's result).

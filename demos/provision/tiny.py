@@ -4,7 +4,7 @@ Each builder saves an ordinary Hugging Face model folder (safetensors weights, c
 config, tokenizer or processor) that loads with ``from_pretrained(folder)`` and, where the task
 still has one, with ``transformers.pipeline(task, model=folder)``. The weights are random (the
 config carries ``"xray_tiny": true``) and the tokenizers are trained in-process on the small
-corpus of :mod:`demos.tiny_corpus`, so the whole set builds offline in a few seconds and takes a
+corpus of :mod:`demos.provision.tiny_corpus`, so the whole set builds offline in a few seconds and takes a
 few MB. They serve the app's offline mode and the tests.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from core import registry
-from demos import tiny_corpus
+from demos.provision import tiny_corpus
 
 # One tiny build per distinct `TaskSpec.tiny_key` of the registry (the explorer borrows DistilBERT).
 TASKS: tuple[str, ...] = tuple(dict.fromkeys(spec.tiny_key for spec in registry.TASKS))

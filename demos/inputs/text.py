@@ -4,13 +4,14 @@ attribution through the input-embedding layer with integrated gradients.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from demos.explain import Attributed, run_attribution
-from demos.runtime import How
+from demos.explain.attribution import Attributed, run_attribution
+from demos.runtime.compute import How
 from core.results import Attribution
 from core.tokens import byte_level_label
 
@@ -121,7 +122,7 @@ def token_attribution(
     Attributions are taken at the model's input-embedding layer and summed over its hidden size;
     f(input) and f(baseline) come with them so completeness can be checked. With `tolerance`,
     integration stops at the first step count whose |delta| is at most that (see run_attribution).
-    how: method, steps, progress and tolerance (demos.runtime.How).
+    how: method, steps, progress and tolerance (demos.runtime.compute.How).
     """
     got = run_attribution(
         score_fn, ids, base, how.method, int(how.steps), layer=model.get_input_embeddings(), extra=extra_args,
@@ -149,3 +150,19 @@ def truncation_notice(enc: Encoded, limit_name: str = "the model's limit") -> st
     if not enc.truncated:
         return ""
     return f"Input was {enc.n_original} tokens; only the first {len(enc.tokens)} ({limit_name}) were used."
+
+
+def pad_right(rows: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(1, n_i) id rows -> ids (B, n_max) padded with `pad_id`, mask (B, n_max), lengths n_i."""
+    lengths = [int(r.shape[1]) for r in rows]
+    width = max(lengths)
+    ids = torch.full((len(rows), width), int(pad_id), dtype=rows[0].dtype, device=rows[0].device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=rows[0].device)
+    for i, (row, n) in enumerate(zip(rows, lengths)):
+        ids[i, :n] = row[0]
+        mask[i, :n] = 1
+    return ids, mask, lengths
+
+
+def pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -1,5 +1,5 @@
 """Views of the layer lens and of attention step by step, one each for every task they apply to
-(registered with ui.explainers.view; the explainers themselves are in demos.lens)."""
+(registered with ui.explainers.view; the explainers themselves are in demos.explain.lens)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,11 +9,10 @@ import gradio as gr
 
 from core import registry
 from core.lens_types import LensGrid
-from demos import attention_steps as steps_demo
-from demos.explainers import Explainer
+from core.explainers import ExplainerSpec as Explainer
 from scale import backend
 from ui.common import explain, guarded
-from ui.explainers import ExplainerView, view
+from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, api
 from viz.export import result_json
@@ -43,7 +42,6 @@ STEPS_HELP = (
 )
 
 
-@view("lens")
 @dataclass
 class LensView(ExplainerView):
     """The lens, computed after each answer (its own event, `<task>_lens`): no second forward pass."""
@@ -102,7 +100,6 @@ class LensView(ExplainerView):
         bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
 
 
-@view("attention_steps")
 @dataclass
 class StepsView(ExplainerView):
     """One head, one query: the computation step by step (`<task>_attention_steps`)."""
@@ -125,7 +122,7 @@ class StepsView(ExplainerView):
     @classmethod
     def build(cls, task: str, explainer: Explainer) -> "StepsView":
         explain(STEPS_HELP)
-        kinds = list(steps_demo.attention_kinds(task))
+        kinds = list(registry.get(task).attention_kinds)
         with gr.Row():
             kind = gr.Dropdown(kinds, value=kinds[0], label="Attention", visible=len(kinds) > 1)
             layer = gr.Number(value=0, precision=0, minimum=0, label="Layer")

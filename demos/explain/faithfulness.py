@@ -13,9 +13,12 @@ import numpy as np
 import torch
 
 from core.intervention_types import Faithfulness
-from demos import explainers, loading, subjects
-from demos.contrast import attribute_units
-from demos.explain import METHODS, ProgressFn
+from demos.explain import subjects
+from core import explainers as specs
+from demos.explain.protocol import Explainer
+from demos.runtime import loading
+from demos.explain.contrast import attribute_units
+from demos.explain.attribution import METHODS, ProgressFn
 
 ROWS_PER_PASS = 16  # deletion variants scored in one forward pass
 
@@ -100,8 +103,8 @@ def _faithfulness(task, result, target, methods, steps, points, seed, progress) 
 
 
 def _run(task: str, result: Any, target: Any = None, steps: int = 32, points: int = 10, seed: int = 0,
-         progress: ProgressFn | None = None, **_: Any) -> Faithfulness:
+         progress: ProgressFn | None = None) -> Faithfulness:
     return faithfulness(task, result, target, steps=steps, points=points, seed=seed, progress=progress)
 
 
-explainers.register(explainers.Explainer("faithfulness", "Which explanation is faithful?", subjects.tasks(), _run))
+FAITHFULNESS = Explainer(specs.FAITHFULNESS, _run)

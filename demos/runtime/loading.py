@@ -19,7 +19,7 @@ import torch
 
 from core import registry
 from core.results import ModelInfo
-from demos import settings as settings_mod
+from demos.runtime import settings as settings_mod
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def device() -> torch.device:
     """CUDA when present, else CPU; `XRAY_DEVICE` (or settings.device) forces one."""
-    from demos.gpu import zero_gpu
+    from demos.runtime.gpu import zero_gpu
 
     forced = settings_mod.current().device
     if forced:
@@ -75,7 +75,7 @@ def resolve_source(task: str, model_id: str) -> str:
     if Path(model_id).expanduser().is_dir():
         return str(Path(model_id).expanduser().resolve())
     if settings_mod.current().offline:
-        from demos.hubcache import find_snapshot  # the real model, when the Hugging Face cache holds it
+        from demos.provision.hubcache import find_snapshot  # the real model, when the Hugging Face cache holds it
 
         if (cached := find_snapshot(model_id, task)) is not None:
             return str(cached)

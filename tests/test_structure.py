@@ -1,0 +1,154 @@
+"""The shape of the house: demos/ shows its rooms (task modules at the top, every other module in
+a sub-package of at most 12), no import cycle (lazy imports and constant-string imports counted),
+a front that imports no model library, and one explainer protocol."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from core import explainers as specs
+from core import registry
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("app", "core", "demos", "viz", "ui", "scale", "bench", "scripts")
+
+
+def _modules() -> dict[str, Path]:
+    out = {"app": ROOT / "app.py"}
+    for pkg in PACKAGES[1:]:
+        for path in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _edges(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every project module `name` imports: at the top, inside functions, by `import_module("...")`."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            found |= {base} | {f"{base}.{a.name}" for a in node.names}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)):
+            found.add(node.args[0].value)
+    return {m for m in found if m in known and m != name}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(comp)
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {name: _edges(name, path, set(modules)) for name, path in modules.items()}
+    assert _cycles(graph) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["c", "b", "a"]]
+
+
+def test_demos_top_holds_only_task_modules():
+    top = {p.stem for p in (ROOT / "demos").glob("*.py")} - {"__init__"}
+    assert top == {spec.demo for spec in registry.TASKS}
+
+
+def test_no_compute_sub_package_over_12_modules():
+    for folder in {p.parent for p in (ROOT / "demos").rglob("__init__.py")} - {ROOT / "demos"}:
+        modules = [p for p in folder.glob("*.py") if p.name != "__init__.py"]
+        assert len(modules) <= 12, f"{folder.relative_to(ROOT)} holds {len(modules)} modules"
+
+
+def test_a_ray_front_imports_no_model_library():
+    """Every ui module, the backend and the app built with XRAY_BACKEND=ray: no torch, transformers, captum."""
+    code = (
+        "import importlib, pkgutil, sys, ui, app\n"
+        "for m in pkgutil.walk_packages(ui.__path__, 'ui.'): importlib.import_module(m.name)\n"
+        "import scale.backend\n"
+        "app.configure(app.parse_args(['--backend', 'ray']))\n"
+        "app.build_app()\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'captum') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "XRAY_BACKEND": "ray", "PYTHONPATH": str(ROOT), "GRADIO_ANALYTICS_ENABLED": "False"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_explainer_is_bound_to_its_description():
+    from demos.explain import catalog
+
+    assert [e.spec for e in catalog.EXPLAINERS] == list(specs.EXPLAINERS)
+    for e in catalog.EXPLAINERS:
+        assert e.tasks and all(t in registry.KEYS for t in e.tasks)
+        assert set(e.tasks).isdisjoint(e.not_for)
+
+
+def test_an_unknown_parameter_is_an_error():
+    from demos.explain import catalog
+
+    with pytest.raises(TypeError, match="takes no parameter 'layerr'"):
+        catalog.get("lens").run("sentiment", object(), layerr=2)
+
+
+def test_a_function_that_does_not_match_its_description_is_refused():
+    from demos.explain.protocol import Explainer
+
+    def wrong(task, result, target=None, top=5):
+        return None
+
+    with pytest.raises(TypeError, match="declares"):
+        Explainer(specs.ABLATE, wrong)
+
+
+def test_methods_integrate_as_captum_says():
+    import inspect
+
+    import captum.attr
+
+    for key, m in specs.METHODS.items():
+        params = inspect.signature(getattr(captum.attr, m.input_class).attribute).parameters
+        assert m.integrates == ("n_steps" in params), key
