@@ -51,9 +51,22 @@ def notice(info: ModelInfo, text: str = "") -> str:
 
 def answer_header(task: str, model_id: str | None, text: str, info: gr.Markdown, box: gr.Markdown) -> dict:
     """{model line, notice} values of a fresh result (the model is described by whichever
-    backend served it)."""
-    described = backend.call(task, "model_info", model_id)
+    backend served it, once per backend, task and model: not one more round trip per answer)."""
+    described = _described(task, model_id)
     return {info: model_line(described), box: notice(described, text)}
+
+
+def _described(task: str, model_id: str | None) -> Any:
+    """The serving backend's ModelInfo of `task`'s model, asked once per backend, configuration,
+    task and model (static while they are: id, source, trained or random weights, device, dtype).
+    Kept on the settings object, so a new configuration asks again; a failed call is not kept."""
+    served_by, known = backend.current(), vars(settings.current()).setdefault("_xray_described", {})
+    key = (served_by, task, model_id)
+    if key not in known:
+        if len(known) >= 64:
+            known.clear()
+        known[key] = served_by.call(task, "model_info", model_id)
+    return known[key]
 
 
 class TaskCompute:
