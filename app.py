@@ -14,31 +14,39 @@ import gradio as gr
 
 from core import registry
 from demos.runtime import heap, settings
-from ui import session
+from ui import lessons, session, share
+from ui.presenter import PRESENTER_CSS
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = ROOT / "assets"
 
-# (tab title, module in ui/ with a `build()` function): the guide, then one tab per registered task.
-TABS: list[tuple[str, str]] = [("How to read these views", "ui.guide")] + [(t.title, t.tab) for t in registry.TASKS]
+# (tab title, module in ui/ with a `build()` function): the guide, the lessons, then one tab per registered task.
+TABS: list[tuple[str, str]] = [("How to read these views", "ui.guide"), ("Lessons", "ui.lessons")] + [
+    (t.title, t.tab) for t in registry.TASKS
+]
+
+
+def tab_key(module: str) -> str:
+    """A tab's id, the name links use for it: the task's key, else the module's name ('guide', 'lessons')."""
+    return next((t.key for t in registry.TASKS if t.tab == module), module.rsplit(".", 1)[-1])
 
 CSS = """
 .xray-help {font-size: 0.92em; opacity: 0.85}
 .xray-tokens {line-height: 2.1em}
-.xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08)}
+.xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08); unicode-bidi: isolate}
 .xray-legend span {padding: 1px 6px; border-radius: 4px; font-size: .85em}
 .xray-answer {background: #fde047; padding: 1px 2px; border-radius: 3px}
 .xray-caption {font-weight: 600; margin-bottom: .3em}
 .xray-similarity table {table-layout: fixed; width: 100%}
 .xray-similarity th:first-child, .xray-similarity td:first-child {width: 46%}
 .xray-similarity td, .xray-similarity th {white-space: normal; overflow-wrap: anywhere}
-"""
+""" + PRESENTER_CSS
 
 
 def build_app(banner: str = "") -> gr.Blocks:
     """The whole UI: a header and one tab per entry of `TABS` (models load on first use).
 
-    `banner`: markdown shown under the title in a closed accordion (e.g. the offline plan)."""
+    `banner`: markdown shown under the title in an open accordion (e.g. the offline plan)."""
     heap.tune()  # freed large blocks go back to the OS at once (glibc)
     session.lazy_session_config()  # a new session does not build the whole page's configuration
     with gr.Blocks(title="Transformer X-Ray") as demo:
@@ -48,11 +56,15 @@ def build_app(banner: str = "") -> gr.Blocks:
             "attributions and embeddings that led there."
         )
         if banner:
-            with gr.Accordion("Offline mode: which models run", open=False):
+            with gr.Accordion("Offline mode: which models run", open=True):  # seen, not hidden
                 gr.Markdown(banner)
-        for title, module in TABS:
-            with gr.Tab(title):
-                importlib.import_module(module).build()
+        toolbar = share.Toolbar.build()  # copy a link to the view shown; presenter mode
+        bar = lessons.LessonBar.build()  # the lesson a student walks through, above the tabs
+        with gr.Tabs() as tabs:
+            for title, module in TABS:
+                with gr.Tab(title, id=tab_key(module)):
+                    importlib.import_module(module).build()
+        lessons.bind(bar, share.wire(tabs, toolbar))  # links (?tab=...&view=...) and lessons (?lesson=...)
     session.start_sweeper(demo)  # idle sessions and memo entries end after XRAY_STATE_TTL_S
     return demo
 

@@ -99,7 +99,25 @@ FAITHFULNESS = ExplainerSpec(
     (_TARGET, Param("steps", "int", 32), Param("points", "int", 10), Param("seed", "int", 0)), "Faithfulness",
     progress=True)
 
-EXPLAINERS: tuple[ExplainerSpec, ...] = (LENS, ATTENTION_STEPS, ABLATE, HEAD_MAP, CONTRAST, BRANCH, FAITHFULNESS)
+PATCH = ExplainerSpec(
+    "patch", "Patch activations", ("generation", "sentiment", "translation", "image", "clip"),
+    (Param("corrupted", "str", ""), _TARGET, Param("grids", "Sequence | str", ("residual", "attention", "mlp"))),
+    "PatchingResult",
+    {"qa": "an answer is a span: two position choices (start, end) over the context, not one outcome whose logit "
+           "a patch could bring back; and another question or context moves every position",
+     "asr": "two recordings never line up frame by frame (a different word shifts every later frame), so there is no "
+            "corrupted twin of a recording to copy activations between",
+     "explorer": "the encoder explorer gives no answer to restore: it compares sentence vectors"},
+    progress=True, gpu_seconds=60)
+STEER = ExplainerSpec(
+    "steer", "Steer the generation", ("generation",),
+    (Param("toward", "str", "Love"), Param("away", "str", "Hate"), Param("layer", "int | None"),
+     Param("strength", "float", 4.0), Param("max_new_tokens", "int | None")),
+    "SteerResult", _not_for("steer", ("generation",), "only generation writes text that a push on its residual "
+                                                     "stream can steer"))
+
+EXPLAINERS: tuple[ExplainerSpec, ...] = (LENS, ATTENTION_STEPS, ABLATE, HEAD_MAP, CONTRAST, BRANCH, FAITHFULNESS,
+                                         PATCH, STEER)
 _BY_NAME = {e.name: e for e in EXPLAINERS}
 
 

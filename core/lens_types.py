@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 LENS_CAPTION = (
-    "Each row sends that layer's hidden state through the model's own final part ({head}). "
+    "Each row sends that layer's hidden state through the model's own final part, as if the model stopped there. "
     "Only the last layer was trained to be read this way: early layers were not trained for the head, "
     "so their rows are a rough view of what the state already encodes, not what the model 'thinks' there. "
-    "The last row is exactly the model's own output."
+    "The last row is exactly the model's own output.\n\n"
+    "*What runs on each row, in the model's own names:* `{head}`"  # the internals on a line of their own
 )
 
 
@@ -106,7 +107,7 @@ ATTENTION_FORMULA = "Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + mask) V"
 
 @dataclass
 class AttentionSteps:
-    """One attention head, one query, every step of softmax(q K^T / sqrt(d_k) + mask) V.
+    """One attention head, one query, every step of softmax(q K^T / sqrt(d_k) (+ bias) + mask) V.
 
     tokens: (n,) key labels; query_token: the query's label. q: (d_k,); K, V: (n, d_k) this head's
     slices of the projections of the real layer input (`source` says where it came from).
@@ -118,6 +119,16 @@ class AttentionSteps:
     output before the output projection. Step values are float64 computed from the model's
     float32 projections; model values are the model's float32 numbers.
     kind: 'self' | 'causal self' | 'cross'; block: e.g. "encoder layer 2", "vision tower layer 1".
+
+    What the model's attention does beyond the plain formula (from the architecture table):
+    bias: (n,) the position term it adds to the scaled scores (T5's relative bias, BEiT's 2-D bias,
+    DeBERTa's content-to-position + position-to-content terms), None when it adds none; the softmax
+    is of `logits` = scaled + bias, masked. positions: how the model knows positions ("learned",
+    "rotary", "relative_bias", ...). With rotary positions q and K are after the rotation and
+    q_before_rotary (d_k,) / K_before_rotary (n, d_k) are the plain projections. kv_heads: the number
+    of key/value heads (fewer than the query heads under grouped-query attention); shares_with: the
+    other query heads reading the same keys/values. notes: one sentence per such feature (also
+    appended to the caption); formula: the model's own formula.
     """
 
     task: str
@@ -143,10 +154,22 @@ class AttentionSteps:
     source: str
     formula: str = ATTENTION_FORMULA
     caption: str = ""
+    bias: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    positions: str = ""
+    kv_heads: int | None = None
+    shares_with: list[int] = field(default_factory=list)
+    q_before_rotary: np.ndarray | None = None
+    K_before_rotary: np.ndarray | None = None
 
     @property
     def d_k(self) -> int:
         return int(self.q.shape[0])
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(n,) what the softmax reads before the mask: scaled scores plus the position bias (if any)."""
+        return self.scaled if self.bias is None else self.scaled + self.bias
 
     def rows(self, top: int | None = None) -> list[list]:
         """Table rows per key: token, score, scaled, masked?, softmax, model row (most attended first

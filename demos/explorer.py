@@ -171,7 +171,7 @@ def subject(result: ExplorerResult, target: object = None, contrast: object = No
         units=st.embed_units(tok.convert_ids_to_tokens(a["input_ids"][0].tolist()), st.special_mask(tok, a["input_ids"][0].tolist()),
                              "the padding token"),
         replacement=pad, run=run, outcome_probs=lambda out: out,
-        outcome_label=lambda i: f"cosine(sentence 1, sentence {other + 1})",
+        outcome_label=lambda i: f"sentences 1 and {other + 1}",  # "cosine similarity of sentences 1 and 2"
         answer=0, default_score="cosine_similarity", value_name="cosine similarity",
         attention=lambda: w[-1].mean(0).mean(0),  # every query row: the sentence vector pools them all
         rollout=lambda: st.attention_rollout(w).mean(0),

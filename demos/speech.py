@@ -154,7 +154,7 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
         alignment_heads=heads,
         alignment=matrix,
         path=path,
-        words=word_spans(tokens, out_ids, set(tok.all_special_ids), token_probs, path, step, tok, clip.seconds),
+        words=word_spans(out_ids, set(tok.all_special_ids), token_probs, path, step, tok, clip.seconds),
         encoder=encoder_summary(enc.attentions, n_frames, step),
         input_features=features.float().cpu().numpy(),
         encoder_hidden=stack_hidden(enc.hidden_states),
@@ -247,18 +247,20 @@ def token_starts(path: np.ndarray, n_tokens: int, n_frames: int) -> np.ndarray:
     return starts
 
 
-def word_spans(tokens, ids, special, probs, path, step, tokenizer, duration: float) -> list[WordSpan]:
-    """Merge sub-word tokens into words (a word starts at a token beginning with a space, 'Ġ')
-    and give each word [start of its first token, start of the next word or end-of-text)."""
+def word_spans(ids, special, probs, path, step, tokenizer, duration: float) -> list[WordSpan]:
+    """Merge sub-word tokens into words and give each word [start of its first token, start of
+    the next word or end-of-text). A word starts at a token whose own piece (the tokenizer's,
+    not a display label) begins with a space marker: 'Ġ' (byte-level BPE) or '▁' (SentencePiece)."""
     if len(path) == 0:
         return []
     n_frames = int(path[-1, 1]) + 1
     starts = np.minimum(token_starts(path, len(ids), n_frames) * step, duration)
+    pieces = tokenizer.convert_ids_to_tokens(list(ids))
     groups: list[list[int]] = []
-    for i, (token, token_id) in enumerate(zip(tokens, ids)):
+    for i, (piece, token_id) in enumerate(zip(pieces, ids)):
         if token_id in special:
             continue
-        if not groups or token.startswith("Ġ") or groups[-1][-1] != i - 1:
+        if not groups or str(piece).startswith(("Ġ", "▁")) or groups[-1][-1] != i - 1:
             groups.append([i])
         else:
             groups[-1].append(i)

@@ -20,11 +20,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import logging
 import os
+import socket
 import tempfile
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,20 @@ DENIED = frozenset({"load", "subject", "forward_sentences"})  # would return mod
 # user: on the remote path their bytes travel with the call (the model tier has no access to the
 # front's disk).
 FILE_TASKS = frozenset(spec.key for spec in registry.TASKS if spec.file_task)
-TIMEOUT_S = float(os.environ.get("XRAY_SERVE_TIMEOUT_S", "600"))
+log = logging.getLogger(__name__)
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+TIMEOUT_S = _seconds("XRAY_SERVE_TIMEOUT_S", 600.0)  # longest a call may take in all (an attribution of a long input)
+WAIT_S = _seconds("XRAY_SERVE_WAIT_S", 10.0)  # then, if no replica has taken the call, ask whether any is running
+CONNECT_S = _seconds("XRAY_SERVE_CONNECT_S", 20.0)  # longest a call waits for this front to join the cluster
+PROBE_S = 2.0  # TCP check of the cluster's address before joining (ray.init itself retries for minutes)
+RECHECK_S = 2.0  # a failed join is not tried again sooner: meanwhile calls get the same answer at once
+RETRY_PAUSE_S = 0.5  # before the one retry: Serve's router learns of the dead replica, the controller of the new one
 
 
 class UnknownFunction(LookupError):
@@ -46,6 +63,16 @@ class UnknownFunction(LookupError):
 
 class Busy(RuntimeError):
     """The model tier refused the call: its queue for this task is full (try again shortly)."""
+
+
+class TierUnavailable(Busy):
+    """The model tier cannot answer this call now: unreachable, not deployed, (re)starting, or too
+    slow. The message says what happened and what to do (the UI shows it as it is, like `Busy`);
+    `kind` names the fault (one of FAULTS), `detail` what Ray said (for the log and `health`)."""
+
+    def __init__(self, message: str, kind: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.detail = kind, detail
 
 
 def canonical(task_key: str, fn_name: str) -> str:
@@ -163,46 +190,394 @@ class InProcess:
     def call(self, task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(task_key, fn_name)(*args, **kwargs)
 
+    def health(self, tasks: Any = None) -> Health:
+        return Health(True, "")
+
 
 def app_name(task_key: str) -> str:
     """The Serve application of a task (one per task: each scales and updates on its own)."""
     return f"xray-{registry.get(task_key).key}"
 
 
+# ---- faults of the model tier ----
+
+BUSY = "busy"  # the deployment's queue at this front is full (Serve's BackPressureError)
+REPLICA = "replica died"  # the replica (or its node) died with the call in it
+UNAVAILABLE = "replica unavailable"  # the replica does not answer (network, its node going)
+TIMEOUT = "timeout"  # the call outlived its time bound
+UNREACHABLE = "unreachable"  # no cluster at the address, the connection to it lost, or not joined yet
+MISSING = "not deployed"  # no Serve instance, no application of the task, or it failed to deploy
+NOT_READY = "not ready"  # the application exists but no replica runs (starting, restarting, cannot be placed)
+FAULTS = (BUSY, REPLICA, UNAVAILABLE, TIMEOUT, UNREACHABLE, MISSING, NOT_READY)
+# Answers and explanations are deterministic and side-effect free: after these, the call runs once
+# more (a fresh handle: another replica, a redeployed application, a rejoined cluster).
+RETRIED = frozenset({REPLICA, UNAVAILABLE, UNREACHABLE, MISSING})
+
+_UNREACHABLE_MESSAGE = "The model tier cannot be reached right now (it may be restarting). Please try again in a few seconds."
+_UNREACHABLE_TEXT = ("Ray has not been started yet", "Ray Client is not connected", "Failed to connect to GCS")
+_MISSING_TEXT = ("does not exist", "no Serve instance running", "failed to deploy")
+
+
+def classify(exc: BaseException) -> str | None:
+    """The fault of the model tier that `exc` (raised by a deployment handle call) stands for, or
+    None when it is the computation's own error (bad input, a model that failed to load: raised
+    as it is). The classes are those of ray 2.60 (ray.exceptions, ray.serve.exceptions)."""
+    import concurrent.futures
+
+    from ray import exceptions as rx
+    from ray.serve import exceptions as sx
+
+    if isinstance(exc, TierUnavailable):
+        return exc.kind
+    if isinstance(exc, sx.BackPressureError):
+        return BUSY
+    if isinstance(exc, rx.RayTaskError):  # the replica ran the call and the call raised
+        return REPLICA if isinstance(getattr(exc, "cause", None), rx.ActorDiedError) else None
+    if isinstance(exc, rx.ActorUnavailableError):
+        return UNAVAILABLE
+    if isinstance(exc, (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError,
+                        rx.TaskCancelledError, rx.OutOfMemoryError, sx.ReplicaUnavailableError)):
+        return REPLICA  # ActorDiedError is a RayActorError; RequestCancelledError a TaskCancelledError
+    if isinstance(exc, sx.DeploymentUnavailableError):
+        return MISSING
+    text = str(exc)
+    if isinstance(exc, sx.RayServeException) and any(t in text for t in _MISSING_TEXT):
+        return MISSING
+    if isinstance(exc, (TimeoutError, concurrent.futures.TimeoutError)):  # GetTimeoutError is a TimeoutError
+        return TIMEOUT
+    if isinstance(exc, (ConnectionError, rx.RaySystemError, rx.RpcError)) or any(t in text for t in _UNREACHABLE_TEXT):
+        return UNREACHABLE
+    return None
+
+
+def fault_message(kind: str, task_key: str, detail: str = "", timeout_s: float = TIMEOUT_S) -> str:
+    """What the student reads: what happened and what to do."""
+    title = registry.get(task_key).title
+    return {
+        BUSY: f"The {title} model tier is busy; please try again in a moment.",
+        REPLICA: f"The {title} model restarted while computing your request. Please run it again in a few seconds.",
+        UNAVAILABLE: f"The {title} model is not answering (the model tier is restarting). Please try again in a few seconds.",
+        TIMEOUT: (f"The {title} model did not answer within {timeout_s:.0f} s, so the request was stopped. "
+                  "Try a shorter input or fewer steps, or try again in a minute."),
+        UNREACHABLE: _UNREACHABLE_MESSAGE,
+        MISSING: f"The {title} model is not deployed on the model tier right now (it may be redeploying). "
+                 "Please try again in a few seconds.",
+        NOT_READY: f"The {title} model is starting or restarting{f' ({detail})' if detail else ''}. "
+                   "Please try again in a few seconds.",
+    }[kind]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether the backend can answer now: `ok`, else `reason` (for the page and a readiness
+    probe); `apps` says, per task, how its application stands ("RUNNING 2/2 replicas")."""
+
+    ok: bool
+    reason: str = ""
+    apps: dict[str, str] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """One line of Markdown for the page."""
+        if self.ok:
+            return "Model tier: ready" + (f" ({len(self.apps)} tasks)" if self.apps else "")
+        return f"Model tier: not ready: {self.reason}"
+
+
 class RayServe:
-    """Calls the task's Serve deployment through a deployment handle (one per task, cached)."""
+    """Calls the task's Serve deployment through a deployment handle (one per task, cached).
+
+    Nothing is contacted at start: the first call joins the cluster at `address` (a TCP check first,
+    so an address where nothing runs answers "unreachable" in at most PROBE_S seconds, not after
+    Ray's minutes of retries), and the front comes alive whenever the tier does. A failed call is
+    classified (`classify`); replica deaths, lost connections and missing applications drop the
+    cached handle and run the call once more, within the same time bound; otherwise, and after a
+    second failure, the student gets a `TierUnavailable` saying what happened, and the log ONE line.
+    A call no replica takes within `wait_s` (none running: starting, restarting, or cannot be
+    placed) ends at once with "not ready" instead of waiting out `timeout_s`.
+    """
 
     name = "ray"
 
-    def __init__(self, address: str | None = "auto", timeout_s: float = TIMEOUT_S) -> None:
-        self.address, self.timeout_s = address, timeout_s
+    def __init__(self, address: str | None = "auto", timeout_s: float = TIMEOUT_S, wait_s: float = WAIT_S,
+                 connect_s: float = CONNECT_S) -> None:
+        self.address, self.timeout_s, self.wait_s, self.connect_s = address, timeout_s, wait_s, connect_s
         self._handles: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._joining: threading.Thread | None = None
+        self._join_error: TierUnavailable | None = None
+        self._recheck_at = 0.0
+        self._status_cache: tuple[float, Any] = (0.0, None)
+        self.counts: Counter = Counter()  # answered / retried / refused:<kind>, for tests and operators
+
+    # ---- joining the cluster ----
+
+    def _client_mode(self) -> bool:
+        return str(self.address or "").startswith("ray://")
+
+    def _target(self) -> tuple[str, int] | None:
+        """(host, port) to check before joining; None when there is nothing to check."""
+        address = self.address
+        if address in (None, "local"):
+            return None
+        if address == "auto":
+            from ray._private.services import canonicalize_bootstrap_address
+
+            address = canonicalize_bootstrap_address("auto")  # ConnectionError when no cluster is known here
+            if address is None:
+                return None
+        host, _, port = str(address).removeprefix("ray://").rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+    def _connect(self) -> None:
+        """Join the cluster (once; again after a lost connection), or raise TierUnavailable."""
+        import ray
+
+        if ray.is_initialized():
+            return
+        _no_auto_init()
+        if self.address is None:
+            raise TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE, "this process has joined no Ray cluster (address None)")
+        with self._lock:
+            if ray.is_initialized():
+                return
+            if self._joining is None or not self._joining.is_alive():
+                now = time.monotonic()
+                if now < self._recheck_at and self._join_error is not None:
+                    raise self._join_error
+                self._join_error = None
+                try:
+                    target = self._target()
+                    if target is not None:
+                        socket.create_connection(target, timeout=PROBE_S).close()
+                except (OSError, ValueError) as exc:
+                    self._recheck_at = now + RECHECK_S
+                    self._join_error = TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE,
+                                                       f"nothing answers at {self.address} ({_first_line(exc)})")
+                    raise self._join_error from None
+                self._joining = threading.Thread(target=self._join, name="xray-ray-join", daemon=True)
+                self._joining.start()
+            joining = self._joining
+        joining.join(self.connect_s)
+        if ray.is_initialized():
+            return
+        if self._join_error is not None:
+            raise self._join_error
+        raise TierUnavailable("Joining the model tier is taking longer than usual. Please try again in a few seconds.",
+                              UNREACHABLE, f"joining {self.address} takes more than {self.connect_s:.0f} s")
+
+    def _join(self) -> None:
+        import ray
+
+        try:
+            ray.init(address=self.address, namespace="serve", log_to_driver=False)
+        except Exception as exc:  # noqa: BLE001 - reported to the callers as "unreachable"
+            self._recheck_at = time.monotonic() + RECHECK_S
+            self._join_error = TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE,
+                                               f"joining {self.address} failed ({_first_line(exc)})")
 
     def _handle(self, task_key: str) -> Any:
         with self._lock:
-            if task_key not in self._handles:
-                import ray
-                from ray import serve
+            handle = self._handles.get(task_key)
+        if handle is not None:
+            return handle
+        self._connect()
+        from ray import serve
 
-                if not ray.is_initialized():
-                    ray.init(address=self.address, namespace="serve", log_to_driver=False)
-                self._handles[task_key] = serve.get_app_handle(app_name(task_key))
-            return self._handles[task_key]
+        handle = serve.get_app_handle(app_name(task_key))  # RayServeException when it is not deployed
+        with self._lock:
+            return self._handles.setdefault(task_key, handle)
+
+    def _forget(self, task_key: str, kind: str, used: Any) -> None:
+        """Drop what a fault made stale, unless a concurrent call already did (the cached handle is
+        no longer the one `used`): the task's handle and Serve's cached controller (it may have
+        restarted); after a lost cluster every handle and, with Ray Client, the connection, so the
+        next call joins again. Handles are dropped, not shut down: other calls may still be
+        running on them (on healthy replicas)."""
+        with self._lock:
+            if self._handles.get(task_key) is not used:
+                return
+            self._handles.pop(task_key, None)
+            if kind == UNREACHABLE:
+                self._handles.clear()
+        try:
+            from ray.serve import context
+
+            context._set_global_client(None)  # rediscover the controller by name (a private API of ray 2.60)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+        if kind == UNREACHABLE and self._client_mode():
+            import ray
+
+            _quietly(ray.shutdown)  # a lost Ray Client connection is not re-established by itself
+
+    # ---- the tier's state ----
+
+    def _status(self, max_age_s: float = 1.0) -> Any:
+        """serve.status(), bounded in time (a worker thread) and shared by calls for `max_age_s`."""
+        at, status = self._status_cache
+        if status is not None and time.monotonic() - at < max_age_s:
+            return status
+        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from ray import serve
+
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xray-serve-status")
+        try:
+            status = pool.submit(serve.status).result(timeout=max(PROBE_S, 5.0))
+        except FutureTimeout:
+            raise TierUnavailable("The model tier does not answer. Please try again in a few seconds.", UNREACHABLE) from None
+        finally:
+            pool.shutdown(wait=False)
+        self._status_cache = (time.monotonic(), status)
+        return status
+
+    def app_state(self, task_key: str) -> tuple[bool, str]:
+        """(whether a replica of the task's application is running, else why not)."""
+        app = self._status().applications.get(app_name(task_key))
+        if app is None:
+            return False, "not deployed"
+        running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
+        if running:
+            return True, f"{app.status} {running} replica(s) running"
+        why = " ".join((app.message or "").split()) or " ".join(
+            " ".join(d.message.split()) for d in app.deployments.values() if d.message)
+        return False, f"{app.status}" + (f": {why[:300]}" if why else "")
+
+    def health(self, tasks: list[str] | tuple[str, ...] | None = None) -> Health:
+        """Ready to answer every task in `tasks` (default: every deployed one)? Bounded in time:
+        a few seconds at most, whatever the state of the cluster."""
+        try:
+            self._connect()
+            status = self._status(max_age_s=0.0)
+        except TierUnavailable as exc:
+            return Health(False, getattr(exc, "detail", "") or str(exc))
+        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+            return Health(False, f"the model tier does not answer ({_first_line(exc)})")
+        keys = list(tasks) if tasks is not None else [k for k in registry.KEYS if app_name(k) in status.applications]
+        if not keys:
+            return Health(False, "no task is deployed on the model tier")
+        apps, missing = {}, []
+        for key in keys:
+            app = status.applications.get(app_name(key))
+            if app is None:
+                apps[key] = "not deployed"
+                missing.append(key)
+                continue
+            states = [d.replica_states for d in app.deployments.values()]
+            running = sum(s.get("RUNNING", 0) for s in states)
+            total = sum(sum(s.values()) for s in states)
+            apps[key] = f"{app.status} {running}/{total} replicas"
+            if not running:
+                missing.append(key)
+        if missing:
+            return Health(False, "; ".join(f"{k}: {apps[k]}" for k in missing), apps)
+        return Health(True, "", apps)
+
+    # ---- a call ----
+
+    def _await_replica(self, response: Any, task_key: str, deadline: float) -> None:
+        """Wait until a replica takes the call. Every `wait_s` without one, ask Serve: a running
+        replica means the call is queued behind others (keep waiting, Serve bounds that queue);
+        none (starting, restarting, or cannot be placed) ends the call with "not ready" now."""
+        assigned = getattr(response, "_fetch_future_result_sync", None)
+        if assigned is None:  # another Ray version: only the overall time bound applies
+            return
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no replica took the call within {self.timeout_s:.0f} s")
+                try:
+                    assigned(min(self.wait_s, left))
+                    return
+                except TimeoutError:
+                    serving, why = self.app_state(task_key)
+                    if not serving:
+                        raise TierUnavailable(fault_message(NOT_READY, task_key, why.split(":")[0].lower()),
+                                              NOT_READY, why) from None
+        except BaseException:
+            _quietly(response.cancel)
+            raise
+
+    def _once(self, task_key: str, fn_name: str, args: tuple, kwargs: dict, deadline: float, used: list) -> Any:
+        handle = self._handle(task_key)
+        used.append(handle)
+        response = handle.call.remote(fn_name, args, kwargs)
+        self._await_replica(response, task_key, deadline)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            response.cancel()
+            raise TimeoutError(f"no answer within {self.timeout_s:.0f} s")
+        return response.result(timeout_s=left)
 
     def call(self, task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
-        from ray.serve.exceptions import BackPressureError
-
         kwargs.pop("progress", None)  # a UI callback: it cannot cross the wire
         canonical(task_key, fn_name)  # unknown aliases fail here, before any network call
         args, kwargs = ship(task_key, args, kwargs)
-        def remote() -> Any:
-            return self._handle(task_key).call.remote(fn_name, args, kwargs).result(timeout_s=self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
+        first: str = ""
+        while True:
+            used: list = []
+            try:
+                result = outside_event_loop(functools.partial(self._once, task_key, fn_name, args, kwargs, deadline, used))
+            except Exception as exc:  # noqa: BLE001 - classified below; the computation's own errors re-raised
+                kind = classify(exc)
+                if kind is None:
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, Exception) and _is_ray_task_error(exc):
+                        raise cause from None  # its own message, not the replica's traceback text
+                    raise
+                detail = getattr(exc, "detail", "") or _first_line(exc)
+                final = isinstance(exc, TierUnavailable)  # this backend's own verdict: joining failed, not ready
+                if kind in RETRIED and not final:
+                    self._forget(task_key, kind, used[0] if used else None)
+                if kind in RETRIED and not final and not first and deadline - time.monotonic() > RETRY_PAUSE_S + 1:
+                    first = f"{kind} ({detail})"
+                    self.counts["retries"] += 1
+                    time.sleep(RETRY_PAUSE_S)
+                    continue
+                self.counts[f"refused:{kind}"] += 1
+                log.warning("model tier: %s %s refused, %s (%s)%s", task_key, fn_name, kind, detail,
+                            f"; first try: {first}" if first else "")
+                if isinstance(exc, TierUnavailable):
+                    raise exc from None
+                raise TierUnavailable(fault_message(kind, task_key, timeout_s=self.timeout_s), kind) from None
+            self.counts["answered"] += 1
+            if first:
+                self.counts["answered after a retry"] += 1
+                log.warning("model tier: %s %s answered on its second try (first try: %s)", task_key, fn_name, first)
+            return result
 
-        try:
-            return outside_event_loop(remote)
-        except BackPressureError as exc:
-            raise Busy(f"The {task_key} model tier is busy; please try again in a moment.") from exc
+
+def _is_ray_task_error(exc: BaseException) -> bool:
+    from ray.exceptions import RayTaskError
+
+    return isinstance(exc, RayTaskError)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - cleaning up after a fault: nothing more to do
+        pass
+
+
+def _no_auto_init() -> None:
+    """A front must never start a Ray cluster of its own: Ray's API calls (and Serve's) call
+    `ray.init()` when Ray is not initialised, e.g. after a lost Ray Client connection."""
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
+    try:
+        from ray._private import auto_init_hook
+
+        auto_init_hook.enable_auto_connect = False
+    except Exception:  # noqa: BLE001 - another Ray version: the environment variable is set
+        pass
 
 
 def outside_event_loop(fn: Callable[[], Any]) -> Any:
@@ -248,3 +623,8 @@ def configure(chosen: InProcess | RayServe | None) -> None:
 def call(task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
     """Run `fn_name` of `task_key` on the configured backend and return its plain result."""
     return current().call(task_key, fn_name, *args, **kwargs)
+
+
+def health(tasks: list[str] | tuple[str, ...] | None = None) -> Health:
+    """Whether the configured backend can answer now (in-process: always), with the reason if not."""
+    return current().health(tasks)

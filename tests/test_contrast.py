@@ -8,6 +8,7 @@ import torch
 
 from core import registry
 from demos.explain import catalog, contrast, subjects
+from tests import reference
 from tests.explain_cases import result_for
 
 # Tasks where "why A and not B" does not apply, with the reason the app gives.
@@ -20,27 +21,37 @@ def test_every_task_is_covered_or_excluded_with_a_reason():
     assert set(explainer.not_for) == EXCLUDED and all(explainer.not_for.values())
 
 
+STEPS = 16
+
+
 @pytest.mark.parametrize("task", registry.KEYS)
-def test_contrastive_attribution_is_complete(task):
+def test_contrastive_attribution_equals_ig_of_a_minus_ig_of_b(task):
+    """Against tests/reference.py (the model's folder in float64, the baseline built by hand,
+    Captum called directly): B is the most probable other outcome by a plain forward pass; the
+    scores, unit by unit in the order shown, are IG(P(A)) - IG(P(B)) computed separately; P(A),
+    P(B) and both end points are plain forward passes; the scores add up to the plain gap."""
     result = result_for(task)
     if task in EXCLUDED:
         with pytest.raises(ValueError):
             contrast.why_not(task, result, contrast=0)
         return
-    got = contrast.why_not(task, result, steps=64)
-    s = subjects.subject(task, result)
+    got = contrast.why_not(task, result, steps=STEPS)
+    ref = reference.plain(task, result)
+    a, b = ref.answer, ref.top_other()
     attr = got.attribution
-    assert got.a == s.answer_label and got.b == s.contrast_label and got.a != got.b
-    assert len(attr.scores) == len(attr.tokens) == len(s.units)
-    assert attr.output_value == pytest.approx(got.p_a - got.p_b, abs=1e-6)
-    with torch.no_grad():
-        probs = s.outcome_probs(s.run(s.batch(1)))[0]
-        at_base = s.outcome_probs(s.run(s.batch(1, **{s.unit_key: s.baseline})))[0]
-    assert got.p_a == pytest.approx(float(probs[s.answer]), abs=1e-6)
-    assert attr.baseline_value == pytest.approx(float(at_base[s.answer] - at_base[s.contrast]), abs=1e-6)
-    gap = attr.output_value - attr.baseline_value
-    assert abs(float(attr.scores.sum()) - gap) <= attr.delta + 1e-6  # completeness up to Captum's delta
-    assert attr.delta < 0.05 * abs(gap) + 1e-5
+    s = subjects.subject(task, result)
+    assert (got.a, got.b) == (s.outcome_label(a), s.outcome_label(b)) and got.a != got.b
+    if ref.layer is not None:
+        assert attr.tokens == ref.tokens  # the units, in order
+    assert len(attr.scores) == len(attr.tokens) == len(ref.tokens)
+    assert got.p_a == pytest.approx(ref.value(k=a), rel=1e-5, abs=1e-8)
+    assert got.p_b == pytest.approx(ref.value(k=b), rel=1e-5, abs=1e-8)
+    diff_x = ref.value(k=a) - ref.value(k=b)
+    diff_b = ref.value(ref.baseline, k=a) - ref.value(ref.baseline, k=b)
+    assert attr.output_value == pytest.approx(diff_x, rel=1e-5, abs=1e-8)
+    assert attr.baseline_value == pytest.approx(diff_b, rel=1e-5, abs=1e-8)
+    reference.close(attr.scores, ref.ig(a, STEPS) - ref.ig(b, STEPS))
+    reference.complete(float(attr.scores.sum()), diff_x - diff_b)
 
 
 @pytest.mark.parametrize("task", sorted(set(registry.KEYS) - EXCLUDED))
@@ -87,3 +98,22 @@ def test_branch_continues_greedily_from_the_forced_token():
     assert got.forced == s.contrast_label
     if got.rejoin_at is not None:
         assert got.branch[got.rejoin_at:] == got.original[got.rejoin_at:]
+
+
+def test_the_contrast_title_shows_readable_tokens():
+    """Issue #27: the title read 'P(ĠThe) − P(Ġthe)': tokens now carry the app's visible space."""
+    result = result_for("generation")
+    s = subjects.subject("generation", result)
+    tok = registry.get("generation").compute().load(result.model_id).processor
+    spaced = sorted(t for t in tok.get_vocab() if t.startswith("Ġ") and t[1:].isalpha())[:2]  # e.g. 'Ġthe', 'Ġa'
+    assert len(spaced) == 2
+    s.answer, s.contrast = tok.convert_tokens_to_ids(spaced)
+    attr = contrast.attribute_units(s, "contrast_prob_diff", "gradient_x_input")
+    assert attr.target == f"P(␣{spaced[0][1:]}) − P(␣{spaced[1][1:]})" and "Ġ" not in attr.target
+
+
+def test_outcome_text_is_readable_only_where_a_tokenizer_marked_it():
+    from core.tokens import outcome_text
+
+    assert [outcome_text(t) for t in ("ĠThe", " The", "▁Haus", "Ġcaf" + "Ã©", "POSITIVE", "a photo of a cat", "café")] == [
+        "␣The", "␣The", "␣Haus", "␣café", "POSITIVE", "a photo of a cat", "café"]

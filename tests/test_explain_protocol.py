@@ -8,29 +8,34 @@ import pytest
 
 from core import registry
 from demos.explain import attribution
+from tests import reference
 
 TEXT = "A warm, funny and beautifully acted film."
 
 
 def _attribute(spec: registry.TaskSpec, method: str, steps: int, **kwargs):
-    """Call a task's attribution function on its first example (one row per task)."""
+    """Call a task's attribution function on its first example (one row per task); with it, the
+    plain reference of what it explains (tests/reference.py) and the outcome column explained."""
     module = spec.compute()
     fn = getattr(module, spec.attribute)
     example = registry.examples(spec.key)[0] if spec.examples else None
     if spec.key == "sentiment":
-        return fn(TEXT, None, method, steps, **kwargs)
+        return fn(TEXT, None, method, steps, **kwargs), reference.sentiment(module.analyse(TEXT)), None
     if spec.key == "qa":
         question, context = example
-        return fn(question, context, "start", method, steps, **kwargs)
+        return fn(question, context, "start", method, steps, **kwargs), reference.qa(module.answer(question, context)), 1
     if spec.key == "generation":
         result = module.generate(example, 3)
-        return fn(result.ids, result.n_prompt, method, steps, **kwargs)
+        return fn(result.ids, result.n_prompt, method, steps, **kwargs), reference.generation(result), None
     if spec.key == "translation":
-        return fn(example, 0, method, steps, **kwargs)
+        return fn(example, 0, method, steps, **kwargs), reference.translation(module.analyse(example)), None
     if spec.key == "clip":
-        return fn(registry.examples("image")[0], "a photo of a cat", method, steps, **kwargs)
+        cat = registry.examples("image")[0]
+        folder = module.load().model_id
+        return fn(cat, "a photo of a cat", method, steps, **kwargs), reference.clip_text(folder, cat, "a photo of a cat"), None
     if spec.key == "image":
-        return fn(example, None, "black", steps, **kwargs)
+        result = module.analyse(example)
+        return fn(example, None, "black", steps, **kwargs), reference.image(result, baseline="black"), None
     raise AssertionError(f"task {spec.key} has an attribution function but no row in this test")
 
 
@@ -61,14 +66,15 @@ ROWS = [(t, m) for t in WITH_ATTRIBUTION for m in sorted(attribution.METHODS) if
 
 @pytest.mark.parametrize("spec,method", ROWS, ids=[f"{t.key}-{m}" for t, m in ROWS])
 def test_one_path_gives_completeness_for_every_task(spec, method):
-    attr = _attribute(spec, method, 16)
+    attr, ref, column = _attribute(spec, method, 16)
     scores = np.asarray(attr.scores, dtype=np.float64)
     assert np.isfinite(scores).all() and scores.size > 0
-    assert attr.output_value is not None and attr.baseline_value is not None
+    f_x, f_b = ref.value(k=column), ref.value(ref.baseline, k=column)  # plain forward passes, here
+    assert attr.output_value == pytest.approx(f_x, rel=1e-4, abs=1e-7)
+    assert attr.baseline_value == pytest.approx(f_b, rel=1e-4, abs=1e-7)
     if attribution.METHODS[method].integrates:
-        gap = attr.output_value - attr.baseline_value
         assert attr.delta is not None
-        assert abs(scores.sum() - gap) <= attr.delta + 1e-4  # completeness, up to the reported delta
+        reference.complete(float(scores.sum()), f_x - f_b)  # completeness against the plain gap
     else:
         assert attr.delta is None and attr.steps == 1
 

@@ -38,6 +38,8 @@ VIEW_ARGS = {
     "contrast": ("", "", "gradient_x_input", 8),
     "branch": (0, ""),
     "faithfulness": ("", 4),
+    "patch": ("The cat sleeps on the mat.", "", ["residual", "mlp"]),  # the image task blurs a region instead
+    "steer": ("Love", "Hate", None, 4.0, 3),
 }
 ROWS = [(spec, e) for spec in registry.TASKS for e in catalog.for_task(spec.key)]
 
@@ -80,6 +82,8 @@ def test_view_endpoint_runs_on_the_sessions_result(clients, spec, explainer):
         from demos.explain.attention_steps import attention_kinds
 
         args[0] = attention_kinds(spec.key)[0]
+    if explainer.name == "patch" and spec.key == "image":
+        args[0] = "centre"
     outputs = client.predict(*args, api_name=f"/{spec.api_name(explainer.name)}")
     outputs = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
     plots = _plots(outputs)

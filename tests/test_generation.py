@@ -7,6 +7,7 @@ import torch
 from transformers import pipeline
 
 from demos import generation
+from tests import reference
 
 PROMPT = "The cat sat on the mat and"
 
@@ -83,7 +84,10 @@ def test_attribution_covers_the_prefix_and_is_complete(step):
     pos = result.n_prompt + step
     attr = generation.attribute(result.ids, pos, "integrated_gradients", 64)
     assert len(attr.scores) == len(attr.tokens) == pos and attr.tokens == result.tokens[:pos]
-    assert abs(attr.scores.sum() - (attr.output_value - attr.baseline_value)) <= abs(attr.delta) + 1e-6
+    ref = reference.generation(result, step)  # the prefix and its all-end-of-text baseline, forward by hand
+    f_x, f_b = ref.value(), ref.value(ref.baseline)
+    assert attr.baseline_value == pytest.approx(f_b, rel=1e-4)
+    reference.complete(float(attr.scores.sum()), f_x - f_b)
     assert attr.output_value == pytest.approx(float(result.model_prob[step]), rel=1e-3)
     gxi = generation.attribute(result.ids, pos, "gradient_x_input")
     assert len(gxi.scores) == pos and gxi.delta is None
@@ -176,3 +180,35 @@ def test_compare_follows_the_model_picker(monkeypatch):
     html_a, html_b, _, _ = call(fns["generate_compare"], "The cat sat on", "The dog sat on", 3, chosen)
     assert seen == [chosen, chosen]
     assert "The cat sat on" in html_a and "The dog sat on" in html_b
+
+
+def test_every_example_sets_every_control_so_sampling_never_sticks():
+    """Issue #27: after the sampling example, the plain "The quick brown fox" example was still
+    sampled. Every example (both lists) sets the prompt, max new tokens, the sample checkbox and
+    all four sampling settings; the plain ones are greedy with the controls' own defaults; and a
+    run with a plain example's values is greedy, whatever was set before."""
+    import gradio as gr
+
+    from ui import generation as tab
+
+    with gr.Blocks() as demo:
+        tab.build()
+    fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
+    run_inputs = fns["generate"].inputs[:-1]  # prompt, max new, sample, temperature, top-k, top-p, seed (not the model)
+    datasets = [b for b in demo.blocks.values() if isinstance(b, gr.Dataset)]
+    assert len(datasets) == 2
+    for dataset in datasets:
+        assert [c._id for c in dataset._components] == [c._id for c in run_inputs], dataset.label
+    sample_box = run_inputs[2]
+    assert isinstance(sample_box, gr.Checkbox)
+    greedy, _, sampled, _ = tab.example_rows()
+    assert [row[0] for row in greedy] == list(generation.EXAMPLES)
+    for row in greedy:
+        assert row[1:] == [tab.MAX_NEW_DEFAULT, False, *tab.SAMPLING_DEFAULTS]
+    assert [c.value for c in run_inputs[3:]] == list(tab.SAMPLING_DEFAULTS)  # the defaults ARE the controls' start values
+    assert sampled[0][2] is True
+    # what the examples put in the controls runs as they say: sampled, then greedy again
+    s = generation.generate(*sampled[0])
+    g = generation.generate(*greedy[0])
+    assert "sampl" in s.decoding.lower() and "greedy" in g.decoding.lower()
+    assert g.text == generation.generate(greedy[0][0], tab.MAX_NEW_DEFAULT).text

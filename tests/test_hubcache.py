@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core import registry
 from demos.provision import hubcache, offline
 from demos.runtime import cache, loading, settings
 
+SMOLLM2 = registry.get("generation").default_model
 SST2 = "distilbert-base-uncased-finetuned-sst-2-english"
 SST2_CANONICAL = f"distilbert/{SST2}"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -67,6 +69,7 @@ def fresh(monkeypatch):
     """Own settings and no registered fallbacks; the session's settings and caches restored after."""
     old = settings.current()
     monkeypatch.setattr(loading, "_local_fallbacks", {})
+    monkeypatch.setattr(hubcache, "_local_copies", {})
     loading.clear()
     cache.clear_all()
     try:
@@ -176,7 +179,7 @@ def test_offline_start_up_runs_the_cached_model(hub, tiny_models, fresh, tmp_pat
     messages: list[str] = []
     plan = offline.prepare(s, progress=messages.append)
     assert plan["sentiment"] == f"{snapshot} (Hugging Face cache)"
-    assert "- **sentiment**: Hugging Face cache" in offline.banner(plan, True)
+    assert "- **Sentiment**: Hugging Face cache" in offline.banner(plan, True)
     assert not (tmp_path / "xray-cache" / "tiny").exists()  # nothing random was built
     assert settings.current().model_for("sentiment") == SST2
 
@@ -207,8 +210,8 @@ def fake_hub(tmp_path, tiny_models, monkeypatch):
 
     from scripts import prepare_models
 
-    remotes = {"distilbert-base-uncased-finetuned-sst-2-english": "sentiment", "distilgpt2": "generation",
-               "gpt2": "generation"}
+    remotes = {m: task for task in ("sentiment", "generation")
+               for m in (registry.get(task).default_model, *registry.get(task).alternatives)}
     calls: list[dict] = []
 
     def snapshot_download(repo_id, *, allow_patterns=None, ignore_patterns=None, local_dir=None, **kwargs):
@@ -242,18 +245,21 @@ def test_prepare_models_fills_the_cache_with_safetensors_only(hub, fake_hub):
 
     lines: list[str] = []
     assert prepare_models.main(["--tasks", "sentiment,generation", "--all"], say=lines.append) == 0
-    assert [c["repo_id"] for c in fake_hub] == ["distilgpt2", SST2, "gpt2"]  # registry order, alternatives last
+    gen, sent = registry.get("generation"), registry.get("sentiment")
+    expected = [gen.default_model, sent.default_model, *gen.alternatives, *sent.alternatives]
+    assert [c["repo_id"] for c in fake_hub] == expected  # registry order, alternatives last
     for pattern in ("*.bin", "*.h5", "*.msgpack", "*.onnx", "*.ot"):
         assert pattern in fake_hub[0]["ignore"]
     assert "*.safetensors" in fake_hub[0]["allow"]
     stored = {p.name for p in hub.rglob("*") if p.is_file() or p.is_symlink()}
     assert "model.safetensors" in stored and "tokenizer.json" in stored
     assert not stored & {Path(j).name for j in JUNK}
-    for model_id, task in ((SST2, "sentiment"), ("distilbert/distilgpt2", "generation"), ("openai-community/gpt2", "generation")):
+    for model_id, task in ((SST2, "sentiment"), ("distilbert/distilgpt2", "generation"), ("openai-community/gpt2", "generation"),
+                           (SMOLLM2, "generation")):
         assert hubcache.find_snapshot(model_id, task) is not None  # what the offline app will find
     report = [line for line in lines if ": " in line and "files" in line]
-    assert len(report) == 3 and all(" MB " in line and "Hugging Face cache" in line for line in report)
-    assert lines[-1] == "3 of 3 model(s) ready for offline use"
+    assert len(report) == len(expected) and all(" MB " in line and "Hugging Face cache" in line for line in report)
+    assert lines[-1] == f"{len(expected)} of {len(expected)} model(s) ready for offline use"
 
 
 def test_prepare_models_into_a_models_folder_and_one_line_per_failure(hub, fake_hub, tmp_path):
@@ -292,17 +298,19 @@ def test_prepare_models_fails_cleanly_without_the_hub(command, tmp_path):
     assert run.returncode == 1, run.stderr
     lines = run.stdout.strip().splitlines()
     failed = [line for line in lines if ": FAILED (" in line]
-    assert [line.split()[1].rstrip(":") for line in failed] == [SST2, "openai/whisper-tiny", "openai/whisper-base"]
-    assert lines[-1] == "0 of 3 model(s) ready for offline use, 3 not"
+    sent, asr = registry.get("sentiment"), registry.get("asr")
+    expected = [SST2, asr.default_model, *sent.alternatives, *asr.alternatives]
+    assert [line.split()[1].rstrip(":") for line in failed] == expected
+    assert lines[-1] == f"0 of {len(expected)} model(s) ready for offline use, {len(expected)} not"
     assert "Traceback" not in run.stderr
 
 
 def test_offline_offers_cached_alternatives_and_names_snapshots_by_hub_id(hub, tiny_models, fresh):
     offline = settings.Settings(offline=True)
-    assert offline.choices("generation") == ["distilgpt2"]  # gpt2 not cached: it would be the same stand-in
+    assert offline.choices("generation") == [SMOLLM2]  # gpt2 not cached: it would be the same stand-in
     snapshot = put_in_cache(hub, "openai-community/gpt2", tiny_models["generation"])
-    assert offline.choices("generation") == ["distilgpt2", "gpt2"]
-    assert settings.Settings(offline=False).choices("generation") == ["distilgpt2", "gpt2"]
+    assert offline.choices("generation") == [SMOLLM2, "gpt2"]
+    assert settings.Settings(offline=False).choices("generation") == [SMOLLM2, *registry.get("generation").alternatives]
     assert settings.display_name(str(snapshot)) == "openai-community/gpt2 (Hugging Face cache)"
     assert str(snapshot) not in settings.display_name(str(snapshot))
     assert settings.display_name(str(tiny_models["generation"])) == f"local folder {tiny_models['generation'].name}"

@@ -9,6 +9,7 @@ from hypothesis import given, settings as hsettings, strategies as st
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from demos import qa
+from tests import reference as by_hand
 
 PAIRS = [
     *qa.EXAMPLES,
@@ -98,7 +99,11 @@ def test_integrated_gradients_completeness(which):
     probs = result.start_probs if which == "start" else result.end_probs
     index = result.start_index if which == "start" else result.end_index
     assert attr.output_value == pytest.approx(probs[index], rel=1e-4)
-    assert abs(attr.scores.sum() - (attr.output_value - attr.baseline_value)) <= abs(attr.delta) + 1e-6
+    ref = by_hand.qa(result)  # [CLS] PAD... [SEP] PAD... [SEP], masked softmaxes by hand
+    column = 1 if which == "start" else 2
+    f_x, f_b = ref.value(k=column), ref.value(ref.baseline, k=column)
+    assert attr.baseline_value == pytest.approx(f_b, rel=1e-4)
+    by_hand.complete(float(attr.scores.sum()), f_x - f_b)
 
 
 def test_very_long_context_says_which_window_answered():
@@ -129,7 +134,7 @@ def test_api_round_trip_and_empty_input(serve):
     out = client.predict(Q, C, api_name="/qa")
     expected = qa.answer(Q, C)
     assert out[0] == expected.answer
-    assert out[1] == round(expected.score, 4)  # shown with 4 decimals (readable, not 0.0000814203...)
+    assert out[1] == float(f"{expected.score:.4g}") and out[1] > 0  # 4 significant digits: readable, never "0"
     assert "xray-answer" in out[2]
     hostile = client.predict("Who?", "<img src=x onerror=alert(1)> Ada <b>Lovelace</b> wrote it.", api_name="/qa")
     assert "<img" not in hostile[2] and "&lt;img" in hostile[2] and "<b>" not in hostile[2]
@@ -172,3 +177,12 @@ def test_long_context_is_read_whole_in_overlapping_windows():
     assert len(result.tokens) <= limit
     attr = qa.attribute(question, context, "start", "gradient_x_input")
     assert attr.tokens == result.tokens  # the attribution explains the same window
+
+
+def test_the_shown_score_is_never_rounded_to_zero():
+    """Issue #27: a small score was shown as "0"; it keeps 4 significant digits instead."""
+    from ui.qa import shown_score
+
+    assert shown_score(0.00008142035893823375) == pytest.approx(8.142e-5, rel=0, abs=1e-12)
+    assert shown_score(3.3e-12) == pytest.approx(3.3e-12) and shown_score(3.3e-12) > 0
+    assert shown_score(0.912345) == 0.9123

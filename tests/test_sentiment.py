@@ -6,6 +6,7 @@ import pytest
 from transformers import pipeline
 
 from demos import sentiment
+from tests import reference
 from tests.conftest import tab_app
 
 TEXT = "This movie was an absolute delight, warm and funny."
@@ -34,9 +35,13 @@ def test_attention_rows_sum_to_one_and_match_tokens():
 @pytest.mark.parametrize("target", [None, "POSITIVE", "NEGATIVE"])
 def test_integrated_gradients_completeness(target):
     attr = sentiment.attribute(TEXT, target, "integrated_gradients", 64)
-    assert len(attr.scores) == len(sentiment.analyse(TEXT).tokens) == len(attr.tokens)
-    gap = attr.output_value - attr.baseline_value
-    assert abs(attr.scores.sum() - gap) <= abs(attr.delta) + 1e-6
+    result = sentiment.analyse(TEXT)
+    assert len(attr.scores) == len(result.tokens) == len(attr.tokens)
+    # f(x) and f([CLS] PAD... [SEP]) by a plain forward pass here (tests/reference.py), not the app's own
+    ref = reference.sentiment(result, None if target is None else result.labels.index(target))
+    f_x, f_b = ref.value(), ref.value(ref.baseline)
+    assert attr.output_value == pytest.approx(f_x, rel=1e-5) and attr.baseline_value == pytest.approx(f_b, rel=1e-5)
+    reference.complete(float(attr.scores.sum()), f_x - f_b)
     assert attr.target == (target or sentiment.analyse(TEXT).predicted)
 
 

@@ -121,6 +121,38 @@ def test_exports_are_bounded_and_safe():
     assert points_csv(np.zeros((2, 2)), ["a", "b"], ["g", "h"]).count("\n") == 3
 
 
+def test_every_csv_export_reads_back_with_numeric_columns_and_guarded_text():
+    """Issue #27: negative numbers were guarded like formulas ('-0.0091 as text). Every CSV export
+    read back by pandas: number columns are numeric (negatives included), text cells starting with
+    = + - @ keep their guard."""
+    import io
+
+    import pandas as pd
+
+    from core.results import Attribution
+    from viz.export import attributions_csv, matrix_csv, points_csv, scores_csv
+
+    evil = ["=cmd()", "+1", "-x", "@SUM(1)", "ok"]
+    values = np.array([-0.0091103, 0.5, -1e-12, -3.0, 2.25])
+    m = np.array([[-0.25, 0.5], [1.0, -0.0091103]])
+    exports = {
+        "scores": (scores_csv(evil, values), ["index", "attribution"], ["token"]),
+        "matrix": (matrix_csv(m, ["=a", "-b"], ["+c", "d"], slice(0, 2), slice(0, 2)), ["0:+c", "1:d"], ["query \\ key"]),
+        "points": (points_csv(np.c_[values, -values], evil, ["-g"] * 5), ["index", "x", "y"], ["label", "group"]),
+        "attribution": (attributions_csv([Attribution(evil, values, "-neg", "integrated_gradients", 8)]), ["index", "score"], ["unit", "target"]),
+    }
+    for name, (text, numeric, textual) in exports.items():
+        frame = pd.read_csv(io.StringIO(text))
+        for column in numeric:
+            assert pd.api.types.is_numeric_dtype(frame[column]), (name, column, frame[column].tolist())
+        for column in textual:
+            for cell in frame[column].astype(str):
+                assert cell[:1] not in "=+-@", (name, column, cell)
+    frame = pd.read_csv(io.StringIO(exports["scores"][0]))
+    assert frame["attribution"].tolist() == pytest.approx(values.tolist())
+    assert frame["token"].tolist() == ["'=cmd()", "'+1", "'-x", "'@SUM(1)", "ok"]
+
+
 def test_attribution_csv_lists_every_token_or_pixel():
     from core.results import Attribution
     from viz.export import attributions_csv
@@ -211,3 +243,117 @@ def test_value_axis_from_zero_keeps_small_values_visible():
 
     assert _from_zero([0.0001, 0.002], [0.0003, 0.001]) == {"range": [0, pytest.approx(0.0022)]}
     assert _from_zero([0.5, -0.2]) == {}  # a negative value (a cosine): plotly's own range
+
+
+# --------------------------------------------------------------------------- issue #27: what a teacher sees
+
+
+def test_long_titles_wrap_and_stay_escaped():
+    import html
+
+    import plotly.graph_objects as go
+
+    from viz.tokens import TITLE_CHARS, TITLE_LINE_PX, figure_title, fit_title
+
+    title = "Layer lens: the answer each layer would give (final answer: “a photo of a city street at night, <b>raining</b>”)"
+    t = figure_title(title)
+    lines = t["text"].split("<br>")
+    assert len(lines) >= 2
+    one = fit_title(go.Figure(layout=dict(title=figure_title("short"), height=400)))
+    two = fit_title(go.Figure(layout=dict(title=t, height=400)))
+    above = fit_title(go.Figure(layout=dict(title=t, height=400)), 30)
+    assert two.layout.margin.t - one.layout.margin.t == TITLE_LINE_PX * (len(lines) - 1)  # room for every line
+    assert above.layout.margin.t - two.layout.margin.t == 30  # and for a top axis or a legend row under it
+
+    assert all(len(html.unescape(line)) <= TITLE_CHARS for line in lines)
+    assert "<b>" not in t["text"] and "&lt;b&gt;" in t["text"]
+    assert " ".join(html.unescape(line) for line in lines) == title
+
+
+def test_token_chips_may_wrap_anywhere():
+    """Issue #27: a run of pieces without spaces (emoji, right-to-left text) ran past the page edge."""
+    from viz.generation import continuation_html
+    from viz.interventions import branch_html
+    from viz.tokens import CHIPS_WRAP
+    from core.intervention_types import Branch
+
+    assert "overflow-wrap:anywhere" in CHIPS_WRAP
+    pieces = ["👩‍👩‍👧‍👦"] * 30 + ["שלום"] * 10
+    for out in (continuation_html("x", pieces, np.full(len(pieces), 0.5)), highlight_html(pieces, np.ones(len(pieces))),
+                branch_html(Branch("x", 0, "a", pieces, pieces, 0, None))):
+        assert CHIPS_WRAP in out
+
+
+def test_topk_cells_are_short_and_of_one_size():
+    """Issue #27: one long candidate made plotly shrink every cell's text to a microscopic size."""
+    from viz.bars import CELL_CHARS
+
+    candidates = [["a" * 40, "b"], ["c", "‹E2 80›‹E2 80›‹E2 80›"]]
+    fig = topk_heatmap(["x", "y"], candidates, np.array([[0.5, 0.1], [0.3, 0.2]]), "t")
+    trace = fig.data[0]
+    assert trace.textfont.size == 10
+    assert all(len(cell.split("<br>")[0]) <= CELL_CHARS for row in trace.text for cell in row)
+    assert "a" * 40 in trace.customdata[0][0]  # whole in the hover
+
+
+def _lens_types():
+    from core.lens_types import HeadLens, LensGrid
+
+    return HeadLens, LensGrid
+
+
+def test_lens_titles_are_plain_words_and_the_internals_go_to_the_hover():
+    from viz.lens import head_lens_figure, lens_grid_figure
+
+    HeadLens, LensGrid = _lens_types()
+    head = "post_layernorm + visual_projection on [CLS], cosine with each text × logit_scale, softmax"
+    texts = ["a photo of a city street at night with many cars and lights", "a cat"]
+    hl = HeadLens(task="clip", model_id="m", layer_labels=["embeddings", "layer 1 (output)"], head=head,
+                  top_labels=[texts, texts], top_probs=np.array([[0.6, 0.4], [0.7, 0.3]], dtype=np.float32),
+                  final_label=texts[0], final_probs=np.array([0.6, 0.7], dtype=np.float32), caption="",
+                  classes=texts, class_probs=np.array([[0.6, 0.4], [0.7, 0.3]], dtype=np.float32))
+    fig = head_lens_figure(hl)
+    title = fig.layout.title.text
+    assert "post_layernorm" not in title and "logit_scale" not in title and "Layer lens" in title
+    assert "post_layernorm" in fig.data[0].hovertemplate
+    n = 40
+    grid = LensGrid(task="generation", model_id="m", layer_labels=["embeddings", "layer 1 (output)"],
+                    positions=[f"tok{i}" for i in range(n)], targets=[f"t{i}" for i in range(n)],
+                    top_tokens=[["Ġextraordinarily"] * n] * 2, top_probs=np.full((2, n), 0.5, np.float32),
+                    top5_tokens=[[["a"] * 5] * n] * 2, top5_probs=np.full((2, n, 5), 0.1, np.float32),
+                    chosen_probs=np.full((2, n), 0.5, np.float32), groups=["prompt"] * n, head="ln_f + lm_head", caption="")
+    fig = lens_grid_figure(grid)
+    assert "ln_f" not in fig.layout.title.text and "ln_f" in fig.data[0].hovertemplate
+    assert max(len(t) for row in fig.data[0].text for t in row) <= 5  # 40 columns: a few characters per cell
+
+
+def test_knockout_summary_speaks_of_the_answer_on_the_screen():
+    """Issue #27: after a sampled run the summary said "The top answer stays x" while the answer
+    shown was another token."""
+    from core.intervention_types import AblationResult
+    from viz.interventions import ablation_figure, ablation_summary
+
+    def result(answer, top_before, top_after):
+        return AblationResult("generation", answer, "probability", ["layers L0 H0"], [answer, top_before],
+                              np.array([0.1, 0.5]), np.array([0.1, 0.4]), 0.1, 0.1, top_before, top_after)
+
+    sampled = ablation_summary(result("Ġdog", "Ġx", "Ġx"))
+    assert "␣dog" in sampled and "not the model's first choice" in sampled and "The top answer" not in sampled
+    assert "stays the model's first choice" in ablation_summary(result("Ġx", "Ġx", "Ġx"))
+    assert "no longer the model's first choice" in ablation_summary(result("Ġx", "Ġx", "Ġy"))
+    long = "the answer is a very long span of the context that goes on and on"
+    fig = ablation_figure(result(long, "short", "short"))
+    assert all(len(label) <= 24 + 3 for label in fig.data[0].x) and fig.data[0].customdata[0] == long
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y == 1.0  # above the plot, away from the tick labels
+
+
+def test_faithfulness_table_is_rounded_and_numeric():
+    from core.intervention_types import Faithfulness
+    from viz.interventions import faithfulness_rows
+
+    f = Faithfulness(task="sentiment", answer="POSITIVE", value_name="probability", units=["Ġa", "b"], names=["x", "y"],
+                     scores=np.array([[0.08453720062971115, -1.2413784133968875e-07], [1 / 3, 2 / 3]]),
+                     spearman=np.eye(2), ks=np.array([0, 1, 2]), deletion=np.zeros((3, 3)), original=0.9, baseline=0.1,
+                     seed=0, replacement="[PAD]")
+    rows = faithfulness_rows(f)
+    assert rows == [["␣a", 0.0845, 0.333], ["b", -1.24e-07, 0.667]]

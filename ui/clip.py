@@ -7,10 +7,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from ui import share
 from ui.common import explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
+from ui.links import tag
 from ui.kit import AttributionPanel, Figures, answer_header, answer_queue, draw_views, label_value, result_state, tab_compute
 from viz.clip import relevance_overlay, shorten, similarity_heatmap
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
@@ -102,6 +104,7 @@ def build() -> None:
         with gr.Column(scale=2):
             image_box = image_input(label="Image", height=300)
             texts_box = text_input(label="Candidate descriptions (one per line, or separated by commas)", lines=4, value=clip.EXAMPLE_TEXTS, max_length=10000)
+            tag(image_box, "image"), tag(texts_box, "texts")  # what a link carries (ui.links)
             more = gr.File(file_count="multiple", file_types=["image"], type="filepath", label="More images for the similarity matrix (optional)")
             with gr.Row():
                 run = gr.Button("Match", variant="primary")
@@ -170,7 +173,7 @@ def build() -> None:
         return gr.skip() if result is None else embedding_figure(result, method_value)
 
     main = gr.on(
-        [run.click],
+        [run.click, share.go()],  # share.go(): a link runs the answer
         match,
         [image_box, texts_box, extra, model_box],
         [label, info, notice, state, image_choice, text_choice],

@@ -18,12 +18,14 @@ from core.results import AttentionMaps, Embeddings
 from scale.backend import Busy
 from ui import session
 from ui.export import bind_export, export_button
+from ui.links import tag
 from viz.attention import AVERAGE, attention_heatmap, head_summary, select_heads, shown_part
 from viz.embedding import PROJECTIONS, embedding_scatter, project_2d
 from viz.export import matrix_csv, points_csv
 
 log = logging.getLogger(__name__)
 
+WORDS_LABEL = "Whole words (attention to a word: sum over its pieces; from a word: their mean)"
 GENERIC_ERROR = "Something went wrong while running the model. The error was logged; please try again."
 
 
@@ -176,21 +178,27 @@ class Renderer:
 
 
 class Heatmap(Renderer):
-    """Draws one layer/head as queries x keys for a token range (self- or cross-attention)."""
+    """Draws one layer/head as queries x keys for a token range (self- or cross-attention); with
+    `words` (text) an option sums the sub-word tokens into whole words (the CSV keeps the tokens)."""
+
+    def __init__(self, words: bool = True) -> None:
+        self.words = words
 
     def controls(self) -> list:
-        return [
+        shown = [
             gr.Number(value=0, precision=0, label="From token", minimum=0),
             gr.Number(value=0, precision=0, label="To token (0 = last)", minimum=0),
         ]
+        return shown + ([tag(gr.Checkbox(value=False, label=WORDS_LABEL), "words")] if self.words else [])
 
-    def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, start: Any = None, end: Any = None):
+    def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, start: Any = None, end: Any = None,
+             words: Any = False):
         return attention_heatmap(
             maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=title,
-            self_attention=maps.kind != "cross",
+            self_attention=maps.kind != "cross", words=bool(words),
         )
 
-    def shown(self, maps: AttentionMaps, start: Any = None, end: Any = None) -> tuple[slice, slice]:
+    def shown(self, maps: AttentionMaps, start: Any = None, end: Any = None, words: Any = False) -> tuple[slice, slice]:
         return shown_part(maps.weights.shape[-2:], start, end, maps.kind != "cross")
 
 
@@ -220,8 +228,8 @@ class AttentionView(RedrawView):
         renderer = renderer or Heatmap()
         explain(help_text)
         with gr.Row():
-            layer = gr.Slider(0, 1, value=0, step=1, label=layer_label)
-            head = gr.Dropdown([AVERAGE], value=AVERAGE, label="Head")
+            layer = tag(gr.Slider(0, 1, value=0, step=1, label=layer_label), "layer")  # tag: what a link sets (ui.links)
+            head = tag(gr.Dropdown([AVERAGE], value=AVERAGE, label="Head"), "head")
             extra = renderer.controls()
         plot = gr.Plot(label=title)
         summary = gr.Plot(label=f"{title}: heads overview")

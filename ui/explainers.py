@@ -18,10 +18,12 @@ from core import explainers as catalog
 from ui.views.base import GROUP_TITLE, ExplainerView  # noqa: F401  (GROUP_TITLE: the tabs' and tests' name for the group)
 from ui.views.interventions import AblateView, BranchView, ContrastView, FaithfulnessView, HeadMapView
 from ui.views.lens import LensView, StepsView
+from ui.views.patching import PatchView, SteerView
 
 VIEWS: dict[str, type[ExplainerView]] = {
     "lens": LensView, "attention_steps": StepsView, "ablate": AblateView, "head_map": HeadMapView,
     "contrast": ContrastView, "branch": BranchView, "faithfulness": FaithfulnessView,
+    "patch": PatchView, "steer": SteerView,
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 import gradio as gr
 import pandas as pd
 
-from ui import texts
+from ui import share, texts
 from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
@@ -99,7 +99,7 @@ def build() -> None:
         return {state: shown, **attention.values(shown)}
 
     main = gr.on(
-        [run.click, text.submit],
+        [run.click, text.submit, share.go()],  # share.go(): a link runs the answer
         explore,
         [text, model],
         [table, info, summary, notice, state, sentence, sim_plot],

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import texts
+from ui import share, texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
+from ui.links import tag
 from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
@@ -42,16 +43,31 @@ COMPARE_HELP = (
     "the probability of each generated token."
 )
 SAMPLING_LABELS = ("Temperature", "Top-k (0 = off)", "Top-p", "Seed")
+MAX_NEW_DEFAULT = 20
+SAMPLING_DEFAULTS = (1.0, 50, 1.0, 0)  # temperature, top-k, top-p, seed: what the controls start with
+SAMPLED = (30, True, 0.8, 40, 0.95, 7)  # the sampling example: max new tokens, sample, temperature, top-k, top-p, seed
 generation = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
 def _sampling_controls(interactive: bool) -> list:
+    temperature, top_k, top_p, seed = SAMPLING_DEFAULTS
     return [
-        gr.Slider(0.05, 2.0, value=1.0, step=0.05, label=SAMPLING_LABELS[0], interactive=interactive),
-        gr.Slider(0, 200, value=50, step=1, label=SAMPLING_LABELS[1], interactive=interactive),
-        gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=SAMPLING_LABELS[2], interactive=interactive),
-        gr.Number(value=0, precision=0, minimum=0, label=SAMPLING_LABELS[3], interactive=interactive),
+        gr.Slider(0.05, 2.0, value=temperature, step=0.05, label=SAMPLING_LABELS[0], interactive=interactive),
+        gr.Slider(0, 200, value=top_k, step=1, label=SAMPLING_LABELS[1], interactive=interactive),
+        gr.Slider(0.05, 1.0, value=top_p, step=0.05, label=SAMPLING_LABELS[2], interactive=interactive),
+        gr.Number(value=seed, precision=0, minimum=0, label=SAMPLING_LABELS[3], interactive=interactive),
     ]
+
+
+def example_rows() -> tuple[list[list], list[str], list[list], list[str]]:
+    """(greedy rows, their labels, sampling rows, their labels) for the example lists. Every row sets
+    EVERY control a run depends on (prompt, max new tokens, sample, temperature, top-k, top-p,
+    seed): a plain example clicked after the sampling one is greedy again, not still sampled."""
+    greedy = [[prompt, MAX_NEW_DEFAULT, False, *SAMPLING_DEFAULTS] for prompt in generation.EXAMPLES]
+    sampled = [[generation.EXAMPLES[1], *SAMPLED]]
+    n, _, temperature, top_k, top_p, seed = SAMPLED
+    return (greedy, [f"{prompt} (greedy)" for prompt in generation.EXAMPLES],
+            sampled, [f"Sample {n} tokens: temperature {temperature}, top-k {top_k}, top-p {top_p}, seed {seed}"])
 
 
 def _positions(result: generation.GenerationResult) -> gr.Dropdown:
@@ -89,18 +105,15 @@ def build() -> None:
         with gr.Column(scale=2):
             prompt = text_input(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
             with gr.Row():
-                max_new = gr.Slider(1, generation.MAX_NEW_TOKENS, value=20, step=1, label="Max new tokens")
+                max_new = tag(gr.Slider(1, generation.MAX_NEW_TOKENS, value=MAX_NEW_DEFAULT, step=1, label="Max new tokens"), "tokens")
                 do_sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
             with gr.Accordion("Sampling settings (used when sampling)", open=False):
                 with gr.Row():
                     sampling = _sampling_controls(False)
-            run, model, info = run_row(generation.TASK, "Generate", generation.EXAMPLES, [prompt])
-            gr.Examples(
-                [[generation.EXAMPLES[1], 30, True, 0.8, 40, 0.95, 7]],
-                inputs=[prompt, max_new, do_sample, *sampling],
-                label="Sampling example",
-                example_labels=["Sample 30 tokens: temperature 0.8, top-k 40, top-p 0.95, seed 7"],
-            )
+            controls = [prompt, max_new, do_sample, *sampling]  # what every example sets, all of it
+            greedy, greedy_labels, sampled, sampled_labels = example_rows()
+            run, model, info = run_row(generation.TASK, "Generate", greedy, controls, example_labels=greedy_labels)
+            gr.Examples(sampled, inputs=controls, label="Sampling example", example_labels=sampled_labels)
         with gr.Column(scale=2):
             output = gr.Textbox(label="Prompt + continuation", lines=5, interactive=False)
             notice = gr.Markdown()
@@ -149,7 +162,7 @@ def build() -> None:
         return [generation.attribute(result.ids, pos, method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
     main = gr.on(
-        [run.click, prompt.submit],
+        [run.click, prompt.submit, share.go()],  # share.go(): a link runs the answer
         run_generation,
         [prompt, max_new, do_sample, *sampling, model],
         [output, info, notice, shaded, choices_md, choices_plot, state, position],

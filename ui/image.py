@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ui import texts
+from ui import share, texts
 from ui.common import AttentionView, EmbeddingView, Renderer, explain, guarded
 from ui.explainers import ExplainerTabs
 from ui.export import attribution_export, result_export
@@ -176,7 +176,7 @@ def build() -> None:
         }
 
     main = gr.on(
-        [run.click],
+        [run.click, share.go()],  # share.go(): a link runs the answer
         classify,
         [picture, model],
         [label, info, notice, state, rollout_image, *pixels.outputs],

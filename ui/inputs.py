@@ -12,6 +12,7 @@ import gradio as gr
 
 from demos.runtime import settings
 from ui.common import user_error
+from ui.links import INPUTS, tag, tag_of
 
 
 def image_input(**kwargs) -> gr.Image:
@@ -57,7 +58,9 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
     """Dropdown of the allow-listed models of `task` and a line saying which model runs."""
     choices = settings.current().choices(task)
     named = [(settings.display_name(c), c) for c in choices]
-    dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1, min_width=340, scale=2)
+    _, why = settings.current().unavailable(task)  # a greyed-out picker says why, and what to run
+    dropdown = gr.Dropdown(choices=named, value=choices[0], label="Model", interactive=len(choices) > 1,
+                           info=why or None, min_width=340, scale=2)
     original = dropdown.preprocess
 
     def preprocess(payload):
@@ -67,6 +70,7 @@ def model_picker(task: str) -> tuple[gr.Dropdown, gr.Markdown]:
         return original(payload)
 
     dropdown.preprocess = preprocess
+    tag(dropdown, "model")  # a link names the model (ui.links)
     # the model line goes under the row (`info.render()`): beside the picker it would be squeezed
     info = gr.Markdown(f"Model: `{named[0][0]}` (loads on first use)", elem_classes=["xray-model-info"], render=False)
     return dropdown, info
@@ -79,6 +83,9 @@ def run_row(task: str, button: str, examples: Sequence = (), inputs: Sequence = 
         run = gr.Button(button, variant="primary")
         model, info = model_picker(task)
     info.render()
+    for field, component in zip(INPUTS.get(task, ()), inputs):
+        if not tag_of(component):
+            tag(component, field.name)  # a link carries this input (ui.links)
     if inputs:
         gr.Examples([list(e) if len(inputs) > 1 else [e] for e in examples], inputs=list(inputs), **options)
     return run, model, info

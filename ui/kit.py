@@ -15,11 +15,13 @@ import gradio as gr
 from core import registry
 from core.results import ModelInfo
 from core.explainers import METHODS
+from core.words import sum_by_word
 from demos.runtime import settings
 from scale import backend
-from ui import session
+from ui import session, share
 from ui.common import explain, guarded, md_escape
 from ui.export import attribution_export
+from ui.links import tag
 from viz.bars import attribution_bars
 from viz.tokens import highlight_html
 
@@ -140,6 +142,7 @@ def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider, 
     return method, steps, adaptive
 
 
+WORDS_LABEL = "Whole words (each word's sub-word pieces summed)"
 TOLERANCE = 0.01  # convergence delta, in units of the explained probability
 INSTANT = "gradient_x_input"  # the first view while integrated gradients run
 # Every explanation event (attributions, lens, steps, interventions) queues in one group, one at a
@@ -166,17 +169,19 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
     answer never waits for other students' figures (plotly figures and their JSON cost several
     times the model's forward pass on short inputs); figures have their own queue group."""
     outputs = [c for view in views for c in view.outputs]
+    link = share.AfterViews.build(outputs)  # what a link sets once the views are drawn (ui.share)
 
     @guarded
-    def draw(result):
+    def draw(result, pending=None):
         if result is None:
             return {c: gr.skip() for c in outputs}
         out: dict = {}
         for view in views:
             out.update(view.values(result))
+        out.update(link.apply(pending, out))
         return out
 
-    return main.success(draw, [state], outputs, api_name=api(task, "views"), **VIEWS)
+    return main.success(draw, [state, link.pending], outputs + link.outputs, api_name=api(task, "views"), **VIEWS)
 
 
 def tolerance(adaptive: Any) -> float | None:
@@ -212,12 +217,18 @@ class AttributionView:
     def outputs(self) -> list:
         return [self.summary, self.html, self.plot]
 
-    def values(self, attr, title: str | None = None) -> dict:
+    def values(self, attr, title: str | None = None, words: bool = False) -> dict:
+        """The attribution per token, or with `words` per whole word (each word's pieces summed: the
+        total stays the same; core.words); the title says which."""
         title = title or f"Attribution toward {attr.target}"
+        tokens, scores = attr.tokens, attr.scores
+        if words:
+            tokens, scores = sum_by_word(tokens, scores)
+            title += " · whole words (sub-word scores summed)"
         return {
             self.summary: attribution_summary(attr),
-            self.html: highlight_html(attr.tokens, attr.scores, title),
-            self.plot: attribution_bars(attr.tokens, attr.scores, title),
+            self.html: highlight_html(tokens, scores, title),
+            self.plot: attribution_bars(tokens, scores, title),
         }
 
 
@@ -236,19 +247,21 @@ class AttributionPanel:
     button: gr.Button
     views: list[AttributionView]
     export: gr.State
+    words: Any = None  # whole words instead of sub-word tokens (display only: the export keeps the tokens)
 
     @classmethod
     def build(cls, help_text: str, headings: list[str] | None = None, button: str = "Explain again",
               plot_label: str = "Attribution per token") -> "AttributionPanel":
         explain(help_text)
         method, steps, adaptive = attribution_controls()
+        words = tag(gr.Checkbox(value=False, label=WORDS_LABEL), "words")
         explain_btn = gr.Button(button)
         views = []
         for heading in headings or [""]:
             if heading:
                 gr.Markdown(f"### {heading}")
             views.append(AttributionView.build(plot_label))
-        return cls(method, steps, adaptive, explain_btn, views, attribution_export())
+        return cls(method, steps, adaptive, explain_btn, views, attribution_export(), words)
 
     @property
     def outputs(self) -> list:
@@ -259,36 +272,45 @@ class AttributionPanel:
         """Chain the attribution after `main` (only when it succeeded) and on the button (and on
         the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
 
-        def shown(attrs: list) -> dict:
-            out: dict = {self.export: attrs if len(attrs) > 1 else attrs[0]}
-            for view, attr in zip(self.views, attrs):
-                out.update(view.values(attr))
-            return out
+        shown = self._shown
 
         @guarded
         def explain_result(result, *values, progress=gr.Progress()):
             if result is None:
                 raise gr.Error(missing)
-            *picked, method_value, steps_value, adaptive_value = values
+            *picked, method_value, steps_value, adaptive_value, words = values
             return shown(run(
                 result, *picked, method=method_value, steps=int(steps_value), tolerance=tolerance(adaptive_value),
                 progress=lambda frac, msg: progress(frac, desc=msg),
-            ))
+            ), words)
 
         @guarded
         def first_view(result, *values):
             """Gradient x input (one backward pass): shown at once while integrated gradients run."""
-            *picked, method_value, _, _ = values
+            *picked, method_value, _, _, words = values
             if result is None or not METHODS[method_value].integrates:
                 return {c: gr.skip() for c in self.outputs}
-            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=lambda frac, msg: None))
+            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=lambda frac, msg: None), words)
 
-        inputs = [state, *choices, self.method, self.steps, self.adaptive]
+        inputs = [state, *choices, self.method, self.steps, self.adaptive, self.words]
         queue = EXPLAIN
         main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
             explain_result, inputs, self.outputs, api_name=api, **queue
         )
         gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private", **queue)
+        self.words.change(guarded(self._regroup), [self.export, self.words], self.outputs, api_visibility="private", queue=False)
+
+    def _shown(self, attrs: list, words: Any = False) -> dict:
+        out: dict = {self.export: attrs if len(attrs) > 1 else attrs[0]}
+        for view, attr in zip(self.views, attrs):
+            out.update(view.values(attr, words=bool(words)))
+        return out
+
+    def _regroup(self, attrs: Any, words: Any) -> dict:
+        """Tokens <-> whole words from the attribution already shown (no new computation)."""
+        if attrs is None:
+            return {c: gr.skip() for c in self.outputs}
+        return self._shown(attrs if isinstance(attrs, list) else [attrs], words)
 
 
 def api(task: str, view: str = "") -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import texts
+from ui import share, texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
@@ -42,6 +42,11 @@ EMBEDDINGS_QA = (
 )
 
 
+def shown_score(score: float) -> float:
+    """The score to 4 significant digits: a small one stays readable (8.142e-05), never '0'."""
+    return float(f"{float(score):.4g}")
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
     explain(HOW)
@@ -52,7 +57,8 @@ def build() -> None:
             run, model, info = run_row(qa.TASK, "Find the answer", qa.EXAMPLES, [question, context])
         with gr.Column(scale=1):
             answer = gr.Textbox(label="Answer", interactive=False)
-            score = gr.Number(label="Score = P(start) × P(end)", interactive=False, precision=4)  # 4 decimals, not 0.00008142035893823375
+            # 4 significant digits (0.8142, 0.00008142, 8.142e-9), never rounded to "0" and never 0.00008142035893823375
+            score = gr.Number(label="Score = P(start) × P(end)", interactive=False)
             explain(SCORE)
             notice = gr.Markdown(label="Notice")
     gr.Markdown("**The answer in its context**")
@@ -79,7 +85,7 @@ def build() -> None:
         series = {"P(start)": result.start_probs, "P(end)": result.end_probs}
         return {
             answer: result.answer,
-            score: result.score,
+            score: shown_score(result.score),
             span: span_html(result.context, result.char_start, result.char_end),
             probs_plot: probability_lines(result.tokens, series, "Where does the answer start and end?"),
             state: result,
@@ -97,7 +103,7 @@ def build() -> None:
         ]
 
     main = gr.on(
-        [run.click, question.submit],
+        [run.click, question.submit, share.go()],  # share.go(): a link runs the answer
         ask,
         [question, context, model],
         [answer, score, span, probs_plot, info, notice, state],

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import texts
+from ui import share, texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
 from ui.explainers import ExplainerTabs
@@ -62,7 +62,7 @@ def build() -> None:
         return [sentiment.attribute(result.text, chosen, method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
     main = gr.on(
-        [run.click, text.submit],
+        [run.click, text.submit, share.go()],  # share.go(): a link runs the answer
         classify,
         [text, model],
         [label, info, notice, state, target],

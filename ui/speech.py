@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import texts
-from ui.common import AttentionView, Renderer, explain, guarded, plot_tab
+from ui import share, texts
+from ui.common import AttentionView, Heatmap, Renderer, explain, guarded, plot_tab
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
@@ -95,7 +95,7 @@ def build() -> None:
             explain(PROBABILITIES)
             probs_plot = gr.Plot(label="Token probabilities")
         with gr.Tab("Encoder attention"):
-            encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER)
+            encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER, Heatmap(words=False))  # time bins, not words
             explain(texts.HEADS)
         explainers = ExplainerTabs.build(speech.TASK)
     result_export(state, "speech")
@@ -115,7 +115,7 @@ def build() -> None:
         }
 
     main = gr.on(
-        [run.click, audio.stop_recording],
+        [run.click, audio.stop_recording, share.go()],  # share.go(): a link runs the answer
         transcribe,
         [audio, model],
         [transcript, notice, info, state, spectrogram, words_table, timeline, probs_plot],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import texts
+from ui import share, texts
 from ui.bertviz import BertvizView
 from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
 from ui.explainers import ExplainerTabs
@@ -107,7 +107,7 @@ def build() -> None:
         return [translation.attribute(result.text, int(step or 0), method, steps, result.model_id, progress=progress, tolerance=tolerance)]
 
     main = gr.on(
-        [run.click, text.submit],
+        [run.click, text.submit, share.go()],  # share.go(): a link runs the answer
         translate,
         [text, model],
         [output, info, notice, state, target, confidence],

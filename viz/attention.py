@@ -6,7 +6,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.tokens import axis_labels, thinned_ticks, token_range
+from core.words import word_attention
+from viz.tokens import axis_labels, figure_title, fit_title, thinned_ticks, token_range
 
 AVERAGE = "average"
 
@@ -40,12 +41,17 @@ def attention_heatmap(
     title: str = "Attention",
     colorscale: str = "Blues",
     self_attention: bool = True,
+    words: bool = False,
 ) -> go.Figure:
     """Heatmap of one layer's attention (rows = queries attending, columns = keys attended to).
 
     weights: (layers, heads, q, k). start/end pick a query-token range (see `shown_part`).
+    words: whole words instead of sub-word tokens (attention to a word is the sum over its pieces,
+    from a word the mean over its pieces: core.words); the range then counts words.
     """
     matrix = select_heads(weights, layer, head)
+    if words:
+        matrix, query_tokens, key_tokens = word_attention(matrix, query_tokens, key_tokens)
     rows, cols = shown_part(matrix.shape, start, end, self_attention)
     ylab = axis_labels(query_tokens)[rows]
     xlab = axis_labels(key_tokens)[cols]
@@ -60,17 +66,17 @@ def attention_heatmap(
             colorbar=dict(title="weight"),
         )
     )
-    head_name = "mean of heads" if head in (AVERAGE, None, "") else f"head {head}"
+    head_name = ("mean of heads" if head in (AVERAGE, None, "") else f"head {head}") + (" · whole words" if words else "")
     xv, xt = thinned_ticks(xlab)
     yv, yt = thinned_ticks(ylab)
     fig.update_layout(
-        title=f"{title} · layer {layer} · {head_name}",
+        title=figure_title(f"{title} · layer {layer} · {head_name}"),
         xaxis=dict(title="attended to (key)", tickvals=xv, ticktext=xt, tickangle=-60),
         yaxis=dict(title="attending (query)", tickvals=yv, ticktext=yt, autorange="reversed"),
         height=max(360, min(900, 160 + 14 * len(ylab))),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def head_entropy(weights: np.ndarray) -> np.ndarray:
@@ -107,9 +113,9 @@ def head_summary(weights: np.ndarray, title: str = "Attention heads") -> go.Figu
         )
     )
     fig.update_layout(
-        title=f"{title}: focus of each head (dark = focused, 0 bits; bright = spread evenly, {top:.2f} bits)",
+        title=figure_title(f"{title}: focus of each head (dark = focused, 0 bits; bright = spread evenly, {top:.2f} bits)"),
         yaxis=dict(autorange="reversed"),
         height=max(260, 60 + 28 * ent.shape[0]),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)

@@ -9,15 +9,15 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.attention import AVERAGE, select_heads
-from viz.tokens import axis_labels, plot_label, thinned_ticks
+from viz.tokens import axis_labels, figure_title, fit_title, plot_label, thinned_ticks
 
 MAX_COLUMNS = 1500  # wider time axes are averaged down so the figure stays light in the browser
 Word = tuple[str, float, float, float]  # (word, start s, end s, probability)
 
 
 def _margins(fig: go.Figure, title: str, height: int) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    fig.update_layout(title=figure_title(title), height=height, margin=dict(l=10, r=10, t=50, b=10))
+    return fit_title(fig)
 
 
 def downsample_time(matrix: np.ndarray, step: float, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, float]:

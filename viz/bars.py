@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.tokens import axis_labels, plot_label, plot_title, thinned_ticks
+from viz.tokens import axis_labels, figure_title, fit_title, plot_label, shorten, thinned_ticks
 
 
 def attribution_bars(tokens: Sequence[str], scores: Sequence[float], title: str) -> go.Figure:
@@ -23,13 +23,13 @@ def attribution_bars(tokens: Sequence[str], scores: Sequence[float], title: str)
     )
     tv, tt = thinned_ticks(labels)
     fig.update_layout(
-        title=plot_title(title),
+        title=figure_title(title),
         xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
         yaxis=dict(title="attribution"),
         height=360,
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def probability_lines(tokens: Sequence[str], series: dict[str, Sequence[float]], title: str) -> go.Figure:
@@ -40,13 +40,16 @@ def probability_lines(tokens: Sequence[str], series: dict[str, Sequence[float]],
         fig.add_trace(go.Scatter(x=labels, y=np.asarray(values, float), mode="lines+markers", name=name))
     tv, tt = thinned_ticks(labels)
     fig.update_layout(
-        title=plot_title(title),
+        title=figure_title(title),
         xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60),
         yaxis=dict(title="probability", range=[0, 1]),
         height=360,
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
+
+
+CELL_CHARS = 6  # characters of a candidate written in a top-k cell (ten cells share a half-width figure)
 
 
 def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, title: str) -> go.Figure:
@@ -57,7 +60,10 @@ def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]]
     """
     probs = np.asarray(probs, float)
     k = probs.shape[1] if probs.ndim == 2 else 0
-    text = [[f"{plot_label(c)}<br>{p:.1%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
+    # cells show at most CELL_CHARS of a candidate at a fixed size: plotly otherwise shrinks every
+    # cell's text to fit the longest one (microscopic text for one long token); hover has it whole
+    text = [[f"{plot_label(shorten(c, CELL_CHARS))}<br>{p:.1%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
+    full = [[f"{plot_label(c)}: {p:.2%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
     fig = go.Figure(
         go.Heatmap(
             z=probs,
@@ -65,18 +71,20 @@ def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]]
             y=axis_labels(step_labels),
             text=text,
             texttemplate="%{text}",
+            textfont=dict(size=10),
+            customdata=full,
             colorscale="Oranges",
             zmin=0,
             zmax=1,
-            hovertemplate="step %{y}, rank %{x}<br>%{text}<extra></extra>",
+            hovertemplate="step %{y}, rank %{x}<br>%{customdata}<extra></extra>",
             colorbar=dict(title="p"),
         )
     )
     fig.update_layout(
-        title=plot_title(title),
+        title=figure_title(title),
         xaxis=dict(title="rank of candidate", side="top"),
         yaxis=dict(title="generated token (step)", autorange="reversed"),
         height=max(300, 80 + 34 * len(step_labels)),
         margin=dict(l=10, r=10, t=70, b=10),
     )
-    return fig
+    return fit_title(fig, 56)

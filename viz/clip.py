@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from viz.tokens import plot_label, plot_title
+from viz.tokens import figure_title, fit_title, plot_label
 
 MAX_LABEL = 40
 
@@ -51,13 +51,13 @@ def similarity_heatmap(
         )
     )
     fig.update_layout(
-        title=plot_title(title),
+        title=figure_title(title),
         xaxis=dict(title="candidate text", tickangle=-35, side="bottom"),
         yaxis=dict(title="image", autorange="reversed"),
         height=max(320, 140 + 48 * z.shape[0]),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def _normalised(scores: np.ndarray) -> np.ndarray:
@@ -100,5 +100,5 @@ def relevance_overlay(pixels: np.ndarray, scores: np.ndarray, title: str, opacit
         fig.layout[axis].update(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", row=1, col=1)
     fig.update_yaxes(autorange="reversed", scaleanchor="x2", row=1, col=2)
-    fig.update_layout(title=plot_title(title), height=420, margin=dict(l=10, r=10, t=70, b=10))
-    return fig
+    fig.update_layout(title=figure_title(title), height=420, margin=dict(l=10, r=10, t=70, b=10))
+    return fit_title(fig, 30)

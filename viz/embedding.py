@@ -6,7 +6,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from viz.tokens import plot_label
+from viz.tokens import figure_title, fit_title, plot_label
 
 PROJECTIONS = ("pca", "tsne")
 
@@ -58,10 +58,10 @@ def embedding_scatter(
             )
         )
     fig.update_layout(
-        title=title,
+        title=figure_title(title),
         xaxis=dict(title="component 1", zeroline=False),
         yaxis=dict(title="component 2", zeroline=False),
         height=460,
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)

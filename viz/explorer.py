@@ -7,7 +7,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.clip import short_labels
-from viz.tokens import plot_title
+from viz.tokens import figure_title, fit_title
 
 
 def nearest_other(matrix: np.ndarray) -> np.ndarray:
@@ -42,10 +42,10 @@ def sentence_similarity_heatmap(matrix: np.ndarray, sentences: Sequence[str], ti
         )
     )
     fig.update_layout(
-        title=plot_title(title),
+        title=figure_title(title),
         xaxis=dict(tickangle=-35, side="bottom"),
         yaxis=dict(autorange="reversed"),
         height=max(340, 160 + 44 * z.shape[0]),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)

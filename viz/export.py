@@ -43,10 +43,18 @@ def result_json(result: Any) -> str:
 
 
 def _cell(value: Any) -> Any:
-    """Guard spreadsheet users against formula injection: '=cmd()' is written as "'=cmd()"."""
+    """Guard spreadsheet users against formula injection: a TEXT cell '=cmd()' is written as
+    "'=cmd()". Numbers are left as numbers (a negative score stays -0.25, not the text '-0.25)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+def _num(value: Any) -> float | int:
+    """A number rounded to 6 significant digits, kept a number (so `_cell` never guards it);
+    whole values are written without '.0' ('11', not '11.0')."""
+    x = float(f"{float(value):.6g}")
+    return int(x) if x.is_integer() and abs(x) < 1e15 else x
 
 
 def _csv(header: Sequence[str], rows) -> str:
@@ -62,20 +70,20 @@ def matrix_csv(matrix: np.ndarray, row_tokens: Sequence[str], col_tokens: Sequen
     column token (headers 'index:token'). matrix: (q, k); rows/cols: the part shown."""
     q_idx, k_idx = range(*rows.indices(matrix.shape[0])), range(*cols.indices(matrix.shape[1]))
     header = ["query \\ key", *[f"{j}:{col_tokens[j]}" for j in k_idx]]
-    body = ([f"{i}:{row_tokens[i]}", *[f"{matrix[i, j]:.6g}" for j in k_idx]] for i in q_idx)
+    body = ([f"{i}:{row_tokens[i]}", *[_num(matrix[i, j]) for j in k_idx]] for i in q_idx)
     return _csv(header, body)
 
 
 def points_csv(points: np.ndarray, labels: Sequence[str], groups: Sequence[str] | None = None) -> str:
     """One row per projected point: index, label, group, x, y. points: (n, 2)."""
     groups = list(groups) if groups else [""] * len(labels)
-    rows = ((i, labels[i], groups[i], f"{points[i, 0]:.6g}", f"{points[i, 1]:.6g}") for i in range(len(labels)))
+    rows = ((i, labels[i], groups[i], _num(points[i, 0]), _num(points[i, 1])) for i in range(len(labels)))
     return _csv(["index", "label", "group", "x", "y"], rows)
 
 
 def scores_csv(tokens: Sequence[str], scores: Sequence[float], name: str = "attribution") -> str:
     """One row per token: index, token, score."""
-    return _csv(["index", "token", name], ((i, t, f"{float(s):.6g}") for i, (t, s) in enumerate(zip(tokens, scores))))
+    return _csv(["index", "token", name], ((i, t, _num(s)) for i, (t, s) in enumerate(zip(tokens, scores))))
 
 
 def attributions_csv(attributions: Sequence[Any]) -> str:
@@ -88,5 +96,5 @@ def attributions_csv(attributions: Sequence[Any]) -> str:
             units = [f"row {r} col {c}" for r in range(scores.shape[0]) for c in range(scores.shape[1])]
         else:
             units = list(attr.tokens)
-        rows += [(attr.target, attr.method, i, u, f"{v:.6g}") for i, (u, v) in enumerate(zip(units, scores.ravel()))]
+        rows += [(attr.target, attr.method, i, u, _num(v)) for i, (u, v) in enumerate(zip(units, scores.ravel()))]
     return _csv(["target", "method", "index", "unit", "score"], rows)

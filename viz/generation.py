@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from viz.bars import topk_heatmap
-from viz.tokens import axis_labels
+from viz.tokens import CHIPS_WRAP, axis_labels
 
 
 def continuation_html(prompt: str, pieces: Sequence[str], probs: Sequence[float], title: str = "") -> str:
@@ -25,7 +25,7 @@ def continuation_html(prompt: str, pieces: Sequence[str], probs: Sequence[float]
     ]
     head = f"<div class='xray-caption'>{html.escape(title)}</div>" if title else ""
     return (
-        f"<div class='xray-highlight'>{head}<div class='xray-tokens' style='white-space:pre-wrap'>"
+        f"<div class='xray-highlight'>{head}<div class='xray-tokens' style='white-space:pre-wrap;{CHIPS_WRAP}'>"
         f"<span style='opacity:.6'>{html.escape(prompt)}</span>{''.join(spans)}</div>"
         "<div class='xray-legend'><span style='background:rgba(234,88,12,.85)'>sure</span> "
         "<span style='background:rgba(234,88,12,.15)'>unsure</span> (hover a token for its probability)</div></div>"

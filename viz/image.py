@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from PIL import Image
 
 from viz.attention import AVERAGE
-from viz.tokens import plot_label
+from viz.tokens import figure_title, fit_title, plot_label
 
 # Anchor colours of the "inferno" colormap (dark purple -> orange -> pale yellow), 0..1.
 _INFERNO = np.array(
@@ -138,10 +138,10 @@ def patch_grid_figure(
         )
     )
     fig.update_layout(
-        title=plot_label(title),
+        title=figure_title(title),
         xaxis=dict(visible=False, range=[0, w], constrain="domain"),
         yaxis=dict(visible=False, range=[h, 0], scaleanchor="x"),
         height=max(320, min(560, int(480 * h / max(w, 1)) + 80)),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)

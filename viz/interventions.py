@@ -9,7 +9,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from core.intervention_types import AblationResult, Branch, Faithfulness, HeadImportance
-from viz.tokens import clean_token, plot_label, plot_title
+from core.tokens import outcome_text
+from viz.tokens import CHIPS_WRAP, clean_token, figure_title, fit_title, plot_label, shorten
 
 
 def _from_zero(*values) -> dict:
@@ -23,27 +24,40 @@ def _from_zero(*values) -> dict:
 
 def ablation_figure(r: AblationResult) -> go.Figure:
     """The answer's outcomes before and after the knockout, side by side."""
-    labels = [plot_label(x) for x in r.labels]
+    # short tick labels (a QA span can be a whole sentence), whole in the hover; the legend above the
+    # plot, where rotated tick labels can never run into it
+    labels = [f"{i + 1}. {plot_label(shorten(outcome_text(x), LABEL_CHARS))}" for i, x in enumerate(r.labels)]
+    full = [plot_label(x) for x in r.labels]
     fig = go.Figure([
-        go.Bar(x=labels, y=r.before, name="before (nothing knocked out)", marker_color="#60a5fa",
-               hovertemplate="%{x}<br>before %{y:.4f}<extra></extra>"),
-        go.Bar(x=labels, y=r.after, name="after the knockout", marker_color="#f59e0b",
-               hovertemplate="%{x}<br>after %{y:.4f}<extra></extra>"),
+        go.Bar(x=labels, y=r.before, name="before (nothing knocked out)", marker_color="#60a5fa", customdata=full,
+               hovertemplate="%{customdata}<br>before %{y:.4f}<extra></extra>"),
+        go.Bar(x=labels, y=r.after, name="after the knockout", marker_color="#f59e0b", customdata=full,
+               hovertemplate="%{customdata}<br>after %{y:.4f}<extra></extra>"),
     ])
     fig.update_layout(
-        barmode="group", title=plot_title(f"Knocked out: {', '.join(r.knocked_out) or 'nothing'}"),
-        yaxis=dict(title=r.value_name, **_from_zero(r.before, r.after)), xaxis=dict(tickangle=-40),
-        legend=dict(orientation="h", y=-0.3), height=420, margin=dict(l=10, r=10, t=50, b=10),
+        barmode="group", title=figure_title(f"Knocked out: {', '.join(r.knocked_out) or 'nothing'}"),
+        yaxis=dict(title=r.value_name, **_from_zero(r.before, r.after)), xaxis=dict(tickangle=-40, automargin=True),
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom"), height=440,
+        margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig, 30)
+
+
+LABEL_CHARS = 24  # an outcome (token, class, span) as a tick label; the hover has it whole
 
 
 def ablation_summary(r: AblationResult) -> str:
     """Markdown: the explained answer's score before and after, and whether the top answer changed."""
     change = r.score_after - r.score_before
-    top = (f"The top answer stays **{_md(r.top_before)}**." if r.top_before == r.top_after
-           else f"The top answer changes from **{_md(r.top_before)}** to **{_md(r.top_after)}**.")
-    return (f"{_md(r.value_name)} of **{_md(r.answer)}**: {r.score_before:.4f} → {r.score_after:.4f} "
+    answer, first, then = (_md(clean_token(outcome_text(x))) for x in (r.answer, r.top_before, r.top_after))
+    if r.top_before == r.answer:  # the answer shown was the model's own first choice
+        top = (f"**{answer}** stays the model's first choice." if r.top_after == r.answer
+               else f"**{answer}** is no longer the model's first choice: **{then}** is.")
+    else:  # sampled, or chosen by beam search: say so rather than speak of another token as "the answer"
+        top = (f"**{answer}** was not the model's first choice here (it was sampled, or picked by beam search); "
+               f"the most likely was **{first}**" + (", and still is." if r.top_after == r.top_before
+                                                     else f", and after the knockout it is **{then}**."))
+    return (f"{_md(r.value_name)} of **{answer}**: {r.score_before:.4f} → {r.score_after:.4f} "
             f"({change:+.4f}). {top}")
 
 
@@ -62,10 +76,10 @@ def head_map_figure(h: HeadImportance) -> go.Figure:
         ), row=1, col=i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     fig.update_layout(
-        title=plot_title(f"Knock out one head at a time: change of {h.value_name} of {clean_token(h.answer)} (was {h.score:.4f})"),
+        title=figure_title(f"Knock out one head at a time: change of {h.value_name} of {shorten(clean_token(outcome_text(h.answer)), 40)} (was {h.score:.4f})"),
         height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)), margin=dict(l=10, r=10, t=70, b=10),
     )
-    return fig
+    return fit_title(fig, 30)
 
 
 def branch_html(b: Branch) -> str:
@@ -82,7 +96,7 @@ def branch_html(b: Branch) -> str:
 
     rejoin = "and never come back together" if b.rejoin_at is None else f"and come back together at step {b.rejoin_at}"
     return (
-        "<div class='xray-tokens xray-branch'>"
+        f"<div class='xray-tokens xray-branch' style='{CHIPS_WRAP}'>"
         + row(b.original, "Original:")
         + row(b.branch, f"Forced “{b.forced}” at step {b.step}:")
         + f"<div class='xray-help'>They part at step {b.diverge_at} {html.escape(rejoin)}.</div></div>"
@@ -98,11 +112,11 @@ def deletion_figure(f: Faithfulness) -> go.Figure:
         fig.add_trace(go.Scatter(x=f.ks, y=curve, mode="lines+markers", name=plot_label(name), line=dict(dash=dash),
                                  hovertemplate=f"{plot_label(name)}<br>%{{x}} removed: %{{y:.4f}}<extra></extra>"))
     fig.update_layout(
-        title=plot_title(f"Deletion check: remove the top units ({f.replacement}) and watch {f.value_name} of {clean_token(f.answer)}"),
+        title=figure_title(f"Deletion check: remove the top units ({f.replacement}) and watch {f.value_name} of {shorten(clean_token(outcome_text(f.answer)), 40)}"),
         xaxis=dict(title="units removed"), yaxis=dict(title=f.value_name),
-        legend=dict(orientation="h", y=-0.3), height=440, margin=dict(l=10, r=10, t=50, b=10),
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom"), height=440, margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig, 52)  # a legend of five entries: two rows on a narrow screen
 
 
 def agreement_figure(f: Faithfulness) -> go.Figure:
@@ -112,9 +126,9 @@ def agreement_figure(f: Faithfulness) -> go.Figure:
         z=f.spearman, x=names, y=names, zmin=-1, zmax=1, zmid=0, colorscale="RdBu",
         text=np.round(f.spearman, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
     ))
-    fig.update_layout(title="Do the explanations agree? (Spearman rank correlation)", yaxis=dict(autorange="reversed"),
+    fig.update_layout(title=figure_title("Do the explanations agree? (Spearman rank correlation)"), yaxis=dict(autorange="reversed"),
                       height=380, margin=dict(l=10, r=10, t=50, b=10))
-    return fig
+    return fit_title(fig)
 
 
 def faithfulness_summary(f: Faithfulness) -> str:
@@ -122,15 +136,21 @@ def faithfulness_summary(f: Faithfulness) -> str:
     area = f.area()
     order = np.argsort(area)
     lines = [f"Area under each deletion curve (smaller = the answer falls faster = more faithful); "
-             f"{f.value_name} of **{_md(f.answer)}** with nothing removed: {f.original:.4f}, with everything removed: {f.baseline:.4f}."]
+             f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** with nothing removed: {f.original:.4f}, with everything removed: {f.baseline:.4f}."]
     lines += [f"{rank}. {_md(f.curve_names[i])}: {area[i]:.4f}" for rank, i in enumerate(order, start=1)]
     lines += [f"- *{_md(name)}* not shown: {_md(why)}" for name, why in f.skipped.items()]
     return "\n".join(lines)
 
 
 def faithfulness_rows(f: Faithfulness) -> list[list]:
-    """Table: each unit with every explanation's score (the same units side by side)."""
-    return [[clean_token(u), *[float(v) for v in f.scores[:, i]]] for i, u in enumerate(f.units)]
+    """Table: each unit with every explanation's score (the same units side by side), to 3
+    significant digits (a table of 17-digit floats is unreadable; the JSON export has them whole)."""
+    return [[clean_token(u), *[_sig(v) for v in f.scores[:, i]]] for i, u in enumerate(f.units)]
+
+
+def _sig(value: float, digits: int = 3) -> float:
+    """`value` rounded to `digits` significant digits (still a number: the table sorts it as one)."""
+    return float(f"{float(value):.{digits}g}")
 
 
 def _md(text: str) -> str:

@@ -5,7 +5,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from core.lens_types import AttentionSteps, HeadLens, LensGrid
-from viz.tokens import axis_labels, clean_token, plot_label, plot_title, thinned_ticks, token_range
+from viz.tokens import axis_labels, clean_token, figure_title, fit_title, plot_label, shorten, thinned_ticks, token_range
 
 MAX_COLUMNS = 60  # positions shown at once in the lens grid (a token range picks which)
 
@@ -18,7 +18,10 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
     if cols.stop - cols.start > MAX_COLUMNS:
         cols = slice(cols.start, cols.start + MAX_COLUMNS)
     idx = list(range(n))[cols]
-    text = [[plot_label(grid.top_tokens[r][c]) for c in idx] for r in range(grid.n_layers)]
+    # a cell holds a few characters at a size that shrinks with the columns (one long token must not
+    # run over its neighbours or the layer names); hover gives the top 5 in full
+    chars, size = (8, 12) if len(idx) <= 16 else (5, 11) if len(idx) <= 32 else (3, 9)
+    text = [[plot_label(shorten(clean_token(grid.top_tokens[r][c]), chars)) for c in idx] for r in range(grid.n_layers)]
     hover = [
         ["<br>".join(f"{plot_label(t)}: {p:.4f}" for t, p in zip(grid.top5_tokens[r][c], grid.top5_probs[r, c])) for c in idx]
         for r in range(grid.n_layers)
@@ -31,24 +34,24 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
             y=grid.layer_labels,
             text=text,
             texttemplate="%{text}",
-            textfont=dict(size=12),
+            textfont=dict(size=size),
             customdata=hover,
             zmin=0.0,
             zmax=1.0,
             colorscale="Blues",
             colorbar=dict(title="P(top-1)"),
-            hovertemplate="%{y} · %{x}<br>%{customdata}<extra></extra>",
+            hovertemplate=f"%{{y}} · %{{x}}<br>%{{customdata}}<br>(read through {plot_label(grid.head)})<extra></extra>",
         )
     )
     xv, xt = thinned_ticks(xlab)
     fig.update_layout(
-        title=plot_title(f"Layer lens: the top token each layer would predict ({grid.head})"),
+        title=figure_title("Layer lens: the token each layer would predict next"),
         xaxis=dict(title="position: input → token chosen next", tickvals=xv, ticktext=xt, tickangle=-60),
         yaxis=dict(title="layer", autorange="reversed"),
         height=max(420, 200 + 56 * grid.n_layers),
         margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def commit_figure(grid: LensGrid, start: int | None = None, end: int | None = None) -> go.Figure:
@@ -66,37 +69,41 @@ def commit_figure(grid: LensGrid, start: int | None = None, end: int | None = No
     ))
     xv, xt = thinned_ticks(xlab)
     fig.update_layout(
-        title="Where the model commits: the probability of the token finally chosen, layer by layer",
+        title=figure_title("Where the model commits: the probability of the token finally chosen, layer by layer"),
         xaxis=dict(title="position: token chosen next", tickvals=xv, ticktext=xt, tickangle=-60),
         yaxis=dict(title="layer", autorange="reversed"),
         height=max(320, 160 + 40 * grid.n_layers), margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def head_lens_figure(hl: HeadLens) -> go.Figure:
     """The task's head read at every layer: one line per class (few classes), else the final
     answer's probability with each layer's top answer written beside its point."""
     fig = go.Figure()
+    via = f"<br>(read through {plot_label(hl.head)})"  # the internals: in the hover and the caption, not the title
     if hl.class_probs is not None and hl.classes:
         for j, name in enumerate(hl.classes):
             fig.add_trace(go.Scatter(
-                x=hl.layer_labels, y=hl.class_probs[:, j], mode="lines+markers", name=plot_label(name),
-                hovertemplate=f"{plot_label(name)}<br>%{{x}}: P = %{{y:.4f}}<extra></extra>",
+                x=hl.layer_labels, y=hl.class_probs[:, j], mode="lines+markers", name=plot_label(shorten(clean_token(name), LEGEND_CHARS)),
+                hovertemplate=f"{plot_label(name)}<br>%{{x}}: P = %{{y:.4f}}{via}<extra></extra>",
             ))
     else:
         top = [plot_label(row[0]) if row else "" for row in hl.top_labels]
         fig.add_trace(go.Scatter(
-            x=hl.layer_labels, y=hl.final_probs, mode="lines+markers+text", text=top, textposition="top center",
-            name=f"P({plot_label(hl.final_label)})", customdata=top,
-            hovertemplate="%{x}: P(final answer) = %{y:.4f}<br>top here: %{customdata}<extra></extra>",
+            x=hl.layer_labels, y=hl.final_probs, mode="lines+markers+text", text=[plot_label(shorten(row[0], 24)) if row else "" for row in hl.top_labels],
+            textposition="top center", name=f"P({plot_label(shorten(clean_token(hl.final_label), LEGEND_CHARS))})", customdata=top,
+            hovertemplate=f"%{{x}}: P(final answer) = %{{y:.4f}}<br>top here: %{{customdata}}{via}<extra></extra>",
         ))
     fig.update_layout(
-        title=plot_title(f"Layer lens: {hl.head} read at every layer (final answer: {clean_token(hl.final_label)})"),
+        title=figure_title(f"Layer lens: the answer each layer would give (final answer: “{shorten(clean_token(hl.final_label), 40)}”)"),
         xaxis=dict(title="layer"), yaxis=dict(title="probability", range=[0, 1.05]),
         height=400, margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
+
+
+LEGEND_CHARS = 32  # a class name or CLIP description in the legend (whole in the hover)
 
 
 def lens_rows(lens: LensGrid | HeadLens) -> list[list]:
@@ -133,13 +140,13 @@ def steps_figure(steps: AttentionSteps, top: int = 40) -> go.Figure:
         hovertemplate="%{x}<br>model %{y:.6f}<extra></extra>",
     ))
     fig.update_layout(
-        title=plot_title(f"{steps.block}, head {steps.head}: query {steps.query}:{clean_token(steps.query_token)}"),
+        title=figure_title(f"{steps.block}, head {steps.head}: query {steps.query}:{clean_token(steps.query_token)}"),
         yaxis=dict(title="scaled score"),
         yaxis2=dict(title="attention weight", overlaying="y", side="right", range=[0, 1.05]),
         xaxis=dict(tickangle=-60), legend=dict(orientation="h", y=-0.35),
         height=460, margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def qkv_figure(steps: AttentionSteps, top: int = 24) -> go.Figure:
@@ -154,11 +161,11 @@ def qkv_figure(steps: AttentionSteps, top: int = 24) -> go.Figure:
         hovertemplate="%{y}, dim %{x}: %{z:.4f}<extra></extra>", colorbar=dict(title="value"),
     ))
     fig.update_layout(
-        title=f"q, K and V of this head (d_k = {steps.d_k}; the {len(order)} most attended keys)",
+        title=figure_title(f"q, K and V of this head (d_k = {steps.d_k}; the {len(order)} most attended keys)"),
         xaxis=dict(title="dimension"), yaxis=dict(autorange="reversed"),
         height=max(360, 60 + 16 * len(y)), margin=dict(l=10, r=10, t=50, b=10),
     )
-    return fig
+    return fit_title(fig)
 
 
 def steps_summary(steps: AttentionSteps) -> str:

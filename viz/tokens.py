@@ -27,6 +27,45 @@ def plot_title(title: str) -> str:
     return html.escape(title, quote=False)
 
 
+TITLE_CHARS = 60  # a title line of at most this many characters fits a half-width figure (two side by side)
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters with '…' (the full text goes in a hover or a caption)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: max(1, limit - 1)].rstrip() + "…"
+
+
+TITLE_LINE_PX = 22  # height of one title line at TITLE_FONT_PX
+TITLE_FONT_PX = 16
+TITLE_TOP_PX = 8  # space above a title
+
+
+def figure_title(title: str, chars: int = TITLE_CHARS) -> dict:
+    """A plotly `title` that fits its figure: markup escaped, wrapped into lines of at most `chars`
+    characters (plotly never wraps a title: a long one runs off the figure's edge). `fit_title`
+    then places it and makes the top margin tall enough for its lines."""
+    import textwrap
+
+    lines = textwrap.wrap(str(title), width=chars, break_long_words=True, break_on_hyphens=False) or [""]
+    return dict(text="<br>".join(html.escape(line, quote=False) for line in lines), font=dict(size=TITLE_FONT_PX))
+
+
+def fit_title(fig, above: int = 0):
+    """Make the top margin hold the title's lines plus `above` pixels of what sits between the title
+    and the plot (a top x axis with its title, a legend row, subplot titles), so none of them overlap.
+    Returns the figure."""
+    text = fig.layout.title.text or ""
+    lines = text.count("<br>") + 1 if text else 0
+    # plotly centres a title of several lines on its anchor whatever `yanchor` says: so the anchor is
+    # the middle of the title's block, placed in pixels from the figure's top (its height is known)
+    height = fig.layout.height or 450  # plotly's default height
+    middle = TITLE_TOP_PX + TITLE_LINE_PX * lines / 2
+    fig.update_layout(title=dict(yref="container", y=1 - middle / height, yanchor="middle"),
+                      margin=dict(t=TITLE_TOP_PX + TITLE_LINE_PX * lines + 6 + int(above)))
+    return fig
+
+
 def axis_labels(tokens: Sequence[str]) -> list[str]:
     """Unique axis labels 'i:token' (plotly merges equal category names, so indices are kept)."""
     return [f"{i}:{plot_label(t)}" for i, t in enumerate(tokens)]
@@ -46,6 +85,11 @@ def token_range(n: int, start: int | None, end: int | None) -> slice:
     lo = 0 if start is None else max(0, min(int(start), n - 1))
     hi = n if not end else max(lo + 1, min(int(end), n))
     return slice(lo, hi)
+
+
+# Token chips wrap inside their box: a run of pieces without spaces (emoji, a right-to-left script, a
+# long word) would otherwise run past the page edge. Inline, so the views need no page CSS.
+CHIPS_WRAP = "overflow-wrap:anywhere;word-break:break-word;max-width:100%"
 
 
 def _colour(score: float, scale: float) -> str:
@@ -72,7 +116,7 @@ def highlight_html(tokens: Sequence[str], scores: Sequence[float], title: str = 
         "<div class='xray-legend'><span style='background:rgba(22,163,74,.7)'>pushes toward</span> "
         "<span style='background:rgba(220,38,38,.7)'>pushes away</span></div>"
     )
-    return f"<div class='xray-highlight'>{head}<div class='xray-tokens'>{' '.join(spans)}</div>{legend}</div>"
+    return f"<div class='xray-highlight'>{head}<div class='xray-tokens' style='{CHIPS_WRAP}'>{' '.join(spans)}</div>{legend}</div>"
 
 
 def span_html(text: str, start: int, end: int) -> str:

@@ -5,30 +5,40 @@ Explainers call adapter_for(model) and the helpers below; they never test hasatt
 """
 from .ops import (
     STEPS,
+    STILL_WORKS,
     Parts,
+    Ran,
     adapter_for,
+    adapter_for_view,
     apply_rotary,
     attention_input,
     attention_module,
     attention_parts,
     blocks,
+    causal_mask,
+    cross_attention_input,
+    describe_head,
     final_logits,
     head_counts,
     out_projection,
+    pair_logits,
     pair_scores,
     position_bias,
     qkv,
     resolve,
+    run_attention,
     scale,
     stack_of,
+    stack_output,
     stack_outputs,
 )
 from .spec import Adapter, AttentionSpec, Head, Stack, UnknownArchitecture
 from .table import TABLE, UNSUPPORTED
 
 __all__ = [
-    "STEPS", "TABLE", "UNSUPPORTED", "Adapter", "AttentionSpec", "Head", "Parts", "Stack", "UnknownArchitecture",
-    "adapter_for", "apply_rotary", "attention_input", "attention_module", "attention_parts", "blocks", "final_logits",
-    "head_counts", "out_projection", "pair_scores", "position_bias", "qkv", "resolve", "scale", "stack_of",
+    "STEPS", "STILL_WORKS", "TABLE", "UNSUPPORTED", "Adapter", "AttentionSpec", "Head", "Parts", "Ran", "Stack", "UnknownArchitecture",
+    "adapter_for", "adapter_for_view", "apply_rotary", "attention_input", "attention_module", "attention_parts", "blocks", "causal_mask",
+    "cross_attention_input", "describe_head", "final_logits", "head_counts", "out_projection", "pair_logits",
+    "pair_scores", "position_bias", "qkv", "resolve", "run_attention", "scale", "stack_of", "stack_output",
     "stack_outputs",
 ]

@@ -94,6 +94,18 @@ def adapter_for(model: nn.Module) -> Adapter:
     return replace(adapter, stacks=stacks, head=heads)
 
 
+STILL_WORKS = ("The attention maps and the attributions do not need the architecture table and still work for "
+               "this model.")
+
+
+def adapter_for_view(model: nn.Module, view: str) -> Adapter:
+    """adapter_for(model), or UnknownArchitecture saying which view cannot run, what is missing and what still works."""
+    try:
+        return adapter_for(model)
+    except UnknownArchitecture as exc:
+        raise UnknownArchitecture(f"{view} is not available for this model: {exc}. {STILL_WORKS}") from exc
+
+
 def stack_of(adapter: Adapter, stack: str | None = None) -> Stack:
     """The named stack ("main", "encoder", "decoder", "text", "vision"); None = adapter.main."""
     name = stack or adapter.main
@@ -196,16 +208,21 @@ def position_bias(model: nn.Module, adapter: Adapter, layer: int, q: torch.Tenso
     if spec.positions == "relative_bias":  # T5: block 0's bucketed bias, shared by every block of the stack
         return resolve(model, st.bias_source).compute_bias(q.shape[-2], k.shape[-2])
     if spec.positions == "relative_bias_2d":  # BEiT: per-block and/or shared table over 2-D patch offsets
-        side = model.config.image_size // model.config.patch_size
-        tables = [resolve(block, "relative_position_bias"), resolve(model.base_model, "shared_position_bias")]
-        terms = [t((side, side), False, dim_size=q.shape[-2]) for t in tables if t is not None]
-        return sum(terms) if terms else None
+        return _bias_2d(model, block, q.shape[-2])
     core, encoder = resolve(attention_module(block, spec), "self"), resolve(model, st.bias_source)  # DeBERTa
     b, heads, n, d = q.shape
     qf, kf = q.reshape(b * heads, n, d), k.reshape(b * heads, k.shape[-2], d)
     kinds = 1 + sum(kind in core.pos_att_type for kind in ("c2p", "p2c"))
     bias = core.disentangled_attention_bias(qf, kf, encoder.get_rel_pos(qf), encoder.get_rel_embedding(), kinds)
     return bias.view(b, heads, n, -1)
+
+
+def _bias_2d(model: nn.Module, block: nn.Module, n: int) -> torch.Tensor | None:
+    """BEiT's relative position bias (1, H, n, n) over the 2-D patch offsets (per block and/or shared)."""
+    side = model.config.image_size // model.config.patch_size
+    tables = [resolve(block, "relative_position_bias"), resolve(model.base_model, "shared_position_bias")]
+    terms = [t((side, side), False, dim_size=n) for t in tables if t is not None]
+    return sum(terms) if terms else None
 
 
 class Parts(NamedTuple):
@@ -245,6 +262,142 @@ def attention_parts(model: nn.Module, adapter: Adapter, layer: int, x: torch.Ten
     if spec.positions == "rotary":
         q, k = apply_rotary(model, adapter, q, k, stack, position_ids)
     return Parts(q, k, v, scale(attn, spec), position_bias(model, adapter, layer, q, k, stack, cross), spec.causal)
+
+
+class Ran(NamedTuple):
+    """One attention module run by the model itself: weights (b, H, n_q, n_k) as it returned them, heads
+    (b, n_q, H*d) what its output projection received (the heads' outputs side by side), out (b, n_q, D) what
+    the output projection gave."""
+
+    weights: torch.Tensor
+    heads: torch.Tensor
+    out: torch.Tensor
+
+
+def causal_mask(n_q: int, n_k: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n_q, n_k) bool, True where a query may look (the last n_q of n_k positions, each up to itself)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)
+
+
+def _mask(spec: AttentionSpec, allowed: torch.Tensor | None, x: torch.Tensor, n_k: int,
+          bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The mask argument of the module: additive (1, 1, n_q, n_k) (plus BEiT's bias, which rides on it) or bool."""
+    if spec.mask_kind == "bool":  # DeBERTa: required, True = may attend
+        keep = torch.ones(x.shape[1], n_k, dtype=torch.bool, device=x.device) if allowed is None else allowed
+        return keep[None, None]
+    mask = None
+    if allowed is not None:
+        mask = torch.where(allowed, torch.zeros((), dtype=x.dtype, device=x.device), torch.finfo(x.dtype).min)[None, None]
+    if bias is not None:
+        mask = bias.to(x.dtype) if mask is None else bias.to(x.dtype) + mask
+    return mask
+
+
+def run_attention(model: nn.Module, adapter: Adapter, layer: int, x: torch.Tensor, kv: torch.Tensor | None = None,
+                  stack: str | None = None, cross: bool = False, allowed: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None) -> Ran:
+    """Call one block's own attention module on its input `x` (b, n, D) (and encoder states `kv` for
+    cross-attention) as the block calls it: the family's mask convention, rotary cos/sin, T5's position bias,
+    BEiT's 2-D bias, DeBERTa's relative positions. `allowed` (n_q, n_k) bool: where a query may look (default:
+    causal for causal stacks, everything otherwise). Needs eager attention for the weights."""
+    st = stack_of(adapter, stack)
+    spec = st.cross_attention if cross else st.attention
+    if spec is None:
+        raise UnknownArchitecture(f"{adapter.family}: stack '{stack or adapter.main}' has no cross-attention")
+    block = blocks(model, adapter, stack)[layer]
+    attn = attention_module(block, spec)
+    n_k = (x if kv is None else kv).shape[1]
+    if allowed is None and spec.causal and not cross:
+        allowed = causal_mask(x.shape[1], n_k, x.device)
+    kwargs: dict[str, Any] = dict(spec.call)
+    if cross:
+        kwargs[spec.kv_input] = kv
+    bias = None
+    if not cross and spec.positions == "rotary":
+        ids = torch.arange(x.shape[1], device=x.device)[None] if position_ids is None else position_ids
+        kwargs["position_embeddings"] = resolve(model, st.rotary)(x, ids)
+    elif not cross and spec.positions == "relative_bias":  # T5: block 0's bias, passed on to every block
+        kwargs["position_bias"] = resolve(model, st.bias_source).compute_bias(x.shape[1], n_k)
+    elif spec.positions == "relative_bias_2d":
+        bias = _bias_2d(model, block, x.shape[1])
+    elif spec.positions == "disentangled":
+        encoder = resolve(model, st.bias_source)
+        kwargs.update(relative_pos=encoder.get_rel_pos(x), rel_embeddings=encoder.get_rel_embedding())
+    kwargs[spec.mask_arg] = _mask(spec, allowed, x, n_k, bias)
+    seen: dict[str, torch.Tensor] = {}
+    out_proj = resolve(attn, spec.out)
+    handles = [out_proj.register_forward_pre_hook(lambda _m, args: seen.setdefault("heads", args[0])),
+               out_proj.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", out))]
+    try:
+        returned = attn(x, **kwargs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    weights = returned[-1] if isinstance(returned, tuple) else None
+    if weights is None or weights.dim() != 4 or "heads" not in seen:
+        raise RuntimeError(f"{type(attn).__name__} returned no attention weights (load the model with "
+                           "attn_implementation='eager').")
+    return Ran(weights, seen["heads"], seen["out"])
+
+
+def cross_attention_input(model: nn.Module, adapter: Adapter, layer: int, hidden: torch.Tensor,
+                          stack: str | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """What a decoder block's cross-attention reads, (b, n, D), from the block input `hidden`: the block's own
+    self-attention sub-layer is run here, then h + its output goes through the norm in front of cross-attention
+    (pre-norm) or the post-norm after self-attention."""
+    st = stack_of(adapter, stack)
+    norm = st.cross_input_norm or st.self_output_norm
+    if st.cross_attention is None or not norm:
+        raise UnknownArchitecture(f"{adapter.family}: the table does not say what cross-attention reads in "
+                                  f"stack '{stack or adapter.main}'")
+    block = blocks(model, adapter, stack)[layer]
+    ran = run_attention(model, adapter, layer, attention_input(adapter, block, hidden, stack), stack=stack,
+                        allowed=allowed)
+    return resolve(block, norm)(hidden + ran.out)
+
+
+def stack_output(model: nn.Module, adapter: Adapter, last_hidden: torch.Tensor, stack: str | None = None) -> torch.Tensor:
+    """The stack's output (what a decoder's cross-attention reads) from its stored last hidden state."""
+    st = stack_of(adapter, stack)
+    return last_hidden if st.last_hidden_normed else _run(model, st.final, last_hidden)
+
+
+def pair_logits(model: nn.Module, adapter: Adapter, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+    """Image-text logits (images, texts) from projected embeddings: cosine x exp(logit_scale) (+ logit_bias)."""
+    head = next((h for h in adapter.head.values() if h.logit_scale), None)
+    if head is None:
+        raise UnknownArchitecture(f"{adapter.family} has no image-text head")
+    image = image_embeds / image_embeds.norm(dim=-1, keepdim=True)
+    text = text_embeds / text_embeds.norm(dim=-1, keepdim=True)
+    logits = image @ text.T * resolve(model, head.logit_scale).exp()
+    return logits + resolve(model, head.logit_bias) if head.logit_bias else logits
+
+
+_STEP_TEXT = {"relu": "ReLU", "final_logits_bias": "+ final_logits_bias", "t5_scale": "x d_model^-0.5"}
+_POOL_TEXT = {"first": "on token 0", "last": "on the last token", "eos": "on the end-of-text token",
+              "mean_patches": "on the mean of the patch tokens", "all": ""}
+
+
+def describe_head(model: nn.Module, adapter: Adapter, stack: str | None = None) -> str:
+    """The final part of a stack as it runs, e.g. "ln_f -> lm_head", "pre_classifier -> ReLU -> classifier on
+    token 0", for captions (final norms the model does not have, or that are identities, left out)."""
+    name = stack or adapter.main
+    st, head = stack_of(adapter, name), adapter.head.get(name)
+    if head is None:
+        raise UnknownArchitecture(f"{adapter.family}: the table has no head of {type(model).__name__} on stack '{name}'")
+
+    def shown(path: str) -> str:
+        if path.startswith("@"):
+            return _STEP_TEXT.get(path[1:], path[1:])
+        module = resolve(model, path)
+        return "" if module is None or isinstance(module, nn.Identity) else path.rsplit(".", 1)[-1]
+
+    final = [t for t in map(shown, st.final) if t]
+    steps = [t for t in map(shown, head.steps) if t]
+    text = " -> ".join(final + steps) + (f" {_POOL_TEXT[head.pool]}" if _POOL_TEXT[head.pool] else "")
+    if head.distill:
+        text += f", averaged with {head.distill.rsplit('.', 1)[-1]} on token 1"
+    return text
 
 
 # Named head steps ("@name" in Head.steps): (model, x) -> x.

@@ -5,7 +5,7 @@ Paths are dotted attribute paths; integer parts index into a ModuleList ("layer.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 Positions = Literal[
     "learned",  # absolute position embeddings added to the input (nothing inside attention)
@@ -43,6 +43,12 @@ class AttentionSpec:
     rotary_fraction: float = 1.0  # part of each head rotated (GPT-NeoX/Pythia: rotary_pct, e.g. 0.25)
     causal: bool = False
     kv_input: str = ""  # cross-attention: the forward keyword that carries the encoder states
+    # How the module is called on its own (demos.adapters.ops.run_attention): the keyword of the mask, whether the
+    # mask is additive (0 / -inf, transformers' eager attention) or boolean (True = may attend: DeBERTa), and
+    # fixed extra keywords (DeBERTa returns its weights only with output_attentions=True).
+    mask_arg: str = "attention_mask"
+    mask_kind: Literal["additive", "bool"] = "additive"
+    call: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,7 @@ class Stack:
     last_hidden_normed: bool = False  # hidden_states[-1] already went through `final`
     cross_attention: AttentionSpec | None = None
     cross_input_norm: str = ""
+    self_output_norm: str = ""  # post-norm decoder: the norm on h + self-attention, which cross-attention reads
     parallel_residual: bool = False  # GPT-NeoX: attention and MLP both read the block input
     rotary: str = ""  # the rotary embedding module: rotary(x, position_ids) -> (cos, sin)
     bias_source: str = ""  # T5: the attention owning compute_bias; DeBERTa: the encoder with rel embeddings
@@ -88,6 +95,8 @@ class Head:
     distill: str = ""  # DeiT with teacher: a second classifier on token 1, averaged with the first
     eos: str = ""  # pool "eos": the module whose .eos_token_id marks the pooled token (CLIP text)
     contrast: Literal["", "softmax", "sigmoid"] = ""  # image-text scores: softmax over texts (CLIP) or sigmoid (SigLIP)
+    logit_scale: str = ""  # image-text logits: cosine x exp(model.<logit_scale>) ...
+    logit_bias: str = ""  # ... + model.<logit_bias> (SigLIP)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ def _seq2seq(family: str, cls: str, positions: str, pre_norm: bool, steps: tuple
                      embeddings=f"{side}.{embeddings if side == 'encoder' else 'embed_tokens'}",
                      outputs=f"{side}_", input_norm="self_attn_layer_norm" if pre_norm else "",
                      final=(f"{side}.layer_norm",) if pre_norm else (), last_hidden_normed=pre_norm,
-                     cross_attention=cross, cross_input_norm="encoder_attn_layer_norm" if (pre_norm and cross) else "")
+                     cross_attention=cross, cross_input_norm="encoder_attn_layer_norm" if (pre_norm and cross) else "",
+                     self_output_norm="self_attn_layer_norm" if (cross and not pre_norm) else "")
     stacks = {"encoder": stack("encoder", enc_positions or positions, False), "decoder": stack("decoder", positions, True)}
     return Adapter(family, stacks, placement="pre" if pre_norm else "post",
                    heads=((cls, Head("unembed", steps, stack="decoder")),))
@@ -61,8 +62,9 @@ def _towers(family: str, contrast: str, text_causal: bool, text_pool: str, text_
                      outputs=f"{tower}_model_output.", input_norm="layer_norm1", final=(f"{tower}_model.{final}",))
     stacks = {"text": stack("text", "token_embedding", "final_layer_norm", text_causal),
               "vision": stack("vision", "patch_embedding", "post_layernorm", False)}
-    heads = ((f"{family}Model", Head("projection", (text_head,), pool=text_pool, stack="text", eos=eos, contrast=contrast)),
-             (f"{family}Model", Head("projection", (vision_head,), pool=vision_pool, stack="vision", contrast=contrast)))
+    pair = dict(contrast=contrast, logit_scale="logit_scale", logit_bias="logit_bias" if contrast == "sigmoid" else "")
+    heads = ((f"{family}Model", Head("projection", (text_head,), pool=text_pool, stack="text", eos=eos, **pair)),
+             (f"{family}Model", Head("projection", (vision_head,), pool=vision_pool, stack="vision", **pair)))
     return Adapter(family.lower(), stacks, heads=heads, notes=notes)
 
 
@@ -111,7 +113,8 @@ TABLE: dict[str, Adapter] = {
     "deberta-v2": Adapter("deberta-v2", {"main": Stack(
         layers="encoder.layer", embeddings="embeddings.word_embeddings", bias_source="encoder",
         attention=_attn("attention", out="output.dense", q="self.query_proj", k="self.key_proj", v="self.value_proj",
-                        head_dim="self.attention_head_size", scale="disentangled", positions="disentangled"))},
+                        head_dim="self.attention_head_size", scale="disentangled", positions="disentangled",
+                        mask_kind="bool", call=(("output_attentions", True),)))},
         placement="post",
         heads=(("DebertaV2ForSequenceClassification", Head("sequence_classifier", ("pooler", "classifier"))),
                ("DebertaV2ForQuestionAnswering", Head("span", ("qa_outputs",)))),
@@ -129,9 +132,9 @@ TABLE: dict[str, Adapter] = {
         layers=f"{side}.block", embeddings=f"{side}.embed_tokens", outputs=f"{side}_", input_norm="layer.0.layer_norm",
         final=(f"{side}.final_layer_norm",), last_hidden_normed=True, bias_source=f"{side}.block.0.layer.0.SelfAttention",
         attention=_attn("layer.0.SelfAttention", out="o", q="q", k="k", v="v", head_dim="key_value_proj_dim",
-                        positions="relative_bias", causal=side == "decoder"),
+                        positions="relative_bias", causal=side == "decoder", mask_arg="mask"),
         cross_attention=_attn("layer.1.EncDecAttention", out="o", q="q", k="k", v="v", head_dim="key_value_proj_dim",
-                              kv_input="key_value_states") if side == "decoder" else None,
+                              kv_input="key_value_states", mask_arg="mask") if side == "decoder" else None,
         cross_input_norm="layer.1.layer_norm" if side == "decoder" else "") for side in ("encoder", "decoder")},
         norm="rmsnorm", heads=(("T5ForConditionalGeneration", Head(_LM, ("@t5_scale", "lm_head"), stack="decoder")),),
         notes="no 1/sqrt(d) on q.k (scaling 1.0); the relative bias of block 0 is shared by every block"),

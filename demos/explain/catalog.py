@@ -2,12 +2,12 @@
 written once in its module and declared with `demos.explain.protocol.Explainer`)."""
 from __future__ import annotations
 
-from demos.explain import contrast, faithfulness, interventions, lens
+from demos.explain import contrast, faithfulness, interventions, lens, patching
 from demos.explain.protocol import Explainer
 
 EXPLAINERS: tuple[Explainer, ...] = (
     lens.LENS, lens.ATTENTION_STEPS, interventions.ABLATE, interventions.HEAD_MAP,
-    contrast.CONTRAST, contrast.BRANCH, faithfulness.FAITHFULNESS,
+    contrast.CONTRAST, contrast.BRANCH, faithfulness.FAITHFULNESS, patching.PATCH, patching.STEER,
 )
 _BY_NAME = {e.name: e for e in EXPLAINERS}
 

@@ -16,6 +16,7 @@ import torch
 from core import registry
 from core.intervention_types import Branch, ContrastResult
 from core.results import Attribution
+from core.tokens import outcome_text
 from demos.explain import subjects
 from core import explainers as specs
 from demos.explain.protocol import Explainer
@@ -45,7 +46,8 @@ def attribute_units(
     batch = CONTINUOUS_BATCH.get(s.units.kind) or steps_per_batch(x.shape[1], int(steps))
     got = run_attribution(fn, x, base, method, int(steps), layer=layer, batch=batch, progress=progress)
     scores = got.attrs.sum(dim=-1)[0] if layer is not None else s.units.reduce(got.attrs)
-    label = s.answer_label if name != "contrast_prob_diff" else f"P({s.answer_label}) − P({s.contrast_label})"
+    # readable outcomes in the title ('P(␣The) − P(␣the)', not the tokenizer's 'P(ĠThe) − P(Ġthe)')
+    label = s.answer_label if name != "contrast_prob_diff" else f"P({outcome_text(s.answer_label)}) − P({outcome_text(s.contrast_label)})"
     return Attribution(tokens=list(s.units.labels), scores=scores.float().cpu().numpy(), target=label, method=method,
                        steps=got.steps, delta=got.delta, output_value=got.output_value, baseline_value=got.baseline_value)
 

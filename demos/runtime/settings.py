@@ -12,6 +12,10 @@ from pathlib import Path
 
 from core import registry
 
+# The command that fills the Hugging Face cache while online (README, "Offline use"): every
+# message of the app that tells people how to get the real models quotes it exactly.
+PREPARE_COMMAND = ".venv/bin/python -m scripts.prepare_models"
+
 
 def display_name(model_id: str) -> str:
     """How a model is named in the UI: hub ids as they are, local folders as 'local folder NAME'
@@ -58,6 +62,26 @@ class Settings:
 
             extra = [m for m in extra if find_snapshot(m, task)]
         return [first, *extra]
+
+    def unavailable(self, task: str) -> tuple[list[str], str]:
+        """(alternatives of `task` the model picker cannot offer, why in one sentence) - ([], '')
+        when every alternative is offered. Says what to run to have them when that helps."""
+        spec = registry.get(task)
+        first = self.overrides.get(task, spec.default_model)
+        wanted = [m for m in spec.alternatives if m != first]
+        if not wanted:
+            return [], ""
+        if task in self.overrides:
+            return wanted, ("This tab's model was chosen by whoever started the app (a local folder, "
+                            f"--models or {spec.env}), so no alternatives are offered.")
+        offered = set(self.choices(task))
+        missing = [m for m in wanted if m not in offered]
+        if not missing:
+            return [], ""
+        names = " and ".join(missing)
+        return missing, (f"Offline: {names} {'is' if len(missing) == 1 else 'are'} not in this machine's "
+                         f"Hugging Face cache. To have {'it' if len(missing) == 1 else 'them'}, run "
+                         f"{PREPARE_COMMAND} --all once while online, then restart the app.")
 
     def model_for(self, task: str, requested: str | None = None) -> str:
         """The model id to load; `requested` must be on the allow-list."""

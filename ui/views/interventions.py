@@ -12,11 +12,15 @@ from core.explainers import METHODS
 from core.explainers import ExplainerSpec as Explainer
 from core.explainers import get as explainer_spec
 from scale import backend
-from ui.common import explain, guarded
+from ui import share
+from ui.common import explain, guarded, md_escape
+from ui.links import tag
 from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, AttributionView, api
 from viz.export import result_json
+from viz.tokens import clean_token
+from core.tokens import outcome_text
 from viz.interventions import (
     ablation_figure,
     ablation_summary,
@@ -87,6 +91,9 @@ class OnDemandView(ExplainerView):
         explain(cls.HELP)
         with gr.Row():
             self.params = self.controls()
+        for name, (component, _) in self.params.items():
+            tag(component, name)  # what a link sets (ui.links)
+        self.go = share.run_trigger()  # a link or a lesson step runs the view on the fresh result
         self.button = gr.Button(cls.BUTTON, variant="primary")
         self.shown = self.panels()
         self.keep = gr.State()
@@ -108,7 +115,8 @@ class OnDemandView(ExplainerView):
             return {self.keep: out, **self.render(out)}
 
         inputs = [state, *(component for component, _ in self.params.values())]
-        self.button.click(run, inputs, [self.keep, *self.shown], api_name=api(self.task, self.name), **EXPLAIN)
+        gr.on([self.button.click, self.go.change], run, inputs, [self.keep, *self.shown], api_name=api(self.task, self.name),
+              **EXPLAIN)
         bind_export(*self.export, [self.keep], lambda r: (result_json(r), f"{self.task}-{self.name}", ".json"))
 
 
@@ -162,7 +170,9 @@ class ContrastView(OnDemandView):
         return [self.line, *self.attribution.outputs]
 
     def render(self, r) -> dict:
-        line = f"P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}: the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}."
+        a, b = (md_escape(clean_token(outcome_text(x))) for x in (r.a, r.b))  # '␣The', not the tokenizer's 'ĠThe'
+        line = (f"A = **{a}**, B = **{b}**: P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}; "
+                f"the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}.")
         return {self.line: line, **self.attribution.values(r.attribution)}
 
 

@@ -12,6 +12,7 @@ from core.lens_types import LensGrid
 from core.explainers import ExplainerSpec as Explainer
 from scale import backend
 from ui.common import explain, guarded
+from ui.links import tag
 from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, api
@@ -62,7 +63,8 @@ class LensView(ExplainerView):
         explain(LENS_HELP)
         with gr.Row():
             start = gr.Number(value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)")
-            item = gr.Number(value=0, precision=0, minimum=0, label="Image (CLIP: which of the images)", visible=bool(registry.get(task).items))
+            items = registry.get(task).items  # e.g. "images": counted from 1, as the tab's own picker does
+            item = gr.Number(value=1, precision=0, minimum=1, label=f"Which of the {items} (1 = the first)", visible=bool(items))
         caption = gr.Markdown()
         grid = gr.Plot(label="Layer lens")
         commit = gr.Plot(label="Where the model commits")
@@ -84,7 +86,7 @@ class LensView(ExplainerView):
         def run(result, item):
             if result is None:
                 raise gr.Error("Run the model first.")
-            lens = backend.call(self.task, "lens", result, item=int(item or 0))
+            lens = backend.call(self.task, "lens", result, item=max(int(item or 1), 1) - 1)  # people count from 1
             return {self.state: lens, self.caption: lens.caption, **self._figures(lens, None)}
 
         @guarded
@@ -129,6 +131,8 @@ class StepsView(ExplainerView):
             head = gr.Number(value=0, precision=0, minimum=0, label="Head")
             query = gr.Number(value=-1, precision=0, label="Query token (position; −1 = the last)")
             button = gr.Button("Show the steps")
+        for name, component in (("kind", kind), ("layer", layer), ("head", head), ("query", query)):
+            tag(component, name)  # what a link sets (ui.links)
         summary = gr.Markdown()
         figure = gr.Plot(label="Scores, softmax and the model's own attention row")
         table = gr.Dataframe(
@@ -145,12 +149,14 @@ class StepsView(ExplainerView):
         def run(result, kind, layer, head, query):
             if result is None:
                 raise gr.Error("Run the model first.")
-            steps = backend.call(self.task, "attention_steps", result, int(layer or 0), int(head or 0), int(query or 0), kind)
+            steps = backend.call(self.task, "attention_steps", result, layer=int(layer or 0), head=int(head or 0),
+                                 query=int(query or 0), kind=kind)  # by name: Explainer.run takes parameters by name
             return {
                 self.state: steps,
                 self.summary: steps_summary(steps),
                 self.figure: steps_figure(steps),
-                self.table: [[row[0], *[round(v, 5) if isinstance(v, float) else v for v in row[1:]]] for row in steps.rows(top=12)],
+                # 4 significant digits: readable, and a tiny weight stays 3.1e-07 instead of rounding to 0
+                self.table: [[row[0], *[float(f"{v:.4g}") if isinstance(v, float) else v for v in row[1:]]] for row in steps.rows(top=12)],
                 self.vectors: qkv_figure(steps),
             }
 

@@ -251,3 +251,50 @@ def test_unknown_families_say_what_is_missing():
         A.adapter_for(fake("frobnicator"))
     with pytest.raises(A.UnknownArchitecture, match="has no 'nope'"):
         A.resolve(fake("gpt2"), "nope.0")
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_models_own_attention_module_run_alone_gives_its_weights(family):
+    """run_attention calls each family's attention module as its block does (mask convention, rotary, biases):
+    the weights it returns and what its output projection receives equal those of the full forward pass; a
+    decoder's cross-attention input follows from the stored hidden state (its self-attention sub-layer run here)."""
+    r = run(family)
+    layer = 1
+    for name, st in r.adapter.stacks.items():
+        hidden, attentions, cross_attentions = A.stack_outputs(r.out, r.adapter, name)
+        block = A.blocks(r.model, r.adapter, name)[layer]
+        for cross, spec in ((False, st.attention), (True, st.cross_attention)):
+            if spec is None:
+                continue
+            x, kv = captured(r, (name, cross, "attn"), spec)
+            with torch.no_grad():
+                if cross:
+                    torch.testing.assert_close(A.cross_attention_input(r.model, r.adapter, layer, hidden[layer], name),
+                                               x, atol=1e-5, rtol=1e-5)
+                    torch.testing.assert_close(A.stack_output(r.model, r.adapter, A.stack_outputs(r.out, r.adapter,
+                                               "encoder")[0][-1], "encoder"), kv, atol=1e-6, rtol=1e-6)
+                ran = A.run_attention(r.model, r.adapter, layer, x, kv, stack=name, cross=cross)  # default mask
+            torch.testing.assert_close(ran.weights, (cross_attentions if cross else attentions)[layer], atol=1e-5, rtol=1e-5)
+            args, kwargs = r.seen[(name, cross, "out")]
+            torch.testing.assert_close(ran.heads, args[0] if args else next(iter(kwargs.values())), atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(ran.out, A.out_projection(block, spec)(ran.heads), atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "opt", "distilbert", "bert", "marian", "m2m_100", "t5", "whisper", "vit", "deit",
+                                    "beit", "clip", "siglip"])
+def test_head_descriptions_name_the_modules_that_run(family):
+    r = run(family)
+    for name in r.adapter.head:
+        text = A.describe_head(r.model, r.adapter, name)
+        assert text and "None" not in text
+    expected = {"gpt2": "ln_f -> lm_head", "opt": "final_layer_norm -> lm_head", "marian": "lm_head -> + final_logits_bias",
+                "t5": "final_layer_norm -> x d_model^-0.5 -> lm_head", "distilbert": "pre_classifier -> ReLU -> classifier on token 0"}
+    if family in expected:
+        assert A.describe_head(r.model, r.adapter) == expected[family]
+
+
+def test_pair_logits_are_the_models_own():
+    for family in ("clip", "siglip"):
+        r = run(family)
+        torch.testing.assert_close(A.pair_logits(r.model, r.adapter, r.out.image_embeds, r.out.text_embeds),
+                                   r.out.logits_per_image, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,133 @@
+"""Figures of activation patching and steering (core.patching_types in, plotly / escaped HTML and
+Markdown out). Every user or model string is escaped."""
+from __future__ import annotations
+
+import html
+import re
+
+import numpy as np
+import plotly.graph_objects as go
+
+from core.patching_types import PatchGrid, PatchingResult, SteerResult
+from viz.tokens import clean_token, figure_title, plot_label
+
+# Blue: the patch brings the clean answer back (1 = all of it); white: no effect; red: it pushes further
+# toward the corrupted answer. Values past ±1 keep the end colours.
+_SCALE = "RdBu"
+_X_TITLES = {"attention": "head (its output at every position copied)",
+             "residual": "position · token (clean→corrupted where they differ)",
+             "mlp": "position · token (clean→corrupted where they differ)"}
+
+
+def _md(text: object) -> str:
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>])", r"\\\1", html.escape(str(text), quote=False))
+
+
+def _tick(label: str, changed: bool) -> str:
+    index, _, token = label.partition(" · ")
+    text = f"{index} · {plot_label(token)}" if token else plot_label(label)
+    return f"<b>{text}</b>" if changed else text
+
+
+def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
+    """One grid as a heatmap: layers (rows, first block on top) x positions or heads; each cell the
+    share of the clean answer a single copied activation brings back."""
+    g = r.grid(kind)
+    if g is None:
+        raise KeyError(f"This result has no {kind} grid.")
+    fig = go.Figure()
+    if g.available:
+        fig.add_annotation(text=html.escape(f"Not available: {g.available}"), showarrow=False, x=0.5, y=0.5,
+                           xref="paper", yref="paper")
+        fig.update_layout(title=figure_title(g.title, 90), height=200, xaxis_visible=False, yaxis_visible=False)
+        return fig
+    changed = r.changed if kind != "attention" else np.zeros(len(g.columns), dtype=bool)
+    ticks = [_tick(c, bool(ch)) for c, ch in zip(g.columns, changed)]
+    hover = np.array([[f"{g.layers[i]} · {ticks[j]}<br>restored {_fmt(g.restored[i, j])}"
+                       f"<br>metric {_fmt(g.metric[i, j], '+.4f')}" for j in range(len(ticks))]
+                      for i in range(len(g.layers))])
+    fig.add_trace(go.Heatmap(
+        z=g.restored, x=list(range(len(ticks))), y=g.layers, zmin=-1, zmax=1, zmid=0, colorscale=_SCALE,
+        text=np.where(np.isnan(g.restored), "", np.round(g.restored, 2).astype(str)),
+        texttemplate="%{text}" if g.restored.size <= 400 else None, customdata=hover,
+        hovertemplate="%{customdata}<extra></extra>", hoverongaps=False,
+        colorbar=dict(title=dict(text="restored<br>1 = clean<br>0 = corrupted")),
+    ))
+    fig.update_xaxes(title=_X_TITLES[kind], tickmode="array", tickvals=list(range(len(ticks))), ticktext=ticks,
+                     tickangle=-45 if kind != "attention" else 0)
+    fig.update_yaxes(title="layer (block output)" if kind == "residual" else "layer", autorange="reversed")
+    fig.update_layout(title=figure_title(f"{g.title} — how much of the answer comes back?", 90),
+                      height=max(300, 140 + 34 * len(g.layers)), margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
+def _fmt(value: float, spec: str = ".2f") -> str:
+    return "not patched (no clean partner)" if np.isnan(value) else format(float(value), spec)
+
+
+def _best(g: PatchGrid) -> str:
+    if g.available or np.all(np.isnan(g.restored)):
+        return ""
+    i, j = np.unravel_index(np.nanargmax(g.restored), g.restored.shape)
+    where = f"head {g.columns[j]}" if g.kind == "attention" else f"position {_md(clean_token(g.columns[j]))}"
+    return f"- {g.kind}: strongest at layer {i}, {where}: {g.restored[i, j]:.2f}"
+
+
+def patch_summary(r: PatchingResult) -> str:
+    """Markdown: the two inputs, their answers, the metric on each, how to read the grids, notes."""
+    if r.b and r.metric_name.startswith("logit(A)"):
+        answers = f"A = **{_md(clean_token(r.a))}** (clean answer), B = **{_md(clean_token(r.b))}** (corrupted answer)"
+    else:
+        answers = "A = the clean input, B = the corrupted input"
+    lines = [
+        f"**Clean:** {_md(r.clean_input)}  \n**Corrupted:** {_md(r.corrupted_input)}",
+        f"{answers}. Metric: {_md(r.metric_name)} — clean **{r.clean_metric:+.4f}**, corrupted "
+        f"**{r.corrupted_metric:+.4f}**.",
+        "Each cell is one run of the corrupted input with ONE activation copied from the clean run: "
+        "(metric − corrupted) / (clean − corrupted). **1** = the clean answer is fully back, **0** = no effect. "
+        "A cell near 1 is a place the answer *causally* flows through; bold columns are the positions that differ.",
+    ]
+    best = [b for b in (_best(g) for g in r.grids) if b]
+    if best:
+        lines.append("Where a single copy brings most back:\n" + "\n".join(best))
+    lines += [f"*{_md(note)}*" for note in r.notes]
+    return "\n\n".join(lines)
+
+
+def steer_html(s: SteerResult) -> str:
+    """The continuation without and with steering, side by side (escaped)."""
+    def column(title: str, pieces: list[str], colour: str) -> str:
+        body = html.escape(s.prompt) + f"<span style='background:{colour}'>{html.escape(''.join(pieces))}</span>"
+        return (f"<div style='flex:1;min-width:16em;padding:0.5em;border:1px solid #ddd;border-radius:6px'>"
+                f"<b>{html.escape(title)}</b><div style='white-space:pre-wrap;overflow-wrap:anywhere'>{body}</div></div>")
+
+    push = f"{s.strength:+g} × (“{s.toward}” − “{s.away}”) after layer {s.layer}"
+    return ("<div class='xray-steer' style='display:flex;gap:1em;flex-wrap:wrap'>"
+            + column("Without steering", s.plain, "#dbeafe") + column(f"With {push}", s.steered, "#fde68a")
+            + "</div>")
+
+
+def steer_summary(s: SteerResult) -> str:
+    same = s.plain == s.steered
+    verdict = "The two texts are the same: the push did not change any greedy choice." if same else (
+        "The texts part where the push changed the model's greedy choice.")
+    return (f"Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** minus that of **{_md(s.away)}** "
+            f"(length {s.norm:.3g}), added {s.strength:+g} times at every position while generating greedily. "
+            f"{verdict}")
+
+
+def steer_lens_figure(s: SteerResult) -> go.Figure:
+    """Logit lens of the last prompt position: the top next token read from each layer, without and
+    with steering (colour: its probability)."""
+    z = np.stack([s.lens_plain_probs, s.lens_steered_probs], axis=1)
+    text = [[plot_label(a), plot_label(b)] for a, b in zip(s.lens_plain, s.lens_steered)]
+    fig = go.Figure(go.Heatmap(
+        z=z, x=["without steering", "with steering"], y=s.lens_layers, text=text, texttemplate="%{text}",
+        colorscale="Blues", zmin=0, colorbar=dict(title="probability"),
+        hovertemplate="%{y} · %{x}<br>top next token %{text}<br>probability %{z:.4f}<extra></extra>",
+    ))
+    fig.update_yaxes(title="layer (its output read by the final norm and the unembedding)", autorange="reversed")
+    fig.update_xaxes(title="run")
+    fig.update_layout(title=figure_title("Which next token does each layer point to after the prompt?", 90),
+                      height=max(280, 120 + 34 * len(s.lens_layers)), margin=dict(l=10, r=10, t=70, b=10))
+    return fig
