@@ -7,6 +7,13 @@ local Ray cluster (`--num-cpus`, one replica per task). The simulated users of b
 gradio_client session each, all at once, inputs unique per user) run in a child process; every
 answer is checked against the in-process answer for THAT request (mixed = another user's answer).
 Reports answered / busy / failed / mixed / lost, latency and throughput per backend.
+
+`python -m bench.load_scale --faults all --clients 20` runs the fault drill instead (`fault_drill`):
+a front started before the tier exists, a two-node Ray cluster on this machine (a head and a
+worker, each its own `ray start` process), the sentiment application on it, and a class asking in
+a loop while the worker node is killed, a replica is killed, and the application is redeployed;
+it counts, per fault, answered / retried / refused / failed / mixed / lost and the seconds until
+the tier is back to full service.
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import dataclasses
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,6 +123,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-wait", type=float, default=0.02)
     parser.add_argument("--queue-size", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--faults", default=None,
+                        help="run the fault drill instead: 'all' or some of node,replica,redeploy (a two-node loopback "
+                             "cluster, tiny sentiment model, --clients students)")
     parser.add_argument("--drive", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--expected-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -122,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.drive:
         drive(args.drive, args.clients, args.requests, args.expected_file, args.timeout, args.out)
         return {}
+    if args.faults:
+        return run_drill(args)
 
     from bench.env import configure_models, prepare_environment
 
@@ -172,12 +185,411 @@ def main(argv: list[str] | None = None) -> dict:
     return results
 
 
+def run_drill(args: argparse.Namespace) -> dict:
+    """`--faults`: the fault drill on the tiny sentiment model; prints the counts, writes --out JSON."""
+    from bench.env import prepare_environment
+
+    prepare_environment(hub=False)
+    from demos.provision.tiny import ensure_tiny_models
+    from demos.runtime import settings
+
+    folder = Path(args.models or Path(tempfile.gettempdir()) / "xray-drill-models")
+    built = ensure_tiny_models(folder, ["sentiment"])
+    settings.configure(settings.Settings(overrides={"sentiment": str(built["sentiment"])}, offline=True))
+    faults = DRILL_FAULTS if args.faults == "all" else tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    t0 = time.perf_counter()
+    report = fault_drill(dataclasses.asdict(settings.current()), clients=args.clients, faults=faults)
+    report["duration_s"] = round(time.perf_counter() - t0, 1)
+    print("\n".join(drill_lines(report)), flush=True)
+    print(f"drill took {report['duration_s']} s", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
 def serve_app_stats() -> list[int]:
     from ray import serve
 
     from scale.backend import app_name
 
     return serve.get_app_handle(app_name("sentiment")).stats.remote().result(timeout_s=60)["batch_sizes"]
+
+
+# ---- fault drill: a two-node Ray cluster on this machine, a class running, faults injected ----
+
+REPLICA_CLASS = "ServeReplica:xray-sentiment:SentimentModel"
+# The node first: the first deployment puts one replica on each node (Serve spreads them), so the
+# node's loss leaves one replica answering; later replacements may share a node.
+DRILL_FAULTS = ("node", "replica", "redeploy")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LoopbackCluster:
+    """A Ray head and one worker on this machine, each started as its own `ray start --block`
+    process (own temp dir, free ports), and stopped by killing the process trees started here
+    (never `ray stop`, which stops every Ray instance on the machine). Ray resolves 127.0.0.1 to
+    the host's own address; every process stays on this machine."""
+
+    def __init__(self, folder: Path, head_cpus: float = 1, worker_cpus: float = 1) -> None:
+        self.folder, self.head_cpus, self.worker_cpus = Path(folder), head_cpus, worker_cpus
+        self.port = _free_port()
+        self.head: subprocess.Popen | None = None
+        self.worker: subprocess.Popen | None = None
+        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
+                    # the head notices a lost node within ~3 s (default: 5 checks of 3 s)
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _start(self, args: list[str], name: str) -> subprocess.Popen:
+        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
+        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats", *args,
+               *[f"{p}={_free_port()}" for p in ports]]
+        log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - the process writes it while it runs
+        return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_head(self) -> None:
+        self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--include-dashboard=false",
+                                 f"--temp-dir={self.folder / 'ray'}", f"--ray-client-server-port={_free_port()}"], "head")
+
+    def start_worker(self) -> None:
+        self.worker = self._start([f"--address={self.address}", f"--num-cpus={self.worker_cpus}"], "worker")
+
+    def wait_nodes(self, n: int, timeout_s: float = 60.0) -> float:
+        import ray
+
+        t0 = time.monotonic()
+        while sum(1 for node in ray.nodes() if node["Alive"]) < n:
+            if time.monotonic() - t0 > timeout_s:
+                raise RuntimeError(f"the cluster has fewer than {n} nodes after {timeout_s:.0f} s")
+            time.sleep(0.5)
+        return time.monotonic() - t0
+
+    @staticmethod
+    def tree(proc: subprocess.Popen | None) -> list:
+        """The process and all its descendants (the node's raylet, agents and workers)."""
+        import psutil
+
+        if proc is None or proc.poll() is not None:
+            return []
+        try:
+            root = psutil.Process(proc.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def owns(self, pid: int) -> bool:
+        return any(p.pid == pid for proc in (self.head, self.worker) for p in self.tree(proc))
+
+    def kill(self, proc: subprocess.Popen | None) -> None:
+        import psutil
+
+        for p in self.tree(proc):
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if proc is not None:
+            proc.wait(timeout=30)
+
+    def kill_worker(self) -> None:
+        """The worker node goes (as a machine would): its whole process tree is SIGKILLed."""
+        self.kill(self.worker)
+
+    def stop(self) -> None:
+        self.kill(self.worker)
+        self.kill(self.head)
+
+
+@dataclasses.dataclass
+class Outcome:
+    student: int
+    text: str
+    start: float
+    end: float | None = None
+    result: object = None
+    error: BaseException | None = None
+
+
+def _replicas() -> dict[str, dict]:
+    """Alive replicas of the drill's deployment: actor id -> actor table entry (pid, node)."""
+    import ray
+
+    table = ray._private.state.state.actor_table(None)
+    return {aid: a for aid, a in table.items() if a.get("ActorClassName") == REPLICA_CLASS and a.get("State") == "ALIVE"}
+
+
+def _replica_states() -> dict[str, int]:
+    """The sentiment deployment's replicas by state ({} when the application is absent)."""
+    from ray import serve
+
+    app = serve.status().applications.get("xray-sentiment")
+    if app is None:
+        return {}
+    states = {getattr(k, "value", k): v for d in app.deployments.values() for k, v in d.replica_states.items() if v}
+    return states if app.status == "RUNNING" else {**states, "app": app.status}
+
+
+def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: int = 20, faults=DRILL_FAULTS,
+                think_s: float = 1.0, steady_s: float = 3.0, recover_limit_s: float = 60.0,
+                folder: Path | None = None, say=print) -> dict:
+    """Start a front (a `RayServe` backend) BEFORE the tier exists, then a two-node loopback
+    cluster and the sentiment application (2 replicas, one per node); `clients` students ask
+    unique questions in a loop while, in turn, the worker node is killed, a replica process is
+    killed, and the application is redeployed with a new revision. Returns the counts per phase
+    (answered, answered after a retry, refused with a clear message, failed, mixed, lost) and the
+    seconds until the tier was back to full service after each fault."""
+    import secrets
+    import threading
+
+    # The drill's own cluster token (Ray enables token authentication whenever ~/.ray/auth_token
+    # exists): for this process and the nodes. Ray reads it once per process: run the drill in a
+    # fresh process (`python -m bench.load_scale --faults all`), as tests/scale/test_cluster_faults.py does.
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    import ray
+
+    from scale import backend, serve_app
+    from scale.config import ServeConfig
+
+    folder = Path(folder or tempfile.mkdtemp(prefix="xray-drill-"))
+    cluster = LoopbackCluster(folder)
+    front = backend.RayServe(address=cluster.address, timeout_s=60.0, wait_s=5.0, connect_s=30.0)
+    report: dict = {"address": cluster.address, "clients": clients, "phases": {}}
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           **(models_env or {})}
+    config = ServeConfig(min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16,
+                         max_queued=64)
+    outcomes: list[Outcome] = []
+    lock, stop = threading.Lock(), threading.Event()
+    students: list[threading.Thread] = []
+    t_origin = time.monotonic()
+
+    def now() -> float:
+        return time.monotonic() - t_origin
+
+    try:
+        # 1. the front starts with no tier: a clear "unreachable" within seconds, no hang
+        import ray.serve  # noqa: F401 - imported before the clock starts (a few seconds on a busy machine)
+
+        t0 = time.monotonic()
+        try:
+            front.call("sentiment", "answer", "Is anyone there?")
+            report["no_tier"] = {"error": None}
+        except backend.TierUnavailable as exc:
+            report["no_tier"] = {"kind": exc.kind, "message": str(exc), "seconds": round(time.monotonic() - t0, 2),
+                                 "health": front.health(["sentiment"]).line()}
+        say(f"[drill] no tier yet: {report['no_tier']}")
+
+        # 2. the tier appears: two nodes, the application deployed on them
+        t0 = time.monotonic()
+        cluster.start_head()
+        cluster.start_worker()
+        deadline = time.monotonic() + 90
+        while True:  # the same front object that said "unreachable" joins once the head listens
+            try:
+                front._connect()
+                break
+            except backend.TierUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        cluster.wait_nodes(2)
+        report["cluster_s"] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
+        serve_app.deploy(["sentiment"], settings_fields, config, env=env, wait_s=180)
+        report["deploy_s"] = round(time.monotonic() - t0, 1)
+        nodes = {a["Address"]["NodeID"] for a in _replicas().values()}
+        report["replica_nodes"] = len(nodes)
+        first = front.call("sentiment", "answer", "The tier is up and the film was good.")
+        report["came_alive"] = bool(first.labels)
+        report["health"] = front.health(["sentiment"]).line()
+        say(f"[drill] cluster {report['cluster_s']} s, deploy {report['deploy_s']} s, replicas on {len(nodes)} node(s); "
+            f"{report['health']}")
+
+        # 3. the class
+        def student(i: int) -> None:
+            k = 0
+            while not stop.is_set():
+                k += 1
+                o = Outcome(i, f"Student {i} asks question {k}: was the film {'very ' * (k % 4)}good or bad?", now())
+                with lock:
+                    outcomes.append(o)
+                try:
+                    o.result = front.call("sentiment", "answer", o.text)
+                except Exception as exc:  # noqa: BLE001 - every outcome is counted
+                    o.error = exc
+                o.end = now()
+                stop.wait(think_s * (0.5 + (i * 7919 + k * 104729) % 1000 / 1000))
+
+        students = [threading.Thread(target=student, args=(i,), daemon=True, name=f"student-{i}") for i in range(clients)]
+        for s in students:
+            s.start()
+        phases: list[tuple[str, float, float | None]] = []
+        counts_at: dict[str, dict] = {}
+        running_least: dict[str, int] = {}
+
+        def phase(name: str, inject) -> None:
+            counts_at[name] = dict(front.counts)
+            before = set(_replicas())
+            start = now()
+            gone, dead = inject(before) if inject else (set(), set())  # to be replaced / killed
+            recovered, fewest = None, 2
+            if inject:
+                while now() - start < recover_limit_s:
+                    alive, states = _replicas(), _replica_states()
+                    fewest = min(fewest, states.get("RUNNING", 0), len(set(alive) - dead))
+                    if len(alive) == 2 and not (gone & set(alive)) and states == {"RUNNING": 2}:
+                        recovered = now() - start
+                        break
+                    time.sleep(0.25)
+            phases.append((name, start, recovered))
+            running_least[name] = max(0, fewest)
+            say(f"[drill] {name}: " + (f"back to full service after {recovered:.1f} s" if recovered is not None
+                                       else ("steady" if not inject else f"NOT recovered within {recover_limit_s:.0f} s")))
+            stop.wait(steady_s)
+
+        def kill_replica(before: set) -> set:
+            replicas = _replicas()
+            head_node = ray.get_runtime_context().get_node_id()  # the front (this driver) sits on the head
+            aid, entry = next(((a, e) for a, e in replicas.items() if e["Address"]["NodeID"] == head_node),
+                              next(iter(replicas.items())))
+            pid = int(entry["Pid"])
+            if not cluster.owns(pid):
+                raise RuntimeError(f"replica pid {pid} is not a process of this drill's cluster")
+            os.kill(pid, signal.SIGKILL)
+            return {aid}, {aid}
+
+        def kill_node(before: set) -> set:
+            worker_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and not n.get("Resources", {}).get("node:__internal_head__")}
+            on_worker = {a for a, e in _replicas().items() if e["Address"]["NodeID"] in worker_nodes}
+            cluster.kill_worker()
+            return on_worker, on_worker
+
+        def redeploy(before: set) -> set:
+            threading.Thread(target=serve_app.deploy, args=(["sentiment"], settings_fields, config),
+                             kwargs={"env": {**env, "XRAY_DRILL_REVISION": str(time.time())}, "wait_s": 120},
+                             daemon=True).start()
+            return set(before), set()  # every old replica is replaced; none is killed
+
+        phase("steady", None)
+        injectors = {"replica": kill_replica, "node": kill_node, "redeploy": redeploy}
+        for fault in faults:
+            phase(fault, injectors[fault])
+        counts_at["end"] = dict(front.counts)
+        stop.set()
+        for s in students:
+            s.join(timeout=front.timeout_s + 10)
+        lost_threads = sum(1 for s in students if s.is_alive())
+        report["phases"] = _drill_counts(outcomes, phases, counts_at, now())
+        for name, least in running_least.items():
+            report["phases"][name]["fewest_running_replicas"] = least
+        report["lost_students"] = lost_threads
+        report["counts"] = dict(front.counts)
+    finally:
+        stop.set()
+        front.close()
+        try:
+            from ray import serve
+
+            if ray.is_initialized():
+                serve.shutdown()
+        except Exception:  # noqa: BLE001 - tearing down
+            pass
+        ray.shutdown()
+        cluster.stop()
+    report["expected"] = _check_answers(outcomes)
+    return report
+
+
+def _drill_counts(outcomes: list, phases: list, counts_at: dict, end: float) -> dict:
+    """Requests by the phase they started in: answered / refused (clear message) / failed / lost."""
+    from scale.backend import Busy
+
+    out = {}
+    names = [p[0] for p in phases]
+    for idx, (name, start, recovered) in enumerate(phases):
+        stop = phases[idx + 1][1] if idx + 1 < len(phases) else end
+        mine = [o for o in outcomes if start <= o.start < stop]
+        refused: dict[str, int] = {}
+        failed: list[str] = []
+        for o in mine:
+            if o.error is None:
+                continue
+            if isinstance(o.error, Busy):
+                kind = getattr(o.error, "kind", "busy")
+                refused[kind] = refused.get(kind, 0) + 1
+            else:
+                failed.append(f"{type(o.error).__name__}: {str(o.error).splitlines()[0][:120] if str(o.error) else ''}")
+        after = counts_at.get(names[idx + 1] if idx + 1 < len(names) else "end", {})
+        before = counts_at.get(name, {})
+        answered = [o for o in mine if o.end is not None and o.error is None]
+        out[name] = {
+            "requests": len(mine),
+            "answered": len(answered),
+            "answered_after_retry": after.get("answered after a retry", 0) - before.get("answered after a retry", 0),
+            "refused": refused,
+            "failed": len(failed),
+            "failures": sorted(set(failed))[:5],
+            "mixed": sum(1 for o in answered if getattr(o.result, "text", None) != o.text),
+            "lost": sum(1 for o in mine if o.end is None),
+            "recovery_s": None if recovered is None else round(recovered, 1),
+            "longest_gap_s": _longest_gap(answered, start, stop),
+            "slowest_s": round(max((o.end - o.start for o in answered), default=0.0), 2),
+        }
+    return out
+
+
+def _longest_gap(answered: list, start: float, stop: float) -> float:
+    """The longest time within [start, stop) in which no student received an answer."""
+    ends = sorted(o.end for o in answered if start <= o.end < stop)
+    marks = [start, *ends, stop]
+    return round(max(b - a for a, b in zip(marks, marks[1:])), 1)
+
+
+def _check_answers(outcomes: list, every: int = 10) -> dict:
+    """Answers (one in `every`) against the in-process answer for THEIR text: wrong = another
+    computation's numbers. (Every answer's text was compared with its question: `mixed`.)"""
+    import numpy as np
+
+    from scale import backend
+
+    here = backend.InProcess()
+    checked = wrong = 0
+    for o in outcomes[::every]:
+        if o.error is None and o.result is not None and getattr(o.result, "text", None) == o.text:
+            want = here.call("sentiment", "answer", o.text)
+            checked += 1
+            wrong += not np.allclose(o.result.probs, want.probs, atol=1e-5)
+    return {"checked": checked, "wrong": wrong}
+
+
+def drill_lines(report: dict) -> list[str]:
+    lines = [f"== fault drill: {report['clients']} students, 2-node loopback cluster at {report['address']}",
+             f"no tier yet        : {report['no_tier'].get('kind')} in {report['no_tier'].get('seconds')} s "
+             f"({report['no_tier'].get('message')})",
+             f"tier up            : cluster {report.get('cluster_s')} s, deploy {report.get('deploy_s')} s, "
+             f"replicas on {report.get('replica_nodes')} nodes; same front answers: {report.get('came_alive')}"]
+    for name, p in report["phases"].items():
+        refused = ", ".join(f"{k} {v}" for k, v in p["refused"].items()) or "0"
+        lines.append(f"{name:<9}: {p['requests']:4d} requests, answered {p['answered']} "
+                     f"({p['answered_after_retry']} after a retry), refused {refused}, failed {p['failed']}, "
+                     f"mixed {p['mixed']}, lost {p['lost']}; full service after {p['recovery_s']} s "
+                     f"(fewest replicas running {p.get('fewest_running_replicas', 2)}), "
+                     f"longest gap without answers {p['longest_gap_s']} s, slowest {p['slowest_s']} s")
+        for f in p["failures"]:
+            lines.append(f"           failure: {f}")
+    lines.append(f"answers checked against in-process: {report['expected']['checked']}, wrong {report['expected']['wrong']}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ FAITHFULNESS = ExplainerSpec(
     progress=True)
 
 PATCH = ExplainerSpec(
-    "patch", "Patch activations", ("generation", "sentiment", "translation", "image", "clip"),
+    "patch", "Patching", ("generation", "sentiment", "translation", "image", "clip"),
     (Param("corrupted", "str", ""), _TARGET, Param("grids", "Sequence | str", ("residual", "attention", "mlp"))),
     "PatchingResult",
     {"qa": "an answer is a span: two position choices (start, end) over the context, not one outcome whose logit "
@@ -110,7 +110,7 @@ PATCH = ExplainerSpec(
      "explorer": "the encoder explorer gives no answer to restore: it compares sentence vectors"},
     progress=True, gpu_seconds=60)
 STEER = ExplainerSpec(
-    "steer", "Steer the generation", ("generation",),
+    "steer", "Steering", ("generation",),
     (Param("toward", "str", "Love"), Param("away", "str", "Hate"), Param("layer", "int | None"),
      Param("strength", "float", 4.0), Param("max_new_tokens", "int | None")),
     "SteerResult", _not_for("steer", ("generation",), "only generation writes text that a push on its residual "

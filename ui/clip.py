@@ -1,4 +1,4 @@
-"""Image-text matching tab (CLIP): probabilities of candidate descriptions, image x text
+"""Image-text matching tab (CLIP, SigLIP): probabilities of candidate descriptions, image x text
 similarity matrix, patch relevance and token attributions for a chosen text, shared embeddings."""
 from __future__ import annotations
 
@@ -33,12 +33,18 @@ DISTRACTORS = ["a photo of a dog", "a city street at night"]
 PROBABILITIES = (
     "CLIP turns the image and every description into a vector in the same space and compares "
     "them. The probabilities come from a softmax over the candidates: they add up to 1, so they "
-    "only say which description fits *best among those you gave*, not whether any fits well."
+    "only say which description fits *best among those you gave*, not whether any fits well. "
+    "**SigLIP** models (e.g. google/siglip-base-patch16-224) answer a different question: a sigmoid "
+    "of each image-text score says *how likely that description matches*, each on its own. They do "
+    "not add up to 1: all can be low (nothing fits) or several high."
 )
+LABEL = {"softmax": "Which description fits the image best",
+         "sigmoid": "How likely each description matches (SigLIP: each on its own, no sum to 1)"}
 MATRIX = (
     "**Similarity matrix**: every image (row) against every description (column). *Cosine "
     "similarity* is the angle between the two vectors (1 = same direction). CLIP multiplies it by "
     "a learned temperature to get *logits*; a softmax over each row gives the *probabilities*. "
+    "SigLIP adds a learned bias to the logits and takes a sigmoid of each cell on its own. "
     "★ marks the best description for each image. Add more images above to compare them."
 )
 RELEVANCE = (
@@ -46,21 +52,26 @@ RELEVANCE = (
     "rollout* (Chefer et al., 2021) follows the attention of the vision transformer from layer to "
     "layer, keeping only the parts whose gradient raises the similarity with the chosen text: "
     "bright patches are the ones that made this description match. *Attention rollout* uses the "
-    "attention alone, so it is the same whichever text you pick."
+    "attention alone, so it is the same whichever text you pick. SigLIP has no class token: an "
+    "attention-pooling head lets a learned probe look over the patches, and both methods start from "
+    "that probe's attention (weighted by its gradient for Chefer) instead of the class token's."
 )
 TEXT_ATTRIBUTION = (
     "**Which words matter** (Captum integrated gradients on the text encoder): how much each token "
     "raised (green) or lowered (red) the cosine similarity between the chosen text and the chosen "
     "image, compared with a text made of padding tokens. Integrated gradients blends the text in "
     "from that baseline and adds up the gradients on the way, so the scores add up to the change "
-    "in similarity; the *convergence delta* says how far off that sum is (more steps, smaller delta)."
+    "in similarity; the *convergence delta* says how far off that sum is (more steps, smaller delta). "
+    "SigLIP reads every text padded to its full length; the padding is the same in the text and the "
+    "baseline, so its scores are zero and it is not shown."
 )
 EMBEDDINGS = (
-    "**Shared space**: images and descriptions as points after squashing CLIP's joint space to "
+    "**Shared space**: images and descriptions as points after squashing the model's joint space to "
     "2-D. A description close to an image matches it well. Images and texts often form two "
     "separate clouds (the 'modality gap'); what counts is which text lies nearest to which image."
 )
-METRICS = {"cosine similarity": "cosine", "logit (scaled cosine)": "logits", "probability (softmax per image)": "probs"}
+METRICS = {"cosine similarity": "cosine", "logit (scaled cosine)": "logits",
+           "probability (CLIP: softmax per image; SigLIP: sigmoid per pair)": "probs"}
 clip = tab_compute(__name__)  # the compute functions, on the configured backend
 
 
@@ -80,6 +91,11 @@ def example_rows() -> list[list[str]]:
     return [[str(p), candidates] for p in files]
 
 
+def answer_label(result: clip.ClipResult) -> str:
+    """The caption of the answer: CLIP's probabilities compare the texts, SigLIP's score each one on its own."""
+    return LABEL.get(result.contrast, LABEL["softmax"])
+
+
 def matrix_figure(result: clip.ClipResult, metric: str):
     key = METRICS.get(metric, "cosine")
     bounds = (0.0, 1.0) if key == "probs" else (None, None)
@@ -95,7 +111,7 @@ def relevance_figure(result: clip.ClipResult, image_index: int, text: str, metho
 def embedding_figure(result: clip.ClipResult, method: str):
     emb = result.embeddings()
     points = project_2d(emb.layer(0), method or "pca")
-    return embedding_scatter(points, [shorten(label) for label in emb.labels], emb.groups, title=f"Images and texts in CLIP's shared space · {method or 'pca'}")
+    return embedding_scatter(points, [shorten(label) for label in emb.labels], emb.groups, title=f"Images and texts in the shared space · {method or 'pca'}")
 
 
 def build() -> None:
@@ -114,7 +130,7 @@ def build() -> None:
             if rows:
                 gr.Examples(rows, inputs=[image_box, texts_box])
         with gr.Column(scale=1):
-            label = gr.Label(label="Which description fits the image best")
+            label = gr.Label(label=LABEL["softmax"])
             explain(PROBABILITIES)
             notice = gr.Markdown()
     state = result_state()
@@ -147,7 +163,7 @@ def build() -> None:
         result = clip.analyse([image, *(extra_images or [])], texts, model)
         best = result.best_text
         return {
-            label: label_value(result.texts, result.probs[0]),
+            label: gr.Label(label_value(result.texts, result.probs[0]), label=answer_label(result)),
             state: result,
             image_choice: gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
             text_choice: gr.Dropdown(result.texts, value=best, label="Description to explain"),

@@ -66,7 +66,7 @@ def example_rows() -> tuple[list[list], list[str], list[list], list[str]]:
     greedy = [[prompt, MAX_NEW_DEFAULT, False, *SAMPLING_DEFAULTS] for prompt in generation.EXAMPLES]
     sampled = [[generation.EXAMPLES[1], *SAMPLED]]
     n, _, temperature, top_k, top_p, seed = SAMPLED
-    return (greedy, [f"{prompt} (greedy)" for prompt in generation.EXAMPLES],
+    return (greedy, list(generation.EXAMPLES),
             sampled, [f"Sample {n} tokens: temperature {temperature}, top-k {top_k}, top-p {top_p}, seed {seed}"])
 
 

@@ -60,12 +60,16 @@ SCROLL_JS = """() => {
 def go() -> Any:
     """The link trigger of a tab's answer: put `share.go()` among the answer event's triggers; a link
     or a lesson step changes it (after filling the inputs) to run the answer."""
-    return links.tag(gr.State(0), GO).change
+    return links.tag(gr.State(None), GO).change
 
 
 def run_trigger() -> gr.State:
     """The link trigger of an on-demand view (knockouts, faithfulness...): its change runs the view."""
-    return links.tag(gr.State(0), RUN)
+    return links.tag(gr.State(None), RUN)
+
+
+# A trigger starts as None: the page receives null for every State an event outputs, and a State
+# whose value in the page goes from anything else to null counts as changed there (its event runs).
 
 
 def model_choices(task: str) -> list[tuple[str, str]]:
@@ -384,7 +388,7 @@ def bind_load(wiring: Wiring, state: Any, extra: list, lesson: Any) -> None:
         out = wiring.updates(link)
         if link.lesson:
             out.update(lesson(link, st))
-        return out
+        return out or {wiring.top: gr.skip()}  # nothing to open: a dict names at least one output
 
     outputs = list(dict.fromkeys([*wiring.outputs, *extra]))
     root.load(guarded(on_load), [state], outputs, queue=False, api_visibility="private").then(None, js=SCROLL_JS)

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import plotly.graph_objects as go
 
-from core.patching_types import PatchGrid, PatchingResult, SteerResult
+from core.patching_types import GRID_TITLES, PatchGrid, PatchingResult, SteerResult
 from viz.tokens import clean_token, figure_title, plot_label
 
 # Blue: the patch brings the clean answer back (1 = all of it); white: no effect; red: it pushes further
@@ -23,10 +23,35 @@ def _md(text: object) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~<>])", r"\\\1", html.escape(str(text), quote=False))
 
 
+def _quoted(token: str) -> str:
+    """A token or class for Markdown: readable, spaces visible ('␣in'), quoted, escaped."""
+    text = clean_token(str(token))
+    text = ("␣" * (len(text) - len(text.lstrip(" ")))) + text.strip(" ") + "␣" * (len(text) - len(text.rstrip(" ")))
+    return f"“{_md(text)}”"
+
+
+def _cell(value: float) -> str:
+    """Cell text: two decimals, never '-0.00'; empty where nothing was patched."""
+    if np.isnan(value):
+        return ""
+    text = f"{value:.2f}"
+    return "0.00" if text == "-0.00" else text
+
+
 def _tick(label: str, changed: bool) -> str:
     index, _, token = label.partition(" · ")
     text = f"{index} · {plot_label(token)}" if token else plot_label(label)
     return f"<b>{text}</b>" if changed else text
+
+
+def not_computed_figure(kind: str, name: str) -> go.Figure:
+    """A small placeholder where a grid was not asked for."""
+    fig = go.Figure()
+    fig.add_annotation(text=html.escape(f"Not computed: tick “{name}” under Grids and patch again."), showarrow=False,
+                       x=0.5, y=0.5, xref="paper", yref="paper")
+    fig.update_layout(title=figure_title(GRID_TITLES[kind], 90), height=150, xaxis_visible=False, yaxis_visible=False,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
 
 
 def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
@@ -48,10 +73,11 @@ def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
                       for i in range(len(g.layers))])
     fig.add_trace(go.Heatmap(
         z=g.restored, x=list(range(len(ticks))), y=g.layers, zmin=-1, zmax=1, zmid=0, colorscale=_SCALE,
-        text=np.where(np.isnan(g.restored), "", np.round(g.restored, 2).astype(str)),
+        text=[[_cell(v) for v in row] for row in g.restored],
         texttemplate="%{text}" if g.restored.size <= 400 else None, customdata=hover,
         hovertemplate="%{customdata}<extra></extra>", hoverongaps=False,
-        colorbar=dict(title=dict(text="restored<br>1 = clean<br>0 = corrupted")),
+        colorbar=dict(title=dict(text="restored"), tickvals=[-1, 0, 1], ticktext=["−1", "0 corrupted", "1 clean"],
+                      thickness=14),
     ))
     fig.update_xaxes(title=_X_TITLES[kind], tickmode="array", tickvals=list(range(len(ticks))), ticktext=ticks,
                      tickangle=-45 if kind != "attention" else 0)
@@ -70,26 +96,33 @@ def _best(g: PatchGrid) -> str:
         return ""
     i, j = np.unravel_index(np.nanargmax(g.restored), g.restored.shape)
     where = f"head {g.columns[j]}" if g.kind == "attention" else f"position {_md(clean_token(g.columns[j]))}"
-    return f"- {g.kind}: strongest at layer {i}, {where}: {g.restored[i, j]:.2f}"
+    name = {"residual": "residual stream", "attention": "one attention head", "mlp": "one MLP"}[g.kind]
+    if g.restored[i, j] < 0.1:
+        return f"- {name}: no single copy brings much back (at most {_cell(g.restored[i, j])}, layer {i}, {where})"
+    return f"- {name}: layer {i}, {where} brings back **{_cell(g.restored[i, j])}**"
 
 
 def patch_summary(r: PatchingResult) -> str:
     """Markdown: the two inputs, their answers, the metric on each, how to read the grids, notes."""
-    if r.b and r.metric_name.startswith("logit(A)"):
-        answers = f"A = **{_md(clean_token(r.a))}** (clean answer), B = **{_md(clean_token(r.b))}** (corrupted answer)"
+    if r.metric_name.startswith("logit(A)"):
+        answers = f"A = {_quoted(r.a)} (the clean answer), B = {_quoted(r.b)} (the corrupted answer)"
     else:
-        answers = "A = the clean input, B = the corrupted input"
+        answers = "A = the clean text, B = the corrupted text"
     lines = [
         f"**Clean:** {_md(r.clean_input)}  \n**Corrupted:** {_md(r.corrupted_input)}",
-        f"{answers}. Metric: {_md(r.metric_name)} — clean **{r.clean_metric:+.4f}**, corrupted "
-        f"**{r.corrupted_metric:+.4f}**.",
+        f"{answers}. Metric: {_md(r.metric_name)}: clean **{r.clean_metric:+.4g}**, corrupted "
+        f"**{r.corrupted_metric:+.4g}**, so a patch can bring back **{r.gap:+.4g}**.",
         "Each cell is one run of the corrupted input with ONE activation copied from the clean run: "
         "(metric − corrupted) / (clean − corrupted). **1** = the clean answer is fully back, **0** = no effect. "
         "A cell near 1 is a place the answer *causally* flows through; bold columns are the positions that differ.",
     ]
+    if abs(r.gap) < 0.01 * max(1.0, abs(r.clean_metric)):
+        lines.append("⚠️ The corruption barely changes the metric, so every cell divides by a very small number: "
+                     "the fractions below are mostly noise. Change the corrupted input more (another word, a larger "
+                     "region), or try a trained model.")
     best = [b for b in (_best(g) for g in r.grids) if b]
     if best:
-        lines.append("Where a single copy brings most back:\n" + "\n".join(best))
+        lines.append("Where one copy brings most back:\n" + "\n".join(best))
     lines += [f"*{_md(note)}*" for note in r.notes]
     return "\n\n".join(lines)
 
@@ -111,7 +144,8 @@ def steer_summary(s: SteerResult) -> str:
     same = s.plain == s.steered
     verdict = "The two texts are the same: the push did not change any greedy choice." if same else (
         "The texts part where the push changed the model's greedy choice.")
-    return (f"Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** minus that of **{_md(s.away)}** "
+    return (f"Prompt: **{_md(s.prompt)}**. Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** "
+            f"minus that of **{_md(s.away)}** "
             f"(length {s.norm:.3g}), added {s.strength:+g} times at every position while generating greedily. "
             f"{verdict}")
 
@@ -126,8 +160,9 @@ def steer_lens_figure(s: SteerResult) -> go.Figure:
         colorscale="Blues", zmin=0, colorbar=dict(title="probability"),
         hovertemplate="%{y} · %{x}<br>top next token %{text}<br>probability %{z:.4f}<extra></extra>",
     ))
-    fig.update_yaxes(title="layer (its output read by the final norm and the unembedding)", autorange="reversed")
+    fig.update_yaxes(title="layer", autorange="reversed")
     fig.update_xaxes(title="run")
-    fig.update_layout(title=figure_title("Which next token does each layer point to after the prompt?", 90),
+    fig.update_layout(title=figure_title("Which next token does each layer point to after the prompt? (each layer's "
+                                         "state read by the final norm and the unembedding)", 90),
                       height=max(280, 120 + 34 * len(s.lens_layers)), margin=dict(l=10, r=10, t=70, b=10))
     return fig

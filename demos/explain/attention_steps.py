@@ -176,7 +176,7 @@ def _source(adapter: A.Adapter, site: _Site, layer: int) -> str:
             "keys/values from the encoder output")
 
 
-def _describe(adapter: A.Adapter, spec: A.AttentionSpec, head: int, heads: int, kv_heads: int, d: int,
+def _describe(spec: A.AttentionSpec, head: int, heads: int, kv_heads: int, d: int,
               bias: bool) -> tuple[list[str], str, list[int]]:
     """What this model's attention does beyond softmax(q K^T / sqrt(d_k) + mask) V: notes, formula, and the
     heads sharing this head's keys/values (grouped-query attention)."""
@@ -268,7 +268,7 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
         z = logits if mask is None else np.where(mask, logits, -np.inf)
         e = np.exp(z - z.max())
         softmax = e / e.sum()
-        notes, formula, shared = _describe(adapter, spec, head, n_heads, kv_heads, d_k, bias_row is not None)
+        notes, formula, shared = _describe(spec, head, n_heads, kv_heads, d_k, bias_row is not None)
         cut = slice(head * d_k, (head + 1) * d_k)
         causal = parts.causal and not site.cross
         return AttentionSteps(

@@ -151,11 +151,13 @@ def region(spec: Any, grid: tuple[int, int]) -> list[int]:
 
 
 def _shown(pv: torch.Tensor, processor: Any) -> np.ndarray:
-    """(H, W, 3) uint8 of normalised pixel values (1, 3, H, W)."""
+    """(H, W, 3) uint8 of normalised pixel values (1, 3, H, W), enlarged by a whole factor when small."""
     x = pv[0].float().cpu().numpy().transpose(1, 2, 0)
     if getattr(processor, "do_normalize", False):
         x = x * np.asarray(processor.image_std) + np.asarray(processor.image_mean)
-    return np.clip(x * 255.0, 0, 255).astype(np.uint8)
+    x = np.clip(x * 255.0, 0, 255).astype(np.uint8)
+    zoom = max(1, -(-224 // max(x.shape[:2])))  # small model inputs shown at least 224 pixels wide, pixels kept
+    return x.repeat(zoom, 0).repeat(zoom, 1)
 
 
 def _image(result: Any, corrupted: Any, target: Any) -> Pair:

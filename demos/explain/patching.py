@@ -218,6 +218,8 @@ def _jobs(kind: str, s: Sites, align: list[int | None], n_positions: int) -> lis
 
 def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | None = None) -> PatchingResult:
     """Patch every activation of the requested grids; see the module docstring."""
+    if list(pair.clean_units) == list(pair.corrupted_units):
+        raise ValueError("The corrupted input is the same as the clean one: change a word (or blur a region) first.")
     s = sites(pair.model, pair.stack)
     align = alignment(pair.clean_units, pair.corrupted_units)
     acts, clean_logits = capture(pair, s)
@@ -274,8 +276,8 @@ def _outcomes(pair: Pair, clean: torch.Tensor, bad: torch.Tensor) -> tuple[int, 
     notes = []
     if b == a:
         b = int(bad.clone().index_fill_(0, torch.tensor([a]), float("-inf")).argmax())
-        notes.append(f"The corrupted input still gives {pair.label(a)!r} as its top answer; B is its runner-up "
-                     f"{pair.label(b)!r}.")
+        notes.append(f"The corrupted input still gives “{pair.label(a)}” as its top answer; B is its runner-up "
+                     f"“{pair.label(b)}”.")
     return a, b, notes
 
 
@@ -286,7 +288,7 @@ def _result(pair: Pair, align, a, b, clean_m, bad_m, grids, notes) -> PatchingRe
         notes = [f"The inputs have different lengths ({len(pair.clean_units)} and {len(pair.corrupted_units)} "
                  "units): they are matched position by position from the start and from the end, and the parts "
                  "that differ are aligned at their last unit (the column labels show the pairs)."
-                 + (f" No clean partner (not patched): {', '.join(map(repr, gone))}." if gone else ""), *notes]
+                 + (f" No clean partner (not patched): {', '.join(f'“{g}”' for g in gone)}." if gone else ""), *notes]
     changed = [i is None or pair.clean_units[i] != u for i, u in zip(align, pair.corrupted_units)]
     return PatchingResult(
         task="", clean_input=pair.clean_input, corrupted_input=pair.corrupted_input,

@@ -13,7 +13,7 @@ from scale import backend
 from ui.common import guarded
 from ui.kit import EXPLAIN
 from ui.views.interventions import OnDemandView, _value
-from viz.patching import patch_figure, patch_summary, steer_html, steer_lens_figure, steer_summary
+from viz.patching import not_computed_figure, patch_figure, patch_summary, steer_html, steer_lens_figure, steer_summary
 
 PATCH_HELP = (
     "**Cause, not correlation: activation patching.** Attention maps and attributions show what the model "
@@ -117,7 +117,8 @@ class PatchView(PresetView):
 
     def own_controls(self) -> dict:
         corrupted_label, target_label, start = _PATCH_LABELS[self.task]
-        corrupted = gr.Textbox(label=corrupted_label, value=start, max_lines=2, scale=3)
+        example = PATCH_PRESETS.get(self.task, [("", (), {"corrupted": ""})])[0][2]["corrupted"]
+        corrupted = gr.Textbox(label=corrupted_label, value=start, max_lines=2, scale=3, placeholder=f"e.g. {example}")
         target = gr.Textbox(label=target_label, max_lines=1, scale=2)
         grids = gr.CheckboxGroup(_GRIDS, value=[v for _, v in _GRIDS], label="Grids", scale=2)
         return {"corrupted": (corrupted, lambda text: str(text or "")), "target": (target, _value),
@@ -126,18 +127,20 @@ class PatchView(PresetView):
     def panels(self) -> list:
         self.summary = gr.Markdown()
         self.picture = gr.Image(label="The corrupted image", visible=False, height=240, interactive=False)
-        self.plots = {kind: gr.Plot(label=label, visible=False) for label, kind in _GRIDS}
+        self.plots = {kind: gr.Plot(label=label) for label, kind in _GRIDS}
         return [self.summary, self.picture, *self.plots.values()]
 
     def render(self, r) -> dict:
-        plots = {plot: gr.Plot(patch_figure(r, kind), visible=True) if r.grid(kind) else gr.Plot(visible=False)
+        names = {kind: label for label, kind in _GRIDS}
+        plots = {plot: patch_figure(r, kind) if r.grid(kind) else not_computed_figure(kind, names[kind])
                  for kind, plot in self.plots.items()}
         picture = gr.Image(r.picture, visible=r.picture is not None)
         return {self.summary: patch_summary(r), self.picture: picture, **plots}
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value in (None, "") else int(value)
+def _layer(value: Any) -> int | None:
+    """The layer box: -1 (or empty) = the middle layer (None)."""
+    return None if value in (None, "") or int(value) < 0 else int(value)
 
 
 class SteerView(PresetView):
@@ -146,10 +149,10 @@ class SteerView(PresetView):
     def own_controls(self) -> dict:
         toward = gr.Textbox(label="Toward", value="Love", max_lines=1)
         away = gr.Textbox(label="Away from", value="Hate", max_lines=1)
-        layer = gr.Number(value=None, precision=0, minimum=0, label="Layer (empty = the middle one)")
+        layer = gr.Number(value=-1, precision=0, minimum=-1, label="Layer (−1 = the middle one)")
         strength = gr.Slider(-20, 20, value=4.0, step=0.5, label="Strength (0 = no push)")
         tokens = gr.Slider(1, 100, value=20, step=1, label="New tokens")
-        return {"toward": (toward, str), "away": (away, str), "layer": (layer, _optional_int),
+        return {"toward": (toward, str), "away": (away, str), "layer": (layer, _layer),
                 "strength": (strength, float), "max_new_tokens": (tokens, int)}
 
     def panels(self) -> list:

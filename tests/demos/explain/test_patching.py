@@ -222,6 +222,8 @@ def test_tasks_without_patching_say_why_and_bad_inputs_are_clear():
     assert set(catalog.get("steer").tasks) == {"generation"}
     with pytest.raises(ValueError, match="corrupted input"):
         patching.patch("generation", _result("generation"), "  ")
+    with pytest.raises(ValueError, match="same as the clean one"):
+        patching.patch("generation", _result("generation"), CLEAN)
     with pytest.raises(ValueError, match="Unknown grid"):
         patching.patch("generation", _result("generation"), CORRUPTED, grids="residual, heads")
 
@@ -306,3 +308,45 @@ def test_a_patch_never_reaches_another_users_answer(monkeypatch, shared):
         assert got.ids == reference.ids
         np.testing.assert_array_equal(got.model_prob, reference.model_prob)
     assert {id(x): _hooks(x) for x in _loaded_models()} == hooks
+
+
+def _synthetic():
+    from core.patching_types import PatchGrid, PatchingResult
+
+    grids = [PatchGrid("residual", ["L0", "L1"], ["0 · The", "1 · cat→<b>dog</b>", "2 · sat"],
+                       np.array([[0.0, 0.9, np.nan], [0.0, 0.2, 1.0]]), np.array([[0.1, 0.8, np.nan], [0.1, 0.3, 1.0]])),
+             PatchGrid("attention", ["L0", "L1"], ["H0", "H1"], np.array([[0.5, -0.2], [0.0, 0.1]]), np.zeros((2, 2)))]
+    return PatchingResult("generation", "The cat <script>x</script>", "The dog", ["The", "cat", "sat"],
+                          ["The", "<b>dog</b>", "sat"], np.array([0, 1, -1]), np.array([False, True, True]),
+                          "logit(A) − logit(B) of the next token after the prompt", " sat", "*x*", 1.0, 0.0, "main",
+                          grids, notes=["a note with <img src=x>"])
+
+
+def test_figures_name_their_axes_in_plain_words_and_escape_user_text():
+    from viz import patching as vp
+
+    r = _synthetic()
+    fig = vp.patch_figure(r, "residual")
+    assert "position" in fig.layout.xaxis.title.text and "layer" in fig.layout.yaxis.title.text
+    assert "how much of the answer comes back" in fig.layout.title.text.replace("<br>", " ")
+    assert all("<b>dog</b>" not in t for t in fig.layout.xaxis.ticktext)  # escaped; bold marks a changed column
+    assert fig.layout.xaxis.ticktext[1].startswith("<b>") and not fig.layout.xaxis.ticktext[0].startswith("<b>")
+    assert vp.patch_figure(r, "attention").layout.xaxis.title.text.startswith("head")
+    with pytest.raises(KeyError):
+        vp.patch_figure(r, "mlp")
+    assert "Not computed" in vp.not_computed_figure("mlp", "MLP").layout.annotations[0].text
+    text = vp.patch_summary(r)
+    assert "<script>" not in text and "<img" not in text and "“␣sat”" in text
+    assert "layer 1, position 2 · sat brings back **1.00**" in text and "head H0 brings back **0.50**" in text
+
+
+def test_steering_view_escapes_and_says_what_was_added():
+    from core.patching_types import SteerResult
+    from viz import patching as vp
+
+    s = SteerResult("<i>I</i> hate", "<b>Love</b>", "Hate", 1, 4.0, 2.5, [" a", " b"], [" a", " c"], ["L0", "L1"],
+                    ["x", "y"], ["x", "z"], np.array([0.1, 0.2]), np.array([0.1, 0.3]))
+    html_text = vp.steer_html(s)
+    assert "<i>I</i>" not in html_text and "&lt;b&gt;Love&lt;/b&gt;" in html_text and "xray-steer" in html_text
+    assert "part where" in vp.steer_summary(s)
+    assert vp.steer_lens_figure(s).layout.yaxis.title.text == "layer"

@@ -8,8 +8,7 @@ Every model listed has safetensors weights on its main branch (the app loads saf
 `scripts.prepare_models` fetches only those). Left out for that reason: facebook/opt-125m,
 facebook/deit-base-distilled-patch16-224, cardiffnlp/twitter-roberta-base-sentiment-latest,
 siebert/sentiment-roberta-large-english, textattack/bert-base-uncased-SST-2 (their safetensors sit
-only in an unmerged conversion pull request). Left out by what the task code does: google/siglip-*
-(demos/clip.py scores texts with a softmax over them, SigLIP is trained with a sigmoid per pair),
+only in an unmerged conversion pull request). Left out by what the task code does:
 t5-small / facebook/bart-* / facebook/m2m100_418M for translation (demos/translation.py generates with
 the model's own generation config and no task prefix, source language or forced target language).
 """
@@ -47,7 +46,7 @@ _DEBERTA_V3 = dict(relative_attention=True, pos_att_type=["p2c", "c2p"], positio
                    position_biased_input=False, share_att_key=True, norm_rel_ebd="layer_norm", num_labels=2)
 _CLIP_TEXT = dict(num_hidden_layers=12, num_attention_heads=8, hidden_size=512, intermediate_size=2048, vocab_size=49408)
 
-# hub id -> facts. CLIP rows give the text tower (the vision tower in `extra`).
+# hub id -> facts. CLIP and SigLIP rows give the text tower (the vision tower in `extra`).
 FACTS: dict[str, Facts] = {
     # generation
     "HuggingFaceTB/SmolLM2-135M-Instruct": Facts("llama", 30, 9, 3, 576, 49152, dict(intermediate_size=1536)),
@@ -79,6 +78,10 @@ FACTS: dict[str, Facts] = {
         vision_config=dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, patch_size=32))),
     "openai/clip-vit-base-patch16": Facts("clip", 12, 8, 8, 512, 49408, dict(
         vision_config=dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, patch_size=16))),
+    "google/siglip-base-patch16-224": Facts("siglip", 12, 12, 12, 768, 32000, dict(
+        text_config=dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, intermediate_size=3072,
+                         vocab_size=32000, max_position_embeddings=64),
+        vision_config=dict(num_hidden_layers=12, num_attention_heads=12, hidden_size=768, patch_size=16, image_size=224))),
     # encoder explorer
     "sentence-transformers/all-MiniLM-L6-v2": Facts("bert", 6, 12, 12, 384, 30522),
     "sentence-transformers/all-MiniLM-L12-v2": Facts("bert", 12, 12, 12, 384, 30522),
@@ -94,6 +97,8 @@ def config_of(facts: Facts):
     """A transformers config with the real sizes (only what the facts say; the rest default)."""
     if facts.model_type == "clip":
         return AutoConfig.for_model("clip", text_config=_CLIP_TEXT, vision_config=facts.extra["vision_config"])
+    if facts.model_type == "siglip":
+        return AutoConfig.for_model("siglip", **facts.extra)
     sizes = dict(num_hidden_layers=facts.layers, num_attention_heads=facts.heads, hidden_size=facts.hidden)
     if facts.kv_heads != facts.heads:
         sizes["num_key_value_heads"] = facts.kv_heads
@@ -124,8 +129,9 @@ def test_the_task_class_builds_it_at_the_real_size_and_the_adapter_reads_it(task
     with torch.device("meta"):
         model = cls.from_config(config) if spec.model_class.startswith("Auto") else cls(config)
     adapter = A.adapter_for(model)
-    stack = A.stack_of(adapter, "text" if facts.model_type == "clip" else "encoder" if facts.model_type in ("marian", "whisper") else None)
-    blocks = A.blocks(model, adapter, "text" if facts.model_type == "clip" else None)
+    towers = facts.model_type in ("clip", "siglip")
+    stack = A.stack_of(adapter, "text" if towers else "encoder" if facts.model_type in ("marian", "whisper") else None)
+    blocks = A.blocks(model, adapter, "text" if towers else None)
     assert len(blocks) == facts.layers
     heads, kv_heads, head_dim = A.head_counts(A.attention_module(blocks[0], stack.attention), stack.attention)
     assert (heads, kv_heads) == (facts.heads, facts.kv_heads)
@@ -133,7 +139,7 @@ def test_the_task_class_builds_it_at_the_real_size_and_the_adapter_reads_it(task
     kinds = {head.kind for head in adapter.head.values()}
     assert kinds == ({HEAD[task]} if HEAD[task] else set()), type(model).__name__
     if facts.vocab is not None:
-        embeddings = model.text_model.get_input_embeddings() if facts.model_type == "clip" else model.get_input_embeddings()
+        embeddings = model.text_model.get_input_embeddings() if towers else model.get_input_embeddings()
         assert embeddings.weight.shape[0] == facts.vocab
 
 

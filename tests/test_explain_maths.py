@@ -1,0 +1,544 @@
+"""The explanation maths on toy models whose answers are known in closed form or computed here by
+hand (no Hugging Face model, milliseconds each): demos.explain.attribution, .subjects, .contrast,
+.faithfulness and the token-attribution part of demos.inputs.text. The mutation run
+(docs/TESTING.md) leans on this module first."""
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax as scipy_softmax
+from scipy.stats import spearmanr
+
+from core.results import COMPACT_FROM_BYTES
+from demos.explain import attribution, contrast, faithfulness, subjects
+from demos.inputs import text
+
+torch.manual_seed(0)
+
+
+# ---- a toy classifier over token ids: embedding -> mean -> tanh -> linear (K = 3 outcomes) --------
+
+
+class Toy(torch.nn.Module):
+    def __init__(self, vocab: int = 12, dim: int = 5, k: int = 3, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.embed = torch.nn.Embedding(vocab, dim)
+        self.head = torch.nn.Linear(dim, k)
+        with torch.no_grad():
+            self.embed.weight.copy_(torch.randn(vocab, dim, generator=g) * 1.5)
+            self.head.weight.copy_(torch.randn(k, dim, generator=g) * 2.0)
+            self.head.bias.copy_(torch.randn(k, generator=g))
+
+    def get_input_embeddings(self) -> torch.nn.Module:
+        return self.embed
+
+    def forward(self, input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        e = self.embed(input_ids) if inputs_embeds is None else inputs_embeds
+        return self.head(torch.tanh(e).mean(1))  # (b, K) logits
+
+
+IDS = torch.tensor([[1, 5, 7, 3, 9, 2]])  # 1 and 2 are "special" ([CLS], [SEP]); 0 is [PAD]
+SPECIAL = np.array([False, True, True, True, True, False])  # deletable units
+
+
+def toy_subject(kind: str = "tokens", answer: int = 0, contrast_: int | None = None, default=None) -> subjects.Subject:
+    model = Toy()
+    labels = [f"t{i}" for i in IDS[0].tolist()]
+    if kind == "tokens":
+        inputs, key = {"input_ids": IDS}, "input_ids"
+        units = subjects.token_units(labels, SPECIAL.copy(), "pad")
+        replacement = torch.zeros_like(IDS)
+        run = lambda kw: model(input_ids=kw["input_ids"])  # noqa: E731
+    else:
+        with torch.no_grad():
+            x, pad = model.embed(IDS), model.embed(torch.zeros_like(IDS))
+        inputs, key = {"inputs_embeds": x}, "inputs_embeds"
+        units = subjects.embed_units(labels, SPECIAL.copy(), "pad")
+        replacement = pad
+        run = lambda kw: model(inputs_embeds=kw["inputs_embeds"])  # noqa: E731
+    s = subjects.Subject(
+        task="toy", model=model, inputs=inputs, unit_key=key, units=units, replacement=replacement, run=run,
+        outcome_probs=lambda out: torch.softmax(out.float(), -1), outcome_label=lambda i: f"class{i}", answer=answer,
+        embedding_layer=model.get_input_embeddings(), attention=lambda: np.linspace(0.1, 0.6, 6),
+        rollout=None, not_applicable={"attention rollout": "toy"},
+    )
+    if contrast_ is not None:
+        s.contrast = contrast_
+    if default is not None:
+        s.contrast_default = default
+    return s
+
+
+def toy_probs(ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(Toy()(input_ids=ids), -1)
+
+
+def captum_ig(fn, x, base, layer, steps):
+    from captum.attr import IntegratedGradients, LayerIntegratedGradients
+
+    algo = LayerIntegratedGradients(fn, layer) if layer is not None else IntegratedGradients(fn)
+    return algo.attribute(x, baselines=base, n_steps=steps).detach()
+
+
+# ---- attribution.py --------------------------------------------------------------------------
+
+
+def test_method_table_and_unknown_method():
+    ig, gxi = attribution.method("integrated_gradients"), attribution.method("gradient_x_input")
+    assert ig.integrates and not gxi.integrates
+    model = Toy()
+    assert type(ig.captum(lambda x: x, model.embed)).__name__ == "LayerIntegratedGradients"
+    assert type(ig.captum(lambda x: x)).__name__ == "IntegratedGradients"
+    assert type(gxi.captum(lambda x: x, model.embed)).__name__ == "LayerGradientXActivation"
+    assert type(gxi.captum(lambda x: x)).__name__ == "InputXGradient"
+    with pytest.raises(ValueError, match=r"Unknown attribution method 'magic'.*gradient_x_input"):
+        attribution.method("magic")
+
+
+def test_stack_attentions_picks_the_batch_item_and_compacts_only_large_maps():
+    a = [torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4)]
+    out = attribution.stack_attentions(a, batch_index=1)
+    assert out.shape == (2, 3, 4, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[1], a[1][1].numpy())
+    with pytest.raises(RuntimeError, match="no attention weights"):
+        attribution.stack_attentions(())
+    n = int(math.isqrt(COMPACT_FROM_BYTES // 4)) + 2  # one (1, 1, n, n) layer just over the limit
+    big = [torch.rand(1, 1, n, n)]
+    assert attribution.stack_attentions(big).dtype == np.float16
+    assert attribution.stack_attentions(big, compact=False).dtype == np.float32
+    assert attribution.stored_dtype(COMPACT_FROM_BYTES // 4) == torch.float32
+    assert attribution.stored_dtype(COMPACT_FROM_BYTES // 4 + 1) == torch.float16
+    h = [torch.rand(2, 4, 3) for _ in range(3)]
+    hs = attribution.stack_hidden(h, batch_index=1)
+    assert hs.shape == (3, 4, 3)
+    np.testing.assert_array_equal(hs[2], h[2][1].numpy())
+
+
+def _rollout_by_hand(w: np.ndarray, residual: float) -> np.ndarray:
+    n = w.shape[-1]
+    result = np.eye(n)
+    for layer in w.astype(np.float64):
+        a = residual * np.eye(n) + (1 - residual) * layer.mean(0)
+        a = a / a.sum(-1, keepdims=True)
+        result = a @ result
+    return result
+
+
+@pytest.mark.parametrize("residual", [0.5, 0.2])
+def test_attention_rollout_by_hand(residual):
+    rng = np.random.default_rng(1)
+    w = rng.dirichlet(np.ones(5), size=(3, 2, 5)).astype(np.float32)  # (layers, heads, n, n), rows sum to 1
+    w[1, 0] = np.eye(5)[::-1]  # an asymmetric layer: the order of the product matters
+    want = _rollout_by_hand(w, residual)
+    np.testing.assert_allclose(attribution.attention_rollout(w, residual), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(attribution.attention_rollout(torch.from_numpy(w), residual), want, rtol=1e-5, atol=1e-6)
+    assert attribution.attention_rollout(w, residual).dtype == np.float32
+    w.setflags(write=False)  # stored arrays are read-only: rollout must copy
+    attribution.attention_rollout(w, residual)
+
+
+def test_steps_per_batch():
+    assert attribution.steps_per_batch(10, 32) == 32  # short input: every step in one batch
+    assert attribution.steps_per_batch(1000, 32) == 4  # 4096 // 1000
+    assert attribution.steps_per_batch(128, 64) == 32
+    assert attribution.steps_per_batch(5000, 32) == 1  # never 0
+    assert attribution.steps_per_batch(0, 8) == 8
+    assert attribution.steps_per_batch(100, 32, budget=300) == 3
+
+
+def test_endpoint_values_in_one_batched_pass():
+    seen = []
+
+    def fn(x, scale, other):
+        seen.append((x.shape, scale.shape, other))
+        return (x.sum(-1) * scale[:, 0]).double()
+
+    x, base = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 0.0]])
+    f_x, f_b = attribution.endpoint_values(fn, x, base, (torch.tensor([[3.0]]), "keep"))
+    assert (f_x, f_b) == (9.0, 1.5)
+    assert seen == [((2, 2), (2, 1), "keep")]  # one pass; batch-1 tensors repeated, others as they are
+    f_x, f_b = attribution.endpoint_values(lambda x: x.sum(-1), x, base)
+    assert (f_x, f_b) == (3.0, 0.5)
+
+
+def test_run_attribution_integrates_a_quadratic_exactly():
+    """f(x) = sum(w * x^2): IG_i = w_i (x_i^2 - b_i^2) exactly (the integrand is linear along the path)."""
+    w = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    x = torch.tensor([[1.0, 2.0, -1.0, 0.5]], dtype=torch.float64)
+    b = torch.tensor([[0.5, 0.0, 1.0, -0.5]], dtype=torch.float64)
+    seen = []
+    got = attribution.run_attribution(lambda v: (w * v * v).sum(-1), x, b, "integrated_gradients", 8,
+                                      progress=lambda frac, msg: seen.append((frac, msg)))
+    np.testing.assert_allclose(got.attrs[0].numpy(), (w * (x * x - b * b))[0].numpy(), rtol=1e-6, atol=1e-9)
+    assert got.steps == 8 and got.delta < 1e-6
+    assert got.output_value == pytest.approx(float((w * x * x).sum())) and got.baseline_value == pytest.approx(float((w * b * b).sum()))
+    assert seen and seen[-1][0] == pytest.approx(1.0) and [f for f, _ in seen] == sorted(f for f, _ in seen)
+    assert seen[0][1] == "attribution batch 1"
+
+
+def test_run_attribution_at_a_layer_equals_captum_and_reports_its_delta():
+    model = Toy()
+
+    def prob(ids):
+        return torch.softmax(model(input_ids=ids), -1)[:, 0]
+
+    base = torch.where(torch.as_tensor(SPECIAL), torch.zeros_like(IDS), IDS)
+    got = attribution.run_attribution(prob, IDS, base, "integrated_gradients", 16, layer=model.embed)
+    want = captum_ig(prob, IDS, base, model.embed, 16)
+    torch.testing.assert_close(got.attrs, want, rtol=1e-5, atol=1e-7)
+    with torch.no_grad():
+        f_x, f_b = float(prob(IDS)[0]), float(prob(base)[0])
+    assert (got.output_value, got.baseline_value) == (pytest.approx(f_x, abs=1e-7), pytest.approx(f_b, abs=1e-7))
+    assert got.delta == pytest.approx(abs(float(want.double().sum()) - (f_x - f_b)), abs=1e-7)
+    assert got.delta > 0  # a nonlinear function at 16 steps: not exact
+
+
+def test_gradient_x_input_has_no_delta_and_is_grad_times_input():
+    x = torch.tensor([[1.0, -2.0, 3.0]])
+    got = attribution.run_attribution(lambda v: (v ** 3).sum(-1), x, torch.zeros_like(x), "gradient_x_input", 32)
+    np.testing.assert_allclose(got.attrs[0].numpy(), (3 * x ** 2 * x)[0].numpy(), rtol=1e-6)
+    assert got.delta is None and got.steps == 1
+    assert got.output_value == pytest.approx(20.0) and got.baseline_value == 0.0
+
+
+def test_adaptive_steps_climb_the_ladder_and_stop_at_the_first_rung_within_tolerance():
+    x = torch.tensor([[2.0, -1.0, 1.5]], dtype=torch.float64)
+    b = torch.zeros_like(x)
+
+    def f(v):
+        return torch.exp(v).sum(-1)
+
+    fixed = {s: attribution.run_attribution(f, x, b, "integrated_gradients", s, tolerance=None) for s in (8, 16, 32, 48)}
+    deltas = {s: a.delta for s, a in fixed.items()}
+    assert deltas[8] > deltas[16] > 0
+    tol = (deltas[8] + deltas[16]) / 2  # 8 fails it, 16 meets it
+    got = attribution.run_attribution(f, x, b, "integrated_gradients", 48, tolerance=tol)
+    assert got.steps == 16 and got.delta == pytest.approx(deltas[16])
+    torch.testing.assert_close(got.attrs, fixed[16].attrs)
+    ceiling = attribution.run_attribution(f, x, b, "integrated_gradients", 48, tolerance=1e-300)
+    assert ceiling.steps == 48 and ceiling.delta == pytest.approx(deltas[48])  # 8, 16, 32 then the ceiling
+    rounds = []
+    attribution.run_attribution(f, x, b, "integrated_gradients", 48, tolerance=1e-300, batch=8,
+                                progress=lambda frac, msg: rounds.append(frac))
+    assert len(rounds) == 1 + 2 + 4 + 6 and rounds[-1] == pytest.approx(1.0)  # batches of 8 over 8, 16, 32, 48 steps
+
+
+def test_batches_follow_the_token_budget():
+    calls = []
+
+    def f(v):
+        calls.append(v.shape[0])
+        return v.sum(-1)
+
+    x = torch.ones(1, 1000)
+    attribution.run_attribution(f, x, torch.zeros_like(x), "integrated_gradients", 16)
+    assert calls[1:] == [4] * 4  # after the endpoints' pass: 16 steps of 1000 units, 4 per batch
+    calls.clear()
+    attribution.run_attribution(f, x, torch.zeros_like(x), "integrated_gradients", 16, units=10)
+    assert calls[1:] == [16]
+
+
+def test_smoothgrad_reports_captums_own_delta():
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    torch.manual_seed(0)
+    got = attribution.run_attribution(lambda v: (v * v).sum(-1), x, torch.zeros_like(x), "integrated_gradients", 8,
+                                      smoothgrad={"nt_samples": 3, "stdevs": 0.1})
+    assert got.delta is not None and got.delta < 1e-6  # completeness per noisy copy (quadratic: exact)
+    assert got.attrs.shape == x.shape
+
+
+def test_softmax_np():
+    z = np.array([[1.0, 2.0, 3.0], [1000.0, 1000.0, 999.0]])
+    np.testing.assert_allclose(attribution.softmax_np(z), scipy_softmax(z, axis=-1), rtol=1e-12)
+    np.testing.assert_allclose(attribution.softmax_np(z, axis=0), scipy_softmax(z, axis=0), rtol=1e-12)
+
+
+# ---- demos/inputs/text.py: baselines and token attribution ----------------------------------
+
+
+def test_baseline_ids_keep_special_tokens_only():
+    ids = torch.tensor([[101, 7, 8, 102, 9, 102]])
+    np.testing.assert_array_equal(text.baseline_ids(ids, {101, 102}, 0), [[101, 0, 0, 102, 0, 102]])
+    tok = SimpleNamespace(pad_token_id=0, all_special_ids=[0, 100, 101, 102])
+    np.testing.assert_array_equal(text.pad_baseline(ids, tok), [[101, 0, 0, 102, 0, 102]])
+
+
+def test_token_attribution_sums_the_hidden_size_at_the_input_embeddings():
+    model = Toy()
+
+    def prob(ids):
+        return torch.softmax(model(input_ids=ids), -1)[:, 2]
+
+    base = text.baseline_ids(IDS, {1, 2}, 0)
+    tokens = [f"t{i}" for i in IDS[0].tolist()]
+    attr = text.token_attribution(model, prob, IDS, base, tokens, "class2")
+    want = captum_ig(prob, IDS, base, model.embed, 32)[0].sum(-1).numpy()
+    np.testing.assert_allclose(attr.scores, want, rtol=1e-5, atol=1e-7)
+    assert attr.scores.dtype == np.float32 and attr.tokens == tokens and attr.target == "class2"
+    assert attr.method == "integrated_gradients" and attr.steps == 32 and attr.delta is not None
+    with torch.no_grad():
+        assert attr.output_value == pytest.approx(float(prob(IDS)[0]), abs=1e-7)
+        assert attr.baseline_value == pytest.approx(float(prob(base)[0]), abs=1e-7)
+
+
+def test_pad_right_and_pad_id():
+    ids, mask, lengths = text.pad_right([torch.tensor([[5, 6, 7]]), torch.tensor([[8]])], pad_id=4)
+    assert ids.tolist() == [[5, 6, 7], [8, 4, 4]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]] and lengths == [3, 1]
+    assert text.pad_id(SimpleNamespace(pad_token_id=None)) == 0 and text.pad_id(SimpleNamespace(pad_token_id=3)) == 3
+
+
+# ---- subjects.py ----------------------------------------------------------------------------
+
+
+def test_scores_pick_and_contrast():
+    p = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]])
+    np.testing.assert_allclose(subjects.SCORES["probability"](p, 1, None), [0.5, 0.1])
+    np.testing.assert_allclose(subjects.SCORES["contrast_prob_diff"](p, 1, 2), [0.2, -0.2])
+    np.testing.assert_allclose(subjects.SCORES["cosine_similarity"](p, 0, None), [0.2, 0.6])
+    with pytest.raises(ValueError, match="contrast outcome"):
+        subjects.SCORES["contrast_prob_diff"](p, 1, None)
+
+
+def test_patch_units_spread_and_reduce_by_hand():
+    units = subjects.patch_units(["a", "b", "c", "d", "e", "f"], (2, 3), 2, (5, 7))  # 1-pixel remainder
+    assert len(units) == 6 and units.kind == "patches" and units.deletable.all()
+    keep = torch.tensor([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]])
+    w = units.spread(keep)
+    assert w.shape == (1, 1, 5, 7)
+    want = np.ones((5, 7))
+    for u, k in enumerate(keep[0].tolist()):
+        r, c = divmod(u, 3)
+        want[2 * r:2 * r + 2, 2 * c:2 * c + 2] = k
+    np.testing.assert_array_equal(w[0, 0].numpy(), want)
+    attr = torch.arange(2 * 5 * 7, dtype=torch.float64).reshape(1, 2, 5, 7)
+    a = attr[0].sum(0).numpy()
+    expected = [a[2 * r:2 * r + 2, 2 * c:2 * c + 2].sum() for r in range(2) for c in range(3)]
+    np.testing.assert_allclose(units.reduce(attr).numpy(), expected)
+
+
+def test_frame_units_spread_and_reduce_by_hand():
+    units = subjects.frame_units(["0.00", "0.02", "0.04"], 2, 9)  # 3 units of 2 frames; 3 padding frames
+    assert len(units) == 3 and units.kind == "frames" and units.replacement_name == "silence"
+    w = units.spread(torch.tensor([[1.0, 0.0, 1.0]]))
+    np.testing.assert_array_equal(w[0, 0].numpy(), [1, 1, 0, 0, 1, 1, 1, 1, 1])
+    attr = torch.arange(2 * 9, dtype=torch.float64).reshape(1, 2, 9)
+    a = attr[0].sum(0).numpy()
+    np.testing.assert_allclose(units.reduce(attr).numpy(), [a[0:2].sum(), a[2:4].sum(), a[4:6].sum()])
+
+
+def test_token_and_embed_units():
+    t = subjects.token_units(["a", "b"], np.array([True, False]), "pad")
+    keep = torch.tensor([[1.0, 0.0]])
+    assert t.kind == "tokens" and t.reduce is None and torch.equal(t.spread(keep), keep) and t.replacement_name == "pad"
+    e = subjects.embed_units(["a", "b"], np.array([True, True]), "pad")
+    assert e.kind == "embeds" and e.spread(keep).shape == (1, 2, 1)
+    attr = torch.arange(12, dtype=torch.float64).reshape(1, 2, 6)
+    np.testing.assert_allclose(e.reduce(attr).numpy(), [15.0, 51.0])
+
+
+@pytest.mark.parametrize("kind", ["tokens", "embeds"])
+def test_subject_batch_mix_baseline_and_scores(kind):
+    s = toy_subject(kind, answer=0, contrast_=2)
+    b = s.batch(3)
+    assert b[s.unit_key].shape[0] == 3
+    other = torch.zeros(3, 6, dtype=torch.long) if kind == "tokens" else torch.zeros(3, 6, 5)
+    assert s.batch(3, **{s.unit_key: other})[s.unit_key] is other
+    keep = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    mixed = s.mix(keep)
+    x, rep = s.inputs[s.unit_key], s.replacement
+    removed = {1, 3}  # units 1 and 3 removed (5 is kept by its weight); 0 and 5 may never be removed
+    for i in range(6):
+        want = rep[0, i] if i in removed else x[0, i]
+        assert torch.equal(mixed[0, i], want), i
+    for i in range(6):  # everything removed: only the non-deletable units stay
+        assert torch.equal(mixed[1, i], x[0, i] if not SPECIAL[i] else rep[0, i]), i
+    assert torch.equal(s.baseline, mixed[1:2])
+    with torch.no_grad():
+        probs = torch.softmax(s.run(s.batch(1)), -1)[0]
+        assert float(s.score(s.run(s.batch(1)))[0]) == pytest.approx(float(probs[0]))
+        assert float(s.score(s.run(s.batch(1)), "contrast_prob_diff")[0]) == pytest.approx(float(probs[0] - probs[2]))
+        at_base = torch.softmax(s.run(s.batch(1, **{s.unit_key: s.baseline})), -1)[0]
+        assert float(s.score_units(s.baseline)[0]) == pytest.approx(float(at_base[0]))
+        assert float(s.score_units(s.baseline, "contrast_prob_diff")[0]) == pytest.approx(float(at_base[0] - at_base[2]))
+    assert s.answer_label == "class0" and s.contrast_label == "class2"
+
+
+def test_contrast_default_is_computed_once_on_first_use():
+    calls = []
+    s = toy_subject(default=lambda: calls.append(1) or 1)
+    assert calls == []
+    assert s.contrast == 1 and s.contrast == 1 and calls == [1]
+    assert s.contrast_label == "class1"
+    plain = toy_subject()
+    assert plain.contrast is None and plain.contrast_label == ""
+    plain.contrast = 2
+    assert plain.contrast == 2
+
+
+def test_resolve_outcome_and_top_other():
+    labels = ["neg", "pos", "neutral"]
+    lookup = {v: i for i, v in enumerate(labels)}.get
+    assert subjects.resolve_outcome(2, labels.__getitem__, 3, lookup) == 2
+    assert subjects.resolve_outcome(np.int64(0), labels.__getitem__, 3, lookup) == 0
+    assert subjects.resolve_outcome("pos", labels.__getitem__, 3, lookup) == 1
+    with pytest.raises(ValueError, match="Unknown outcome True"):
+        subjects.resolve_outcome(True, labels.__getitem__, 3, lookup)  # a bool is not an index
+    with pytest.raises(ValueError, match="Unknown outcome"):
+        subjects.resolve_outcome("maybe", labels.__getitem__, 3, lookup)
+    with pytest.raises(ValueError, match=r"Outcome 3 is out of range \(0 to 2\)"):
+        subjects.resolve_outcome(3, labels.__getitem__, 3, lookup)
+    with pytest.raises(ValueError, match="out of range"):
+        subjects.resolve_outcome(-1, labels.__getitem__, 3, lookup)
+    p = torch.tensor([0.1, 0.5, 0.3, 0.1])
+    assert subjects.top_other(p, 1) == 2 and subjects.top_other(p, 2) == 1 and subjects.top_other(p, 0) == 1
+    assert p[1] == 0.5  # not modified
+
+
+def test_result_key_is_the_task_model_and_input_content():
+    from core import registry
+
+    a = SimpleNamespace(text="hello", model_id="m")
+    assert subjects.result_key("sentiment", a) == ("sentiment", "m", "hello")
+    spec = registry.get("asr")
+    feats = np.arange(6, dtype=np.float32)
+    r1 = SimpleNamespace(input_features=feats, token_ids=[1, 2], model_id="w")
+    r2 = SimpleNamespace(input_features=feats.copy(), token_ids=(1, 2), model_id="w")
+    r3 = SimpleNamespace(input_features=feats + 1, token_ids=[1, 2], model_id="w")
+    assert spec.identity == ("input_features", "token_ids")
+    k1 = subjects.result_key("asr", r1)
+    assert k1 == subjects.result_key("asr", r2) != subjects.result_key("asr", r3)
+    assert k1[:2] == ("asr", "w") and len(k1[2]) == 2 and hash(k1) is not None
+
+
+def test_every_task_builds_a_subject_and_a_missing_builder_says_so(monkeypatch):
+    from core import registry
+
+    assert subjects.tasks() == tuple(registry.KEYS)
+    spec = registry.get("sentiment")
+    monkeypatch.setattr(type(spec), "compute", lambda self: SimpleNamespace(), raising=True)
+    with pytest.raises(KeyError, match="No subject builder for task 'sentiment'"):
+        subjects.subject("sentiment", None)
+    assert subjects.tasks() == ()
+
+
+# ---- contrast.py ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["tokens", "embeds"])
+def test_attribute_units_is_captum_on_the_subjects_score(kind):
+    s = toy_subject(kind, answer=0, contrast_=2)
+    got = contrast.attribute_units(s, "contrast_prob_diff", steps=16)
+    model = s.model
+
+    def diff(ids):
+        p = torch.softmax(model(input_ids=ids), -1)
+        return p[:, 0] - p[:, 2]
+
+    base = torch.where(torch.as_tensor(SPECIAL), torch.zeros_like(IDS), IDS)
+    want = captum_ig(diff, IDS, base, model.embed, 16)[0].sum(-1).numpy()
+    np.testing.assert_allclose(got.scores, want, rtol=1e-4, atol=1e-7)
+    assert got.tokens == [f"t{i}" for i in IDS[0].tolist()] and got.steps == 16
+    assert got.target == "P(class0) − P(class2)"
+    with torch.no_grad():
+        assert got.output_value == pytest.approx(float(diff(IDS)[0]), abs=1e-6)
+        assert got.baseline_value == pytest.approx(float(diff(base)[0]), abs=1e-6)
+    plain = contrast.attribute_units(s, None, "gradient_x_input")
+    assert plain.target == "class0" and plain.delta is None
+
+
+def test_attribute_units_batches_continuous_units_by_their_table():
+    s = toy_subject("embeds", answer=1)
+    s.units.kind = "patches"  # continuous units: integration steps per batch from CONTINUOUS_BATCH
+    seen = []
+    contrast.attribute_units(s, None, steps=16, progress=lambda frac, msg: seen.append(msg))
+    assert len(seen) == 16 // contrast.CONTINUOUS_BATCH["patches"]
+
+
+def test_why_not_refuses_a_subject_without_contrast(monkeypatch):
+    s = toy_subject()
+    monkeypatch.setattr(contrast.subjects, "subject", lambda task, result, target=None, c=None: s)
+    with pytest.raises(ValueError, match="needs two outcomes"):
+        contrast.why_not("toy", None)
+    s2 = toy_subject(answer=1, contrast_=0)
+    monkeypatch.setattr(contrast.subjects, "subject", lambda task, result, target=None, c=None: s2)
+    got = contrast.why_not("toy", None, steps=8)
+    p = toy_probs(IDS)[0]
+    assert (got.a, got.b) == ("class1", "class0") and got.task == "toy"
+    assert (got.p_a, got.p_b) == (pytest.approx(float(p[1])), pytest.approx(float(p[0])))
+    assert got.attribution.steps == 8
+
+
+# ---- faithfulness.py ------------------------------------------------------------------------
+
+
+def test_spearman_equals_scipy_with_ties_and_constant_rows():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(3, 7))
+    scores[1, 2] = scores[1, 4]  # a tie
+    got = faithfulness.spearman(scores)
+    for i in range(3):
+        for j in range(3):
+            assert got[i, j] == pytest.approx(spearmanr(scores[i], scores[j]).statistic, abs=1e-12)
+    flat = faithfulness.spearman(np.vstack([scores[:1], np.ones((1, 7))]))
+    assert np.isnan(flat[1, 1]) and np.isnan(flat[0, 1]) and flat[0, 0] == pytest.approx(1.0)
+
+
+def test_deletion_ks():
+    np.testing.assert_array_equal(faithfulness.deletion_ks(3, 10), [0, 1, 2, 3])
+    np.testing.assert_array_equal(faithfulness.deletion_ks(10, 5), [0, 2, 4, 6, 8, 10])
+    np.testing.assert_array_equal(faithfulness.deletion_ks(7, 2), [0, 4, 7])  # 3.5 rounds to 4
+    np.testing.assert_array_equal(faithfulness.deletion_ks(0, 5), [0])
+
+
+def test_deletion_scores_by_hand(monkeypatch):
+    s = toy_subject(answer=2)
+    orders = [np.array([1, 3, 2, 4]), np.array([4, 2, 3, 1])]
+    ks = np.array([0, 1, 3, 4])
+    monkeypatch.setattr(faithfulness, "ROWS_PER_PASS", 3)  # several passes
+    got = faithfulness.deletion_scores(s, orders, ks)
+    assert got.shape == (2, 4)
+    for i, order in enumerate(orders):
+        for j, k in enumerate(ks):
+            ids = IDS.clone()
+            ids[0, order[:k]] = 0
+            assert got[i, j] == pytest.approx(float(toy_probs(ids)[0, 2]), abs=1e-6)
+
+
+def test_faithfulness_on_a_toy_subject_by_hand(monkeypatch):
+    s = toy_subject(answer=1)
+    monkeypatch.setattr(faithfulness.subjects, "subject", lambda task, result, target=None: s)
+    seen = []
+    f = faithfulness.faithfulness("toy", None, steps=8, points=2, seed=5, progress=lambda frac, msg: seen.append(frac))
+    units = np.flatnonzero(SPECIAL)
+    assert f.task == "toy" and f.answer == "class1" and f.units == [f"t{IDS[0, i].item()}" for i in units]
+    assert f.names == ["attention (last layer)", "Integrated gradients", "Gradient × input"]
+    assert f.skipped == {"attention rollout": "toy"} and f.seed == 5 and f.replacement == "pad"
+    np.testing.assert_allclose(f.scores[0], np.linspace(0.1, 0.6, 6)[units])
+    base = torch.where(torch.as_tensor(SPECIAL), torch.zeros_like(IDS), IDS)
+    model = s.model
+
+    def prob(ids):
+        return torch.softmax(model(input_ids=ids), -1)[:, 1]
+
+    ig = captum_ig(prob, IDS, base, model.embed, 8)[0].sum(-1).numpy()
+    np.testing.assert_allclose(f.scores[1], ig[units], rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(f.ks, [0, 2, 4])
+    p = toy_probs(IDS)[0, 1]
+    assert f.original == pytest.approx(float(p)) and f.baseline == pytest.approx(float(toy_probs(base)[0, 1]))
+    orders = [units[np.argsort(-row, kind="stable")] for row in f.scores]
+    orders.append(np.random.default_rng(5).permutation(units))
+    for i, order in enumerate(orders):
+        for j, k in enumerate(f.ks):
+            ids = IDS.clone()
+            ids[0, order[:k]] = 0
+            assert f.deletion[i, j] == pytest.approx(float(toy_probs(ids)[0, 1]), abs=1e-6), (i, j)
+    np.testing.assert_allclose(f.spearman, faithfulness.spearman(f.scores.astype(np.float64)), atol=1e-6)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    only = faithfulness.faithfulness("toy", None, methods=("gradient_x_input",), points=4)
+    assert only.names == ["attention (last layer)", "Gradient × input"]
