@@ -198,7 +198,7 @@ def run_drill(args: argparse.Namespace) -> dict:
     settings.configure(settings.Settings(overrides={"sentiment": str(built["sentiment"])}, offline=True))
     faults = DRILL_FAULTS if args.faults == "all" else tuple(f.strip() for f in args.faults.split(",") if f.strip())
     t0 = time.perf_counter()
-    report = fault_drill(dataclasses.asdict(settings.current()), clients=args.clients, faults=faults)
+    report = fault_drill(dataclasses.asdict(settings.current()), str(folder), clients=args.clients, faults=faults)
     report["duration_s"] = round(time.perf_counter() - t0, 1)
     print("\n".join(drill_lines(report)), flush=True)
     print(f"drill took {report['duration_s']} s", flush=True)
@@ -340,15 +340,17 @@ def _replica_states() -> dict[str, int]:
     return states if app.status == "RUNNING" else {**states, "app": app.status}
 
 
-def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: int = 20, faults=DRILL_FAULTS,
-                think_s: float = 1.0, steady_s: float = 3.0, recover_limit_s: float = 60.0,
+def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, faults=DRILL_FAULTS,
+                think_s: float = 1.0, steady_s: float = 3.0, recover_limit_s: float = 120.0,
                 folder: Path | None = None, say=print) -> dict:
     """Start a front (a `RayServe` backend) BEFORE the tier exists, then a two-node loopback
     cluster and the sentiment application (2 replicas, one per node); `clients` students ask
     unique questions in a loop while, in turn, the worker node is killed, a replica process is
-    killed, and the application is redeployed with a new revision. Returns the counts per phase
-    (answered, answered after a retry, refused with a clear message, failed, mixed, lost) and the
-    seconds until the tier was back to full service after each fault."""
+    killed, and the application is redeployed with a new revision by the operator's command
+    (`python -m scale.serve_app`, another process). `models_dir` holds the `sentiment` model
+    folder. Returns the counts per phase (answered, answered after a retry, refused with a clear
+    message, failed, mixed, lost) and the seconds until the tier was back to full service after
+    each fault (from the fault, and from when the replicas changed)."""
     import secrets
     import threading
 
@@ -365,8 +367,7 @@ def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: 
     cluster = LoopbackCluster(folder)
     front = backend.RayServe(address=cluster.address, timeout_s=60.0, wait_s=5.0, connect_s=30.0)
     report: dict = {"address": cluster.address, "clients": clients, "phases": {}}
-    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           **(models_env or {})}
+    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     config = ServeConfig(min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16,
                          max_queued=64)
     outcomes: list[Outcome] = []
@@ -437,16 +438,19 @@ def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: 
         phases: list[tuple[str, float, float | None]] = []
         counts_at: dict[str, dict] = {}
         running_least: dict[str, int] = {}
+        changed_at: dict[str, float | None] = {}
 
         def phase(name: str, inject) -> None:
             counts_at[name] = dict(front.counts)
             before = set(_replicas())
             start = now()
             gone, dead = inject(before) if inject else (set(), set())  # to be replaced / killed
-            recovered, fewest = None, 2
+            recovered, fewest, changed = None, 2, None
             if inject:
                 while now() - start < recover_limit_s:
                     alive, states = _replicas(), _replica_states()
+                    if changed is None and set(alive) != before:
+                        changed = now() - start  # the fault (or the update) reached the replicas
                     fewest = min(fewest, states.get("RUNNING", 0), len(set(alive) - dead))
                     if len(alive) == 2 and not (gone & set(alive)) and states == {"RUNNING": 2}:
                         recovered = now() - start
@@ -454,6 +458,7 @@ def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: 
                     time.sleep(0.25)
             phases.append((name, start, recovered))
             running_least[name] = max(0, fewest)
+            changed_at[name] = changed
             say(f"[drill] {name}: " + (f"back to full service after {recovered:.1f} s" if recovered is not None
                                        else ("steady" if not inject else f"NOT recovered within {recover_limit_s:.0f} s")))
             stop.wait(steady_s)
@@ -476,16 +481,29 @@ def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: 
             return on_worker, on_worker
 
         def redeploy(before: set) -> set:
-            threading.Thread(target=serve_app.deploy, args=(["sentiment"], settings_fields, config),
-                             kwargs={"env": {**env, "XRAY_DRILL_REVISION": str(time.time())}, "wait_s": 120},
-                             daemon=True).start()
+            # The operator's command, in its own process, with a new revision (new replica processes).
+            options = {"XRAY_SERVE_MIN_REPLICAS": "2", "XRAY_SERVE_MAX_REPLICAS": "2", "XRAY_SERVE_CPUS": "0.5",
+                       "XRAY_SERVE_BATCH_SIZE": "8", "XRAY_SERVE_BATCH_WAIT_S": "0.01", "XRAY_SERVE_MAX_ONGOING": "16",
+                       "XRAY_SERVE_MAX_QUEUED": "64", "XRAY_DRILL_REVISION": str(time.time())}
+            cmd = [sys.executable, "-m", "scale.serve_app", "--tasks", "sentiment", "--address", cluster.address,
+                   "--models", str(models_dir), "--offline", "--wait", "120"]
+            log = open(folder / "redeploy.log", "w")  # noqa: SIM115 - the command writes it while it runs
+            redeploys.append(subprocess.Popen(cmd, cwd=ROOT, env={**cluster.env, **env, **options}, stdout=log,
+                                              stderr=subprocess.STDOUT))
             return set(before), set()  # every old replica is replaced; none is killed
 
+        redeploys: list[subprocess.Popen] = []
         phase("steady", None)
         injectors = {"replica": kill_replica, "node": kill_node, "redeploy": redeploy}
         for fault in faults:
             phase(fault, injectors[fault])
         counts_at["end"] = dict(front.counts)
+        for proc in redeploys:
+            try:
+                report["redeploy_rc"] = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                report["redeploy_rc"] = "killed"
         stop.set()
         for s in students:
             s.join(timeout=front.timeout_s + 10)
@@ -493,6 +511,10 @@ def fault_drill(settings_fields: dict, models_env: dict | None = None, clients: 
         report["phases"] = _drill_counts(outcomes, phases, counts_at, now())
         for name, least in running_least.items():
             report["phases"][name]["fewest_running_replicas"] = least
+            p = report["phases"][name]
+            if changed_at.get(name) is not None and p["recovery_s"] is not None:
+                p["replicas_changed_after_s"] = round(changed_at[name], 1)
+                p["recovery_from_change_s"] = round(p["recovery_s"] - changed_at[name], 1)
         report["lost_students"] = lost_threads
         report["counts"] = dict(front.counts)
     finally:
@@ -584,7 +606,8 @@ def drill_lines(report: dict) -> list[str]:
         lines.append(f"{name:<9}: {p['requests']:4d} requests, answered {p['answered']} "
                      f"({p['answered_after_retry']} after a retry), refused {refused}, failed {p['failed']}, "
                      f"mixed {p['mixed']}, lost {p['lost']}; full service after {p['recovery_s']} s "
-                     f"(fewest replicas running {p.get('fewest_running_replicas', 2)}), "
+                     f"(replicas changed after {p.get('replicas_changed_after_s')} s; "
+                     f"fewest replicas running {p.get('fewest_running_replicas', 2)}), "
                      f"longest gap without answers {p['longest_gap_s']} s, slowest {p['slowest_s']} s")
         for f in p["failures"]:
             lines.append(f"           failure: {f}")

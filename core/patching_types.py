@@ -34,6 +34,7 @@ class PatchGrid:
     columns: list[str]
     restored: np.ndarray
     metric: np.ndarray
+    changed: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # (columns,) the inputs differ there
     available: str = ""  # why the grid could not be computed ('' = it was)
 
     @property

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from demos import adapters as A
 from demos.runtime import loading
 from demos.runtime.compute import How, attribution_compute, task_compute
 from demos.explain.attribution import stack_hidden, stored_dtype
@@ -59,7 +60,24 @@ class GenerationResult:
 
 
 def load(model_id: str | None = None) -> loading.Loaded:
-    return loading.load(TASK, model_id)
+    m = loading.load(TASK, model_id)
+    _keep_last_block_output(m.model)
+    return m
+
+
+def _keep_last_block_output(model: torch.nn.Module) -> None:
+    """A stack whose final part changes the width (OPT with word_embed_proj_dim != hidden_size, e.g. opt-350m:
+    final_layer_norm then project_out 1024 -> 512) makes transformers' last hidden state narrower than the
+    others, so the states cannot be stacked. Such a model keeps the last block's output as its last hidden
+    state instead (config.tie_last_hidden_states = False); the architecture table then says it is not normed
+    (demos.adapters), so the lens runs the final norm and project_out on it as on every other layer."""
+    try:
+        adapter = A.adapter_for(model)
+    except A.UnknownArchitecture:  # no table entry: nothing to say about its final part
+        return
+    final = [A.resolve(model, path) for path in A.stack_of(adapter).final]
+    if any(isinstance(f, torch.nn.Linear) and f.in_features != f.out_features for f in final):
+        model.config.tie_last_hidden_states = False
 
 
 def pad_id(m: loading.Loaded) -> int:

@@ -163,7 +163,7 @@ def build() -> None:
         result = clip.analyse([image, *(extra_images or [])], texts, model)
         best = result.best_text
         return {
-            label: gr.Label(label_value(result.texts, result.probs[0]), label=answer_label(result)),
+            label: label_value(result.texts, result.probs[0]),
             state: result,
             image_choice: gr.Dropdown([(f"image {i + 1}: {n}", i) for i, n in enumerate(result.image_names)], value=0, label="Image to explain"),
             text_choice: gr.Dropdown(result.texts, value=best, label="Description to explain"),
@@ -200,6 +200,9 @@ def build() -> None:
         rel_plot: relevance_figure(result, 0, result.best_text, "chefer"),
         emb_plot: embedding_figure(result, "pca"),
     })
+    # the caption says what the numbers mean (softmax vs sigmoid); the API keeps the plain Label value
+    main.then(lambda result: gr.skip() if result is None else gr.Label(label=answer_label(result)), state, label,
+              api_visibility="private", queue=False)
     draw_views(main, state, clip.TASK, figures, explainers)
     # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays
     attribution.bind(main, state, [image_choice, text_choice], attribute, "clip_attribution", "Match an image first.")

@@ -60,16 +60,23 @@ SCROLL_JS = """() => {
 def go() -> Any:
     """The link trigger of a tab's answer: put `share.go()` among the answer event's triggers; a link
     or a lesson step changes it (after filling the inputs) to run the answer."""
-    return links.tag(gr.State(None), GO).change
+    return _trigger(GO).change
 
 
-def run_trigger() -> gr.State:
+def run_trigger() -> gr.Textbox:
     """The link trigger of an on-demand view (knockouts, faithfulness...): its change runs the view."""
-    return links.tag(gr.State(None), RUN)
+    return _trigger(RUN)
 
 
-# A trigger starts as None: the page receives null for every State an event outputs, and a State
-# whose value in the page goes from anything else to null counts as changed there (its event runs).
+def _trigger(kind: str) -> gr.Textbox:
+    """A hidden textbox whose change runs an event (a link writes a fresh value into it). Not a
+    gr.State: in Gradio 6.31 the page runs the change events of every State an event outputs,
+    changed or not, so one link would run every tab's answer."""
+    return links.tag(gr.Textbox(visible="hidden", show_label=False, container=False), kind)
+
+
+def _fresh() -> str:
+    return str(time.monotonic_ns())
 
 
 def model_choices(task: str) -> list[tuple[str, str]]:
@@ -123,7 +130,7 @@ class AfterViews:
             return {}
         values, runs = pending.get("set", {}), set(pending.get("run", ()))
         out = {c: _with_value(drawn[c], values[c._id]) for c in drawn if getattr(c, "_id", None) in values}
-        out.update({s: time.monotonic_ns() for s in self.runs if s._id in runs})
+        out.update({s: _fresh() for s in self.runs if s._id in runs})
         out[self.pending] = None
         return out
 
@@ -193,7 +200,7 @@ class TabParts:
         if view is not None:
             out.update(self._controls(view, dict(link.controls)))
         if self.go is not None and link.inputs:
-            out[self.go] = time.monotonic_ns()
+            out[self.go] = _fresh()
         return out
 
     def _controls(self, view: View, chosen: dict) -> dict:

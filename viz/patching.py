@@ -66,7 +66,7 @@ def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
                            xref="paper", yref="paper")
         fig.update_layout(title=figure_title(g.title, 90), height=200, xaxis_visible=False, yaxis_visible=False)
         return fig
-    changed = r.changed if kind != "attention" else np.zeros(len(g.columns), dtype=bool)
+    changed = g.changed if len(g.changed) == len(g.columns) else np.zeros(len(g.columns), dtype=bool)
     ticks = [_tick(c, bool(ch)) for c, ch in zip(g.columns, changed)]
     hover = np.array([[f"{g.layers[i]} · {ticks[j]}<br>restored {_fmt(g.restored[i, j])}"
                        f"<br>metric {_fmt(g.metric[i, j], '+.4f')}" for j in range(len(ticks))]

@@ -41,7 +41,9 @@ def _prefixed(stack: Stack, prefix: str) -> Stack:
 
 
 def _specialise(adapter: Adapter, config: Any) -> Adapter:
-    """Config-dependent entries: partial rotary, NeoX sequential residual, post-norm OPT, BEiT pooling/positions."""
+    """Config-dependent entries: partial rotary, NeoX sequential residual, post-norm OPT, BEiT pooling/positions,
+    and a model told to keep the last block's output as its last hidden state (config.tie_last_hidden_states =
+    False, as demos.generation does for OPT with project_out): the final part then runs on it like on every layer."""
     stacks = {}
     for name, st in adapter.stacks.items():
         attn = st.attention
@@ -57,6 +59,8 @@ def _specialise(adapter: Adapter, config: Any) -> Adapter:
             st = replace(st, parallel_residual=bool(config.use_parallel_residual))
         if adapter.family == "opt" and not config.do_layer_norm_before:
             st = replace(st, input_norm="")
+        if getattr(config, "tie_last_hidden_states", None) is False:  # hidden_states[-1]: the last block's output
+            st = replace(st, last_hidden_normed=False)
         stacks[name] = st
     out = replace(adapter, stacks=stacks)
     if adapter.family == "opt" and not config.do_layer_norm_before:

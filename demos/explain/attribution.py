@@ -75,7 +75,15 @@ def stored_dtype(numel: int) -> torch.dtype:
 
 
 def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) -> np.ndarray:
-    """Tuple of (batch, n, d) hidden states (embeddings + every layer) -> (layers+1, n, d)."""
+    """Tuple of (batch, n, d) hidden states (embeddings + every layer) -> (layers+1, n, d).
+
+    All must have the same width d: a model whose final part changes the width (OPT's project_out) must keep
+    the last block's output as its last state (demos.generation._keep_last_block_output) or it is refused here
+    with the widths named."""
+    widths = sorted({int(h.shape[-1]) for h in hidden_states})
+    if len(widths) > 1:
+        raise ValueError(f"The hidden states have different widths {widths} (the last one is {hidden_states[-1].shape[-1]} "
+                         "wide): the model's final part changes the width, so they cannot be stacked as layers.")
     return torch.stack([h[batch_index] for h in hidden_states]).float().cpu().numpy()
 
 

@@ -37,7 +37,8 @@ class Pair:
     ((b, 1) when `single`: the metric is that one score, not A against B); stack: the adapter stack
     patched (None = the model's main one); clean_units / corrupted_units: comparable ids of the units
     (token ids) for the alignment; *_labels: their names; changed_mark: appended to the label of a
-    changed position instead of 'clean→corrupted' (image: ' blurred'). label(k): outcome k's name;
+    changed position instead of 'clean→corrupted' (image: ' (blurred)'); groups: the position columns
+    when several positions are copied together (image: blocks of patches). label(k): outcome k's name;
     answer: A when fixed (else the clean run's top outcome); what: the metric in words.
     """
 
@@ -57,6 +58,7 @@ class Pair:
     clean_input: str = ""
     corrupted_input: str = ""
     changed_mark: str = ""
+    groups: list[tuple[str, list[int]]] | None = None  # columns of positions copied together (None: one each)
     picture: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -119,6 +121,8 @@ def _sentiment(result: Any, corrupted: Any, target: Any) -> Pair:
     )
 
 
+GROUPS_PER_SIDE = 4  # an image's residual and MLP columns: [CLS] and at most 4 x 4 blocks of patches (ViT-base: 4 x 4
+# blocks of 4 x 4 patches: 17 columns a layer instead of 197, each a full forward pass of the image)
 _REGION = re.compile(r"^r(\d+)(?:-(\d+))?c(\d+)(?:-(\d+))?$")
 REGION_HELP = ("Name the region to blur: centre, all, top, bottom, left or right, or patches such as r1-2 c0-3 "
                "(rows 1 to 2, columns 0 to 3) or r0c0, r1c2")
@@ -174,10 +178,15 @@ def _image(result: Any, corrupted: Any, target: Any) -> Pair:
     bad = torch.where(pixels, mod.make_baseline(pv, "blurred", m.processor), pv)
     names = list(result.attention.key_tokens)
     units = [f"{n} blurred" if i - k in chosen else n for i, n in enumerate(names)]
+    side = -(-max(rows, cols) // GROUPS_PER_SIDE)  # patches per block side: at most GROUPS_PER_SIDE² blocks
+    blocks = [(f"r{r}-{min(r + side, rows) - 1} c{c}-{min(c + side, cols) - 1}" if side > 1 else f"r{r}c{c}",
+               [k + i * cols + j for i in range(r, min(r + side, rows)) for j in range(c, min(c + side, cols))])
+              for r in range(0, rows, side) for c in range(0, cols, side)]
+    groups = [(f"{i} · {names[i]}", [i]) for i in range(k)] + [(f"{k + n} · {label}", where) for n, (label, where) in enumerate(blocks)]
     label, answer = _classes(m, target)
     return Pair(
         m.model, {"pixel_values": pv}, {"pixel_values": bad}, lambda kw: m.model(pixel_values=kw["pixel_values"]).logits,
-        names, units, names, names, label=label, answer=answer, changed_mark=" (blurred)",
+        names, units, names, names, label=label, answer=answer, changed_mark=" (blurred)", groups=groups,
         what="logit(A) − logit(B) of the two classes", clean_input="the image",
         corrupted_input=f"the image with {len(chosen)} of {rows * cols} patches blurred ({corrupted or 'centre'})",
         picture=_shown(bad, m.processor),

@@ -200,16 +200,43 @@ class _Job:
     cells: list[tuple[int, int]]
 
 
-def _jobs(kind: str, s: Sites, align: list[int | None], n_positions: int) -> list[_Job]:
+@dataclass
+class Column:
+    """One column of the residual and MLP grids: a label, the (corrupted, clean) positions copied together
+    (one position for text; a block of patches for an image), and whether the inputs differ there."""
+
+    label: str
+    pairs: list[tuple[int, int]]
+    changed: bool
+
+
+def columns(pair: Pair, align: list[int | None]) -> list[Column]:
+    """Position columns: 'j · token', 'j · clean→corrupted' where the two differ (no pairs: no clean partner);
+    or the Pair's own groups of positions (`Pair.groups`)."""
+    differs = [i is None or pair.clean_units[i] != u for i, u in zip(align, pair.corrupted_units)]
+    if pair.groups:
+        changed = [any(differs[j] for j in where) for _, where in pair.groups]
+        return [Column(label + (pair.changed_mark if ch else ""), [(j, align[j]) for j in where if align[j] is not None], ch)
+                for (label, where), ch in zip(pair.groups, changed)]
+    out = []
+    for j, i in enumerate(align):
+        bad, clean = pair.corrupted_labels[j], "∅" if i is None else pair.clean_labels[i]
+        label = f"{j} · {bad}" if not differs[j] or (pair.changed_mark and clean == bad) else f"{j} · {clean}→{bad}"
+        out.append(Column(label + (pair.changed_mark if differs[j] and pair.changed_mark else ""),
+                          [] if i is None else [(j, i)], differs[j]))
+    return out
+
+
+def _jobs(kind: str, s: Sites, cols: list[Column], n_positions: int) -> list[_Job]:
     """Every patched run of one grid, in passes of at most TOKEN_BUDGET tokens (one layer a pass at least)."""
     per_pass = max(1, TOKEN_BUDGET // max(1, n_positions))
-    pairs = [(j, i) for j, i in enumerate(align) if i is not None]
+    every = [p for c in cols for p in c.pairs]
     out = []
     for layer in range(len(s.blocks)):
         if kind == "attention":
-            cells = [((layer, h), [Edit(kind, layer, j, i, h) for j, i in pairs]) for h in range(s.heads)]
+            cells = [((layer, h), [Edit(kind, layer, j, i, h) for j, i in every]) for h in range(s.heads)]
         else:
-            cells = [((layer, j), [Edit(kind, layer, j, i)]) for j, i in pairs]
+            cells = [((layer, k), [Edit(kind, layer, j, i) for j, i in c.pairs]) for k, c in enumerate(cols) if c.pairs]
         for k in range(0, len(cells), per_pass):
             chunk = cells[k: k + per_pass]
             out.append(_Job(kind, [row for _, row in chunk], [cell for cell, _ in chunk]))
@@ -230,19 +257,18 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
     if abs(clean_m - bad_m) < 1e-6:
         raise ValueError("The corrupted input gives the same score as the clean one, so there is nothing for a patch "
                          "to bring back. Change the corrupted input more (another word, a larger region).")
-    n = len(pair.corrupted_units)
-    columns = {"attention": [f"H{h}" for h in range(s.heads)], "residual": _columns(pair, align),
-               "mlp": _columns(pair, align)}
-    layers = [f"L{i}" for i in range(len(s.blocks))]
-    grids: dict[str, PatchGrid] = {}
-    jobs = []
+    cols = columns(pair, align)
+    heads = [Column(f"H{h}", [], False) for h in range(s.heads)]
+    grids, jobs = {}, []
     for kind in kinds:
-        shape = (len(layers), len(columns[kind]))
-        grids[kind] = PatchGrid(kind, layers, columns[kind], np.full(shape, np.nan), np.full(shape, np.nan))
+        shown = heads if kind == "attention" else cols
+        grids[kind] = PatchGrid(kind, [f"L{i}" for i in range(len(s.blocks))], [c.label for c in shown],
+                                np.full((len(s.blocks), len(shown)), np.nan), np.full((len(s.blocks), len(shown)), np.nan),
+                                changed=np.array([c.changed for c in shown]))
         if kind == "mlp" and s.mlp is None:
             grids[kind].available = f"the MLP of the {s.family} family is not in the patching table (MLP_OUT)"
             continue
-        jobs += _jobs(kind, s, align, n)
+        jobs += _jobs(kind, s, cols, len(pair.corrupted_units))
     for done, job in enumerate(jobs, start=1):
         values = metric(patched_logits(pair, job.rows, acts, s), a, b)
         for (layer, col), v in zip(job.cells, values):
@@ -251,20 +277,6 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
         if progress is not None:
             progress(done / len(jobs), f"{job.kind}: {done}/{len(jobs)} batched passes")
     return _result(pair, align, a, b, clean_m, bad_m, [grids[k] for k in kinds], notes)
-
-
-def _columns(pair: Pair, align: list[int | None]) -> list[str]:
-    """Position labels: 'j · token', 'j · clean→corrupted' where the two differ."""
-    out = []
-    for j, i in enumerate(align):
-        bad = pair.corrupted_labels[j]
-        clean = "∅" if i is None else pair.clean_labels[i]
-        same = i is not None and pair.clean_units[i] == pair.corrupted_units[j]
-        if same or (pair.changed_mark and clean == bad):
-            out.append(f"{j} · {bad}" + ("" if same else pair.changed_mark))
-        else:
-            out.append(f"{j} · {clean}→{bad}")
-    return out
 
 
 def _outcomes(pair: Pair, clean: torch.Tensor, bad: torch.Tensor) -> tuple[int, int | None, list[str]]:

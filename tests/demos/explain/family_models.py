@@ -201,8 +201,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("clip", "clip", None, lambda m, h: m.visual_projection(m.vision_model.post_layernorm(h[:, 0])), _tower_out),
 ]}
 
-# SigLIP is in the table but no task serves it: the clip task loads CLIPModel (core.registry) and its result
-# assumes CLIP's [CLS] token. It is checked at the model level (tests/demos/adapters, and the knockout test).
+# SigLIP is served by the clip task too (AutoModel); it needs a SentencePiece tokenizer and texts padded to its
+# limit, so it is built and checked through the task in tests/demos/test_siglip.py (and at the model level in
+# tests/demos/adapters and the knockout test).
 # Which families store the last hidden state with the final norm applied (from the transformers sources).
 NORMED_LAST = {"gpt2", "llama", "qwen2", "gemma", "gpt_neox", "opt", "m2m_100", "t5", "whisper"}
 
