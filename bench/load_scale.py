@@ -337,7 +337,7 @@ def _replica_states() -> dict[str, int]:
     if app is None:
         return {}
     states = {getattr(k, "value", k): v for d in app.deployments.values() for k, v in d.replica_states.items() if v}
-    return states if app.status == "RUNNING" else {**states, "app": app.status}
+    return states if app.status == "RUNNING" else {**states, "app": getattr(app.status, "value", app.status)}
 
 
 def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, faults=DRILL_FAULTS,

@@ -276,6 +276,11 @@ def fault_message(kind: str, task_key: str, detail: str = "", timeout_s: float =
     }[kind]
 
 
+def _name(state: Any) -> str:
+    """'RUNNING' for Serve's ApplicationStatus.RUNNING (a str enum prints its class name too)."""
+    return str(getattr(state, "value", state))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
@@ -464,10 +469,10 @@ class RayServe:
             return False, "not deployed"
         running = sum(d.replica_states.get("RUNNING", 0) for d in app.deployments.values())
         if running:
-            return True, f"{app.status} {running} replica(s) running"
+            return True, f"{_name(app.status)} {running} replica(s) running"
         why = " ".join((app.message or "").split()) or " ".join(
             " ".join(d.message.split()) for d in app.deployments.values() if d.message)
-        return False, f"{app.status}" + (f": {why[:300]}" if why else "")
+        return False, _name(app.status) + (f": {why[:300]}" if why else "")
 
     def health(self, tasks: list[str] | tuple[str, ...] | None = None, max_age_s: float = 5.0) -> Health:
         """Ready to answer every task in `tasks` (default: every deployed one)? Bounded in time:
@@ -493,7 +498,7 @@ class RayServe:
             states = [d.replica_states for d in app.deployments.values()]
             running = sum(s.get("RUNNING", 0) for s in states)
             total = sum(sum(s.values()) for s in states)
-            apps[key] = f"{app.status} {running}/{total} replicas"
+            apps[key] = f"{_name(app.status)} {running}/{total} replicas"
             if not running:
                 missing.append(key)
         if missing:

@@ -114,7 +114,7 @@ def app_problems(tasks: Sequence[str]) -> dict[str, str]:
         elif app.status != RUNNING:
             why = " ".join((app.message or "").split()) or " ".join(
                 " ".join(d.message.split()) for d in app.deployments.values() if d.message)
-            out[key] = f"{app.status}" + (f": {why}" if why else "")
+            out[key] = backend._name(app.status) + (f": {why}" if why else "")
     return out
 
 
@@ -141,8 +141,8 @@ def status_lines() -> list[str]:
 
     out = []
     for name, app in serve.status().applications.items():
-        replicas = {d: dict(s.replica_states) for d, s in app.deployments.items()}
-        out.append(f"{name}: {app.status} {replicas}")
+        replicas = {d: {backend._name(k): v for k, v in s.replica_states.items()} for d, s in app.deployments.items()}
+        out.append(f"{name}: {backend._name(app.status)} {replicas}")
     return out
 
 

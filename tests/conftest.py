@@ -44,20 +44,32 @@ def tiny_settings(tiny_models):
 def serve():
     """serve(build_fn) -> gradio_client.Client for a Blocks app built by `build_fn()`.
 
-    Servers started here are closed at the end of the session.
+    A single tab (`tab_app(module)`) is built and launched once per session for each model
+    configuration and shared by the tests that serve it (each gets its own Client, so its own
+    session): building and launching a tab costs seconds, a Client a fraction of one. Any other
+    build is served anew. Servers started here are closed at the end of the session.
     """
     import gradio as gr
     from gradio_client import Client
 
     started = []
+    shared: dict = {}
 
     def _serve(build_fn) -> Client:
+        key = getattr(build_fn, "share_key", None)
+        if key is not None:
+            current = settings.current()
+            key = (key, tuple(sorted(current.overrides.items())), current.offline)
+            if key in shared:
+                return Client(shared[key], verbose=False)
         demo = build_fn()
         if not isinstance(demo, gr.Blocks):
             raise TypeError("build_fn must return gr.Blocks")
         demo.queue(max_size=32, default_concurrency_limit=2)
         _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, ssr_mode=False, quiet=True)
         started.append(demo)
+        if key is not None:
+            shared[key] = url
         return Client(url, verbose=False)
 
     yield _serve
@@ -76,6 +88,7 @@ def tab_app(module_name: str):
             importlib.import_module(module_name).build()
         return demo
 
+    build.share_key = module_name  # the serve fixture launches each tab once (per model configuration)
     return build
 
 

@@ -55,6 +55,8 @@ FIGURES = """scope => {
       if (labels.some(x => hit(t, x))) problems.push('title on tick labels or an axis title');
       if (plot && hit(t, R(plot))) problems.push('title on the plot');
       if (legend && hit(t, R(legend))) problems.push('title on the legend');
+      const badge = fig.closest('.block') && fig.closest('.block').querySelector('[data-testid=block-label]');
+      if (badge && hit(t, R(badge))) problems.push("title under Gradio's label of the plot");
     }
     if (legend && labels.some(x => hit(R(legend), x))) problems.push('legend on tick labels');
     const cells = [...fig.querySelectorAll('.heatmap-label text')].filter(t => t.textContent.trim());
@@ -75,11 +77,11 @@ def page(browser, tiny_settings):
     demo, url = launch_full_app()
     context = browser.new_context(viewport=VIEWPORT)
     p = context.new_page()
-    p.set_default_timeout(60_000)
+    p.set_default_timeout(180_000)  # a busy 2-core machine: the page may draw for a long while
     w = Watched(p)
     p.goto(url)
     p.get_by_role("tab").first.wait_for()
-    time.sleep(4)  # whatever the page runs on load has answered
+    time.sleep(8)  # whatever the page runs on load has answered
     if w.toasts():
         w.close_toasts()
     yield w
@@ -145,10 +147,10 @@ def test_generation_examples_chips_and_figures_fit(page):
     panel = _open(w, "Generation")
     sample = panel.get_by_label("Sample (instead of greedy)", exact=True).first
     panel.get_by_text("Sample 30 tokens", exact=False).first.click()  # the sampling example...
-    w.settle(panel, timeout=20)
+    w.settle(panel, timeout=60)
     assert sample.is_checked()
     panel.locator(".gallery-item, [data-testid=dataset-cell-0-0]").first.click()  # ...then a plain one
-    w.settle(panel, timeout=20)
+    w.settle(panel, timeout=60)
     assert panel.get_by_label("Prompt", exact=True).first.input_value() == "The quick brown fox"
     assert not sample.is_checked(), "the plain example must be greedy again"
     w.run(panel, ROWS["ui.generation"])

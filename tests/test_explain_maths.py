@@ -290,6 +290,9 @@ def test_token_attribution_sums_the_hidden_size_at_the_input_embeddings():
 def test_pad_right_and_pad_id():
     ids, mask, lengths = text.pad_right([torch.tensor([[5, 6, 7]]), torch.tensor([[8]])], pad_id=4)
     assert ids.tolist() == [[5, 6, 7], [8, 4, 4]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]] and lengths == [3, 1]
+    assert mask.dtype == torch.long
+    ids32, _, _ = text.pad_right([torch.tensor([[5]], dtype=torch.int32), torch.tensor([[6, 7]], dtype=torch.int32)], pad_id=0)
+    assert ids32.dtype == torch.int32 and ids32.tolist() == [[5, 0], [6, 7]]  # the rows' own dtype
     assert text.pad_id(SimpleNamespace(pad_token_id=None)) == 0 and text.pad_id(SimpleNamespace(pad_token_id=3)) == 3
 
 
@@ -414,6 +417,7 @@ def test_result_key_is_the_task_model_and_input_content():
     k1 = subjects.result_key("asr", r1)
     assert k1 == subjects.result_key("asr", r2) != subjects.result_key("asr", r3)
     assert k1[:2] == ("asr", "w") and len(k1[2]) == 2 and hash(k1) is not None
+    assert len(k1[2][0]) == 32 and k1[2][1] == (1, 2)  # arrays by a 16-byte digest (a bounded key), lists as tuples
 
 
 def test_every_task_builds_a_subject_and_a_missing_builder_says_so(monkeypatch):
@@ -542,3 +546,25 @@ def test_faithfulness_on_a_toy_subject_by_hand(monkeypatch):
     assert seen and seen[-1] == 1.0 and seen == sorted(seen)
     only = faithfulness.faithfulness("toy", None, methods=("gradient_x_input",), points=4)
     assert only.names == ["attention (last layer)", "Gradient × input"]
+
+
+# ---- the explainers' entry points (catalog -> protocol -> these functions) on the tiny models ------
+
+
+def test_explainer_entry_points_pass_their_parameters():
+    from demos.explain import catalog
+    from tests.explain_cases import result_for
+
+    senti, gen = result_for("sentiment"), result_for("generation")
+    got = catalog.get("contrast").run("sentiment", senti, target="NEGATIVE", contrast="POSITIVE", method="gradient_x_input", steps=4)
+    want = contrast.why_not("sentiment", senti, "NEGATIVE", "POSITIVE", "gradient_x_input", 4)
+    assert (got.a, got.b) == ("NEGATIVE", "POSITIVE") and got.attribution.method == "gradient_x_input"
+    np.testing.assert_allclose(got.attribution.scores, want.attribution.scores, rtol=1e-6, atol=1e-9)
+    step = 1
+    token = subjects.subject("generation", gen, step).contrast
+    branched = catalog.get("branch").run("generation", gen, step=step, token=token)
+    assert branched == contrast.branch(gen, step, token, "generation") and branched.diverge_at == step
+    f = catalog.get("faithfulness").run("sentiment", senti, target="NEGATIVE", steps=4, points=2, seed=7)
+    assert f.answer == "NEGATIVE" and f.seed == 7 and len(f.ks) == 3
+    assert f.curve_names[-1] == "random (seed 7)"
+    assert f.scores.shape[0] == len(f.names) and "Integrated gradients" in f.names

@@ -31,7 +31,7 @@ MAIN_ARGS = {
 }
 # Each explainer's endpoint arguments (after the session's result, which the tab keeps).
 VIEW_ARGS = {
-    "lens": (0,),
+    "lens": (1,),  # which image (CLIP), counted from 1 as people count
     "attention_steps": (None, 0, 0, -1),
     "ablate": ("L0H0", ""),
     "head_map": ("",),

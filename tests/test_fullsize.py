@@ -170,6 +170,7 @@ def test_bench_tabs_come_from_the_registry():
     assert tasks.key("speech") == "asr" and tasks.key("explorer") == "explorer"
 
 
+@pytest.mark.slow  # a benchmark run in a subprocess: about 10 s
 def test_bench_run_with_size_smoke(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run(

@@ -195,6 +195,7 @@ def test_load_image_on_arrays_of_any_dtype_and_shape(arr):
     assert _is_rgb(img) and (img.height, img.width) == arr.shape[:2]
 
 
+@pytest.mark.slow  # 40 resamplings of arrays up to 1200 x 1200 x 1200 at odd rates: about 6 s
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(
     hnp.arrays(st.sampled_from([np.int16, np.uint8, np.int32, np.float32, np.float64, np.bool_]),

@@ -102,6 +102,7 @@ def test_no_compute_sub_package_over_12_modules():
         assert len(modules) <= 12, f"{folder.relative_to(ROOT)} holds {len(modules)} modules"
 
 
+@pytest.mark.slow  # a fresh interpreter imports gradio and the whole UI: about 10 s
 def test_a_ray_front_imports_no_model_library():
     """Every ui module, the backend and the app built with XRAY_BACKEND=ray: no torch, transformers, captum."""
     code = (

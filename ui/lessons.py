@@ -106,7 +106,7 @@ def build() -> None:
 class LessonBar:
     """The panel above the tabs that walks through the lesson a student started (hidden until then)."""
 
-    group: gr.Group
+    group: gr.Column
     head: gr.Markdown
     teacher: gr.Markdown
     question: gr.Markdown
@@ -120,7 +120,7 @@ class LessonBar:
 
     @classmethod
     def build(cls) -> "LessonBar":
-        with gr.Group(visible=False, elem_classes=["xray-lesson"]) as group:
+        with gr.Column(visible=False, elem_classes=["xray-lesson"], variant="panel") as group:
             head = gr.Markdown(elem_classes=["xray-lesson-head"])
             with gr.Row():
                 with gr.Column(scale=3):
@@ -161,7 +161,7 @@ def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict) -> dict:
     elif step.look_for:
         question += f"\n\n*Look for:* {step.look_for}"
     return {
-        bar.group: gr.Group(visible=True),
+        bar.group: gr.Column(visible=True),
         bar.head: f"**Lesson: {lesson.title}** · step {index + 1} of {len(lesson.steps)} · **{step.title}**",
         bar.teacher: step.teacher,
         bar.question: question,
@@ -251,11 +251,11 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
         @guarded
         def move(st):
             if not st:
-                return {bar.group: gr.Group(visible=False)}
+                return {bar.group: gr.Column(visible=False)}
             lesson = _lesson(st.get("lesson", ""))
             if delta > 0 and int(st.get("step", 0)) >= len(lesson.steps) - 1:
                 done = f"**You finished the lesson “{lesson.title}”.** Pick another one, or go back to any step.\n\n"
-                return {bar.group: gr.Group(visible=False), bar.state: {}, tab.outline: done + outline(lesson),
+                return {bar.group: gr.Column(visible=False), bar.state: {}, tab.outline: done + outline(lesson),
                         wiring.top: gr.Tabs(selected="lessons")}
             return show_step(bar, wiring, lesson, int(st.get("step", 0)) + delta, st)
         return move
@@ -265,7 +265,7 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
                     [tab.choice, bar.state], outputs, **quick)
     bar.back.click(step_by(-1), bar.state, outputs, **quick)
     bar.next.click(step_by(1), bar.state, outputs + [tab.outline], **quick)
-    bar.leave.click(lambda: {bar.group: gr.Group(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick)
+    bar.leave.click(lambda: {bar.group: gr.Column(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick)
     bar.lock.click(guarded(lambda st, guess: _lock(bar, wiring, st, guess)), [bar.state, bar.guess], outputs, **quick).success(
         guarded(lambda st: _reveal(bar, st)), bar.state, [bar.reveal, bar.state], api_visibility="private",
         concurrency_id="explanations", concurrency_limit=1)

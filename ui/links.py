@@ -107,7 +107,7 @@ WORD_VIEWS: dict[str, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class Control:
-    """A control a link may set: kind 'int' (low..high), 'str' (at most `limit` characters),
+    """A control a link may set: kind 'int' (low..high), 'float', 'str' (at most `limit` characters),
     'bool', 'head' (a number or 'average') or one of `choices`."""
 
     kind: str
@@ -150,10 +150,15 @@ def controls(tab: str, view: str) -> dict[str, Control]:
     for param in spec.params if spec else ():
         if param.name in _NOT_CONTROLS:
             continue
-        out[param.name] = CONTROLS.get(param.name) or (Control("int", -9999) if "int" in param.type else Control("str"))
+        out[param.name] = CONTROLS.get(param.name) or Control(_kind(param.type), -9999)
     if spec and spec.name == "attention_steps":
         out["kind"] = Control("choice", choices=registry.get(tab).attention_kinds)
     return out
+
+
+def _kind(annotation: str) -> str:
+    """The control kind of an explainer parameter from its declared type ('int | None' -> int)."""
+    return "int" if "int" in annotation else "float" if "float" in annotation else "str"
 
 
 def examples(kind: str) -> dict[str, str]:
@@ -215,10 +220,12 @@ def parse(query: Mapping[str, Any], models: ModelChoices | None = None, lessons:
     if view and view not in views(tab):
         known = ", ".join(views(tab)) or "none (this tab has no inner views)"
         raise LinkError(f"This link names an unknown view {_shown(view)} of the {tab} tab; its views are: {known}.")
-    inputs = tuple((f.name, _input(f, query.pop(f.name))) for f in INPUTS.get(tab, ()) if f.name in query)
+    given = {name: query.pop(name) for name in [f.name for f in INPUTS.get(tab, ())] + list(controls(tab, view)) if name in query}
+    given = {name: value for name, value in given.items() if value != ""}  # an empty part is an absent one
+    inputs = tuple((f.name, _input(f, given[f.name])) for f in INPUTS.get(tab, ()) if f.name in given)
     model, shown_model = _model(tab, query.pop("model", ""), models)
     allowed = controls(tab, view)
-    picked = tuple((name, _control(name, allowed[name], query.pop(name))) for name in allowed if name in query)
+    picked = tuple((name, _control(name, allowed[name], given[name])) for name in allowed if name in given)
     if query:
         raise LinkError(_unknown_parts(tab, view, query, allowed))
     return Link(tab, view, inputs, model, picked, presenter, shown_model=shown_model)
@@ -302,6 +309,11 @@ def _control(name: str, spec: Control, value: str) -> Any:
         return _flag(name, value)
     if spec.kind == "int":
         return _int(name, value, spec.low, spec.high)
+    if spec.kind == "float":
+        try:
+            return float(value)
+        except ValueError:
+            raise LinkError(f"The link's {name} should be a number, not {_shown(value)}.") from None
     if spec.kind == "head":
         return "average" if value.strip().lower() in ("average", "mean", "") else _int(name, value, spec.low, spec.high)
     if spec.kind == "choice" and value not in spec.choices:

@@ -224,8 +224,13 @@ def _input_value(task: str, name: str, value: Any, comp: Any) -> Any:
 
 
 def _control_value(comp: Any, value: Any) -> Any:
+    if isinstance(comp, gr.CheckboxGroup):  # a link writes the chosen values with commas
+        return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
     if isinstance(comp, gr.Checkbox):
         return bool(value)
+    if isinstance(comp, gr.Slider) and value not in (None, ""):
+        number = float(value)
+        return int(number) if number.is_integer() else number
     if isinstance(comp, gr.Number):
         return 0 if value in (None, "", "average") else int(value)
     if isinstance(comp, gr.Dropdown) and value is not None:
@@ -317,6 +322,7 @@ def wire(top: gr.Tabs, toolbar: Toolbar) -> Wiring:
         tab.elem_id = f"{PREFIX}{tab.id}"
         _scan(tab, parts, [], "")
     wiring = Wiring(top, tabs, toolbar)
+    Context.root_block._xray_wiring = wiring  # the page's wiring (tests read it)
     _bind_copy(wiring)
     toolbar.presenter.change(None, [toolbar.presenter], None, js=PRESENTER_JS)
     return wiring
@@ -380,6 +386,8 @@ def _raw_text(tab: str, view: str, name: str, comp: Any, value: Any) -> str | No
         return None
     if isinstance(value, bool):
         return "1" if value else None
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

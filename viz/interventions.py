@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from core.intervention_types import AblationResult, Branch, Faithfulness, HeadImportance
 from core.tokens import outcome_text
-from viz.tokens import CHIPS_WRAP, clean_token, figure_title, fit_title, plot_label, shorten
+from viz.tokens import CHIPS_WRAP, clean_token, figure_title, fit_title, number_text, plot_label, shorten
 
 
 def _from_zero(*values) -> dict:
@@ -57,8 +57,9 @@ def ablation_summary(r: AblationResult) -> str:
         top = (f"**{answer}** was not the model's first choice here (it was sampled, or picked by beam search); "
                f"the most likely was **{first}**" + (", and still is." if r.top_after == r.top_before
                                                      else f", and after the knockout it is **{then}**."))
-    return (f"{_md(r.value_name)} of **{answer}**: {r.score_before:.4f} → {r.score_after:.4f} "
-            f"({change:+.4f}). {top}")
+    return (f"{_md(r.value_name)} of **{answer}**: {number_text(r.score_before)} → {number_text(r.score_after)} "
+            f"({number_text(change, '+')}). {top}")
+
 
 
 def head_map_figure(h: HeadImportance) -> go.Figure:
@@ -76,7 +77,7 @@ def head_map_figure(h: HeadImportance) -> go.Figure:
         ), row=1, col=i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     fig.update_layout(
-        title=figure_title(f"Knock out one head at a time: change of {h.value_name} of {shorten(clean_token(outcome_text(h.answer)), 40)} (was {h.score:.4f})"),
+        title=figure_title(f"Knock out one head at a time: change of {h.value_name} of {shorten(clean_token(outcome_text(h.answer)), 40)} (was {number_text(h.score)})"),
         height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)), margin=dict(l=10, r=10, t=70, b=10),
     )
     return fit_title(fig, 30)
@@ -136,8 +137,8 @@ def faithfulness_summary(f: Faithfulness) -> str:
     area = f.area()
     order = np.argsort(area)
     lines = [f"Area under each deletion curve (smaller = the answer falls faster = more faithful); "
-             f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** with nothing removed: {f.original:.4f}, with everything removed: {f.baseline:.4f}."]
-    lines += [f"{rank}. {_md(f.curve_names[i])}: {area[i]:.4f}" for rank, i in enumerate(order, start=1)]
+             f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** with nothing removed: {number_text(f.original)}, with everything removed: {number_text(f.baseline)}."]
+    lines += [f"{rank}. {_md(f.curve_names[i])}: {number_text(area[i])}" for rank, i in enumerate(order, start=1)]
     lines += [f"- *{_md(name)}* not shown: {_md(why)}" for name, why in f.skipped.items()]
     return "\n".join(lines)
 

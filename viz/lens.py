@@ -92,7 +92,7 @@ def head_lens_figure(hl: HeadLens) -> go.Figure:
         top = [plot_label(row[0]) if row else "" for row in hl.top_labels]
         fig.add_trace(go.Scatter(
             x=hl.layer_labels, y=hl.final_probs, mode="lines+markers+text", text=[plot_label(shorten(row[0], 24)) if row else "" for row in hl.top_labels],
-            textposition="top center", name=f"P({plot_label(shorten(clean_token(hl.final_label), LEGEND_CHARS))})", customdata=top,
+            textposition=_text_positions(len(hl.layer_labels)), name=f"P({plot_label(shorten(clean_token(hl.final_label), LEGEND_CHARS))})", customdata=top,
             hovertemplate=f"%{{x}}: P(final answer) = %{{y:.4f}}<br>top here: %{{customdata}}{via}<extra></extra>",
         ))
     fig.update_layout(
@@ -104,6 +104,12 @@ def head_lens_figure(hl: HeadLens) -> go.Figure:
 
 
 LEGEND_CHARS = 32  # a class name or CLIP description in the legend (whole in the hover)
+
+
+def _text_positions(n: int) -> list[str]:
+    """Where each point's label goes: the first to its right and the last to its left (centred
+    there they would run off the plot's edges), the others centred above their point."""
+    return ["top center" if n == 1 else "top right" if i == 0 else "top left" if i == n - 1 else "top center" for i in range(n)]
 
 
 def lens_rows(lens: LensGrid | HeadLens) -> list[list]:

@@ -30,6 +30,13 @@ def plot_title(title: str) -> str:
 TITLE_CHARS = 60  # a title line of at most this many characters fits a half-width figure (two side by side)
 
 
+def number_text(value: float, sign: str = "") -> str:
+    """A score people can read: 4 decimals, or 3 significant digits below 0.001 ('8.14e-05', not
+    '0.0001' or '0.0000'). sign: '+' to always show the sign."""
+    value = float(value)
+    return f"{value:{sign}.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:{sign}.3g}"
+
+
 def shorten(text: str, limit: int) -> str:
     """`text` cut to at most `limit` characters with '…' (the full text goes in a hover or a caption)."""
     text = str(text)
@@ -38,7 +45,7 @@ def shorten(text: str, limit: int) -> str:
 
 TITLE_LINE_PX = 22  # height of one title line at TITLE_FONT_PX
 TITLE_FONT_PX = 16
-TITLE_TOP_PX = 8  # space above a title
+TITLE_TOP_PX = 34  # space above a title: Gradio draws the plot's label badge in the top-left corner
 
 
 def figure_title(title: str, chars: int = TITLE_CHARS) -> dict:

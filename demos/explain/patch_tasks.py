@@ -154,6 +154,20 @@ def region(spec: Any, grid: tuple[int, int]) -> list[int]:
     return chosen
 
 
+def patch_blocks(grid: tuple[int, int], specials: list[str]) -> list[tuple[str, list[int]]]:
+    """Columns of an image's grids: each special token ([CLS]...) alone, then blocks of patches (token
+    positions after the specials, row by row), at most GROUPS_PER_SIDE blocks a side."""
+    rows, cols = grid
+    k, side = len(specials), -(-max(rows, cols) // GROUPS_PER_SIDE)
+    out = [(f"{i} · {name}", [i]) for i, name in enumerate(specials)]
+    for r in range(0, rows, side):
+        for c in range(0, cols, side):
+            r1, c1 = min(r + side, rows) - 1, min(c + side, cols) - 1
+            label = f"r{r}-{r1} c{c}-{c1}" if side > 1 else f"r{r}c{c}"
+            out.append((f"{len(out)} · {label}", [k + i * cols + j for i in range(r, r1 + 1) for j in range(c, c1 + 1)]))
+    return out
+
+
 def _shown(pv: torch.Tensor, processor: Any) -> np.ndarray:
     """(H, W, 3) uint8 of normalised pixel values (1, 3, H, W), enlarged by a whole factor when small."""
     x = pv[0].float().cpu().numpy().transpose(1, 2, 0)
@@ -178,15 +192,10 @@ def _image(result: Any, corrupted: Any, target: Any) -> Pair:
     bad = torch.where(pixels, mod.make_baseline(pv, "blurred", m.processor), pv)
     names = list(result.attention.key_tokens)
     units = [f"{n} blurred" if i - k in chosen else n for i, n in enumerate(names)]
-    side = -(-max(rows, cols) // GROUPS_PER_SIDE)  # patches per block side: at most GROUPS_PER_SIDE² blocks
-    blocks = [(f"r{r}-{min(r + side, rows) - 1} c{c}-{min(c + side, cols) - 1}" if side > 1 else f"r{r}c{c}",
-               [k + i * cols + j for i in range(r, min(r + side, rows)) for j in range(c, min(c + side, cols))])
-              for r in range(0, rows, side) for c in range(0, cols, side)]
-    groups = [(f"{i} · {names[i]}", [i]) for i in range(k)] + [(f"{k + n} · {label}", where) for n, (label, where) in enumerate(blocks)]
     label, answer = _classes(m, target)
     return Pair(
         m.model, {"pixel_values": pv}, {"pixel_values": bad}, lambda kw: m.model(pixel_values=kw["pixel_values"]).logits,
-        names, units, names, names, label=label, answer=answer, changed_mark=" (blurred)", groups=groups,
+        names, units, names, names, label=label, answer=answer, changed_mark=" (blurred)", groups=patch_blocks(result.grid, names[:k]),
         what="logit(A) − logit(B) of the two classes", clean_input="the image",
         corrupted_input=f"the image with {len(chosen)} of {rows * cols} patches blurred ({corrupted or 'centre'})",
         picture=_shown(bad, m.processor),

@@ -25,7 +25,7 @@ FULL_SERVICE_S = 30.0  # the target: all replicas back within this many seconds 
 # Full service waits for new replica processes (Python, Ray, torch, the model): on a busy machine
 # that alone takes longer than the target. The bound is then what a fault adds to that cold start
 # (`deploy_s`: both replicas from nothing): detection for a node; the rolling update of a redeploy
-# starts its replicas one after the other (capacity never below one replica).
+# replaces its replicas one after the other (capacity never below one replica).
 COLD_STARTS = {"node": 1, "replica": 1, "redeploy": 2}
 
 
@@ -66,7 +66,11 @@ def test_no_answer_is_mixed_lost_or_failed(drill, phase):
 def test_the_tier_is_back_to_full_service_after_each_fault(drill, fault):
     p = drill["phases"][fault]
     bound = max(FULL_SERVICE_S, COLD_STARTS[fault] * drill["deploy_s"] + 10)
-    assert p["recovery_s"] is not None and p["recovery_s"] <= bound, (bound, p)
+    assert p["recovery_s"] is not None, p
+    # a redeploy counts from when the command's new revision reaches the replicas (the command
+    # itself first starts Python and joins the cluster: `replicas_changed_after_s`)
+    took = p["recovery_from_change_s"] if fault == "redeploy" else p["recovery_s"]
+    assert took <= bound, (bound, p)
     assert p["fewest_running_replicas"] >= 1, "one replica kept answering throughout"
     assert not p["refused"], "with one replica answering, nobody is refused"
     assert p["longest_gap_s"] < 10

@@ -19,7 +19,7 @@ from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, AttributionView, api
 from viz.export import result_json
-from viz.tokens import clean_token
+from viz.tokens import clean_token, number_text
 from core.tokens import outcome_text
 from viz.interventions import (
     ablation_figure,
@@ -171,8 +171,8 @@ class ContrastView(OnDemandView):
 
     def render(self, r) -> dict:
         a, b = (md_escape(clean_token(outcome_text(x))) for x in (r.a, r.b))  # '␣The', not the tokenizer's 'ĠThe'
-        line = (f"A = **{a}**, B = **{b}**: P(A) = {r.p_a:.4f}, P(B) = {r.p_b:.4f}; "
-                f"the attribution explains P(A) − P(B) = {r.p_a - r.p_b:+.4f}.")
+        line = (f"A = **{a}**, B = **{b}**: P(A) = {number_text(r.p_a)}, P(B) = {number_text(r.p_b)}; "
+                f"the attribution explains P(A) − P(B) = {number_text(r.p_a - r.p_b, '+')}.")
         return {self.line: line, **self.attribution.values(r.attribution)}
 
 

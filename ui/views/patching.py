@@ -63,6 +63,7 @@ STEER_PRESETS = {"generation": [
      {"toward": "I talk about weddings constantly", "away": "I do not talk about weddings constantly", "strength": 4.0}),
 ]}
 _GRIDS = [("Residual stream", "residual"), ("Attention heads", "attention"), ("MLP", "mlp")]
+_FIRST_GRIDS = {"image": ["residual"]}  # a ViT-base cell is a whole image pass: start with one grid
 
 
 class PresetView(OnDemandView):
@@ -120,7 +121,8 @@ class PatchView(PresetView):
         example = PATCH_PRESETS.get(self.task, [("", (), {"corrupted": ""})])[0][2]["corrupted"]
         corrupted = gr.Textbox(label=corrupted_label, value=start, max_lines=2, scale=3, placeholder=f"e.g. {example}")
         target = gr.Textbox(label=target_label, max_lines=1, scale=2)
-        grids = gr.CheckboxGroup(_GRIDS, value=[v for _, v in _GRIDS], label="Grids", scale=2)
+        grids = gr.CheckboxGroup(_GRIDS, value=_FIRST_GRIDS.get(self.task, [v for _, v in _GRIDS]), scale=2,
+                                 label="Grids (each cell is one run of the model)")
         return {"corrupted": (corrupted, lambda text: str(text or "")), "target": (target, _value),
                 "grids": (grids, lambda chosen: tuple(chosen or ()))}
 

@@ -209,6 +209,14 @@ def test_translation_image_and_clip_patch_through_the_explainer():
     assert got.clean_metric == pytest.approx(float(clip.logits[0, 0]), abs=1e-4) and got.stack == "text"
 
 
+def test_image_columns_are_the_class_token_and_blocks_of_patches():
+    full = patch_tasks.patch_blocks((14, 14), ["[CLS]"])  # ViT-base: 196 patches
+    assert len(full) == 17 and full[0] == ("0 · [CLS]", [0]) and full[1][0] == "1 · r0-3 c0-3"
+    assert sorted(p for _, where in full for p in where) == list(range(197))  # every token once
+    tiny = patch_tasks.patch_blocks((4, 4), ["[CLS]", "[DIST]"])
+    assert [where for _, where in tiny] == [[i] for i in range(18)] and tiny[2][0] == "2 · r0c0"
+
+
 def test_image_regions():
     assert patch_tasks.region("centre", (4, 4)) == [5, 6, 9, 10]
     assert patch_tasks.region("r0-1 c2-3", (4, 4)) == [2, 3, 6, 7]
@@ -315,7 +323,8 @@ def _synthetic():
     from core.patching_types import PatchGrid, PatchingResult
 
     grids = [PatchGrid("residual", ["L0", "L1"], ["0 · The", "1 · cat→<b>dog</b>", "2 · sat"],
-                       np.array([[0.0, 0.9, np.nan], [0.0, 0.2, 1.0]]), np.array([[0.1, 0.8, np.nan], [0.1, 0.3, 1.0]])),
+                       np.array([[0.0, 0.9, np.nan], [0.0, 0.2, 1.0]]), np.array([[0.1, 0.8, np.nan], [0.1, 0.3, 1.0]]),
+                       changed=np.array([False, True, True])),
              PatchGrid("attention", ["L0", "L1"], ["H0", "H1"], np.array([[0.5, -0.2], [0.0, 0.1]]), np.zeros((2, 2)))]
     return PatchingResult("generation", "The cat <script>x</script>", "The dog", ["The", "cat", "sat"],
                           ["The", "<b>dog</b>", "sat"], np.array([0, 1, -1]), np.array([False, True, True]),
