@@ -239,7 +239,7 @@ class LoopbackCluster:
 
     def __init__(self, folder: Path, head_cpus: float = 1, worker_cpus: float = 1) -> None:
         self.folder, self.head_cpus, self.worker_cpus = Path(folder), head_cpus, worker_cpus
-        self.port = _free_port()
+        self.port, self.client_port = _free_port(), _free_port()
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
@@ -260,7 +260,7 @@ class LoopbackCluster:
 
     def start_head(self) -> None:
         self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--include-dashboard=false",
-                                 f"--temp-dir={self.folder / 'ray'}", f"--ray-client-server-port={_free_port()}"], "head")
+                                 f"--temp-dir={self.folder / 'ray'}", f"--ray-client-server-port={self.client_port}"], "head")
 
     def start_worker(self) -> None:
         self.worker = self._start([f"--address={self.address}", f"--num-cpus={self.worker_cpus}"], "worker")

@@ -70,6 +70,7 @@ class PatchingResult:
     grids: list[PatchGrid]
     notes: list[str] = field(default_factory=list)
     picture: np.ndarray | None = None
+    b_runner_up: bool = False  # the corrupted run's top answer is A too: B is its runner-up
 
     @property
     def gap(self) -> float:

@@ -223,7 +223,8 @@ FAULTS = (BUSY, REPLICA, UNAVAILABLE, TIMEOUT, UNREACHABLE, MISSING, NOT_READY)
 RETRIED = frozenset({REPLICA, UNAVAILABLE, UNREACHABLE, MISSING})
 
 _UNREACHABLE_MESSAGE = "The model tier cannot be reached right now (it may be restarting). Please try again in a few seconds."
-_UNREACHABLE_TEXT = ("Ray has not been started yet", "Ray Client is not connected", "Failed to connect to GCS")
+_UNREACHABLE_TEXT = ("Ray has not been started yet", "Ray Client is not connected", "Failed to connect to GCS",
+                     "Cannot invoke RPC on closed channel", "reconnection grace period")  # the last two: Ray Client
 _MISSING_TEXT = ("does not exist", "no Serve instance running", "failed to deploy")
 
 
@@ -327,6 +328,7 @@ class RayServe:
         self._recheck_at = 0.0
         self._status_cache: tuple[float, Any] = (0.0, None)
         self._made: list = []  # every handle resolved (`close` shuts their routers down)
+        self._generation = 0  # joins so far: a loss seen by a call is acted on once, not after a new join
         self.counts: Counter = Counter()  # answered / retried / refused:<kind>, for tests and operators
 
     # ---- joining the cluster ----
@@ -390,6 +392,7 @@ class RayServe:
 
         try:
             ray.init(address=self.address, namespace="serve", log_to_driver=False)
+            self._generation += 1
         except Exception as exc:  # noqa: BLE001 - reported to the callers as "unreachable"
             self._recheck_at = time.monotonic() + RECHECK_S
             self._join_error = TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE,
@@ -401,8 +404,11 @@ class RayServe:
         if handle is not None:
             return handle
         self._connect()
+        import ray
         from ray import serve
 
+        if not ray.is_initialized():  # lost meanwhile: Serve would start a cluster of its own here
+            raise ConnectionError("the connection to the cluster was lost")
         handle = serve.get_app_handle(app_name(task_key))  # RayServeException when it is not deployed
         with self._lock:
             self._made.append(handle)
@@ -435,10 +441,28 @@ class RayServe:
             context._set_global_client(None)  # rediscover the controller by name (a private API of ray 2.60)
         except Exception:  # noqa: BLE001 - best effort
             pass
-        if kind == UNREACHABLE and self._client_mode():
-            import ray
+        if kind == UNREACHABLE:
+            self._lost(self._generation)
 
-            _quietly(ray.shutdown)  # a lost Ray Client connection is not re-established by itself
+    def _lost(self, generation: int) -> None:
+        """The cluster is gone. A Ray Client connection is not re-established by itself: close it
+        (and the handles' routers) so that the next call joins again, maybe a restarted tier.
+        (A front joined as a driver cannot rejoin: Ray ends it 60 s after losing the head.)"""
+        if not self._client_mode():
+            return
+        import ray
+
+        with self._lock:
+            if generation != self._generation:
+                return  # already closed and joined again since
+            self._generation += 1
+            made, self._made = self._made, []
+            self._handles.clear()
+        for handle in made:
+            threading.Thread(target=_quietly, args=(handle.shutdown,), daemon=True).start()
+        closing = threading.Thread(target=_quietly, args=(ray.shutdown,), daemon=True)
+        closing.start()
+        closing.join(PROBE_S * 2)
 
     # ---- the tier's state ----
 
@@ -450,13 +474,24 @@ class RayServe:
         from concurrent.futures import ThreadPoolExecutor
         from concurrent.futures import TimeoutError as FutureTimeout
 
+        import ray
         from ray import serve
+
+        generation = self._generation
+
+        def status_now() -> Any:
+            if not ray.is_initialized():  # Serve would start a cluster of its own
+                raise ConnectionError("the connection to the cluster was lost")
+            return serve.status()
 
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xray-serve-status")
         try:
-            status = pool.submit(serve.status).result(timeout=max(PROBE_S, 5.0))
-        except FutureTimeout:
-            raise TierUnavailable("The model tier does not answer. Please try again in a few seconds.", UNREACHABLE) from None
+            status = pool.submit(status_now).result(timeout=max(PROBE_S, 5.0))
+        except Exception as exc:
+            if not isinstance(exc, FutureTimeout) and classify(exc) != UNREACHABLE:
+                raise
+            self._lost(generation)
+            raise TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE, f"Serve's status: {_first_line(exc)}") from None
         finally:
             pool.shutdown(wait=False)
         self._status_cache = (time.monotonic(), status)

@@ -65,6 +65,12 @@ def textbox_answer(label: str) -> Answer:
     return read
 
 
+def lesson_head(page) -> str:
+    """The heading of the lesson panel ("Lesson: ... · step 2 of 5 · ..."; "" while it is hidden)."""
+    head = page.locator(".prose.xray-lesson-head:visible")
+    return head.first.inner_text() if head.count() else ""
+
+
 def table_answer(panel) -> str:
     """Text of the first body cell of the tab's first gr.Dataframe ("" while it has no rows)."""
     cell = panel.locator("[role=grid] [data-testid=cell-0-0]").first
@@ -146,6 +152,12 @@ ROWS: dict[str, Row] = {
         example=False,
         views={None: View(plots=1, html=".xray-illustration")},  # illustrations are static SVG, drawn with the page
         echo={},
+    ),
+    "ui.lessons": Row(
+        run="Start this lesson",
+        answer=lambda panel: lesson_head(panel.page),  # the lesson panel above the tabs opens on step 1
+        example=False,
+        text_inputs=False,  # its one textbox is the teacher's code
     ),
     "ui.sentiment": Row(
         run="Classify",

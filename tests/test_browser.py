@@ -139,7 +139,7 @@ def _check_payload(watched, panel, where: str, echo: str | None) -> None:
         assert not missing, f"{where}: not shown literally in {echo}: {missing}"
 
 
-EXPLAINER_TABS = [p for p in TAB_PARAMS if p.values[1] != "ui.guide"]
+EXPLAINER_TABS = [p for p in TAB_PARAMS if p.values[1] not in ("ui.guide", "ui.lessons")]  # the task tabs
 
 
 def test_every_explainer_has_a_browser_row():

@@ -163,7 +163,7 @@ def test_the_teacher_code():
 def test_word_comparison():
     ranked = [("not", 0.6), ("good.", -0.3), ("film", 0.1)]
     text, ok = reveal.word_text("not", ranked)
-    assert ok and "**not** first" in text
+    assert ok and text.index("**not**") < text.index("**film**") and "matches" in text
     text, ok = reveal.word_text("good", ranked)  # punctuation of a byte-level word does not count
     assert not ok and "comes 2 of 3" in text
     assert "<b>" not in reveal.word_text("x", [("<b>", 1.0)])[0]  # model text escaped

@@ -286,6 +286,6 @@ def test_offline_banner_names_tabs_by_their_titles_and_is_shown_open():
 
     import unittest.mock
 
-    with unittest.mock.patch.object(gr.Accordion, "__init__", spy), unittest.mock.patch.object(app, "TABS", []):
+    with unittest.mock.patch.object(gr.Accordion, "__init__", spy):
         app.build_app(banner=text)
     assert ("Offline mode: which models run", True) in accordions

@@ -149,7 +149,7 @@ def _lesson(lesson_id: str) -> Lesson:
     return found[lesson_id]
 
 
-def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict) -> dict:
+def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict, where: str) -> dict:
     """The panel's texts for step `index`; the guess widgets when the step asks for a guess not made yet."""
     step = lesson.steps[index]
     guessed = st.get("guesses", {}).get(index)
@@ -158,8 +158,9 @@ def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict) -> dict:
     question = f"**Question:** {step.question}" if step.question else ""
     if waiting:
         question += f"\n\n**Guess first:** {step.predict.prompt} The view opens when you lock in your guess."
-    elif step.look_for:
-        question += f"\n\n*Look for:* {step.look_for}"
+    else:
+        question += f"\n\n*The view, open below:* **{md_escape(where)}**"
+        question += f"\n\n*Look for:* {step.look_for}" if step.look_for else ""
     return {
         bar.group: gr.Column(visible=True),
         bar.head: f"**Lesson: {lesson.title}** · step {index + 1} of {len(lesson.steps)} · **{step.title}**",
@@ -178,7 +179,7 @@ def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict) -> dict:
 def show_step(bar: LessonBar, wiring: share.Wiring, lesson: Lesson, index: int, st: dict) -> dict:
     """The panel for step `index`, and the step's view opened (unless it still waits for a guess)."""
     index = max(0, min(index, len(lesson.steps) - 1))
-    out = _panel(bar, lesson, index, st)
+    out = _panel(bar, lesson, index, st, wiring.where(lesson.steps[index].link))
     step = lesson.steps[index]
     if step.predict is None or index in st.get("guesses", {}):
         out.update(wiring.updates(step.link))

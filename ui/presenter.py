@@ -10,10 +10,10 @@ a class at the back of a lecture hall can read them on a projector.
 PRESENTER_CSS = """
 .xray-toolbar {align-items: center; gap: 12px}
 .xray-lesson {border: 2px solid var(--color-accent); border-radius: 8px; padding: 6px 10px; margin: 6px 0}
-.xray-lesson-head {font-size: 1.08em}
-.xray-lesson-question {border-left: 4px solid var(--color-accent); padding-left: 8px}
-.xray-lesson-reveal {background: var(--background-fill-secondary); border-radius: 6px; padding: 2px 8px}
-.xray-lesson-problems {color: #b91c1c}
+.prose.xray-lesson-head {font-size: 1.08em}
+.prose.xray-lesson-question {border-left: 4px solid var(--color-accent); padding-left: 8px}
+.prose.xray-lesson-reveal {background: var(--background-fill-secondary); border-radius: 6px; padding: 2px 8px}
+.prose.xray-lesson-problems {color: #b91c1c}
 body.xray-presenter {
   --text-xxs: 14px; --text-xs: 16px; --text-sm: 18px; --text-md: 22px; --text-lg: 26px; --text-xl: 32px; --text-xxl: 38px;
   --body-text-size: 22px; --prose-text-size: 22px; --block-label-text-size: 18px; --block-title-text-size: 22px;

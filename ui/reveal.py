@@ -14,10 +14,12 @@ from demos.runtime import settings
 from scale import backend
 from ui import links
 from ui.common import md_escape
-from ui.kit import RANDOM_WARNING, TOLERANCE
+from ui.kit import TOLERANCE
 from ui.lesson_files import KNOCKOUT, Step, band
 
 GENERATION_TOKENS = 20  # the Generation tab's default number of new tokens
+RANDOM_NOTE = ("*This tab runs a stand-in model with random weights (see the warning beside its answer): the "
+               "comparison shows how the lesson works, not what a trained model does.*")
 
 
 def model_of(link: links.Link) -> str:
@@ -58,9 +60,9 @@ def word_truth(link: links.Link, result: Any) -> list[tuple[str, float]]:
 def word_text(guess: str, ranked: list[tuple[str, float]]) -> tuple[str, bool]:
     if not ranked:
         return "The attribution found no word to rank.", False
-    top, score = ranked[0]
     plain = [_plain(w) for w, _ in ranked]
-    line = f"The attribution puts **{md_escape(top)}** first ({score:+.3f}; + pushes toward the answer, − away)."
+    order = " · ".join(f"**{md_escape(w)}** {s:+.2g}" for w, s in ranked[:5])
+    line = f"The attribution ranks the words (+ pushes toward the answer, − away): {order}."
     if _plain(guess) == plain[0]:
         return line + " Your guess matches.", True
     if _plain(guess) in plain:
@@ -130,5 +132,5 @@ def compare(step: Step, guess: str) -> str:
         heads = str(link.control("heads"))
         text, _ = knockout_text(guess, backend.call(link.tab, "ablate", result, heads=heads, target=None), heads)
     info = backend.call(link.tab, "model_info", model_of(link))
-    return text if info.pretrained else text + "\n\n" + RANDOM_WARNING
+    return text if info.pretrained else text + "\n\n" + RANDOM_NOTE
 

@@ -157,6 +157,7 @@ class View:
     path: list
     controls: dict = field(default_factory=dict)
     run: Any = None
+    titles: tuple = ()  # the tab titles on the way there, e.g. ("Inside the model", "Knock out heads")
 
 
 @dataclass
@@ -164,6 +165,7 @@ class TabParts:
     """What a link fills on one top-level tab."""
 
     key: str
+    title: str = ""
     inputs: dict = field(default_factory=dict)
     model: Any = None
     go: Any = None
@@ -254,7 +256,8 @@ def _scan(block: Any, parts: TabParts, path: list, view: str) -> None:
         if isinstance(child, gr.Tab) and isinstance(block, gr.Tabs):
             key = view_key(child.label)
             child.id, child.elem_id = key, f"{PREFIX}{parts.key}{SEP}{key}"
-            parts.views[key] = View(path + [(block, key)])
+            titles = (parts.views[view].titles if view else ()) + (str(child.label),)
+            parts.views[key] = View(path + [(block, key)], titles=titles)
             _scan(child, parts, path + [(block, key)], key)
             continue
         if links.tag_of(child):
@@ -274,7 +277,7 @@ class Toolbar:
     @classmethod
     def build(cls) -> "Toolbar":
         with gr.Row(elem_classes=["xray-toolbar"], equal_height=True):
-            copy = gr.Button("🔗 Copy link to this view", size="sm", scale=0, min_width=220)
+            copy = gr.Button("Copy link to this view", size="sm", scale=0, min_width=200)
             presenter = gr.Checkbox(label="Presenter mode (large type, strong colours)", value=False, scale=0, min_width=300,
                                     container=False, elem_classes=["xray-presenter-switch"])
             link = gr.Textbox(label="Link to this view (copied to the clipboard where the browser allows; else copy it here)",
@@ -303,6 +306,14 @@ class Wiring:
         except links.LinkError as exc:
             raise user_error(str(exc), "link") from None
 
+    def where(self, link: links.Link) -> str:
+        """Where `link` opens, in the page's words: 'Sentiment → Inside the model → Knock out heads'."""
+        parts = self.tabs.get(link.tab)
+        if parts is None:
+            return link.tab
+        view = parts.views.get(link.view)
+        return " → ".join((parts.title, *(view.titles if view else ())))
+
     def updates(self, link: links.Link) -> dict:
         """Every component update that opens `link` (presenter mode, tab, view, inputs, model, controls, run)."""
         out: dict = {} if link.presenter is None else {self.toolbar.presenter: link.presenter}
@@ -318,7 +329,7 @@ def wire(top: gr.Tabs, toolbar: Toolbar) -> Wiring:
     carry their link key as `id` (app.build_app)."""
     tabs = {}
     for tab in _children(top):
-        parts = tabs[tab.id] = TabParts(str(tab.id))
+        parts = tabs[tab.id] = TabParts(str(tab.id), str(tab.label))
         tab.elem_id = f"{PREFIX}{tab.id}"
         _scan(tab, parts, [], "")
     wiring = Wiring(top, tabs, toolbar)

@@ -105,7 +105,8 @@ def _best(g: PatchGrid) -> str:
 def patch_summary(r: PatchingResult) -> str:
     """Markdown: the two inputs, their answers, the metric on each, how to read the grids, notes."""
     if r.metric_name.startswith("logit(A)"):
-        answers = f"A = {_quoted(r.a)} (the clean answer), B = {_quoted(r.b)} (the corrupted answer)"
+        role = "the corrupted run's runner-up" if r.b_runner_up else "the corrupted answer"
+        answers = f"A = {_quoted(r.a)} (the clean answer), B = {_quoted(r.b)} ({role})"
     else:
         answers = "A = the clean text, B = the corrupted text"
     lines = [

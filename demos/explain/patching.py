@@ -47,7 +47,8 @@ MLP_OUT = {
 
 class Edit(NamedTuple):
     """One copy into a row: `kind` ("residual" | "attention" | "mlp") at block `layer`, corrupted
-    position `position` <- clean position `source`; `head`: only that head's slice (attention)."""
+    position `position` <- clean position `source`; `head`: only that head's slice (attention; None =
+    every head)."""
 
     kind: str
     layer: int
@@ -173,14 +174,15 @@ def patched_logits(pair: Pair, rows: Sequence[Sequence[Edit]], acts: dict | None
     activations of `rows[r]` copied in (an empty row: the corrupted run itself)."""
     s = s or sites(pair.model, pair.stack)
     acts = acts if acts is not None else capture(pair, s)[0]
-    groups: dict[tuple[str, int], list] = defaultdict(list)
+    groups: dict[tuple[str, int, int], list] = defaultdict(list)  # one hook per module and slice width
     for r, row in enumerate(rows):
         for e in row:
-            width = s.head_dim if e.kind == "attention" and e.head is not None else acts[e.kind][e.layer].shape[-1]
-            lo = e.head * s.head_dim if e.kind == "attention" and e.head is not None else 0
-            groups[(e.kind, e.layer)].append((r, e.position, e.source, lo, lo + width))
+            one_head = e.kind == "attention" and e.head is not None
+            width = s.head_dim if one_head else acts[e.kind][e.layer].shape[-1]
+            lo = e.head * s.head_dim if one_head else 0
+            groups[(e.kind, e.layer, width)].append((r, e.position, e.source, lo, lo + width))
     hooks = [(s.modules(kind)[layer], _when(kind), _writer(edits, acts[kind][layer]))
-             for (kind, layer), edits in groups.items()]
+             for (kind, layer, _), edits in groups.items()]
     with torch.no_grad(), hooked(hooks):
         return pair.run(pair.batch(len(rows))).float()
 
@@ -252,7 +254,7 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
     acts, clean_logits = capture(pair, s)
     with torch.no_grad():
         bad_logits = pair.run(pair.batch(1)).float()
-    a, b, notes = _outcomes(pair, clean_logits[0], bad_logits[0])
+    a, b, runner_up = _outcomes(pair, clean_logits[0], bad_logits[0])
     clean_m, bad_m = float(metric(clean_logits, a, b)[0]), float(metric(bad_logits, a, b)[0])
     if abs(clean_m - bad_m) < 1e-6:
         raise ValueError("The corrupted input gives the same score as the clean one, so there is nothing for a patch "
@@ -276,31 +278,36 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
             grids[job.kind].restored[layer, col] = (v - bad_m) / (clean_m - bad_m)
         if progress is not None:
             progress(done / len(jobs), f"{job.kind}: {done}/{len(jobs)} batched passes")
-    return _result(pair, align, a, b, clean_m, bad_m, [grids[k] for k in kinds], notes)
+    return _result(pair, align, a, b, runner_up, clean_m, bad_m, [grids[k] for k in kinds])
 
 
-def _outcomes(pair: Pair, clean: torch.Tensor, bad: torch.Tensor) -> tuple[int, int | None, list[str]]:
-    """A: the clean answer (or the given one); B: the corrupted answer, or its runner-up when it is A."""
+def _outcomes(pair: Pair, clean: torch.Tensor, bad: torch.Tensor) -> tuple[int, int | None, bool]:
+    """A: the clean answer (or the given one); B: the corrupted answer, or its runner-up when that is A too
+    (then the flag is True). One score (`single`): A = 0, B = None."""
     if pair.single:
-        return 0, None, []
+        return 0, None, False
     a = int(clean.argmax()) if pair.answer is None else pair.answer
     b = int(bad.argmax())
-    notes = []
-    if b == a:
-        b = int(bad.clone().index_fill_(0, torch.tensor([a]), float("-inf")).argmax())
+    if b != a:
+        return a, b, False
+    return a, int(bad.clone().index_fill_(0, torch.tensor([a]), float("-inf")).argmax()), True
+
+
+def _notes(pair: Pair, align: list[int | None], a: int, b: int | None, runner_up: bool) -> list[str]:
+    notes = list(pair.notes)
+    if len(pair.clean_units) != len(pair.corrupted_units):
+        gone = [pair.corrupted_labels[j] for j, i in enumerate(align) if i is None]
+        notes.append(f"The inputs have different lengths ({len(pair.clean_units)} and {len(pair.corrupted_units)} "
+                     "units): they are matched position by position from the start and from the end, and the parts "
+                     "that differ are aligned at their last unit (the column labels show the pairs)."
+                     + (f" No clean partner (not patched): {', '.join(f'“{g}”' for g in gone)}." if gone else ""))
+    if runner_up:
         notes.append(f"The corrupted input still gives “{pair.label(a)}” as its top answer; B is its runner-up "
                      f"“{pair.label(b)}”.")
-    return a, b, notes
+    return notes
 
 
-def _result(pair: Pair, align, a, b, clean_m, bad_m, grids, notes) -> PatchingResult:
-    same = len(pair.clean_units) == len(pair.corrupted_units)
-    if not same:
-        gone = [pair.corrupted_labels[j] for j, i in enumerate(align) if i is None]
-        notes = [f"The inputs have different lengths ({len(pair.clean_units)} and {len(pair.corrupted_units)} "
-                 "units): they are matched position by position from the start and from the end, and the parts "
-                 "that differ are aligned at their last unit (the column labels show the pairs)."
-                 + (f" No clean partner (not patched): {', '.join(f'“{g}”' for g in gone)}." if gone else ""), *notes]
+def _result(pair: Pair, align, a, b, runner_up, clean_m, bad_m, grids) -> PatchingResult:
     changed = [i is None or pair.clean_units[i] != u for i, u in zip(align, pair.corrupted_units)]
     return PatchingResult(
         task="", clean_input=pair.clean_input, corrupted_input=pair.corrupted_input,
@@ -309,7 +316,7 @@ def _result(pair: Pair, align, a, b, clean_m, bad_m, grids, notes) -> PatchingRe
         metric_name=pair.what, a=pair.clean_input if b is None else pair.label(a),
         b=pair.corrupted_input if b is None else pair.label(b),
         clean_metric=clean_m, corrupted_metric=bad_m, stack=pair.stack or "main", grids=grids,
-        notes=[*pair.notes, *notes], picture=pair.picture,
+        notes=_notes(pair, align, a, b, runner_up), picture=pair.picture, b_runner_up=runner_up,
     )
 
 

