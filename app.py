@@ -33,7 +33,8 @@ def tab_key(module: str) -> str:
 CSS = """
 .xray-help {font-size: 0.92em; opacity: 0.85}
 .xray-tokens {line-height: 2.1em}
-.xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08); unicode-bidi: isolate}
+.xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08); unicode-bidi: isolate;
+           display: inline-block; max-width: 100%; line-height: 1.5em}  /* a chip wraps whole, never split at its own space */
 .xray-legend span {padding: 1px 6px; border-radius: 4px; font-size: .85em}
 .xray-answer {background: #fde047; padding: 1px 2px; border-radius: 3px}
 .xray-caption {font-weight: 600; margin-bottom: .3em}

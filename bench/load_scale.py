@@ -388,7 +388,7 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
             report["no_tier"] = {"error": None}
         except backend.TierUnavailable as exc:
             report["no_tier"] = {"kind": exc.kind, "message": str(exc), "seconds": round(time.monotonic() - t0, 2),
-                                 "health": front.health(["sentiment"]).line()}
+                                 "health": front.health(["sentiment"]).line(), "reason": front.health(["sentiment"]).reason}
         say(f"[drill] no tier yet: {report['no_tier']}")
 
         # 2. the tier appears: two nodes, the application deployed on them

@@ -297,10 +297,13 @@ class Health:
     apps: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
-        """One line of Markdown for the page."""
+        """One line for the page (no addresses or Ray messages: those are in `reason`)."""
         if self.ok:
-            return "Model tier: ready" + (f" ({len(self.apps)} tasks)" if self.apps else "")
-        return f"Model tier: not ready: {self.reason}"
+            return "Model tier: ready" + (f" ({len(self.apps)} task{'s' * (len(self.apps) != 1)})" if self.apps else "")
+        down = [f"{registry.get(k).title}: {v if v == 'not deployed' else v.split(' ')[0].lower().replace('_', ' ')}"
+                for k, v in self.apps.items() if not v.startswith("RUNNING") or v.startswith("RUNNING 0/")]
+        return "Model tier: not ready (" + ("; ".join(down) if down else "cannot be reached, it may be restarting") + \
+            "). Answers may be refused for a few seconds."
 
 
 class RayServe:

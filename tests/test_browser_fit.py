@@ -29,12 +29,14 @@ PROMPT_B = ("Emoji 👩‍👩‍👧‍👦👩‍👩‍👧‍👦👩‍👩
             "a_continuation_without_any_spaces_at_all_so_that_nothing_can_break_it_but_the_browser")
 LONG_TEXT = "a photo of a city street at night, wet asphalt reflecting the neon signs of the shops"
 
-# Per visible element: chip boxes whose content is wider than the box, or that run past the page.
+# Per visible element: chip boxes whose content is wider than the box, that run past the page, or
+# with a chip broken over two lines.
 CHIPS = """scope => [...scope.querySelectorAll('.xray-tokens')].filter(e => e.offsetParent !== null).map(e => {
     const b = e.getBoundingClientRect();
+    const split = [...e.querySelectorAll('.xray-tok')].filter(t => t.getClientRects().length > 1).length;
     return {text: e.innerText.slice(0, 60), scroll: e.scrollWidth, client: e.clientWidth,
-            right: b.right, page: document.documentElement.clientWidth};
-}).filter(c => c.scroll > c.client + 1 || c.right > c.page + 1)"""
+            right: b.right, page: document.documentElement.clientWidth, split};
+}).filter(c => c.scroll > c.client + 1 || c.right > c.page + 1 || c.split > 0)"""
 
 # Per visible plotly figure: what of its title, legend and heatmap cell texts does not fit.
 FIGURES = """scope => {

@@ -246,7 +246,7 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
     tab: LessonsTab = Context.root_block._xray_lessons_tab
     wiring.lesson_names = [lesson.id for lesson in catalog()[0]]
     outputs = bar.outputs + wiring.outputs
-    quick = dict(queue=False, api_visibility="private")
+    quick = dict(concurrency_limit=None, api_visibility="private")  # queued: a refusal shows its message
 
     def step_by(delta: int):
         @guarded

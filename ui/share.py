@@ -366,7 +366,7 @@ def _bind_copy(wiring: Wiring) -> None:
         return gr.Textbox(value=links.encode(wiring.parse(query)), visible=True)
 
     inputs = [toolbar.where, toolbar.presenter, *(comp for *_, comp in carried)]
-    toolbar.copy.click(make, inputs, toolbar.link, js=WHERE_JS, preprocess=False, queue=False,
+    toolbar.copy.click(guarded(make), inputs, toolbar.link, js=WHERE_JS, preprocess=False, concurrency_limit=None,
                        api_visibility="private").success(None, toolbar.link, toolbar.link, js=COPY_JS)
 
 
@@ -417,4 +417,5 @@ def bind_load(wiring: Wiring, state: Any, extra: list, lesson: Any) -> None:
         return out or {wiring.top: gr.skip()}  # nothing to open: a dict names at least one output
 
     outputs = list(dict.fromkeys([*wiring.outputs, *extra]))
-    root.load(guarded(on_load), [state], outputs, queue=False, api_visibility="private").then(None, js=SCROLL_JS)
+    # queued (a refused link's message is shown like any other error), never waiting for other pages' loads
+    root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private").then(None, js=SCROLL_JS)

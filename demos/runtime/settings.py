@@ -78,7 +78,7 @@ class Settings:
         missing = [m for m in wanted if m not in offered]
         if not missing:
             return [], ""
-        names = " and ".join(missing)
+        names = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
         return missing, (f"Offline: {names} {'is' if len(missing) == 1 else 'are'} not in this machine's "
                          f"Hugging Face cache. To have {'it' if len(missing) == 1 else 'them'}, run "
                          f"{PREPARE_COMMAND} --all once while online, then restart the app.")

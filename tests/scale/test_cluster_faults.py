@@ -45,7 +45,8 @@ def test_a_front_started_before_the_tier_says_so_quickly_then_answers(drill):
     no_tier = drill["no_tier"]
     assert no_tier["kind"] == "unreachable" and no_tier["seconds"] < 5
     assert "try again in a few seconds" in no_tier["message"]
-    assert no_tier["health"].startswith("Model tier: not ready: nothing answers at 127.0.0.1")
+    assert no_tier["health"] == "Model tier: not ready (cannot be reached, it may be restarting). Answers may be refused for a few seconds."
+    assert no_tier["reason"].startswith("nothing answers at 127.0.0.1")
     assert drill["came_alive"] and drill["health"].startswith("Model tier: ready")
     assert drill["replica_nodes"] == 2, "the two replicas should sit on the two nodes"
 

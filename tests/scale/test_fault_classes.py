@@ -293,7 +293,9 @@ def test_a_front_where_no_tier_runs_says_unreachable_in_seconds(monkeypatch):
     t1 = time.monotonic()
     health = tier.health(["sentiment"])
     assert not health.ok and "nothing answers at 127.0.0.1" in health.reason and time.monotonic() - t1 < 1
-    assert health.line().startswith("Model tier: not ready")
+    assert health.line().startswith("Model tier: not ready (cannot be reached") and "127.0.0.1" not in health.line()
+    assert backend.Health(False, "x", {"sentiment": "DEPLOYING 0/2 replicas", "qa": "RUNNING 1/1 replicas"}).line() == (
+        "Model tier: not ready (Sentiment: deploying). Answers may be refused for a few seconds.")
     assert not ray.is_initialized()  # no local cluster was started instead
     assert backend.InProcess().health().ok
 
