@@ -337,8 +337,22 @@ def test_a_session_no_front_knows_is_asked_to_run_the_answer_again(module):
     assert checked, f"{module}: no handler reads a session state"
 
 
+def _front(build, started: list):
+    """A front on a free loopback port of its own (two fronts must never share one)."""
+    from gradio_client import Client
+
+    from bench.serve import free_port
+
+    demo = build()
+    demo.queue(max_size=32, default_concurrency_limit=2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                            ssr_mode=False, quiet=True)
+    started.append(demo)
+    return Client(url, verbose=False)
+
+
 @pytest.mark.slow
-def test_an_explanation_on_another_front_asks_for_the_answer_again_never_another_students(serve):
+def test_an_explanation_on_another_front_asks_for_the_answer_again_never_another_students(request):
     """Two fronts, one page. Student A's answer lives on front 1; on front 2 (after a restart of
     front 1) A's explanation asks A to classify again, although another student has a result on
     front 2; once A runs the answer on front 2, the explanation works there."""
@@ -347,7 +361,10 @@ def test_an_explanation_on_another_front_asks_for_the_answer_again_never_another
 
     from tests.conftest import tab_app
 
-    front1, front2 = serve(tab_app("ui.sentiment")), serve(tab_app("ui.sentiment"))
+    started: list = []
+    request.addfinalizer(lambda: [demo.close() for demo in started])
+    front1, front2 = _front(tab_app("ui.sentiment"), started), _front(tab_app("ui.sentiment"), started)
+    assert front1.src != front2.src
     a_text, b_text = "Student A found the film warm and funny.", "Student B found it cold and dull."
     front1.predict(a_text, api_name="/sentiment")
     front2.predict(b_text, api_name="/sentiment")
