@@ -44,6 +44,23 @@ CSS = """
 """ + PRESENTER_CSS
 
 
+def _tier_health(demo: gr.Blocks) -> None:
+    """On the Ray backend, a line under the title while the model tier is not ready (checked at page
+    load and every 15 s; hidden when the tier answers)."""
+    from scale import backend
+
+    if backend.current().name != "ray":
+        return
+    tier = gr.Markdown(visible=False, elem_classes=["xray-help"])
+
+    def show() -> dict:
+        health = backend.health()
+        return gr.update(value=health.line(), visible=not health.ok)
+
+    demo.load(show, None, tier, queue=False, api_visibility="private")
+    gr.Timer(15).tick(show, None, tier, queue=False, api_visibility="private")
+
+
 def build_app(banner: str = "") -> gr.Blocks:
     """The whole UI: a header and one tab per entry of `TABS` (models load on first use).
 
@@ -56,6 +73,7 @@ def build_app(banner: str = "") -> gr.Blocks:
             "See what happens inside transformer models: the answer, and beside it the attention, "
             "attributions and embeddings that led there."
         )
+        _tier_health(demo)
         if banner:
             with gr.Accordion("Offline mode: which models run", open=True):  # seen, not hidden
                 gr.Markdown(banner)
