@@ -79,7 +79,7 @@ def build_app(banner: str = "") -> gr.Blocks:
                 gr.Markdown(banner)
         toolbar = share.Toolbar.build()  # copy a link to the view shown; presenter mode
         bar = lessons.LessonBar.build()  # the lesson a student walks through, above the tabs
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # every tab in sight (presenter mode's large type too)
             for title, module in TABS:
                 with gr.Tab(title, id=tab_key(module)):
                     importlib.import_module(module).build()

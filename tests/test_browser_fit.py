@@ -66,7 +66,9 @@ FIGURES = """scope => {
     const boxes = cells.map(R);
     let overlaps = 0;
     for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) if (hit(boxes[i], boxes[j])) overlaps++;
-    if (overlaps) problems.push(`${overlaps} overlapping cell labels`);
+    const ticks = [...fig.querySelectorAll('.xtick text, .ytick text')].map(R);
+    for (const c of boxes) for (const t of ticks) if (hit(c, t)) overlaps++;
+    if (overlaps) problems.push(`${overlaps} overlapping cell labels (with each other or the axis labels)`);
     out.push({title: title ? title.textContent : '', problems, cell_sizes: sizes});
   }
   return out;

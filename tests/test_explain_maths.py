@@ -106,7 +106,7 @@ def test_stack_attentions_picks_the_batch_item_and_compacts_only_large_maps():
     out = attribution.stack_attentions(a, batch_index=1)
     assert out.shape == (2, 3, 4, 4) and out.dtype == np.float32
     np.testing.assert_array_equal(out[1], a[1][1].numpy())
-    with pytest.raises(RuntimeError, match="no attention weights"):
+    with pytest.raises(RuntimeError, match=r"^The model returned no attention weights \(load it with attn_implementation='eager'\)\.$"):
         attribution.stack_attentions(())
     n = int(math.isqrt(COMPACT_FROM_BYTES // 4)) + 2  # one (1, 1, n, n) layer just over the limit
     big = [torch.rand(1, 1, n, n)]
@@ -142,6 +142,16 @@ def test_attention_rollout_by_hand(residual):
     np.testing.assert_allclose(attribution.attention_rollout(w), _rollout_by_hand(w, 0.5), rtol=1e-5, atol=1e-6)  # the default
     w.setflags(write=False)  # stored arrays are read-only: rollout must copy
     attribution.attention_rollout(w, residual)
+
+
+def test_attention_rollout_renormalises_rows():
+    """Maps whose rows do not sum to 1 (a cut-out prefix, float16 storage): each layer's mixed map
+    is renormalised row by row, so the rollout's rows still sum to 1."""
+    rng = np.random.default_rng(2)
+    w = rng.dirichlet(np.ones(6), size=(3, 2, 6)) * rng.uniform(0.5, 0.9, size=(3, 2, 6, 1))
+    got = attribution.attention_rollout(w.astype(np.float32))
+    np.testing.assert_allclose(got, _rollout_by_hand(w.astype(np.float32), 0.5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-6)
 
 
 def test_attention_rollout_multiplies_in_float64():

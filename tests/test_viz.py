@@ -324,7 +324,7 @@ def test_lens_titles_are_plain_words_and_the_internals_go_to_the_hover():
                     chosen_probs=np.full((2, n), 0.5, np.float32), groups=["prompt"] * n, head="ln_f + lm_head", caption="")
     fig = lens_grid_figure(grid)
     assert "ln_f" not in fig.layout.title.text and "ln_f" in fig.data[0].hovertemplate
-    assert max(len(t) for row in fig.data[0].text for t in row) <= 5  # 40 columns: a few characters per cell
+    assert max(len(t) for row in fig.data[0].text for t in row) <= 3  # 40 columns: a few characters per cell
 
 
 def test_knockout_summary_speaks_of_the_answer_on_the_screen():
@@ -341,6 +341,9 @@ def test_knockout_summary_speaks_of_the_answer_on_the_screen():
     assert "␣dog" in sampled and "not the model's first choice" in sampled and "The top answer" not in sampled
     assert "stays the model's first choice" in ablation_summary(result("Ġx", "Ġx", "Ġx"))
     assert "no longer the model's first choice" in ablation_summary(result("Ġx", "Ġx", "Ġy"))
+    one = AblationResult("explorer", "sentences 1 and 2", "cosine similarity", ["layers L0 H0"], ["sentences 1 and 2"],
+                         np.array([0.67]), np.array([0.68]), 0.67, 0.68, "sentences 1 and 2", "sentences 1 and 2")
+    assert ablation_summary(one).startswith("cosine similarity of **sentences 1 and 2**") and "choice" not in ablation_summary(one)
     long = "the answer is a very long span of the context that goes on and on"
     fig = ablation_figure(result(long, "short", "short"))
     assert all(len(label) <= 24 + 3 for label in fig.data[0].x) and fig.data[0].customdata[0] == long

@@ -50,7 +50,9 @@ def ablation_summary(r: AblationResult) -> str:
     """Markdown: the explained answer's score before and after, and whether the top answer changed."""
     change = r.score_after - r.score_before
     answer, first, then = (_md(clean_token(outcome_text(x))) for x in (r.answer, r.top_before, r.top_after))
-    if r.top_before == r.answer:  # the answer shown was the model's own first choice
+    if len(r.labels) == 1:  # one outcome only (e.g. the explorer's similarity): no "first choice" to speak of
+        top = ""
+    elif r.top_before == r.answer:  # the answer shown was the model's own first choice
         top = (f"**{answer}** stays the model's first choice." if r.top_after == r.answer
                else f"**{answer}** is no longer the model's first choice: **{then}** is.")
     else:  # sampled, or chosen by beam search: say so rather than speak of another token as "the answer"
@@ -58,7 +60,7 @@ def ablation_summary(r: AblationResult) -> str:
                f"the most likely was **{first}**" + (", and still is." if r.top_after == r.top_before
                                                      else f", and after the knockout it is **{then}**."))
     return (f"{_md(r.value_name)} of **{answer}**: {number_text(r.score_before)} → {number_text(r.score_after)} "
-            f"({number_text(change, '+')}). {top}")
+            f"({number_text(change, '+')}). {top}").rstrip()
 
 
 

@@ -20,7 +20,7 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
     idx = list(range(n))[cols]
     # a cell holds a few characters at a size that shrinks with the columns (one long token must not
     # run over its neighbours or the layer names); hover gives the top 5 in full
-    chars, size = (8, 12) if len(idx) <= 16 else (5, 11) if len(idx) <= 32 else (3, 9)
+    chars, size = (8, 12) if len(idx) <= 16 else (4, 10) if len(idx) <= 32 else (3, 9)
     text = [[plot_label(shorten(clean_token(grid.top_tokens[r][c]), chars)) for c in idx] for r in range(grid.n_layers)]
     hover = [
         ["<br>".join(f"{plot_label(t)}: {p:.4f}" for t, p in zip(grid.top5_tokens[r][c], grid.top5_probs[r, c])) for c in idx]
