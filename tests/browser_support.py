@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
 # README pictures only on request (XRAY_SCREENSHOTS=1); ordinary runs leave the tracked PNGs alone.
 SCREENSHOTS = ROOT / "docs" / "screenshots" if os.environ.get("XRAY_SCREENSHOTS") else Path(tempfile.gettempdir()) / "xray-screenshots"
-VIEWPORT = {"width": 1280, "height": 900}
+VIEWPORT = {"width": 1600, "height": 900}  # every tab in the tab strip (no "⋯" overflow menu)
 MAX_PNG_BYTES = 300_000
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -172,6 +172,7 @@ def test_steps_per_batch():
     assert attribution.steps_per_batch(5000, 32) == 1  # never 0
     assert attribution.steps_per_batch(0, 8) == 8
     assert attribution.steps_per_batch(100, 32, budget=300) == 3
+    assert attribution.steps_per_batch(1, 5000) == 4096  # one token: the whole budget
 
 
 def test_endpoint_values_in_one_batched_pass():
@@ -219,6 +220,13 @@ def test_run_attribution_at_a_layer_equals_captum_and_reports_its_delta():
     assert (got.output_value, got.baseline_value) == (pytest.approx(f_x, abs=1e-7), pytest.approx(f_b, abs=1e-7))
     assert got.delta == pytest.approx(abs(float(want.double().sum()) - (f_x - f_b)), abs=1e-7)
     assert got.delta > 0  # a nonlinear function at 16 steps: not exact
+
+
+def test_integrated_gradients_is_the_default_method():
+    x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
+    got = attribution.run_attribution(lambda v: (v * v).sum(-1), x, torch.zeros_like(x))
+    assert got.steps == 32 and got.delta is not None
+    np.testing.assert_allclose(got.attrs[0].numpy(), [1.0, 4.0], rtol=1e-6)
 
 
 def test_gradient_x_input_has_no_delta_and_is_grad_times_input():

