@@ -78,7 +78,7 @@ def build_app(banner: str = "") -> gr.Blocks:
             with gr.Accordion("Offline mode: which models run", open=True):  # seen, not hidden
                 gr.Markdown(banner)
         toolbar = share.Toolbar.build()  # copy a link to the view shown; presenter mode
-        bar = lessons.LessonBar.build()  # the lesson a student walks through, above the tabs
+        bar = lessons.LessonBar.build()  # the lesson a student walks through, in a sidebar
         with gr.Tabs(overflow_behavior="wrap") as tabs:  # every tab in sight (presenter mode's large type too)
             for title, module in TABS:
                 with gr.Tab(title, id=tab_key(module)):

@@ -155,7 +155,7 @@ ROWS: dict[str, Row] = {
     ),
     "ui.lessons": Row(
         run="Start this lesson",
-        answer=lambda panel: lesson_head(panel.page),  # the lesson panel above the tabs opens on step 1
+        answer=lambda panel: lesson_head(panel.page),  # the lesson panel (a sidebar) opens on step 1
         example=False,
         text_inputs=False,  # its one textbox is the teacher's code
     ),

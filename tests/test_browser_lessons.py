@@ -136,6 +136,7 @@ def test_a_link_sets_layer_head_and_whole_words(browser, app_url):
     ("?tab=sentiment&text=" + "x" * 5001, "the limit for this box is 5,000 characters"),
     ("?tab=sentiment&view=lens&layer=2", "does not take"),
     ("?lesson=no-such-lesson", "unknown lesson 'no-such-lesson'"),
+    ("?tab=%3Cimg%20src%3Dx%20onerror%3D%22window.__xss%3D1%22%3E", "unknown tab '<img src=x"),
 ])
 def test_a_bad_link_gets_the_usual_message(browser, app_url, query, message):
     watched = _page(browser, app_url + query)
@@ -191,7 +192,7 @@ def test_a_lesson_walks_to_its_end(browser, app_url, lesson, monkeypatch):
             if step.link.inputs:
                 assert watched.wait_answer(page.locator(".tabitem:visible").first, row_for(_module(step.link.tab)), timeout=180)
             if step.predict and guessed == 1:
-                save_screenshot(page, f"lessons-{lesson.id}-reveal")
+                save_screenshot(page, f"lessons-{lesson.id}-reveal", anchor=page.locator(".tabitem:visible").last)
             page.get_by_role("button", name="Finish the lesson" if number == len(lesson.steps) else "Next step →").click()
         page.locator("[data-testid=markdown]", has_text="You finished the lesson").first.wait_for(timeout=60_000)
         assert not bar.is_visible()

@@ -11,9 +11,9 @@ from demos.explain.attribution import attention_rollout
 
 def test_allow_list_refuses_unknown_models():
     s = settings.Settings()
-    assert s.model_for("generation") == "distilgpt2"
-    assert s.model_for("generation", "gpt2") == "gpt2"
-    for bad in ["evil/model", "/etc", "../../secret", "distilgpt2 "]:
+    assert s.model_for("generation") == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the default: real weights offline
+    assert s.model_for("generation", "gpt2") == "gpt2"  # an alternative a teacher picks
+    for bad in ["evil/model", "/etc", "../../secret", "distilgpt2 ", "gpt2/../evil"]:
         with pytest.raises(PermissionError, match="not allowed"):
             s.model_for("generation", bad)
 
@@ -25,7 +25,8 @@ def test_env_and_models_dir_override(tmp_path, monkeypatch):
     s = settings.settings_from_env(models_dir=str(tmp_path), offline=False)
     assert s.choices("qa") == [str(tmp_path / "qa")]
     assert s.choices("sentiment") == ["my/sst2"]
-    assert s.choices("asr") == ["openai/whisper-tiny", "openai/whisper-base"]
+    assert s.choices("asr") == ["openai/whisper-tiny", "openai/whisper-base", "openai/whisper-base.en",
+                                "openai/whisper-small"]  # untouched: the default first, then the alternatives
     assert s.max_models == 2
 
 

@@ -80,6 +80,12 @@ def test_bad_links_get_clear_messages(query, words):
         assert word in str(info.value)
 
 
+def test_markup_in_a_link_stays_text_in_its_message():
+    with pytest.raises(LinkError) as info:
+        parse({"tab": "<img src=x onerror=alert(1)>"}, models)
+    assert "<img" not in str(info.value) and "&lt;img" in str(info.value)
+
+
 def test_an_overlong_link_is_refused_both_ways():
     with pytest.raises(LinkError, match="too long"):
         parse({"tab": "qa", "context": "x" * (links.LINK_MAX_CHARS + 1)}, models)

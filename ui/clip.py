@@ -201,7 +201,7 @@ def build() -> None:
         emb_plot: embedding_figure(result, "pca"),
     })
     # the caption says what the numbers mean (softmax vs sigmoid); the API keeps the plain Label value
-    main.then(lambda result: gr.skip() if result is None else gr.Label(label=answer_label(result)), state, label,
+    main.success(lambda result: gr.skip() if result is None else gr.Label(label=answer_label(result)), state, label,
               api_visibility="private", queue=False)
     draw_views(main, state, clip.TASK, figures, explainers)
     # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays

@@ -1,5 +1,5 @@
 """Lessons: the "Lessons" tab (the lessons of `lessons/`, a start button, the teacher's view of the
-class's guesses) and the lesson panel above the tabs that walks a student through a lesson step by
+class's guesses) and the lesson panel (a sidebar on the right) that walks a student through a lesson step by
 step, opening each step's view with its inputs (as a link does: `ui.share`).
 
 A step that asks for a guess first shows its question and the answers to pick from; the view opens
@@ -27,8 +27,8 @@ A lesson walks the class through a few views, one step at a time: each step open
 right view with its inputs and asks a question. Some steps ask you to **guess first**; the view opens
 once your guess is locked in, and the lesson tells you how your guess compares with what the model did.
 
-Pick a lesson and press **Start**. The lesson panel stays at the top of the page while you look at
-the views; *Next step* moves on. Your guesses are counted for the teacher anonymously (no names,
+Pick a lesson and press **Start**. The lesson stays in a panel on the right while you scroll
+through the views (the arrow at its top folds it away); *Next step* moves on. Your guesses are counted for the teacher anonymously (no names,
 nothing but the counts, and only while the app runs).
 """
 FORMAT = """
@@ -104,9 +104,9 @@ def build() -> None:
 
 @dataclass
 class LessonBar:
-    """The panel above the tabs that walks through the lesson a student started (hidden until then)."""
+    """The panel that walks through the lesson a student started (hidden until then)."""
 
-    group: gr.Column
+    group: gr.Sidebar
     head: gr.Markdown
     teacher: gr.Markdown
     question: gr.Markdown
@@ -120,20 +120,19 @@ class LessonBar:
 
     @classmethod
     def build(cls) -> "LessonBar":
-        with gr.Column(visible=False, elem_classes=["xray-lesson"], variant="panel") as group:
+        """A sidebar on the right: it stays in sight beside the view while the page scrolls."""
+        with gr.Sidebar(label="Lesson", open=False, visible=False, width=440, position="right",
+                        elem_classes=["xray-lesson"]) as group:
             head = gr.Markdown(elem_classes=["xray-lesson-head"])
+            teacher = gr.Markdown()
+            question = gr.Markdown(elem_classes=["xray-lesson-question"])
+            guess = gr.Radio([], label="Your guess", visible=False)
+            lock = gr.Button("Lock in my guess and open the view", variant="primary", visible=False)
+            answer = gr.Markdown(elem_classes=["xray-lesson-reveal"])
             with gr.Row():
-                with gr.Column(scale=3):
-                    teacher = gr.Markdown()
-                    question = gr.Markdown(elem_classes=["xray-lesson-question"])
-                with gr.Column(scale=2):
-                    guess = gr.Radio([], label="Your guess", visible=False)
-                    lock = gr.Button("Lock in my guess and open the view", variant="primary", visible=False)
-                    answer = gr.Markdown(elem_classes=["xray-lesson-reveal"])
-            with gr.Row():
-                back = gr.Button("← Previous step", size="sm")
-                nxt = gr.Button("Next step →", size="sm", variant="primary")
-                leave = gr.Button("Leave the lesson", size="sm")
+                back = gr.Button("← Previous", size="sm", min_width=90)
+                nxt = gr.Button("Next step →", size="sm", variant="primary", min_width=110)
+                leave = gr.Button("Leave", size="sm", min_width=70)
         return cls(group, head, teacher, question, guess, lock, answer, back, nxt, leave, gr.State({}))
 
     @property
@@ -159,10 +158,10 @@ def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict, where: str) -> 
     if waiting:
         question += f"\n\n**Guess first:** {step.predict.prompt} The view opens when you lock in your guess."
     else:
-        question += f"\n\n*The view, open below:* **{md_escape(where)}**"
+        question += f"\n\n*The view, open on the left:* **{md_escape(where)}**"
         question += f"\n\n*Look for:* {step.look_for}" if step.look_for else ""
     return {
-        bar.group: gr.Column(visible=True),
+        bar.group: gr.Sidebar(visible=True, open=True),
         bar.head: f"**Lesson: {lesson.title}** · step {index + 1} of {len(lesson.steps)} · **{step.title}**",
         bar.teacher: step.teacher,
         bar.question: question,
@@ -252,11 +251,11 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
         @guarded
         def move(st):
             if not st:
-                return {bar.group: gr.Column(visible=False)}
+                return {bar.group: gr.Sidebar(visible=False)}
             lesson = _lesson(st.get("lesson", ""))
             if delta > 0 and int(st.get("step", 0)) >= len(lesson.steps) - 1:
                 done = f"**You finished the lesson “{lesson.title}”.** Pick another one, or go back to any step.\n\n"
-                return {bar.group: gr.Column(visible=False), bar.state: {}, tab.outline: done + outline(lesson),
+                return {bar.group: gr.Sidebar(visible=False), bar.state: {}, tab.outline: done + outline(lesson),
                         wiring.top: gr.Tabs(selected="lessons")}
             return show_step(bar, wiring, lesson, int(st.get("step", 0)) + delta, st)
         return move
@@ -266,7 +265,7 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
                     [tab.choice, bar.state], outputs, **quick)
     bar.back.click(step_by(-1), bar.state, outputs, **quick)
     bar.next.click(step_by(1), bar.state, outputs + [tab.outline], **quick)
-    bar.leave.click(lambda: {bar.group: gr.Column(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick)
+    bar.leave.click(lambda: {bar.group: gr.Sidebar(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick)
     bar.lock.click(guarded(lambda st, guess: _lock(bar, wiring, st, guess)), [bar.state, bar.guess], outputs, **quick).success(
         guarded(lambda st: _reveal(bar, st)), bar.state, [bar.reveal, bar.state], api_visibility="private",
         concurrency_id="explanations", concurrency_limit=1)

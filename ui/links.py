@@ -13,6 +13,7 @@ components a link fills with `tag(component, name)`; `ui.share` finds them and a
 """
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -246,8 +247,9 @@ def _lesson_link(query: dict, presenter: bool | None, lessons: Sequence[str] | N
 
 
 def _shown(value: str) -> str:
-    """A value of the link quoted for a message, cut short (the message is escaped where shown)."""
-    return repr(value if len(value) <= 40 else value[:40] + "…")
+    """A value of the link quoted for a message, cut short and HTML-escaped (Gradio renders an error's
+    message as sanitised HTML: a crafted link's markup stays text)."""
+    return html.escape(repr(value if len(value) <= 40 else value[:40] + "…"), quote=False)
 
 
 def _unknown_parts(tab: str, view: str, rest: Mapping[str, str], allowed: Mapping[str, Control]) -> str:
