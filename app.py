@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from core import registry
 from demos.runtime import heap, settings
 from ui import lessons, session, share
+from ui.pagecache import PageCache
 from ui.presenter import PRESENTER_CSS
 
 ROOT = Path(__file__).resolve().parent
@@ -30,18 +32,22 @@ def tab_key(module: str) -> str:
     """A tab's id, the name links use for it: the task's key, else the module's name ('guide', 'lessons')."""
     return next((t.key for t in registry.TASKS if t.tab == module), module.rsplit(".", 1)[-1])
 
-CSS = """
+CSS = (
+    """
 .xray-help {font-size: 0.92em; opacity: 0.85}
 .xray-tokens {line-height: 2.1em}
 .xray-tok {padding: 2px 4px; margin: 1px; border-radius: 4px; border: 1px solid rgba(0,0,0,.08); unicode-bidi: isolate;
-           display: inline-block; max-width: 100%; line-height: 1.5em}  /* a chip wraps whole, never split at its own space */
+           display: inline-block; max-width: 100%; line-height: 1.5em}  \
+/* a chip wraps whole, never split at its own space */
 .xray-legend span {padding: 1px 6px; border-radius: 4px; font-size: .85em}
 .xray-answer {background: #fde047; padding: 1px 2px; border-radius: 3px}
 .xray-caption {font-weight: 600; margin-bottom: .3em}
 .xray-similarity table {table-layout: fixed; width: 100%}
 .xray-similarity th:first-child, .xray-similarity td:first-child {width: 46%}
 .xray-similarity td, .xray-similarity th {white-space: normal; overflow-wrap: anywhere}
-""" + PRESENTER_CSS
+"""
+    + PRESENTER_CSS
+)
 
 
 def _tier_health(demo: gr.Blocks) -> None:
@@ -92,10 +98,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
-    parser.add_argument("--models", default=os.environ.get("XRAY_MODELS_DIR"), help="folder with one subfolder per task")
+    parser.add_argument(
+        "--models", default=os.environ.get("XRAY_MODELS_DIR"), help="folder with one subfolder per task"
+    )
     parser.add_argument("--offline", action="store_true", default=None, help="never contact the Hugging Face Hub")
     parser.add_argument(
-        "--backend", default=os.environ.get("XRAY_BACKEND", "inprocess"),
+        "--backend",
+        default=os.environ.get("XRAY_BACKEND", "inprocess"),
         help="where the models run: inprocess (default), ray (a cluster at XRAY_RAY_ADDRESS) or ray://head:10001",
     )
     return parser.parse_args(argv)
@@ -116,6 +125,8 @@ def launch_kwargs(args: argparse.Namespace) -> dict:
         # Gradio keeps each session's last outputs until this many newer sessions exist (default
         # 10,000): a classroom server keeps a few hundred.
         state_session_capacity=int(os.environ.get("XRAY_SESSION_CAPACITY", "500")),
+        # the page and its configuration from memory: a class connecting at once is not kept waiting
+        app_kwargs={"middleware": [Middleware(PageCache)]},
     )
 
 
@@ -151,7 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     if not port_free(args.host, args.port):
-        raise SystemExit(f"Port {args.port} on {args.host} is busy (another app is using it): start with --port N, e.g. --port {args.port + 1}.")
+        raise SystemExit(
+            f"Port {args.port} on {args.host} is busy (another app is using it): "
+            f"start with --port N, e.g. --port {args.port + 1}."
+        )
     configure(args)
     if args.backend != "inprocess":  # the model tier provisions its own models; this front loads none
         start(args)

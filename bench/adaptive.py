@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bench import attribution, inputs
-from bench.report import write_results
 from bench.env import begin_local_run, local_run_parser
+from bench.report import write_results
 
 IG = "integrated_gradients"
 TABS = ("sentiment", "sentiment_long", "qa", "generation", "translation", "clip")
@@ -55,9 +56,8 @@ def app_call(name: str) -> Callable[[Any, int, float | None], Any]:
 
 def measure(tab: str, quick: bool, repeats: int, tolerance: float, ceiling: int, fixed: int) -> dict:
     """One tab: Captum default vs app adaptive vs app fixed, interleaved, medians."""
-    from demos.runtime import cache
-
     from bench.timing import interleaved
+    from demos.runtime import cache
 
     name = "sentiment" if tab == "sentiment_long" else tab
     inputs.TEXT = LONG_REVIEW if tab == "sentiment_long" else ORIGINAL_TEXT
@@ -96,13 +96,19 @@ def _t(s: float) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    out = ["| tab | tokens | Captum default: steps, time, abs δ | app adaptive (tol): steps, time, abs δ | app 32 steps: time, abs δ "
-           "| Captum / adaptive, wall (CPU) (≥2) |", "|---|---:|---|---|---|---|"]
+    out = [
+        "| tab | tokens | Captum default: steps, time, abs δ | app adaptive (tol): steps, time, abs δ "
+        "| app 32 steps: time, abs δ "
+        "| Captum / adaptive, wall (CPU) (≥2) |",
+        "|---|---:|---|---|---|---|",
+    ]
     for r in rows:
         c, a, f = r["captum"], r["adaptive"], r["fixed"]
         ok = "✓" if r["ratio"] >= 2 else "✗"
-        out.append(f"| {r['tab']} | {r['units']} | {c['steps']}, {_t(c['s'])}, {c['delta']:.1e} | {a['steps']}, {_t(a['s'])}, "
-                   f"{a['delta']:.1e} | {_t(f['s'])}, {f['delta']:.1e} | {r['ratio']:.2f}× ({r['cpu_ratio']:.2f}×) {ok} |")
+        out.append(
+            f"| {r['tab']} | {r['units']} | {c['steps']}, {_t(c['s'])}, {c['delta']:.1e} | {a['steps']}, {_t(a['s'])}, "
+            f"{a['delta']:.1e} | {_t(f['s'])}, {f['delta']:.1e} | {r['ratio']:.2f}× ({r['cpu_ratio']:.2f}×) {ok} |"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -118,12 +124,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     load0, started = begin_local_run(args.size, args.threads)
     from bench.timing import load_average
+
     rows = []
     for tab in args.tabs:
         print(f"[adaptive] {tab}…", flush=True)
-        rows.append(measure(tab, args.quick, 1 if args.quick else args.repeats, args.tolerance, args.ceiling, args.fixed))
-    meta = {"size": args.size, "threads": args.threads, "load_average": [load0, load_average()],
-            "duration_s": time.perf_counter() - started, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        rows.append(
+            measure(tab, args.quick, 1 if args.quick else args.repeats, args.tolerance, args.ceiling, args.fixed)
+        )
+    meta = {
+        "size": args.size,
+        "threads": args.threads,
+        "load_average": [load0, load_average()],
+        "duration_s": time.perf_counter() - started,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
     write_results(args.out, {"rows": rows, "meta": meta}, markdown(rows))
     print(f"[adaptive] {meta}")
     return rows

@@ -6,8 +6,9 @@ The app's side follows the tab's main result, as in the UI: `prepare()` (untimed
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,7 +58,9 @@ def _lig(forward, layer, ids, base, extra, steps) -> tuple[torch.Tensor, float]:
 def _ig(forward, x, base, steps) -> tuple[torch.Tensor, float]:
     from captum.attr import IntegratedGradients
 
-    attrs, delta = IntegratedGradients(forward).attribute(x, baselines=base, n_steps=steps, return_convergence_delta=True)
+    attrs, delta = IntegratedGradients(forward).attribute(
+        x, baselines=base, n_steps=steps, return_convergence_delta=True
+    )
     return attrs.detach(), float(delta.abs().max())
 
 
@@ -80,9 +83,14 @@ def _sentiment(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("sentiment", lambda: mod.analyse(inputs.TEXT, model_id("sentiment")),
-                    lambda r, steps: mod.attribute(inputs.TEXT, None, IG, steps, r.model_id),
-                    make, "sentiment.attribute(text, steps=n)", "LayerIntegratedGradients(prob, embeddings)")
+    return AttrSpec(
+        "sentiment",
+        lambda: mod.analyse(inputs.TEXT, model_id("sentiment")),
+        lambda r, steps: mod.attribute(inputs.TEXT, None, IG, steps, r.model_id),
+        make,
+        "sentiment.attribute(text, steps=n)",
+        "LayerIntegratedGradients(prob, embeddings)",
+    )
 
 
 def _qa(quick: bool) -> AttrSpec:
@@ -99,9 +107,14 @@ def _qa(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("qa", lambda: mod.answer(inputs.QUESTION, inputs.CONTEXT, model_id("qa")),
-                    lambda r, steps: mod.attribute(inputs.QUESTION, inputs.CONTEXT, "start", IG, steps, r.model_id),
-                    make, 'qa.attribute(q, c, "start", steps=n)', "LayerIntegratedGradients(P(start), embeddings)")
+    return AttrSpec(
+        "qa",
+        lambda: mod.answer(inputs.QUESTION, inputs.CONTEXT, model_id("qa")),
+        lambda r, steps: mod.attribute(inputs.QUESTION, inputs.CONTEXT, "start", IG, steps, r.model_id),
+        make,
+        'qa.attribute(q, c, "start", steps=n)',
+        "LayerIntegratedGradients(P(start), embeddings)",
+    )
 
 
 def _generation(quick: bool) -> AttrSpec:
@@ -124,9 +137,14 @@ def _generation(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("generation", lambda: mod.generate(inputs.PROMPT, n, model_id=model_id("generation")),
-                    lambda r, steps: mod.attribute(r.ids, len(r.ids) - 1, IG, steps, r.model_id),
-                    make, "generation.attribute(ids, last, steps=n)", "LayerIntegratedGradients(P(next), embeddings)")
+    return AttrSpec(
+        "generation",
+        lambda: mod.generate(inputs.PROMPT, n, model_id=model_id("generation")),
+        lambda r, steps: mod.attribute(r.ids, len(r.ids) - 1, IG, steps, r.model_id),
+        make,
+        "generation.attribute(ids, last, steps=n)",
+        "LayerIntegratedGradients(P(next), embeddings)",
+    )
 
 
 def _translation(quick: bool) -> AttrSpec:
@@ -149,7 +167,9 @@ def _translation(quick: bool) -> AttrSpec:
 
             def prob(embeds):
                 k = embeds.shape[0]
-                logits = model(inputs_embeds=embeds, attention_mask=mask.expand(k, -1), decoder_input_ids=prefix.expand(k, -1)).logits
+                logits = model(
+                    inputs_embeds=embeds, attention_mask=mask.expand(k, -1), decoder_input_ids=prefix.expand(k, -1)
+                ).logits
                 return torch.softmax(logits[:, -1].float(), dim=-1)[:, target]
 
             attrs, delta = _ig(prob, x, base, steps)
@@ -157,9 +177,14 @@ def _translation(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("translation", lambda: mod.analyse(inputs.SOURCE, model_id("translation")),
-                    lambda r, steps: mod.attribute(inputs.SOURCE, 0, IG, steps, r.model_id),
-                    make, "translation.attribute(text, 0, steps=n)", "IntegratedGradients(P(token 0), source embeddings)")
+    return AttrSpec(
+        "translation",
+        lambda: mod.analyse(inputs.SOURCE, model_id("translation")),
+        lambda r, steps: mod.attribute(inputs.SOURCE, 0, IG, steps, r.model_id),
+        make,
+        "translation.attribute(text, 0, steps=n)",
+        "IntegratedGradients(P(token 0), source embeddings)",
+    )
 
 
 def _image(quick: bool) -> AttrSpec:
@@ -181,8 +206,14 @@ def _image(quick: bool) -> AttrSpec:
 
         return run
 
-    return AttrSpec("image", lambda: mod.analyse(path, model_id("image")), lambda r, steps: mod.attribute(r, None, "black", steps),
-                    make, 'image.attribute(result, baseline="black", steps=n)', "IntegratedGradients(P(class), pixel_values)")
+    return AttrSpec(
+        "image",
+        lambda: mod.analyse(path, model_id("image")),
+        lambda r, steps: mod.attribute(r, None, "black", steps),
+        make,
+        'image.attribute(result, baseline="black", steps=n)',
+        "IntegratedGradients(P(class), pixel_values)",
+    )
 
 
 def _clip(quick: bool) -> AttrSpec:
@@ -195,7 +226,9 @@ def _clip(quick: bool) -> AttrSpec:
 
         def run(result, steps):
             with torch.no_grad():
-                pv = m.processor.image_processor(images=[load_image(path)], return_tensors="pt")["pixel_values"].to(m.device, m.dtype)
+                pv = m.processor.image_processor(images=[load_image(path)], return_tensors="pt")["pixel_values"].to(
+                    m.device, m.dtype
+                )
                 img = m.model.visual_projection(m.model.vision_model(pixel_values=pv).pooler_output)
                 img = img / img.norm(dim=-1, keepdim=True)
             tok = m.processor.tokenizer
@@ -208,21 +241,34 @@ def _clip(quick: bool) -> AttrSpec:
                 emb = m.model.text_projection(hidden[:, pool])
                 return ((emb / emb.norm(dim=-1, keepdim=True)) * img).sum(-1).float()
 
-            return _lig(similarity, m.model.text_model.get_input_embeddings(), ids, pad_baseline(ids, tok), (mask,), steps)
+            return _lig(
+                similarity, m.model.text_model.get_input_embeddings(), ids, pad_baseline(ids, tok), (mask,), steps
+            )
 
         return run
 
-    return AttrSpec("clip", lambda: mod.analyse(path, "\n".join(inputs.LABELS), model_id("clip")),
-                    lambda r, steps: mod.attribute_text(path, r.best_text, IG, steps, r.model_id),
-                    make, "clip.attribute_text(path, best text, steps=n)", "LayerIntegratedGradients(cos, text embeddings)")
+    return AttrSpec(
+        "clip",
+        lambda: mod.analyse(path, "\n".join(inputs.LABELS), model_id("clip")),
+        lambda r, steps: mod.attribute_text(path, r.best_text, IG, steps, r.model_id),
+        make,
+        "clip.attribute_text(path, best text, steps=n)",
+        "LayerIntegratedGradients(cos, text embeddings)",
+    )
 
 
 BUILDERS: dict[str, Callable[[bool], AttrSpec]] = {
-    "sentiment": _sentiment, "qa": _qa, "translation": _translation, "generation": _generation,
-    "image": _image, "clip": _clip,
+    "sentiment": _sentiment,
+    "qa": _qa,
+    "translation": _translation,
+    "generation": _generation,
+    "image": _image,
+    "clip": _clip,
 }
-NO_ATTRIBUTION = {"speech": "the speech tab has no attribution (it shows cross-attention alignment instead)",
-                  "explorer": "the encoder explorer has no attribution (it compares sentence embeddings)"}
+NO_ATTRIBUTION = {
+    "speech": "the speech tab has no attribution (it shows cross-attention alignment instead)",
+    "explorer": "the encoder explorer has no attribution (it compares sentence embeddings)",
+}
 
 
 def attr_spec(name: str, quick: bool) -> AttrSpec:

@@ -63,25 +63,38 @@ class Browser:
 
     async def call(self, api_name: str, *args) -> list:
         fn_index, inputs = self.endpoints[api_name]
-        data, given = [], list(args)
-        for comp in inputs:
-            if comp.get("type") == "state":
-                data.append(None)
-            elif given:
-                data.append(given.pop(0))
-            else:
-                data.append(comp.get("props", {}).get("value"))
-        body = {"data": data, "fn_index": fn_index, "session_hash": self.session, "event_data": None, "trigger_id": None}
+        body = {
+            "data": self.fill(inputs, list(args)),
+            "fn_index": fn_index,
+            "session_hash": self.session,
+            "event_data": None,
+            "trigger_id": None,
+        }
         r = await self.http.post(self.url + "gradio_api/queue/join", json=body)
         if r.status_code == 503:
             raise Busy(r.text)
         r.raise_for_status()
-        event_id = r.json()["event_id"]
-        async with self.http.stream("GET", self.url + "gradio_api/queue/data", params={"session_hash": self.session}) as resp:
+        return await self.outcome(api_name, r.json()["event_id"])
+
+    @staticmethod
+    def fill(inputs: list[dict], given: list) -> list:
+        """The event's input values as the page sends them: None for a state, the given values in
+        order, then the components' own values."""
+        data = []
+        for comp in inputs:
+            if comp.get("type") == "state":
+                data.append(None)
+            else:
+                data.append(given.pop(0) if given else comp.get("props", {}).get("value"))
+        return data
+
+    async def outcome(self, api_name: str, event_id: str) -> list:
+        """Read the session's event stream until `event_id` completes: its output data, or an error."""
+        async with self.http.stream(
+            "GET", self.url + "gradio_api/queue/data", params={"session_hash": self.session}
+        ) as resp:
             async for line in resp.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                msg = json.loads(line[5:])
+                msg = json.loads(line[5:]) if line.startswith("data:") else {}
                 if msg.get("event_id") not in (None, event_id):
                     continue
                 if msg.get("msg") == "process_completed":
@@ -102,19 +115,26 @@ def students(url: str, plan: list[list[str]], expected: dict, timeout: float, at
     return asyncio.run(_students(url, plan, expected, timeout, attribute))
 
 
+class _Tally(dict):
+    """The class's outcomes: counts, latencies (seconds) and the first errors."""
+
+    def __init__(self) -> None:
+        super().__init__(answers=[], views=[], attributions=[], errors=[])
+        for kind in ("views_failed", "ok", "busy", "failed", "mixed", "wrong", "attr_ok", "attr_busy", "attr_failed"):
+            self[kind] = 0
+
+    def count(self, kind: str, seconds: float | None = None, series: str | None = None, err: str | None = None) -> None:
+        self[kind] += 1
+        if seconds is not None and series:
+            self[series].append(seconds)
+        if err:
+            self["errors"].append(err[:300])
+
+
 async def _students(url: str, plan: list[list[str]], expected: dict, timeout: float, attribute: bool) -> dict:
     import httpx
 
-    out = {"answers": [], "views": [], "views_failed": 0, "attributions": [], "ok": 0, "busy": 0, "failed": 0, "mixed": 0, "wrong": 0,
-           "attr_ok": 0, "attr_busy": 0, "attr_failed": 0, "errors": []}
-
-    def count(kind: str, seconds: float | None = None, series: str | None = None, err: str | None = None) -> None:
-        out[kind] += 1
-        if seconds is not None and series:
-            out[series].append(seconds)
-        if err:
-            out["errors"].append(err[:300])
-
+    out = _Tally()
     limits = httpx.Limits(max_connections=4 * len(plan) + 4, max_keepalive_connections=4 * len(plan) + 4)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
         # the page load, once: every student's page is the same
@@ -123,40 +143,55 @@ async def _students(url: str, plan: list[list[str]], expected: dict, timeout: fl
         async def student(mine: list[str]) -> None:
             me = Browser(http, url, endpoints)
             for text in mine:
-                t0 = time.perf_counter()
-                try:
-                    label = (await asyncio.wait_for(me.call("sentiment", text), timeout))[0]
-                except Busy:
-                    count("busy")
-                    continue
-                except Exception as exc:  # noqa: BLE001 - every outcome is counted
-                    count("failed", err=f"/sentiment: {type(exc).__name__}: {exc}")
-                    continue
-                got = {c["label"]: float(c["confidence"]) for c in label.get("confidences", [])}
-                own = all(abs(v - expected[text].get(k, -1)) <= TOL for k, v in got.items())
-                other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items()) for w in expected.values())
-                count("ok" if own else "mixed" if other else "wrong", time.perf_counter() - t0, "answers" if own else None)
-                t2 = time.perf_counter()
-                try:
-                    await asyncio.wait_for(me.call("sentiment_views"), timeout)
-                except Exception as exc:  # noqa: BLE001
-                    count("views_failed", err=f"/sentiment_views: {type(exc).__name__}: {exc}")
-                else:
-                    out["views"].append(time.perf_counter() - t2)
-                if not attribute:
-                    continue
-                t1 = time.perf_counter()
-                try:
-                    await asyncio.wait_for(me.call("sentiment_attribution"), timeout)
-                except Busy:
-                    count("attr_busy")
-                except Exception as exc:  # noqa: BLE001
-                    count("attr_failed", err=f"/sentiment_attribution: {type(exc).__name__}: {exc}")
-                else:
-                    count("attr_ok", time.perf_counter() - t1, "attributions")
+                if await _answer(me, text, expected, timeout, out):
+                    await _views(me, timeout, out)
+                    if attribute:
+                        await _attribution(me, timeout, out)
 
         await asyncio.gather(*(student(mine) for mine in plan))
-    return out
+    return dict(out)
+
+
+async def _answer(me: Browser, text: str, expected: dict, timeout: float, out: _Tally) -> bool:
+    """One answer, checked against the student's own expected probabilities; True when it came."""
+    t0 = time.perf_counter()
+    try:
+        label = (await asyncio.wait_for(me.call("sentiment", text), timeout))[0]
+    except Busy:
+        out.count("busy")
+        return False
+    except Exception as exc:  # every outcome is counted
+        out.count("failed", err=f"/sentiment: {type(exc).__name__}: {exc}")
+        return False
+    got = {c["label"]: float(c["confidence"]) for c in label.get("confidences", [])}
+    own = all(abs(v - expected[text].get(k, -1)) <= TOL for k, v in got.items())
+    other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items()) for w in expected.values())
+    out.count("ok" if own else "mixed" if other else "wrong", time.perf_counter() - t0, "answers" if own else None)
+    return True
+
+
+async def _views(me: Browser, timeout: float, out: _Tally) -> None:
+    """The views drawn after the answer, as the page asks for them."""
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(me.call("sentiment_views"), timeout)
+    except Exception as exc:  # every outcome is counted
+        out.count("views_failed", err=f"/sentiment_views: {type(exc).__name__}: {exc}")
+    else:
+        out["views"].append(time.perf_counter() - t0)
+
+
+async def _attribution(me: Browser, timeout: float, out: _Tally) -> None:
+    """The attribution the teacher asked the class to look at."""
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(me.call("sentiment_attribution"), timeout)
+    except Busy:
+        out.count("attr_busy")
+    except Exception as exc:  # every outcome is counted
+        out.count("attr_failed", err=f"/sentiment_attribution: {type(exc).__name__}: {exc}")
+    else:
+        out.count("attr_ok", time.perf_counter() - t0, "attributions")
 
 
 def summary(out: dict, clients: int, rounds: int) -> dict:
@@ -164,13 +199,27 @@ def summary(out: dict, clients: int, rounds: int) -> dict:
     a, b = out["answers"], out["attributions"]
     answered = out["ok"] + out["busy"] + out["failed"] + out["mixed"] + out["wrong"]
     return {
-        "clients": clients, "rounds": rounds, "answers_asked": n,
-        "answer_ok": out["ok"], "answer_busy": out["busy"], "answer_failed": out["failed"],
-        "mixed": out["mixed"], "wrong": out["wrong"], "lost": n - answered,
-        "answer_p50_s": _pct(a, 0.5), "answer_p95_s": _pct(a, 0.95), "answer_max_s": max(a) if a else None,
-        "views_p50_s": _pct(out["views"], 0.5), "views_p95_s": _pct(out["views"], 0.95), "views_failed": out["views_failed"],
-        "attr_ok": out["attr_ok"], "attr_busy": out["attr_busy"], "attr_failed": out["attr_failed"],
-        "attr_p50_s": _pct(b, 0.5), "attr_p95_s": _pct(b, 0.95), "attr_max_s": max(b) if b else None,
+        "clients": clients,
+        "rounds": rounds,
+        "answers_asked": n,
+        "answer_ok": out["ok"],
+        "answer_busy": out["busy"],
+        "answer_failed": out["failed"],
+        "mixed": out["mixed"],
+        "wrong": out["wrong"],
+        "lost": n - answered,
+        "answer_p50_s": _pct(a, 0.5),
+        "answer_p95_s": _pct(a, 0.95),
+        "answer_max_s": max(a) if a else None,
+        "views_p50_s": _pct(out["views"], 0.5),
+        "views_p95_s": _pct(out["views"], 0.95),
+        "views_failed": out["views_failed"],
+        "attr_ok": out["attr_ok"],
+        "attr_busy": out["attr_busy"],
+        "attr_failed": out["attr_failed"],
+        "attr_p50_s": _pct(b, 0.5),
+        "attr_p95_s": _pct(b, 0.95),
+        "attr_max_s": max(b) if b else None,
         "errors": out["errors"][:10],
     }
 
@@ -195,12 +244,32 @@ def serve_and_run(args: argparse.Namespace) -> dict:
         warm = students(url, [[warm_up]], expected, args.timeout)  # checked like the class's answers
         print(f"[class_load] warm-up: {summary(warm, 1, 1)}", flush=True)
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "bench.class_load", "--url", url, "--clients", str(args.clients), "--rounds", str(args.rounds),
-               "--timeout", str(args.timeout), "--expected", str(tmp / "expected.json"), "--json", str(tmp / "out.json")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.class_load",
+            "--url",
+            url,
+            "--clients",
+            str(args.clients),
+            "--rounds",
+            str(args.rounds),
+            "--timeout",
+            str(args.timeout),
+            "--expected",
+            str(tmp / "expected.json"),
+            "--json",
+            str(tmp / "out.json"),
+        ]
         cmd += ["--answers-only"] if args.answers_only else []
         cpu0 = time.process_time()
-        proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-                              timeout=args.timeout * (2 * args.rounds + 4))
+        proc = subprocess.run(
+            cmd,
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=args.timeout * (2 * args.rounds + 4),
+        )
         server_cpu = time.process_time() - cpu0
         if not (tmp / "out.json").exists():
             raise RuntimeError(f"students' process failed ({proc.returncode}): {proc.stderr[-3000:]}")
@@ -237,8 +306,11 @@ def main(argv: list[str] | None = None) -> dict:
         os.nice(19)
         expected = json.loads(Path(args.expected).read_text())
         t0, cpu0 = time.perf_counter(), time.process_time()
-        res = summary(students(args.url, texts(args.clients, args.rounds), expected, args.timeout, not args.answers_only),
-                      args.clients, args.rounds)
+        res = summary(
+            students(args.url, texts(args.clients, args.rounds), expected, args.timeout, not args.answers_only),
+            args.clients,
+            args.rounds,
+        )
         res["students_wall_s"] = time.perf_counter() - t0
         # the students' own CPU (gradio_client threads): it shares the machine with the server
         res["students_cpu_s"] = time.process_time() - cpu0

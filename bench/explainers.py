@@ -15,8 +15,8 @@ import argparse
 import time
 from typing import Any
 
-from bench.report import write_results
 from bench.env import begin_local_run, local_run_parser
+from bench.report import write_results
 
 PARAMS: dict[str, dict[str, Any]] = {
     "lens": {},
@@ -70,10 +70,9 @@ def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int
 
 
 def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[list[dict], list[str]]:
+    from bench import tasks
     from demos.explain import catalog
     from demos.runtime import cache
-
-    from bench import tasks
 
     rows, notes = [], []
     for name in tabs:
@@ -97,7 +96,7 @@ def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[
             try:
                 explainer.run(key, result, **params) if not _accepts_progress(explainer) else None  # warm-up
                 got = time_explainer(explainer, key, result, params, repeats, budget)
-            except Exception as exc:  # noqa: BLE001 - a failing explainer is a finding, reported
+            except Exception as exc:  # a failing explainer is a finding, reported
                 notes.append(f"{key}/{explainer.name}: failed: {type(exc).__name__}: {exc}")
                 continue
             rows.append({"task": key, "explainer": explainer.name, "params": params, "forward_s": forward_s,
@@ -114,7 +113,10 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
     for r in rows:
         est = f" (estimate: {r['fraction_run']:.0%} run)" if r["estimate"] else ""
         params = ", ".join(f"{k}={v}" for k, v in r["params"].items()) or "-"
-        out.append(f"| {r['task']} | {r['explainer']} | {params} | {_t(r['s'])}{est} | {_t(r['forward_s'])} | {r['ratio']:.1f}× |")
+        out.append(
+            f"| {r['task']} | {r['explainer']} | {params} | {_t(r['s'])}{est} | "
+            f"{_t(r['forward_s'])} | {r['ratio']:.1f}× |"
+        )
     return "\n".join(out + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
@@ -128,9 +130,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
     load0, started = begin_local_run(args.size, args.threads)
     from bench.timing import load_average
+
     rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget)
-    meta = {"size": args.size, "threads": args.threads, "load_average": [load0, load_average()],
-            "duration_s": time.perf_counter() - started}
+    meta = {
+        "size": args.size,
+        "threads": args.threads,
+        "load_average": [load0, load_average()],
+        "duration_s": time.perf_counter() - started,
+    }
     write_results(args.out, {"rows": rows, "notes": notes, "meta": meta}, markdown(rows, notes))
     print(f"[explainers] {meta}")
     return rows

@@ -20,8 +20,8 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 TARGETS_MS = {"sentiment answer + 32-step IG": 50.0, "generation: 50 tokens, every per-step view": 500.0}
 SENTENCE = "A warm, funny and beautifully acted film that stays with you long after the credits roll."
@@ -48,9 +48,9 @@ def clock(fn: Callable[[], object], repeats: int, cuda: bool) -> float:
 
 def run(models: dict[str, Path], repeats: int, cuda: bool) -> list[tuple[str, float, float | None]]:
     """(what, median ms, target ms or None) rows, measured through the app's compute functions."""
+    from demos import generation, sentiment
     from demos.explain import lens
     from demos.runtime import cache, loading, settings
-    from demos import generation, sentiment
 
     settings.configure(settings.Settings(overrides={k: str(v) for k, v in models.items()}, offline=True,
                                          device="cuda" if cuda else "cpu"))
@@ -65,19 +65,33 @@ def run(models: dict[str, Path], repeats: int, cuda: bool) -> list[tuple[str, fl
 
     rows = []
     answer = clock(fresh(lambda: sentiment.analyse(SENTENCE)), repeats, cuda)
-    both = clock(fresh(lambda: (sentiment.analyse(SENTENCE), sentiment.attribute(SENTENCE, None, "integrated_gradients", 32))),
-                 repeats, cuda)
-    rows += [("sentiment answer", answer, None), ("sentiment answer + 32-step IG", both, TARGETS_MS["sentiment answer + 32-step IG"])]
+    both = clock(
+        fresh(lambda: (sentiment.analyse(SENTENCE), sentiment.attribute(SENTENCE, None, "integrated_gradients", 32))),
+        repeats,
+        cuda,
+    )
+    rows += [
+        ("sentiment answer", answer, None),
+        ("sentiment answer + 32-step IG", both, TARGETS_MS["sentiment answer + 32-step IG"]),
+    ]
     gen = clock(fresh(lambda: generation.generate(PROMPT, 50)), repeats, cuda)
-    rows.append(("generation: 50 tokens, every per-step view", gen, TARGETS_MS["generation: 50 tokens, every per-step view"]))
+    rows.append(
+        ("generation: 50 tokens, every per-step view", gen, TARGETS_MS["generation: 50 tokens, every per-step view"])
+    )
     result = generation.generate(PROMPT, 50)
-    rows.append(("generation: layer lens of that result", clock(lambda: lens.lens("generation", result), repeats, cuda), None))
+    rows.append(
+        ("generation: layer lens of that result", clock(lambda: lens.lens("generation", result), repeats, cuda), None)
+    )
     return rows
 
 
 def table(rows: list[tuple[str, float, float | None]], device: str, dtypes: str) -> str:
-    lines = [f"GPU check on {device} ({dtypes}), full-size random-weight models, median ms", "",
-             "| what | ms | target | met |", "|---|---:|---:|---|"]
+    lines = [
+        f"GPU check on {device} ({dtypes}), full-size random-weight models, median ms",
+        "",
+        "| what | ms | target | met |",
+        "|---|---:|---:|---|",
+    ]
     for what, ms, target in rows:
         met = "" if target is None else ("yes" if ms <= target else "no")
         lines.append(f"| {what} | {ms:.1f} | {'' if target is None else f'{target:.0f}'} | {met} |")
@@ -90,14 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", help="also write the markdown table here")
     parser.add_argument("--allow-cpu", action="store_true", help="run on the CPU when there is no CUDA (a dry run)")
-    parser.add_argument("--tiny", action="store_true", help="tiny models instead of full-size ones (with --allow-cpu: a smoke test)")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny models instead of full-size ones (with --allow-cpu: a smoke test)"
+    )
     args = parser.parse_args(argv)
 
     import torch
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.allow_cpu:
-        print("No CUDA device here: this script measures the app on a GPU (use --allow-cpu for a dry run).", file=sys.stderr)
+        print(
+            "No CUDA device here: this script measures the app on a GPU (use --allow-cpu for a dry run).",
+            file=sys.stderr,
+        )
         return 2
     from bench.env import default_models_dir
 

@@ -19,7 +19,11 @@ CONTEXT = (
 )
 SOURCE = "The house is small, but the garden is beautiful."
 PROMPT = "Once upon a time, in a small village by the sea,"
-SENTENCES = ["A man is playing a guitar.", "Someone is strumming a guitar on stage.", "The stock market fell sharply today."]
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone is strumming a guitar on stage.",
+    "The stock market fell sharply today.",
+]
 LABELS = ["a photo of a cat", "a photo of an astronaut", "a cup of coffee", "a rocket on a launch pad"]
 FILLER = (
     "the film was long and the story moved slowly but the actors gave warm and honest performances "

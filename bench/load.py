@@ -17,16 +17,18 @@ Only loopback URLs are accepted; runs stop by themselves (bounded requests, per-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import tempfile
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 TABS = ("sentiment", "qa", "generate", "translate", "clip_match", "classify_image")
 ADJECTIVES = ("warm", "dull", "bright", "slow", "funny", "cold", "clever", "long", "quiet", "bold")
@@ -194,20 +196,26 @@ def check_loopback(url: str) -> None:
 
 def _wait(start: threading.Barrier, timeout: float) -> None:
     """Start together; a broken barrier (a user failed to connect) just starts at once."""
-    try:
+    with contextlib.suppress(threading.BrokenBarrierError):
         start.wait(timeout=timeout)
-    except threading.BrokenBarrierError:
-        pass
 
 
-def _user(url: str, reqs: list[Request], expected: dict, report: Report, lock: threading.Lock, timeout: float, start: threading.Barrier) -> None:
+def _user(
+    url: str,
+    reqs: list[Request],
+    expected: dict,
+    report: Report,
+    lock: threading.Lock,
+    timeout: float,
+    start: threading.Barrier,
+) -> None:
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
     from gradio_client.utils import QueueError
 
     try:
         client = Client(url, verbose=False, httpx_kwargs={"timeout": timeout})
-    except Exception as exc:  # noqa: BLE001 - a user who cannot connect fails all its requests
+    except Exception as exc:  # a user who cannot connect fails all its requests
         with lock:
             report.failures += len(reqs)
             report.errors.append(f"client {reqs[0].client if reqs else '?'} could not connect: {exc}"[:300])
@@ -222,11 +230,13 @@ def _user(url: str, reqs: list[Request], expected: dict, report: Report, lock: t
                 got = answer_of(req.tab, client.submit(*args, api_name=req.api_name).result(timeout=timeout))
             except QueueError:
                 kind, err = "busy", None
-            except (AppError, Exception) as exc:  # noqa: BLE001 - every outcome is counted
+            except (AppError, Exception) as exc:  # every outcome is counted
                 kind, err = "failures", f"{req.api_name} client {req.client}: {type(exc).__name__}: {exc}"[:300]
             else:
                 own = same_answer(got, expected[req]) if req in expected else True
-                other = not own and any(same_answer(got, w) for r, w in expected.items() if r.tab == req.tab and r != req)
+                other = not own and any(
+                    same_answer(got, w) for r, w in expected.items() if r.tab == req.tab and r != req
+                )
                 kind, err = ("ok" if own else "mixed" if other else "wrong"), None
             with lock:
                 setattr(report, kind, getattr(report, kind) + 1)
@@ -281,7 +291,13 @@ def serve(max_size: int = 64, concurrency: int = 2, models_dir: str | None = Non
 
 
 def run_child(
-    url: str, clients: int, requests: int, tabs: tuple[str, ...], models_dir: str | None, timeout: float = 120.0, expect: str = "local"
+    url: str,
+    clients: int,
+    requests: int,
+    tabs: tuple[str, ...],
+    models_dir: str | None,
+    timeout: float = 120.0,
+    expect: str = "local",
 ) -> dict:
     """Run the users in a child process (so they share neither the GIL nor the RSS of a server
     living in this process); with expect="local" the expected answers are computed there from
@@ -292,8 +308,23 @@ def run_child(
 
     out = Path(tempfile.mkdtemp(prefix="xray-load-")) / "report.json"
     cmd = [
-        sys.executable, "-m", "bench.load", "--url", url, "--clients", str(clients), "--requests", str(requests),
-        "--tabs", ",".join(tabs), "--expect", expect, "--timeout", str(timeout), "--json", str(out),
+        sys.executable,
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--clients",
+        str(clients),
+        "--requests",
+        str(requests),
+        "--tabs",
+        ",".join(tabs),
+        "--expect",
+        expect,
+        "--timeout",
+        str(timeout),
+        "--json",
+        str(out),
     ] + (["--models", str(models_dir)] if models_dir else [])
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=timeout * (requests + 4))
@@ -319,11 +350,19 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--clients", type=int, default=30)
     parser.add_argument("--requests", type=int, default=10, help="requests per client")
     parser.add_argument("--url", default="http://127.0.0.1:7860/", help="a running app (loopback only)")
-    parser.add_argument("--serve", action="store_true", help="start the app here (tiny models), users in a child process; reports RSS")
+    parser.add_argument(
+        "--serve", action="store_true", help="start the app here (tiny models), users in a child process; reports RSS"
+    )
     parser.add_argument("--queue-size", type=int, default=64, help="queue max_size with --serve")
-    parser.add_argument("--models", default=None, help="tiny models folder (default artifacts/bench-models, built if missing)")
-    parser.add_argument("--expect", choices=["local", "sequential", "none"], default="sequential",
-                        help="expected answers: demo functions here on --models (local), one request at a time (sequential), none")
+    parser.add_argument(
+        "--models", default=None, help="tiny models folder (default artifacts/bench-models, built if missing)"
+    )
+    parser.add_argument(
+        "--expect",
+        choices=["local", "sequential", "none"],
+        default="sequential",
+        help="expected answers: demo functions here on --models (local), one request at a time (sequential), none",
+    )
     parser.add_argument("--tabs", default=",".join(TABS), help=f"comma-separated subset of {','.join(TABS)}")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     parser.add_argument("--json", default=None, help="also write the report as JSON to this file")

@@ -18,6 +18,7 @@ the tier is back to full service.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -64,7 +65,14 @@ def build_front(concurrency: int):
 
     with gr.Blocks() as demo:
         text, label, notice = gr.Textbox(), gr.Label(), gr.Textbox()
-        gr.Button("s").click(sentiment, text, [label, notice], api_name="sentiment", concurrency_limit=concurrency, concurrency_id="sentiment")
+        gr.Button("s").click(
+            sentiment,
+            text,
+            [label, notice],
+            api_name="sentiment",
+            concurrency_limit=concurrency,
+            concurrency_id="sentiment",
+        )
         q, c, a, s = gr.Textbox(), gr.Textbox(), gr.Textbox(), gr.Number()
         gr.Button("q").click(qa, [q, c], [a, s], api_name="qa", concurrency_limit=concurrency, concurrency_id="qa")
     return demo
@@ -74,7 +82,9 @@ def launch(demo, queue_size: int) -> str:
     from bench.serve import free_port
 
     demo.queue(max_size=queue_size)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False
+    )
     return url
 
 
@@ -90,8 +100,23 @@ def drive(url: str, clients: int, requests: int, expected_file: str, timeout: fl
 
 def run_users(url: str, clients: int, requests: int, expected_file: str, timeout: float) -> dict:
     out = Path(tempfile.mkdtemp(prefix="xray-load-scale-")) / "report.json"
-    cmd = [sys.executable, "-m", "bench.load_scale", "--drive", url, "--clients", str(clients), "--requests", str(requests),
-           "--expected-file", expected_file, "--timeout", str(timeout), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.load_scale",
+        "--drive",
+        url,
+        "--clients",
+        str(clients),
+        "--requests",
+        str(requests),
+        "--expected-file",
+        expected_file,
+        "--timeout",
+        str(timeout),
+        "--out",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout * (requests + 4))
     if not out.exists():
         raise RuntimeError(f"users failed ({proc.returncode}): {proc.stderr[-3000:]}")
@@ -102,7 +127,9 @@ def summary(name: str, data: dict) -> list[str]:
     report = load.Report(**{k: v for k, v in data.items() if k in load.Report.__dataclass_fields__})
     total = report.clients * report.requests
     lines = [f"== {name}", *report.lines()]
-    lines.append(f"throughput         : {report.ok / data['duration_s']:.2f} answers/s ({data['duration_s']:.1f} s for {total})")
+    lines.append(
+        f"throughput         : {report.ok / data['duration_s']:.2f} answers/s ({data['duration_s']:.1f} s for {total})"
+    )
     if data.get("batch_sizes"):
         sizes = data["batch_sizes"]
         lines.append(f"sentiment batches  : {len(sizes)} for {sum(sizes)} requests (largest {max(sizes)})")
@@ -113,9 +140,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=3)
-    parser.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                        help="tiny models or random models of the real sizes (bench.env; built if missing)")
-    parser.add_argument("--models", default=None, help="models folder of that size (default: bench.env's folder for --size)")
+    parser.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny models or random models of the real sizes (bench.env; built if missing)",
+    )
+    parser.add_argument(
+        "--models", default=None, help="models folder of that size (default: bench.env's folder for --size)"
+    )
     parser.add_argument("--backends", default="inprocess,ray")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray cluster")
     parser.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs (torch threads) per replica")
@@ -123,9 +156,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-wait", type=float, default=0.02)
     parser.add_argument("--queue-size", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--faults", default=None,
-                        help="run the fault drill instead: 'all' or some of node,replica,redeploy (a two-node loopback "
-                             "cluster, tiny sentiment model, --clients students)")
+    parser.add_argument(
+        "--faults",
+        default=None,
+        help="run the fault drill instead: 'all' or some of node,replica,redeploy (a two-node loopback "
+        "cluster, tiny sentiment model, --clients students)",
+    )
     parser.add_argument("--drive", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--expected-file", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
@@ -157,10 +193,21 @@ def main(argv: list[str] | None = None) -> dict:
             from scale import serve_app
             from scale.config import ServeConfig
 
-            env = {"OMP_NUM_THREADS": str(max(1, int(args.replica_cpus))), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+            env = {
+                "OMP_NUM_THREADS": str(max(1, int(args.replica_cpus))),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+            }
             serve_app.local_cluster(args.num_cpus, env)
-            config = ServeConfig(min_replicas=1, max_replicas=1, cpus=args.replica_cpus, batch_size=args.batch_size,
-                                 batch_wait_s=args.batch_wait, max_ongoing=4 * args.batch_size, max_queued=args.queue_size)
+            config = ServeConfig(
+                min_replicas=1,
+                max_replicas=1,
+                cpus=args.replica_cpus,
+                batch_size=args.batch_size,
+                batch_wait_s=args.batch_wait,
+                max_ongoing=4 * args.batch_size,
+                max_queued=args.queue_size,
+            )
             serve_app.deploy(TABS, dataclasses.asdict(settings.current()), config, env=env)
             backend.configure(backend.RayServe(address=None))
             demo = build_front(concurrency=4 * args.batch_size)  # fronts wait on the tier: let calls meet in batches
@@ -173,9 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             demo.close()
             if name != "inprocess":
-                from ray import serve
-
                 import ray
+                from ray import serve
 
                 serve.shutdown()
                 ray.shutdown()
@@ -242,25 +288,51 @@ class LoopbackCluster:
         self.port, self.client_port = _free_port(), _free_port()
         self.head: subprocess.Popen | None = None
         self.worker: subprocess.Popen | None = None
-        self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
-                    # the head notices a lost node within ~3 s (default: 5 checks of 3 s)
-                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PYTHONPATH": str(ROOT),
+            # the head notices a lost node within ~3 s (default: 5 checks of 3 s)
+            "RAY_health_check_period_ms": "1000",
+            "RAY_health_check_failure_threshold": "3",
+        }
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def _start(self, args: list[str], name: str) -> subprocess.Popen:
-        ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
-                 "--dashboard-agent-grpc-port", "--runtime-env-agent-port", "--metrics-export-port"]
-        cmd = [str(Path(sys.executable).with_name("ray")), "start", "--block", "--disable-usage-stats", *args,
-               *[f"{p}={_free_port()}" for p in ports]]
+        ports = [
+            "--node-manager-port",
+            "--object-manager-port",
+            "--dashboard-agent-listen-port",
+            "--dashboard-agent-grpc-port",
+            "--runtime-env-agent-port",
+            "--metrics-export-port",
+        ]
+        cmd = [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            *args,
+            *[f"{p}={_free_port()}" for p in ports],
+        ]
         log = open(self.folder / f"{name}.log", "w")  # noqa: SIM115 - the process writes it while it runs
         return subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_head(self) -> None:
-        self.head = self._start(["--head", f"--port={self.port}", f"--num-cpus={self.head_cpus}", "--include-dashboard=false",
-                                 f"--temp-dir={self.folder / 'ray'}", f"--ray-client-server-port={self.client_port}"], "head")
+        self.head = self._start(
+            [
+                "--head",
+                f"--port={self.port}",
+                f"--num-cpus={self.head_cpus}",
+                "--include-dashboard=false",
+                f"--temp-dir={self.folder / 'ray'}",
+                f"--ray-client-server-port={self.client_port}",
+            ],
+            "head",
+        )
 
     def start_worker(self) -> None:
         self.worker = self._start([f"--address={self.address}", f"--num-cpus={self.worker_cpus}"], "worker")
@@ -295,10 +367,8 @@ class LoopbackCluster:
         import psutil
 
         for p in self.tree(proc):
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-            except psutil.NoSuchProcess:
-                pass
         if proc is not None:
             proc.wait(timeout=30)
 
@@ -326,7 +396,9 @@ def _replicas() -> dict[str, dict]:
     import ray
 
     table = ray._private.state.state.actor_table(None)
-    return {aid: a for aid, a in table.items() if a.get("ActorClassName") == REPLICA_CLASS and a.get("State") == "ALIVE"}
+    return {
+        aid: a for aid, a in table.items() if a.get("ActorClassName") == REPLICA_CLASS and a.get("State") == "ALIVE"
+    }
 
 
 def _replica_states() -> dict[str, int]:
@@ -340,9 +412,17 @@ def _replica_states() -> dict[str, int]:
     return states if app.status == "RUNNING" else {**states, "app": getattr(app.status, "value", app.status)}
 
 
-def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, faults=DRILL_FAULTS,
-                think_s: float = 1.0, steady_s: float = 3.0, recover_limit_s: float = 120.0,
-                folder: Path | None = None, say=print) -> dict:
+def fault_drill(  # noqa: C901 - the drill is a script read top to bottom, phase by phase
+    settings_fields: dict,
+    models_dir: str,
+    clients: int = 20,
+    faults=DRILL_FAULTS,
+    think_s: float = 1.0,
+    steady_s: float = 3.0,
+    recover_limit_s: float = 120.0,
+    folder: Path | None = None,
+    say=print,
+) -> dict:
     """Start a front (a `RayServe` backend) BEFORE the tier exists, then a two-node loopback
     cluster and the sentiment application (2 replicas, one per node); `clients` students ask
     unique questions in a loop while, in turn, the worker node is killed, a replica process is
@@ -367,9 +447,15 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
     cluster = LoopbackCluster(folder)
     front = backend.RayServe(address=cluster.address, timeout_s=60.0, wait_s=5.0, connect_s=30.0)
     report: dict = {"address": cluster.address, "clients": clients, "phases": {}}
-    env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    config = ServeConfig(min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16,
-                         max_queued=64)
+    env = {
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    config = ServeConfig(
+        min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16, max_queued=64
+    )
     outcomes: list[Outcome] = []
     lock, stop = threading.Lock(), threading.Event()
     students: list[threading.Thread] = []
@@ -380,15 +466,20 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
 
     try:
         # 1. the front starts with no tier: a clear "unreachable" within seconds, no hang
-        import ray.serve  # noqa: F401 - imported before the clock starts (a few seconds on a busy machine)
+        import ray.serve  # imported before the clock starts (a few seconds on a busy machine)
 
         t0 = time.monotonic()
         try:
             front.call("sentiment", "answer", "Is anyone there?")
             report["no_tier"] = {"error": None}
         except backend.TierUnavailable as exc:
-            report["no_tier"] = {"kind": exc.kind, "message": str(exc), "seconds": round(time.monotonic() - t0, 2),
-                                 "health": front.health(["sentiment"]).line(), "reason": front.health(["sentiment"]).reason}
+            report["no_tier"] = {
+                "kind": exc.kind,
+                "message": str(exc),
+                "seconds": round(time.monotonic() - t0, 2),
+                "health": front.health(["sentiment"]).line(),
+                "reason": front.health(["sentiment"]).reason,
+            }
         say(f"[drill] no tier yet: {report['no_tier']}")
 
         # 2. the tier appears: two nodes, the application deployed on them
@@ -414,8 +505,10 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
         first = front.call("sentiment", "answer", "The tier is up and the film was good.")
         report["came_alive"] = bool(first.labels)
         report["health"] = front.health(["sentiment"]).line()
-        say(f"[drill] cluster {report['cluster_s']} s, deploy {report['deploy_s']} s, replicas on {len(nodes)} node(s); "
-            f"{report['health']}")
+        say(
+            f"[drill] cluster {report['cluster_s']} s, deploy {report['deploy_s']} s, "
+            f"replicas on {len(nodes)} node(s); {report['health']}"
+        )
 
         # 3. the class
         def student(i: int) -> None:
@@ -427,12 +520,14 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
                     outcomes.append(o)
                 try:
                     o.result = front.call("sentiment", "answer", o.text)
-                except Exception as exc:  # noqa: BLE001 - every outcome is counted
+                except Exception as exc:  # every outcome is counted
                     o.error = exc
                 o.end = now()
                 stop.wait(think_s * (0.5 + (i * 7919 + k * 104729) % 1000 / 1000))
 
-        students = [threading.Thread(target=student, args=(i,), daemon=True, name=f"student-{i}") for i in range(clients)]
+        students = [
+            threading.Thread(target=student, args=(i,), daemon=True, name=f"student-{i}") for i in range(clients)
+        ]
         for s in students:
             s.start()
         phases: list[tuple[str, float, float | None]] = []
@@ -459,15 +554,23 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
             phases.append((name, start, recovered))
             running_least[name] = max(0, fewest)
             changed_at[name] = changed
-            say(f"[drill] {name}: " + (f"back to full service after {recovered:.1f} s" if recovered is not None
-                                       else ("steady" if not inject else f"NOT recovered within {recover_limit_s:.0f} s")))
+            say(
+                f"[drill] {name}: "
+                + (
+                    f"back to full service after {recovered:.1f} s"
+                    if recovered is not None
+                    else ("steady" if not inject else f"NOT recovered within {recover_limit_s:.0f} s")
+                )
+            )
             stop.wait(steady_s)
 
         def kill_replica(before: set) -> set:
             replicas = _replicas()
             head_node = ray.get_runtime_context().get_node_id()  # the front (this driver) sits on the head
-            aid, entry = next(((a, e) for a, e in replicas.items() if e["Address"]["NodeID"] == head_node),
-                              next(iter(replicas.items())))
+            aid, entry = next(
+                ((a, e) for a, e in replicas.items() if e["Address"]["NodeID"] == head_node),
+                next(iter(replicas.items())),
+            )
             pid = int(entry["Pid"])
             if not cluster.owns(pid):
                 raise RuntimeError(f"replica pid {pid} is not a process of this drill's cluster")
@@ -475,21 +578,47 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
             return {aid}, {aid}
 
         def kill_node(before: set) -> set:
-            worker_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"] and not n.get("Resources", {}).get("node:__internal_head__")}
+            worker_nodes = {
+                n["NodeID"]
+                for n in ray.nodes()
+                if n["Alive"] and not n.get("Resources", {}).get("node:__internal_head__")
+            }
             on_worker = {a for a, e in _replicas().items() if e["Address"]["NodeID"] in worker_nodes}
             cluster.kill_worker()
             return on_worker, on_worker
 
         def redeploy(before: set) -> set:
             # The operator's command, in its own process, with a new revision (new replica processes).
-            options = {"XRAY_SERVE_MIN_REPLICAS": "2", "XRAY_SERVE_MAX_REPLICAS": "2", "XRAY_SERVE_CPUS": "0.5",
-                       "XRAY_SERVE_BATCH_SIZE": "8", "XRAY_SERVE_BATCH_WAIT_S": "0.01", "XRAY_SERVE_MAX_ONGOING": "16",
-                       "XRAY_SERVE_MAX_QUEUED": "64", "XRAY_DRILL_REVISION": str(time.time())}
-            cmd = [sys.executable, "-m", "scale.serve_app", "--tasks", "sentiment", "--address", cluster.address,
-                   "--models", str(models_dir), "--offline", "--wait", "120"]
+            options = {
+                "XRAY_SERVE_MIN_REPLICAS": "2",
+                "XRAY_SERVE_MAX_REPLICAS": "2",
+                "XRAY_SERVE_CPUS": "0.5",
+                "XRAY_SERVE_BATCH_SIZE": "8",
+                "XRAY_SERVE_BATCH_WAIT_S": "0.01",
+                "XRAY_SERVE_MAX_ONGOING": "16",
+                "XRAY_SERVE_MAX_QUEUED": "64",
+                "XRAY_DRILL_REVISION": str(time.time()),
+            }
+            cmd = [
+                sys.executable,
+                "-m",
+                "scale.serve_app",
+                "--tasks",
+                "sentiment",
+                "--address",
+                cluster.address,
+                "--models",
+                str(models_dir),
+                "--offline",
+                "--wait",
+                "120",
+            ]
             log = open(folder / "redeploy.log", "w")  # noqa: SIM115 - the command writes it while it runs
-            redeploys.append(subprocess.Popen(cmd, cwd=ROOT, env={**cluster.env, **env, **options}, stdout=log,
-                                              stderr=subprocess.STDOUT))
+            redeploys.append(
+                subprocess.Popen(
+                    cmd, cwd=ROOT, env={**cluster.env, **env, **options}, stdout=log, stderr=subprocess.STDOUT
+                )
+            )
             return set(before), set()  # every old replica is replaced; none is killed
 
         redeploys: list[subprocess.Popen] = []
@@ -525,7 +654,7 @@ def fault_drill(settings_fields: dict, models_dir: str, clients: int = 20, fault
 
             if ray.is_initialized():
                 serve.shutdown()
-        except Exception:  # noqa: BLE001 - tearing down
+        except Exception:  # tearing down
             pass
         ray.shutdown()
         cluster.stop()
@@ -596,22 +725,28 @@ def _check_answers(outcomes: list, every: int = 10) -> dict:
 
 
 def drill_lines(report: dict) -> list[str]:
-    lines = [f"== fault drill: {report['clients']} students, 2-node loopback cluster at {report['address']}",
-             f"no tier yet        : {report['no_tier'].get('kind')} in {report['no_tier'].get('seconds')} s "
-             f"({report['no_tier'].get('message')})",
-             f"tier up            : cluster {report.get('cluster_s')} s, deploy {report.get('deploy_s')} s, "
-             f"replicas on {report.get('replica_nodes')} nodes; same front answers: {report.get('came_alive')}"]
+    lines = [
+        f"== fault drill: {report['clients']} students, 2-node loopback cluster at {report['address']}",
+        f"no tier yet        : {report['no_tier'].get('kind')} in {report['no_tier'].get('seconds')} s "
+        f"({report['no_tier'].get('message')})",
+        f"tier up            : cluster {report.get('cluster_s')} s, deploy {report.get('deploy_s')} s, "
+        f"replicas on {report.get('replica_nodes')} nodes; same front answers: {report.get('came_alive')}",
+    ]
     for name, p in report["phases"].items():
         refused = ", ".join(f"{k} {v}" for k, v in p["refused"].items()) or "0"
-        lines.append(f"{name:<9}: {p['requests']:4d} requests, answered {p['answered']} "
-                     f"({p['answered_after_retry']} after a retry), refused {refused}, failed {p['failed']}, "
-                     f"mixed {p['mixed']}, lost {p['lost']}; full service after {p['recovery_s']} s "
-                     f"(replicas changed after {p.get('replicas_changed_after_s')} s; "
-                     f"fewest replicas running {p.get('fewest_running_replicas', 2)}), "
-                     f"longest gap without answers {p['longest_gap_s']} s, slowest {p['slowest_s']} s")
+        lines.append(
+            f"{name:<9}: {p['requests']:4d} requests, answered {p['answered']} "
+            f"({p['answered_after_retry']} after a retry), refused {refused}, failed {p['failed']}, "
+            f"mixed {p['mixed']}, lost {p['lost']}; full service after {p['recovery_s']} s "
+            f"(replicas changed after {p.get('replicas_changed_after_s')} s; "
+            f"fewest replicas running {p.get('fewest_running_replicas', 2)}), "
+            f"longest gap without answers {p['longest_gap_s']} s, slowest {p['slowest_s']} s"
+        )
         for f in p["failures"]:
             lines.append(f"           failure: {f}")
-    lines.append(f"answers checked against in-process: {report['expected']['checked']}, wrong {report['expected']['wrong']}")
+    lines.append(
+        f"answers checked against in-process: {report['expected']['checked']}, wrong {report['expected']['wrong']}"
+    )
     return lines
 
 

@@ -12,6 +12,7 @@ them, so its peaks are lower than a fresh process's: compare them with each othe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -42,10 +43,8 @@ def _side(name: str, side: str, quick: bool, steps: int, threads: int | None) ->
     out: dict = {"start_mb": rss_mb()}
     if side == "imports":
         for n in tasks.TASKS:
-            try:
+            with contextlib.suppress(ImportError):
                 tasks.demo(n)
-            except ImportError:
-                pass
         out["answer_peak_mb"] = peak_rss_mb()
     elif side == "app":
         tasks.spec(name, quick).app()
@@ -73,7 +72,7 @@ def _fork(name: str, side: str, quick: bool, steps: int, threads: int | None) ->
         os.close(read)
         try:
             payload = {"ok": True, **_side(name, side, quick, steps, threads)}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:  # reported to the parent
             payload = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
         with os.fdopen(write, "w") as fh:
             fh.write(json.dumps(payload))
@@ -101,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.one:
         configure_models(args.hub, args.models_dir, args.size)
-        print(json.dumps({"ok": True, **_side(args.tasks[0], args.one, args.quick, args.steps, args.threads)}), flush=True)
+        print(
+            json.dumps({"ok": True, **_side(args.tasks[0], args.one, args.quick, args.steps, args.threads)}), flush=True
+        )
         return
     import captum.attr  # noqa: F401 - imported once here, not in each child
     import transformers
@@ -126,7 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(row), flush=True)
 
 
-def _base_cmd(hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int, size: str = "tiny") -> list[str]:
+def _base_cmd(
+    hub: bool, models_dir: str | None, quick: bool, threads: int, steps: int, size: str = "tiny"
+) -> list[str]:
     cmd = [sys.executable, "-m", "bench.memory", "--threads", str(threads), "--steps", str(steps), "--size", size]
     cmd += ["--quick"] if quick else []
     return cmd + (["--hub"] if hub else ["--models-dir", models_dir] if models_dir else [])

@@ -33,51 +33,145 @@ def markdown(res: dict) -> str:
         f"**Machine**: {m['machine']['cpu_count']} CPUs ({m['machine']['processor']}), torch {m['machine']['torch']} "
         f"({m['machine']['torch_threads']} threads), transformers {m['machine']['transformers']}, "
         f"{'GPU ' + str(m['machine']['gpu']) if m['machine']['cuda'] else 'no GPU'}; models: {m['models']}; "
-        f"mode: {m['mode']}; load average {m['load_average_start']} → {m['load_average_end']}; {m['duration_s']:.0f} s.",
+        f"mode: {m['mode']}; load average {m['load_average_start']} → {m['load_average_end']}; "
+        f"{m['duration_s']:.0f} s.",
         "",
         "### Answer latency: app compute path vs plain transformers (median, memo cleared)",
-        _table(["tab", "app", "plain", "ratio (≤1.1)", "CPU-time ratio", "same answer", "plain call"],
-               [[k, _s(v["app_s"]), _s(v["plain_s"]), _r(v["ratio"], v["target"]), _r(v.get("cpu_ratio")),
-                 "yes" if v["same_answer"] else "NO", v["plain_call"]]
-                for k, v in res["latency"].items()]),
+        _table(
+            ["tab", "app", "plain", "ratio (≤1.1)", "CPU-time ratio", "same answer", "plain call"],
+            [
+                [
+                    k,
+                    _s(v["app_s"]),
+                    _s(v["plain_s"]),
+                    _r(v["ratio"], v["target"]),
+                    _r(v.get("cpu_ratio")),
+                    "yes" if v["same_answer"] else "NO",
+                    v["plain_call"],
+                ]
+                for k, v in res["latency"].items()
+            ],
+        ),
         "",
         "### Attribution: app vs Captum with its defaults (same model, forward, baseline, steps)",
-        _table(["tab", "steps", "app", "Captum", "ratio (≤1.1)", "app |δ|", "Captum |δ|"],
-               [[k, str(v["steps"]), _s(v["app_s"]), _s(v["captum_s"]), _r(v["ratio"], v["target"]),
-                 f"{v['app_delta']:.2e}", f"{v['captum_delta']:.2e}"] for k, v in res["attribution"].items()]),
+        _table(
+            ["tab", "steps", "app", "Captum", "ratio (≤1.1)", "app |δ|", "Captum |δ|"],
+            [
+                [
+                    k,
+                    str(v["steps"]),
+                    _s(v["app_s"]),
+                    _s(v["captum_s"]),
+                    _r(v["ratio"], v["target"]),
+                    f"{v['app_delta']:.2e}",
+                    f"{v['captum_delta']:.2e}",
+                ]
+                for k, v in res["attribution"].items()
+            ],
+        ),
         "",
         "### Attribution steps trade-off",
-        _table(["tab", "steps", "app", "Captum", "ratio", "app |δ|", "Captum |δ|"],
-               [[v["task"], str(v["steps"]), _s(v["app_s"]), _s(v["captum_s"]), _r(v["ratio"]),
-                 f"{v['app_delta']:.2e}", f"{v['captum_delta']:.2e}"] for v in res["attribution_tradeoff"]]),
+        _table(
+            ["tab", "steps", "app", "Captum", "ratio", "app |δ|", "Captum |δ|"],
+            [
+                [
+                    v["task"],
+                    str(v["steps"]),
+                    _s(v["app_s"]),
+                    _s(v["captum_s"]),
+                    _r(v["ratio"]),
+                    f"{v['app_delta']:.2e}",
+                    f"{v['captum_delta']:.2e}",
+                ]
+                for v in res["attribution_tradeoff"]
+            ],
+        ),
         "",
         "### Start-up: `python app.py` until GET / is 200 vs bare imports",
-        _table(["app.py", "import gradio, torch, transformers", "ratio (≤1.5)", "runs"],
-               [[_s(res["startup"]["app_s"]), _s(res["startup"]["imports_s"]),
-                 _r(res["startup"]["ratio"], res["startup"]["target"]), str(res["startup"]["repeats"])]] if res["startup"] else []),
+        _table(
+            ["app.py", "import gradio, torch, transformers", "ratio (≤1.5)", "runs"],
+            [
+                [
+                    _s(res["startup"]["app_s"]),
+                    _s(res["startup"]["imports_s"]),
+                    _r(res["startup"]["ratio"], res["startup"]["target"]),
+                    str(res["startup"]["repeats"]),
+                ]
+            ]
+            if res["startup"]
+            else [],
+        ),
         "",
         "### First request (model load), warm request, memo hit",
-        _table(["tab", "first (app)", "first (plain, pipeline built)", "warm", "memo hit"],
-               [[k, _s(v["cold_s"]), _s(v["plain_cold_s"]), _s(v["warm_s"]), _s(v["memo_hit_s"])] for k, v in res["first_request"].items()]),
+        _table(
+            ["tab", "first (app)", "first (plain, pipeline built)", "warm", "memo hit"],
+            [
+                [k, _s(v["cold_s"]), _s(v["plain_cold_s"]), _s(v["warm_s"]), _s(v["memo_hit_s"])]
+                for k, v in res["first_request"].items()
+            ],
+        ),
         "",
         "### Throughput: 8 concurrent clients vs sequential",
-        _table(["tab", "mode", "requests", "sequential req/s", "concurrent req/s", "speed-up", "failed"],
-               [[k.split(":")[0], v["mode"], str(v["requests"]), f"{v['sequential_rps']:.2f}", f"{v['concurrent_rps']:.2f}",
-                 f"{v['speedup']:.2f}×", str(v.get("failed_requests", 0))]
-                for k, v in res["throughput"].items()]),
+        _table(
+            ["tab", "mode", "requests", "sequential req/s", "concurrent req/s", "speed-up", "failed"],
+            [
+                [
+                    k.split(":")[0],
+                    v["mode"],
+                    str(v["requests"]),
+                    f"{v['sequential_rps']:.2f}",
+                    f"{v['concurrent_rps']:.2f}",
+                    f"{v['speedup']:.2f}×",
+                    str(v.get("failed_requests", 0)),
+                ]
+                for k, v in res["throughput"].items()
+            ],
+        ),
         "",
-        "### Peak memory (MB, peak RSS; imports only: " + _mb(next(iter(res["memory"].values()), {}).get("imports_mb")) + " MB)",
-        _table(["tab", "method", "app answer", "app + attribution", "plain answer", "result + Captum default"],
-               [[k, v["method"], _mb(v["app"].get("answer_peak_mb")), _mb(v["app"].get("attribution_peak_mb")),
-                 _mb(v["plain"].get("answer_peak_mb")), _mb(v.get("captum", {}).get("attribution_peak_mb"))]
-                for k, v in res["memory"].items()]),
+        "### Peak memory (MB, peak RSS; imports only: "
+        + _mb(next(iter(res["memory"].values()), {}).get("imports_mb"))
+        + " MB)",
+        _table(
+            ["tab", "method", "app answer", "app + attribution", "plain answer", "result + Captum default"],
+            [
+                [
+                    k,
+                    v["method"],
+                    _mb(v["app"].get("answer_peak_mb")),
+                    _mb(v["app"].get("attribution_peak_mb")),
+                    _mb(v["plain"].get("answer_peak_mb")),
+                    _mb(v.get("captum", {}).get("attribution_peak_mb")),
+                ]
+                for k, v in res["memory"].items()
+            ],
+        ),
         "",
         "### Latency against input length",
-        _table(["tab", "input", "app", "plain", "ratio", "app attribution"],
-               [["sentiment", f"{v['tokens']} tokens", _s(v["app_s"]), _s(v["plain_s"]), _r(v["ratio"]),
-                 f"{_s(v['attribution_s'])} ({v['attribution_steps']} steps)"] for v in res["scaling"]["sentiment"]]
-               + [["speech", f"{v['seconds']:g} s (model hears {v['processed_s']:g} s)", _s(v["app_s"]), _s(v["plain_s"]), _r(v["ratio"]), "–"]
-                  for v in res["scaling"]["speech"]]),
+        _table(
+            ["tab", "input", "app", "plain", "ratio", "app attribution"],
+            [
+                [
+                    "sentiment",
+                    f"{v['tokens']} tokens",
+                    _s(v["app_s"]),
+                    _s(v["plain_s"]),
+                    _r(v["ratio"]),
+                    f"{_s(v['attribution_s'])} ({v['attribution_steps']} steps)",
+                ]
+                for v in res["scaling"]["sentiment"]
+            ]
+            + [
+                [
+                    "speech",
+                    f"{v['seconds']:g} s (model hears {v['processed_s']:g} s)",
+                    _s(v["app_s"]),
+                    _s(v["plain_s"]),
+                    _r(v["ratio"]),
+                    "–",
+                ]
+                for v in res["scaling"]["speech"]
+            ],
+        ),
     ]
     notes = [f"- {section}: {n}" for section, items in res["notes"].items() for n in items]
     if notes:

@@ -13,7 +13,16 @@ import time
 
 from bench.env import ROOT, SIZES, configure_models, prepare_environment, set_threads
 
-SECTIONS = ("first_request", "latency", "attribution", "attribution_tradeoff", "scaling", "throughput", "startup", "memory")
+SECTIONS = (
+    "first_request",
+    "latency",
+    "attribution",
+    "attribution_tradeoff",
+    "scaling",
+    "throughput",
+    "startup",
+    "memory",
+)
 PLAN = {  # quick / full
     "repeats": (3, 9),
     "steps": (8, 32),
@@ -33,14 +42,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from bench.tasks import TASKS
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="few repeats, short inputs (well under a minute on tiny models)")
+    p.add_argument(
+        "--quick", action="store_true", help="few repeats, short inputs (well under a minute on tiny models)"
+    )
     p.add_argument("--hub", action="store_true", help="use the default hub models instead of local ones")
-    p.add_argument("--size", choices=SIZES, default="tiny",
-                   help="local models: tiny (2 layers, 32 wide) or full (random weights, the real configurations)")
+    p.add_argument(
+        "--size",
+        choices=SIZES,
+        default="tiny",
+        help="local models: tiny (2 layers, 32 wide) or full (random weights, the real configurations)",
+    )
     p.add_argument("--out", default=str(ROOT / "artifacts" / "bench.json"))
-    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK", help=f"tabs among {', '.join(TASKS)}")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, metavar="SECTION",
-                   help=f"{', '.join(SECTIONS)} (default: all; with --size full --quick: {', '.join(FULL_QUICK_SECTIONS)})")
+    p.add_argument(
+        "--tasks", nargs="+", default=list(TASKS), choices=TASKS, metavar="TASK", help=f"tabs among {', '.join(TASKS)}"
+    )
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"{', '.join(SECTIONS)} (default: all; with --size full --quick: {', '.join(FULL_QUICK_SECTIONS)})",
+    )
     p.add_argument("--threads", type=int, help="torch intra-op threads (default: one per CPU)")
     p.add_argument("--models-dir", help="where local models are built/cached (default artifacts/bench-models[-full])")
     p.add_argument("--steps", type=int, help="attribution steps (default: 8 with --quick, else 32)")
@@ -77,22 +99,35 @@ def run(args: argparse.Namespace) -> dict:
             return value
         return res[name]
 
-    res["first_request"] = section("first_request", sections.first_requests, tabs, args.quick, max(1, plan["repeats"] // 3))
+    res["first_request"] = section(
+        "first_request", sections.first_requests, tabs, args.quick, max(1, plan["repeats"] // 3)
+    )
     res["latency"] = section("latency", sections.latency, tabs, args.quick, plan["repeats"])
     res["attribution"] = section("attribution", sections.attributions, tabs, args.quick, plan["repeats"], plan["steps"])
     if "sentiment" in tabs:
-        res["attribution_tradeoff"] = section("attribution_tradeoff", sections.tradeoff, args.quick, max(3, plan["repeats"] // 2), plan["tradeoff_steps"])
+        res["attribution_tradeoff"] = section(
+            "attribution_tradeoff", sections.tradeoff, args.quick, max(3, plan["repeats"] // 2), plan["tradeoff_steps"]
+        )
     if "scaling" in want:
         if "sentiment" in tabs:
-            res["scaling"]["sentiment"] = section("scaling", sections.scaling_text, args.quick, max(3, plan["repeats"] // 2), plan["tokens"])
+            res["scaling"]["sentiment"] = section(
+                "scaling", sections.scaling_text, args.quick, max(3, plan["repeats"] // 2), plan["tokens"]
+            )
         if "speech" in tabs:
-            res["scaling"]["speech"] = section("scaling", sections.scaling_audio, args.quick, max(3, plan["repeats"] // 2), plan["seconds"])
+            res["scaling"]["speech"] = section(
+                "scaling", sections.scaling_audio, args.quick, max(3, plan["repeats"] // 2), plan["seconds"]
+            )
     if "throughput" in want:
         threaded = section("throughput", sections.throughput_threads, tp_tabs, args.quick, CLIENTS, plan["requests"])
         served = section("throughput", serve.throughput_served, tp_tabs, CLIENTS, plan["requests"])
-        res["throughput"] = {**{f"{k}: served": v for k, v in served.items()}, **{f"{k}: threads": v for k, v in threaded.items()}}
+        res["throughput"] = {
+            **{f"{k}: served": v for k, v in served.items()},
+            **{f"{k}: threads": v for k, v in threaded.items()},
+        }
     res["startup"] = section("startup", serve.startup, models_dir if not args.hub else None, plan["startup_repeats"])
-    res["memory"] = section("memory", memory.measure, tabs, args.hub, models_dir, args.quick, threads, plan["steps"], args.size)
+    res["memory"] = section(
+        "memory", memory.measure, tabs, args.hub, models_dir, args.quick, threads, plan["steps"], args.size
+    )
     res["notes"] = notes
     res["meta"] = {
         "mode": "quick" if args.quick else "full",

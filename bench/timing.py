@@ -6,7 +6,8 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def _sync() -> None:
@@ -93,7 +94,7 @@ def machine_info() -> dict:
     for name in ("gradio", "captum", "gradio_client"):
         try:
             info[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 - a version is informative, never required
+        except Exception:  # a version is informative, never required
             info[name] = None
     return info
 

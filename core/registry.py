@@ -169,19 +169,38 @@ TASKS: tuple[TaskSpec, ...] = (
         build="distilbert_qa",
         lens="head",
         identity=("question", "context"),
-        not_for=(("contrast", "the answer is one span among thousands of possible spans, not one of a few outcomes to contrast"),),
+        not_for=(
+            (
+                "contrast",
+                "the answer is one span among thousands of possible spans, not one of a few outcomes to contrast",
+            ),
+        ),
         examples=(
             (
                 "When was the Eiffel Tower completed?",
-                "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after the engineer Gustave Eiffel, whose company designed and built the tower for the 1889 World's Fair. Construction began in January 1887 and the tower was completed in March 1889.",
+                (
+                    "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+                    "It is named after the engineer Gustave Eiffel, whose company designed and built the tower "
+                    "for the 1889 World's Fair. Construction began in January 1887 and the tower was completed "
+                    "in March 1889."
+                ),
             ),
             (
                 "What do plants release during photosynthesis?",
-                "Photosynthesis is the process by which green plants use sunlight to turn carbon dioxide and water into glucose. Oxygen is released as a by-product. The process takes place mainly in the chloroplasts of leaf cells, which contain the green pigment chlorophyll.",
+                (
+                    "Photosynthesis is the process by which green plants use sunlight to turn carbon dioxide "
+                    "and water into glucose. Oxygen is released as a by-product. The process takes place mainly "
+                    "in the chloroplasts of leaf cells, which contain the green pigment chlorophyll."
+                ),
             ),
             (
                 "Who was the first person to win two Nobel Prizes?",
-                "Marie Curie was a Polish and naturalised-French physicist and chemist who conducted pioneering research on radioactivity. She was the first woman to win a Nobel Prize, the first person to win a Nobel Prize twice, and the only person to win a Nobel Prize in two scientific fields: physics in 1903 and chemistry in 1911.",
+                (
+                    "Marie Curie was a Polish and naturalised-French physicist and chemist who conducted "
+                    "pioneering research on radioactivity. She was the first woman to win a Nobel Prize, "
+                    "the first person to win a Nobel Prize twice, and the only person to win a Nobel Prize "
+                    "in two scientific fields: physics in 1903 and chemistry in 1911."
+                ),
             ),
         ),
     ),
@@ -240,8 +259,15 @@ TASKS: tuple[TaskSpec, ...] = (
     ),
     TaskSpec(
         key="clip",
-        constants=(("RELEVANCE_METHODS", (("chefer", "Gradient-weighted attention rollout (Chefer et al. 2021)"),
-                                         ("rollout", "Attention rollout (Abnar & Zuidema 2020, same for every text)"))),),
+        constants=(
+            (
+                "RELEVANCE_METHODS",
+                (
+                    ("chefer", "Gradient-weighted attention rollout (Chefer et al. 2021)"),
+                    ("rollout", "Attention rollout (Abnar & Zuidema 2020, same for every text)"),
+                ),
+            ),
+        ),
         title="Image-text matching",
         demo="clip",
         api="clip_match",
@@ -274,7 +300,11 @@ TASKS: tuple[TaskSpec, ...] = (
         identity=("sentences",),
         batch="explore_many",
         not_for=(
-            ("lens", "The encoder explorer's model (MiniLM, a bare sentence encoder) has no task head to read its layers with."),
+            (
+                "lens",
+                "The encoder explorer's model (MiniLM, a bare sentence encoder) "
+                "has no task head to read its layers with.",
+            ),
             ("contrast", "the encoder explorer gives no answer to contrast (it compares sentence vectors)"),
         ),
         examples=(

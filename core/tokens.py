@@ -37,7 +37,9 @@ def byte_level_label(token: str) -> str:
     if not core or any(ch not in table for ch in core):
         return token
     text = bytes(table[ch] for ch in core).decode("utf-8", errors="backslashreplace")
-    text = _ESCAPED.sub(lambda m: "‹" + " ".join(m.group(0)[i + 2 : i + 4].upper() for i in range(0, len(m.group(0)), 4)) + "›", text)
+    text = _ESCAPED.sub(
+        lambda m: "‹" + " ".join(m.group(0)[i + 2 : i + 4].upper() for i in range(0, len(m.group(0)), 4)) + "›", text
+    )
     text = text.replace("\n", "↵")
     if text.startswith(" "):
         text = "␣" + text[1:]

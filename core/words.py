@@ -17,7 +17,7 @@ consecutive tokens covering every token once, so scores summed per word add up t
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -118,7 +118,9 @@ def sum_by_word(tokens: Sequence[str], scores: Sequence[float]) -> tuple[list[st
     return word_labels(tokens, groups), np.add.reduceat(values, _starts(groups))
 
 
-def word_attention(matrix: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str]) -> tuple[np.ndarray, list[str], list[str]]:
+def word_attention(
+    matrix: np.ndarray, query_tokens: Sequence[str], key_tokens: Sequence[str]
+) -> tuple[np.ndarray, list[str], list[str]]:
     """One attention map (q, k) over words: attention *to* a word is the sum over its pieces, attention
     *from* a word the mean over its pieces (Clark et al. 2019), so every row still adds up to 1."""
     m = np.asarray(matrix, dtype=np.float32)

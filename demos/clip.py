@@ -9,22 +9,22 @@ probe attend over the patches) and pools the text at its last position (texts pa
 limit, as it was trained and as the zero-shot pipeline runs it)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from demos import adapters as A
-from demos.runtime import loading
-from demos.runtime.compute import How, attribution_compute, task_compute
-from demos.explain.attribution import attention_rollout, softmax_np
-from demos.inputs.images import load_image
 from core import registry
 from core.results import Attribution, Embeddings
+from demos import adapters as A
+from demos.explain.attribution import attention_rollout, softmax_np
+from demos.inputs.images import load_image
 from demos.inputs.text import encode, pad_baseline, token_attribution, token_labels
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
 
 TASK = "clip"
 MAX_CANDIDATES = 64
@@ -181,7 +181,9 @@ def _text_inputs(m: loading.Loaded, texts: Sequence[str]) -> dict[str, torch.Ten
     """The candidate texts as the model reads them, on its device: padded to the longest (CLIP) or to the
     model's limit (SigLIP), truncated to the limit."""
     padding = "max_length" if _pads_to_limit(m) else True
-    enc = m.processor.tokenizer(list(texts), padding=padding, truncation=True, max_length=_text_limit(m), return_tensors="pt")
+    enc = m.processor.tokenizer(
+        list(texts), padding=padding, truncation=True, max_length=_text_limit(m), return_tensors="pt"
+    )
     return {k: v.to(m.device) for k, v in enc.items()}
 
 
@@ -219,7 +221,9 @@ def _probe_weights(m: loading.Loaded, last_hidden: torch.Tensor) -> torch.Tensor
     return _attention_pool(A.resolve(m.model, vision.steps[0]), normed)[1]
 
 
-def _patch_row(relevance: torch.Tensor | np.ndarray, probe: torch.Tensor | np.ndarray | None) -> torch.Tensor | np.ndarray:
+def _patch_row(
+    relevance: torch.Tensor | np.ndarray, probe: torch.Tensor | np.ndarray | None
+) -> torch.Tensor | np.ndarray:
     """The row of a relevance / rollout matrix (n, n) that says how much the image embedding draws on each patch:
     the [CLS] row over the patches (CLIP), or the pooling probe's attention row (n,) times the matrix (SigLIP:
     no class token, the probe is outside the sequence, so there is no identity term for it)."""
@@ -242,10 +246,14 @@ def _analyse(sources: tuple[str, ...], candidates: tuple[str, ...], model_id: st
     vision_attn = torch.stack(out.vision_model_output.attentions).float().cpu().numpy()
     probe_mean = None if probe is None else probe.float().mean(1).cpu().numpy().astype(np.float64)  # (I, n)
     gh, gw = _grid(m, pv)
-    rollout = np.stack([
-        _patch_row(attention_rollout(vision_attn[:, i]), None if probe_mean is None else probe_mean[i]).reshape(gh, gw)
-        for i in range(len(images))
-    ]).astype(np.float32)
+    rollout = np.stack(
+        [
+            _patch_row(attention_rollout(vision_attn[:, i]), None if probe_mean is None else probe_mean[i]).reshape(
+                gh, gw
+            )
+            for i in range(len(images))
+        ]
+    ).astype(np.float32)
     mask = text.get("attention_mask", torch.ones_like(text["input_ids"]))
     bias = A.resolve(m.model, vision.logit_bias) if vision.logit_bias else None
     return ClipResult(
@@ -327,8 +335,12 @@ def _encode_text(m: loading.Loaded, text: str):
     if _pads_to_limit(m):
         batch = _text_inputs(m, [text])
         ids = batch["input_ids"]
-        enc = replace(enc, ids=ids, mask=batch.get("attention_mask", torch.ones_like(ids)),
-                      tokens=token_labels(m.processor.tokenizer, ids[0].tolist()))
+        enc = replace(
+            enc,
+            ids=ids,
+            mask=batch.get("attention_mask", torch.ones_like(ids)),
+            tokens=token_labels(m.processor.tokenizer, ids[0].tolist()),
+        )
     return enc, _pool_index(m, enc.ids)
 
 
@@ -370,10 +382,7 @@ def relevance(result: ClipResult, image_index: int, text: str, method: str = "ch
     if text not in result.texts:
         raise ValueError(f"Unknown candidate {text!r}; choose one of the analysed texts.")
     i = min(max(int(image_index), 0), len(result.sources) - 1)
-    if method == "rollout":
-        scores = result.rollout[i]
-    else:
-        scores = gradient_rollout(result.sources[i], text, result.model_id)
+    scores = result.rollout[i] if method == "rollout" else gradient_rollout(result.sources[i], text, result.model_id)
     return PatchRelevance(scores, result.pixels[i], text, method)
 
 
@@ -395,9 +404,7 @@ def attribute_text(
     def similarity(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (_text_embedding(m, ids, mask, pool) * img_emb).sum(dim=-1).float()  # (b,)
 
-    attr = token_attribution(
-        m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), how
-    )
+    attr = token_attribution(m.model.text_model, similarity, enc.ids, base, enc.tokens, text, (enc.mask,), how)
     if not _pads_to_limit(m):
         return attr
     # SigLIP reads the text padded to its limit: the padding is the same in the input and the baseline, so its
@@ -414,12 +421,18 @@ def subject(result: ClipResult, target: object = None, contrast: object = None):
 
     m = load(result.model_id)
     proc = m.processor
-    pv = proc.image_processor(images=[load_image(result.sources[0])], return_tensors="pt")["pixel_values"].to(m.device, m.dtype)
+    pv = proc.image_processor(images=[load_image(result.sources[0])], return_tensors="pt")["pixel_values"].to(
+        m.device, m.dtype
+    )
     text = _text_inputs(m, result.texts)
     texts = list(result.texts)
     adapter = _heads(m)[0]
     index = {t: i for i, t in enumerate(texts)}
-    answer = int(np.argmax(result.logits[0])) if target is None else st.resolve_outcome(target, texts.__getitem__, len(texts), index.get)
+    answer = (
+        int(np.argmax(result.logits[0]))
+        if target is None
+        else st.resolve_outcome(target, texts.__getitem__, len(texts), index.get)
+    )
     patch = int(m.model.config.vision_config.patch_size)
     grid = (pv.shape[-2] // patch, pv.shape[-1] // patch)
 
@@ -434,8 +447,13 @@ def subject(result: ClipResult, target: object = None, contrast: object = None):
         return out.attentions[-1][0].float().mean(0)[0, 1:].cpu().numpy()
 
     s = st.Subject(
-        task=TASK, model=m.model, inputs={"pixel_values": pv}, unit_key="pixel_values",
-        units=st.patch_units([f"r{r}c{c}" for r in range(grid[0]) for c in range(grid[1])], grid, patch, tuple(pv.shape[-2:])),
+        task=TASK,
+        model=m.model,
+        inputs={"pixel_values": pv},
+        unit_key="pixel_values",
+        units=st.patch_units(
+            [f"r{r}c{c}" for r in range(grid[0]) for c in range(grid[1])], grid, patch, tuple(pv.shape[-2:])
+        ),
         replacement=st.mean_patch(pv, grid, patch),
         run=lambda kw: m.model(pixel_values=kw["pixel_values"], **text),
         outcome_probs=lambda out: A.pair_scores(adapter, out.logits_per_image.float()),

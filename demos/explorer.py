@@ -6,18 +6,19 @@ attention, so each sentence's tokens see only that sentence; their rows are cut 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from demos.runtime import loading
-from demos.runtime.compute import task_compute
-from demos.explain.attribution import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Embeddings
+from demos.explain.attribution import stack_attentions, stack_hidden
 from demos.inputs.text import model_max_length
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
 
 TASK = "explorer"
 MAX_SENTENCES = 12
@@ -99,7 +100,11 @@ class SentencePass:
     def notice(self, rows: Sequence[int]) -> str:
         """Which of these sentences (numbered from 1 among `rows`) were cut, or ''."""
         cut = [k + 1 for k, row in enumerate(rows) if self.full[row] > self.lengths[row]]
-        return f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {self.limit} tokens." if cut else ""
+        return (
+            f"Sentence(s) {', '.join(map(str, cut))} were cut to the model's limit of {self.limit} tokens."
+            if cut
+            else ""
+        )
 
 
 def forward_sentences(m: loading.Loaded, sentences: list[str]) -> SentencePass:
@@ -153,13 +158,18 @@ def subject(result: ExplorerResult, target: object = None, contrast: object = No
     if len(result.sentences) < 2 or not 1 <= other < len(result.sentences):
         raise ValueError("Enter at least two sentences: the first is compared with another one (index 1 or more).")
     limit = model_max_length(tok, m.model)
-    a, b = (tok(result.sentences[i], truncation=True, max_length=limit, return_tensors="pt").to(m.device) for i in (0, other))
+    a, b = (
+        tok(result.sentences[i], truncation=True, max_length=limit, return_tensors="pt").to(m.device)
+        for i in (0, other)
+    )
     embed = m.model.get_input_embeddings()
 
     def run(kw: dict) -> torch.Tensor:  # (b, 1) cosine of the mean-pooled last hidden states
         n = kw["inputs_embeds"].shape[0]
         ha = m.model(inputs_embeds=kw["inputs_embeds"], attention_mask=kw["attention_mask"]).last_hidden_state
-        hb = m.model(input_ids=b["input_ids"].expand(n, -1), attention_mask=b["attention_mask"].expand(n, -1)).last_hidden_state
+        hb = m.model(
+            input_ids=b["input_ids"].expand(n, -1), attention_mask=b["attention_mask"].expand(n, -1)
+        ).last_hidden_state
         va, vb = mean_pool(ha.float(), kw["attention_mask"]), mean_pool(hb.float(), b["attention_mask"].expand(n, -1))
         return torch.nn.functional.cosine_similarity(va, vb, dim=-1)[:, None]
 
@@ -167,12 +177,22 @@ def subject(result: ExplorerResult, target: object = None, contrast: object = No
         x, pad = embed(a["input_ids"]), embed(torch.full_like(a["input_ids"], tok.pad_token_id))
     w = result.attention[0].weights
     s = st.Subject(
-        task=TASK, model=m.model, inputs={"inputs_embeds": x, "attention_mask": a["attention_mask"]}, unit_key="inputs_embeds",
-        units=st.embed_units(tok.convert_ids_to_tokens(a["input_ids"][0].tolist()), st.special_mask(tok, a["input_ids"][0].tolist()),
-                             "the padding token"),
-        replacement=pad, run=run, outcome_probs=lambda out: out,
+        task=TASK,
+        model=m.model,
+        inputs={"inputs_embeds": x, "attention_mask": a["attention_mask"]},
+        unit_key="inputs_embeds",
+        units=st.embed_units(
+            tok.convert_ids_to_tokens(a["input_ids"][0].tolist()),
+            st.special_mask(tok, a["input_ids"][0].tolist()),
+            "the padding token",
+        ),
+        replacement=pad,
+        run=run,
+        outcome_probs=lambda out: out,
         outcome_label=lambda i: f"sentences 1 and {other + 1}",  # "cosine similarity of sentences 1 and 2"
-        answer=0, default_score="cosine_similarity", value_name="cosine similarity",
+        answer=0,
+        default_score="cosine_similarity",
+        value_name="cosine similarity",
         attention=lambda: w[-1].mean(0).mean(0),  # every query row: the sentence vector pools them all
         rollout=lambda: st.attention_rollout(w).mean(0),
     )
@@ -198,7 +218,14 @@ def explore_many(texts: Sequence[str], model_id: str | None = None) -> list[Expl
         for k, row in enumerate(rows):
             n = lengths[row]
             tokens = tok.convert_ids_to_tokens(batch["input_ids"][row, :n].tolist())
-            attention.append(AttentionMaps(stack_attentions(out.attentions, batch_index=row, compact=False)[:, :, :n, :n], tokens, tokens, "self"))
+            attention.append(
+                AttentionMaps(
+                    stack_attentions(out.attentions, batch_index=row, compact=False)[:, :, :n, :n],
+                    tokens,
+                    tokens,
+                    "self",
+                )
+            )
             states.append(stack_hidden(out.hidden_states, batch_index=row)[:, :n])
             labels += tokens
             kinds += [f"sentence {k + 1}"] * n

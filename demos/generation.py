@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demos import adapters as A
-from demos.runtime import loading
-from demos.runtime.compute import How, attribution_compute, task_compute
-from demos.explain.attribution import stack_hidden, stored_dtype
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
+from demos import adapters as A
+from demos.explain.attribution import stack_hidden, stored_dtype
 from demos.inputs.text import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
 
 TASK = "generation"
 MAX_NEW_TOKENS = registry.get(TASK).constant("MAX_NEW_TOKENS")
@@ -122,11 +122,20 @@ def generate(
 
 @task_compute(TASK, memo_size=8, gpu_seconds=30)
 def _generate(
-    prompt: str, max_new_tokens: int, do_sample: bool, temperature: float, top_k: int, top_p: float, seed: int, model_id: str | None
+    prompt: str,
+    max_new_tokens: int,
+    do_sample: bool,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int,
+    model_id: str | None,
 ) -> GenerationResult:
     m = load(model_id)
     ids, n_original = _encode_prompt(m, prompt, max_new_tokens)
-    sampling = dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else dict(do_sample=False)
+    sampling = (
+        dict(do_sample=True, temperature=temperature, top_k=top_k, top_p=top_p) if do_sample else dict(do_sample=False)
+    )
     out = _run_generate(m, ids, max_new_tokens, sampling, seed if do_sample else None)
     seq = out.sequences[:, : ids.shape[1] + len(out.scores)]  # (1, n)
     new_ids = seq[0, ids.shape[1] :].tolist()
@@ -199,7 +208,9 @@ def _run_generate(m: loading.Loaded, ids: torch.Tensor, max_new_tokens: int, sam
             return m.model.generate(**kwargs)
 
 
-def _sequence_views(m: loading.Loaded, steps: list, states: list, cache, seq: torch.Tensor) -> tuple[np.ndarray, list[torch.Tensor]]:
+def _sequence_views(
+    m: loading.Loaded, steps: list, states: list, cache, seq: torch.Tensor
+) -> tuple[np.ndarray, list[torch.Tensor]]:
     """(layers, heads, n, n) attention and per layer + 1 (1, n, d) hidden states of `seq` (1, n).
 
     steps / states: generate's per-step attentions / hidden states (steps x layers x (1, heads, q, k)
@@ -212,8 +223,13 @@ def _sequence_views(m: loading.Loaded, steps: list, states: list, cache, seq: to
     """
     n = seq.shape[1]
     with torch.inference_mode():
-        last = m.model.base_model(input_ids=seq[:, -1:], cache=cache, attention_mask=torch.ones_like(seq),
-                                  output_attentions=True, output_hidden_states=True)
+        last = m.model.base_model(
+            input_ids=seq[:, -1:],
+            cache=cache,
+            attention_mask=torch.ones_like(seq),
+            output_attentions=True,
+            output_hidden_states=True,
+        )
     steps.append(last.attentions)
     states.append(last.hidden_states)
     layers, heads = len(last.attentions), last.attentions[0].shape[1]
@@ -305,8 +321,13 @@ def subject(result: GenerationResult, target: object = None, contrast: object = 
     tok = m.processor
     w = result.attention.weights[:, :, :pos, :pos]  # causal: the prefix's own attention
     s = st.Subject(
-        task=TASK, model=m.model, inputs={"input_ids": ids}, unit_key="input_ids",
-        units=st.token_units(result.tokens[:pos], st.special_mask(tok, list(result.ids[:pos])), "the end-of-text token"),
+        task=TASK,
+        model=m.model,
+        inputs={"input_ids": ids},
+        unit_key="input_ids",
+        units=st.token_units(
+            result.tokens[:pos], st.special_mask(tok, list(result.ids[:pos])), "the end-of-text token"
+        ),
         replacement=torch.full_like(ids, pad_id(m)),
         run=lambda kw: m.model(input_ids=kw["input_ids"]),
         outcome_probs=st.last_logits_probs,

@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from demos.runtime import loading
-from demos.runtime.compute import task_compute
-from demos.explain.attribution import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
-from demos.inputs.images import load_image
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
+from demos.explain.attribution import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
+from demos.inputs.images import load_image
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
 
 TASK = "image"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "images"
@@ -34,7 +34,7 @@ class Picture:
     pil: Image.Image | None = field(compare=False, hash=False, repr=False)
 
     @classmethod
-    def of(cls, source: Any) -> "Picture":
+    def of(cls, source: Any) -> Picture:
         """Anything `load_image` accepts (path, PIL image, array) -> Picture, or ValueError."""
         pil = load_image(source)
         digest = hashlib.blake2b(pil.tobytes() + repr(pil.size).encode(), digest_size=16).hexdigest()

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from demos.runtime import loading
-from demos.runtime.compute import How, attribution_compute, task_compute
-from demos.explain.attribution import softmax_np, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
+from demos.explain.attribution import softmax_np, stack_attentions, stack_hidden
 from demos.inputs.text import model_max_length, pad_baseline, token_attribution
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
 
 TASK = "qa"
 MAX_ANSWER_TOKENS = registry.get(TASK).constant("MAX_ANSWER_TOKENS")
@@ -154,7 +154,7 @@ def encode(m: loading.Loaded, question: str, context: str, window: int = 0) -> Q
     )
 
 
-def encode_result(m: loading.Loaded, result: "QAResult") -> QAEncoded:
+def encode_result(m: loading.Loaded, result: QAResult) -> QAEncoded:
     """The exact encoding of the window `result` was answered from."""
     return encode(m, result.question, result.context, result.window)
 
@@ -167,7 +167,9 @@ def best_window(m: loading.Loaded, question: str, context: str) -> int:
         return 0
     accepted = {"token_type_ids", "attention_mask"} & set(m.processor.model_input_names) | {"attention_mask"}
     with torch.inference_mode():
-        out = m.model(input_ids=batch["input_ids"].to(m.device), **{k: batch[k].to(m.device) for k in accepted if k in batch})
+        out = m.model(
+            input_ids=batch["input_ids"].to(m.device), **{k: batch[k].to(m.device) for k in accepted if k in batch}
+        )
     scores = []
     for w in range(batch["input_ids"].shape[0]):
         keep = batch["attention_mask"][w].bool().numpy()
@@ -180,7 +182,9 @@ def best_window(m: loading.Loaded, question: str, context: str) -> int:
     return int(np.argmax(scores))
 
 
-def best_span(start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_len: int = MAX_ANSWER_TOKENS) -> tuple[int, int]:
+def best_span(
+    start_logits: np.ndarray, end_logits: np.ndarray, allowed: np.ndarray, max_len: int = MAX_ANSWER_TOKENS
+) -> tuple[int, int]:
     """(s, e) maximising start_logits[s] + end_logits[e] with s <= e < s + max_len, both allowed.
 
     start_logits, end_logits, allowed: (n,). Vectorised over the (n, n) table of spans.
@@ -228,7 +232,9 @@ def answer(question: str, context: str, model_id: str | None = None) -> QAResult
     m = load(model_id)
     enc = encode(m, question, context, best_window(m, question, context))
     with torch.inference_mode():
-        out = m.model(input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True)
+        out = m.model(
+            input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True
+        )
     start_logits = out.start_logits[0].float().cpu().numpy()
     end_logits = out.end_logits[0].float().cpu().numpy()
     s, e = best_span(start_logits, end_logits, enc.context_mask)
@@ -290,8 +296,14 @@ def attribute(
     base = pad_baseline(enc.ids, tok)
     target = f"{which} of the answer at token {index} ({enc.tokens[index]})"
     return token_attribution(
-        m.model, _prob_fn(m, enc, which, index), enc.ids, base, enc.tokens, target,
-        (enc.mask, *enc.extra.values()), how,
+        m.model,
+        _prob_fn(m, enc, which, index),
+        enc.ids,
+        base,
+        enc.tokens,
+        target,
+        (enc.mask, *enc.extra.values()),
+        how,
     )
 
 
@@ -304,8 +316,12 @@ def subject(result: QAResult, target: Any = None, contrast: Any = None):
     enc = encode_result(m, result)
     n = enc.ids.shape[1]
     allowed = enc.context_mask
-    s_idx, e_idx = np.nonzero(np.triu(np.ones((n, n), dtype=bool)) & ~np.triu(np.ones((n, n), dtype=bool), MAX_ANSWER_TOKENS)
-                              & allowed[:, None] & allowed[None, :])
+    s_idx, e_idx = np.nonzero(
+        np.triu(np.ones((n, n), dtype=bool))
+        & ~np.triu(np.ones((n, n), dtype=bool), MAX_ANSWER_TOKENS)
+        & allowed[:, None]
+        & allowed[None, :]
+    )
     spans = list(zip(s_idx.tolist(), e_idx.tolist()))
     starts, ends = torch.as_tensor(s_idx, device=m.device), torch.as_tensor(e_idx, device=m.device)
     keep = torch.as_tensor(enc.candidates, device=m.device)
@@ -319,15 +335,20 @@ def subject(result: QAResult, target: Any = None, contrast: Any = None):
 
     def label(i: int) -> str:
         a, b = spans[i]
-        return result.context[int(enc.offsets[a, 0]): int(enc.offsets[b, 1])]
+        return result.context[int(enc.offsets[a, 0]) : int(enc.offsets[b, 1])]
 
     w = result.attention.weights
     rows = slice(result.start_index, result.end_index + 1)
     s = st.Subject(
-        task=TASK, model=m.model, inputs={"input_ids": enc.ids, "attention_mask": enc.mask, **enc.extra}, unit_key="input_ids",
+        task=TASK,
+        model=m.model,
+        inputs={"input_ids": enc.ids, "attention_mask": enc.mask, **enc.extra},
+        unit_key="input_ids",
         units=st.token_units(enc.tokens, st.special_mask(m.processor, enc.ids[0].tolist()), "the padding token"),
         replacement=torch.full_like(enc.ids, m.processor.pad_token_id),
-        run=lambda kw: m.model(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"], **{k: kw[k] for k in names}),
+        run=lambda kw: m.model(
+            input_ids=kw["input_ids"], attention_mask=kw["attention_mask"], **{k: kw[k] for k in names}
+        ),
         outcome_probs=probs,
         outcome_label=label,
         answer=spans.index((result.start_index, result.end_index)),

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demos.runtime import loading
-from demos.runtime.compute import How, attribution_compute, task_compute
-from demos.explain.attribution import stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
+from demos.explain.attribution import stack_attentions, stack_hidden
 from demos.inputs.text import Encoded, encode, pad_baseline, pad_id, pad_right, token_attribution, truncation_notice
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
 
 TASK = "sentiment"
 EXAMPLES = registry.examples(TASK)

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
-from demos.inputs import audio
-from demos.runtime import loading
-from demos.runtime.compute import task_compute
 from core import registry
 from core.results import AttentionMaps
 from demos.explain.attribution import stack_hidden
+from demos.inputs import audio
 from demos.inputs.text import token_labels
+from demos.runtime import loading
+from demos.runtime.compute import task_compute
 
 TASK = "asr"
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "audio"
@@ -116,12 +116,22 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     features = feats["input_features"].to(m.device, m.dtype)  # (1, mel_bins, mel_frames)
     mask = feats["attention_mask"].to(m.device)
     with torch.inference_mode():
-        enc = m.model.get_encoder()(features, output_attentions=True, output_hidden_states=True)  # encoder once, for all three uses
+        # encoder once, for all three uses
+        enc = m.model.get_encoder()(features, output_attentions=True, output_hidden_states=True)
         hidden = BaseModelOutput(last_hidden_state=enc.last_hidden_state)
-        gen = m.model.generate(encoder_outputs=hidden, attention_mask=mask, return_dict_in_generate=True,
-                               **pipeline_generate_kwargs(m.model.generation_config, tok.pad_token_id))
+        gen = m.model.generate(
+            encoder_outputs=hidden,
+            attention_mask=mask,
+            return_dict_in_generate=True,
+            **pipeline_generate_kwargs(m.model.generation_config, tok.pad_token_id),
+        )
         sequence = gen.sequences[:1]  # (1, prompt + T)
-        out = m.model(encoder_outputs=hidden, decoder_input_ids=sequence[:, :-1], output_attentions=True, output_hidden_states=True)
+        out = m.model(
+            encoder_outputs=hidden,
+            decoder_input_ids=sequence[:, :-1],
+            output_attentions=True,
+            output_hidden_states=True,
+        )
     ids = sequence[0].tolist()
     n_prompt = prompt_length(ids, m.model.generation_config)
     out_ids = ids[n_prompt:]
@@ -130,7 +140,8 @@ def analyse(clip: audio.Clip, model_id: str | None = None) -> SpeechResult:
     rows = slice(n_prompt - 1, None)  # position i predicts token i + 1
     probs = torch.softmax(out.logits[0, rows].float(), dim=-1)
     token_probs = probs[torch.arange(len(out_ids)), torch.tensor(out_ids, dtype=torch.long)].cpu().numpy()
-    cross_all = crop_renormalise(torch.stack([a[0] for a in out.cross_attentions]).float(), n_frames)  # (L, H, n_dec, F)
+    # (L, H, n_dec, F)
+    cross_all = crop_renormalise(torch.stack([a[0] for a in out.cross_attentions]).float(), n_frames)
     heads = alignment_heads(m.model)
     matrix = alignment_matrix(cross_all, heads, m.model.config.median_filter_width)[rows]  # (T, F)
     path = dtw(-matrix) if len(out_ids) else np.zeros((0, 2), dtype=int)
@@ -169,8 +180,11 @@ def pipeline_generate_kwargs(generation_config, pad_token_id: int | None) -> dic
     Whisper's 448). Without this a config that sets no length stops at generate's default of 20."""
     chosen = generation_config.to_diff_dict()
     defaults = {"num_beams": NUM_BEAMS, "max_new_tokens": MAX_NEW_TOKENS, "pad_token_id": pad_token_id}
-    return {key: value for key, value in defaults.items() if key not in chosen and value is not None
-            and not (key == "max_new_tokens" and "max_length" in chosen)}
+    return {
+        key: value
+        for key, value in defaults.items()
+        if key not in chosen and value is not None and not (key == "max_new_tokens" and "max_length" in chosen)
+    }
 
 
 def prompt_length(ids: list[int], generation_config) -> int:
@@ -199,7 +213,11 @@ def alignment_heads(model) -> list[tuple[int, int]]:
     if given:
         return [(int(layer), int(h)) for layer, h in given]
     cfg = model.config
-    return [(layer, h) for layer in range(cfg.decoder_layers // 2, cfg.decoder_layers) for h in range(cfg.decoder_attention_heads)]
+    return [
+        (layer, h)
+        for layer in range(cfg.decoder_layers // 2, cfg.decoder_layers)
+        for h in range(cfg.decoder_attention_heads)
+    ]
 
 
 def alignment_matrix(cross: torch.Tensor, heads: list[tuple[int, int]], filter_width: int) -> np.ndarray:
@@ -310,12 +328,21 @@ def subject(result: SpeechResult, target: object = None, contrast: object = None
     step = st.step_index(target, len(result.token_ids))
     prompt = tok.convert_tokens_to_ids(result.prompt)
     decoder_in = torch.tensor([prompt + list(result.token_ids[:step])], device=m.device)
-    silence = fe(np.zeros(fe.n_samples, dtype=np.float32), sampling_rate=fe.sampling_rate, return_tensors="pt")["input_features"]
+    silence = fe(np.zeros(fe.n_samples, dtype=np.float32), sampling_rate=fe.sampling_rate, return_tensors="pt")[
+        "input_features"
+    ]
     ratio = feats.shape[-1] // m.model.config.max_source_positions
     return st.step_subject(
-        TASK, m, tok, step, int(result.token_ids[step]), result.cross.weights, contrast,  # over the audio's encoder frames
+        TASK,
+        m,
+        tok,
+        step,
+        int(result.token_ids[step]),
+        result.cross.weights,
+        contrast,  # over the audio's encoder frames
         "the transcript reaches the audio through cross-attention",
-        inputs={"input_features": feats, "decoder_input_ids": decoder_in}, unit_key="input_features",
+        inputs={"input_features": feats, "decoder_input_ids": decoder_in},
+        unit_key="input_features",
         units=st.frame_units(result.cross.key_tokens, ratio, feats.shape[-1]),
         replacement=silence.to(m.device, m.dtype),
         run=lambda kw: m.model(input_features=kw["input_features"], decoder_input_ids=kw["decoder_input_ids"]),

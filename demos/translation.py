@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from demos.runtime import loading
-from demos.runtime.compute import How, attribution_compute, task_compute
-from demos.explain.attribution import run_attribution, stack_attentions, stack_hidden
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.inputs.text import as_attribution, Encoded, encode, pad_baseline, truncation_notice
+from demos.explain.attribution import run_attribution, stack_attentions, stack_hidden
+from demos.inputs.text import Encoded, as_attribution, encode, pad_baseline, truncation_notice
+from demos.runtime import loading
+from demos.runtime.compute import How, attribution_compute, task_compute
 
 TASK = "translation"
 SOURCE_GROUP, TARGET_GROUP = "source (encoder)", "target (decoder)"
@@ -63,8 +63,12 @@ def _generate(m: loading.Loaded, enc: Encoded, encoder_hidden: torch.Tensor):
     from transformers.modeling_outputs import BaseModelOutput
 
     with torch.inference_mode():
-        return m.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden), attention_mask=enc.mask,
-                                output_logits=True, return_dict_in_generate=True)
+        return m.model.generate(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_hidden),
+            attention_mask=enc.mask,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
 
 
 def _step_logits(gen, steps: int) -> torch.Tensor:
@@ -92,16 +96,22 @@ def analyse(text: str, model_id: str | None = None) -> TranslationResult:
     tok = m.processor
     enc = _encode(m, text)
     with torch.inference_mode():
-        encoder = m.model.get_encoder()(input_ids=enc.ids, attention_mask=enc.mask, output_attentions=True,
-                                        output_hidden_states=True)
+        encoder = m.model.get_encoder()(
+            input_ids=enc.ids, attention_mask=enc.mask, output_attentions=True, output_hidden_states=True
+        )
     gen = _generate(m, enc, encoder.last_hidden_state)
     generated = gen.sequences[:1]  # (1, T+1)
     if generated.shape[1] < 2:
         raise RuntimeError("The model generated no tokens.")
     decoder_in, target = generated[:, :-1], generated[0, 1:]
     with torch.inference_mode():
-        decoder = m.model.get_decoder()(input_ids=decoder_in, encoder_hidden_states=encoder.last_hidden_state,
-                                        encoder_attention_mask=enc.mask, output_attentions=True, output_hidden_states=True)
+        decoder = m.model.get_decoder()(
+            input_ids=decoder_in,
+            encoder_hidden_states=encoder.last_hidden_state,
+            encoder_attention_mask=enc.mask,
+            output_attentions=True,
+            output_hidden_states=True,
+        )
     probs = torch.softmax(_step_logits(gen, target.shape[0]).float(), dim=-1)  # (T, vocab)
     target_probs = probs.gather(1, target[:, None])[:, 0].cpu().numpy()
     src, dec_toks = enc.tokens, tok.convert_ids_to_tokens(decoder_in[0].tolist())
@@ -169,8 +179,16 @@ def attribute(
 
     with torch.no_grad():
         x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
-    got = run_attribution(score, x, base, how.method, int(how.steps), units=x.shape[1] + prefix.shape[1],
-                          tolerance=how.tolerance, progress=how.progress)
+    got = run_attribution(
+        score,
+        x,
+        base,
+        how.method,
+        int(how.steps),
+        units=x.shape[1] + prefix.shape[1],
+        tolerance=how.tolerance,
+        progress=how.progress,
+    )
     target = f"{result.target_tokens[step]} (target token {step})"
     return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, how.method)
 
@@ -188,7 +206,13 @@ def subject(result: TranslationResult, target: object = None, contrast: object =
     with torch.no_grad():
         x, pad = _source_embeds(m.model, enc.ids), _source_embeds(m.model, torch.full_like(enc.ids, tok.pad_token_id))
     return st.step_subject(
-        TASK, m, tok, step, int(result.target_ids[step]), result.cross_attention.weights, contrast,
+        TASK,
+        m,
+        tok,
+        step,
+        int(result.target_ids[step]),
+        result.cross_attention.weights,
+        contrast,
         "an encoder-decoder's answer reaches the source through cross-attention",
         inputs={"inputs_embeds": x, "attention_mask": enc.mask, "decoder_input_ids": prefix},
         unit_key="inputs_embeds",

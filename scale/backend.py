@@ -26,6 +26,7 @@ Function names (`fn_name`), resolved the same way on both paths (`resolve`):
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -151,7 +152,12 @@ class Shipped:
 
 
 def _is_file(value: Any) -> bool:
-    return isinstance(value, (str, os.PathLike)) and len(str(value)) < 4096 and "\n" not in str(value) and os.path.isfile(value)
+    return (
+        isinstance(value, (str, os.PathLike))
+        and len(str(value)) < 4096
+        and "\n" not in str(value)
+        and os.path.isfile(value)
+    )
 
 
 def _pack(value: Any) -> Any:
@@ -191,6 +197,7 @@ def unship(args: tuple, kwargs: dict, folder: Path | None = None) -> tuple[tuple
 
 # ---- the two backends ----
 
+
 class InProcess:
     """Calls the demos functions in this process (the default: a laptop, a Space)."""
 
@@ -222,9 +229,16 @@ FAULTS = (BUSY, REPLICA, UNAVAILABLE, TIMEOUT, UNREACHABLE, MISSING, NOT_READY)
 # more (a fresh handle: another replica, a redeployed application, a rejoined cluster).
 RETRIED = frozenset({REPLICA, UNAVAILABLE, UNREACHABLE, MISSING})
 
-_UNREACHABLE_MESSAGE = "The model tier cannot be reached right now (it may be restarting). Please try again in a few seconds."
-_UNREACHABLE_TEXT = ("Ray has not been started yet", "Ray Client is not connected", "Failed to connect to GCS",
-                     "Cannot invoke RPC on closed channel", "reconnection grace period")  # the last two: Ray Client
+_UNREACHABLE_MESSAGE = (
+    "The model tier cannot be reached right now (it may be restarting). Please try again in a few seconds."
+)
+_UNREACHABLE_TEXT = (
+    "Ray has not been started yet",
+    "Ray Client is not connected",
+    "Failed to connect to GCS",
+    "Cannot invoke RPC on closed channel",  # this one and the next: Ray Client
+    "reconnection grace period",
+)
 _MISSING_TEXT = ("does not exist", "no Serve instance running", "failed to deploy")
 
 
@@ -245,8 +259,18 @@ def classify(exc: BaseException) -> str | None:
         return REPLICA if isinstance(getattr(exc, "cause", None), rx.ActorDiedError) else None
     if isinstance(exc, rx.ActorUnavailableError):
         return UNAVAILABLE
-    if isinstance(exc, (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError,
-                        rx.TaskCancelledError, rx.OutOfMemoryError, sx.ReplicaUnavailableError)):
+    if isinstance(
+        exc,
+        (
+            rx.RayActorError,
+            rx.WorkerCrashedError,
+            rx.NodeDiedError,
+            rx.ObjectLostError,
+            rx.TaskCancelledError,
+            rx.OutOfMemoryError,
+            sx.ReplicaUnavailableError,
+        ),
+    ):
         return REPLICA  # ActorDiedError is a RayActorError; RequestCancelledError a TaskCancelledError
     if isinstance(exc, sx.DeploymentUnavailableError):
         return MISSING
@@ -266,14 +290,18 @@ def fault_message(kind: str, task_key: str, detail: str = "", timeout_s: float =
     return {
         BUSY: f"The {title} model tier is busy; please try again in a moment.",
         REPLICA: f"The {title} model restarted while computing your request. Please run it again in a few seconds.",
-        UNAVAILABLE: f"The {title} model is not answering (the model tier is restarting). Please try again in a few seconds.",
-        TIMEOUT: (f"The {title} model did not answer within {timeout_s:.0f} s, so the request was stopped. "
-                  "Try a shorter input or fewer steps, or try again in a minute."),
+        UNAVAILABLE: (
+            f"The {title} model is not answering (the model tier is restarting). Please try again in a few seconds."
+        ),
+        TIMEOUT: (
+            f"The {title} model did not answer within {timeout_s:.0f} s, so the request was stopped. "
+            "Try a shorter input or fewer steps, or try again in a minute."
+        ),
         UNREACHABLE: _UNREACHABLE_MESSAGE,
         MISSING: f"The {title} model is not deployed on the model tier right now (it may be redeploying). "
-                 "Please try again in a few seconds.",
+        "Please try again in a few seconds.",
         NOT_READY: f"The {title} model is starting or restarting{f' ({detail})' if detail else ''}. "
-                   "Please try again in a few seconds.",
+        "Please try again in a few seconds.",
     }[kind]
 
 
@@ -300,10 +328,16 @@ class Health:
         """One line for the page (no addresses or Ray messages: those are in `reason`)."""
         if self.ok:
             return "Model tier: ready" + (f" ({len(self.apps)} task{'s' * (len(self.apps) != 1)})" if self.apps else "")
-        down = [f"{registry.get(k).title}: {v if v == 'not deployed' else v.split(' ')[0].lower().replace('_', ' ')}"
-                for k, v in self.apps.items() if not v.startswith("RUNNING") or v.startswith("RUNNING 0/")]
-        return "Model tier: not ready (" + ("; ".join(down) if down else "cannot be reached, it may be restarting") + \
-            "). Answers may be refused for a few seconds."
+        down = [
+            f"{registry.get(k).title}: {v if v == 'not deployed' else v.split(' ')[0].lower().replace('_', ' ')}"
+            for k, v in self.apps.items()
+            if not v.startswith("RUNNING") or v.startswith("RUNNING 0/")
+        ]
+        return (
+            "Model tier: not ready ("
+            + ("; ".join(down) if down else "cannot be reached, it may be restarting")
+            + "). Answers may be refused for a few seconds."
+        )
 
 
 class RayServe:
@@ -321,8 +355,13 @@ class RayServe:
 
     name = "ray"
 
-    def __init__(self, address: str | None = "auto", timeout_s: float = TIMEOUT_S, wait_s: float = WAIT_S,
-                 connect_s: float = CONNECT_S) -> None:
+    def __init__(
+        self,
+        address: str | None = "auto",
+        timeout_s: float = TIMEOUT_S,
+        wait_s: float = WAIT_S,
+        connect_s: float = CONNECT_S,
+    ) -> None:
         self.address, self.timeout_s, self.wait_s, self.connect_s = address, timeout_s, wait_s, connect_s
         self._handles: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -361,7 +400,9 @@ class RayServe:
             return
         _no_auto_init()
         if self.address is None:
-            raise TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE, "this process has joined no Ray cluster (address None)")
+            raise TierUnavailable(
+                _UNREACHABLE_MESSAGE, UNREACHABLE, "this process has joined no Ray cluster (address None)"
+            )
         with self._lock:
             if ray.is_initialized():
                 return
@@ -376,8 +417,9 @@ class RayServe:
                         socket.create_connection(target, timeout=PROBE_S).close()
                 except (OSError, ValueError) as exc:
                     self._recheck_at = now + RECHECK_S
-                    self._join_error = TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE,
-                                                       f"nothing answers at {self.address} ({_first_line(exc)})")
+                    self._join_error = TierUnavailable(
+                        _UNREACHABLE_MESSAGE, UNREACHABLE, f"nothing answers at {self.address} ({_first_line(exc)})"
+                    )
                     raise self._join_error from None
                 self._joining = threading.Thread(target=self._join, name="xray-ray-join", daemon=True)
                 self._joining.start()
@@ -387,8 +429,11 @@ class RayServe:
             return
         if self._join_error is not None:
             raise self._join_error
-        raise TierUnavailable("Joining the model tier is taking longer than usual. Please try again in a few seconds.",
-                              UNREACHABLE, f"joining {self.address} takes more than {self.connect_s:.0f} s")
+        raise TierUnavailable(
+            "Joining the model tier is taking longer than usual. Please try again in a few seconds.",
+            UNREACHABLE,
+            f"joining {self.address} takes more than {self.connect_s:.0f} s",
+        )
 
     def _join(self) -> None:
         import ray
@@ -396,10 +441,11 @@ class RayServe:
         try:
             ray.init(address=self.address, namespace="serve", log_to_driver=False)
             self._generation += 1
-        except Exception as exc:  # noqa: BLE001 - reported to the callers as "unreachable"
+        except Exception as exc:  # reported to the callers as "unreachable"
             self._recheck_at = time.monotonic() + RECHECK_S
-            self._join_error = TierUnavailable(_UNREACHABLE_MESSAGE, UNREACHABLE,
-                                               f"joining {self.address} failed ({_first_line(exc)})")
+            self._join_error = TierUnavailable(
+                _UNREACHABLE_MESSAGE, UNREACHABLE, f"joining {self.address} failed ({_first_line(exc)})"
+            )
 
     def _handle(self, task_key: str) -> Any:
         with self._lock:
@@ -442,7 +488,7 @@ class RayServe:
             from ray.serve import context
 
             context._set_global_client(None)  # rediscover the controller by name (a private API of ray 2.60)
-        except Exception:  # noqa: BLE001 - best effort
+        except Exception:  # best effort
             pass
         if kind == UNREACHABLE:
             self._lost(self._generation)
@@ -509,7 +555,8 @@ class RayServe:
         if running:
             return True, f"{_name(app.status)} {running} replica(s) running"
         why = " ".join((app.message or "").split()) or " ".join(
-            " ".join(d.message.split()) for d in app.deployments.values() if d.message)
+            " ".join(d.message.split()) for d in app.deployments.values() if d.message
+        )
         return False, _name(app.status) + (f": {why[:300]}" if why else "")
 
     def health(self, tasks: list[str] | tuple[str, ...] | None = None, max_age_s: float = 5.0) -> Health:
@@ -521,7 +568,7 @@ class RayServe:
             status = self._status(max_age_s=max_age_s)
         except TierUnavailable as exc:
             return Health(False, getattr(exc, "detail", "") or str(exc))
-        except Exception as exc:  # noqa: BLE001 - a health check reports, it does not raise
+        except Exception as exc:  # a health check reports, it does not raise
             return Health(False, f"the model tier does not answer ({_first_line(exc)})")
         keys = list(tasks) if tasks is not None else [k for k in registry.KEYS if app_name(k) in status.applications]
         if not keys:
@@ -563,8 +610,9 @@ class RayServe:
                 except TimeoutError:
                     serving, why = self.app_state(task_key)
                     if not serving:
-                        raise TierUnavailable(fault_message(NOT_READY, task_key, why.split(":")[0].lower()),
-                                              NOT_READY, why) from None
+                        raise TierUnavailable(
+                            fault_message(NOT_READY, task_key, why.split(":")[0].lower()), NOT_READY, why
+                        ) from None
         except BaseException:
             _quietly(response.cancel)
             raise
@@ -592,8 +640,10 @@ class RayServe:
         while True:
             used: list = []
             try:
-                result = outside_event_loop(functools.partial(self._once, task_key, fn_name, args, kwargs, deadline, used))
-            except Exception as exc:  # noqa: BLE001 - classified below; the computation's own errors re-raised
+                result = outside_event_loop(
+                    functools.partial(self._once, task_key, fn_name, args, kwargs, deadline, used)
+                )
+            except Exception as exc:  # classified below; the computation's own errors re-raised
                 kind = classify(exc)
                 if kind is None:
                     cause = getattr(exc, "cause", None)
@@ -610,8 +660,14 @@ class RayServe:
                     time.sleep(RETRY_PAUSE_S)
                     continue
                 self.counts[f"refused:{kind}"] += 1
-                log.warning("model tier: %s %s refused, %s (%s)%s", task_key, fn_name, kind, detail,
-                            f"; first try: {first}" if first else "")
+                log.warning(
+                    "model tier: %s %s refused, %s (%s)%s",
+                    task_key,
+                    fn_name,
+                    kind,
+                    detail,
+                    f"; first try: {first}" if first else "",
+                )
                 if isinstance(exc, TierUnavailable):
                     raise exc from None
                 raise TierUnavailable(fault_message(kind, task_key, timeout_s=self.timeout_s), kind, detail) from None
@@ -629,10 +685,8 @@ def _is_ray_task_error(exc: BaseException) -> bool:
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
-    try:
+    with contextlib.suppress(Exception):  # cleaning up after a fault: nothing more to do
         fn()
-    except Exception:  # noqa: BLE001 - cleaning up after a fault: nothing more to do
-        pass
 
 
 def _no_auto_init() -> None:
@@ -643,7 +697,7 @@ def _no_auto_init() -> None:
         from ray._private import auto_init_hook
 
         auto_init_hook.enable_auto_connect = False
-    except Exception:  # noqa: BLE001 - another Ray version: the environment variable is set
+    except Exception:  # another Ray version: the environment variable is set
         pass
 
 

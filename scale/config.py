@@ -66,7 +66,9 @@ class ServeConfig:
 
     def check(self) -> None:
         if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            raise ValueError(f"replica bounds must be 0 <= min <= max, max >= 1 (got {self.min_replicas}..{self.max_replicas})")
+            raise ValueError(
+                f"replica bounds must be 0 <= min <= max, max >= 1 (got {self.min_replicas}..{self.max_replicas})"
+            )
         if self.batch_size < 1 or self.batch_wait_s < 0 or self.max_ongoing < 1:
             raise ValueError("batch size and max ongoing requests must be >= 1, the batch wait >= 0")
         if self.gpu_share is not None and not 0 <= self.gpu_share <= 1:

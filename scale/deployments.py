@@ -44,7 +44,9 @@ class TaskModel:
 
         torch.set_num_threads(max(1, int(threads)))
         given = dict(settings_fields)
-        chosen = settings_mod.Settings(**{f.name: given[f.name] for f in dataclasses.fields(settings_mod.Settings) if f.init and f.name in given})
+        chosen = settings_mod.Settings(
+            **{f.name: given[f.name] for f in dataclasses.fields(settings_mod.Settings) if f.init and f.name in given}
+        )
         if chosen.offline:
             loading.hub_offline_env()
         settings_mod.configure(chosen)
@@ -119,7 +121,9 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
 
 
-def deployment(task_key: str, config: ServeConfig | None = None, n_tasks: int = 1, env: Mapping[str, str] | None = None):
+def deployment(
+    task_key: str, config: ServeConfig | None = None, n_tasks: int = 1, env: Mapping[str, str] | None = None
+):
     """The Serve deployment of one task with its autoscaling, queue, batch and resource options."""
     config = config or ServeConfig.from_env()
     cls = globals()[class_name(registry.get(task_key).key)]
@@ -127,8 +131,13 @@ def deployment(task_key: str, config: ServeConfig | None = None, n_tasks: int = 
     return serve.deployment(cls, name=cls.__name__, **options)
 
 
-def application(task_key: str, settings_fields: Mapping[str, Any] | None = None, config: ServeConfig | None = None,
-                n_tasks: int = 1, env: Mapping[str, str] | None = None):
+def application(
+    task_key: str,
+    settings_fields: Mapping[str, Any] | None = None,
+    config: ServeConfig | None = None,
+    n_tasks: int = 1,
+    env: Mapping[str, str] | None = None,
+):
     """A bound Serve application for one task; settings default to this process's
     (`demos.runtime.settings.current()`), passed to the replicas explicitly (they are other processes)."""
     from demos.runtime import settings as settings_mod

@@ -15,6 +15,7 @@ set): every task's largest number of replicas fits the local cluster's CPUs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -131,7 +132,11 @@ def wait_running(tasks: Sequence[str], timeout_s: float, progress=None, poll_s: 
                 if seen.get(key) != state:
                     progress(f"{backend.app_name(key)}: {state}")
                     seen[key] = state
-        if not problems or all(p.startswith("DEPLOY_FAILED") for p in problems.values()) or time.monotonic() >= deadline:
+        if (
+            not problems
+            or all(p.startswith("DEPLOY_FAILED") for p in problems.values())
+            or time.monotonic() >= deadline
+        ):
             return problems
         time.sleep(poll_s)
 
@@ -148,16 +153,27 @@ def status_lines() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="sentiment,qa", help=f"comma-separated tasks or 'all' ({','.join(registry.KEYS)})")
-    parser.add_argument("--address", default=os.environ.get("XRAY_RAY_ADDRESS") or "auto",
-                        help="Ray cluster to join ('auto', 'host:6379', 'ray://host:10001') or 'local'")
+    parser.add_argument(
+        "--tasks", default="sentiment,qa", help=f"comma-separated tasks or 'all' ({','.join(registry.KEYS)})"
+    )
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("XRAY_RAY_ADDRESS") or "auto",
+        help="Ray cluster to join ('auto', 'host:6379', 'ray://host:10001') or 'local'",
+    )
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of a --address local cluster")
-    parser.add_argument("--wait", type=float, default=600.0,
-                        help="seconds to wait for the applications to run; then those not running are named, with why")
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        help="seconds to wait for the applications to run; then those not running are named, with why",
+    )
     parser.add_argument("--models", default=None, help="folder with one sub-folder per task (as app.py --models)")
     parser.add_argument("--offline", action="store_true", help="never contact the Hugging Face Hub")
     parser.add_argument("--proxy", action="store_true", help="also run Serve's HTTP proxy (health checks over HTTP)")
-    parser.add_argument("--block", action="store_true", help="keep running after deploying (implied by --address local)")
+    parser.add_argument(
+        "--block", action="store_true", help="keep running after deploying (implied by --address local)"
+    )
     args = parser.parse_args(argv)
     tasks = parse_tasks(args.tasks)
 
@@ -171,9 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         local_cluster(args.num_cpus)
         if not os.environ.get("XRAY_SERVE_CPUS", "").strip():
             config = dataclasses.replace(config, cpus=local_cpus(args.num_cpus, len(tasks), config))
-            print(f"local trial: {len(tasks)} task(s) x up to {config.max_replicas} replica(s) on {args.num_cpus} CPUs: "
-                  f"{config.cpus:g} CPU per replica (XRAY_SERVE_CPUS overrides); each replica is a process with torch and "
-                  "its task's model in memory.", flush=True)
+            print(
+                f"local trial: {len(tasks)} task(s) x up to {config.max_replicas} replica(s) on {args.num_cpus} CPUs: "
+                f"{config.cpus:g} CPU per replica (XRAY_SERVE_CPUS overrides); each replica is a process with torch "
+                "and its task's model in memory.",
+                flush=True,
+            )
     else:
         ray.init(address=args.address, namespace="serve", log_to_driver=False)
     problem = fit_problem(len(tasks), config, float(ray.cluster_resources().get("CPU", 0)))
@@ -182,23 +201,30 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     failed: dict[str, str] = {}
     try:
-        deploy(tasks, dataclasses.asdict(chosen), config, proxy=args.proxy, wait_s=args.wait,
-               progress=lambda line: print(f"  {time.perf_counter() - t0:5.1f} s  {line}", flush=True))
+        deploy(
+            tasks,
+            dataclasses.asdict(chosen),
+            config,
+            proxy=args.proxy,
+            wait_s=args.wait,
+            progress=lambda line: print(f"  {time.perf_counter() - t0:5.1f} s  {line}", flush=True),
+        )
         print(f"deployed {', '.join(tasks)} in {time.perf_counter() - t0:.1f} s", flush=True)
     except NotDeployed as exc:
         failed = exc.problems
-        print(f"{len(tasks) - len(failed)} of {len(tasks)} applications run after {time.perf_counter() - t0:.0f} s; "
-              "not running:", flush=True)
+        print(
+            f"{len(tasks) - len(failed)} of {len(tasks)} applications run after {time.perf_counter() - t0:.0f} s; "
+            "not running:",
+            flush=True,
+        )
         for key, why in failed.items():
             print(f"  {backend.app_name(key)}: {why}", flush=True)
     print("\n".join(status_lines()), flush=True)
     if args.address == "local" or args.block:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
-        except KeyboardInterrupt:
-            pass
         from ray import serve
 
         serve.shutdown()

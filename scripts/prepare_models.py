@@ -83,7 +83,7 @@ def fetch(job: Job, etag_timeout: float = 10.0) -> Outcome:
         kwargs = {"local_dir": str(job.dest)} if job.dest else {}
         folder = Path(snapshot_download(job.model_id, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS,
                                         etag_timeout=etag_timeout, **kwargs))
-    except Exception as exc:  # noqa: BLE001 -- one clean line per model: no network, unknown id, gated repo, full disk
+    except Exception as exc:  # one clean line per model: no network, unknown id, gated repo, full disk
         reason = (str(exc).strip().splitlines() or [""])[0]
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
         return Outcome(job, False, f"{label}: FAILED ({type(exc).__name__}: {reason})")
@@ -102,10 +102,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--all", action="store_true", help="also the alternative models the UI offers")
     parser.add_argument("--models", metavar="DIR", help="download into DIR/<task>/ instead of the Hugging Face cache")
-    parser.add_argument("--tasks", default=",".join(KEYS), help=f"comma-separated task keys (default: all of {', '.join(KEYS)})")
+    parser.add_argument(
+        "--tasks", default=",".join(KEYS), help=f"comma-separated task keys (default: all of {', '.join(KEYS)})"
+    )
     parser.add_argument("--etag-timeout", type=float, default=10.0, help="seconds to wait for the Hub per request")
-    parser.add_argument("--packaged", action="store_true",
-                        help="instead of downloading: convert the packaged real weights into the app's cache folder (XRAY_CACHE)")
+    parser.add_argument(
+        "--packaged",
+        action="store_true",
+        help="instead of downloading: convert the packaged real weights into the app's cache folder (XRAY_CACHE)",
+    )
     args = parser.parse_args(argv)
     unknown = sorted(set(args.tasks.split(",")) - set(KEYS))
     if unknown:
@@ -151,7 +156,10 @@ def main(argv: list[str] | None = None, say=print) -> int:
     failed = sum(not o.ok for o in outcomes)
     if models_dir and failed < len(outcomes):
         say(f"Start the app with: python app.py --models {models_dir}")
-    say(f"{len(outcomes) - failed} of {len(outcomes)} model(s) ready for offline use" + (f", {failed} not" if failed else ""))
+    say(
+        f"{len(outcomes) - failed} of {len(outcomes)} model(s) ready for offline use"
+        + (f", {failed} not" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -7,17 +7,17 @@ Locators use roles, labels and visible text, plus Gradio's own `data-testid`s an
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlsplit
 
 import pytest
-
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
@@ -347,10 +347,8 @@ class Watched:
 
     def close_toasts(self) -> None:
         for button in self.page.locator("[data-testid=toast-close]").all():
-            try:
+            with contextlib.suppress(Exception):  # a toast may vanish on its own meanwhile
                 button.click(timeout=1000)
-            except Exception:  # noqa: BLE001 - a toast may vanish on its own meanwhile
-                pass
         self.page.wait_for_function("() => !document.querySelector('[data-testid=toast-body]')", timeout=5000)
 
     def settle(self, panel, timeout: float = 90.0) -> None:
@@ -407,7 +405,7 @@ class Watched:
             try:
                 if frame.evaluate(probe):
                     hits.append(frame.url or "(srcdoc frame)")
-            except Exception as exc:  # noqa: BLE001 - a frame may be detached while we look
+            except Exception as exc:  # a frame may be detached while we look
                 if "detached" not in str(exc).lower():
                     raise
         return hits
@@ -464,7 +462,7 @@ def view_problems(watched: Watched, panel, row: Row) -> list[str]:
                 target.wait_for(timeout=15000)
                 if not target.inner_text().strip():
                     problems.append(f"{where}: {view.html} is empty")
-            except Exception:  # noqa: BLE001 - reported as a problem below
+            except Exception:  # reported as a problem below
                 problems.append(f"{where}: no visible {view.html}")
         if view.bertviz and (p := bertviz_problem(scope)):
             problems.append(f"{where}: {p}")
@@ -479,7 +477,7 @@ def view_problems(watched: Watched, panel, row: Row) -> list[str]:
                 img.scroll_into_view_if_needed()  # Gradio loads output images lazily
                 img.evaluate("e => e.decode()")  # rejects when the picture cannot be decoded
                 ok = img.evaluate("e => e.complete && e.naturalWidth > 0")
-            except Exception:  # noqa: BLE001
+            except Exception:
                 ok = False
             if not ok:
                 problems.append(f"{where}: no rendered output image")
@@ -497,7 +495,7 @@ def bertviz_problem(scope) -> str | None:
             return f"bertviz iframe sandbox is {frame_el.get_attribute('sandbox')!r}, not 'allow-scripts'"
         frame = frame_el.element_handle().content_frame()
         frame.wait_for_selector("svg text", timeout=20000)  # d3 draws one text per token
-    except Exception as exc:  # noqa: BLE001 - reported as a problem
+    except Exception as exc:  # reported as a problem
         return f"bertviz view did not render: {str(exc).splitlines()[0]}"
     return None
 

@@ -16,8 +16,8 @@ os.environ["HF_HUB_CACHE"] = os.path.join(tempfile.gettempdir(), "xray-empty-hf-
 
 import pytest
 
-from demos.runtime import cache, loading, settings
 from demos.provision.tiny import TASKS, ensure_tiny_models
+from demos.runtime import cache, loading, settings
 
 
 @pytest.fixture(scope="session")

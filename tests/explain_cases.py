@@ -3,7 +3,8 @@ result on the tiny model, and the answer's value that result itself reports (so 
 checked against the task's own forward pass). A task without a row makes those tests fail."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import functools
 import html
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,18 +32,18 @@ import transformers
 STRUCTURAL = ("cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def model64(cls_name: str, folder: str) -> Any:
     """A float64 copy of the model in `folder` (transformers class `cls_name`), eval mode."""
     return getattr(transformers, cls_name).from_pretrained(folder).double().eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer(folder: str) -> Any:
     return transformers.AutoTokenizer.from_pretrained(folder)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def processor(folder: str) -> Any:
     return transformers.AutoProcessor.from_pretrained(folder)
 
@@ -261,10 +262,7 @@ def image(result: Any, target: int | None = None, baseline: str = "mean patch") 
     model = model64("ViTForImageClassification", folder)
     pv = torch.from_numpy(np.array(result.pixel_values)).double()
     patch = int(model.config.patch_size)
-    if baseline == "mean patch":
-        base = _mean_patch(pv, patch)
-    else:
-        base = image_tab_baseline(pv, baseline, folder)
+    base = _mean_patch(pv, patch) if baseline == "mean patch" else image_tab_baseline(pv, baseline, folder)
 
     def probs(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(model(pixel_values=x).logits, -1)

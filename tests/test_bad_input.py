@@ -22,7 +22,8 @@ from PIL import Image
 from demos import generation
 from demos.inputs import audio, images
 from demos.runtime import settings
-from tests.handlers import call as call_handler, split_notice
+from tests.handlers import call as call_handler
+from tests.handlers import split_notice
 from ui.common import MAX_INPUT_CHARS
 
 TABS = ["ui.generation", "ui.sentiment", "ui.qa", "ui.translation", "ui.image", "ui.clip", "ui.speech", "ui.explorer"]

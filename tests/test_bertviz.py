@@ -10,8 +10,8 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 
-from demos import sentiment
 from core.results import AttentionMaps
+from demos import sentiment
 from viz import bertviz_html as bv
 from viz.tokens import clean_token
 

@@ -10,11 +10,9 @@ Run: python -m pytest -q -m browser tests/test_browser.py
 """
 from __future__ import annotations
 
-
 import pytest
 
 import app
-from tests.conftest import launch_full_app
 from tests.browser_support import (
     ASSETS,
     EXPLAINER_VIEWS,
@@ -32,6 +30,7 @@ from tests.browser_support import (
     textbox_labels,
     view_problems,
 )
+from tests.conftest import launch_full_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

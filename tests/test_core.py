@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ui.kit import model_line
-from demos.runtime import cache, loading, settings
 from demos.explain.attribution import attention_rollout
+from demos.runtime import cache, loading, settings
+from ui.kit import model_line
 
 
 def test_allow_list_refuses_unknown_models():

@@ -295,8 +295,11 @@ def test_softmax_np():
 def test_baseline_ids_keep_special_tokens_only():
     ids = torch.tensor([[101, 7, 8, 102, 9, 102]])
     np.testing.assert_array_equal(text.baseline_ids(ids, {101, 102}, 0), [[101, 0, 0, 102, 0, 102]])
-    tok = SimpleNamespace(pad_token_id=0, all_special_ids=[0, 100, 101, 102])
+    tok = SimpleNamespace(pad_token_id=0, unk_token_id=100, mask_token_id=103, all_special_ids=[0, 100, 101, 102, 103])
     np.testing.assert_array_equal(text.pad_baseline(ids, tok), [[101, 0, 0, 102, 0, 102]])
+    # an unknown word ([UNK]) or a masked one ([MASK]) is a word of the input: the baseline pads it
+    with_unk = torch.tensor([[101, 100, 8, 103, 102]])
+    np.testing.assert_array_equal(text.pad_baseline(with_unk, tok), [[101, 0, 0, 0, 102]])
 
 
 def test_token_attribution_sums_the_hidden_size_at_the_input_embeddings():

@@ -9,11 +9,11 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from ui.kit import model_line
 from demos import explorer
 from demos.provision import offline
 from demos.runtime import cache, loading, settings
 from tests.conftest import tab_app
+from ui.kit import model_line
 
 SENTENCES = ["A man is playing a guitar.", "Someone is strumming a guitar on stage.", "The stock market fell sharply today."]
 TEXT = "\n".join(SENTENCES)

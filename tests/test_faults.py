@@ -212,7 +212,7 @@ def test_a_refused_input_logs_one_line_and_no_traceback(serve, capfd, caplog):
     capfd.readouterr()
     with caplog.at_level(logging.INFO, logger="ui.common"):
         for args in (("",), ("hello", "evil/model")):
-            with pytest.raises(Exception) as info:  # noqa: B017 - gradio_client's AppError
+            with pytest.raises(Exception) as info:  # gradio_client's AppError
                 client.predict(*args, api_name="/sentiment")
             assert "Please enter some text" in str(info.value) or "not allowed" in str(info.value)
     out, err = capfd.readouterr()

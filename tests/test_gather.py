@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+
 from demos import sentiment
 from demos.runtime import cache, gather
 

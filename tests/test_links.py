@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from core import explainers, registry
 from ui import links
-from ui.links import LinkError, Link, encode, parse
+from ui.links import Link, LinkError, encode, parse
 
 MODELS = {"sentiment": [("distilbert-base-uncased-finetuned-sst-2-english", "distilbert-base-uncased-finetuned-sst-2-english"),
                         ("local folder tiny", "/srv/models/tiny")]}

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ui.kit import model_line
+from core.registry import BY_KEY as TASK_SPECS
 from demos.provision import hubcache, offline, whisper_ct2
 from demos.runtime import cache, loading, settings
-from core.registry import BY_KEY as TASK_SPECS
 from tests.demos.provision.packaged_support import is_prepared, link_prepared
+from ui.kit import model_line
 
 MODULES = {"generation": "demos.generation", "sentiment": "demos.sentiment", "qa": "demos.qa",
            "translation": "demos.translation", "image": "demos.image", "asr": "demos.speech",

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import launch_full_app
 import requests
 from PIL import Image
+
+from tests.conftest import launch_full_app
 
 pytestmark = pytest.mark.slow
 

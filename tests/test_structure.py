@@ -119,6 +119,19 @@ def test_a_ray_front_imports_no_model_library():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_no_ui_function_is_over_50_lines():
+    """Tabs keep their layout apart from their wiring (`_layout`, `_wire`): no function of ui/ runs
+    over 50 lines, counted from its `def` to its last line, docstring included."""
+    long = []
+    for path in sorted((ROOT / "ui").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > 50:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == [], "functions over 50 lines: " + ", ".join(long)
+
+
 def test_every_explainer_is_bound_to_its_description():
     from demos.explain import catalog
 

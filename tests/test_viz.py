@@ -272,10 +272,10 @@ def test_long_titles_wrap_and_stay_escaped():
 
 def test_token_chips_may_wrap_anywhere():
     """Issue #27: a run of pieces without spaces (emoji, right-to-left text) ran past the page edge."""
+    from core.intervention_types import Branch
     from viz.generation import continuation_html
     from viz.interventions import branch_html
     from viz.tokens import CHIPS_WRAP
-    from core.intervention_types import Branch
 
     assert "overflow-wrap:anywhere" in CHIPS_WRAP
     pieces = ["👩‍👩‍👧‍👦"] * 30 + ["שלום"] * 10

@@ -11,8 +11,9 @@ the three JavaScript libraries inlined (works offline; app.py needs no static pa
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
@@ -53,7 +54,7 @@ class BertvizView:
     shown: gr.State  # True while the frame shows a view of the current result
 
     @classmethod
-    def build(cls, pick: Callable[[Any], dict]) -> "BertvizView":
+    def build(cls, pick: Callable[[Any], dict]) -> BertvizView:
         with gr.Accordion("bertviz (head view / model view)", open=False):
             explain(HELP)
             with gr.Row():

@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
@@ -52,9 +53,13 @@ def guarded(fn: Callable) -> Callable:
             return session.keep_outputs(fn(*args, **kwargs))
         except gr.Error as exc:
             raise user_error(str(exc.message), name) from None
-        except (ValueError, PermissionError, Busy) as exc:  # InputError, allow-list refusals, bad params, a full model tier
+        except (
+            ValueError,
+            PermissionError,
+            Busy,
+        ) as exc:  # InputError, allow-list refusals, bad params, a full model tier
             raise user_error(str(exc), name) from None
-        except Exception as exc:  # noqa: BLE001 - the edge of the app: log, answer generically
+        except Exception as exc:  # the edge of the app: log, answer generically
             if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower():
                 _release_memory()
                 raise user_error(OOM_ERROR, name) from None
@@ -78,7 +83,9 @@ MAX_INPUT_CHARS = 100_000  # any one text argument; the text boxes stop far earl
 # C0/C1 control characters except tab, newline and carriage return; bidirectional embeddings,
 # overrides and isolates (they reorder how the rest of a line is displayed); byte-order marks,
 # non-characters and lone surrogates (tokenizers cannot encode them).
-_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff\ud800-\udfff]")
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff\ud800-\udfff]"
+)
 
 
 def clean_text(text: str) -> tuple[str, int]:
@@ -105,7 +112,10 @@ def clean_inputs(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
 
     args, kwargs = tuple(one(a) for a in args), {k: one(v) for k, v in kwargs.items()}
     if removed:
-        gr.Warning(f"{removed} invisible control character(s) (such as NUL, escape or right-to-left override) were removed from the input.")
+        gr.Warning(
+            f"{removed} invisible control character(s) (such as NUL, escape or right-to-left override) "
+            "were removed from the input."
+        )
     return args, kwargs
 
 
@@ -158,7 +168,14 @@ class RedrawView:
         def redraw(result, *values):
             return gr.skip() if result is None else self.figure(result, *values)
 
-        gr.on([c.change for c in controls], redraw, [state, *controls], self.plot, api_visibility="private", queue=self.QUEUE)
+        gr.on(
+            [c.change for c in controls],
+            redraw,
+            [state, *controls],
+            self.plot,
+            api_visibility="private",
+            queue=self.QUEUE,
+        )
         bind_export(*self.export, [state, *controls], self.table)
 
 
@@ -191,11 +208,28 @@ class Heatmap(Renderer):
         ]
         return shown + ([tag(gr.Checkbox(value=False, label=WORDS_LABEL), "words")] if self.words else [])
 
-    def draw(self, result: Any, maps: AttentionMaps, title: str, layer: int, head: Any, start: Any = None, end: Any = None,
-             words: Any = False):
+    def draw(
+        self,
+        result: Any,
+        maps: AttentionMaps,
+        title: str,
+        layer: int,
+        head: Any,
+        start: Any = None,
+        end: Any = None,
+        words: Any = False,
+    ):
         return attention_heatmap(
-            maps.weights, maps.query_tokens, maps.key_tokens, layer, head, start, end, title=title,
-            self_attention=maps.kind != "cross", words=bool(words),
+            maps.weights,
+            maps.query_tokens,
+            maps.key_tokens,
+            layer,
+            head,
+            start,
+            end,
+            title=title,
+            self_attention=maps.kind != "cross",
+            words=bool(words),
         )
 
     def shown(self, maps: AttentionMaps, start: Any = None, end: Any = None, words: Any = False) -> tuple[slice, slice]:
@@ -223,12 +257,19 @@ class AttentionView(RedrawView):
     layer_label: str = "Layer"
 
     @classmethod
-    def build(cls, pick: Callable[[Any], AttentionMaps], title: str, help_text: str, renderer: Renderer | None = None,
-              layer_label: str = "Layer") -> "AttentionView":
+    def build(
+        cls,
+        pick: Callable[[Any], AttentionMaps],
+        title: str,
+        help_text: str,
+        renderer: Renderer | None = None,
+        layer_label: str = "Layer",
+    ) -> AttentionView:
         renderer = renderer or Heatmap()
         explain(help_text)
         with gr.Row():
-            layer = tag(gr.Slider(0, 1, value=0, step=1, label=layer_label), "layer")  # tag: what a link sets (ui.links)
+            # tag: what a link sets (ui.links)
+            layer = tag(gr.Slider(0, 1, value=0, step=1, label=layer_label), "layer")
             head = tag(gr.Dropdown([AVERAGE], value=AVERAGE, label="Head"), "head")
             extra = renderer.controls()
         plot = gr.Plot(label=title)
@@ -267,7 +308,11 @@ class AttentionView(RedrawView):
         layer = min(int(layer or 0), maps.n_layers - 1)
         matrix = select_heads(maps.weights, layer, head)
         rows, cols = self.renderer.shown(maps, *extra)
-        return matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols), f"attention-layer{layer}-head{head}", ".csv"
+        return (
+            matrix_csv(matrix, maps.query_tokens, maps.key_tokens, rows, cols),
+            f"attention-layer{layer}-head{head}",
+            ".csv",
+        )
 
 
 @dataclass
@@ -283,7 +328,7 @@ class EmbeddingView(RedrawView):
     QUEUE = True  # t-SNE / UMAP can take seconds: queued
 
     @classmethod
-    def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> "EmbeddingView":
+    def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> EmbeddingView:
         explain(help_text)
         with gr.Row():
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer (0 = input embeddings)")
@@ -306,11 +351,16 @@ class EmbeddingView(RedrawView):
 
     def figure(self, result: Any, layer: Any, method: str):
         emb, layer, points = self._points(result, layer, method)
-        return embedding_scatter(points, emb.labels, emb.groups, title=f"{self.title} · layer {layer} · {method or 'pca'}")
+        return embedding_scatter(
+            points, emb.labels, emb.groups, title=f"{self.title} · layer {layer} · {method or 'pca'}"
+        )
 
     def updates(self, result: Any) -> list:
         last = self.pick(result).vectors.shape[0] - 1
-        return [gr.Slider(0, last, value=0, step=1, label=f"Layer (0 = input embeddings, {last} = last)"), self.figure(result, 0, "pca")]
+        return [
+            gr.Slider(0, last, value=0, step=1, label=f"Layer (0 = input embeddings, {last} = last)"),
+            self.figure(result, 0, "pca"),
+        ]
 
     def table(self, result: Any, layer: Any, method: str):
         emb, _, points = self._points(result, layer, method)

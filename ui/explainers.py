@@ -14,8 +14,7 @@ from typing import Any
 import gradio as gr
 
 from core import explainers as catalog
-
-from ui.views.base import GROUP_TITLE, ExplainerView  # noqa: F401  (GROUP_TITLE: the tabs' and tests' name for the group)
+from ui.views.base import GROUP_TITLE, ExplainerView  # GROUP_TITLE: the tabs' and tests' name for the group
 from ui.views.interventions import AblateView, BranchView, ContrastView, FaithfulnessView, HeadMapView
 from ui.views.lens import LensView, StepsView
 from ui.views.patching import PatchView, SteerView
@@ -40,7 +39,7 @@ class ExplainerTabs:
     items: list[Any]
 
     @classmethod
-    def build(cls, task: str) -> "ExplainerTabs":
+    def build(cls, task: str) -> ExplainerTabs:
         known = views()
         items = []
         chosen = catalog.for_task(task)

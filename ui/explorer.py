@@ -2,7 +2,8 @@
 sentence, and the token embeddings of all sentences in one picture."""
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import gradio as gr
 import pandas as pd
@@ -41,7 +42,10 @@ def _sentence_choice(result: explorer.ExplorerResult) -> gr.Dropdown:
 
 def similarity_table(result: explorer.ExplorerResult) -> pd.DataFrame:
     """Rows 'i: sentence', then the cosine with every sentence (4 decimals); columns numbered."""
-    rows = [[f"{i + 1}: {s}", *[round(float(v), 4) for v in row]] for i, (s, row) in enumerate(zip(result.sentences, result.similarity))]
+    rows = [
+        [f"{i + 1}: {s}", *[round(float(v), 4) for v in row]]
+        for i, (s, row) in enumerate(zip(result.sentences, result.similarity))
+    ]
     return pd.DataFrame(rows, columns=["sentence", *[str(i + 1) for i in range(len(result.sentences))]])
 
 
@@ -53,60 +57,119 @@ def _summary(result: explorer.ExplorerResult) -> str:
     return f"Most similar pair: sentences {i + 1} and {j + 1} (cosine {cos:.3f})."
 
 
+@dataclass(frozen=True)
+class _Tab:
+    """The tab's components, from `_layout` (page order) for `_wire` (events)."""
+
+    text: gr.Textbox
+    run: gr.Button
+    model: gr.Dropdown
+    info: gr.Markdown
+    table: gr.Dataframe
+    summary: gr.Markdown
+    notice: gr.Markdown
+    state: gr.State
+    sim_plot: gr.Plot
+    sentence: gr.Dropdown
+    attention: AttentionView
+    embeddings: EmbeddingView
+    explainers: ExplainerTabs
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
+    _wire(_layout())
+
+
+def _layout() -> _Tab:
+    """The components in page order (the shared views attach their own redraws and exports)."""
     explain(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
-            text = text_input(label="Sentences (one per line)", lines=4, max_length=5000,
-                              placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.")
+            text = text_input(
+                label="Sentences (one per line)",
+                lines=4,
+                max_length=5000,
+                placeholder="A man is playing a guitar.\nSomeone is strumming a guitar.",
+            )
             run, model, info = run_row(explorer.TASK, "Explore", explorer.EXAMPLES, [text])
         with gr.Column(scale=2):
             table = gr.Dataframe(
-                label="Cosine similarity of the sentence embeddings", interactive=False, wrap=True, elem_classes=["xray-similarity"],
+                label="Cosine similarity of the sentence embeddings",
+                interactive=False,
+                wrap=True,
+                elem_classes=["xray-similarity"],
             )
             summary = gr.Markdown()
             notice = gr.Markdown()
     state = result_state()
     with gr.Tabs():
-        sim_plot = plot_tab("Sentence similarity", SIMILARITY)
-        with gr.Tab("Attention"):
-            sentence = gr.Dropdown([("1", 0)], value=0, label="Sentence whose attention is shown")
-            attention = AttentionView.build(lambda r: r.attention[r.shown], "Self-attention", texts.ATTENTION)
-            explain(texts.HEADS)
-        with gr.Tab("Token embeddings"):
-            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
+        views = _views()
         explainers = ExplainerTabs.build(explorer.TASK)
     result_export(state, explorer.TASK)
+    return _Tab(
+        text=text,
+        run=run,
+        model=model,
+        info=info,
+        table=table,
+        summary=summary,
+        notice=notice,
+        state=state,
+        **views,
+        explainers=explainers,
+    )
 
-    @guarded
-    def explore(text_value: str, model_id: str):
-        result = explorer.analyse(text_value or "", model_id)
-        return {
-            table: similarity_table(result),
-            summary: _summary(result),
-            state: result,
-            sentence: _sentence_choice(result),
-            sim_plot: sentence_similarity_heatmap(result.similarity, result.sentences),
-            **answer_header(explorer.TASK, model_id, result.notice, info, notice),
-        }
+
+def _views() -> dict:
+    """The tabs of the views (inside the current gr.Tabs): similarity, attention, token embeddings."""
+    sim_plot = plot_tab("Sentence similarity", SIMILARITY)
+    with gr.Tab("Attention"):
+        sentence = gr.Dropdown([("1", 0)], value=0, label="Sentence whose attention is shown")
+        attention = AttentionView.build(lambda r: r.attention[r.shown], "Self-attention", texts.ATTENTION)
+        explain(texts.HEADS)
+    with gr.Tab("Token embeddings"):
+        embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
+    return dict(sim_plot=sim_plot, sentence=sentence, attention=attention, embeddings=embeddings)
+
+
+def _wire(c: _Tab) -> None:
+    """The answer (button, Enter or link), its views, the sentence choice, the redraws."""
 
     @guarded
     def show_sentence(result, index):
         if result is None or index is None:
             return gr.skip()
         shown = replace(result, shown=min(int(index), len(result.sentences) - 1))
-        return {state: shown, **attention.values(shown)}
+        return {c.state: shown, **c.attention.values(shown)}
 
     main = gr.on(
-        [run.click, text.submit, share.go()],  # share.go(): a link runs the answer
-        explore,
-        [text, model],
-        [table, info, summary, notice, state, sentence, sim_plot],
+        [c.run.click, c.text.submit, share.go()],  # share.go(): a link runs the answer
+        _answer(c),
+        [c.text, c.model],
+        [c.table, c.info, c.summary, c.notice, c.state, c.sentence, c.sim_plot],
         **answer_queue(explorer.TASK),
     )
-    draw_views(main, state, explorer.TASK, attention, embeddings, explainers)
-    sentence.input(show_sentence, [state, sentence], [state, *attention.outputs], api_visibility="private")
-    attention.bind(state)
-    embeddings.bind(state)
-    explainers.bind(main, state)
+    draw_views(main, c.state, explorer.TASK, c.attention, c.embeddings, c.explainers)
+    c.sentence.input(show_sentence, [c.state, c.sentence], [c.state, *c.attention.outputs], api_visibility="private")
+    c.attention.bind(c.state)
+    c.embeddings.bind(c.state)
+    c.explainers.bind(main, c.state)
+
+
+def _answer(c: _Tab) -> Callable:
+    """The answer's handler: the similarity table, summary and heatmap, the sentence choice, the result."""
+
+    @guarded
+    def explore(text_value: str, model_id: str):
+        result = explorer.analyse(text_value or "", model_id)
+        return {
+            c.table: similarity_table(result),
+            c.summary: _summary(result),
+            c.state: result,
+            c.sentence: _sentence_choice(result),
+            c.sim_plot: sentence_similarity_heatmap(result.similarity, result.sentences),
+            **answer_header(explorer.TASK, model_id, result.notice, c.info, c.notice),
+        }
+
+    return explore

@@ -1,6 +1,9 @@
 """Generation tab (GPT-2 family): continuation, next-token choices, attributions, attention, embeddings."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 
 from ui import share, texts
@@ -9,8 +12,8 @@ from ui.common import AttentionView, EmbeddingView, explain, guarded, require_te
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.links import tag
 from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
+from ui.links import tag
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
 
@@ -73,7 +76,10 @@ def example_rows() -> tuple[list[list], list[str], list[list], list[str]]:
 def _positions(result: generation.GenerationResult) -> gr.Dropdown:
     """Dropdown of the generated positions (value = position in the sequence), first one selected."""
     choices = [
-        (f"step {s + 1}: {clean_token(result.tokens[result.n_prompt + s])} (position {result.n_prompt + s})", result.n_prompt + s)
+        (
+            f"step {s + 1}: {clean_token(result.tokens[result.n_prompt + s])} (position {result.n_prompt + s})",
+            result.n_prompt + s,
+        )
         for s in range(result.steps)
     ]
     return gr.Dropdown(choices, value=result.n_prompt, label="Explain the generated token")
@@ -99,21 +105,41 @@ def _shaded(result: generation.GenerationResult, title: str) -> str:
     return continuation_html(result.prompt, result.pieces, result.choices.chosen_prob, title)
 
 
+@dataclass(frozen=True)
+class _Tab:
+    """The tab's components, from `_layout` (page order) for `_wire` (events)."""
+
+    prompt: gr.Textbox
+    max_new: gr.Slider
+    do_sample: gr.Checkbox
+    sampling: list  # temperature, top-k, top-p, seed
+    run: gr.Button
+    model: gr.Dropdown
+    info: gr.Markdown
+    output: gr.Textbox
+    notice: gr.Markdown
+    shaded: gr.HTML
+    state: gr.State
+    choices_md: gr.Markdown
+    choices_plot: gr.Plot
+    position: gr.Dropdown
+    attribution: AttributionPanel
+    attention: AttentionView
+    bertviz: BertvizView
+    embeddings: EmbeddingView
+    explainers: ExplainerTabs
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
+    _wire(_layout())
+
+
+def _layout() -> _Tab:
+    """The components in page order (the shared views, and the comparison, attach their own events)."""
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = text_input(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
-            with gr.Row():
-                max_new = tag(gr.Slider(1, generation.MAX_NEW_TOKENS, value=MAX_NEW_DEFAULT, step=1, label="Max new tokens"), "tokens")
-                do_sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
-            with gr.Accordion("Sampling settings (used when sampling)", open=False):
-                with gr.Row():
-                    sampling = _sampling_controls(False)
-            controls = [prompt, max_new, do_sample, *sampling]  # what every example sets, all of it
-            greedy, greedy_labels, sampled, sampled_labels = example_rows()
-            run, model, info = run_row(generation.TASK, "Generate", greedy, controls, example_labels=greedy_labels)
-            gr.Examples(sampled, inputs=controls, label="Sampling example", example_labels=sampled_labels)
+            inputs = _inputs()
         with gr.Column(scale=2):
             output = gr.Textbox(label="Prompt + continuation", lines=5, interactive=False)
             notice = gr.Markdown()
@@ -121,60 +147,122 @@ def build() -> None:
             explain(CONTINUATION_HELP)
     state = result_state()
     with gr.Tabs():
-        with gr.Tab("Next-token choices"):
-            explain(CHOICES_HELP)
-            choices_md = gr.Markdown()
-            choices_plot = gr.Plot(label="Top candidates per step")
-        with gr.Tab("Attributions"):
-            position = gr.Dropdown([], label="Explain the generated token")
-            attribution = AttributionPanel.build(ATTRIBUTION_HELP, button="Explain this token", plot_label="Attribution per earlier token")
-        with gr.Tab("Attention"):
-            attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
-            bertviz = BertvizView.build(lambda r: {"self": r.attention})
-            explain(texts.HEADS)
-        with gr.Tab("Embeddings"):
-            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
+        views = _views()
         explainers = ExplainerTabs.build(generation.TASK)
         with gr.Tab("Compare two prompts"):
-            _build_compare(prompt, max_new, model)
+            _build_compare(inputs["prompt"], inputs["max_new"], inputs["model"])
     result_export(state, generation.TASK)
+    return _Tab(**inputs, output=output, notice=notice, shaded=shaded, state=state, **views, explainers=explainers)
+
+
+def _inputs() -> dict:
+    """The prompt, length and sampling controls, the button and model picker, the examples."""
+    prompt = text_input(label="Prompt", lines=3, placeholder="Type the beginning of a text…", max_length=5000)
+    with gr.Row():
+        max_new = tag(
+            gr.Slider(1, generation.MAX_NEW_TOKENS, value=MAX_NEW_DEFAULT, step=1, label="Max new tokens"),
+            "tokens",
+        )
+        do_sample = gr.Checkbox(value=False, label="Sample (instead of greedy)")
+    with gr.Accordion("Sampling settings (used when sampling)", open=False), gr.Row():
+        sampling = _sampling_controls(False)
+    controls = [prompt, max_new, do_sample, *sampling]  # what every example sets, all of it
+    greedy, greedy_labels, sampled, sampled_labels = example_rows()
+    run, model, info = run_row(generation.TASK, "Generate", greedy, controls, example_labels=greedy_labels)
+    gr.Examples(sampled, inputs=controls, label="Sampling example", example_labels=sampled_labels)
+    return dict(prompt=prompt, max_new=max_new, do_sample=do_sample, sampling=sampling, run=run, model=model, info=info)
+
+
+def _views() -> dict:
+    """The tabs of the views (inside the current gr.Tabs): choices, attributions, attention, embeddings."""
+    with gr.Tab("Next-token choices"):
+        explain(CHOICES_HELP)
+        choices_md = gr.Markdown()
+        choices_plot = gr.Plot(label="Top candidates per step")
+    with gr.Tab("Attributions"):
+        position = gr.Dropdown([], label="Explain the generated token")
+        attribution = AttributionPanel.build(
+            ATTRIBUTION_HELP, button="Explain this token", plot_label="Attribution per earlier token"
+        )
+    with gr.Tab("Attention"):
+        attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
+        bertviz = BertvizView.build(lambda r: {"self": r.attention})
+        explain(texts.HEADS)
+    with gr.Tab("Embeddings"):
+        embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
+    return dict(
+        choices_md=choices_md,
+        choices_plot=choices_plot,
+        position=position,
+        attribution=attribution,
+        attention=attention,
+        bertviz=bertviz,
+        embeddings=embeddings,
+    )
+
+
+def _wire(c: _Tab) -> None:
+    """The answer (button, Enter or link), its views, the explanations, the sampling switch, the redraws."""
+    main = gr.on(
+        [c.run.click, c.prompt.submit, share.go()],  # share.go(): a link runs the answer
+        _answer(c),
+        [c.prompt, c.max_new, c.do_sample, *c.sampling, c.model],
+        [c.output, c.info, c.notice, c.shaded, c.choices_md, c.choices_plot, c.state, c.position],
+        **answer_queue(generation.TASK),
+    )
+    draw_views(main, c.state, generation.TASK, c.attention, c.embeddings, c.explainers)
+    c.attribution.bind(
+        main, c.state, [c.position], attribute, api(generation.TASK, "attribution"), "Generate a text first."
+    )
+    c.do_sample.change(
+        lambda on: [gr.update(interactive=bool(on))] * len(c.sampling),
+        c.do_sample,
+        c.sampling,
+        api_visibility="private",
+        queue=False,
+    )
+    c.attention.bind(c.state)
+    c.bertviz.bind(c.state)
+    c.embeddings.bind(c.state)
+    c.explainers.bind(main, c.state)
+
+
+def _answer(c: _Tab) -> Callable:
+    """The answer's handler: the continuation (plain and shaded), its next-token choices, the result."""
 
     @guarded
     def run_generation(prompt_value, max_value, sample_value, temp_value, k_value, p_value, seed_value, model_id):
         require_text(prompt_value, "text to continue")
         result = generation.generate(
-            prompt_value, int(max_value), bool(sample_value), float(temp_value), int(k_value), float(p_value), int(seed_value or 0), model_id
+            prompt_value,
+            int(max_value),
+            bool(sample_value),
+            float(temp_value),
+            int(k_value),
+            float(p_value),
+            int(seed_value or 0),
+            model_id,
         )
         top = result.choices.probs.shape[1]
         title = f"Top {top} next-token candidates per step ({'after sampling settings' if sample_value else 'greedy'})"
         return {
-            output: result.text,
-            shaded: _shaded(result, "Generated tokens shaded by probability"),
-            choices_md: _choices_line(result),
-            choices_plot: _choices_figure(result, title),
-            state: result,
-            position: _positions(result),
-            **answer_header(generation.TASK, model_id, result.notice, info, notice),
+            c.output: result.text,
+            c.shaded: _shaded(result, "Generated tokens shaded by probability"),
+            c.choices_md: _choices_line(result),
+            c.choices_plot: _choices_figure(result, title),
+            c.state: result,
+            c.position: _positions(result),
+            **answer_header(generation.TASK, model_id, result.notice, c.info, c.notice),
         }
 
-    def attribute(result, position_value, method, steps, tolerance, progress):
-        pos = result.n_prompt if position_value in (None, "") else int(position_value)
-        return [generation.attribute(result.ids, pos, method, steps, result.model_id, progress=progress, tolerance=tolerance)]
+    return run_generation
 
-    main = gr.on(
-        [run.click, prompt.submit, share.go()],  # share.go(): a link runs the answer
-        run_generation,
-        [prompt, max_new, do_sample, *sampling, model],
-        [output, info, notice, shaded, choices_md, choices_plot, state, position],
-        **answer_queue(generation.TASK),
-    )
-    draw_views(main, state, generation.TASK, attention, embeddings, explainers)
-    attribution.bind(main, state, [position], attribute, api(generation.TASK, "attribution"), "Generate a text first.")
-    do_sample.change(lambda on: [gr.update(interactive=bool(on))] * len(sampling), do_sample, sampling, api_visibility="private", queue=False)
-    attention.bind(state)
-    bertviz.bind(state)
-    embeddings.bind(state)
-    explainers.bind(main, state)
+
+def attribute(result, position_value, method, steps, tolerance, progress):
+    pos = result.n_prompt if position_value in (None, "") else int(position_value)
+    return [
+        generation.attribute(result.ids, pos, method, steps, result.model_id, progress=progress, tolerance=tolerance)
+    ]
 
 
 def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown) -> None:
@@ -182,7 +270,9 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown)
     choices, both from the model chosen in the picker above."""
     explain(COMPARE_HELP)
     with gr.Row():
-        prompt_b = text_input(label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000)
+        prompt_b = text_input(
+            label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000
+        )
         run = gr.Button("Compare with the prompt above", variant="primary")
     with gr.Row():
         with gr.Column():
@@ -204,5 +294,8 @@ def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown)
         return out
 
     run.click(
-        compare, [prompt_a, prompt_b, max_new, model], [html_a, html_b, plot_a, plot_b], api_name=api(generation.TASK, "compare"),
+        compare,
+        [prompt_a, prompt_b, max_new, model],
+        [html_a, html_b, plot_a, plot_b],
+        api_name=api(generation.TASK, "compare"),
     )

@@ -6,11 +6,14 @@ same views appear with real numbers.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 import numpy as np
 
-from ui import texts
 from scale import backend
+from ui import texts
 from ui.common import explain, guarded
 from ui.explainers import guide_sections
 from ui.inputs import text_input
@@ -31,7 +34,8 @@ Three kinds of view appear throughout:
 3. **Embeddings**: the model's internal vectors, squashed to a 2-D map.
 
 The small figures below are *illustrations* drawn from example patterns so that each shape is
-easy to recognise (static pictures: they appear with the page). Press **Run the sentiment model** to see the same views computed by the
+easy to recognise (static pictures: they appear with the page). Press **Run the sentiment model** to see the same \
+views computed by the
 sentiment model for a sentence of your choice. Each tab says which model runs and whether its
 weights are pretrained or random; a model with random weights (an offline stand-in) is flagged
 beside its answer: its views show the mechanics, not linguistic meaning.
@@ -51,7 +55,26 @@ def _pattern_heads() -> np.ndarray:
     return heads / heads.sum(-1, keepdims=True)
 
 
+@dataclass(frozen=True)
+class _Tab:
+    """The live part's components, from `_layout` (page order) for `_wire` (events)."""
+
+    text: gr.Textbox
+    run: gr.Button
+    info: gr.Markdown
+    notice: gr.Markdown
+    attention_plot: gr.Plot
+    attribution_html: gr.HTML
+
+
 def build() -> None:
+    """Build the tab's components and events inside the current `gr.Tab`."""
+    _illustrations()
+    _wire(_layout())
+
+
+def _illustrations() -> None:
+    """The static part: the three kinds of view drawn from example patterns, then every explainer's section."""
     gr.Markdown(INTRO)
     heads = _pattern_heads()
     with gr.Row():
@@ -77,6 +100,10 @@ def build() -> None:
         with gr.Accordion(f"{number} · {title}", open=False):
             gr.Markdown(help_text)
             gr.Markdown(f"Where: {'; '.join(where)}.", elem_classes=["xray-help"])
+
+
+def _layout() -> _Tab:
+    """The live part: a sentence, the button, the model line, attention and attribution."""
     gr.Markdown("### Now with the sentiment model")
     with gr.Row():
         text = text_input(value="The film was not good.", label="Sentence", scale=3, max_length=2000)
@@ -86,18 +113,38 @@ def build() -> None:
     with gr.Row():
         attention_plot = gr.Plot(label="Attention (last layer, mean of heads)")
         attribution_html = gr.HTML()
+    return _Tab(
+        text=text,
+        run=run,
+        info=info,
+        notice=notice,
+        attention_plot=attention_plot,
+        attribution_html=attribution_html,
+    )
+
+
+def _wire(c: _Tab) -> None:
+    """The button runs the sentiment model on the sentence."""
+    outputs = [c.info, c.notice, c.attention_plot, c.attribution_html]
+    c.run.click(_answer(c), [c.text], outputs, api_visibility="private")
+
+
+def _answer(c: _Tab) -> Callable:
+    """The button's handler: the model line, the last layer's attention, the attribution."""
 
     @guarded
     def show(sentence: str):
         result = backend.call("sentiment", "answer", sentence.strip() or "The film was not good.")
         attr = backend.call("sentiment", "attribution", result.text)
         maps = result.attention
-        figure = attention_heatmap(maps.weights, maps.query_tokens, maps.key_tokens, maps.n_layers - 1, "average", title="Attention")
+        figure = attention_heatmap(
+            maps.weights, maps.query_tokens, maps.key_tokens, maps.n_layers - 1, "average", title="Attention"
+        )
         title = f"Attribution toward {attr.target} ({max(result.probs):.0%})"
         return {
-            attention_plot: figure,
-            attribution_html: highlight_html(attr.tokens, attr.scores, title),
-            **answer_header("sentiment", None, result.notice, info, notice),
+            c.attention_plot: figure,
+            c.attribution_html: highlight_html(attr.tokens, attr.scores, title),
+            **answer_header("sentiment", None, result.notice, c.info, c.notice),
         }
 
-    run.click(show, [text], [info, notice, attention_plot, attribution_html], api_visibility="private")
+    return show

@@ -8,6 +8,7 @@ attention is a plotly figure instead: one cell per patch, where hovering gives t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import gradio as gr
@@ -83,7 +84,7 @@ class PixelPanel:
     attr: gr.State
 
     @classmethod
-    def build(cls) -> "PixelPanel":
+    def build(cls) -> PixelPanel:
         explain(PIXEL_ATTRIBUTION)
         with gr.Row():
             target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain the probability of")
@@ -127,8 +128,32 @@ class PixelPanel:
         )
 
 
+@dataclass(frozen=True)
+class _Tab:
+    """The tab's components, from `_layout` (page order) for `_wire` (events)."""
+
+    picture: gr.Image
+    run: gr.Button
+    model: gr.Dropdown
+    info: gr.Markdown
+    label: gr.Label
+    notice: gr.Markdown
+    state: gr.State
+    opacity: gr.Slider
+    rollout_image: gr.Image
+    cls_view: AttentionView
+    pixels: PixelPanel
+    embeddings: EmbeddingView
+    explainers: ExplainerTabs
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
+    _wire(_layout())
+
+
+def _layout() -> _Tab:
+    """The components in page order (the shared views attach their own redraws and exports)."""
     with gr.Row():
         with gr.Column(scale=2):
             picture = image_input(label="Image", height=320)
@@ -140,54 +165,82 @@ def build() -> None:
     state = result_state()
     opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
     with gr.Tabs():
-        with gr.Tab("Attention rollout"):
-            explain(ROLLOUT)
-            rollout_image = gr.Image(
-                label="Attention rollout of the class token", type="numpy", format="png", interactive=False
-            )
-        with gr.Tab("Class-token attention"):
-            cls_view = AttentionView.build(lambda r: r.attention, "Class-token attention", CLS_ATTENTION, ClassTokenGrid())
-            explain(texts.HEADS)
-        with gr.Tab("Pixel attribution"):
-            pixels = PixelPanel.build()
-        with gr.Tab("Patch embeddings"):
-            embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
+        views = _views()
         explainers = ExplainerTabs.build(demo.TASK)
     result_export(state, demo.TASK)
+    return _Tab(
+        picture=picture,
+        run=run,
+        model=model,
+        info=info,
+        label=label,
+        notice=notice,
+        state=state,
+        opacity=opacity,
+        **views,
+        explainers=explainers,
+    )
 
-    @guarded
-    def classify(path, model_id: str):
-        result = demo.analyse(path, model_id)
-        return {
-            label: label_value(result.labels, result.probs, demo.TOP_K),
-            state: result,
-            rollout_image: heat_overlay(result.image, result.cls_rollout(), 0.55),
-            **answer_header(demo.TASK, model_id, "", info, notice),
-            **pixels.values(result),
-        }
+
+def _views() -> dict:
+    """The tabs of the views (inside the current gr.Tabs): rollout, class-token attention, pixels, patches."""
+    with gr.Tab("Attention rollout"):
+        explain(ROLLOUT)
+        rollout_image = gr.Image(
+            label="Attention rollout of the class token", type="numpy", format="png", interactive=False
+        )
+    with gr.Tab("Class-token attention"):
+        cls_view = AttentionView.build(lambda r: r.attention, "Class-token attention", CLS_ATTENTION, ClassTokenGrid())
+        explain(texts.HEADS)
+    with gr.Tab("Pixel attribution"):
+        pixels = PixelPanel.build()
+    with gr.Tab("Patch embeddings"):
+        embeddings = EmbeddingView.build(lambda r: r.embeddings, "Patch embeddings", PATCH_EMBEDDINGS)
+    return dict(rollout_image=rollout_image, cls_view=cls_view, pixels=pixels, embeddings=embeddings)
+
+
+def _wire(c: _Tab) -> None:
+    """The answer (button or link), its views and overlays, the pixel attribution, the redraws."""
 
     @guarded
     def redraw_overlays(result, attr, alpha):
         if result is None:
             return gr.skip()
         return {
-            rollout_image: heat_overlay(result.image, result.cls_rollout(), float(alpha)),
-            pixels.image: gr.skip() if attr is None else _pixel_overlay(result, attr, alpha),
+            c.rollout_image: heat_overlay(result.image, result.cls_rollout(), float(alpha)),
+            c.pixels.image: gr.skip() if attr is None else _pixel_overlay(result, attr, alpha),
         }
 
     main = gr.on(
-        [run.click, share.go()],  # share.go(): a link runs the answer
-        classify,
-        [picture, model],
-        [label, info, notice, state, rollout_image, *pixels.outputs],
+        [c.run.click, share.go()],  # share.go(): a link runs the answer
+        _answer(c),
+        [c.picture, c.model],
+        [c.label, c.info, c.notice, c.state, c.rollout_image, *c.pixels.outputs],
         **answer_queue(demo.TASK),
     )
-    draw_views(main, state, demo.TASK, cls_view, embeddings, explainers)
+    draw_views(main, c.state, demo.TASK, c.cls_view, c.embeddings, c.explainers)
     # the overlay strength is not an API input (the API is classify_image(image, model)): apply it after
-    overlays = [state, pixels.attr, opacity], [rollout_image, pixels.image]
+    overlays = [c.state, c.pixels.attr, c.opacity], [c.rollout_image, c.pixels.image]
     main.success(redraw_overlays, *overlays, api_visibility="private")
-    opacity.release(redraw_overlays, *overlays, api_visibility="private")
-    pixels.bind(state, opacity)
-    cls_view.bind(state)
-    embeddings.bind(state)
-    explainers.bind(main, state)
+    c.opacity.release(redraw_overlays, *overlays, api_visibility="private")
+    c.pixels.bind(c.state, c.opacity)
+    c.cls_view.bind(c.state)
+    c.embeddings.bind(c.state)
+    c.explainers.bind(main, c.state)
+
+
+def _answer(c: _Tab) -> Callable:
+    """The answer's handler: the top classes, the rollout overlay, the result, a fresh pixel panel."""
+
+    @guarded
+    def classify(path, model_id: str):
+        result = demo.analyse(path, model_id)
+        return {
+            c.label: label_value(result.labels, result.probs, demo.TOP_K),
+            c.state: result,
+            c.rollout_image: heat_overlay(result.image, result.cls_rollout(), 0.55),
+            **answer_header(demo.TASK, model_id, "", c.info, c.notice),
+            **c.pixels.values(result),
+        }
+
+    return classify

@@ -47,7 +47,7 @@ def audio_input(**kwargs) -> gr.Audio:
     def preprocess(payload):
         try:
             return original(payload)
-        except Exception:  # noqa: BLE001 - decoding failed; the handler reports it clearly
+        except Exception:  # decoding failed; the handler reports it clearly
             return str(payload.path) if payload is not None and payload.path else None
 
     component.preprocess = preprocess
@@ -100,7 +100,9 @@ def text_input(**kwargs) -> gr.Textbox:
 
     def preprocess(payload):
         if limit and isinstance(payload, str) and len(payload) > limit:
-            raise user_error(f"The text is {len(payload):,} characters long; the limit for this box is {limit:,} characters.")
+            raise user_error(
+                f"The text is {len(payload):,} characters long; the limit for this box is {limit:,} characters."
+            )
         return original(payload)
 
     component.preprocess = preprocess

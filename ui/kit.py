@@ -7,14 +7,15 @@ without anyone counting positions in a tuple.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
 from core import registry
-from core.results import ModelInfo
 from core.explainers import METHODS
+from core.results import ModelInfo
 from core.words import sum_by_word
 from demos.runtime import settings
 from scale import backend
@@ -134,10 +135,13 @@ def label_value(labels: list[str], probs, k: int | None = None) -> dict[str, flo
 def attribution_controls(default_steps: int = 32) -> tuple[gr.Radio, gr.Slider, gr.Checkbox]:
     """Method, step count (the ceiling when adaptive) and the adaptive switch."""
     with gr.Row():
-        method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Attribution method")
+        method = gr.Radio(
+            [(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Attribution method"
+        )
         steps = gr.Slider(4, 256, value=default_steps, step=4, label="Integration steps (more = more exact, slower)")
         adaptive = gr.Checkbox(
-            value=True, label=f"Stop early once |delta| ≤ {TOLERANCE} (the steps above are the most it may use)",
+            value=True,
+            label=f"Stop early once |delta| ≤ {TOLERANCE} (the steps above are the most it may use)",
         )
     return method, steps, adaptive
 
@@ -193,7 +197,11 @@ def attribution_summary(attr) -> str:
     label = METHODS[attr.method].label if attr.method in METHODS else attr.method
     line = f"**{md_escape(label)}** toward **{md_escape(attr.target)}**"
     if attr.delta is not None:
-        gap = "n/a" if attr.output_value is None or attr.baseline_value is None else f"{attr.output_value - attr.baseline_value:+.4g}"
+        gap = (
+            "n/a"
+            if attr.output_value is None or attr.baseline_value is None
+            else f"{attr.output_value - attr.baseline_value:+.4g}"
+        )
         line += (
             f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4g}"
             f" vs f(input) − f(baseline) = {gap} · convergence delta {attr.delta:.2e}"
@@ -210,7 +218,7 @@ class AttributionView:
     plot: gr.Plot
 
     @classmethod
-    def build(cls, plot_label: str = "Attribution per token") -> "AttributionView":
+    def build(cls, plot_label: str = "Attribution per token") -> AttributionView:
         return cls(gr.Markdown(), gr.HTML(), gr.Plot(label=plot_label))
 
     @property
@@ -250,8 +258,13 @@ class AttributionPanel:
     words: Any = None  # whole words instead of sub-word tokens (display only: the export keeps the tokens)
 
     @classmethod
-    def build(cls, help_text: str, headings: list[str] | None = None, button: str = "Explain again",
-              plot_label: str = "Attribution per token") -> "AttributionPanel":
+    def build(
+        cls,
+        help_text: str,
+        headings: list[str] | None = None,
+        button: str = "Explain again",
+        plot_label: str = "Attribution per token",
+    ) -> AttributionPanel:
         explain(help_text)
         method, steps, adaptive = attribution_controls()
         words = tag(gr.Checkbox(value=False, label=WORDS_LABEL), "words")
@@ -267,11 +280,31 @@ class AttributionPanel:
     def outputs(self) -> list:
         return [c for v in self.views for c in v.outputs] + [self.export]
 
-    def bind(self, main: Any, state: gr.State, choices: list, run: Callable[..., list], api: str, missing: str,
-             rerun: tuple = ()) -> None:
+    def bind(
+        self,
+        main: Any,
+        state: gr.State,
+        choices: list,
+        run: Callable[..., list],
+        api: str,
+        missing: str,
+        rerun: tuple = (),
+    ) -> None:
         """Chain the attribution after `main` (only when it succeeded) and on the button (and on
         the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
+        first_view, explain_result = self._handlers(run, missing)
+        inputs = [state, *choices, self.method, self.steps, self.adaptive, self.words]
+        queue = EXPLAIN
+        main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
+            explain_result, inputs, self.outputs, api_name=api, **queue
+        )
+        gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private", **queue)
+        self.words.change(
+            guarded(self._regroup), [self.export, self.words], self.outputs, api_visibility="private", queue=False
+        )
 
+    def _handlers(self, run: Callable[..., list], missing: str) -> tuple[Callable, Callable]:
+        """The handlers `bind` attaches: the instant first view and the attribution asked for, both by `run`."""
         shown = self._shown
 
         @guarded
@@ -279,10 +312,17 @@ class AttributionPanel:
             if result is None:
                 raise gr.Error(missing)
             *picked, method_value, steps_value, adaptive_value, words = values
-            return shown(run(
-                result, *picked, method=method_value, steps=int(steps_value), tolerance=tolerance(adaptive_value),
-                progress=lambda frac, msg: progress(frac, desc=msg),
-            ), words)
+            return shown(
+                run(
+                    result,
+                    *picked,
+                    method=method_value,
+                    steps=int(steps_value),
+                    tolerance=tolerance(adaptive_value),
+                    progress=lambda frac, msg: progress(frac, desc=msg),
+                ),
+                words,
+            )
 
         @guarded
         def first_view(result, *values):
@@ -290,15 +330,11 @@ class AttributionPanel:
             *picked, method_value, _, _, words = values
             if result is None or not METHODS[method_value].integrates:
                 return {c: gr.skip() for c in self.outputs}
-            return shown(run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=lambda frac, msg: None), words)
+            return shown(
+                run(result, *picked, method=INSTANT, steps=1, tolerance=None, progress=lambda frac, msg: None), words
+            )
 
-        inputs = [state, *choices, self.method, self.steps, self.adaptive, self.words]
-        queue = EXPLAIN
-        main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
-            explain_result, inputs, self.outputs, api_name=api, **queue
-        )
-        gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private", **queue)
-        self.words.change(guarded(self._regroup), [self.export, self.words], self.outputs, api_visibility="private", queue=False)
+        return first_view, explain_result
 
     def _shown(self, attrs: list, words: Any = False) -> dict:
         out: dict = {self.export: attrs if len(attrs) > 1 else attrs[0]}

@@ -29,9 +29,10 @@ A bad file gets a message naming the file and the step; the other lessons still 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -135,7 +136,9 @@ def _mapping(value: Any, where: str, what: str) -> dict:
 def _unknown(found: dict, allowed: set[str], where: str, what: str) -> None:
     extra = sorted(str(k) for k in found if k not in allowed)
     if extra:
-        raise LessonError(f"{where}: unknown {what} {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}.")
+        raise LessonError(
+            f"{where}: unknown {what} {', '.join(map(repr, extra))}; allowed: {', '.join(sorted(allowed))}."
+        )
 
 
 def _query_value(value: Any) -> str:
@@ -179,7 +182,9 @@ def _predict(raw: Any, link: links.Link, where: str) -> Predict | None:
     prompt = _text(raw.get("prompt"), where, "predict prompt")
     if kind == "word":
         if link.tab not in WORD_TASKS or not words_of(link.input("text", "")):
-            raise LessonError(f"{where}: predict kind 'word' needs the {' or '.join(WORD_TASKS)} tab with a text in its inputs.")
+            raise LessonError(
+                f"{where}: predict kind 'word' needs the {' or '.join(WORD_TASKS)} tab with a text in its inputs."
+            )
         return Predict("word", prompt or PROMPTS["word"], words_of(link.input("text")))
     if kind == "layer":
         if link.tab not in registry.KEYS or not registry.get(link.tab).lens:
@@ -189,7 +194,10 @@ def _predict(raw: Any, link: links.Link, where: str) -> Predict | None:
     if kind == "knockout":
         heads = link.control("heads")
         if not heads:
-            raise LessonError(f"{where}: predict kind 'knockout' needs the heads to knock out (view: ablate, controls: {{heads: L1H0}}).")
+            raise LessonError(
+                f"{where}: predict kind 'knockout' needs the heads to knock out "
+                "(view: ablate, controls: {heads: L1H0})."
+            )
         return Predict("knockout", prompt or PROMPTS["knockout"].format(heads=heads), KNOCKOUT)
     if kind == "choice":
         return _choice(raw, prompt, where)
@@ -246,7 +254,11 @@ def parse_lesson(text: str, name: str, models: links.ModelChoices | None = None)
 def load_lessons(folder: Path = FOLDER, models: links.ModelChoices | None = None) -> tuple[list[Lesson], list[str]]:
     """(lessons that load, in file-name order; a message for each file that does not)."""
     lessons, problems = [], []
-    files = sorted(p for p in folder.glob("*") if p.suffix in (".md", ".yaml", ".yml") and p.name.lower() != "readme.md") if folder.is_dir() else []
+    files = (
+        sorted(p for p in folder.glob("*") if p.suffix in (".md", ".yaml", ".yml") and p.name.lower() != "readme.md")
+        if folder.is_dir()
+        else []
+    )
     for path in files:
         name = f"{folder.name}/{path.name}"
         try:
@@ -258,7 +270,10 @@ def load_lessons(folder: Path = FOLDER, models: links.ModelChoices | None = None
     kept: dict[str, Lesson] = {}
     for lesson in lessons:
         if lesson.id in kept:
-            problems.append(f"{lesson.file}: another lesson file is also named {lesson.id!r}; the first one ({kept[lesson.id].file}) is used.")
+            problems.append(
+                f"{lesson.file}: another lesson file is also named {lesson.id!r}; "
+                f"the first one ({kept[lesson.id].file}) is used."
+            )
         kept.setdefault(lesson.id, lesson)
     return list(kept.values()), problems
 

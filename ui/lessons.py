@@ -28,7 +28,8 @@ right view with its inputs and asks a question. Some steps ask you to **guess fi
 once your guess is locked in, and the lesson tells you how your guess compares with what the model did.
 
 Pick a lesson and press **Start**. The lesson stays in a panel on the right while you scroll
-through the views (the arrow at its top folds it away); *Next step* moves on. Your guesses are counted for the teacher anonymously (no names,
+through the views (the arrow at its top folds it away); *Next step* moves on. Your guesses are counted for the \
+teacher anonymously (no names,
 nothing but the counts, and only while the app runs).
 """
 FORMAT = """
@@ -83,11 +84,17 @@ def build() -> None:
     lessons, problems = catalog()
     gr.Markdown(INTRO)
     if problems:
-        gr.Markdown("**Some lesson files could not be used:**\n\n" + "\n".join(f"- {md_escape(p)}" for p in problems),
-                    elem_classes=["xray-lesson-problems"])
+        gr.Markdown(
+            "**Some lesson files could not be used:**\n\n" + "\n".join(f"- {md_escape(p)}" for p in problems),
+            elem_classes=["xray-lesson-problems"],
+        )
     with gr.Row():
-        choice = gr.Dropdown([(lesson.title, lesson.id) for lesson in lessons], value=lessons[0].id if lessons else None,
-                             label="Lesson", scale=3)
+        choice = gr.Dropdown(
+            [(lesson.title, lesson.id) for lesson in lessons],
+            value=lessons[0].id if lessons else None,
+            label="Lesson",
+            scale=3,
+        )
         start = gr.Button("Start this lesson", variant="primary", scale=1, interactive=bool(lessons))
     shown = gr.Markdown(outline(lessons[0] if lessons else None))
     explain(FORMAT)
@@ -95,7 +102,9 @@ def build() -> None:
         if not guesses.teacher_code():
             gr.Markdown(guesses.TEACHER_OFF)
         with gr.Row():
-            code = gr.Textbox(label="Teacher code", type="password", max_lines=1, max_length=guesses.MAX_CODE_CHARS, scale=3)
+            code = gr.Textbox(
+                label="Teacher code", type="password", max_lines=1, max_length=guesses.MAX_CODE_CHARS, scale=3
+            )
             show = gr.Button("Show the class's guesses", scale=1)
         counts = gr.Markdown()
         plot = gr.Plot(label="The class's guesses", visible=False)
@@ -119,10 +128,11 @@ class LessonBar:
     state: gr.State
 
     @classmethod
-    def build(cls) -> "LessonBar":
+    def build(cls) -> LessonBar:
         """A sidebar on the right: it stays in sight beside the view while the page scrolls."""
-        with gr.Sidebar(label="Lesson", open=False, visible=False, width=440, position="right",
-                        elem_classes=["xray-lesson"]) as group:
+        with gr.Sidebar(
+            label="Lesson", open=False, visible=False, width=440, position="right", elem_classes=["xray-lesson"]
+        ) as group:
             head = gr.Markdown(elem_classes=["xray-lesson-head"])
             teacher = gr.Markdown()
             question = gr.Markdown(elem_classes=["xray-lesson-question"])
@@ -137,8 +147,18 @@ class LessonBar:
 
     @property
     def outputs(self) -> list:
-        return [self.group, self.head, self.teacher, self.question, self.guess, self.lock, self.reveal, self.back,
-                self.next, self.state]
+        return [
+            self.group,
+            self.head,
+            self.teacher,
+            self.question,
+            self.guess,
+            self.lock,
+            self.reveal,
+            self.back,
+            self.next,
+            self.state,
+        ]
 
 
 def _lesson(lesson_id: str) -> Lesson:
@@ -165,8 +185,13 @@ def _panel(bar: LessonBar, lesson: Lesson, index: int, st: dict, where: str) -> 
         bar.head: f"**Lesson: {lesson.title}** · step {index + 1} of {len(lesson.steps)} · **{step.title}**",
         bar.teacher: step.teacher,
         bar.question: question,
-        bar.guess: gr.Radio(list(step.predict.choices) if step.predict else [], value=guessed, visible=step.predict is not None,
-                            interactive=waiting, label="Your guess" if waiting else "Your guess (locked in)"),
+        bar.guess: gr.Radio(
+            list(step.predict.choices) if step.predict else [],
+            value=guessed,
+            visible=step.predict is not None,
+            interactive=waiting,
+            label="Your guess" if waiting else "Your guess (locked in)",
+        ),
         bar.lock: gr.Button(visible=waiting),
         bar.reveal: st.get("reveals", {}).get(index, "") if not waiting else "",
         bar.back: gr.Button(interactive=index > 0),
@@ -227,17 +252,52 @@ def _counts(tab: LessonsTab, lesson_id: str, code: str, wrong: int) -> dict:
     if not guesses.teacher_code():
         return {tab.counts: guesses.TEACHER_OFF, tab.plot: gr.Plot(visible=False)}
     if int(wrong or 0) >= MAX_WRONG_CODES:
-        return {tab.counts: "Too many wrong codes in this session: reload the page to try again.", tab.plot: gr.Plot(visible=False)}
+        return {
+            tab.counts: "Too many wrong codes in this session: reload the page to try again.",
+            tab.plot: gr.Plot(visible=False),
+        }
     if not guesses.code_ok(code):
-        return {tab.counts: "That is not the teacher code.", tab.wrong: int(wrong or 0) + 1, tab.plot: gr.Plot(visible=False)}
+        return {
+            tab.counts: "That is not the teacher code.",
+            tab.wrong: int(wrong or 0) + 1,
+            tab.plot: gr.Plot(visible=False),
+        }
     lesson, counted = _lesson(lesson_id), guesses.BOOK.counts(lesson_id)
-    rows = [(f"Step {i + 1}: {s.title}", s.predict.choices, counted.get(i, {})) for i, s in enumerate(lesson.steps) if s.predict]
+    rows = [
+        (f"Step {i + 1}: {s.title}", s.predict.choices, counted.get(i, {}))
+        for i, s in enumerate(lesson.steps)
+        if s.predict
+    ]
     if not rows:
         return {tab.counts: "This lesson asks for no guesses.", tab.plot: gr.Plot(visible=False)}
     total = sum(sum(c.values()) for *_, c in rows)
     line = f"**{lesson.title}**: {total} guesses so far (counts only; they vanish when the app stops)."
-    return {tab.counts: line, tab.wrong: 0,
-            tab.plot: gr.Plot(guesses_figure(rows, f"The class's guesses · {lesson.title}"), visible=True)}
+    return {
+        tab.counts: line,
+        tab.wrong: 0,
+        tab.plot: gr.Plot(guesses_figure(rows, f"The class's guesses · {lesson.title}"), visible=True),
+    }
+
+
+def _step_by(bar: LessonBar, wiring: share.Wiring, tab: LessonsTab, delta: int):
+    """The handler of *Previous* (`delta` -1) or *Next step* (+1); past the last step the lesson ends."""
+
+    @guarded
+    def move(st):
+        if not st:
+            return {bar.group: gr.Sidebar(visible=False)}
+        lesson = _lesson(st.get("lesson", ""))
+        if delta > 0 and int(st.get("step", 0)) >= len(lesson.steps) - 1:
+            done = f"**You finished the lesson “{lesson.title}”.** Pick another one, or go back to any step.\n\n"
+            return {
+                bar.group: gr.Sidebar(visible=False),
+                bar.state: {},
+                tab.outline: done + outline(lesson),
+                wiring.top: gr.Tabs(selected="lessons"),
+            }
+        return show_step(bar, wiring, lesson, int(st.get("step", 0)) + delta, st)
+
+    return move
 
 
 def bind(bar: LessonBar, wiring: share.Wiring) -> None:
@@ -247,28 +307,34 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
     outputs = bar.outputs + wiring.outputs
     quick = dict(concurrency_limit=None, api_visibility="private")  # queued: a refusal shows its message
 
-    def step_by(delta: int):
-        @guarded
-        def move(st):
-            if not st:
-                return {bar.group: gr.Sidebar(visible=False)}
-            lesson = _lesson(st.get("lesson", ""))
-            if delta > 0 and int(st.get("step", 0)) >= len(lesson.steps) - 1:
-                done = f"**You finished the lesson “{lesson.title}”.** Pick another one, or go back to any step.\n\n"
-                return {bar.group: gr.Sidebar(visible=False), bar.state: {}, tab.outline: done + outline(lesson),
-                        wiring.top: gr.Tabs(selected="lessons")}
-            return show_step(bar, wiring, lesson, int(st.get("step", 0)) + delta, st)
-        return move
-
-    tab.choice.change(lambda lesson_id: outline(_lesson(lesson_id)) if lesson_id else "", tab.choice, tab.outline, **quick)
-    tab.start.click(guarded(lambda lesson_id, st: show_step(bar, wiring, _lesson(lesson_id), 0, _fresh(st, lesson_id))),
-                    [tab.choice, bar.state], outputs, **quick)
-    bar.back.click(step_by(-1), bar.state, outputs, **quick)
-    bar.next.click(step_by(1), bar.state, outputs + [tab.outline], **quick)
-    bar.leave.click(lambda: {bar.group: gr.Sidebar(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick)
-    bar.lock.click(guarded(lambda st, guess: _lock(bar, wiring, st, guess)), [bar.state, bar.guess], outputs, **quick).success(
-        guarded(lambda st: _reveal(bar, st)), bar.state, [bar.reveal, bar.state], api_visibility="private",
-        concurrency_id="explanations", concurrency_limit=1)
-    tab.show.click(guarded(lambda lesson_id, code, wrong: _counts(tab, lesson_id, code, wrong)),
-                   [tab.choice, tab.code, tab.wrong], [tab.counts, tab.plot, tab.wrong], **quick)
+    tab.choice.change(
+        lambda lesson_id: outline(_lesson(lesson_id)) if lesson_id else "", tab.choice, tab.outline, **quick
+    )
+    tab.start.click(
+        guarded(lambda lesson_id, st: show_step(bar, wiring, _lesson(lesson_id), 0, _fresh(st, lesson_id))),
+        [tab.choice, bar.state],
+        outputs,
+        **quick,
+    )
+    bar.back.click(_step_by(bar, wiring, tab, -1), bar.state, outputs, **quick)
+    bar.next.click(_step_by(bar, wiring, tab, 1), bar.state, outputs + [tab.outline], **quick)
+    bar.leave.click(
+        lambda: {bar.group: gr.Sidebar(visible=False), bar.state: {}}, None, [bar.group, bar.state], **quick
+    )
+    bar.lock.click(
+        guarded(lambda st, guess: _lock(bar, wiring, st, guess)), [bar.state, bar.guess], outputs, **quick
+    ).success(
+        guarded(lambda st: _reveal(bar, st)),
+        bar.state,
+        [bar.reveal, bar.state],
+        api_visibility="private",
+        concurrency_id="explanations",
+        concurrency_limit=1,
+    )
+    tab.show.click(
+        guarded(lambda lesson_id, code, wrong: _counts(tab, lesson_id, code, wrong)),
+        [tab.choice, tab.code, tab.wrong],
+        [tab.counts, tab.plot, tab.wrong],
+        **quick,
+    )
     share.bind_load(wiring, bar.state, bar.outputs, lambda link, st: open_link(bar, wiring, link, st))

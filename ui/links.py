@@ -14,9 +14,10 @@ components a link fills with `tag(component, name)`; `ui.share` finds them and a
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from core import explainers, registry
@@ -72,14 +73,30 @@ INPUTS: dict[str, tuple[Field, ...]] = {
 
 # Inner tab title -> its short key in links (the same key on every task that has the view).
 VIEW_KEYS: dict[str, str] = {
-    "Next-token choices": "choices", "Attributions": "attributions", "Attention": "attention",
-    "Embeddings": "embeddings", "Compare two prompts": "compare", "Compare two texts": "compare",
-    "Start & end": "start-end", "Alignment (cross-attention)": "alignment", "Encoder attention": "encoder-attention",
-    "Decoder attention": "decoder-attention", "Attention rollout": "rollout", "Class-token attention": "class-attention",
-    "Pixel attribution": "pixels", "Patch embeddings": "embeddings", "Spectrogram": "spectrogram",
-    "Alignment": "alignment", "Words": "words", "Token probabilities": "probabilities",
-    "Similarity matrix": "similarity", "Where the model looks": "relevance", "Which words matter": "attributions",
-    "Shared embedding space": "embeddings", "Sentence similarity": "similarity", "Token embeddings": "embeddings",
+    "Next-token choices": "choices",
+    "Attributions": "attributions",
+    "Attention": "attention",
+    "Embeddings": "embeddings",
+    "Compare two prompts": "compare",
+    "Compare two texts": "compare",
+    "Start & end": "start-end",
+    "Alignment (cross-attention)": "alignment",
+    "Encoder attention": "encoder-attention",
+    "Decoder attention": "decoder-attention",
+    "Attention rollout": "rollout",
+    "Class-token attention": "class-attention",
+    "Pixel attribution": "pixels",
+    "Patch embeddings": "embeddings",
+    "Spectrogram": "spectrogram",
+    "Alignment": "alignment",
+    "Words": "words",
+    "Token probabilities": "probabilities",
+    "Similarity matrix": "similarity",
+    "Where the model looks": "relevance",
+    "Which words matter": "attributions",
+    "Shared embedding space": "embeddings",
+    "Sentence similarity": "similarity",
+    "Token embeddings": "embeddings",
     "Inside the model": GROUP,
 }
 
@@ -119,10 +136,18 @@ class Control:
 
 
 CONTROLS: dict[str, Control] = {
-    "layer": Control("int", 0, 999), "head": Control("head", 0, 999), "words": Control("bool"),
-    "query": Control("int", -1, 99999), "kind": Control("str", limit=40), "heads": Control("str"),
-    "target": Control("str"), "contrast": Control("str"), "method": Control("choice", choices=tuple(explainers.METHODS)),
-    "steps": Control("int", 4, 256), "step": Control("int", 0, 999), "token": Control("str", limit=100),
+    "layer": Control("int", 0, 999),
+    "head": Control("head", 0, 999),
+    "words": Control("bool"),
+    "query": Control("int", -1, 99999),
+    "kind": Control("str", limit=40),
+    "heads": Control("str"),
+    "target": Control("str"),
+    "contrast": Control("str"),
+    "method": Control("choice", choices=tuple(explainers.METHODS)),
+    "steps": Control("int", 4, 256),
+    "step": Control("int", 0, 999),
+    "token": Control("str", limit=100),
 }
 # Explainer parameters that no control of the UI holds (set by the app, not by the user).
 _NOT_CONTROLS = {"model_id", "item", "top_k", "points", "seed", "progress"}
@@ -206,7 +231,9 @@ def parse(query: Mapping[str, Any], models: ModelChoices | None = None, lessons:
     if not query:
         return Link()
     if sum(len(k) + len(v) for k, v in query.items()) > LINK_MAX_CHARS:
-        raise LinkError(f"This link is too long (over {LINK_MAX_CHARS:,} characters); a link carries at most {LINK_MAX_CHARS:,}.")
+        raise LinkError(
+            f"This link is too long (over {LINK_MAX_CHARS:,} characters); a link carries at most {LINK_MAX_CHARS:,}."
+        )
     presenter = _flag("presenter", query.pop("presenter")) if "presenter" in query else None
     if "lesson" in query or "lesson_step" in query:
         return _lesson_link(query, presenter, lessons)
@@ -221,7 +248,11 @@ def parse(query: Mapping[str, Any], models: ModelChoices | None = None, lessons:
     if view and view not in views(tab):
         known = ", ".join(views(tab)) or "none (this tab has no inner views)"
         raise LinkError(f"This link names an unknown view {_shown(view)} of the {tab} tab; its views are: {known}.")
-    given = {name: query.pop(name) for name in [f.name for f in INPUTS.get(tab, ())] + list(controls(tab, view)) if name in query}
+    given = {
+        name: query.pop(name)
+        for name in [f.name for f in INPUTS.get(tab, ())] + list(controls(tab, view))
+        if name in query
+    }
     given = {name: value for name, value in given.items() if value != ""}  # an empty part is an absent one
     inputs = tuple((f.name, _input(f, given[f.name])) for f in INPUTS.get(tab, ()) if f.name in given)
     model, shown_model = _model(tab, query.pop("model", ""), models)
@@ -235,7 +266,9 @@ def parse(query: Mapping[str, Any], models: ModelChoices | None = None, lessons:
 def _lesson_link(query: dict, presenter: bool | None, lessons: Sequence[str] | None) -> Link:
     extra = sorted(set(query) - set(LESSON_PARAMS))
     if extra:
-        raise LinkError(f"A lesson link carries only {', '.join(LESSON_PARAMS)}; this one also has {', '.join(map(_shown, extra))}.")
+        raise LinkError(
+            f"A lesson link carries only {', '.join(LESSON_PARAMS)}; this one also has {', '.join(map(_shown, extra))}."
+        )
     lesson = query.get("lesson", "")
     if not lesson:
         raise LinkError("This link has a lesson step but no lesson (?lesson=...).")
@@ -255,7 +288,10 @@ def _shown(value: str) -> str:
 def _unknown_parts(tab: str, view: str, rest: Mapping[str, str], allowed: Mapping[str, Control]) -> str:
     may = ["tab", "view", *(f.name for f in INPUTS.get(tab, ())), "model", *allowed, "presenter"]
     where = f"the {view} view of the {tab} tab" if view else f"the {tab} tab"
-    return f"This link has parts {', '.join(map(_shown, sorted(rest)))} that {where} does not take; it takes: {', '.join(may)}."
+    return (
+        f"This link has parts {', '.join(map(_shown, sorted(rest)))} that {where} does not take; "
+        f"it takes: {', '.join(may)}."
+    )
 
 
 def _flag(name: str, value: str) -> bool:
@@ -282,11 +318,16 @@ def _input(spec: Field, value: str) -> Any:
     if spec.kind == "example":
         known = examples(spec.name if spec.name == "image" else "audio")
         if value not in known:
-            raise LinkError(f"A link can only name one of the app's example files as its {spec.name} "
-                            f"({', '.join(known) or 'none'}), not {_shown(value)}.")
+            raise LinkError(
+                f"A link can only name one of the app's example files as its {spec.name} "
+                f"({', '.join(known) or 'none'}), not {_shown(value)}."
+            )
         return value
     if len(value) > spec.limit:
-        raise LinkError(f"The {spec.name} in this link is {len(value):,} characters long; the limit for this box is {spec.limit:,} characters.")
+        raise LinkError(
+            f"The {spec.name} in this link is {len(value):,} characters long; "
+            f"the limit for this box is {spec.limit:,} characters."
+        )
     return value
 
 

@@ -66,7 +66,10 @@ def word_text(guess: str, ranked: list[tuple[str, float]]) -> tuple[str, bool]:
     if _plain(guess) == plain[0]:
         return line + " Your guess matches.", True
     if _plain(guess) in plain:
-        return line + f" Your word **{md_escape(guess)}** comes {plain.index(_plain(guess)) + 1} of {len(plain)}.", False
+        return (
+            line + f" Your word **{md_escape(guess)}** comes {plain.index(_plain(guess)) + 1} of {len(plain)}.",
+            False,
+        )
     return line + f" Your word **{md_escape(guess)}** got no score of its own (a special token or punctuation).", False
 
 
@@ -93,19 +96,26 @@ def layer_text(guess: str, lens: Any) -> tuple[str, bool]:
     first, last, answer = commit(lens)
     shown = md_escape(answer.strip() or answer)
     if first is None:
-        return (f"The answer **{shown}** is not the lens's top choice at the last layer (the model chose it "
-                "by beam search or sampling), so no layer can be named."), False
+        return (
+            f"The answer **{shown}** is not the lens's top choice at the last layer (the model chose it "
+            "by beam search or sampling), so no layer can be named."
+        ), False
     truth = band(first, last)
-    line = (f"The answer **{shown}** is the lens's top choice from layer {first} on (layers 0, the embeddings, "
-            f"to {last}): **{truth}**.")
+    line = (
+        f"The answer **{shown}** is the lens's top choice from layer {first} on (layers 0, the embeddings, "
+        f"to {last}): **{truth}**."
+    )
     return line + (" Your guess matches." if guess == truth else f" You guessed *{guess}*."), guess == truth
 
 
 def knockout_text(guess: str, ablation: Any, heads: str) -> tuple[str, bool]:
     changed = ablation.top_after != ablation.top_before
     before, after = md_escape(str(ablation.top_before)), md_escape(str(ablation.top_after))
-    line = (f"Knocking out **{md_escape(heads)}** changes the answer from **{before}** to **{after}**." if changed else
-            f"Knocking out **{md_escape(heads)}**, the answer stays **{before}**.")
+    line = (
+        f"Knocking out **{md_escape(heads)}** changes the answer from **{before}** to **{after}**."
+        if changed
+        else f"Knocking out **{md_escape(heads)}**, the answer stays **{before}**."
+    )
     line += f" (Score {ablation.score_before:.3f} → {ablation.score_after:.3f}.)"
     right = guess == KNOCKOUT[0 if changed else 1]
     return line + (" Your guess matches." if right else " Not what you guessed."), right
@@ -121,7 +131,9 @@ def compare(step: Step, guess: str) -> str:
         if not predict.answer:
             return f"You guessed *{guess}*. There is no single right answer here: compare with the view."
         ok = guess == predict.answer
-        return f"The expected answer: **{predict.answer}**. " + ("Your guess matches." if ok else f"You guessed *{guess}*.")
+        return f"The expected answer: **{predict.answer}**. " + (
+            "Your guess matches." if ok else f"You guessed *{guess}*."
+        )
     link = step.link
     result = backend.call(link.tab, "answer", *answer_args(link))
     if predict.kind == "word":
@@ -133,4 +145,3 @@ def compare(step: Step, guess: str) -> str:
         text, _ = knockout_text(guess, backend.call(link.tab, "ablate", result, heads=heads, target=None), heads)
     info = backend.call(link.tab, "model_info", model_of(link))
     return text if info.pretrained else text + "\n\n" + RANDOM_NOTE
-

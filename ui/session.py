@@ -10,8 +10,8 @@ by the memo's budget, not by sessions x tabs x input length. Small results (belo
 `XRAY_SESSION_REF_MB`, default 4 MiB) stay in the session as they are.
 
 The sweeper ends what nobody uses: every `XRAY_SWEEP_S` seconds it drops the Gradio sessions idle
-for longer than `XRAY_STATE_TTL_S` (their state, and on a page with deep links the figures Gradio keeps per session for them,
-which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
+for longer than `XRAY_STATE_TTL_S` (their state, and on a page with deep links the figures Gradio keeps
+per session for them, which `gr.State`'s own TTL does not release), the memo entries idle as long, and gives the
 freed memory back to the operating system (`demos.runtime.heap`).
 
 A new session costs little (`lazy_session_config`): Gradio 6 builds, for every new session, the
@@ -21,8 +21,10 @@ when it is first read instead. Gradio also keeps in it a copy of every value a s
 (a long input's heatmaps and bertviz page: megabytes per tab), again for deep links; this page
 has no deep link button, so those copies are not made.
 """
+
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import inspect
@@ -72,10 +74,8 @@ class ResultRef:
 def remember(result: Any, task: str, fn: str, args: tuple, kwargs: dict) -> Any:
     """Note on `result` the call that made it (results from a task's compute functions)."""
     if hasattr(result, "__dataclass_fields__"):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):  # slots or a read-only object: kept as it is
             object.__setattr__(result, _RECIPE, ResultRef(task, fn, tuple(args), tuple(sorted(kwargs.items()))))
-        except (AttributeError, TypeError):  # slots or a read-only object: kept as it is
-            pass
     return result
 
 
@@ -103,7 +103,7 @@ def resolve(value: Any) -> Any:
 
 # ---------------------------------------------------------------- the sweeper
 
-_apps: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_apps: weakref.WeakSet[Any] = weakref.WeakSet()
 _started = threading.Lock()
 _thread: threading.Thread | None = None
 
@@ -190,7 +190,7 @@ class LazyConfigs(dict):
         return super().keys()
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        return self.get(key, default)
 
 
 def has_deep_links(blocks: Any) -> bool:
@@ -259,7 +259,7 @@ def start_sweeper(demo: Any) -> None:
                         dropped = sweep(app)
                         if dropped:
                             log.info("sweeper: %d idle session(s) ended", dropped)
-                    except Exception:  # noqa: BLE001 - the sweeper must outlive one bad pass
+                    except Exception:  # the sweeper must outlive one bad pass
                         log.exception("sweeper pass failed")
 
         _thread = threading.Thread(target=loop, name="xray-sweeper", daemon=True)

@@ -28,16 +28,20 @@ from demos.runtime import settings
 from ui import links
 from ui.common import guarded, user_error
 
-GO, RUN, PENDING = "go", "run", "pending"  # tags: a tab's answer trigger, a view's trigger, controls set after the answer
+# tags: a tab's answer trigger, a view's trigger, controls set after the answer
+GO, RUN, PENDING = "go", "run", "pending"
 PREFIX, SEP = "xray-tab-", "--"  # elem_id of a tab: xray-tab-<tab>, of an inner view: xray-tab-<tab>--<view>
 PRESENTER_CLASS = "xray-presenter"
 
 # The ids of the tab panels open now (outermost first), put in the first input of "Copy link".
-WHERE_JS = """(...args) => {
-  const open = [...document.querySelectorAll('.tabitem')].filter(e => e.id.startsWith('%s') && e.checkVisibility());
+WHERE_JS = (
+    f"""(...args) => {{
+  const open = [...document.querySelectorAll('.tabitem')].filter(e => e.id.startsWith('{PREFIX}') && \
+e.checkVisibility());
   args[0] = open.map(e => e.id).join(',');
   return args;
-}""" % PREFIX
+}}"""
+)
 # The query string made on the server -> the whole link, copied to the clipboard where the browser allows it.
 COPY_JS = """(query) => {
   if (!query || !query.startsWith('?')) return query;
@@ -45,16 +49,18 @@ COPY_JS = """(query) => {
   try { navigator.clipboard.writeText(url).catch(() => {}); } catch (e) {}
   return url;
 }"""
-PRESENTER_JS = "(on) => { document.body.classList.toggle('%s', !!on); }" % PRESENTER_CLASS
+PRESENTER_JS = f"(on) => {{ document.body.classList.toggle('{PRESENTER_CLASS}', !!on); }}"
 # After a link opened an inner view: bring its tab strip to the top of the window.
-SCROLL_JS = """() => {
+SCROLL_JS = (
+    f"""() => {{
   if (!/[?&]view=/.test(window.location.search)) return;
-  setTimeout(() => {
-    const open = [...document.querySelectorAll('.tabitem')].filter(e => e.id.includes('%s') && e.checkVisibility());
+  setTimeout(() => {{
+    const open = [...document.querySelectorAll('.tabitem')].filter(e => e.id.includes('{SEP}') && e.checkVisibility());
     const view = open[0];
-    if (view && view.parentElement) view.parentElement.scrollIntoView({block: 'start'});
-  }, 400);
-}""" % SEP
+    if (view && view.parentElement) view.parentElement.scrollIntoView({{block: 'start'}});
+  }}, 400);
+}}"""
+)
 
 
 def go() -> Any:
@@ -116,7 +122,7 @@ class AfterViews:
     runs: list
 
     @classmethod
-    def build(cls, drawn: list) -> "AfterViews":
+    def build(cls, drawn: list) -> AfterViews:
         pending = links.tag(gr.State(None), PENDING)
         pending.xray_post = {c._id for c in drawn}  # the controls set after the answer, not before
         return cls(pending, [c for c in _walk(_task_root(Context.block)) if links.tag_of(c) == RUN])
@@ -210,7 +216,9 @@ class TabParts:
         values = {comp: _control_value(comp, chosen.get(name, comp.value)) for name, comp in view.controls.items()}
         out = {comp: value for comp, value in values.items() if comp._id not in post}
         if self.pending is not None:
-            later = {comp._id: values[comp] for name, comp in view.controls.items() if name in chosen and comp._id in post}
+            later = {
+                comp._id: values[comp] for name, comp in view.controls.items() if name in chosen and comp._id in post
+            }
             out[self.pending] = {"set": later, "run": [view.run._id] if view.run is not None else []}
         return out
 
@@ -275,13 +283,25 @@ class Toolbar:
     presenter: gr.Checkbox
 
     @classmethod
-    def build(cls) -> "Toolbar":
+    def build(cls) -> Toolbar:
         with gr.Row(elem_classes=["xray-toolbar"], equal_height=True):
             copy = gr.Button("Copy link to this view", size="sm", scale=0, min_width=200)
-            presenter = gr.Checkbox(label="Presenter mode (large type, strong colours)", value=False, scale=0, min_width=300,
-                                    container=False, elem_classes=["xray-presenter-switch"])
-            link = gr.Textbox(label="Link to this view (copied to the clipboard where the browser allows; else copy it here)",
-                              visible=False, interactive=False, buttons=["copy"], scale=3, elem_classes=["xray-link"])
+            presenter = gr.Checkbox(
+                label="Presenter mode (large type, strong colours)",
+                value=False,
+                scale=0,
+                min_width=300,
+                container=False,
+                elem_classes=["xray-presenter-switch"],
+            )
+            link = gr.Textbox(
+                label="Link to this view (copied to the clipboard where the browser allows; else copy it here)",
+                visible=False,
+                interactive=False,
+                buttons=["copy"],
+                scale=3,
+                elem_classes=["xray-link"],
+            )
         where = gr.Textbox(visible=False)
         return cls(copy, where, link, presenter)
 
@@ -366,13 +386,20 @@ def _bind_copy(wiring: Wiring) -> None:
         return gr.Textbox(value=links.encode(wiring.parse(query)), visible=True)
 
     inputs = [toolbar.where, toolbar.presenter, *(comp for *_, comp in carried)]
-    toolbar.copy.click(guarded(make), inputs, toolbar.link, js=WHERE_JS, preprocess=False, concurrency_limit=None,
-                       api_visibility="private").success(None, toolbar.link, toolbar.link, js=COPY_JS)
+    toolbar.copy.click(
+        guarded(make),
+        inputs,
+        toolbar.link,
+        js=WHERE_JS,
+        preprocess=False,
+        concurrency_limit=None,
+        api_visibility="private",
+    ).success(None, toolbar.link, toolbar.link, js=COPY_JS)
 
 
 def _where(where: str, wiring: Wiring) -> tuple[str, str]:
     """(tab, deepest open view) from the ids of the open tab panels."""
-    ids = [i[len(PREFIX):] for i in str(where or "").split(",") if i.startswith(PREFIX)]
+    ids = [i[len(PREFIX) :] for i in str(where or "").split(",") if i.startswith(PREFIX)]
     tops = [i for i in ids if SEP not in i and i in links.tabs()]
     if not tops:
         raise user_error("Open a tab first: the link is made for the tab you are looking at.", "link")
@@ -391,9 +418,15 @@ def _raw_text(tab: str, view: str, name: str, comp: Any, value: Any) -> str | No
         named = data.get("orig_name") or os.path.basename(str(data.get("path") or ""))
         if named in links.examples("image" if name == "image" else "audio"):
             return named
-        gr.Warning(f"Your own {name} cannot travel in a link (a link carries no files): the link opens the tab without it.")
+        gr.Warning(
+            f"Your own {name} cannot travel in a link (a link carries no files): the link opens the tab without it."
+        )
         return None
-    if value is None or value == "" or (value == comp.value and not (view in links.ATTENTION_VIEWS and name in ("layer", "head"))):
+    if (
+        value is None
+        or value == ""
+        or (value == comp.value and not (view in links.ATTENTION_VIEWS and name in ("layer", "head")))
+    ):
         return None
     if isinstance(value, bool):
         return "1" if value else None
@@ -418,4 +451,6 @@ def bind_load(wiring: Wiring, state: Any, extra: list, lesson: Any) -> None:
 
     outputs = list(dict.fromkeys([*wiring.outputs, *extra]))
     # queued (a refused link's message is shown like any other error), never waiting for other pages' loads
-    root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private").then(None, js=SCROLL_JS)
+    root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private").then(
+        None, js=SCROLL_JS
+    )

@@ -2,6 +2,9 @@
 token probabilities and encoder self-attention."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 
 from ui import share, texts
@@ -70,59 +73,126 @@ class Alignment(Renderer):
         return [gr.Checkbox(value=True, label="Show DTW path")]
 
     def draw(self, result, maps, title: str, layer: int, head, path_on: bool = True):
-        return alignment_figure(maps.weights, result.tokens, result.frame_step, layer, head, result.path if path_on else None)
+        return alignment_figure(
+            maps.weights, result.tokens, result.frame_step, layer, head, result.path if path_on else None
+        )
+
+
+@dataclass(frozen=True)
+class _Tab:
+    """The tab's components, from `_layout` (page order) for `_wire` (events)."""
+
+    audio: gr.Audio
+    run: gr.Button
+    model: gr.Dropdown
+    info: gr.Markdown
+    transcript: gr.Textbox
+    notice: gr.Markdown
+    state: gr.State
+    spectrogram: gr.Plot
+    alignment: AttentionView
+    words_table: gr.Dataframe
+    timeline: gr.Plot
+    probs_plot: gr.Plot
+    encoder: AttentionView
+    explainers: ExplainerTabs
 
 
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
+    _wire(_layout())
+
+
+def _layout() -> _Tab:
+    """The components in page order (the shared views attach their own redraws and exports)."""
     with gr.Row():
         with gr.Column(scale=2):
             audio = audio_input(sources=["upload", "microphone"], label="Speech (upload or record)")
-            run, model, info = run_row(speech.TASK, "Transcribe", speech.EXAMPLES, [audio], label="Example clips (espeak-ng)")
+            run, model, info = run_row(
+                speech.TASK, "Transcribe", speech.EXAMPLES, [audio], label="Example clips (espeak-ng)"
+            )
         with gr.Column(scale=2):
             transcript = gr.Textbox(label="Transcript", lines=3, interactive=False)
             notice = gr.Markdown()
     state = result_state()
     with gr.Tabs():
-        spectrogram = plot_tab("Spectrogram", SPECTROGRAM, "Log-mel spectrogram")
-        with gr.Tab("Alignment"):
-            alignment = AttentionView.build(lambda r: r.cross, "Cross-attention alignment", ALIGNMENT, Alignment(), "Decoder layer")
-        with gr.Tab("Words"):
-            explain(WORDS)
-            words_table = gr.Dataframe(headers=["word", "start (s)", "end (s)", "probability"], interactive=False, wrap=True)
-            timeline = gr.Plot(label="Word timeline")
-        with gr.Tab("Token probabilities"):
-            explain(PROBABILITIES)
-            probs_plot = gr.Plot(label="Token probabilities")
-        with gr.Tab("Encoder attention"):
-            encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER, Heatmap(words=False))  # time bins, not words
-            explain(texts.HEADS)
+        views = _views()
         explainers = ExplainerTabs.build(speech.TASK)
     result_export(state, "speech")
+    return _Tab(
+        audio=audio,
+        run=run,
+        model=model,
+        info=info,
+        transcript=transcript,
+        notice=notice,
+        state=state,
+        **views,
+        explainers=explainers,
+    )
+
+
+def _views() -> dict:
+    """The tabs of the views (inside the current gr.Tabs): spectrogram, alignment, words, tokens, encoder."""
+    spectrogram = plot_tab("Spectrogram", SPECTROGRAM, "Log-mel spectrogram")
+    with gr.Tab("Alignment"):
+        alignment = AttentionView.build(
+            lambda r: r.cross, "Cross-attention alignment", ALIGNMENT, Alignment(), "Decoder layer"
+        )
+    with gr.Tab("Words"):
+        explain(WORDS)
+        words_table = gr.Dataframe(
+            headers=["word", "start (s)", "end (s)", "probability"], interactive=False, wrap=True
+        )
+        timeline = gr.Plot(label="Word timeline")
+    with gr.Tab("Token probabilities"):
+        explain(PROBABILITIES)
+        probs_plot = gr.Plot(label="Token probabilities")
+    with gr.Tab("Encoder attention"):
+        # time bins, not words
+        encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER, Heatmap(words=False))
+        explain(texts.HEADS)
+    return dict(
+        spectrogram=spectrogram,
+        alignment=alignment,
+        words_table=words_table,
+        timeline=timeline,
+        probs_plot=probs_plot,
+        encoder=encoder,
+    )
+
+
+def _wire(c: _Tab) -> None:
+    """The answer (button, end of a recording or link), its views, the redraws."""
+    main = gr.on(
+        [c.run.click, c.audio.stop_recording, share.go()],  # share.go(): a link runs the answer
+        _answer(c),
+        [c.audio, c.model],
+        [c.transcript, c.notice, c.info, c.state, c.spectrogram, c.words_table, c.timeline, c.probs_plot],
+        **answer_queue(speech.TASK),
+    )
+    draw_views(main, c.state, speech.TASK, c.alignment, c.encoder, c.explainers)
+
+    c.alignment.bind(c.state)
+    c.encoder.bind(c.state)
+    c.explainers.bind(main, c.state)
+
+
+def _answer(c: _Tab) -> Callable:
+    """The answer's handler: the transcript, spectrogram, word table and timeline, token probabilities."""
 
     @guarded
     def transcribe(audio_value, model_id: str):
         result = speech.transcribe(audio_value, model_id)
         words = [(w.word, w.start, w.end, w.probability) for w in result.words]
         return {
-            transcript: result.text,
-            state: result,
-            spectrogram: spectrogram_figure(result.mel, result.mel_step, words),
-            words_table: word_rows(result),
-            timeline: word_timeline(words, result.duration),
-            probs_plot: token_probability_bars(result.tokens, result.token_probs),
-            **answer_header(speech.TASK, model_id, _notice(result), info, notice),
+            c.transcript: result.text,
+            c.state: result,
+            c.spectrogram: spectrogram_figure(result.mel, result.mel_step, words),
+            c.words_table: word_rows(result),
+            c.timeline: word_timeline(words, result.duration),
+            c.probs_plot: token_probability_bars(result.tokens, result.token_probs),
+            **answer_header(speech.TASK, model_id, _notice(result), c.info, c.notice),
         }
 
-    main = gr.on(
-        [run.click, audio.stop_recording, share.go()],  # share.go(): a link runs the answer
-        transcribe,
-        [audio, model],
-        [transcript, notice, info, state, spectrogram, words_table, timeline, probs_plot],
-        **answer_queue(speech.TASK),
-    )
-    draw_views(main, state, speech.TASK, alignment, encoder, explainers)
-
-    alignment.bind(state)
-    encoder.bind(state)
-    explainers.bind(main, state)
+    return transcribe

@@ -2,6 +2,9 @@
 decoder self-attention, source-token attributions of a chosen target token, joint embeddings."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import gradio as gr
 
 from ui import share, texts
@@ -56,8 +59,35 @@ def _target_choices(result: translation.TranslationResult) -> list[tuple[str, in
     return [(f"{i}: {clean_token(tok)}  (p={p:.1%})", i) for i, (tok, p) in enumerate(pairs)]
 
 
+@dataclass(frozen=True)
+class _Tab:
+    """The tab's components, from `_layout` (page order) for `_wire` (events)."""
+
+    text: gr.Textbox
+    run: gr.Button
+    model: gr.Dropdown
+    info: gr.Markdown
+    output: gr.Textbox
+    notice: gr.Markdown
+    confidence: gr.Plot
+    state: gr.State
+    cross: AttentionView
+    target: gr.Dropdown
+    attribution: AttributionPanel
+    encoder: AttentionView
+    decoder: AttentionView
+    bertviz: BertvizView
+    embeddings: EmbeddingView
+    explainers: ExplainerTabs
+
+
 def build() -> None:
     """Build the tab's components and events inside the current `gr.Tab`."""
+    _wire(_layout())
+
+
+def _layout() -> _Tab:
+    """The components in page order (the shared views attach their own redraws and exports)."""
     with gr.Row():
         with gr.Column(scale=2):
             text = text_input(label="English text", lines=3, placeholder="Type an English sentence…", max_length=5000)
@@ -69,25 +99,84 @@ def build() -> None:
             confidence = gr.Plot(label="Probability of each German token")
     state = result_state()
     with gr.Tabs():
-        with gr.Tab("Alignment (cross-attention)"):
-            cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
-        with gr.Tab("Attributions"):
-            explain(ATTRIBUTION)
-            target = gr.Dropdown([], label=TARGET_LABEL, info=TARGET_INFO)
-            attribution = AttributionPanel.build(texts.ATTRIBUTION, button="Explain this token", plot_label="Attribution per English token")
-        with gr.Tab("Encoder attention"):
-            encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
-            explain(texts.HEADS)
-        with gr.Tab("Decoder attention"):
-            decoder = AttentionView.build(lambda r: r.decoder_attention, "Decoder self-attention", DECODER)
-            bertviz = BertvizView.build(lambda r: {"encoder": r.encoder_attention, "decoder": r.decoder_attention, "cross": r.cross_attention})
-        with gr.Tab("Embeddings"):
-            embeddings = EmbeddingView.build(
-                lambda r: r.embeddings, "English and German token embeddings", f"{EMBEDDINGS}\n\n{texts.EMBEDDINGS}"
-            )
+        views = _views()
         explainers = ExplainerTabs.build(translation.TASK)
-    views = (cross, encoder, decoder, embeddings)
     result_export(state, translation.TASK)
+    return _Tab(
+        text=text,
+        run=run,
+        model=model,
+        info=info,
+        output=output,
+        notice=notice,
+        confidence=confidence,
+        state=state,
+        **views,
+        explainers=explainers,
+    )
+
+
+def _views() -> dict:
+    """The tabs of the views (inside the current gr.Tabs): alignment, attributions, attention, embeddings."""
+    with gr.Tab("Alignment (cross-attention)"):
+        cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
+    with gr.Tab("Attributions"):
+        explain(ATTRIBUTION)
+        target = gr.Dropdown([], label=TARGET_LABEL, info=TARGET_INFO)
+        attribution = AttributionPanel.build(
+            texts.ATTRIBUTION, button="Explain this token", plot_label="Attribution per English token"
+        )
+    with gr.Tab("Encoder attention"):
+        encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
+        explain(texts.HEADS)
+    with gr.Tab("Decoder attention"):
+        decoder = AttentionView.build(lambda r: r.decoder_attention, "Decoder self-attention", DECODER)
+        bertviz = BertvizView.build(
+            lambda r: {"encoder": r.encoder_attention, "decoder": r.decoder_attention, "cross": r.cross_attention}
+        )
+    with gr.Tab("Embeddings"):
+        embeddings = EmbeddingView.build(
+            lambda r: r.embeddings, "English and German token embeddings", f"{EMBEDDINGS}\n\n{texts.EMBEDDINGS}"
+        )
+    return dict(
+        cross=cross,
+        target=target,
+        attribution=attribution,
+        encoder=encoder,
+        decoder=decoder,
+        bertviz=bertviz,
+        embeddings=embeddings,
+    )
+
+
+def _wire(c: _Tab) -> None:
+    """The answer (button, Enter or link), its views, the explanations, the redraws."""
+    views = (c.cross, c.encoder, c.decoder, c.embeddings)
+    main = gr.on(
+        [c.run.click, c.text.submit, share.go()],  # share.go(): a link runs the answer
+        _answer(c),
+        [c.text, c.model],
+        [c.output, c.info, c.notice, c.state, c.target, c.confidence],
+        **answer_queue(translation.TASK),
+    )
+    draw_views(main, c.state, translation.TASK, *views, c.explainers)
+    c.attribution.bind(
+        main,
+        c.state,
+        [c.target],
+        attribute,
+        api(translation.TASK, "attribution"),
+        "Translate a text first.",
+        rerun=(c.target.input,),
+    )
+    for view in views:
+        view.bind(c.state)
+    c.bertviz.bind(c.state)
+    c.explainers.bind(main, c.state)
+
+
+def _answer(c: _Tab) -> Callable:
+    """The answer's handler: the translation, its confidence curve, the target-token choices, the result."""
 
     @guarded
     def translate(text_value: str, model_id: str):
@@ -95,29 +184,20 @@ def build() -> None:
         choices = _target_choices(result)
         series = {"P(token | English, German so far)": result.target_probs}
         out = {
-            output: result.translation,
-            state: result,
-            target: gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
-            confidence: probability_lines(result.target_tokens, series, "Confidence per German token"),
-            **answer_header(translation.TASK, model_id, result.notice, info, notice),
+            c.output: result.translation,
+            c.state: result,
+            c.target: gr.Dropdown(choices, value=choices[0][1], label=TARGET_LABEL, info=TARGET_INFO),
+            c.confidence: probability_lines(result.target_tokens, series, "Confidence per German token"),
+            **answer_header(translation.TASK, model_id, result.notice, c.info, c.notice),
         }
         return out
 
-    def attribute(result, step, method, steps, tolerance, progress):
-        return [translation.attribute(result.text, int(step or 0), method, steps, result.model_id, progress=progress, tolerance=tolerance)]
+    return translate
 
-    main = gr.on(
-        [run.click, text.submit, share.go()],  # share.go(): a link runs the answer
-        translate,
-        [text, model],
-        [output, info, notice, state, target, confidence],
-        **answer_queue(translation.TASK),
-    )
-    draw_views(main, state, translation.TASK, *views, explainers)
-    attribution.bind(
-        main, state, [target], attribute, api(translation.TASK, "attribution"), "Translate a text first.", rerun=(target.input,)
-    )
-    for view in views:
-        view.bind(state)
-    bertviz.bind(state)
-    explainers.bind(main, state)
+
+def attribute(result, step, method, steps, tolerance, progress):
+    return [
+        translation.attribute(
+            result.text, int(step or 0), method, steps, result.model_id, progress=progress, tolerance=tolerance
+        )
+    ]

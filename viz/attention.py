@@ -1,7 +1,7 @@
 """Attention figures: one head or the head average as a heatmap, and a layers x heads summary."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -66,7 +66,9 @@ def attention_heatmap(
             colorbar=dict(title="weight"),
         )
     )
-    head_name = ("mean of heads" if head in (AVERAGE, None, "") else f"head {head}") + (" · whole words" if words else "")
+    head_name = ("mean of heads" if head in (AVERAGE, None, "") else f"head {head}") + (
+        " · whole words" if words else ""
+    )
     xv, xt = thinned_ticks(xlab)
     yv, yt = thinned_ticks(ylab)
     fig.update_layout(
@@ -113,7 +115,9 @@ def head_summary(weights: np.ndarray, title: str = "Attention heads") -> go.Figu
         )
     )
     fig.update_layout(
-        title=figure_title(f"{title}: focus of each head (dark = focused, 0 bits; bright = spread evenly, {top:.2f} bits)"),
+        title=figure_title(
+            f"{title}: focus of each head (dark = focused, 0 bits; bright = spread evenly, {top:.2f} bits)"
+        ),
         yaxis=dict(autorange="reversed"),
         height=max(260, 60 + 28 * ent.shape[0]),
         margin=dict(l=10, r=10, t=50, b=10),

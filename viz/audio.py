@@ -3,7 +3,7 @@ probabilities. Pure functions: numpy arrays and strings in, plotly figures out; 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -34,10 +34,14 @@ def _word_marks(fig: go.Figure, words: Sequence[Word], y: float) -> None:
     """Shaded span and label for each word above a time axis."""
     for i, (word, start, end, _) in enumerate(words):
         fig.add_vrect(x0=start, x1=end, fillcolor="#f59e0b" if i % 2 else "#38bdf8", opacity=0.12, line_width=0)
-        fig.add_annotation(x=(start + end) / 2, y=y, text=plot_label(word), showarrow=False, yanchor="bottom", font=dict(size=11))
+        fig.add_annotation(
+            x=(start + end) / 2, y=y, text=plot_label(word), showarrow=False, yanchor="bottom", font=dict(size=11)
+        )
 
 
-def spectrogram_figure(mel: np.ndarray, step: float, words: Sequence[Word] = (), title: str = "Log-mel spectrogram") -> go.Figure:
+def spectrogram_figure(
+    mel: np.ndarray, step: float, words: Sequence[Word] = (), title: str = "Log-mel spectrogram"
+) -> go.Figure:
     """Heatmap of the model's input features. mel: (mel_bins, frames); step: seconds per frame.
 
     Words (optional) are drawn as shaded time spans with their text above the top mel bin."""
@@ -98,7 +102,9 @@ def alignment_figure(
         )
     head_name = "mean of heads" if head in (AVERAGE, None, "") else f"head {head}"
     tv, tt = thinned_ticks(labels)
-    fig.update_layout(legend=dict(orientation="h", y=-0.12), xaxis=dict(title="audio time (s)", range=[0, matrix.shape[1] * step]))
+    fig.update_layout(
+        legend=dict(orientation="h", y=-0.12), xaxis=dict(title="audio time (s)", range=[0, matrix.shape[1] * step])
+    )
     fig.update_yaxes(title="output token", tickvals=tv, ticktext=tt, autorange="reversed", type="category")
     return _margins(fig, f"{title} · layer {layer} · {head_name}", max(360, min(900, 160 + 16 * len(labels))))
 
@@ -125,7 +131,9 @@ def word_timeline(words: Sequence[Word], duration: float, title: str = "When eac
     return _margins(fig, title, max(260, min(900, 120 + 22 * len(words))))
 
 
-def token_probability_bars(tokens: Sequence[str], probs: Sequence[float], title: str = "Probability of each output token") -> go.Figure:
+def token_probability_bars(
+    tokens: Sequence[str], probs: Sequence[float], title: str = "Probability of each output token"
+) -> go.Figure:
     """One bar per output token: how sure the model was of the token it wrote. probs: (n,)."""
     labels = axis_labels(tokens)
     values = np.asarray(probs, float)
@@ -138,5 +146,8 @@ def token_probability_bars(tokens: Sequence[str], probs: Sequence[float], title:
         )
     )
     tv, tt = thinned_ticks(labels)
-    fig.update_layout(xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60, type="category"), yaxis=dict(title="probability", range=[0, 1]))
+    fig.update_layout(
+        xaxis=dict(tickvals=tv, ticktext=tt, tickangle=-60, type="category"),
+        yaxis=dict(title="probability", range=[0, 1]),
+    )
     return _margins(fig, title, 360)

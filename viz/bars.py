@@ -1,7 +1,7 @@
 """Bar and line charts: attributions per token, probabilities per class or per position."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -52,7 +52,9 @@ def probability_lines(tokens: Sequence[str], series: dict[str, Sequence[float]],
 CELL_CHARS = 6  # characters of a candidate written in a top-k cell (ten cells share a half-width figure)
 
 
-def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, title: str) -> go.Figure:
+def topk_heatmap(
+    step_labels: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, title: str
+) -> go.Figure:
     """Top-k alternatives at each generated step.
 
     step_labels: (steps,) the token chosen at each step; candidates: (steps, k); probs: (steps, k).
@@ -62,7 +64,10 @@ def topk_heatmap(step_labels: Sequence[str], candidates: Sequence[Sequence[str]]
     k = probs.shape[1] if probs.ndim == 2 else 0
     # cells show at most CELL_CHARS of a candidate at a fixed size: plotly otherwise shrinks every
     # cell's text to fit the longest one (microscopic text for one long token); hover has it whole
-    text = [[f"{plot_label(shorten(c, CELL_CHARS))}<br>{p:.1%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
+    text = [
+        [f"{plot_label(shorten(c, CELL_CHARS))}<br>{p:.1%}" for c, p in zip(row, prow)]
+        for row, prow in zip(candidates, probs)
+    ]
     full = [[f"{plot_label(c)}: {p:.2%}" for c, p in zip(row, prow)] for row, prow in zip(candidates, probs)]
     fig = go.Figure(
         go.Heatmap(

@@ -76,16 +76,28 @@ def head_view_html(maps: AttentionMaps, *, sentence_b_start: int | None = None, 
     return _render("head", prep, f"bertviz head view: {maps.kind} attention")
 
 
-def model_view_html(maps: AttentionMaps, *, sentence_b_start: int | None = None, max_tokens: int = MODEL_MAX_TOKENS,
-                    max_values: int = MODEL_MAX_VALUES, max_layers: int = MAX_LAYERS, max_heads: int = MAX_HEADS) -> str:
+def model_view_html(
+    maps: AttentionMaps,
+    *,
+    sentence_b_start: int | None = None,
+    max_tokens: int = MODEL_MAX_TOKENS,
+    max_values: int = MODEL_MAX_VALUES,
+    max_layers: int = MAX_LAYERS,
+    max_heads: int = MAX_HEADS,
+) -> str:
     """bertviz model view (all layers x heads as thumbnails). maps.weights: (layers, heads, n, n)."""
     prep = _prepare({"attention": maps}, max_tokens, max_values, (max_layers, max_heads), sentence_b_start)
     return _render("model", prep, f"bertviz model view: {maps.kind} attention")
 
 
-def encoder_decoder_head_view_html(encoder: AttentionMaps | None = None, decoder: AttentionMaps | None = None,
-                                   cross: AttentionMaps | None = None, *, max_tokens: int = MAX_TOKENS,
-                                   max_values: int = MAX_VALUES) -> str:
+def encoder_decoder_head_view_html(
+    encoder: AttentionMaps | None = None,
+    decoder: AttentionMaps | None = None,
+    cross: AttentionMaps | None = None,
+    *,
+    max_tokens: int = MAX_TOKENS,
+    max_values: int = MAX_VALUES,
+) -> str:
     """Head view with a selector Encoder / Decoder / Cross.
 
     encoder: (L, H, S, S), decoder: (L, H, T, T), cross: (L, H, T, S) with S source, T target tokens.
@@ -94,10 +106,16 @@ def encoder_decoder_head_view_html(encoder: AttentionMaps | None = None, decoder
     return _render("head", prep, "bertviz head view: encoder, decoder and cross attention")
 
 
-def encoder_decoder_model_view_html(encoder: AttentionMaps | None = None, decoder: AttentionMaps | None = None,
-                                    cross: AttentionMaps | None = None, *, max_tokens: int = MODEL_MAX_TOKENS,
-                                    max_values: int = MODEL_MAX_VALUES, max_layers: int = MAX_LAYERS,
-                                    max_heads: int = MAX_HEADS) -> str:
+def encoder_decoder_model_view_html(
+    encoder: AttentionMaps | None = None,
+    decoder: AttentionMaps | None = None,
+    cross: AttentionMaps | None = None,
+    *,
+    max_tokens: int = MODEL_MAX_TOKENS,
+    max_values: int = MODEL_MAX_VALUES,
+    max_layers: int = MAX_LAYERS,
+    max_heads: int = MAX_HEADS,
+) -> str:
     """Model view with a selector Encoder / Decoder / Cross (shapes as in the head view)."""
     prep = _prepare(_encdec(encoder, decoder, cross), max_tokens, max_values, (max_layers, max_heads), None)
     return _render("model", prep, "bertviz model view: encoder, decoder and cross attention")
@@ -120,8 +138,13 @@ def _encdec(encoder, decoder, cross) -> dict:
     return parts
 
 
-def _prepare(parts: dict[str, AttentionMaps], max_tokens: int, max_values: int, grid: tuple[int, int] | None,
-             sentence_b_start: int | None) -> _Prepared:
+def _prepare(
+    parts: dict[str, AttentionMaps],
+    max_tokens: int,
+    max_values: int,
+    grid: tuple[int, int] | None,
+    sentence_b_start: int | None,
+) -> _Prepared:
     """Cut tokens, choose layers/heads within the budget, convert to torch; `parts` keyed by bertviz argument."""
     import torch
 
@@ -129,26 +152,37 @@ def _prepare(parts: dict[str, AttentionMaps], max_tokens: int, max_values: int, 
     for maps in parts.values():
         w = np.asarray(maps.weights)
         if w.ndim != 4 or w.shape[2:] != (len(maps.query_tokens), len(maps.key_tokens)):
-            raise ValueError(f"{maps.kind} attention of shape {w.shape} does not match "
-                             f"{len(maps.query_tokens)} x {len(maps.key_tokens)} tokens.")
+            raise ValueError(
+                f"{maps.kind} attention of shape {w.shape} does not match "
+                f"{len(maps.query_tokens)} x {len(maps.key_tokens)} tokens."
+            )
     n_layers = min(m.n_layers for m in parts.values())
     n_heads = min(m.n_heads for m in parts.values())
     if len({(m.n_layers, m.n_heads) for m in parts.values()}) > 1:
-        notices.append(f"The attention kinds differ in size; showing the {n_layers} layers x {n_heads} heads they share.")
+        notices.append(
+            f"The attention kinds differ in size; showing the {n_layers} layers x {n_heads} heads they share."
+        )
     tokens: dict[str, list[str]] = {}
     cut = {}
     for name, maps in parts.items():
         q, k = min(len(maps.query_tokens), max_tokens), min(len(maps.key_tokens), max_tokens)
         if (q, k) != (len(maps.query_tokens), len(maps.key_tokens)):
-            notices.append(f"{maps.kind.capitalize()} attention: showing the first {q} x {k} of "
-                           f"{len(maps.query_tokens)} x {len(maps.key_tokens)} tokens (the view gets slow beyond {max_tokens}).")
+            notices.append(
+                f"{maps.kind.capitalize()} attention: showing the first {q} x {k} of "
+                f"{len(maps.query_tokens)} x {len(maps.key_tokens)} tokens (the view gets slow beyond {max_tokens})."
+            )
         cut[name] = np.round(np.asarray(maps.weights, dtype=np.float64)[:n_layers, :n_heads, :q, :k], DECIMALS)
-        _put_tokens(tokens, name, [clean_token(t) for t in maps.query_tokens[:q]], [clean_token(t) for t in maps.key_tokens[:k]])
+        _put_tokens(
+            tokens, name, [clean_token(t) for t in maps.query_tokens[:q]], [clean_token(t) for t in maps.key_tokens[:k]]
+        )
     heads = _evenly(n_heads, grid[1]) if grid else list(range(n_heads))
     per_layer = sum(len(heads) * a.shape[2] * a.shape[3] for a in cut.values())
     layers = _evenly(n_layers, min(grid[0] if grid else n_layers, max(1, max_values // max(per_layer, 1))))
-    shown = [f"{what} {_list(idx)} of {n}" for what, idx, n in (("layers", layers, n_layers), ("heads", heads, n_heads))
-             if len(idx) < n]
+    shown = [
+        f"{what} {_list(idx)} of {n}"
+        for what, idx, n in (("layers", layers, n_layers), ("heads", heads, n_heads))
+        if len(idx) < n
+    ]
     if shown:
         notices.append(f"Showing {' and '.join(shown)} to keep the view responsive (fewer tokens leave room for more).")
     kwargs = {name: tuple(torch.from_numpy(a[layer][None]) for layer in range(n_layers)) for name, a in cut.items()}
@@ -199,13 +233,16 @@ def _render(view: View, prep: _Prepared, title: str) -> str:
     doc = (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
-        "<style>body{margin:8px;background:#fff;color:#000;font-family:'Helvetica Neue',Helvetica,Arial,sans-serif}</style>"
+        "<style>body{margin:8px;background:#fff;color:#000;"
+        "font-family:'Helvetica Neue',Helvetica,Arial,sans-serif}</style>"
         f"{_vendor_scripts()}</head><body>{body}</body></html>"
     )
     notes = "".join(f'<p class="xray-notice">{html.escape(n)}</p>' for n in prep.notices)
-    frame = (f'<iframe sandbox="allow-scripts" title="{html.escape(title, quote=True)}" '
-             f'style="width:100%;height:{int(height)}px;border:1px solid #ddd;border-radius:6px;background:#fff" '
-             f'srcdoc="{html.escape(doc, quote=True)}"></iframe>')
+    frame = (
+        f'<iframe sandbox="allow-scripts" title="{html.escape(title, quote=True)}" '
+        f'style="width:100%;height:{int(height)}px;border:1px solid #ddd;border-radius:6px;background:#fff" '
+        f'srcdoc="{html.escape(doc, quote=True)}"></iframe>'
+    )
     return f'<div class="xray-bertviz">{notes}{frame}</div>'
 
 
@@ -213,10 +250,10 @@ def _safe_body(raw: str, template: str) -> str:
     """bertviz's HTML without the CDN, with its parameters re-serialised so no token can end the script."""
     if not raw.startswith(_CDN_REQUIRE) or _SCRIPT_OPEN not in raw or not raw.endswith(_SCRIPT_CLOSE):
         raise RuntimeError("Unexpected bertviz output; this module supports bertviz 1.4.1.")
-    vis_html, js = raw[len(_CDN_REQUIRE):-len(_SCRIPT_CLOSE)].split(_SCRIPT_OPEN, 1)
+    vis_html, js = raw[len(_CDN_REQUIRE) : -len(_SCRIPT_CLOSE)].split(_SCRIPT_OPEN, 1)
     pieces = template.split("PYTHON_PARAMS")
     size, rest = divmod(len(js) - sum(map(len, pieces)), len(pieces) - 1)
-    params_json = js[len(pieces[0]):len(pieces[0]) + size]
+    params_json = js[len(pieces[0]) : len(pieces[0]) + size]
     if rest or params_json.join(pieces) != js:
         raise RuntimeError("Unexpected bertviz script; this module supports bertviz 1.4.1.")
     params = json.loads(params_json)
@@ -227,7 +264,7 @@ def _safe_body(raw: str, template: str) -> str:
     code = code.replace("// HACK: PYTHON_PARAMS", "// HACK: the params")
     if code.count("PYTHON_PARAMS") != 1 or "cdnjs" in code:
         raise RuntimeError("Unexpected bertviz script; this module supports bertviz 1.4.1.")
-    return f'{vis_html}<script>{code.replace("PYTHON_PARAMS", safe)}</script>'
+    return f"{vis_html}<script>{code.replace('PYTHON_PARAMS', safe)}</script>"
 
 
 def _script_json(value) -> str:

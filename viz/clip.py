@@ -1,7 +1,7 @@
 """CLIP figures: the image x text similarity matrix and patch relevance laid over an image."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -74,7 +74,9 @@ def relevance_overlay(pixels: np.ndarray, scores: np.ndarray, title: str, opacit
     rel = _normalised(np.asarray(scores, dtype=float))
     gh, gw = rel.shape
     ph, pw = pixels.shape[0] / gh, pixels.shape[1] / gw
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("what the model sees", "relevant patches"), horizontal_spacing=0.04)
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("what the model sees", "relevant patches"), horizontal_spacing=0.04
+    )
     for col in (1, 2):
         fig.add_trace(go.Image(z=pixels, hoverinfo="skip"), row=1, col=col)
     fig.add_trace(

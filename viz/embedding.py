@@ -1,7 +1,7 @@
 """2-D projections of embeddings (PCA by default) as interactive scatter plots."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -25,7 +25,9 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> np.nd
     if method == "tsne":
         from sklearn.manifold import TSNE
 
-        return TSNE(n_components=2, perplexity=float(max(1, min(30, n - 1) // 3 or 1)), random_state=seed, init="pca").fit_transform(x)
+        return TSNE(
+            n_components=2, perplexity=float(max(1, min(30, n - 1) // 3 or 1)), random_state=seed, init="pca"
+        ).fit_transform(x)
     if method != "pca":
         raise ValueError(f"Unknown projection {method!r}; choose one of {PROJECTIONS}.")
     from sklearn.decomposition import PCA

@@ -1,7 +1,7 @@
 """Encoder explorer figures: the sentence x sentence cosine similarity heatmap."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -18,7 +18,9 @@ def nearest_other(matrix: np.ndarray) -> np.ndarray:
     return z.argmax(axis=1)
 
 
-def sentence_similarity_heatmap(matrix: np.ndarray, sentences: Sequence[str], title: str = "Sentence similarity (cosine)") -> go.Figure:
+def sentence_similarity_heatmap(
+    matrix: np.ndarray, sentences: Sequence[str], title: str = "Sentence similarity (cosine)"
+) -> go.Figure:
     """Heatmap of an (S, S) cosine matrix, cells printed, each row's nearest other sentence starred.
 
     The colour scale is fixed to [-1, 1] (0 = unrelated directions) so figures compare."""

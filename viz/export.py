@@ -8,10 +8,10 @@ import csv
 import dataclasses
 import io
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-
 
 MAX_JSON_ARRAY = 200_000  # larger arrays (e.g. all attention of a long input) are summarised
 
@@ -65,7 +65,9 @@ def _csv(header: Sequence[str], rows) -> str:
     return buf.getvalue()
 
 
-def matrix_csv(matrix: np.ndarray, row_tokens: Sequence[str], col_tokens: Sequence[str], rows: slice, cols: slice) -> str:
+def matrix_csv(
+    matrix: np.ndarray, row_tokens: Sequence[str], col_tokens: Sequence[str], rows: slice, cols: slice
+) -> str:
     """The matrix a heatmap shows, as a table: first column the row token, then one column per
     column token (headers 'index:token'). matrix: (q, k); rows/cols: the part shown."""
     q_idx, k_idx = range(*rows.indices(matrix.shape[0])), range(*cols.indices(matrix.shape[1]))

@@ -3,7 +3,7 @@ candidates per step with the emitted token marked."""
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -32,7 +32,9 @@ def continuation_html(prompt: str, pieces: Sequence[str], probs: Sequence[float]
     )
 
 
-def choices_figure(chosen: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, ranks: Sequence[int], title: str) -> go.Figure:
+def choices_figure(
+    chosen: Sequence[str], candidates: Sequence[Sequence[str]], probs: np.ndarray, ranks: Sequence[int], title: str
+) -> go.Figure:
     """`topk_heatmap` with a black outline on the emitted token's cell when it is among the shown ranks.
 
     chosen: (steps,) emitted tokens; candidates / probs: (steps, k); ranks: (steps,) 1-based rank of

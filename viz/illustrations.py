@@ -3,7 +3,7 @@ page instead of waiting for the plotting library to load. Every label is escaped
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -12,8 +12,10 @@ _FONT = "font-family:system-ui,sans-serif;font-size:12px"
 
 def _svg(width: int, height: int, body: str, title: str) -> str:
     return (
-        f"<figure class='xray-illustration' style='margin:0'><figcaption class='xray-caption'>{html.escape(title)}</figcaption>"
-        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%' style='max-width:{width}px;{_FONT}'"
+        "<figure class='xray-illustration' style='margin:0'>"
+        f"<figcaption class='xray-caption'>{html.escape(title)}</figcaption>"
+        f"<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 {width} {height}' width='100%'"
+        f" style='max-width:{width}px;{_FONT}'"
         f" role='img' aria-label='{html.escape(title, quote=True)}'>{body}</svg></figure>"
     )
 
@@ -39,7 +41,8 @@ def heatmap_svg(matrix: np.ndarray, rows: Sequence[str], cols: Sequence[str], ti
         for j in range(m):
             v = float(matrix[i, j])
             parts.append(
-                f"<rect x='{left + j * cell}' y='{top + i * cell}' width='{cell - 1}' height='{cell - 1}' fill='{_blue(v)}'>"
+                f"<rect x='{left + j * cell}' y='{top + i * cell}' width='{cell - 1}' height='{cell - 1}'"
+                f" fill='{_blue(v)}'>"
                 f"<title>{html.escape(name)} → {html.escape(cols[j])}: {v:.3f}</title></rect>"
             )
     return _svg(left + m * cell + 10, top + n * cell + 10, "".join(parts), title)
@@ -56,7 +59,10 @@ def bars_svg(labels: Sequence[str], values: Sequence[float], title: str) -> str:
         x = mid if v >= 0 else mid - w
         colour = "#16a34a" if v >= 0 else "#dc2626"
         parts.append(f"<text x='{left - 6}' y='{i * row + 15}' text-anchor='end'>{html.escape(name)}</text>")
-        parts.append(f"<rect x='{x}' y='{i * row + 4}' width='{w}' height='{row - 8}' fill='{colour}'><title>{html.escape(name)}: {float(v):+.3f}</title></rect>")
+        parts.append(
+            f"<rect x='{x}' y='{i * row + 4}' width='{w}' height='{row - 8}' fill='{colour}'>"
+            f"<title>{html.escape(name)}: {float(v):+.3f}</title></rect>"
+        )
     return _svg(left + width + 10, row * len(labels) + 4, "".join(parts), title)
 
 
@@ -71,6 +77,9 @@ def scatter_svg(points: np.ndarray, labels: Sequence[str], groups: Sequence[str]
     parts = []
     for (x, y), name, group in zip(xy, labels, groups):
         y = size - y
-        parts.append(f"<circle cx='{x:.1f}' cy='{y:.1f}' r='6' fill='{colour[group]}'><title>{html.escape(name)} ({html.escape(group)})</title></circle>")
+        parts.append(
+            f"<circle cx='{x:.1f}' cy='{y:.1f}' r='6' fill='{colour[group]}'>"
+            f"<title>{html.escape(name)} ({html.escape(group)})</title></circle>"
+        )
         parts.append(f"<text x='{x + 9:.1f}' y='{y + 4:.1f}'>{html.escape(name)}</text>")
     return _svg(size + 60, size, "".join(parts), title)

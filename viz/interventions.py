@@ -79,8 +79,12 @@ def head_map_figure(h: HeadImportance) -> go.Figure:
         ), row=1, col=i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
     fig.update_layout(
-        title=figure_title(f"Knock out one head at a time: change of {h.value_name} of {shorten(clean_token(outcome_text(h.answer)), 40)} (was {number_text(h.score)})"),
-        height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)), margin=dict(l=10, r=10, t=70, b=10),
+        title=figure_title(
+            f"Knock out one head at a time: change of {h.value_name} of "
+            f"{shorten(clean_token(outcome_text(h.answer)), 40)} (was {number_text(h.score)})"
+        ),
+        height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)),
+        margin=dict(l=10, r=10, t=70, b=10),
     )
     return fit_title(fig, 30)
 
@@ -112,12 +116,26 @@ def deletion_figure(f: Faithfulness) -> go.Figure:
     fig = go.Figure()
     for name, curve in zip(f.curve_names, f.deletion):
         dash = "dot" if name.startswith("random") else None
-        fig.add_trace(go.Scatter(x=f.ks, y=curve, mode="lines+markers", name=plot_label(name), line=dict(dash=dash),
-                                 hovertemplate=f"{plot_label(name)}<br>%{{x}} removed: %{{y:.4f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=f.ks,
+                y=curve,
+                mode="lines+markers",
+                name=plot_label(name),
+                line=dict(dash=dash),
+                hovertemplate=f"{plot_label(name)}<br>%{{x}} removed: %{{y:.4f}}<extra></extra>",
+            )
+        )
     fig.update_layout(
-        title=figure_title(f"Deletion check: remove the top units ({f.replacement}) and watch {f.value_name} of {shorten(clean_token(outcome_text(f.answer)), 40)}"),
-        xaxis=dict(title="units removed"), yaxis=dict(title=f.value_name),
-        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom"), height=440, margin=dict(l=10, r=10, t=50, b=10),
+        title=figure_title(
+            f"Deletion check: remove the top units ({f.replacement}) and watch {f.value_name} of "
+            f"{shorten(clean_token(outcome_text(f.answer)), 40)}"
+        ),
+        xaxis=dict(title="units removed"),
+        yaxis=dict(title=f.value_name),
+        legend=dict(orientation="h", x=0, xanchor="left", y=1.0, yanchor="bottom"),
+        height=440,
+        margin=dict(l=10, r=10, t=50, b=10),
     )
     return fit_title(fig, 52)  # a legend of five entries: two rows on a narrow screen
 
@@ -125,12 +143,26 @@ def deletion_figure(f: Faithfulness) -> go.Figure:
 def agreement_figure(f: Faithfulness) -> go.Figure:
     """Spearman rank agreement between the explanations (1: same order, 0: unrelated, −1: reversed)."""
     names = [plot_label(n) for n in f.names]
-    fig = go.Figure(go.Heatmap(
-        z=f.spearman, x=names, y=names, zmin=-1, zmax=1, zmid=0, colorscale="RdBu",
-        text=np.round(f.spearman, 2), texttemplate="%{text}", hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
-    ))
-    fig.update_layout(title=figure_title("Do the explanations agree? (Spearman rank correlation)"), yaxis=dict(autorange="reversed"),
-                      height=380, margin=dict(l=10, r=10, t=50, b=10))
+    fig = go.Figure(
+        go.Heatmap(
+            z=f.spearman,
+            x=names,
+            y=names,
+            zmin=-1,
+            zmax=1,
+            zmid=0,
+            colorscale="RdBu",
+            text=np.round(f.spearman, 2),
+            texttemplate="%{text}",
+            hovertemplate="%{y} vs %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=figure_title("Do the explanations agree? (Spearman rank correlation)"),
+        yaxis=dict(autorange="reversed"),
+        height=380,
+        margin=dict(l=10, r=10, t=50, b=10),
+    )
     return fit_title(fig)
 
 
@@ -138,8 +170,11 @@ def faithfulness_summary(f: Faithfulness) -> str:
     """Markdown: which explanation's deletion curve falls fastest (smallest area), and what was skipped."""
     area = f.area()
     order = np.argsort(area)
-    lines = [f"Area under each deletion curve (smaller = the answer falls faster = more faithful); "
-             f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** with nothing removed: {number_text(f.original)}, with everything removed: {number_text(f.baseline)}."]
+    lines = [
+        f"Area under each deletion curve (smaller = the answer falls faster = more faithful); "
+        f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** "
+        f"with nothing removed: {number_text(f.original)}, with everything removed: {number_text(f.baseline)}."
+    ]
     lines += [f"{rank}. {_md(f.curve_names[i])}: {number_text(area[i])}" for rank, i in enumerate(order, start=1)]
     lines += [f"- *{_md(name)}* not shown: {_md(why)}" for name, why in f.skipped.items()]
     return "\n".join(lines)

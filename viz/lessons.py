@@ -2,7 +2,7 @@
 asks for a guess. Pure (counts and texts in, a plotly figure out)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import plotly.graph_objects as go
 

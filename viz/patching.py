@@ -133,22 +133,31 @@ def steer_html(s: SteerResult) -> str:
     def column(title: str, pieces: list[str], colour: str) -> str:
         body = html.escape(s.prompt) + f"<span style='background:{colour}'>{html.escape(''.join(pieces))}</span>"
         return (f"<div style='flex:1;min-width:16em;padding:0.5em;border:1px solid #ddd;border-radius:6px'>"
-                f"<b>{html.escape(title)}</b><div style='white-space:pre-wrap;overflow-wrap:anywhere'>{body}</div></div>")
+                f"<b>{html.escape(title)}</b>"
+                f"<div style='white-space:pre-wrap;overflow-wrap:anywhere'>{body}</div></div>")
 
     push = f"{s.strength:+g} × (“{s.toward}” − “{s.away}”) after layer {s.layer}"
-    return ("<div class='xray-steer' style='display:flex;gap:1em;flex-wrap:wrap'>"
-            + column("Without steering", s.plain, "#dbeafe") + column(f"With {push}", s.steered, "#fde68a")
-            + "</div>")
+    return (
+        "<div class='xray-steer' style='display:flex;gap:1em;flex-wrap:wrap'>"
+        + column("Without steering", s.plain, "#dbeafe")
+        + column(f"With {push}", s.steered, "#fde68a")
+        + "</div>"
+    )
 
 
 def steer_summary(s: SteerResult) -> str:
     same = s.plain == s.steered
-    verdict = "The two texts are the same: the push did not change any greedy choice." if same else (
-        "The texts part where the push changed the model's greedy choice.")
-    return (f"Prompt: **{_md(s.prompt)}**. Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** "
-            f"minus that of **{_md(s.away)}** "
-            f"(length {s.norm:.3g}), added {s.strength:+g} times at every position while generating greedily. "
-            f"{verdict}")
+    verdict = (
+        "The two texts are the same: the push did not change any greedy choice."
+        if same
+        else ("The texts part where the push changed the model's greedy choice.")
+    )
+    return (
+        f"Prompt: **{_md(s.prompt)}**. Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** "
+        f"minus that of **{_md(s.away)}** "
+        f"(length {s.norm:.3g}), added {s.strength:+g} times at every position while generating greedily. "
+        f"{verdict}"
+    )
 
 
 def steer_lens_figure(s: SteerResult) -> go.Figure:
@@ -156,14 +165,28 @@ def steer_lens_figure(s: SteerResult) -> go.Figure:
     with steering (colour: its probability)."""
     z = np.stack([s.lens_plain_probs, s.lens_steered_probs], axis=1)
     text = [[plot_label(a), plot_label(b)] for a, b in zip(s.lens_plain, s.lens_steered)]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=["without steering", "with steering"], y=s.lens_layers, text=text, texttemplate="%{text}",
-        colorscale="Blues", zmin=0, colorbar=dict(title="probability"),
-        hovertemplate="%{y} · %{x}<br>top next token %{text}<br>probability %{z:.4f}<extra></extra>",
-    ))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["without steering", "with steering"],
+            y=s.lens_layers,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            zmin=0,
+            colorbar=dict(title="probability"),
+            hovertemplate="%{y} · %{x}<br>top next token %{text}<br>probability %{z:.4f}<extra></extra>",
+        )
+    )
     fig.update_yaxes(title="layer", autorange="reversed")
     fig.update_xaxes(title="run")
-    fig.update_layout(title=figure_title("Which next token does each layer point to after the prompt? (each layer's "
-                                         "state read by the final norm and the unembedding)", 90),
-                      height=max(280, 120 + 34 * len(s.lens_layers)), margin=dict(l=10, r=10, t=70, b=10))
+    fig.update_layout(
+        title=figure_title(
+            "Which next token does each layer point to after the prompt? (each layer's "
+            "state read by the final norm and the unembedding)",
+            90,
+        ),
+        height=max(280, 120 + 34 * len(s.lens_layers)),
+        margin=dict(l=10, r=10, t=70, b=10),
+    )
     return fig

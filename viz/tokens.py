@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -123,7 +123,10 @@ def highlight_html(tokens: Sequence[str], scores: Sequence[float], title: str = 
         "<div class='xray-legend'><span style='background:rgba(22,163,74,.7)'>pushes toward</span> "
         "<span style='background:rgba(220,38,38,.7)'>pushes away</span></div>"
     )
-    return f"<div class='xray-highlight'>{head}<div class='xray-tokens' style='{CHIPS_WRAP}'>{' '.join(spans)}</div>{legend}</div>"
+    return (
+        f"<div class='xray-highlight'>{head}"
+        f"<div class='xray-tokens' style='{CHIPS_WRAP}'>{' '.join(spans)}</div>{legend}</div>"
+    )
 
 
 def span_html(text: str, start: int, end: int) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -36,8 +37,14 @@ def resolve(root: Any, path: str) -> Any:
 def _prefixed(stack: Stack, prefix: str) -> Stack:
     def p(path: str) -> str:
         return prefix + path if path else ""
-    return replace(stack, layers=p(stack.layers), embeddings=p(stack.embeddings), final=tuple(p(f) for f in stack.final),
-                   rotary=p(stack.rotary), bias_source=p(stack.bias_source))
+    return replace(
+        stack,
+        layers=p(stack.layers),
+        embeddings=p(stack.embeddings),
+        final=tuple(p(f) for f in stack.final),
+        rotary=p(stack.rotary),
+        bias_source=p(stack.bias_source),
+    )
 
 
 def _specialise(adapter: Adapter, config: Any) -> Adapter:
@@ -52,7 +59,9 @@ def _specialise(adapter: Adapter, config: Any) -> Adapter:
             attn = replace(attn, rotary_fraction=float(fraction))
         if adapter.family == "deberta-v2" and not getattr(config, "relative_attention", False):
             attn = replace(attn, positions="learned")
-        if adapter.family == "beit" and not (config.use_relative_position_bias or config.use_shared_relative_position_bias):
+        if adapter.family == "beit" and not (
+            config.use_relative_position_bias or config.use_shared_relative_position_bias
+        ):
             attn = replace(attn, positions="learned" if config.use_absolute_position_embeddings else "none")
         st = replace(st, attention=attn)
         if adapter.family == "gpt_neox":
@@ -79,7 +88,8 @@ def adapter_for(model: nn.Module) -> Adapter:
     if family not in TABLE:
         raise UnknownArchitecture(
             f"no adapter for {family}: the table (demos/adapters/table.py) does not say where its blocks, attention "
-            f"projections, final norm and head are; known families: {', '.join(sorted(TABLE))}")
+            f"projections, final norm and head are; known families: {', '.join(sorted(TABLE))}"
+        )
     adapter = _specialise(TABLE[family], model.config)
     base = getattr(model, "base_model", model)
     prefix = model.base_model_prefix + "." if base is not model else ""
@@ -92,14 +102,17 @@ def adapter_for(model: nn.Module) -> Adapter:
             continue  # e.g. the decoder of T5EncoderModel
         stacks[name] = st
     if not stacks:
-        raise UnknownArchitecture(f"{family}: {type(model).__name__} has none of the stacks the table names "
-                                  f"({', '.join(s.layers for s in adapter.stacks.values())})")
+        raise UnknownArchitecture(
+            f"{family}: {type(model).__name__} has none of the stacks the table names "
+            f"({', '.join(s.layers for s in adapter.stacks.values())})"
+        )
     heads = {h.stack: h for cls, h in adapter.heads if cls == type(model).__name__ and h.stack in stacks}
     return replace(adapter, stacks=stacks, head=heads)
 
 
-STILL_WORKS = ("The attention maps and the attributions do not need the architecture table and still work for "
-               "this model.")
+STILL_WORKS = (
+    "The attention maps and the attributions do not need the architecture table and still work for this model."
+)
 
 
 def adapter_for_view(model: nn.Module, view: str) -> Adapter:
@@ -190,8 +203,14 @@ def scale(attn: nn.Module, spec: AttentionSpec) -> float:
     return float(resolve(attn, spec.scale))
 
 
-def apply_rotary(model: nn.Module, adapter: Adapter, q: torch.Tensor, k: torch.Tensor, stack: str | None = None,
-                 position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_rotary(
+    model: nn.Module,
+    adapter: Adapter,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    stack: str | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rotate q (b, H, n, d) and k (b, H, n_k, d) as the family does, with the model's own rotary module and its
     modeling module's apply_rotary_pos_emb (partial rotary: only the first rotary_fraction*d dims turn)."""
     rotary = resolve(model, stack_of(adapter, stack).rotary)
@@ -201,8 +220,15 @@ def apply_rotary(model: nn.Module, adapter: Adapter, q: torch.Tensor, k: torch.T
     return sys.modules[type(rotary).__module__].apply_rotary_pos_emb(q, k, cos, sin)
 
 
-def position_bias(model: nn.Module, adapter: Adapter, layer: int, q: torch.Tensor, k: torch.Tensor,
-                  stack: str | None = None, cross: bool = False) -> torch.Tensor | None:
+def position_bias(
+    model: nn.Module,
+    adapter: Adapter,
+    layer: int,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    stack: str | None = None,
+    cross: bool = False,
+) -> torch.Tensor | None:
     """The term the family adds to scaled q.k, (1 or b, H, n_q, n_k), or None (rotary/absolute positions, cross)."""
     st = stack_of(adapter, stack)
     spec = st.cross_attention if cross else st.attention
@@ -247,15 +273,24 @@ class Parts(NamedTuple):
             scores = scores + self.bias
         if self.causal:
             n_q, n_k = scores.shape[-2:]
-            scores = scores.masked_fill(torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(1 + n_k - n_q),
-                                        float("-inf"))
+            scores = scores.masked_fill(
+                torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).triu(1 + n_k - n_q), float("-inf")
+            )
         if mask is not None:
             scores = scores + mask
         return scores.softmax(-1)
 
 
-def attention_parts(model: nn.Module, adapter: Adapter, layer: int, x: torch.Tensor, kv: torch.Tensor | None = None,
-                    stack: str | None = None, cross: bool = False, position_ids: torch.Tensor | None = None) -> Parts:
+def attention_parts(
+    model: nn.Module,
+    adapter: Adapter,
+    layer: int,
+    x: torch.Tensor,
+    kv: torch.Tensor | None = None,
+    stack: str | None = None,
+    cross: bool = False,
+    position_ids: torch.Tensor | None = None,
+) -> Parts:
     """Recompute one block's attention from its input `x` (b, n, D) (and encoder states `kv` for cross)."""
     st = stack_of(adapter, stack)
     spec = st.cross_attention if cross else st.attention
@@ -283,23 +318,34 @@ def causal_mask(n_q: int, n_k: int, device: torch.device | str = "cpu") -> torch
     return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)
 
 
-def _mask(spec: AttentionSpec, allowed: torch.Tensor | None, x: torch.Tensor, n_k: int,
-          bias: torch.Tensor | None) -> torch.Tensor | None:
+def _mask(
+    spec: AttentionSpec, allowed: torch.Tensor | None, x: torch.Tensor, n_k: int, bias: torch.Tensor | None
+) -> torch.Tensor | None:
     """The mask argument of the module: additive (1, 1, n_q, n_k) (plus BEiT's bias, which rides on it) or bool."""
     if spec.mask_kind == "bool":  # DeBERTa: required, True = may attend
         keep = torch.ones(x.shape[1], n_k, dtype=torch.bool, device=x.device) if allowed is None else allowed
         return keep[None, None]
     mask = None
     if allowed is not None:
-        mask = torch.where(allowed, torch.zeros((), dtype=x.dtype, device=x.device), torch.finfo(x.dtype).min)[None, None]
+        mask = torch.where(allowed, torch.zeros((), dtype=x.dtype, device=x.device), torch.finfo(x.dtype).min)[
+            None, None
+        ]
     if bias is not None:
         mask = bias.to(x.dtype) if mask is None else bias.to(x.dtype) + mask
     return mask
 
 
-def run_attention(model: nn.Module, adapter: Adapter, layer: int, x: torch.Tensor, kv: torch.Tensor | None = None,
-                  stack: str | None = None, cross: bool = False, allowed: torch.Tensor | None = None,
-                  position_ids: torch.Tensor | None = None) -> Ran:
+def run_attention(
+    model: nn.Module,
+    adapter: Adapter,
+    layer: int,
+    x: torch.Tensor,
+    kv: torch.Tensor | None = None,
+    stack: str | None = None,
+    cross: bool = False,
+    allowed: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+) -> Ran:
     """Call one block's own attention module on its input `x` (b, n, D) (and encoder states `kv` for
     cross-attention) as the block calls it: the family's mask convention, rotary cos/sin, T5's position bias,
     BEiT's 2-D bias, DeBERTa's relative positions. `allowed` (n_q, n_k) bool: where a query may look (default:
@@ -330,8 +376,10 @@ def run_attention(model: nn.Module, adapter: Adapter, layer: int, x: torch.Tenso
     kwargs[spec.mask_arg] = _mask(spec, allowed, x, n_k, bias)
     seen: dict[str, torch.Tensor] = {}
     out_proj = resolve(attn, spec.out)
-    handles = [out_proj.register_forward_pre_hook(lambda _m, args: seen.setdefault("heads", args[0])),
-               out_proj.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", out))]
+    handles = [
+        out_proj.register_forward_pre_hook(lambda _m, args: seen.setdefault("heads", args[0])),
+        out_proj.register_forward_hook(lambda _m, _a, out: seen.setdefault("out", out)),
+    ]
     try:
         returned = attn(x, **kwargs)
     finally:
@@ -339,34 +387,47 @@ def run_attention(model: nn.Module, adapter: Adapter, layer: int, x: torch.Tenso
             handle.remove()
     weights = returned[-1] if isinstance(returned, tuple) else None
     if weights is None or weights.dim() != 4 or "heads" not in seen:
-        raise RuntimeError(f"{type(attn).__name__} returned no attention weights (load the model with "
-                           "attn_implementation='eager').")
+        raise RuntimeError(
+            f"{type(attn).__name__} returned no attention weights (load the model with attn_implementation='eager')."
+        )
     return Ran(weights, seen["heads"], seen["out"])
 
 
-def cross_attention_input(model: nn.Module, adapter: Adapter, layer: int, hidden: torch.Tensor,
-                          stack: str | None = None, allowed: torch.Tensor | None = None) -> torch.Tensor:
+def cross_attention_input(
+    model: nn.Module,
+    adapter: Adapter,
+    layer: int,
+    hidden: torch.Tensor,
+    stack: str | None = None,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
     """What a decoder block's cross-attention reads, (b, n, D), from the block input `hidden`: the block's own
     self-attention sub-layer is run here, then h + its output goes through the norm in front of cross-attention
     (pre-norm) or the post-norm after self-attention."""
     st = stack_of(adapter, stack)
     norm = st.cross_input_norm or st.self_output_norm
     if st.cross_attention is None or not norm:
-        raise UnknownArchitecture(f"{adapter.family}: the table does not say what cross-attention reads in "
-                                  f"stack '{stack or adapter.main}'")
+        raise UnknownArchitecture(
+            f"{adapter.family}: the table does not say what cross-attention reads in stack '{stack or adapter.main}'"
+        )
     block = blocks(model, adapter, stack)[layer]
-    ran = run_attention(model, adapter, layer, attention_input(adapter, block, hidden, stack), stack=stack,
-                        allowed=allowed)
+    ran = run_attention(
+        model, adapter, layer, attention_input(adapter, block, hidden, stack), stack=stack, allowed=allowed
+    )
     return resolve(block, norm)(hidden + ran.out)
 
 
-def stack_output(model: nn.Module, adapter: Adapter, last_hidden: torch.Tensor, stack: str | None = None) -> torch.Tensor:
+def stack_output(
+    model: nn.Module, adapter: Adapter, last_hidden: torch.Tensor, stack: str | None = None
+) -> torch.Tensor:
     """The stack's output (what a decoder's cross-attention reads) from its stored last hidden state."""
     st = stack_of(adapter, stack)
     return last_hidden if st.last_hidden_normed else _run(model, st.final, last_hidden)
 
 
-def pair_logits(model: nn.Module, adapter: Adapter, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+def pair_logits(
+    model: nn.Module, adapter: Adapter, image_embeds: torch.Tensor, text_embeds: torch.Tensor
+) -> torch.Tensor:
     """Image-text logits (images, texts) from projected embeddings: cosine x exp(logit_scale) (+ logit_bias)."""
     head = next((h for h in adapter.head.values() if h.logit_scale), None)
     if head is None:
@@ -378,8 +439,13 @@ def pair_logits(model: nn.Module, adapter: Adapter, image_embeds: torch.Tensor, 
 
 
 _STEP_TEXT = {"relu": "ReLU", "final_logits_bias": "+ final_logits_bias", "t5_scale": "x d_model^-0.5"}
-_POOL_TEXT = {"first": "on token 0", "last": "on the last token", "eos": "on the end-of-text token",
-              "mean_patches": "on the mean of the patch tokens", "all": ""}
+_POOL_TEXT = {
+    "first": "on token 0",
+    "last": "on the last token",
+    "eos": "on the end-of-text token",
+    "mean_patches": "on the mean of the patch tokens",
+    "all": "",
+}
 
 
 def describe_head(model: nn.Module, adapter: Adapter, stack: str | None = None) -> str:
@@ -388,7 +454,9 @@ def describe_head(model: nn.Module, adapter: Adapter, stack: str | None = None) 
     name = stack or adapter.main
     st, head = stack_of(adapter, name), adapter.head.get(name)
     if head is None:
-        raise UnknownArchitecture(f"{adapter.family}: the table has no head of {type(model).__name__} on stack '{name}'")
+        raise UnknownArchitecture(
+            f"{adapter.family}: the table has no head of {type(model).__name__} on stack '{name}'"
+        )
 
     def shown(path: str) -> str:
         if path.startswith("@"):
@@ -408,7 +476,7 @@ def describe_head(model: nn.Module, adapter: Adapter, stack: str | None = None) 
 STEPS: dict[str, Callable[[nn.Module, torch.Tensor], torch.Tensor]] = {
     "relu": lambda model, x: torch.relu(x),
     "final_logits_bias": lambda model, x: x + model.final_logits_bias,  # Marian, BART
-    "t5_scale": lambda model, x: x * model.config.d_model ** -0.5 if model.config.scale_decoder_outputs else x,
+    "t5_scale": lambda model, x: x * model.config.d_model**-0.5 if model.config.scale_decoder_outputs else x,
 }
 
 
@@ -437,8 +505,14 @@ def _run(model: nn.Module, steps: tuple[str, ...], h: torch.Tensor) -> torch.Ten
     return h
 
 
-def final_logits(model: nn.Module, adapter: Adapter, hidden: torch.Tensor, is_last: bool = False,
-                 stack: str | None = None, input_ids: torch.Tensor | None = None) -> torch.Tensor:
+def final_logits(
+    model: nn.Module,
+    adapter: Adapter,
+    hidden: torch.Tensor,
+    is_last: bool = False,
+    stack: str | None = None,
+    input_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Logits read from a stack's hidden state `hidden` (b, n, D), as the model reads its last one: the stack's
     final norm (skipped when is_last and the stored last state already has it), the head's pooling, its steps.
 
@@ -448,8 +522,10 @@ def final_logits(model: nn.Module, adapter: Adapter, hidden: torch.Tensor, is_la
     name = stack or adapter.main
     st, head = stack_of(adapter, name), adapter.head.get(name)
     if head is None:
-        raise UnknownArchitecture(f"{adapter.family}: the table has no head of {type(model).__name__} on stack "
-                                  f"'{name}' (heads for: {', '.join(c for c, _ in TABLE[adapter.family].heads) or 'none'})")
+        raise UnknownArchitecture(
+            f"{adapter.family}: the table has no head of {type(model).__name__} on stack "
+            f"'{name}' (heads for: {', '.join(c for c, _ in TABLE[adapter.family].heads) or 'none'})"
+        )
     if not (is_last and st.last_hidden_normed):
         hidden = _run(model, st.final, hidden)
     logits = _run(model, head.steps, _pool(model, head, hidden, input_ids))

@@ -4,8 +4,9 @@ Paths are dotted attribute paths; integer parts index into a ModuleList ("layer.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 Positions = Literal[
     "learned",  # absolute position embeddings added to the input (nothing inside attention)
@@ -63,9 +64,11 @@ class Stack:
     layers: str  # the ModuleList of blocks
     attention: AttentionSpec
     embeddings: str  # the token (or patch / audio frame) embedding module
-    outputs: str = ""  # where the model output keeps this stack's states: "", "encoder_", "decoder_", "text_model_output."
-    input_norm: str = ""  # pre-norm: the norm in front of self-attention ("" = post-norm: attention reads the block input)
-    final: tuple[str, ...] = ()  # what runs after the last block (final norm, OPT's project_out); None modules are skipped
+    outputs: str = ""
+    input_norm: str = ""
+    final: tuple[
+        str, ...
+    ] = ()  # what runs after the last block (final norm, OPT's project_out); None modules are skipped
     last_hidden_normed: bool = False  # hidden_states[-1] already went through `final`
     cross_attention: AttentionSpec | None = None
     cross_input_norm: str = ""

@@ -88,7 +88,9 @@ def _check_layer(layer: int, n_layers: int) -> None:
         raise ValueError(f"Layer {layer} does not exist; choose 0 to {n_layers - 1}.")
 
 
-def _site(task: str, kind: str, m: loading.Loaded, adapter: A.Adapter, result: Any, layer: int, item: int | None) -> _Site:
+def _site(
+    task: str, kind: str, m: loading.Loaded, adapter: A.Adapter, result: Any, layer: int, item: int | None
+) -> _Site:
     """Where the result keeps the input of this attention (by task; see the module docstring)."""
     if task == "clip":
         return _clip_site(kind, m, result, layer, item or 0)
@@ -126,15 +128,24 @@ def _clip_site(kind: str, m: loading.Loaded, result: Any, layer: int, item: int)
         rows, cols = result.rollout.shape[1:]  # the patch grid
         names = ["[CLS]"] + [f"r{r}c{c}" for r in range(rows) for c in range(cols)]
         hidden = _t(m, result.vision_hidden[layer, item])
-        names = names[-hidden.shape[1]:] if len(names) > hidden.shape[1] else names  # a tower without [CLS]
+        names = names[-hidden.shape[1] :] if len(names) > hidden.shape[1] else names  # a tower without [CLS]
         return _Site("vision", False, hidden, None, None, names, names, f"vision tower layer {layer}", "hidden_states")
     if not 0 <= item < len(result.texts):
         raise ValueError(f"Text {item} does not exist; choose 0 to {len(result.texts) - 1}.")
     _check_layer(layer, result.text_hidden.shape[0] - 1)
     n = int(result.text_mask[item].sum())  # padding on the right: the real tokens only
     names = m.processor.tokenizer.convert_ids_to_tokens(result.text_ids[item, :n].tolist())
-    return _Site("text", False, _t(m, result.text_hidden[layer, item, :n]), None, None, names, names,
-                 f"text tower layer {layer}", "hidden_states")
+    return _Site(
+        "text",
+        False,
+        _t(m, result.text_hidden[layer, item, :n]),
+        None,
+        None,
+        names,
+        names,
+        f"text tower layer {layer}",
+        "hidden_states",
+    )
 
 
 def _seq2seq_site(task: str, kind: str, m: loading.Loaded, adapter: A.Adapter, result: Any, layer: int) -> _Site:
@@ -152,13 +163,23 @@ def _seq2seq_site(task: str, kind: str, m: loading.Loaded, adapter: A.Adapter, r
         sources, dec_tokens = list(result.source_tokens), list(result.decoder_tokens)
     if kind == "encoder self":
         _check_layer(layer, enc_h.shape[0] - 1)
-        return _Site("encoder", False, _t(m, enc_h[layer]), None, None, sources, sources, f"encoder layer {layer}",
-                     "encoder hidden_states")
+        return _Site(
+            "encoder",
+            False,
+            _t(m, enc_h[layer]),
+            None,
+            None,
+            sources,
+            sources,
+            f"encoder layer {layer}",
+            "encoder hidden_states",
+        )
     _check_layer(layer, dec_h.shape[0] - 1)
     h = _t(m, dec_h[layer])
     if kind == "decoder self":
-        return _Site("decoder", False, h, None, None, dec_tokens, dec_tokens, f"decoder layer {layer}",
-                     "decoder hidden_states")
+        return _Site(
+            "decoder", False, h, None, None, dec_tokens, dec_tokens, f"decoder layer {layer}", "decoder hidden_states"
+        )
     kv = A.stack_output(model, adapter, _t(m, enc_h[-1]), "encoder")
     return _Site("decoder", True, h, kv, None, dec_tokens, sources, f"decoder layer {layer}", "decoder hidden_states")
 
@@ -172,12 +193,15 @@ def _source(adapter: A.Adapter, site: _Site, layer: int) -> str:
     own = st.attention.module.rsplit(".", 1)[-1]
     inner = f"{st.input_norm.rsplit('.', 1)[-1]}(h)" if st.input_norm else "h"
     norm = (st.cross_input_norm or st.self_output_norm).rsplit(".", 1)[-1]
-    return (f"{norm}(h + {own}({inner})), h = {h} (the self-attention sub-layer run here); "
-            "keys/values from the encoder output")
+    return (
+        f"{norm}(h + {own}({inner})), h = {h} (the self-attention sub-layer run here); "
+        "keys/values from the encoder output"
+    )
 
 
-def _describe(spec: A.AttentionSpec, head: int, heads: int, kv_heads: int, d: int,
-              bias: bool) -> tuple[list[str], str, list[int]]:
+def _describe(
+    spec: A.AttentionSpec, head: int, heads: int, kv_heads: int, d: int, bias: bool
+) -> tuple[list[str], str, list[int]]:
     """What this model's attention does beyond softmax(q K^T / sqrt(d_k) + mask) V: notes, formula, and the
     heads sharing this head's keys/values (grouped-query attention)."""
     notes: list[str] = []
@@ -187,32 +211,48 @@ def _describe(spec: A.AttentionSpec, head: int, heads: int, kv_heads: int, d: in
         group = heads // kv_heads
         kv = head // group
         shared = [h for h in range(kv * group, (kv + 1) * group) if h != head]
-        notes.append(f"This head shares keys/values with heads {', '.join(map(str, shared))} (grouped-query attention: "
-                     f"{heads} query heads, {kv_heads} key/value heads; it reads key/value head {kv}).")
+        notes.append(
+            f"This head shares keys/values with heads {', '.join(map(str, shared))} (grouped-query attention: "
+            f"{heads} query heads, {kv_heads} key/value heads; it reads key/value head {kv})."
+        )
     if spec.positions == "rotary":
         turned = int(round(d * spec.rotary_fraction))
         part = "every dimension" if turned >= d else f"the first {turned} of the {d} dimensions"
-        notes.append(f"Rotary positions applied to q and k ({part} of each head turn with the token's position); "
-                     "q and K below are after the rotation, so q.k depends on how far apart the tokens are.")
+        notes.append(
+            f"Rotary positions applied to q and k ({part} of each head turn with the token's position); "
+            "q and K below are after the rotation, so q.k depends on how far apart the tokens are."
+        )
         formula = "Attention(Q, K, V) = softmax(R(Q) R(K)^T / sqrt(d_k) + mask) V, R = rotary positions"
     elif spec.positions == "relative_bias" and bias:
-        notes.append("Relative position bias added: a learned number per head and (bucketed) distance between query "
-                     "and key, computed in the stack's first block and shared by every block.")
+        notes.append(
+            "Relative position bias added: a learned number per head and (bucketed) distance between query "
+            "and key, computed in the stack's first block and shared by every block."
+        )
         notes.append("No 1/sqrt(d_k) scaling: this model folds it into its weights (scale 1).")
         formula = "Attention(Q, K, V) = softmax(Q K^T + position bias + mask) V"
     elif spec.positions == "relative_bias_2d" and bias:
         notes.append("Relative position bias added: a learned number per head and 2-D offset between patches.")
         formula = "Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k) + position bias + mask) V"
     elif spec.positions == "disentangled" and bias:
-        notes.append("Disentangled attention: content-to-position and position-to-content terms are added to q.k "
-                     "(they depend on q, k and the relative distance), and the scale is 1/sqrt(d_k x (1 + number of "
-                     "those terms)).")
+        notes.append(
+            "Disentangled attention: content-to-position and position-to-content terms are added to q.k "
+            "(they depend on q, k and the relative distance), and the scale is 1/sqrt(d_k x (1 + number of "
+            "those terms))."
+        )
         formula = "Attention(Q, K, V) = softmax((Q K^T + c2p + p2c) / sqrt((1 + #terms) d_k) + mask) V"
     return notes, formula, shared
 
 
-def attention_steps(task_key: str, result: Any, layer: int, head: int, query: int, kind: str = "self",
-                    model_id: str | None = None, item: int | None = None) -> AttentionSteps:
+def attention_steps(
+    task_key: str,
+    result: Any,
+    layer: int,
+    head: int,
+    query: int,
+    kind: str = "self",
+    model_id: str | None = None,
+    item: int | None = None,
+) -> AttentionSteps:
     """Every step of one head's attention for one query token of `result` (the task's result).
 
     query: index of the query token (negative counts from the end: -1 = the last);
@@ -248,8 +288,9 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
                 x = A.attention_input(adapter, block, site.hidden, site.stack)
             parts = A.attention_parts(model, adapter, layer, x, site.kv, stack=site.stack, cross=site.cross)
             raw = A.qkv(attn, spec, x, site.kv) if spec.positions == "rotary" and not site.cross else None
-            ran = A.run_attention(model, adapter, layer, x, site.kv, stack=site.stack, cross=site.cross,
-                                  allowed=site.allowed)
+            ran = A.run_attention(
+                model, adapter, layer, x, site.kv, stack=site.stack, cross=site.cross, allowed=site.allowed
+            )
         n_k = parts.k.shape[-2]
         allowed = site.allowed
         if allowed is None and parts.causal:
@@ -272,13 +313,34 @@ def attention_steps(task_key: str, result: Any, layer: int, head: int, query: in
         cut = slice(head * d_k, (head + 1) * d_k)
         causal = parts.causal and not site.cross
         return AttentionSteps(
-            task=task_key, model_id=m.model_id, kind="cross" if site.cross else "causal self" if causal else "self",
-            block=site.block, layer=layer, head=head, query=query, query_token=site.query_tokens[query],
-            tokens=list(site.key_tokens), q=q, K=K, V=V, scores=scores, scale=scale, scaled=scaled, mask=mask,
-            softmax=softmax, model_row=ran.weights[0, head, query].float().cpu().numpy(), output=softmax @ V,
-            model_output=ran.heads[0, query, cut].float().cpu().numpy(), source=_source(adapter, site, layer),
-            formula=formula, caption=" ".join([CAPTION, *notes]), bias=bias_row, notes=notes,
-            positions=spec.positions, kv_heads=kv_heads, shares_with=shared,
+            task=task_key,
+            model_id=m.model_id,
+            kind="cross" if site.cross else "causal self" if causal else "self",
+            block=site.block,
+            layer=layer,
+            head=head,
+            query=query,
+            query_token=site.query_tokens[query],
+            tokens=list(site.key_tokens),
+            q=q,
+            K=K,
+            V=V,
+            scores=scores,
+            scale=scale,
+            scaled=scaled,
+            mask=mask,
+            softmax=softmax,
+            model_row=ran.weights[0, head, query].float().cpu().numpy(),
+            output=softmax @ V,
+            model_output=ran.heads[0, query, cut].float().cpu().numpy(),
+            source=_source(adapter, site, layer),
+            formula=formula,
+            caption=" ".join([CAPTION, *notes]),
+            bias=bias_row,
+            notes=notes,
+            positions=spec.positions,
+            kv_heads=kv_heads,
+            shares_with=shared,
             q_before_rotary=None if raw is None else as64(raw[0][0, head, query]),
             K_before_rotary=None if raw is None else as64(raw[1][0, head]),
         )

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from core import explainers as specs
 from core.results import is_large
-
 from demos.runtime.compute import answer_first
 
 ProgressFn = Callable[[float, str], None]
@@ -82,8 +82,10 @@ def stack_hidden(hidden_states: Sequence[torch.Tensor], batch_index: int = 0) ->
     with the widths named."""
     widths = sorted({int(h.shape[-1]) for h in hidden_states})
     if len(widths) > 1:
-        raise ValueError(f"The hidden states have different widths {widths} (the last one is {hidden_states[-1].shape[-1]} "
-                         "wide): the model's final part changes the width, so they cannot be stacked as layers.")
+        raise ValueError(
+            f"The hidden states have different widths {widths} (the last one is {hidden_states[-1].shape[-1]} "
+            "wide): the model's final part changes the width, so they cannot be stacked as layers."
+        )
     return torch.stack([h[batch_index] for h in hidden_states]).float().cpu().numpy()
 
 
@@ -120,7 +122,9 @@ def steps_per_batch(n_tokens: int, steps: int, budget: int = TOKENS_PER_BATCH) -
     return max(1, min(int(steps), budget // max(1, int(n_tokens))))
 
 
-def endpoint_values(score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = ()) -> tuple[float, float]:
+def endpoint_values(
+    score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = ()
+) -> tuple[float, float]:
     """f(x) and f(baseline) from ONE batched forward pass (for the completeness check).
 
     x, base: (1, ...) inputs of the same shape; tensors in `extra` with batch 1 are repeated.
@@ -193,7 +197,9 @@ def run_attribution(
     algo = chosen.captum(tracked, layer)
     for n_steps in ladder:
         if chosen.integrates:
-            kwargs = dict(baselines=baselines, n_steps=n_steps, internal_batch_size=batch or steps_per_batch(n_units, n_steps))
+            kwargs = dict(
+                baselines=baselines, n_steps=n_steps, internal_batch_size=batch or steps_per_batch(n_units, n_steps)
+            )
         else:
             kwargs = {}
         source = inputs if layer is not None or not inputs.is_floating_point() else inputs.clone().requires_grad_(True)

@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
+from core import explainers as specs
 from core import registry
 from core.intervention_types import Branch, ContrastResult
 from core.results import Attribution
 from core.tokens import outcome_text
 from demos.explain import subjects
-from core import explainers as specs
+from demos.explain.attribution import ProgressFn, run_attribution, steps_per_batch
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
-from demos.explain.attribution import ProgressFn, run_attribution, steps_per_batch
 
 BRANCH_TASKS = tuple(spec.key for spec in registry.TASKS if spec.branches)  # answers that continue a prompt
 CONTINUOUS_BATCH = {"patches": 8, "frames": 4}  # integration steps per batch (others: a token budget)
@@ -47,9 +47,21 @@ def attribute_units(
     got = run_attribution(fn, x, base, method, int(steps), layer=layer, batch=batch, progress=progress)
     scores = got.attrs.sum(dim=-1)[0] if layer is not None else s.units.reduce(got.attrs)
     # readable outcomes in the title ('P(␣The) − P(␣the)', not the tokenizer's 'P(ĠThe) − P(Ġthe)')
-    label = s.answer_label if name != "contrast_prob_diff" else f"P({outcome_text(s.answer_label)}) − P({outcome_text(s.contrast_label)})"
-    return Attribution(tokens=list(s.units.labels), scores=scores.float().cpu().numpy(), target=label, method=method,
-                       steps=got.steps, delta=got.delta, output_value=got.output_value, baseline_value=got.baseline_value)
+    label = (
+        s.answer_label
+        if name != "contrast_prob_diff"
+        else f"P({outcome_text(s.answer_label)}) − P({outcome_text(s.contrast_label)})"
+    )
+    return Attribution(
+        tokens=list(s.units.labels),
+        scores=scores.float().cpu().numpy(),
+        target=label,
+        method=method,
+        steps=got.steps,
+        delta=got.delta,
+        output_value=got.output_value,
+        baseline_value=got.baseline_value,
+    )
 
 
 def why_not(
@@ -73,7 +85,9 @@ def _contrast(task, result, target, contrast_, method, steps, progress) -> Contr
     with torch.no_grad():
         probs = s.outcome_probs(s.run(s.batch(1)))[0]
     attribution = attribute_units(s, "contrast_prob_diff", method, steps, progress)
-    return ContrastResult(task, s.answer_label, s.contrast_label, float(probs[s.answer]), float(probs[s.contrast]), attribution)
+    return ContrastResult(
+        task, s.answer_label, s.contrast_label, float(probs[s.answer]), float(probs[s.contrast]), attribution
+    )
 
 
 def branch(result: Any, step: int, token: Any, task: str | None = None) -> Branch:
@@ -92,13 +106,18 @@ def _branch(task: str, result: Any, step: int, token: Any) -> Branch:
     remaining = result.steps - step - 1
     with torch.inference_mode():
         if remaining > 0:
-            out = m.model.generate(input_ids=prefix, attention_mask=torch.ones_like(prefix), max_new_tokens=remaining,
-                                   do_sample=False, pad_token_id=mod.pad_id(m))
+            out = m.model.generate(
+                input_ids=prefix,
+                attention_mask=torch.ones_like(prefix),
+                max_new_tokens=remaining,
+                do_sample=False,
+                pad_token_id=mod.pad_id(m),
+            )
         else:
             out = prefix
     tok = m.processor
-    original = [tok.decode([i]) for i in result.ids[result.n_prompt:]]
-    new = [tok.decode([i]) for i in out[0, result.n_prompt:].tolist()]
+    original = [tok.decode([i]) for i in result.ids[result.n_prompt :]]
+    new = [tok.decode([i]) for i in out[0, result.n_prompt :].tolist()]
     diverge = next((i for i, (a, b) in enumerate(zip(original, new)) if a != b), min(len(original), len(new)))
     rejoin = None
     if len(original) == len(new):
@@ -107,8 +126,15 @@ def _branch(task: str, result: Any, step: int, token: Any) -> Branch:
     return Branch(result.prompt, step, s.contrast_label, original, new, diverge, rejoin)
 
 
-def _run_contrast(task: str, result: Any, target: Any = None, contrast: Any = None, method: str = "integrated_gradients",
-                  steps: int = 32, progress: ProgressFn | None = None) -> ContrastResult:
+def _run_contrast(
+    task: str,
+    result: Any,
+    target: Any = None,
+    contrast: Any = None,
+    method: str = "integrated_gradients",
+    steps: int = 32,
+    progress: ProgressFn | None = None,
+) -> ContrastResult:
     return why_not(task, result, target, contrast, method, steps, progress)
 
 

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from core import explainers as specs
 from core.intervention_types import Faithfulness
 from demos.explain import subjects
-from core import explainers as specs
+from demos.explain.attribution import METHODS, ProgressFn
+from demos.explain.contrast import attribute_units
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
-from demos.explain.contrast import attribute_units
-from demos.explain.attribution import METHODS, ProgressFn
 
 ROWS_PER_PASS = 16  # deletion variants scored in one forward pass
 

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from core import explainers as specs
+from core import registry
 from core.intervention_types import AblationResult, HeadImportance, Tower
 from demos import adapters as A
 from demos.explain import subjects
-from core import explainers as specs
-from core import registry
+from demos.explain.attribution import ProgressFn
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
 from demos.runtime.cache import memo
-from demos.explain.attribution import ProgressFn
 
 VIEW = "Knocking out heads"
 _TOWER_NAMES = {"main": "layers"}  # adapter stack -> the name users write ("layers L2H3"); others keep theirs
@@ -110,7 +110,9 @@ def head_masks(model: torch.nn.Module, masks: dict[tuple[str, int], torch.Tensor
             h.remove()
 
 
-def knockout_masks(model: torch.nn.Module, heads: Sequence[tuple[str, int, int | None]]) -> dict[tuple[str, int], torch.Tensor]:
+def knockout_masks(
+    model: torch.nn.Module, heads: Sequence[tuple[str, int, int | None]]
+) -> dict[tuple[str, int], torch.Tensor]:
     """(tower, layer, head or None for the whole layer) triples -> one-row masks per (tower, layer)."""
     by_key = {(s.tower, s.layer): s for s in sites(model)}
     masks: dict[tuple[str, int], torch.Tensor] = {}
@@ -137,7 +139,9 @@ def _locked(task: str, fn, *args: Any, **kwargs: Any) -> Any:
     return loading.one_at_a_time(task)(fn)(*args, **kwargs)
 
 
-def ablate(task: str, result: Any, heads: Sequence[tuple[str, int, int | None]], target: Any = None, top_k: int = 5) -> AblationResult:
+def ablate(
+    task: str, result: Any, heads: Sequence[tuple[str, int, int | None]], target: Any = None, top_k: int = 5
+) -> AblationResult:
     """Run `result`'s forward pass again with `heads` knocked out ((tower, layer, head) triples,
     head None = the whole layer; tower names from `towers()`); the answer before and after."""
     return _locked(task, _ablate, task, result, [tuple(h) for h in heads], target, int(top_k))
@@ -153,11 +157,17 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     k = min(top_k, before.shape[0])
     shown = list(dict.fromkeys([s.answer, *before.topk(k).indices.tolist(), *after.topk(k).indices.tolist()]))
     return AblationResult(
-        task=task, answer=s.answer_label, value_name=s.value_name, knocked_out=_describe(heads),
+        task=task,
+        answer=s.answer_label,
+        value_name=s.value_name,
+        knocked_out=_describe(heads),
         labels=[s.outcome_label(i) for i in shown],
-        before=before[shown].cpu().numpy(), after=after[shown].cpu().numpy(),
-        score_before=float(before[s.answer]), score_after=float(after[s.answer]),
-        top_before=s.outcome_label(int(before.argmax())), top_after=s.outcome_label(int(after.argmax())),
+        before=before[shown].cpu().numpy(),
+        after=after[shown].cpu().numpy(),
+        score_before=float(before[s.answer]),
+        score_after=float(after[s.answer]),
+        top_before=s.outcome_label(int(before.argmax())),
+        top_after=s.outcome_label(int(after.argmax())),
     )
 
 
@@ -169,7 +179,9 @@ class _Ref:
     result: Any = field(compare=False, hash=False, repr=False)
 
 
-def head_importance(task: str, result: Any, target: Any = None, batch_rows: int = 8, progress: ProgressFn | None = None) -> HeadImportance:
+def head_importance(
+    task: str, result: Any, target: Any = None, batch_rows: int = 8, progress: ProgressFn | None = None
+) -> HeadImportance:
     """Each head knocked out alone -> change of the answer's score, (layers, heads) per tower.
     `batch_rows` knockouts share one forward pass where the stack allows. Memoised."""
     return _head_importance(_Ref(subjects.result_key(task, result), result), target, int(batch_rows), progress=progress)
@@ -193,7 +205,7 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
     for tower in maps:  # rows of one chunk share a forward pass: same tower, batched stacks only
         mine = [j for j in jobs if j[0].tower == tower]
         size = max(1, batch_rows) if s.towers_batched(tower) else 1
-        chunks += [mine[i: i + size] for i in range(0, len(mine), size)]
+        chunks += [mine[i : i + size] for i in range(0, len(mine), size)]
     done = 0
     for chunk in chunks:
         rows = len(chunk)
@@ -222,19 +234,25 @@ def parse_heads(text: str, stacks: Sequence[Tower]) -> list[tuple[str, int, int 
     for part in filter(None, (p.strip() for p in str(text).split(","))):
         match = _HEAD_TEXT.match(part)
         if match is None:
-            raise ValueError(f"Cannot read {part!r}: write heads as L2H3, a whole layer as L2, with the stack first "
-                             f"where there are several ({', '.join(t.name for t in stacks)}).")
+            raise ValueError(
+                f"Cannot read {part!r}: write heads as L2H3, a whole layer as L2, with the stack first "
+                f"where there are several ({', '.join(t.name for t in stacks)})."
+            )
         tower = (match["tower"] or "").strip().lower()
         if tower and tower not in names:
             raise ValueError(f"No stack called {tower!r}; this model has: {', '.join(t.name for t in stacks)}.")
         head = match["head"]
-        heads.append((names[tower] if tower else stacks[0].name, int(match["layer"]), None if head is None else int(head)))
+        heads.append(
+            (names[tower] if tower else stacks[0].name, int(match["layer"]), None if head is None else int(head))
+        )
     if not heads:
         raise ValueError("Name at least one head (e.g. L0H1) or layer (e.g. L2) to knock out.")
     return heads
 
 
-def _run_ablate(task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5) -> AblationResult:
+def _run_ablate(
+    task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5
+) -> AblationResult:
     if isinstance(heads, str):
         heads = parse_heads(heads, towers(registry.get(task).compute().load(result.model_id).model))
     return ablate(task, result, heads, target, top_k)

@@ -34,9 +34,9 @@ from core import explainers as specs
 from core import registry
 from core.lens_types import LENS_CAPTION, AttentionSteps, HeadLens, LensGrid, Span
 from demos import adapters as A
+from demos.explain.attention_steps import attention_kinds, attention_steps
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
-from demos.explain.attention_steps import attention_kinds, attention_steps
 
 TOP_K = 5
 DECODERS = tuple(spec.key for spec in registry.TASKS if spec.lens == "decoder")
@@ -101,11 +101,23 @@ def _decoder_columns(task: str, result: Any) -> tuple[slice, list[str], list[str
     """Columns of the grid, by task: which positions, their labels, targets, target ids, groups."""
     if task == "translation":
         t = len(result.target_tokens)
-        return slice(0, t), list(result.decoder_tokens), list(result.target_tokens), [int(i) for i in result.target_ids], ["target"] * t
+        return (
+            slice(0, t),
+            list(result.decoder_tokens),
+            list(result.target_tokens),
+            [int(i) for i in result.target_ids],
+            ["target"] * t,
+        )
     if task == "asr":
         n_prompt, t = len(result.prompt), len(result.tokens)
         inputs = list(result.prompt) + list(result.tokens)
-        return slice(n_prompt - 1, n_prompt - 1 + t), inputs[n_prompt - 1 : n_prompt - 1 + t], list(result.tokens), list(result.token_ids), ["output"] * t
+        return (
+            slice(n_prompt - 1, n_prompt - 1 + t),
+            inputs[n_prompt - 1 : n_prompt - 1 + t],
+            list(result.tokens),
+            list(result.token_ids),
+            ["output"] * t,
+        )
     n, n_prompt = len(result.tokens), result.n_prompt
     targets = list(result.tokens[1:]) + [""]
     ids = list(result.ids[1:]) + [None]
@@ -206,7 +218,10 @@ def _clip_lens(task, m, result, adapter: A.Adapter, item: int) -> HeadLens:
     pair = adapter.head["vision"]
     bias = f" + {pair.logit_bias}" if pair.logit_bias else ""
     scores = "sigmoid per text" if pair.contrast == "sigmoid" else "softmax over the texts"
-    head = f"{A.describe_head(m.model, adapter, 'vision')}, cosine with each text x exp({pair.logit_scale}){bias}, {scores}"
+    head = (
+        f"{A.describe_head(m.model, adapter, 'vision')}, "
+        f"cosine with each text x exp({pair.logit_scale}){bias}, {scores}"
+    )
     return _classes_lens(task, m, probs, list(result.texts), int(np.argmax(result.logits[item])), head, keep_all=True)
 
 
@@ -260,8 +275,10 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
             return _clip_lens(task_key, m, result, adapter, int(item))
         if kinds & {"sequence_classifier", "image_classifier"}:
             return _classifier_lens(task_key, m, result, adapter, keep_all="sequence_classifier" in kinds)
-        raise A.UnknownArchitecture(f"{VIEW} is not available for this model: the architecture table has no "
-                                    f"classifier head of {type(m.model).__name__}. {A.STILL_WORKS}")
+        raise A.UnknownArchitecture(
+            f"{VIEW} is not available for this model: the architecture table has no "
+            f"classifier head of {type(m.model).__name__}. {A.STILL_WORKS}"
+        )
 
     return loading.one_at_a_time(task_key)(run)()
 
@@ -271,8 +288,18 @@ def _run_lens(task: str, result: Any, model_id: str | None = None, item: int = 0
 
 
 LENS = Explainer(specs.LENS, _run_lens)
-def _run_steps(task: str, result: Any, layer: int = 0, head: int = 0, query: int = -1, kind: str = "self",
-               model_id: str | None = None, item: int | None = None) -> AttentionSteps:
+
+
+def _run_steps(
+    task: str,
+    result: Any,
+    layer: int = 0,
+    head: int = 0,
+    query: int = -1,
+    kind: str = "self",
+    model_id: str | None = None,
+    item: int | None = None,
+) -> AttentionSteps:
     return attention_steps(task, result, layer, head, query, kind, model_id, item)
 
 

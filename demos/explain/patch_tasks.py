@@ -89,13 +89,25 @@ def _generation(result: Any, corrupted: Any, target: Any) -> Pair:
     bad = tok(_text(corrupted, "The Colosseum is in"), return_tensors="pt")["input_ids"].to(m.device)
     if bad.shape[1] > model_max_length(tok, m.model):
         raise ValueError("The corrupted prompt is longer than the model can read.")
-    answer = None if target in (None, "") else resolve_outcome(target, tok.decode, m.model.config.vocab_size, vocab_lookup(tok))
+    answer = (
+        None
+        if target in (None, "")
+        else resolve_outcome(target, tok.decode, m.model.config.vocab_size, vocab_lookup(tok))
+    )
     return Pair(
-        m.model, {"input_ids": clean}, {"input_ids": bad},
+        m.model,
+        {"input_ids": clean},
+        {"input_ids": bad},
         lambda kw: m.model(input_ids=kw["input_ids"], use_cache=False, logits_to_keep=1).logits[:, -1],
-        clean[0].tolist(), bad[0].tolist(), token_labels(tok, clean[0].tolist()), token_labels(tok, bad[0].tolist()),
-        label=lambda i: tok.decode([i]), answer=answer, what="logit(A) − logit(B) of the next token after the prompt",
-        clean_input=result.prompt, corrupted_input=str(corrupted),
+        clean[0].tolist(),
+        bad[0].tolist(),
+        token_labels(tok, clean[0].tolist()),
+        token_labels(tok, bad[0].tolist()),
+        label=lambda i: tok.decode([i]),
+        answer=answer,
+        what="logit(A) − logit(B) of the next token after the prompt",
+        clean_input=result.prompt,
+        corrupted_input=str(corrupted),
     )
 
 
@@ -114,18 +126,29 @@ def _sentiment(result: Any, corrupted: Any, target: Any) -> Pair:
     bad = encode(m.processor, m.model, _text(corrupted, "This movie was awful."))
     label, answer = _classes(m, target)
     return Pair(
-        m.model, {"input_ids": clean.ids, "attention_mask": clean.mask}, {"input_ids": bad.ids, "attention_mask": bad.mask},
+        m.model,
+        {"input_ids": clean.ids, "attention_mask": clean.mask},
+        {"input_ids": bad.ids, "attention_mask": bad.mask},
         lambda kw: m.model(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"]).logits,
-        clean.ids[0].tolist(), bad.ids[0].tolist(), clean.tokens, bad.tokens, label=label, answer=answer,
-        what="logit(A) − logit(B) of the two classes", clean_input=result.text, corrupted_input=str(corrupted),
+        clean.ids[0].tolist(),
+        bad.ids[0].tolist(),
+        clean.tokens,
+        bad.tokens,
+        label=label,
+        answer=answer,
+        what="logit(A) − logit(B) of the two classes",
+        clean_input=result.text,
+        corrupted_input=str(corrupted),
     )
 
 
 GROUPS_PER_SIDE = 4  # an image's residual and MLP columns: [CLS] and at most 4 x 4 blocks of patches (ViT-base: 4 x 4
 # blocks of 4 x 4 patches: 17 columns a layer instead of 197, each a full forward pass of the image)
 _REGION = re.compile(r"^r(\d+)(?:-(\d+))?c(\d+)(?:-(\d+))?$")
-REGION_HELP = ("Name the region to blur: centre, all, top, bottom, left or right, or patches such as r1-2 c0-3 "
-               "(rows 1 to 2, columns 0 to 3) or r0c0, r1c2")
+REGION_HELP = (
+    "Name the region to blur: centre, all, top, bottom, left or right, or patches such as r1-2 c0-3 "
+    "(rows 1 to 2, columns 0 to 3) or r0c0, r1c2"
+)
 
 
 def region(spec: Any, grid: tuple[int, int]) -> list[int]:
@@ -133,8 +156,14 @@ def region(spec: Any, grid: tuple[int, int]) -> list[int]:
     rows, cols = grid
     text = str(spec or "centre").strip().lower()
     qr, qc = max(1, round(rows / 4)) if rows > 2 else 0, max(1, round(cols / 4)) if cols > 2 else 0
-    named = {"centre": (qr, rows - qr, qc, cols - qc), "all": (0, rows, 0, cols), "top": (0, rows // 2, 0, cols),
-             "bottom": (rows // 2, rows, 0, cols), "left": (0, rows, 0, cols // 2), "right": (0, rows, cols // 2, cols)}
+    named = {
+        "centre": (qr, rows - qr, qc, cols - qc),
+        "all": (0, rows, 0, cols),
+        "top": (0, rows // 2, 0, cols),
+        "bottom": (rows // 2, rows, 0, cols),
+        "left": (0, rows, 0, cols // 2),
+        "right": (0, rows, cols // 2, cols),
+    }
     named["center"] = named["middle"] = named["centre"]
     boxes = []
     if text in named:
@@ -147,8 +176,15 @@ def region(spec: Any, grid: tuple[int, int]) -> list[int]:
                 raise ValueError(f"Cannot read {part!r}. {REGION_HELP}; the grid has {rows} rows and {cols} columns.")
             a, b, c, d = (None if g is None else int(g) for g in match.groups())
             boxes.append((a, a if b is None else b, c, c if d is None else d))
-    chosen = sorted({r * cols + c for r0, r1, c0, c1 in boxes for r in range(r0, r1 + 1) for c in range(c0, c1 + 1)
-                     if 0 <= r < rows and 0 <= c < cols})
+    chosen = sorted(
+        {
+            r * cols + c
+            for r0, r1, c0, c1 in boxes
+            for r in range(r0, r1 + 1)
+            for c in range(c0, c1 + 1)
+            if 0 <= r < rows and 0 <= c < cols
+        }
+    )
     if not chosen:
         raise ValueError(f"That region holds no patch. {REGION_HELP}; the grid has {rows} rows and {cols} columns.")
     return chosen
@@ -164,7 +200,9 @@ def patch_blocks(grid: tuple[int, int], specials: list[str]) -> list[tuple[str, 
         for c in range(0, cols, side):
             r1, c1 = min(r + side, rows) - 1, min(c + side, cols) - 1
             label = f"r{r}-{r1} c{c}-{c1}" if side > 1 else f"r{r}c{c}"
-            out.append((f"{len(out)} · {label}", [k + i * cols + j for i in range(r, r1 + 1) for j in range(c, c1 + 1)]))
+            out.append(
+                (f"{len(out)} · {label}", [k + i * cols + j for i in range(r, r1 + 1) for j in range(c, c1 + 1)])
+            )
     return out
 
 
@@ -188,15 +226,28 @@ def _image(result: Any, corrupted: Any, target: Any) -> Pair:
     mask = torch.zeros(rows * cols, dtype=torch.bool, device=m.device)
     mask[chosen] = True
     pixels = torch.zeros(pv.shape[-2:], dtype=torch.bool, device=m.device)
-    pixels[: rows * patch, : cols * patch] = mask.view(rows, cols).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    pixels[: rows * patch, : cols * patch] = (
+        mask.view(rows, cols).repeat_interleave(patch, 0).repeat_interleave(patch, 1)
+    )
     bad = torch.where(pixels, mod.make_baseline(pv, "blurred", m.processor), pv)
     names = list(result.attention.key_tokens)
     units = [f"{n} blurred" if i - k in chosen else n for i, n in enumerate(names)]
     label, answer = _classes(m, target)
     return Pair(
-        m.model, {"pixel_values": pv}, {"pixel_values": bad}, lambda kw: m.model(pixel_values=kw["pixel_values"]).logits,
-        names, units, names, names, label=label, answer=answer, changed_mark=" (blurred)", groups=patch_blocks(result.grid, names[:k]),
-        what="logit(A) − logit(B) of the two classes", clean_input="the image",
+        m.model,
+        {"pixel_values": pv},
+        {"pixel_values": bad},
+        lambda kw: m.model(pixel_values=kw["pixel_values"]).logits,
+        names,
+        units,
+        names,
+        names,
+        label=label,
+        answer=answer,
+        changed_mark=" (blurred)",
+        groups=patch_blocks(result.grid, names[:k]),
+        what="logit(A) − logit(B) of the two classes",
+        clean_input="the image",
         corrupted_input=f"the image with {len(chosen)} of {rows * cols} patches blurred ({corrupted or 'centre'})",
         picture=_shown(bad, m.processor),
     )
@@ -212,13 +263,20 @@ def _translation(result: Any, corrupted: Any, target: Any) -> Pair:
     clean, bad = encode(tok, m.model, result.text), encode(tok, m.model, _text(corrupted, "The garden is small."))
     dec = torch.tensor([result.generated[: step + 1]], device=m.device)  # the clean translation fed in up to `step`
     return Pair(
-        m.model, {"input_ids": clean.ids, "attention_mask": clean.mask, "decoder_input_ids": dec},
+        m.model,
+        {"input_ids": clean.ids, "attention_mask": clean.mask, "decoder_input_ids": dec},
         {"input_ids": bad.ids, "attention_mask": bad.mask, "decoder_input_ids": dec},
         lambda kw: m.model(**kw, use_cache=False, logits_to_keep=1).logits[:, -1],
-        clean.ids[0].tolist(), bad.ids[0].tolist(), clean.tokens, bad.tokens, label=tok.convert_ids_to_tokens,
-        answer=int(result.target_ids[step]), stack="encoder",
+        clean.ids[0].tolist(),
+        bad.ids[0].tolist(),
+        clean.tokens,
+        bad.tokens,
+        label=tok.convert_ids_to_tokens,
+        answer=int(result.target_ids[step]),
+        stack="encoder",
         what=f"logit(A) − logit(B) of target token {step}, the translation fed in up to it (teacher forced)",
-        clean_input=result.text, corrupted_input=str(corrupted),
+        clean_input=result.text,
+        corrupted_input=str(corrupted),
     )
 
 
@@ -229,14 +287,22 @@ def _clip(result: Any, corrupted: Any, target: Any) -> Pair:
     mod, m = _load("clip", result)
     texts = list(result.texts)
     index = {t: i for i, t in enumerate(texts)}
-    a = int(np.argmax(result.logits[0])) if target in (None, "") else resolve_outcome(target, texts.__getitem__, len(texts), index.get)
+    a = (
+        int(np.argmax(result.logits[0]))
+        if target in (None, "")
+        else resolve_outcome(target, texts.__getitem__, len(texts), index.get)
+    )
     pv = m.processor.image_processor(images=[load_image(result.sources[0])], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         image = m.model.get_image_features(pixel_values=pv.to(m.device, m.dtype)).pooler_output
     image = image / image.norm(dim=-1, keepdim=True)
 
     def enc(text: str) -> dict[str, torch.Tensor]:
-        return dict(m.processor.tokenizer([text], truncation=True, max_length=mod._text_limit(m), return_tensors="pt").to(m.device))
+        return dict(
+            m.processor.tokenizer([text], truncation=True, max_length=mod._text_limit(m), return_tensors="pt").to(
+                m.device
+            )
+        )
 
     def run(kw: dict[str, torch.Tensor]) -> torch.Tensor:  # (b, 1) the image's match score with each row's text
         t = m.model.get_text_features(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"]).pooler_output
@@ -246,19 +312,34 @@ def _clip(result: Any, corrupted: Any, target: Any) -> Pair:
     ids, bad_ids = clean["input_ids"][0].tolist(), bad["input_ids"][0].tolist()
     tok = m.processor.tokenizer
     return Pair(
-        m.model, clean, bad, run, ids, bad_ids, token_labels(tok, ids), token_labels(tok, bad_ids), single=True,
-        stack="text", what="the image's match score with the text (logit scale × cosine similarity)",
-        clean_input=texts[a], corrupted_input=str(corrupted),
+        m.model,
+        clean,
+        bad,
+        run,
+        ids,
+        bad_ids,
+        token_labels(tok, ids),
+        token_labels(tok, bad_ids),
+        single=True,
+        stack="text",
+        what="the image's match score with the text (logit scale × cosine similarity)",
+        clean_input=texts[a],
+        corrupted_input=str(corrupted),
     )
 
 
 # task -> Pair builder(result, corrupted, target). Tasks without a row give their reason in core.explainers.PATCH.
 PAIRS: dict[str, Callable[[Any, Any, Any], Pair]] = {
-    "generation": _generation, "sentiment": _sentiment, "image": _image, "translation": _translation, "clip": _clip,
+    "generation": _generation,
+    "sentiment": _sentiment,
+    "image": _image,
+    "translation": _translation,
+    "clip": _clip,
 }
 
 
 # ---- steering (generation) ----
+
 
 @contextmanager
 def added(block: nn.Module, vector: torch.Tensor | None) -> Iterator[None]:
@@ -286,6 +367,7 @@ def _states(m: loading.Loaded, found: list[nn.Module], ids: torch.Tensor) -> lis
     def keep(i: int):
         def hook(module, args, output):
             states[i] = (output[0] if isinstance(output, tuple) else output).detach()
+
         return hook
 
     handles = [b.register_forward_hook(keep(i)) for i, b in enumerate(found)]
@@ -307,12 +389,19 @@ def _mean_state(m: loading.Loaded, found: list[nn.Module], layer: int, text: str
 
 def _continue(mod: Any, m: loading.Loaded, prompt: torch.Tensor, n: int) -> list[int]:
     with torch.no_grad():
-        out = m.model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
-                               do_sample=False, pad_token_id=mod.pad_id(m))
-    return out[0, prompt.shape[1]:].tolist()
+        out = m.model.generate(
+            input_ids=prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=n,
+            do_sample=False,
+            pad_token_id=mod.pad_id(m),
+        )
+    return out[0, prompt.shape[1] :].tolist()
 
 
-def _lens(m: loading.Loaded, adapter: Any, found: list[nn.Module], prompt: torch.Tensor) -> tuple[list[str], np.ndarray]:
+def _lens(
+    m: loading.Loaded, adapter: Any, found: list[nn.Module], prompt: torch.Tensor
+) -> tuple[list[str], np.ndarray]:
     """Top next token after the prompt read from each block's output (final norm + unembedding)."""
     tokens, probs = [], []
     for state in _states(m, found, prompt):
@@ -323,8 +412,15 @@ def _lens(m: loading.Loaded, adapter: Any, found: list[nn.Module], prompt: torch
     return tokens, np.array(probs, dtype=np.float32)
 
 
-def steer(task: str, result: Any, toward: str = "Love", away: str = "Hate", layer: int | None = None,
-          strength: float = 4.0, max_new_tokens: int | None = None) -> SteerResult:
+def steer(
+    task: str,
+    result: Any,
+    toward: str = "Love",
+    away: str = "Hate",
+    layer: int | None = None,
+    strength: float = 4.0,
+    max_new_tokens: int | None = None,
+) -> SteerResult:
     """Greedy continuations of `result`'s prompt with and without strength x (mean state of `toward` -
     mean state of `away` after block `layer`, default the middle one) added after that block."""
     from demos.inputs.text import piece_texts
@@ -346,14 +442,29 @@ def steer(task: str, result: Any, toward: str = "Love", away: str = "Hate", laye
             runs[name] = (_continue(mod, m, prompt, n), *_lens(m, adapter, found, prompt))
     before = prompt[0].tolist()
     return SteerResult(
-        prompt=result.prompt, toward=str(toward), away=str(away), layer=layer, strength=float(strength),
-        norm=float(direction.norm()), plain=piece_texts(m.processor, runs["plain"][0], before),
-        steered=piece_texts(m.processor, runs["steered"][0], before), lens_layers=[f"L{i}" for i in range(len(found))],
-        lens_plain=runs["plain"][1], lens_steered=runs["steered"][1], lens_plain_probs=runs["plain"][2],
+        prompt=result.prompt,
+        toward=str(toward),
+        away=str(away),
+        layer=layer,
+        strength=float(strength),
+        norm=float(direction.norm()),
+        plain=piece_texts(m.processor, runs["plain"][0], before),
+        steered=piece_texts(m.processor, runs["steered"][0], before),
+        lens_layers=[f"L{i}" for i in range(len(found))],
+        lens_plain=runs["plain"][1],
+        lens_steered=runs["steered"][1],
+        lens_plain_probs=runs["plain"][2],
         lens_steered_probs=runs["steered"][2],
     )
 
 
-def run_steer(task: str, result: Any, toward: str = "Love", away: str = "Hate", layer: int | None = None,
-              strength: float = 4.0, max_new_tokens: int | None = None) -> SteerResult:
+def run_steer(
+    task: str,
+    result: Any,
+    toward: str = "Love",
+    away: str = "Hate",
+    layer: int | None = None,
+    strength: float = 4.0,
+    max_new_tokens: int | None = None,
+) -> SteerResult:
     return loading.one_at_a_time(task)(steer)(task, result, toward, away, layer, strength, max_new_tokens)

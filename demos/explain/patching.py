@@ -218,14 +218,23 @@ def columns(pair: Pair, align: list[int | None]) -> list[Column]:
     differs = [i is None or pair.clean_units[i] != u for i, u in zip(align, pair.corrupted_units)]
     if pair.groups:
         changed = [any(differs[j] for j in where) for _, where in pair.groups]
-        return [Column(label + (pair.changed_mark if ch else ""), [(j, align[j]) for j in where if align[j] is not None], ch)
-                for (label, where), ch in zip(pair.groups, changed)]
+        return [
+            Column(
+                label + (pair.changed_mark if ch else ""), [(j, align[j]) for j in where if align[j] is not None], ch
+            )
+            for (label, where), ch in zip(pair.groups, changed)
+        ]
     out = []
     for j, i in enumerate(align):
         bad, clean = pair.corrupted_labels[j], "∅" if i is None else pair.clean_labels[i]
         label = f"{j} · {bad}" if not differs[j] or (pair.changed_mark and clean == bad) else f"{j} · {clean}→{bad}"
-        out.append(Column(label + (pair.changed_mark if differs[j] and pair.changed_mark else ""),
-                          [] if i is None else [(j, i)], differs[j]))
+        out.append(
+            Column(
+                label + (pair.changed_mark if differs[j] and pair.changed_mark else ""),
+                [] if i is None else [(j, i)],
+                differs[j],
+            )
+        )
     return out
 
 
@@ -240,7 +249,7 @@ def _jobs(kind: str, s: Sites, cols: list[Column], n_positions: int) -> list[_Jo
         else:
             cells = [((layer, k), [Edit(kind, layer, j, i) for j, i in c.pairs]) for k, c in enumerate(cols) if c.pairs]
         for k in range(0, len(cells), per_pass):
-            chunk = cells[k: k + per_pass]
+            chunk = cells[k : k + per_pass]
             out.append(_Job(kind, [row for _, row in chunk], [cell for cell, _ in chunk]))
     return out
 
@@ -257,16 +266,23 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
     a, b, runner_up = _outcomes(pair, clean_logits[0], bad_logits[0])
     clean_m, bad_m = float(metric(clean_logits, a, b)[0]), float(metric(bad_logits, a, b)[0])
     if abs(clean_m - bad_m) < 1e-6:
-        raise ValueError("The corrupted input gives the same score as the clean one, so there is nothing for a patch "
-                         "to bring back. Change the corrupted input more (another word, a larger region).")
+        raise ValueError(
+            "The corrupted input gives the same score as the clean one, so there is nothing for a patch "
+            "to bring back. Change the corrupted input more (another word, a larger region)."
+        )
     cols = columns(pair, align)
     heads = [Column(f"H{h}", [], False) for h in range(s.heads)]
     grids, jobs = {}, []
     for kind in kinds:
         shown = heads if kind == "attention" else cols
-        grids[kind] = PatchGrid(kind, [f"L{i}" for i in range(len(s.blocks))], [c.label for c in shown],
-                                np.full((len(s.blocks), len(shown)), np.nan), np.full((len(s.blocks), len(shown)), np.nan),
-                                changed=np.array([c.changed for c in shown]))
+        grids[kind] = PatchGrid(
+            kind,
+            [f"L{i}" for i in range(len(s.blocks))],
+            [c.label for c in shown],
+            np.full((len(s.blocks), len(shown)), np.nan),
+            np.full((len(s.blocks), len(shown)), np.nan),
+            changed=np.array([c.changed for c in shown]),
+        )
         if kind == "mlp" and s.mlp is None:
             grids[kind].available = f"the MLP of the {s.family} family is not in the patching table (MLP_OUT)"
             continue
@@ -297,26 +313,40 @@ def _notes(pair: Pair, align: list[int | None], a: int, b: int | None, runner_up
     notes = list(pair.notes)
     if len(pair.clean_units) != len(pair.corrupted_units):
         gone = [pair.corrupted_labels[j] for j, i in enumerate(align) if i is None]
-        notes.append(f"The inputs have different lengths ({len(pair.clean_units)} and {len(pair.corrupted_units)} "
-                     "units): they are matched position by position from the start and from the end, and the parts "
-                     "that differ are aligned at their last unit (the column labels show the pairs)."
-                     + (f" No clean partner (not patched): {', '.join(f'“{g}”' for g in gone)}." if gone else ""))
+        notes.append(
+            f"The inputs have different lengths ({len(pair.clean_units)} and {len(pair.corrupted_units)} "
+            "units): they are matched position by position from the start and from the end, and the parts "
+            "that differ are aligned at their last unit (the column labels show the pairs)."
+            + (f" No clean partner (not patched): {', '.join(f'“{g}”' for g in gone)}." if gone else "")
+        )
     if runner_up:
-        notes.append(f"The corrupted input still gives “{pair.label(a)}” as its top answer; B is its runner-up "
-                     f"“{pair.label(b)}”.")
+        notes.append(
+            f"The corrupted input still gives “{pair.label(a)}” as its top answer; B is its runner-up "
+            f"“{pair.label(b)}”."
+        )
     return notes
 
 
 def _result(pair: Pair, align, a, b, runner_up, clean_m, bad_m, grids) -> PatchingResult:
     changed = [i is None or pair.clean_units[i] != u for i, u in zip(align, pair.corrupted_units)]
     return PatchingResult(
-        task="", clean_input=pair.clean_input, corrupted_input=pair.corrupted_input,
-        clean_tokens=list(pair.clean_labels), corrupted_tokens=list(pair.corrupted_labels),
-        alignment=np.array([-1 if i is None else i for i in align]), changed=np.array(changed),
-        metric_name=pair.what, a=pair.clean_input if b is None else pair.label(a),
+        task="",
+        clean_input=pair.clean_input,
+        corrupted_input=pair.corrupted_input,
+        clean_tokens=list(pair.clean_labels),
+        corrupted_tokens=list(pair.corrupted_labels),
+        alignment=np.array([-1 if i is None else i for i in align]),
+        changed=np.array(changed),
+        metric_name=pair.what,
+        a=pair.clean_input if b is None else pair.label(a),
         b=pair.corrupted_input if b is None else pair.label(b),
-        clean_metric=clean_m, corrupted_metric=bad_m, stack=pair.stack or "main", grids=grids,
-        notes=_notes(pair, align, a, b, runner_up), picture=pair.picture, b_runner_up=runner_up,
+        clean_metric=clean_m,
+        corrupted_metric=bad_m,
+        stack=pair.stack or "main",
+        grids=grids,
+        notes=_notes(pair, align, a, b, runner_up),
+        picture=pair.picture,
+        b_runner_up=runner_up,
     )
 
 
@@ -331,8 +361,14 @@ def kinds_of(grids: Sequence[str] | str) -> list[str]:
     return [g for g in GRIDS if g in wanted]
 
 
-def patch(task: str, result: Any, corrupted: str = "", target: Any = None, grids: Sequence[str] | str = GRIDS,
-          progress: ProgressFn | None = None) -> PatchingResult:
+def patch(
+    task: str,
+    result: Any,
+    corrupted: str = "",
+    target: Any = None,
+    grids: Sequence[str] | str = GRIDS,
+    progress: ProgressFn | None = None,
+) -> PatchingResult:
     """Patch `result` (the clean run of task `task`) against the `corrupted` input; see PAIRS per task."""
     kinds = kinds_of(grids)
 
@@ -344,8 +380,14 @@ def patch(task: str, result: Any, corrupted: str = "", target: Any = None, grids
     return loading.one_at_a_time(task)(run)()
 
 
-def _run_patch(task: str, result: Any, corrupted: str = "", target: Any = None, grids: Sequence | str = GRIDS,
-               progress: ProgressFn | None = None) -> PatchingResult:
+def _run_patch(
+    task: str,
+    result: Any,
+    corrupted: str = "",
+    target: Any = None,
+    grids: Sequence | str = GRIDS,
+    progress: ProgressFn | None = None,
+) -> PatchingResult:
     return patch(task, result, corrupted, target, grids, progress)
 
 

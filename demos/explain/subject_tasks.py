@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from demos.explain.attribution import attention_rollout
-from demos.explain.subjects import (  # noqa: F401  (re-exported for the builders)
+from demos.explain.subjects import (  # some re-exported for the builders
     Subject,
     embed_units,
     frame_units,
@@ -83,9 +83,14 @@ def step_subject(task: str, m: Any, tok: Any, step: int, answer: int, cross: np.
     (L, H, T, S); no rollout (`reaches`: how the answer reaches its input instead). `given`: the
     Subject's inputs, unit_key, units, replacement and run."""
     s = Subject(
-        task=task, model=m.model, outcome_probs=last_logits_probs, outcome_label=lambda i: tok.convert_ids_to_tokens(i),
-        answer=answer, attention=lambda: cross[-1].mean(0)[step],
-        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; " + reaches}, **given,
+        task=task,
+        model=m.model,
+        outcome_probs=last_logits_probs,
+        outcome_label=lambda i: tok.convert_ids_to_tokens(i),
+        answer=answer,
+        attention=lambda: cross[-1].mean(0)[step],
+        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; " + reaches},
+        **given,
     )
     return finish(s, contrast, vocab_lookup(tok), m.model.config.vocab_size)
 
@@ -94,7 +99,11 @@ def class_answer(m: Any, result: Any, target: Any) -> tuple[int, dict]:
     """A classifier's (text or image) answer index (the predicted class or `target`) and label2id."""
     id2label = {int(k): v for k, v in m.model.config.id2label.items()}
     label2id = {v: k for k, v in id2label.items()}
-    answer = label2id[result.predicted] if target is None else resolve_outcome(target, id2label.get, len(id2label), label2id.get)
+    answer = (
+        label2id[result.predicted]
+        if target is None
+        else resolve_outcome(target, id2label.get, len(id2label), label2id.get)
+    )
     return answer, label2id
 
 
@@ -103,5 +112,7 @@ def mean_patch(pv: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Ten
     rows, cols = grid
     out = pv.mean(dim=(2, 3), keepdim=True).expand_as(pv).clone()
     inner = pv[:, :, : rows * patch, : cols * patch].reshape(1, -1, rows, patch, cols, patch)
-    out[:, :, : rows * patch, : cols * patch] = inner.mean(dim=(2, 4), keepdim=True).expand_as(inner).reshape(1, -1, rows * patch, cols * patch)
+    out[:, :, : rows * patch, : cols * patch] = (
+        inner.mean(dim=(2, 4), keepdim=True).expand_as(inner).reshape(1, -1, rows * patch, cols * patch)
+    )
     return out

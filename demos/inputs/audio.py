@@ -115,15 +115,22 @@ def read_file(path: str | os.PathLike) -> tuple[int, np.ndarray]:
     import soundfile
 
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        raise ValueError("The audio file is empty (0 bytes)." if os.path.isfile(path) else "The audio file could not be found; please upload it again.")
+        raise ValueError(
+            "The audio file is empty (0 bytes)."
+            if os.path.isfile(path)
+            else "The audio file could not be found; please upload it again."
+        )
     try:
         samples, rate = soundfile.read(path, dtype="float32", always_2d=False)
-    except Exception:  # noqa: BLE001 - libsndfile reports unknown formats and damaged files alike
+    except Exception:  # libsndfile reports unknown formats and damaged files alike
         raise ValueError(UNREADABLE) from None
     return int(rate), samples
 
 
-UNREADABLE = "Could not read the audio file: it is not audio in a supported format, or it is damaged. Please upload a WAV, FLAC or OGG file."
+UNREADABLE = (
+    "Could not read the audio file: it is not audio in a supported format, or it is damaged. "
+    "Please upload a WAV, FLAC or OGG file."
+)
 
 
 def _rate(value: Any) -> int:
@@ -150,7 +157,9 @@ def normalise(audio: Any, target: int = TARGET_RATE) -> Clip:
         raise ValueError("The audio contains invalid values (NaN or infinity); please use another recording.")
     seconds = len(mono) / rate
     if seconds < MIN_SECONDS:
-        raise ValueError(f"The audio is too short ({seconds * 1000:.0f} ms); please give at least {MIN_SECONDS:g} s of speech.")
+        raise ValueError(
+            f"The audio is too short ({seconds * 1000:.0f} ms); please give at least {MIN_SECONDS:g} s of speech."
+        )
     if float(np.max(np.abs(mono))) < SILENCE_PEAK:
         raise ValueError("The audio is silent (no sound above -80 dBFS). Check the microphone or choose another file.")
     return Clip(np.ascontiguousarray(resample(mono, rate, target), dtype=np.float32), target)

@@ -3,17 +3,17 @@ attribution through the input-embedding layer with integrated gradients.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from collections.abc import Sequence
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from demos.explain.attribution import Attributed, run_attribution
-from demos.runtime.compute import How
 from core.results import Attribution
 from core.tokens import byte_level_label
+from demos.explain.attribution import Attributed, run_attribution
+from demos.runtime.compute import How
 
 
 @dataclass
@@ -41,7 +41,9 @@ def model_max_length(tokenizer: Any, model: Any, fallback: int = 512) -> int:
     return min(limits)
 
 
-def encode(tokenizer: Any, model: Any, text: str, text_pair: str | None = None, max_length: int | None = None) -> Encoded:
+def encode(
+    tokenizer: Any, model: Any, text: str, text_pair: str | None = None, max_length: int | None = None
+) -> Encoded:
     """Tokenise `text` (and `text_pair`) truncated to the model's limit, on the model's device."""
     limit = max_length or model_max_length(tokenizer, model)
     batch = tokenizer(text, text_pair, truncation=True, max_length=limit, return_tensors="pt")
@@ -86,7 +88,7 @@ def piece_texts(tokenizer: Any, ids: list[int], before: list[int] = ()) -> list[
         if text.endswith("\ufffd"):  # an unfinished character: wait for the rest
             out.append("")
             continue
-        out.append(text[len(previous):] if text.startswith(previous) else tokenizer.decode([i]))
+        out.append(text[len(previous) :] if text.startswith(previous) else tokenizer.decode([i]))
         previous = text
     return out
 
@@ -101,10 +103,12 @@ def baseline_ids(ids: torch.Tensor, special_ids: set[int], pad_id: int) -> torch
 
 
 def pad_baseline(ids: torch.Tensor, tokenizer: Any) -> torch.Tensor:
-    """(1, n) integrated-gradients baseline: ordinary tokens -> the tokenizer's pad token,
-    special tokens ([CLS], </s>, ...) kept."""
+    """(1, n) integrated-gradients baseline: ordinary tokens -> the tokenizer's pad token, the
+    structural special tokens ([CLS], [SEP], <s>, </s>, language codes) kept. [UNK] and [MASK]
+    stand for words of the input, so they are replaced like any word."""
     pad = tokenizer.pad_token_id
-    return baseline_ids(ids, set(tokenizer.all_special_ids) - {pad}, pad)
+    words = {pad, getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "mask_token_id", None)}
+    return baseline_ids(ids, set(tokenizer.all_special_ids) - words, pad)
 
 
 def token_attribution(
@@ -125,8 +129,15 @@ def token_attribution(
     how: method, steps, progress and tolerance (demos.runtime.compute.How).
     """
     got = run_attribution(
-        score_fn, ids, base, how.method, int(how.steps), layer=model.get_input_embeddings(), extra=extra_args,
-        tolerance=how.tolerance, progress=how.progress,
+        score_fn,
+        ids,
+        base,
+        how.method,
+        int(how.steps),
+        layer=model.get_input_embeddings(),
+        extra=extra_args,
+        tolerance=how.tolerance,
+        progress=how.progress,
     )
     return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, how.method)
 

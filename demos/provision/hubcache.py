@@ -167,7 +167,10 @@ def describe(model_id: str, task: str | None = None, cache_dir: str | os.PathLik
     partial = [(r, f) for r in spellings(model_id) if (f := snapshot_folder(r, cache_dir=cache_dir)) is not None]
     if partial:
         repo_id, folder = partial[0]
-        return f"{model_id}: incomplete in the Hugging Face cache ({repo_id}): missing {', '.join(missing_files(folder, task))}"
+        return (
+            f"{model_id}: incomplete in the Hugging Face cache ({repo_id}): "
+            f"missing {', '.join(missing_files(folder, task))}"
+        )
     return f"{model_id}: not in the Hugging Face cache ({hub_cache_dir() if cache_dir is None else cache_dir})"
 
 

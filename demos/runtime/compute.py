@@ -15,8 +15,9 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 from demos.runtime.cache import memo
 from demos.runtime.gather import Gather, batches
@@ -117,8 +118,10 @@ def attribution_compute(task: str) -> Callable[[Callable], Callable]:
     """
     def decorate(fn: Callable) -> Callable:
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "how"]
-        options = [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=f.type)
-                   for f in fields(How)]
+        options = [
+            inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=f.type)
+            for f in fields(How)
+        ]
         signature = inspect.signature(fn).replace(parameters=own + options)
 
         @functools.wraps(fn)
@@ -155,8 +158,9 @@ def _frozen(value: Any) -> Any:
     return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
-def explanation_compute(fn: Callable, gpu_seconds: int, memo_size: int,
-                        identity: Callable[[str, Any], Any]) -> Callable[..., Any]:
+def explanation_compute(
+    fn: Callable, gpu_seconds: int, memo_size: int, identity: Callable[[str, Any], Any]
+) -> Callable[..., Any]:
     """The runtime policy of every explainer, in one wrapper: memo (key: the task, the result's
     `identity(task, result)` and the parameters), then the heap trim, the explanations' lane
     (its own model copy), the GPU slice and the task's lock. `fn(task, result, **params[,

@@ -88,14 +88,14 @@ def run_batch(single: Callable, many: Callable, items: Sequence[tuple[str, str |
         if len(texts) > 1:
             try:
                 results = many(texts, model_id)
-            except Exception:  # noqa: BLE001 - run singly: each caller gets its own answer or error
+            except Exception:  # run singly: each caller gets its own answer or error
                 results = None
         if results is None:
             results = []
             for text in texts:
                 try:
                     results.append(single(text, model_id))
-                except Exception as exc:  # noqa: BLE001 - returned to its own caller only
+                except Exception as exc:  # returned to its own caller only
                     results.append(Failed(exc))
         for i, result in zip(index, results):
             out[i] = result

@@ -27,7 +27,8 @@ import functools
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # glibc mallopt parameters (malloc.h)
 MMAP_FROM = 8 * 2**20  # blocks this large are mapped on their own (1 MiB cost short answers +50% here)

@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from core import registry
 
 # The command that fills the Hugging Face cache while online (README, "Offline use"): every

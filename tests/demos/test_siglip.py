@@ -13,7 +13,8 @@ import transformers as T
 from PIL import Image
 
 from demos import clip
-from demos.explain import interventions, lens as lens_mod
+from demos.explain import interventions
+from demos.explain import lens as lens_mod
 from demos.explain.attention_steps import attention_steps
 from demos.provision import tiny, tiny_corpus
 from tests.demos.explain.family_models import IMAGE, ROOT, serving

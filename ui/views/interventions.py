@@ -1,7 +1,8 @@
-"""Views of the causal explainers (demos.explain.interventions, demos.explain.contrast, demos.explain.faithfulness): knock
-out heads, the head-importance map, "why A and not B", the branch explorer, and the faithfulness
+"""Views of the causal explainers (demos.explain.interventions, demos.explain.contrast, demos.explain.faithfulness):
+knock out heads, the head-importance map, "why A and not B", the branch explorer, and the faithfulness
 check. Each is written once and appears on every task its explainer declares; each runs on
 demand (a button), on the configured backend, as `<task api>_<explainer name>`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,16 +12,15 @@ import gradio as gr
 from core.explainers import METHODS
 from core.explainers import ExplainerSpec as Explainer
 from core.explainers import get as explainer_spec
+from core.tokens import outcome_text
 from scale import backend
 from ui import share
 from ui.common import explain, guarded, md_escape
-from ui.links import tag
-from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, AttributionView, api
+from ui.links import tag
+from ui.views.base import ExplainerView
 from viz.export import result_json
-from viz.tokens import clean_token, number_text
-from core.tokens import outcome_text
 from viz.interventions import (
     ablation_figure,
     ablation_summary,
@@ -31,6 +31,7 @@ from viz.interventions import (
     faithfulness_summary,
     head_map_figure,
 )
+from viz.tokens import clean_token, number_text
 
 TARGET_HELP = (
     "**A** (what is explained): the position of an output token for generation, translation and "
@@ -85,7 +86,7 @@ class OnDemandView(ExplainerView):
     BUTTON = ""
 
     @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "OnDemandView":
+    def build(cls, task: str, explainer: Explainer) -> OnDemandView:
         self = cls()
         self.task, self.name = task, explainer.name
         explain(cls.HELP)
@@ -115,8 +116,14 @@ class OnDemandView(ExplainerView):
             return {self.keep: out, **self.render(out)}
 
         inputs = [state, *(component for component, _ in self.params.values())]
-        gr.on([self.button.click, self.go.change], run, inputs, [self.keep, *self.shown], api_name=api(self.task, self.name),
-              **EXPLAIN)
+        gr.on(
+            [self.button.click, self.go.change],
+            run,
+            inputs,
+            [self.keep, *self.shown],
+            api_name=api(self.task, self.name),
+            **EXPLAIN,
+        )
         bind_export(*self.export, [self.keep], lambda r: (result_json(r), f"{self.task}-{self.name}", ".json"))
 
 
@@ -162,8 +169,12 @@ class ContrastView(OnDemandView):
 
     def controls(self) -> dict:
         method = gr.Radio([(m.label, k) for k, m in METHODS.items()], value="integrated_gradients", label="Method")
-        return {"target": _target("A (empty = the answer)"), "contrast": _target("B (empty = the runner-up)"),
-                "method": (method, str), "steps": _steps(4, 128, 32, "Integration steps")}
+        return {
+            "target": _target("A (empty = the answer)"),
+            "contrast": _target("B (empty = the runner-up)"),
+            "method": (method, str),
+            "steps": _steps(4, 128, 32, "Integration steps"),
+        }
 
     def panels(self) -> list:
         self.line, self.attribution = gr.Markdown(), AttributionView.build("Toward A (+) or B (−)")
@@ -171,8 +182,10 @@ class ContrastView(OnDemandView):
 
     def render(self, r) -> dict:
         a, b = (md_escape(clean_token(outcome_text(x))) for x in (r.a, r.b))  # '␣The', not the tokenizer's 'ĠThe'
-        line = (f"A = **{a}**, B = **{b}**: P(A) = {number_text(r.p_a)}, P(B) = {number_text(r.p_b)}; "
-                f"the attribution explains P(A) − P(B) = {number_text(r.p_a - r.p_b, '+')}.")
+        line = (
+            f"A = **{a}**, B = **{b}**: P(A) = {number_text(r.p_a)}, P(B) = {number_text(r.p_b)}; "
+            f"the attribution explains P(A) − P(B) = {number_text(r.p_a - r.p_b, '+')}."
+        )
         return {self.line: line, **self.attribution.values(r.attribution)}
 
 
@@ -181,8 +194,10 @@ class BranchView(OnDemandView):
 
     def controls(self) -> dict:
         step = gr.Number(value=0, precision=0, minimum=0, label="Step (0 = the first generated token)")
-        return {"step": (step, lambda value: int(value or 0)),
-                "token": _target("Force this token instead (empty = the runner-up)")}
+        return {
+            "step": (step, lambda value: int(value or 0)),
+            "token": _target("Force this token instead (empty = the runner-up)"),
+        }
 
     def panels(self) -> list:
         self.html = gr.HTML()
@@ -199,11 +214,19 @@ class FaithfulnessView(OnDemandView):
         return {"target": _target(), "steps": _steps(4, 64, 16, "Integration steps of the attributions")}
 
     def panels(self) -> list:
-        self.summary, self.deletion, self.agreement = gr.Markdown(), gr.Plot(label="Deletion check"), gr.Plot(label="Agreement")
+        self.summary, self.deletion, self.agreement = (
+            gr.Markdown(),
+            gr.Plot(label="Deletion check"),
+            gr.Plot(label="Agreement"),
+        )
         self.table = gr.Dataframe(label="Every explanation's score per unit", interactive=False, wrap=True)
         return [self.summary, self.deletion, self.agreement, self.table]
 
     def render(self, r) -> dict:
         table = gr.Dataframe(value=faithfulness_rows(r), headers=["unit", *r.names])
-        return {self.summary: faithfulness_summary(r), self.deletion: deletion_figure(r),
-                self.agreement: agreement_figure(r), self.table: table}
+        return {
+            self.summary: faithfulness_summary(r),
+            self.deletion: deletion_figure(r),
+            self.agreement: agreement_figure(r),
+            self.table: table,
+        }

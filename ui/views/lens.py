@@ -8,14 +8,14 @@ from typing import Any
 import gradio as gr
 
 from core import registry
-from core.lens_types import LensGrid
 from core.explainers import ExplainerSpec as Explainer
+from core.lens_types import LensGrid
 from scale import backend
 from ui.common import explain, guarded
-from ui.links import tag
-from ui.views.base import ExplainerView
 from ui.export import bind_export, export_button
 from ui.kit import EXPLAIN, api
+from ui.links import tag
+from ui.views.base import ExplainerView
 from viz.export import result_json
 from viz.lens import (
     MAX_COLUMNS,
@@ -59,12 +59,16 @@ class LensView(ExplainerView):
     export: tuple
 
     @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "LensView":
+    def build(cls, task: str, explainer: Explainer) -> LensView:
         explain(LENS_HELP)
         with gr.Row():
-            start = gr.Number(value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)")
+            start = gr.Number(
+                value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)"
+            )
             items = registry.get(task).items  # e.g. "images": counted from 1, as the tab's own picker does
-            item = gr.Number(value=1, precision=0, minimum=1, label=f"Which of the {items} (1 = the first)", visible=bool(items))
+            item = gr.Number(
+                value=1, precision=0, minimum=1, label=f"Which of the {items} (1 = the first)", visible=bool(items)
+            )
         caption = gr.Markdown()
         grid = gr.Plot(label="Layer lens")
         commit = gr.Plot(label="Where the model commits")
@@ -75,11 +79,17 @@ class LensView(ExplainerView):
     def _figures(self, lens, start: Any) -> dict:
         if isinstance(lens, LensGrid):  # a decoder: positions x layers, and where it commits
             first = int(start) if start else max(0, len(lens.positions) - MAX_COLUMNS)
-            return {self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS),
-                    self.commit: gr.Plot(commit_figure(lens, first, first + MAX_COLUMNS), visible=True),
-                    self.start: gr.Number(visible=True)}
+            return {
+                self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS),
+                self.commit: gr.Plot(commit_figure(lens, first, first + MAX_COLUMNS), visible=True),
+                self.start: gr.Number(visible=True),
+            }
         # an encoder read by its task's head: one figure, no positions
-        return {self.grid: head_lens_figure(lens), self.commit: gr.Plot(visible=False), self.start: gr.Number(visible=False)}
+        return {
+            self.grid: head_lens_figure(lens),
+            self.commit: gr.Plot(visible=False),
+            self.start: gr.Number(visible=False),
+        }
 
     def bind(self, main: Any, state: gr.State) -> None:
         @guarded
@@ -98,7 +108,13 @@ class LensView(ExplainerView):
         outputs = [self.state, self.caption, self.grid, self.commit, self.start]
         main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"), **EXPLAIN)
         self.item.change(run, [state, self.item], outputs, api_visibility="private", **EXPLAIN)
-        self.start.input(redraw, [self.state, self.start], [self.grid, self.commit, self.start], api_visibility="private", queue=False)
+        self.start.input(
+            redraw,
+            [self.state, self.start],
+            [self.grid, self.commit, self.start],
+            api_visibility="private",
+            queue=False,
+        )
         bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
 
 
@@ -122,7 +138,7 @@ class StepsView(ExplainerView):
     export: tuple
 
     @classmethod
-    def build(cls, task: str, explainer: Explainer) -> "StepsView":
+    def build(cls, task: str, explainer: Explainer) -> StepsView:
         explain(STEPS_HELP)
         kinds = list(registry.get(task).attention_kinds)
         with gr.Row():
@@ -137,7 +153,9 @@ class StepsView(ExplainerView):
         figure = gr.Plot(label="Scores, softmax and the model's own attention row")
         table = gr.Dataframe(
             headers=["key token", "q·k", "× scale", "masked", "softmax", "model's weight"],
-            label="The steps for the most attended keys", interactive=False, wrap=True,
+            label="The steps for the most attended keys",
+            interactive=False,
+            wrap=True,
         )
         vectors = gr.Plot(label="q, K, V")
         state = gr.State()
@@ -149,14 +167,25 @@ class StepsView(ExplainerView):
         def run(result, kind, layer, head, query):
             if result is None:
                 raise gr.Error("Run the model first.")
-            steps = backend.call(self.task, "attention_steps", result, layer=int(layer or 0), head=int(head or 0),
-                                 query=int(query or 0), kind=kind)  # by name: Explainer.run takes parameters by name
+            # by name: Explainer.run takes parameters by name
+            steps = backend.call(
+                self.task,
+                "attention_steps",
+                result,
+                layer=int(layer or 0),
+                head=int(head or 0),
+                query=int(query or 0),
+                kind=kind,
+            )
             return {
                 self.state: steps,
                 self.summary: steps_summary(steps),
                 self.figure: steps_figure(steps),
                 # 4 significant digits: readable, and a tiny weight stays 3.1e-07 instead of rounding to 0
-                self.table: [[row[0], *[float(f"{v:.4g}") if isinstance(v, float) else v for v in row[1:]]] for row in steps.rows(top=12)],
+                self.table: [
+                    [row[0], *[float(f"{v:.4g}") if isinstance(v, float) else v for v in row[1:]]]
+                    for row in steps.rows(top=12)
+                ],
                 self.vectors: qkv_figure(steps),
             }
 
@@ -164,4 +193,6 @@ class StepsView(ExplainerView):
         outputs = [self.state, self.summary, self.figure, self.table, self.vectors]
         main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"), **EXPLAIN)
         self.button.click(run, inputs, outputs, api_visibility="private", **EXPLAIN)
-        bind_export(*self.export, [self.state], lambda steps: (result_json(steps), f"{self.task}-attention-steps", ".json"))
+        bind_export(
+            *self.export, [self.state], lambda steps: (result_json(steps), f"{self.task}-attention-steps", ".json")
+        )

@@ -35,33 +35,86 @@ STEER_HELP = (
 _ASSET = str(registry.ROOT / "assets" / "images" / "chelsea_cat.jpg")
 # task -> (label of the corrupted input, label of A, the corrupted box's starting value)
 _PATCH_LABELS = {
-    "generation": ("Corrupted prompt (the clean prompt with a word changed)", "A: the clean answer token (empty = the top next token)", ""),
-    "sentiment": ("Corrupted text (the clean text with a word changed)", "A: the class (empty = the clean prediction)", ""),
-    "translation": ("Corrupted source (the clean sentence with a word swapped)", "Target token position (0 = the first)", ""),
-    "image": ("Region to blur: centre, all, top, bottom, left, right, or patches r1-2 c0-3", "A: the class (empty = the clean prediction)", "centre"),
-    "clip": ("Corrupted description (the clean one with a word changed)", "Clean description (empty = the best match)", ""),
+    "generation": (
+        "Corrupted prompt (the clean prompt with a word changed)",
+        "A: the clean answer token (empty = the top next token)",
+        "",
+    ),
+    "sentiment": (
+        "Corrupted text (the clean text with a word changed)",
+        "A: the class (empty = the clean prediction)",
+        "",
+    ),
+    "translation": (
+        "Corrupted source (the clean sentence with a word swapped)",
+        "Target token position (0 = the first)",
+        "",
+    ),
+    "image": (
+        "Region to blur: centre, all, top, bottom, left, right, or patches r1-2 c0-3",
+        "A: the class (empty = the clean prediction)",
+        "centre",
+    ),
+    "clip": (
+        "Corrupted description (the clean one with a word changed)",
+        "Clean description (empty = the best match)",
+        "",
+    ),
 }
 # task -> presets: (button label, arguments of the task's answer for the clean input, the explainer's parameters)
 PATCH_PRESETS: dict[str, list[tuple[str, tuple, dict]]] = {
     "generation": [
         ("Eiffel Tower → Colosseum", ("The Eiffel Tower is in", 1), {"corrupted": "The Colosseum is in"}),
-        ("Mary and John: who gets the drink?", ("When Mary and John went to the store, John gave a drink to", 1),
-         {"corrupted": "When Mary and John went to the store, Mary gave a drink to"}),
+        (
+            "Mary and John: who gets the drink?",
+            ("When Mary and John went to the store, John gave a drink to", 1),
+            {"corrupted": "When Mary and John went to the store, Mary gave a drink to"},
+        ),
     ],
-    "sentiment": [("One word flipped: great → awful", ("I thought this movie was great, and the ending was perfect.",),
-                   {"corrupted": "I thought this movie was awful, and the ending was perfect."})],
-    "translation": [("One word swapped: small → big", ("The house is small, but the garden is beautiful.",),
-                     {"corrupted": "The house is big, but the garden is beautiful.", "target": 3})],
-    "image": [("Blur the centre (the cat's face)", (_ASSET,), {"corrupted": "centre"}),
-              ("Blur the top half", (_ASSET,), {"corrupted": "top"})],
-    "clip": [("cat → dog", (_ASSET, "a photo of a cat\na photo of a dog"),
-              {"corrupted": "a photo of a dog", "target": "a photo of a cat"})],
+    "sentiment": [
+        (
+            "One word flipped: great → awful",
+            ("I thought this movie was great, and the ending was perfect.",),
+            {"corrupted": "I thought this movie was awful, and the ending was perfect."},
+        )
+    ],
+    "translation": [
+        (
+            "One word swapped: small → big",
+            ("The house is small, but the garden is beautiful.",),
+            {"corrupted": "The house is big, but the garden is beautiful.", "target": 3},
+        )
+    ],
+    "image": [
+        ("Blur the centre (the cat's face)", (_ASSET,), {"corrupted": "centre"}),
+        ("Blur the top half", (_ASSET,), {"corrupted": "top"}),
+    ],
+    "clip": [
+        (
+            "cat → dog",
+            (_ASSET, "a photo of a cat\na photo of a dog"),
+            {"corrupted": "a photo of a dog", "target": "a photo of a cat"},
+        )
+    ],
 }
-STEER_PRESETS = {"generation": [
-    ("Love − Hate on “I hate you because”", ("I hate you because", 20), {"toward": "Love", "away": "Hate", "strength": 5.0}),
-    ("Weddings on “I went up to my friend and said”", ("I went up to my friend and said", 20),
-     {"toward": "I talk about weddings constantly", "away": "I do not talk about weddings constantly", "strength": 4.0}),
-]}
+STEER_PRESETS = {
+    "generation": [
+        (
+            "Love − Hate on “I hate you because”",
+            ("I hate you because", 20),
+            {"toward": "Love", "away": "Hate", "strength": 5.0},
+        ),
+        (
+            "Weddings on “I went up to my friend and said”",
+            ("I went up to my friend and said", 20),
+            {
+                "toward": "I talk about weddings constantly",
+                "away": "I do not talk about weddings constantly",
+                "strength": 4.0,
+            },
+        ),
+    ]
+}
 _GRIDS = [("Residual stream", "residual"), ("Attention heads", "attention"), ("MLP", "mlp")]
 _FIRST_GRIDS = {"image": ["residual"]}  # a ViT-base cell is a whole image pass: start with one grid
 
@@ -86,7 +139,8 @@ class PresetView(OnDemandView):
         controls = [component for component, _ in self.params.values()]
         for button, preset in zip(self.preset_buttons, self.PRESETS.get(self.task, [])):
             button.click(self._fill(preset), None, controls, api_visibility="private", queue=False).success(
-                self._run(preset), controls, [self.keep, *self.shown], api_visibility="private", **EXPLAIN)
+                self._run(preset), controls, [self.keep, *self.shown], api_visibility="private", **EXPLAIN
+            )
 
     def _fill(self, preset: tuple[str, tuple, dict]):
         def fill() -> dict:
@@ -121,10 +175,17 @@ class PatchView(PresetView):
         example = PATCH_PRESETS.get(self.task, [("", (), {"corrupted": ""})])[0][2]["corrupted"]
         corrupted = gr.Textbox(label=corrupted_label, value=start, max_lines=2, scale=3, placeholder=f"e.g. {example}")
         target = gr.Textbox(label=target_label, max_lines=1, scale=2)
-        grids = gr.CheckboxGroup(_GRIDS, value=_FIRST_GRIDS.get(self.task, [v for _, v in _GRIDS]), scale=2,
-                                 label="Grids (each cell is one run of the model)")
-        return {"corrupted": (corrupted, lambda text: str(text or "")), "target": (target, _value),
-                "grids": (grids, lambda chosen: tuple(chosen or ()))}
+        grids = gr.CheckboxGroup(
+            _GRIDS,
+            value=_FIRST_GRIDS.get(self.task, [v for _, v in _GRIDS]),
+            scale=2,
+            label="Grids (each cell is one run of the model)",
+        )
+        return {
+            "corrupted": (corrupted, lambda text: str(text or "")),
+            "target": (target, _value),
+            "grids": (grids, lambda chosen: tuple(chosen or ())),
+        }
 
     def panels(self) -> list:
         self.summary = gr.Markdown()
@@ -134,8 +195,10 @@ class PatchView(PresetView):
 
     def render(self, r) -> dict:
         names = {kind: label for label, kind in _GRIDS}
-        plots = {plot: patch_figure(r, kind) if r.grid(kind) else not_computed_figure(kind, names[kind])
-                 for kind, plot in self.plots.items()}
+        plots = {
+            plot: patch_figure(r, kind) if r.grid(kind) else not_computed_figure(kind, names[kind])
+            for kind, plot in self.plots.items()
+        }
         picture = gr.Image(r.picture, visible=r.picture is not None)
         return {self.summary: patch_summary(r), self.picture: picture, **plots}
 
@@ -154,8 +217,13 @@ class SteerView(PresetView):
         layer = gr.Number(value=-1, precision=0, minimum=-1, label="Layer (−1 = the middle one)")
         strength = gr.Slider(-20, 20, value=4.0, step=0.5, label="Strength (0 = no push)")
         tokens = gr.Slider(1, 100, value=20, step=1, label="New tokens")
-        return {"toward": (toward, str), "away": (away, str), "layer": (layer, _layer),
-                "strength": (strength, float), "max_new_tokens": (tokens, int)}
+        return {
+            "toward": (toward, str),
+            "away": (away, str),
+            "layer": (layer, _layer),
+            "strength": (strength, float),
+            "max_new_tokens": (tokens, int),
+        }
 
     def panels(self) -> list:
         self.summary, self.html = gr.Markdown(), gr.HTML()

@@ -94,7 +94,7 @@ def inputs(family: str) -> dict:
     return dict(input_ids=ids)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def run(family: str) -> SimpleNamespace:
     """Build, adapt and run a family once; capture every hooked input along the way."""
     torch.manual_seed(0)

@@ -23,6 +23,7 @@ from demos import adapters as A
 from demos.explain import attention_steps as steps_mod
 from demos.explain import interventions, lens
 from tests.demos.explain.family_models import FAMILIES, made, model_inputs, serving
+from viz import lens as lens_view
 
 NAMES = list(FAMILIES)
 TIGHT = dict(rtol=1e-4, atol=1e-5)
@@ -186,6 +187,12 @@ def test_attention_steps_reproduce_the_models_row_and_head_output(zoo, name):
             assert "bias" in s.formula or "c2p" in s.formula
         else:
             assert s.bias is None
+        # the figure's bars stack to what the softmax is taken over: their softmax is the model's row
+        fig = lens_view.steps_figure(s, top=n_keys)
+        tops = sum(np.asarray(t.y, float) for t in fig.data if t.type == "bar")
+        keep = np.ones(n_keys, bool) if s.mask is None else s.mask.astype(bool)
+        e = np.exp(tops[keep] - tops[keep].max())
+        np.testing.assert_allclose(e / e.sum(), row[:n_keys][keep], rtol=1e-4, atol=1e-6)
         expected_scale = 1.0 if name == "t5" else (d * 3) ** -0.5 if name == "deberta-v2" else d ** -0.5
         assert s.scale == pytest.approx(expected_scale)
 

@@ -24,7 +24,7 @@ def need(found, package: str):
     return found
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def prepared(key: str) -> Path | None:
     """The folder of packaged model `key` (offline.PACKAGED) in the shared cache, built on first use;
     None when its packages are not installed."""
