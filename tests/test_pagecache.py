@@ -78,7 +78,8 @@ def test_a_page_built_for_one_host_is_never_served_to_another():
         ("/config", b"deep_link=abc", [(b"host", b"a")]),
         ("/", b"", [(b"host", b"a"), (b"cookie", b"access-token=secret")]),  # a logged-in visitor
         ("/", b"", [(b"host", b"a"), (b"authorization", b"Bearer x")]),
-        ("/gradio_api/info", b"", [(b"host", b"a")]),  # other paths are not this module's
+        ("/gradio_api/info", b"all_endpoints=true", [(b"host", b"a")]),
+        ("/gradio_api/upload", b"", [(b"host", b"a")]),  # other paths are not this module's
     ],
 )
 def test_per_visitor_requests_always_go_to_gradio(path, query, headers):
@@ -151,8 +152,11 @@ def test_the_served_configuration_equals_the_one_gradio_builds(monkeypatch):
         cached_config, cached_page = _fetch(url + "/config"), _fetch(url + "/?tab=sentiment")
         assert _fetch(url + "/config") == cached_config and _fetch(url + "/") == cached_page  # from memory now
         assert _fetch(url + "/config", gzipped=True) == cached_config
+        cached_info = _fetch(url + "/gradio_api/info")
+        assert _fetch(url + "/gradio_api/info") == cached_info
         monkeypatch.setattr(pagecache, "ENABLED", False)
         assert json.loads(_fetch(url + "/config")) == json.loads(cached_config)
         assert _fetch(url + "/") == cached_page
+        assert json.loads(_fetch(url + "/gradio_api/info")) == json.loads(cached_info)
     finally:
         demo.close()

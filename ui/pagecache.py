@@ -1,8 +1,9 @@
-"""The app's page and its configuration served from memory.
+"""The app's page, its configuration and its API description served from memory.
 
 Gradio builds the page (`/`) and its configuration (`/config`) anew for every request: a deep copy
 of the whole app's configuration (1.7 MB, 1,600 components) and a walk over it to set the root
-URL, about 0.4 s of Python each. When a class of 30-100 students opens the app at once, those
+URL, about 0.15-0.4 s of Python each; the API description (`/gradio_api/info`, what every
+`gradio_client.Client` fetches) takes 50-120 ms. When a class of 30-100 students opens the app at once, those
 copies queue behind each other on the interpreter lock and new clients time out before they
 connect. The configuration does not change after launch, so `PageCache` (an ASGI middleware)
 keeps the finished response per root URL and serves it in microseconds; concurrent first requests
@@ -32,7 +33,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PATHS = ("/", "/config")
+PATHS = ("/", "/config", "/gradio_api/info")
 PER_VISITOR_QUERY = ("deep_link", "page")  # Gradio builds a different page for these
 ENABLED = os.environ.get("XRAY_PAGE_CACHE", "1") != "0"  # 0: every page built by Gradio (benchmarks' baseline)
 
@@ -59,7 +60,7 @@ class _Page:
 
 
 class PageCache:
-    """ASGI middleware: GET `/` and `/config` answered from memory after their first build."""
+    """ASGI middleware: GET `/`, `/config` and `/gradio_api/info` answered from memory after their first build."""
 
     def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_entries: int = 16) -> None:
         self.app = app
@@ -96,7 +97,7 @@ class PageCache:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         if any(query.get(name, [""])[0] for name in PER_VISITOR_QUERY):
             return None
-        if scope["path"] == "/config" and query:
+        if scope["path"] != "/" and query:  # the configuration and the API description: any query is Gradio's
             return None
         headers = [(k.lower(), v) for k, v in scope.get("headers", [])]
         if any(k == b"authorization" for k, _ in headers):
