@@ -39,9 +39,10 @@ UPLOAD_TABS = [p for p in TAB_PARAMS if p.values[1] in ROWS and ROWS[p.values[1]
 TEXT_TABS = [p for p in TAB_PARAMS if p.values[1] in ROWS and ROWS[p.values[1]].text_inputs]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def app_url(tiny_settings):
-    """The full app (every tab of app.TABS) served on loopback with the tiny models."""
+    """The full app (every tab of app.TABS) served on loopback with the tiny models (stopped after this module:
+    an idle page keeps its renderer busy, and the rest of the suite needs the CPUs)."""
     demo, url = launch_full_app()
     yield url
     demo.close()
@@ -61,7 +62,7 @@ def _assert_clean(w: Watched) -> None:
     assert not w.blocked, "the page tried to reach the network:\n" + "\n".join(w.blocked)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _pages(browser, app_url):
     """One page per app tab, shared by the tests of that tab (a page load costs seconds)."""
     pages: dict[str, Watched] = {}

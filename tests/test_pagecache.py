@@ -7,6 +7,7 @@ import asyncio
 import gzip
 import json
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -30,6 +31,13 @@ class Gradio:
         await send({"type": "http.response.body", "body": b" #" + str(self.built).encode(), "more_body": False})
 
 
+def _run(coro):
+    """Run `coro` on a fresh event loop in a thread of its own (an earlier test, e.g. Playwright's sync API,
+    may leave a loop running in the main thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _get(mw, path="/", query=b"", headers=((b"host", b"a.example"),)) -> tuple[int, bytes]:
     sent = []
 
@@ -40,7 +48,7 @@ def _get(mw, path="/", query=b"", headers=((b"host", b"a.example"),)) -> tuple[i
         return {"type": "http.request", "body": b"", "more_body": False}
 
     scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": list(headers)}
-    asyncio.run(mw(scope, receive, send))
+    _run(mw(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -114,7 +122,7 @@ def test_a_burst_of_first_requests_builds_the_page_once():
     async def burst():
         return await asyncio.gather(*(one() for _ in range(50)))
 
-    bodies = asyncio.run(burst())
+    bodies = _run(burst())
     assert gradio.built == 1 and set(bodies) == {b"page for a #1"}
 
 

@@ -76,6 +76,7 @@ class Stack:
     parallel_residual: bool = False  # GPT-NeoX: attention and MLP both read the block input
     rotary: str = ""  # the rotary embedding module: rotary(x, position_ids) -> (cos, sin)
     bias_source: str = ""  # T5: the attention owning compute_bias; DeBERTa: the encoder with rel embeddings
+    mlp: str = ""  # path inside a block of the module whose output is the MLP's contribution ("" = not described)
 
     @property
     def final_norm(self) -> str:

@@ -28,7 +28,7 @@ def _bert_like(family: str, heads: tuple[tuple[str, Head], ...]) -> Adapter:
         scale="self.scaling",
         positions="learned",
     )
-    stack = Stack(layers="encoder.layer", attention=attn, embeddings="embeddings.word_embeddings")
+    stack = Stack(layers="encoder.layer", attention=attn, embeddings="embeddings.word_embeddings", mlp="output.dense")
     span = (f"{family.capitalize()}ForQuestionAnswering", Head("span", ("qa_outputs",)))
     return Adapter(family, {"main": stack}, placement="post", heads=(*heads, span))
 
@@ -43,6 +43,7 @@ def _decoder_lm(family: str, cls: str, notes: str = "") -> Adapter:
         final=("norm",),
         last_hidden_normed=True,
         rotary="rotary_emb",
+        mlp="mlp",
     )
     return Adapter(family, {"main": stack}, norm="rmsnorm", heads=((cls, Head("unembed", ("lm_head",))),), notes=notes)
 
@@ -71,6 +72,7 @@ def _seq2seq(
             cross_attention=cross,
             cross_input_norm="encoder_attn_layer_norm" if (pre_norm and cross) else "",
             self_output_norm="self_attn_layer_norm" if (cross and not pre_norm) else "",
+            mlp="fc2",
         )
 
     stacks = {
@@ -82,7 +84,9 @@ def _seq2seq(
     )
 
 
-def _vit_like(family: str, heads: tuple[tuple[str, Head], ...], positions: str = "learned", notes: str = "") -> Adapter:
+def _vit_like(
+    family: str, heads: tuple[tuple[str, Head], ...], positions: str = "learned", notes: str = "", mlp: str = "mlp"
+) -> Adapter:
     """ViT, DeiT, BEiT (transformers 5 layout: <base>.layers, attention.{q,k,v,o}_proj, final layernorm)."""
     stack = Stack(
         layers="layers",
@@ -90,6 +94,7 @@ def _vit_like(family: str, heads: tuple[tuple[str, Head], ...], positions: str =
         embeddings="embeddings.patch_embeddings.projection",
         input_norm="layernorm_before",
         final=("layernorm",),
+        mlp=mlp,
     )
     return Adapter(family, {"main": stack}, heads=heads, notes=notes)
 
@@ -115,6 +120,7 @@ def _towers(
             outputs=f"{tower}_model_output.",
             input_norm="layer_norm1",
             final=(f"{tower}_model.{final}",),
+            mlp="mlp",
         )
 
     stacks = {
@@ -138,6 +144,7 @@ TABLE: dict[str, Adapter] = {
             "main": Stack(
                 layers="h",
                 embeddings="wte",
+                mlp="mlp",
                 input_norm="ln_1",
                 final=("ln_f",),
                 last_hidden_normed=True,
@@ -162,6 +169,7 @@ TABLE: dict[str, Adapter] = {
             "main": Stack(
                 layers="layers",
                 embeddings="embed_in",
+                mlp="mlp",
                 input_norm="input_layernorm",
                 final=("final_layer_norm",),
                 last_hidden_normed=True,
@@ -186,6 +194,7 @@ TABLE: dict[str, Adapter] = {
             "main": Stack(
                 layers="decoder.layers",
                 embeddings="decoder.embed_tokens",
+                mlp="fc2",
                 input_norm="self_attn_layer_norm",
                 final=("decoder.final_layer_norm", "decoder.project_out"),
                 last_hidden_normed=True,
@@ -202,6 +211,7 @@ TABLE: dict[str, Adapter] = {
             "main": Stack(
                 layers="transformer.layer",
                 embeddings="embeddings.word_embeddings",
+                mlp="ffn",
                 attention=_attn(
                     "attention",
                     out="out_lin",
@@ -250,6 +260,7 @@ TABLE: dict[str, Adapter] = {
                 layers="encoder.layer",
                 embeddings="embeddings.word_embeddings",
                 bias_source="encoder",
+                mlp="output.dense",
                 attention=_attn(
                     "attention",
                     out="output.dense",

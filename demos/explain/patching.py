@@ -4,7 +4,7 @@ the clean answer comes back: (patched - corrupted) / (clean - corrupted), 0 = no
 
 Three grids, from the blocks of one stack (demos.adapters): the residual stream (block l's output at
 one position), the attention heads (one head's slice of the input of the attention's output projection,
-at every position) and the MLP (its output at one position, `MLP_OUT`). The metric is a logit
+at every position) and the MLP (its output at one position, the adapter's `Stack.mlp`). The metric is a logit
 difference: logit(A) - logit(B), A the clean answer and B the corrupted one (the same number as
 log P(A) - log P(B)); CLIP measures the match score of one text against the image.
 
@@ -33,18 +33,6 @@ from demos.runtime import loading
 
 ProgressFn = Callable[[float, str], Any]
 TOKEN_BUDGET = 4096  # rows x positions of one batched pass (memory bound; distilgpt2, 12 tokens: one pass a layer)
-# Where a block keeps the module whose output is the MLP's contribution (before the residual sum or the
-# post-norm). Not (yet) in the adapter table (demos.adapters): kept here, by family.
-MLP_OUT = {
-    **dict.fromkeys(("gpt2", "llama", "qwen2", "gemma", "gpt_neox", "vit", "deit", "clip", "siglip",
-                     "clip_text_model", "clip_vision_model", "siglip_text_model", "siglip_vision_model"), "mlp"),
-    "distilbert": "ffn",
-    **dict.fromkeys(("marian", "bart", "m2m_100", "whisper", "opt"), "fc2"),
-    **dict.fromkeys(("bert", "roberta", "electra", "deberta-v2"), "output.dense"),
-    "beit": "output.dense",
-}
-
-
 class Edit(NamedTuple):
     """One copy into a row: `kind` ("residual" | "attention" | "mlp") at block `layer`, corrupted
     position `position` <- clean position `source`; `head`: only that head's slice (attention; None =
@@ -79,7 +67,7 @@ def sites(model: nn.Module, stack: str | None = None) -> Sites:
     spec = adapters.stack_of(adapter, stack).attention
     found = adapters.blocks(model, adapter, stack)
     heads, _, d = adapters.head_counts(adapters.attention_module(found[0], spec), spec)
-    path = MLP_OUT.get(adapter.family)
+    path = adapters.stack_of(adapter, stack).mlp  # "" when the adapter does not describe the MLP
     mlp = [adapters.resolve(b, path) for b in found] if path else None
     return Sites(found, [adapters.out_projection(b, spec) for b in found], mlp, heads, d, adapter.family)
 
@@ -284,7 +272,7 @@ def run_grids(pair: Pair, kinds: Sequence[str] = GRIDS, progress: ProgressFn | N
             changed=np.array([c.changed for c in shown]),
         )
         if kind == "mlp" and s.mlp is None:
-            grids[kind].available = f"the MLP of the {s.family} family is not in the patching table (MLP_OUT)"
+            grids[kind].available = f"the adapter of the {s.family} family names no MLP output (its Stack.mlp)"
             continue
         jobs += _jobs(kind, s, cols, len(pair.corrupted_units))
     for done, job in enumerate(jobs, start=1):

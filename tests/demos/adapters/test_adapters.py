@@ -298,3 +298,42 @@ def test_pair_logits_are_the_models_own():
         r = run(family)
         torch.testing.assert_close(A.pair_logits(r.model, r.adapter, r.out.image_embeds, r.out.text_embeds),
                                    r.out.logits_per_image, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_mlp_output_is_named_where_patching_needs_it(family):
+    """Every stack names its blocks' MLP output module (T5 excepted: patching says so): it runs once per
+    block, returns one vector per position as wide as the block's input, and zeroing it changes the output."""
+    r = run(family)
+    for name, stack in r.adapter.stacks.items():
+        if family == "t5":
+            assert stack.mlp == ""
+            continue
+        blocks = A.blocks(r.model, r.adapter, name)
+        mods = [A.resolve(b, stack.mlp) for b in blocks]
+        widths: list[int] = []
+        calls: list[torch.Size] = []
+
+        def block_input(_m, args, kwargs, widths=widths):
+            widths.append((args[0] if args else kwargs["hidden_states"]).shape[-1])
+
+        handles = [blocks[0].register_forward_pre_hook(block_input, with_kwargs=True)]
+        handles += [m.register_forward_hook(lambda _m, _a, out, calls=calls: calls.append(out.shape)) for m in mods]
+        try:
+            with torch.no_grad():
+                plain = _first_output(r.model(**inputs(family)))
+        finally:
+            for h in handles:
+                h.remove()
+        assert len(calls) == len(blocks), f"{family}/{name}: {stack.mlp} ran {len(calls)} times for {len(blocks)} blocks"
+        assert {s[-1] for s in calls} == {widths[0]}, f"{family}/{name}: {stack.mlp} is not the MLP's output"
+        zero = mods[-1].register_forward_hook(lambda _m, _a, out: torch.zeros_like(out))
+        try:
+            with torch.no_grad():
+                assert not torch.allclose(_first_output(r.model(**inputs(family))), plain)
+        finally:
+            zero.remove()
+
+
+def _first_output(out) -> torch.Tensor:
+    return out.logits if getattr(out, "logits", None) is not None else out[0]

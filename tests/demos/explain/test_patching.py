@@ -22,7 +22,7 @@ SMALL = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key
 
 
 def _module(family: str, model, kind: str, layer: int):
-    """The hooked module, spelled out here per family (independent of demos.adapters and MLP_OUT)."""
+    """The hooked module, spelled out here per family (independent of demos.adapters)."""
     if family == "gpt2":
         block = model.transformer.h[layer]
         return {"residual": block, "attention": block.attn.c_proj, "mlp": block.mlp}[kind]
