@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from core import registry
 from demos import generation, qa, sentiment
@@ -50,6 +51,7 @@ def _numbers(value) -> list[np.ndarray]:
     return out
 
 
+@pytest.mark.slow  # about 30 s: eleven requests of every kind, each run twice
 def test_requests_released_together_each_equal_their_single_run():
     calls = _requests()
     cache.clear_all()
