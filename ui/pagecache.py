@@ -86,7 +86,8 @@ class PageCache:
                         return  # sent to this client as Gradio made it
                 finally:
                     self._building.pop(key, None)
-        self._pages.move_to_end(key)
+        if key in self._pages:  # (another host's pages may have pushed it out meanwhile: it is still served)
+            self._pages.move_to_end(key)
         await _replay(page, scope, send)
 
     @staticmethod
