@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.class_load import _pct
+from bench.timing import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,8 +75,8 @@ def burst(url: str, clients: int, timeout: float) -> dict:
         **out,
         "clients": clients,
         "lost": clients - out["connected"] - out["connect_failed"],
-        "connect_p50_s": _pct(times, 0.5),
-        "connect_p95_s": _pct(times, 0.95),
+        "connect_p50_s": percentile(times, 0.5),
+        "connect_p95_s": percentile(times, 0.95),
         "connect_max_s": max(times) if times else None,
         "wall_s": time.perf_counter() - t0,
         "errors": out["errors"][:10],
@@ -112,8 +112,8 @@ def page_burst(url: str, clients: int, timeout: float = 20.0) -> dict:
     return {
         "requests": len(paths),
         "failed": len(errors),
-        "p50_s": _pct(times, 0.5),
-        "p95_s": _pct(times, 0.95),
+        "p50_s": percentile(times, 0.5),
+        "p95_s": percentile(times, 0.95),
         "max_s": max(times) if times else None,
         "errors": errors[:5],
     }

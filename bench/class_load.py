@@ -25,18 +25,12 @@ import uuid
 from pathlib import Path
 
 from bench.load import TOL, make_request
+from bench.timing import percentile
 
 
 def texts(clients: int, rounds: int) -> list[list[str]]:
     folder = Path(tempfile.gettempdir())
     return [[make_request(c, i, "sentiment", folder).args[0] for i in range(rounds)] for c in range(clients)]
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(q * (len(v) - 1))))]
 
 
 class Browser:
@@ -208,17 +202,17 @@ def summary(out: dict, clients: int, rounds: int) -> dict:
         "mixed": out["mixed"],
         "wrong": out["wrong"],
         "lost": n - answered,
-        "answer_p50_s": _pct(a, 0.5),
-        "answer_p95_s": _pct(a, 0.95),
+        "answer_p50_s": percentile(a, 0.5),
+        "answer_p95_s": percentile(a, 0.95),
         "answer_max_s": max(a) if a else None,
-        "views_p50_s": _pct(out["views"], 0.5),
-        "views_p95_s": _pct(out["views"], 0.95),
+        "views_p50_s": percentile(out["views"], 0.5),
+        "views_p95_s": percentile(out["views"], 0.95),
         "views_failed": out["views_failed"],
         "attr_ok": out["attr_ok"],
         "attr_busy": out["attr_busy"],
         "attr_failed": out["attr_failed"],
-        "attr_p50_s": _pct(b, 0.5),
-        "attr_p95_s": _pct(b, 0.95),
+        "attr_p50_s": percentile(b, 0.5),
+        "attr_p95_s": percentile(b, 0.95),
         "attr_max_s": max(b) if b else None,
         "errors": out["errors"][:10],
     }

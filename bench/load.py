@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import timing
+
 TABS = ("sentiment", "qa", "generate", "translate", "clip_match", "classify_image")
 ADJECTIVES = ("warm", "dull", "bright", "slow", "funny", "cold", "clever", "long", "quiet", "bold")
 NEW_TOKENS = 4  # generation length per request: enough to differ, short enough for load runs
@@ -158,10 +160,8 @@ class Report:
         return self.ok + self.busy + self.failures + self.mixed + self.wrong
 
     def percentile(self, q: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        values = sorted(self.latencies)
-        return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+        value = timing.percentile(self.latencies, q)
+        return float("nan") if value is None else value
 
     def lines(self) -> list[str]:
         out = [
