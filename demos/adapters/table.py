@@ -336,6 +336,7 @@ TABLE: dict[str, Adapter] = {
                 if side == "decoder"
                 else None,
                 cross_input_norm="layer.1.layer_norm" if side == "decoder" else "",
+                mlp="layer.2.DenseReluDense" if side == "decoder" else "layer.1.DenseReluDense",
             )
             for side in ("encoder", "decoder")
         },

@@ -295,18 +295,14 @@ def _clip(result: Any, corrupted: Any, target: Any) -> Pair:
     pv = m.processor.image_processor(images=[load_image(result.sources[0])], return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         image = m.model.get_image_features(pixel_values=pv.to(m.device, m.dtype)).pooler_output
-    image = image / image.norm(dim=-1, keepdim=True)
+    adapter = adapters.adapter_for(m.model)
 
-    def enc(text: str) -> dict[str, torch.Tensor]:
-        return dict(
-            m.processor.tokenizer([text], truncation=True, max_length=mod._text_limit(m), return_tensors="pt").to(
-                m.device
-            )
-        )
+    def enc(text: str) -> dict[str, torch.Tensor]:  # as the answer reads it (SigLIP: padded to its limit)
+        return mod._text_inputs(m, [text])
 
-    def run(kw: dict[str, torch.Tensor]) -> torch.Tensor:  # (b, 1) the image's match score with each row's text
-        t = m.model.get_text_features(input_ids=kw["input_ids"], attention_mask=kw["attention_mask"]).pooler_output
-        return m.model.logit_scale.exp() * (t / t.norm(dim=-1, keepdim=True)) @ image.T
+    def run(kw: dict[str, torch.Tensor]) -> torch.Tensor:  # (b, 1) the image's match logit with each row's text
+        t = m.model.get_text_features(**kw).pooler_output
+        return adapters.pair_logits(m.model, adapter, image, t).T
 
     clean, bad = enc(texts[a]), enc(_text(corrupted, "a photo of a dog"))
     ids, bad_ids = clean["input_ids"][0].tolist(), bad["input_ids"][0].tolist()
@@ -322,7 +318,7 @@ def _clip(result: Any, corrupted: Any, target: Any) -> Pair:
         token_labels(tok, bad_ids),
         single=True,
         stack="text",
-        what="the image's match score with the text (logit scale × cosine similarity)",
+        what="the image's match logit with the text (logit scale × cosine similarity, + logit bias for SigLIP)",
         clean_input=texts[a],
         corrupted_input=str(corrupted),
     )

@@ -132,7 +132,7 @@ def capture(pair: Pair, s: Sites) -> tuple[dict[str, list[torch.Tensor]], torch.
 
     def keep(kind: str, layer: int):
         def fn(x: torch.Tensor) -> None:
-            acts[kind][layer] = x[0].detach()
+            acts[kind][layer] = _by_row(x, 1)[0].detach()
         return fn
 
     hooks = [(m, _when(kind), keep(kind, i)) for kind in GRIDS for i, m in enumerate(s.modules(kind))]
@@ -141,17 +141,23 @@ def capture(pair: Pair, s: Sites) -> tuple[dict[str, list[torch.Tensor]], torch.
     return acts, logits.float()
 
 
-def _writer(edits: list[tuple[int, int, int, int, int]], source: torch.Tensor):
-    """Hook body copying source[src, lo:hi] into x[row, pos, lo:hi] for each (row, pos, src, lo, hi)."""
+def _by_row(x: torch.Tensor, b: int) -> torch.Tensor:
+    """x as (b, n, width): some blocks flatten the positions of a batch of b before their MLP (OPT: (b·n, width))."""
+    return x.view(b, -1, x.shape[-1]) if x.dim() == 2 else x
+
+
+def _writer(edits: list[tuple[int, int, int, int, int]], source: torch.Tensor, b: int):
+    """Hook body copying source[src, lo:hi] into x[row, pos, lo:hi] for each (row, pos, src, lo, hi), x a batch
+    of b rows."""
     e = torch.tensor(edits, device=source.device)
     width = int(e[0, 4] - e[0, 3])
     cols = e[:, 3:4] + torch.arange(width, device=source.device)  # (k, width)
     rows, pos, src = e[:, 0:1], e[:, 1:2], e[:, 2:3]
 
     def write(x: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
-        x[rows, pos, cols] = source[src, cols].to(x.dtype)
-        return x
+        out = x.clone()
+        _by_row(out, b)[rows, pos, cols] = source[src, cols].to(x.dtype)
+        return out
 
     return write
 
@@ -169,7 +175,7 @@ def patched_logits(pair: Pair, rows: Sequence[Sequence[Edit]], acts: dict | None
             width = s.head_dim if one_head else acts[e.kind][e.layer].shape[-1]
             lo = e.head * s.head_dim if one_head else 0
             groups[(e.kind, e.layer, width)].append((r, e.position, e.source, lo, lo + width))
-    hooks = [(s.modules(kind)[layer], _when(kind), _writer(edits, acts[kind][layer]))
+    hooks = [(s.modules(kind)[layer], _when(kind), _writer(edits, acts[kind][layer], len(rows)))
              for (kind, layer, _), edits in groups.items()]
     with torch.no_grad(), hooked(hooks):
         return pair.run(pair.batch(len(rows))).float()

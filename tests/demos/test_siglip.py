@@ -185,3 +185,24 @@ def test_a_knockout_changes_the_sigmoid_as_zeroing_the_head_does(result, referen
     assert got.score_before == pytest.approx(float(result.probs[0, answer]), rel=1e-4, abs=1e-6)
     assert got.score_after == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert got.score_after != pytest.approx(got.score_before, rel=1e-6, abs=0)
+
+
+def test_patching_measures_the_answers_own_logit_and_is_exact(result, reference):
+    """The patching metric is the logit the answer shows for (image 1, text): the texts padded to the limit as the
+    answer reads them, logit_bias included; patching nothing is the corrupted run, the whole residual stream at the
+    first layer the clean one."""
+    from demos.explain import patch_tasks, patching
+    from demos.explain.patching import Edit
+
+    model, _, inputs = reference
+    with torch.no_grad():
+        out = model(**inputs)
+    pair = patch_tasks.PAIRS["clip"](result, "a photo of a dog", TEXTS[0])
+    with torch.no_grad():
+        clean, bad = pair.run(pair.clean).float(), pair.run(pair.batch(1)).float()
+    assert float(clean[0, 0]) == pytest.approx(float(out.logits_per_image[0, 0]), rel=1e-4, abs=1e-5)
+    n = len(pair.corrupted_units)
+    assert n == len(pair.clean_units) == LIMIT and not torch.equal(clean, bad)
+    assert torch.equal(patching.patched_logits(pair, [[]]), bad)
+    whole = patching.patched_logits(pair, [[Edit("residual", 0, j, j) for j in range(n)]])
+    torch.testing.assert_close(whole, clean, rtol=0, atol=1e-6)

@@ -302,13 +302,10 @@ def test_pair_logits_are_the_models_own():
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_the_mlp_output_is_named_where_patching_needs_it(family):
-    """Every stack names its blocks' MLP output module (T5 excepted: patching says so): it runs once per
-    block, returns one vector per position as wide as the block's input, and zeroing it changes the output."""
+    """Every stack names its blocks' MLP output module: it runs once per block, returns one vector per position
+    as wide as the block's input, and zeroing it changes the output."""
     r = run(family)
     for name, stack in r.adapter.stacks.items():
-        if family == "t5":
-            assert stack.mlp == ""
-            continue
         blocks = A.blocks(r.model, r.adapter, name)
         mods = [A.resolve(b, stack.mlp) for b in blocks]
         widths: list[int] = []

@@ -22,19 +22,13 @@ from core.lens_types import HeadLens, LensGrid
 from demos import adapters as A
 from demos.explain import attention_steps as steps_mod
 from demos.explain import interventions, lens
-from tests.demos.explain.family_models import FAMILIES, made, model_inputs, serving
+from tests.demos.explain.family_models import FAMILIES, model_inputs, serving
 from viz import lens as lens_view
 
 NAMES = list(FAMILIES)
 TIGHT = dict(rtol=1e-4, atol=1e-5)
 ROTARY = {"llama", "qwen2", "gemma", "gpt_neox"}
 BIASED = {"t5": "relative_bias", "deberta-v2": "disentangled", "beit": "relative_bias_2d"}
-
-
-@pytest.fixture(scope="session")
-def zoo(tiny_models, tmp_path_factory):
-    root = tmp_path_factory.mktemp("families")
-    return lambda name: made(name, tiny_models, root)
 
 
 def _softmax(x: torch.Tensor) -> np.ndarray:
