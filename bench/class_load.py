@@ -10,6 +10,11 @@ gradients, at most 32 steps, adaptive to |delta| <= 0.01), so answers always arr
 students' attributions run. Texts are unique per student and round; each answer is compared with
 the answer the demo function gives for that text (`mixed`: another student's answer).
 Reports answers' and attributions' p50/p95 and answered / busy / failed / mixed / lost.
+
+`--tabs sentiment,qa --tokens 512` makes each student answer on every tab listed (QA's answer checked against
+`qa.answer`), with inputs of about 512 tokens, and reports each tab's p50/p95 apart (`tabs`). `--order same`
+(the default) sends every student through the tabs in the order listed, so the whole class reaches the first
+tab at once and the next ones as each student finishes; `--order rotate` starts student c at tab c.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.load import TOL, make_request
@@ -31,6 +37,44 @@ from bench.timing import percentile
 def texts(clients: int, rounds: int) -> list[list[str]]:
     folder = Path(tempfile.gettempdir())
     return [[make_request(c, i, "sentiment", folder).args[0] for i in range(rounds)] for c in range(clients)]
+
+
+FILLER = (
+    "The river ran past the old mill where the village kept its grain through the winter months. "
+    "Children walked along the bank every morning on their way to the school beside the church. "
+    "In spring the water rose and the miller opened the gates to keep the wheel turning slowly. "
+)
+
+
+def long_text(text: str, tokens: int) -> str:
+    """`text` followed by filler sentences up to about `tokens` word-piece tokens (about 1.25 per word); 0: as is."""
+    words = FILLER.split()
+    extra = max(0, int(tokens / 1.25) - len(text.split()))
+    return text if tokens <= 0 else text + " " + " ".join(words[i % len(words)] for i in range(extra))
+
+
+def inputs(tab: str, client: int, index: int, tokens: int) -> tuple[str, ...]:
+    """The endpoint's inputs for student `client`'s request `index` on `tab` (unique to both)."""
+    args = make_request(client, index, tab, Path(tempfile.gettempdir())).args
+    if tab == "sentiment":
+        return (long_text(args[0], tokens),)
+    if tab == "qa":  # the answer's sentence first, the filler after it: the answer stays in the model's window
+        return (args[0], long_text(args[1], tokens - len(args[0].split()) * 2))
+    raise ValueError(f"class_load knows the sentiment and qa tabs, not {tab!r}")
+
+
+def key(tab: str, args: Sequence[str]) -> str:
+    """The expected answers' key of a request (JSON-able)."""
+    return "\n".join((tab, *args))
+
+
+def plan_of(clients: int, rounds: int, tabs: Sequence[str], tokens: int, order: str) -> list[list[tuple[str, tuple]]]:
+    """Per student, its requests in order: (tab, inputs), `rounds` times through `tabs`."""
+    out = []
+    for c in range(clients):
+        mine = list(tabs) if order == "same" else [tabs[(c + k) % len(tabs)] for k in range(len(tabs))]
+        out.append([(tab, inputs(tab, c, i, tokens)) for i in range(rounds) for tab in mine])
+    return out
 
 
 class Browser:
@@ -104,8 +148,10 @@ class Busy(Exception):
     """The queue was full (HTTP 503): the app said so clearly."""
 
 
-def students(url: str, plan: list[list[str]], expected: dict, timeout: float, attribute: bool = True) -> dict:
-    """Every student at once (a session each, one event loop); returns counts and latencies."""
+def students(url: str, plan: list[list], expected: dict, timeout: float, attribute: bool = True) -> dict:
+    """Every student at once (a session each, one event loop); returns counts and latencies. A plan lists each
+    student's sentiment texts, or its (tab, inputs) requests (`plan_of`)."""
+    plan = [[r if isinstance(r, tuple) else ("sentiment", (r,)) for r in mine] for mine in plan]
     return asyncio.run(_students(url, plan, expected, timeout, attribute))
 
 
@@ -113,7 +159,7 @@ class _Tally(dict):
     """The class's outcomes: counts, latencies (seconds) and the first errors."""
 
     def __init__(self) -> None:
-        super().__init__(answers=[], views=[], attributions=[], errors=[])
+        super().__init__(answers=[], views=[], attributions=[], errors=[], tabs={})
         for kind in ("views_failed", "ok", "busy", "failed", "mixed", "wrong", "attr_ok", "attr_busy", "attr_failed"):
             self[kind] = 0
 
@@ -125,7 +171,7 @@ class _Tally(dict):
             self["errors"].append(err[:300])
 
 
-async def _students(url: str, plan: list[list[str]], expected: dict, timeout: float, attribute: bool) -> dict:
+async def _students(url: str, plan: list[list[tuple]], expected: dict, timeout: float, attribute: bool) -> dict:
     import httpx
 
     out = _Tally()
@@ -134,43 +180,52 @@ async def _students(url: str, plan: list[list[str]], expected: dict, timeout: fl
         # the page load, once: every student's page is the same
         endpoints = Browser.api_table((await http.get(url.rstrip("/") + "/config")).json())
 
-        async def student(mine: list[str]) -> None:
+        async def student(mine: list[tuple]) -> None:
             me = Browser(http, url, endpoints)
-            for text in mine:
-                if await _answer(me, text, expected, timeout, out):
-                    await _views(me, timeout, out)
-                    if attribute:
+            for tab, args in mine:
+                if await _answer(me, tab, args, expected, timeout, out):
+                    await _views(me, tab, timeout, out)
+                    if attribute and tab == "sentiment":
                         await _attribution(me, timeout, out)
 
         await asyncio.gather(*(student(mine) for mine in plan))
     return dict(out)
 
 
-async def _answer(me: Browser, text: str, expected: dict, timeout: float, out: _Tally) -> bool:
-    """One answer, checked against the student's own expected probabilities; True when it came."""
+async def _answer(me: Browser, tab: str, args: tuple, expected: dict, timeout: float, out: _Tally) -> bool:
+    """One answer, checked against the student's own expected answer; True when it came."""
     t0 = time.perf_counter()
     try:
-        label = (await asyncio.wait_for(me.call("sentiment", text), timeout))[0]
+        data = await asyncio.wait_for(me.call(tab, *args), timeout)
     except Busy:
         out.count("busy")
         return False
     except Exception as exc:  # every outcome is counted
-        out.count("failed", err=f"/sentiment: {type(exc).__name__}: {exc}")
+        out.count("failed", err=f"/{tab}: {type(exc).__name__}: {exc}")
         return False
-    got = {c["label"]: float(c["confidence"]) for c in label.get("confidences", [])}
-    own = all(abs(v - expected[text].get(k, -1)) <= TOL for k, v in got.items())
-    other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items()) for w in expected.values())
-    out.count("ok" if own else "mixed" if other else "wrong", time.perf_counter() - t0, "answers" if own else None)
+    seconds = time.perf_counter() - t0
+    if tab == "sentiment":
+        got = {c["label"]: float(c["confidence"]) for c in data[0].get("confidences", [])}
+        mine = expected[key(tab, args)]
+        own = all(abs(v - mine.get(k, -1)) <= TOL for k, v in got.items())
+        other = not own and any(all(abs(v - w.get(k, -1)) <= TOL for k, v in got.items())
+                                for w in expected.values() if isinstance(w, dict))
+    else:
+        own = data[0] == expected[key(tab, args)]
+        other = not own and data[0] in expected.values()
+    out.count("ok" if own else "mixed" if other else "wrong", seconds, "answers" if own else None)
+    if own:
+        out["tabs"].setdefault(tab, []).append(seconds)
     return True
 
 
-async def _views(me: Browser, timeout: float, out: _Tally) -> None:
+async def _views(me: Browser, tab: str, timeout: float, out: _Tally) -> None:
     """The views drawn after the answer, as the page asks for them."""
     t0 = time.perf_counter()
     try:
-        await asyncio.wait_for(me.call("sentiment_views"), timeout)
+        await asyncio.wait_for(me.call(f"{tab}_views"), timeout)
     except Exception as exc:  # every outcome is counted
-        out.count("views_failed", err=f"/sentiment_views: {type(exc).__name__}: {exc}")
+        out.count("views_failed", err=f"/{tab}_views: {type(exc).__name__}: {exc}")
     else:
         out["views"].append(time.perf_counter() - t0)
 
@@ -188,8 +243,8 @@ async def _attribution(me: Browser, timeout: float, out: _Tally) -> None:
         out.count("attr_ok", time.perf_counter() - t0, "attributions")
 
 
-def summary(out: dict, clients: int, rounds: int) -> dict:
-    n = clients * rounds
+def summary(out: dict, clients: int, rounds: int, tabs: int = 1) -> dict:
+    n = clients * rounds * tabs
     a, b = out["answers"], out["attributions"]
     answered = out["ok"] + out["busy"] + out["failed"] + out["mixed"] + out["wrong"]
     return {
@@ -214,6 +269,8 @@ def summary(out: dict, clients: int, rounds: int) -> dict:
         "attr_p50_s": percentile(b, 0.5),
         "attr_p95_s": percentile(b, 0.95),
         "attr_max_s": max(b) if b else None,
+        "tabs": {tab: {"ok": len(t), "p50_s": percentile(t, 0.5), "p95_s": percentile(t, 0.95), "max_s": max(t)}
+                 for tab, t in out.get("tabs", {}).items()},
         "errors": out["errors"][:10],
     }
 
@@ -226,17 +283,20 @@ def serve_and_run(args: argparse.Namespace) -> dict:
     configure_models(False, None, args.size)
     import app
     from bench.serve import launch_whole_app
-    from demos import sentiment
+    from demos import qa, sentiment
 
-    plan = texts(args.clients, args.rounds)
-    warm_up = "Warm-up request: a fine film."
-    expected = {t: sentiment.analyse(t).class_probs() for t in [warm_up] + [t for mine in plan for t in mine]}
+    tabs = args.tabs.split(",")
+    plan = plan_of(args.clients, args.rounds, tabs, args.tokens, args.order)
+    warm_up = [(tab, inputs(tab, 10_000, 0, args.tokens)) for tab in tabs]
+    answer = {"sentiment": lambda text: sentiment.analyse(text).class_probs(),
+              "qa": lambda q, c: qa.answer(q, c).answer}
+    expected = {key(tab, a): answer[tab](*a) for tab, a in warm_up + [r for mine in plan for r in mine]}
     demo, url = launch_whole_app()
     tmp = Path(tempfile.mkdtemp(prefix="xray-class-"))
     try:
         (tmp / "expected.json").write_text(json.dumps(expected))
-        warm = students(url, [[warm_up]], expected, args.timeout)  # checked like the class's answers
-        print(f"[class_load] warm-up: {summary(warm, 1, 1)}", flush=True)
+        warm = students(url, [warm_up], expected, args.timeout)  # checked like the class's answers
+        print(f"[class_load] warm-up: {summary(warm, 1, 1, len(tabs))}", flush=True)
         t0 = time.perf_counter()
         cmd = [
             sys.executable,
@@ -254,6 +314,12 @@ def serve_and_run(args: argparse.Namespace) -> dict:
             str(tmp / "expected.json"),
             "--json",
             str(tmp / "out.json"),
+            "--tabs",
+            args.tabs,
+            "--tokens",
+            str(args.tokens),
+            "--order",
+            args.order,
         ]
         cmd += ["--answers-only"] if args.answers_only else []
         cpu0 = time.process_time()
@@ -271,6 +337,7 @@ def serve_and_run(args: argparse.Namespace) -> dict:
         res["wall_s"] = time.perf_counter() - t0
         res["server_cpu_s"] = server_cpu  # the app's process (all its threads) while the students ran
         res["size"], res["threads"], res["queue"] = args.size, args.threads, dict(app.QUEUE)
+        res["tokens"], res["order"] = args.tokens, args.order
         return res
     finally:
         demo.close()
@@ -286,7 +353,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--rounds", type=int, default=2, help="answer + attribution pairs per student")
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--answers-only", action="store_true", help="no attribution requests (the burst of answers alone)")
-    p.add_argument("--expected", help="JSON {text: {label: prob}} (child mode)")
+    p.add_argument("--tabs", default="sentiment", help="comma-separated: sentiment,qa (answers on each, in turn)")
+    p.add_argument("--tokens", type=int, default=0, help="inputs of about this many tokens (0: one sentence)")
+    p.add_argument("--order", choices=("same", "rotate"), default="same",
+                   help="same: every student takes the tabs in the order listed; rotate: student c starts at tab c")
+    p.add_argument("--expected", help="JSON {request: expected answer} (child mode)")
     p.add_argument("--json", help="write the summary here")
     args = p.parse_args(argv)
     if args.serve:
@@ -300,10 +371,13 @@ def main(argv: list[str] | None = None) -> dict:
         os.nice(19)
         expected = json.loads(Path(args.expected).read_text())
         t0, cpu0 = time.perf_counter(), time.process_time()
+        tabs = args.tabs.split(",")
         res = summary(
-            students(args.url, texts(args.clients, args.rounds), expected, args.timeout, not args.answers_only),
+            students(args.url, plan_of(args.clients, args.rounds, tabs, args.tokens, args.order), expected,
+                     args.timeout, not args.answers_only),
             args.clients,
             args.rounds,
+            len(tabs),
         )
         res["students_wall_s"] = time.perf_counter() - t0
         # the students' own CPU (gradio_client threads): it shares the machine with the server

@@ -104,3 +104,21 @@ def test_served_class_load_speaks_the_browser_protocol(tmp_path):
     assert res["answer_ok"] == 6 and res["mixed"] == res["wrong"] == res["lost"] == res["answer_failed"] == 0
     assert res["attr_ok"] == 6 and res["views_failed"] == 0 and not res["errors"]
     assert res["server_cpu_s"] > 0 and res["students_cpu_s"] > 0
+
+
+def test_class_load_plans_several_tabs_in_either_order_and_reports_each():
+    same = class_load.plan_of(4, 2, ["sentiment", "qa"], 512, "same")
+    rotate = class_load.plan_of(4, 2, ["sentiment", "qa"], 512, "rotate")
+    assert [[t for t, _ in mine] for mine in same] == [["sentiment", "qa", "sentiment", "qa"]] * 4
+    assert [mine[0][0] for mine in rotate] == ["sentiment", "qa", "sentiment", "qa"]
+    requests = [class_load.key(t, a) for mine in same for t, a in mine]
+    assert len(set(requests)) == 16  # every request its own input
+    text = same[0][0][1][0]
+    assert text.startswith("Client 0 request 0:") and 380 <= len(text.split()) <= 420  # about 512 word pieces
+    question, context = same[0][1][1]
+    assert "built by engineer 0" in " ".join(context.split()[:30])  # the answer stays in the model's first window
+    out = {"answers": [1.0, 2.0, 4.0], "views": [], "views_failed": 0, "attributions": [], "ok": 3, "busy": 0,
+           "failed": 0, "mixed": 0, "wrong": 0, "attr_ok": 0, "attr_busy": 0, "attr_failed": 0, "errors": [],
+           "tabs": {"sentiment": [1.0, 4.0], "qa": [2.0]}}
+    s = class_load.summary(out, 1, 2, 2)
+    assert s["lost"] == 1 and s["tabs"]["sentiment"]["p95_s"] == 4.0 and s["tabs"]["qa"]["p50_s"] == 2.0
