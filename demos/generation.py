@@ -12,8 +12,15 @@ import torch
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos import adapters as A
-from demos.explain.attribution import stack_hidden, stored_dtype
-from demos.inputs.text import baseline_ids, model_max_length, piece_texts, token_attribution, token_labels
+from demos.explain.attribution import integrate_targets, stack_hidden, stored_dtype
+from demos.inputs.text import (
+    as_attribution,
+    baseline_ids,
+    model_max_length,
+    piece_texts,
+    token_attribution,
+    token_labels,
+)
 from demos.runtime import loading
 from demos.runtime.compute import How, attribution_compute, task_compute
 
@@ -307,6 +314,45 @@ def attribute(
     target = f"“{m.processor.decode([target_id])}” at position {position}"
     tokens = token_labels(m.processor, list(ids[:position]))
     return token_attribution(m.model, prob_of_next, prefix, base, tokens, target, (), how)
+
+
+@attribution_compute(TASK)
+def attribute_all(
+    ids: tuple[int, ...],
+    first: int,
+    how: How = How(),
+) -> list[Attribution]:
+    """Attribute every token from position `first` on: for each p in first..n-1, P(ids[p] | ids[:p]) to the p
+    tokens before it (scores (p,)), as `attribute(ids, p)` would, in one batched pass.
+
+    A causal model's output at position p-1 reads only ids[:p], so every target is read from ONE sequence
+    ids[:-1] (its baseline: ordinary tokens replaced by the pad/eos id, as `attribute`'s); each interpolation
+    point runs forward once for all targets (demos.explain.attribution.integrate_targets)."""
+    n = len(ids)
+    if not 1 <= int(first) < n:
+        raise ValueError(f"Position must be between 1 and {n - 1}.")
+    first = int(first)
+    m = load(how.model_id)
+    seq = torch.tensor([ids[:-1]], device=m.device)  # (1, n-1)
+    base = baseline_ids(seq, set(m.processor.all_special_ids), pad_id(m))
+    embed = m.model.get_input_embeddings()
+    where = torch.arange(first - 1, n - 1, device=m.device)  # the positions whose next token is explained
+    targets = torch.tensor(ids[first:], device=m.device)
+
+    def probs(e: torch.Tensor) -> torch.Tensor:  # (b, n-1, D) -> (b, K): P(ids[p] | ids[:p]) for each p
+        logits = m.model(inputs_embeds=e, logits_to_keep=where).logits  # (b, K, V)
+        picked = targets.view(1, -1, 1).expand(e.shape[0], -1, 1)
+        return torch.softmax(logits.float(), dim=-1).gather(-1, picked)[..., 0]
+
+    with torch.no_grad():
+        x, b = embed(seq), embed(base)
+    got = integrate_targets(probs, x, b, how.method, int(how.steps), how.progress, how.tolerance)
+    labels = token_labels(m.processor, list(ids[:-1]))
+    return [
+        as_attribution(g, g.attrs[0, :p].sum(dim=-1), labels[:p], f"“{m.processor.decode([ids[p]])}” at position {p}",
+                       how.method)
+        for p, g in zip(range(first, n), got)
+    ]
 
 
 def subject(result: GenerationResult, target: object = None, contrast: object = None):

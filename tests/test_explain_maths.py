@@ -601,3 +601,51 @@ def test_explainer_entry_points_pass_their_parameters():
     assert f.answer == "NEGATIVE" and f.seed == 7 and len(f.ks) == 3
     assert f.curve_names[-1] == "random (seed 7)"
     assert f.scores.shape[0] == len(f.names) and "Integrated gradients" in f.names
+
+
+# ---- several outcomes of one input at once (attribution.integrate_targets) -----------------------------------
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "gradient_x_input"])
+def test_integrate_targets_equals_captum_run_once_per_outcome(method):
+    """Each of the K outcomes equals Captum's own Layer class run for that outcome alone (same baseline, steps)."""
+    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
+
+    toy = Toy()
+    ids, base = torch.tensor([[1, 4, 7, 2]]), torch.zeros(1, 4, dtype=torch.long)
+
+    def probs_of_ids(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(toy(input_ids=x), -1)
+
+    got = attribution.integrate_targets(lambda e: torch.softmax(toy(inputs_embeds=e), -1),
+                                        toy.embed(ids).detach(), toy.embed(base).detach(), method, 16)
+    assert len(got) == 3
+    for k, g in enumerate(got):
+        if method == "integrated_gradients":
+            want = LayerIntegratedGradients(lambda x, k=k: probs_of_ids(x)[:, k], toy.embed).attribute(
+                ids, baselines=base, n_steps=16)
+        else:
+            want = LayerGradientXActivation(lambda x, k=k: probs_of_ids(x)[:, k], toy.embed).attribute(ids)
+        torch.testing.assert_close(g.attrs.double(), want.double(), rtol=1e-5, atol=1e-7)
+        with torch.no_grad():
+            f_x, f_b = float(probs_of_ids(ids)[0, k]), float(probs_of_ids(base)[0, k])
+        assert (g.output_value, g.baseline_value) == (pytest.approx(f_x, rel=1e-6), pytest.approx(f_b, rel=1e-6))
+        if method == "integrated_gradients":
+            assert g.delta == pytest.approx(abs(float(g.attrs.double().sum()) - (f_x - f_b)), abs=1e-6)
+        else:
+            assert g.delta is None
+
+
+def test_integrate_targets_climbs_the_step_ladder_until_every_outcome_converges():
+    toy = Toy()
+    x, b = toy.embed(torch.tensor([[1, 4, 7, 2]])).detach(), toy.embed(torch.zeros(1, 4, dtype=torch.long)).detach()
+
+    def score(e: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(toy(inputs_embeds=e), -1)
+
+    loose = attribution.integrate_targets(score, x, b, "integrated_gradients", 64, tolerance=1.0)
+    assert {g.steps for g in loose} == {8}
+    tight = attribution.integrate_targets(score, x, b, "integrated_gradients", 64, tolerance=1e-12)
+    assert {g.steps for g in tight} == {64}  # never converges that far: the ceiling
+    mid = attribution.integrate_targets(score, x, b, "integrated_gradients", 64, tolerance=max(g.delta for g in tight) * 2)
+    assert max(g.delta for g in mid) <= max(g.delta for g in tight) * 2 and {g.steps for g in mid} <= {8, 16, 32, 64}

@@ -110,6 +110,29 @@ def test_generation_view_equals_captum_called_directly(api, method, step):
 
 
 @pytest.mark.parametrize("method", METHODS)
+def test_every_generated_token_at_once_equals_captum_called_directly_per_token(api, method):
+    """The matrix of "Every generated token at once" (one batched pass): row k, read from the figure, equals
+    Captum's LayerIntegratedGradients / LayerGradientXActivation run on that token's own prefix alone; the cells
+    after the prefix are empty; the summary gives the largest delta."""
+    from demos import generation
+
+    result = generation.generate(PROMPT, 5)
+    summary, figure = run_view(api, "generate_attribution_all", result, method, STEPS, False)
+    z = np.asarray(figure.data[0].z, dtype=np.float64)
+    assert z.shape == (result.steps, len(result.ids) - 1)
+    for step in range(result.steps):
+        ref = reference.generation(result, step)
+        pos = result.n_prompt + step
+        reference.close(z[step, :pos], reference_scores(ref, method))
+        assert np.isnan(z[step, pos:]).all()
+        assert figure.data[0].y[step].startswith(f"{pos}:")  # the row names the generated token's position
+        if method == "integrated_gradients":
+            reference.complete(float(z[step, :pos].sum()), ref.value() - ref.value(ref.baseline))
+    assert f"{result.steps} generated tokens in one batched pass" in summary
+    assert ("largest convergence delta" in summary) == (method == "integrated_gradients")
+
+
+@pytest.mark.parametrize("method", METHODS)
 def test_qa_start_and_end_views_equal_captum_called_directly(api, method):
     from demos import qa
 

@@ -1,6 +1,7 @@
 """Generation tab (GPT-2 family): continuation, next-token choices, attributions, attention, embeddings."""
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -8,12 +9,24 @@ import gradio as gr
 
 from ui import share, texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
+from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
 from ui.explainers import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
+from ui.kit import (
+    EXPLAIN,
+    METHODS,
+    AttributionPanel,
+    answer_header,
+    answer_queue,
+    api,
+    draw_views,
+    result_state,
+    tab_compute,
+    tolerance,
+)
 from ui.links import tag
+from viz.bars import attribution_matrix
 from viz.generation import choices_figure, continuation_html
 from viz.tokens import clean_token
 
@@ -34,6 +47,12 @@ ATTRIBUTION_HELP = (
     "Pick a generated token: **which earlier words made the model choose it?** We explain the "
     "model's own probability of that token given everything before it (before temperature, top-k "
     "or top-p). " + texts.ATTRIBUTION
+)
+ALL_HELP = (
+    "**Every generated token at once:** one row per generated token, one column per earlier token: which words "
+    "made the model choose each token in turn. Same method and steps as above, one batched pass for all the rows "
+    "(each row equals that token's own attribution above). Cells right of a row's own position stay empty: the "
+    "token could not see those yet."
 )
 ATTENTION_HELP = (
     texts.ATTENTION + " GPT-2 reads left to right, so a token can only look back: everything above "
@@ -124,6 +143,9 @@ class _Tab:
     choices_plot: gr.Plot
     position: gr.Dropdown
     attribution: AttributionPanel
+    all_button: gr.Button
+    all_summary: gr.Markdown
+    all_plot: gr.Plot
     attention: AttentionView
     bertviz: BertvizView
     embeddings: EmbeddingView
@@ -184,6 +206,11 @@ def _views() -> dict:
         attribution = AttributionPanel.build(
             ATTRIBUTION_HELP, button="Explain this token", plot_label="Attribution per earlier token"
         )
+        with gr.Accordion("Every generated token at once", open=False):
+            explain(ALL_HELP)
+            all_button = gr.Button("Explain every generated token")
+            all_summary = gr.Markdown()
+            all_plot = gr.Plot(label="Attribution of each generated token to the tokens before it")
     with gr.Tab("Attention"):
         attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
         bertviz = BertvizView.build(lambda r: {"self": r.attention})
@@ -195,6 +222,9 @@ def _views() -> dict:
         choices_plot=choices_plot,
         position=position,
         attribution=attribution,
+        all_button=all_button,
+        all_summary=all_summary,
+        all_plot=all_plot,
         attention=attention,
         bertviz=bertviz,
         embeddings=embeddings,
@@ -213,6 +243,14 @@ def _wire(c: _Tab) -> None:
     draw_views(main, c.state, generation.TASK, c.attention, c.embeddings, c.explainers)
     c.attribution.bind(
         main, c.state, [c.position], attribute, api(generation.TASK, "attribution"), "Generate a text first."
+    )
+    panel = c.attribution
+    c.all_button.click(
+        attribute_all,
+        [c.state, panel.method, panel.steps, panel.adaptive],
+        [c.all_summary, c.all_plot],
+        api_name=api(generation.TASK, "attribution_all"),
+        **EXPLAIN,
     )
     c.do_sample.change(
         lambda on: [gr.update(interactive=bool(on))] * len(c.sampling),
@@ -263,6 +301,33 @@ def attribute(result, position_value, method, steps, tolerance, progress):
     return [
         generation.attribute(result.ids, pos, method, steps, result.model_id, progress=progress, tolerance=tolerance)
     ]
+
+
+@guarded
+def attribute_all(result, method, steps, adaptive, progress=gr.Progress()):
+    """Every generated token's attribution to the tokens before it, in one batched pass: summary and matrix."""
+    if result is None:
+        raise gr.Error("Generate a text first.")
+    started = time.perf_counter()
+    attrs = generation.attribute_all(
+        result.ids,
+        result.n_prompt,
+        method,
+        int(steps),
+        result.model_id,
+        progress=lambda frac, msg: progress(frac, desc=msg),
+        tolerance=tolerance(adaptive),
+    )
+    seconds = time.perf_counter() - started
+    label = METHODS[method].label if method in METHODS else method
+    line = f"**{md_escape(label)}** · {len(attrs)} generated tokens in one batched pass · {seconds:.1f} s"
+    if attrs[0].delta is not None:
+        worst = max(float(a.delta) for a in attrs)
+        line += f" · {attrs[0].steps} steps · largest convergence delta {worst:.2e}"
+    targets = [result.tokens[result.n_prompt + k] for k in range(len(attrs))]
+    title = "Which earlier tokens made the model choose each generated token"
+    figure = attribution_matrix(targets, result.n_prompt, attrs[-1].tokens, [a.scores for a in attrs], title)
+    return line, figure
 
 
 def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown) -> None:

@@ -93,3 +93,39 @@ def topk_heatmap(
         margin=dict(l=10, r=10, t=70, b=10),
     )
     return fit_title(fig, 56)
+
+
+def attribution_matrix(
+    targets: Sequence[str], first: int, tokens: Sequence[str], scores: Sequence[Sequence[float]], title: str
+) -> go.Figure:
+    """Every generated token's attribution to the tokens before it: one row per generated token (top to bottom,
+    labelled with its position, `first` + k), one column per token of the text; row k holds scores[k] (its first
+    len(scores[k]) columns; the rest, tokens the generated token could not see, stay empty). Green toward the
+    token, red away, one scale for all rows."""
+    n = len(tokens)
+    z = np.full((len(targets), n), np.nan)
+    for k, row in enumerate(scores):
+        z[k, : len(row)] = np.asarray(row, dtype=float)
+    bound = float(np.nanmax(np.abs(z))) if np.isfinite(z).any() else 1.0
+    cols, rows = axis_labels(tokens), [f"{first + k}:{plot_label(t)}" for k, t in enumerate(targets)]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=cols,
+            y=rows,
+            colorscale=[[0.0, "#dc2626"], [0.5, "#f8fafc"], [1.0, "#16a34a"]],
+            zmin=-bound or -1.0,
+            zmax=bound or 1.0,
+            hovertemplate="generated %{y}<br>earlier token %{x}<br>%{z:+.4f}<extra></extra>",
+            colorbar=dict(title="attribution"),
+        )
+    )
+    tv, tt = thinned_ticks(cols)
+    fig.update_layout(
+        title=figure_title(title),
+        xaxis=dict(title="earlier token", tickvals=tv, ticktext=tt, tickangle=-60),
+        yaxis=dict(title="generated token", autorange="reversed"),
+        height=max(320, 120 + 28 * len(targets)),
+        margin=dict(l=10, r=10, t=60, b=10),
+    )
+    return fit_title(fig)
