@@ -110,9 +110,12 @@ def class_name(task_key: str) -> str:
 
 
 # One class per registered task, importable by name (Ray pickles the class by reference).
+MODEL_CLASSES: dict[str, type[TaskModel]] = {}
 for _spec in registry.TASKS:
     _name = class_name(_spec.key)
-    globals()[_name] = type(_name, (TaskModel,), {"task_key": _spec.key, "__module__": __name__, "__qualname__": _name})
+    MODEL_CLASSES[_spec.key] = globals()[_name] = type(
+        _name, (TaskModel,), {"task_key": _spec.key, "__module__": __name__, "__qualname__": _name}
+    )
 
 
 def cluster_gpus() -> float:
@@ -126,7 +129,7 @@ def deployment(
 ):
     """The Serve deployment of one task with its autoscaling, queue, batch and resource options."""
     config = config or ServeConfig.from_env()
-    cls = globals()[class_name(registry.get(task_key).key)]
+    cls = MODEL_CLASSES[registry.get(task_key).key]
     options = config.deployment_options(config.gpus_per_replica(cluster_gpus(), n_tasks), forwarded_env(env))
     return serve.deployment(cls, name=cls.__name__, **options)
 

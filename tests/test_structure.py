@@ -87,6 +87,20 @@ def test_no_import_cycles():
     assert _cycles(graph) == []
 
 
+def test_no_name_is_looked_up_through_globals():
+    """References to objects, not names: no `globals()[...]` read anywhere in the project's code (scale.deployments
+    only WRITES its generated classes there, so that Ray can pickle them by reference)."""
+    found = []
+    for path in sorted(ROOT.glob("**/*.py")):
+        if any(part in {".venv", "tests", "artifacts"} or part.startswith(".") for part in path.relative_to(ROOT).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load) and isinstance(node.value, ast.Call)
+                    and getattr(node.value.func, "id", "") == "globals"):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, found
+
+
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["c", "b", "a"]]
 

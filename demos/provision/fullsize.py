@@ -198,8 +198,17 @@ def _clip_plan(work: pathlib.Path) -> Plan:
 
 
 # Plans by architecture (the default model's real sizes); each task names its own (`TaskSpec.build`).
+PLANS_BY_BUILD: dict[str, Callable[[pathlib.Path], Plan]] = {
+    "gpt2": _gpt2_plan,
+    "distilbert_classifier": _distilbert_classifier_plan,
+    "distilbert_qa": _distilbert_qa_plan,
+    "marian": _marian_plan,
+    "vit": _vit_plan,
+    "whisper": _whisper_plan,
+    "clip": _clip_plan,
+}
 _PLANS: dict[str, Callable[[pathlib.Path], Plan]] = {
-    spec.key: globals()[f"_{spec.build}_plan"] for spec in registry.TASKS if spec.build
+    spec.key: PLANS_BY_BUILD[spec.build] for spec in registry.TASKS if spec.build
 }
 
 

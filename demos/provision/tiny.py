@@ -417,8 +417,17 @@ def _build_clip(out_dir: pathlib.Path, seed: int) -> None:
 
 
 # Builders by architecture; each task names its own (`TaskSpec.build`).
+BUILDERS_BY_BUILD: dict[str, Callable[[pathlib.Path, int], None]] = {
+    "gpt2": _build_gpt2,
+    "distilbert_classifier": _build_distilbert_classifier,
+    "distilbert_qa": _build_distilbert_qa,
+    "marian": _build_marian,
+    "vit": _build_vit,
+    "whisper": _build_whisper,
+    "clip": _build_clip,
+}
 _BUILDERS: dict[str, Callable[[pathlib.Path, int], None]] = {
-    spec.key: globals()[f"_build_{spec.build}"] for spec in registry.TASKS if spec.build
+    spec.key: BUILDERS_BY_BUILD[spec.build] for spec in registry.TASKS if spec.build
 }
 
 
