@@ -112,7 +112,7 @@ PATCH = ExplainerSpec(
 STEER = ExplainerSpec(
     "steer", "Steering", ("generation",),
     (Param("toward", "str", "Love"), Param("away", "str", "Hate"), Param("layer", "int | None"),
-     Param("strength", "float", 4.0), Param("max_new_tokens", "int | None")),
+     Param("strength", "float", 0.5), Param("max_new_tokens", "int | None")),
     "SteerResult", _not_for("steer", ("generation",), "only generation writes text that a push on its residual "
                                                      "stream can steer"))
 

@@ -83,10 +83,11 @@ class PatchingResult:
 
 @dataclass
 class SteerResult:
-    """A generation steered by adding `strength` x direction to the residual stream after block `layer`
-    at every position, beside the same greedy generation without it.
+    """A generation steered by a push added to the residual stream after block `layer` at every position, beside
+    the same greedy generation without it.
 
-    direction = mean state after `layer` of `toward` - mean state of `away` (norm: its length).
+    direction = mean state after `layer` of `toward` - mean state of `away` (norm: its length); the push is the
+    direction scaled to `strength` x `typical`, the length of a typical state after that layer.
     plain / steered: (steps,) generated pieces; lens_layers: "L0".. block outputs; lens_plain /
     lens_steered: (layers,) top next token after the prompt read from each block's output (the logit
     lens), lens_plain_probs / lens_steered_probs: (layers,) their probabilities.
@@ -105,6 +106,7 @@ class SteerResult:
     lens_steered: list[str]
     lens_plain_probs: np.ndarray
     lens_steered_probs: np.ndarray
+    typical: float = 0.0
 
     @property
     def plain_text(self) -> str:

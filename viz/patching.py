@@ -54,6 +54,9 @@ def not_computed_figure(kind: str, name: str) -> go.Figure:
     return fig
 
 
+CELLS_WITH_NUMBERS = 720  # cells written in the grid (30 layers x 24 positions); hover gives them beyond that
+
+
 def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
     """One grid as a heatmap: layers (rows, first block on top) x positions or heads; each cell the
     share of the clean answer a single copied activation brings back."""
@@ -74,13 +77,14 @@ def patch_figure(r: PatchingResult, kind: str) -> go.Figure:
     fig.add_trace(go.Heatmap(
         z=g.restored, x=list(range(len(ticks))), y=g.layers, zmin=-1, zmax=1, zmid=0, colorscale=_SCALE,
         text=[[_cell(v) for v in row] for row in g.restored],
-        texttemplate="%{text}" if g.restored.size <= 400 else None, customdata=hover,
+        texttemplate="%{text}" if g.restored.size <= CELLS_WITH_NUMBERS else None, customdata=hover,
+        textfont=dict(size=11 if g.restored.size <= 300 else 9),
         hovertemplate="%{customdata}<extra></extra>", hoverongaps=False,
         colorbar=dict(title=dict(text="restored"), tickvals=[-1, 0, 1], ticktext=["−1", "0 corrupted", "1 clean"],
                       thickness=14),
     ))
     fig.update_xaxes(title=_X_TITLES[kind], tickmode="array", tickvals=list(range(len(ticks))), ticktext=ticks,
-                     tickangle=-45 if kind != "attention" else 0)
+                     tickangle=0 if kind == "attention" or len(ticks) <= 8 else -45)
     fig.update_yaxes(title="layer (block output)" if kind == "residual" else "layer", autorange="reversed")
     fig.update_layout(title=figure_title(f"{g.title} — how much of the answer comes back?", 90),
                       height=max(300, 140 + 34 * len(g.layers)), margin=dict(l=10, r=10, t=80, b=10))
@@ -99,7 +103,13 @@ def _best(g: PatchGrid) -> str:
     name = {"residual": "residual stream", "attention": "one attention head", "mlp": "one MLP"}[g.kind]
     if g.restored[i, j] < 0.1:
         return f"- {name}: no single copy brings much back (at most {_cell(g.restored[i, j])}, layer {i}, {where})"
-    return f"- {name}: layer {i}, {where} brings back **{_cell(g.restored[i, j])}**"
+    line = f"- {name}: layer {i}, {where} brings back **{_cell(g.restored[i, j])}**"
+    changed = bool(g.changed[j]) if len(g.changed) == len(g.columns) else False
+    if g.kind != "attention" and i == 0 and changed:
+        line += " (the first layer at a changed token: mostly that token itself, read in; look at the later layers)"
+    elif g.kind == "residual" and i == len(g.layers) - 1:
+        line += " (the last layer where the answer is read: the whole answer is there; look at the earlier layers)"
+    return line
 
 
 def patch_summary(r: PatchingResult) -> str:
@@ -136,7 +146,7 @@ def steer_html(s: SteerResult) -> str:
                 f"<b>{html.escape(title)}</b>"
                 f"<div style='white-space:pre-wrap;overflow-wrap:anywhere'>{body}</div></div>")
 
-    push = f"{s.strength:+g} × (“{s.toward}” − “{s.away}”) after layer {s.layer}"
+    push = f"a push of {s.strength:+g} × a typical state along “{s.toward}” − “{s.away}” after layer {s.layer}"
     return (
         "<div class='xray-steer' style='display:flex;gap:1em;flex-wrap:wrap'>"
         + column("Without steering", s.plain, "#dbeafe")
@@ -150,12 +160,13 @@ def steer_summary(s: SteerResult) -> str:
     verdict = (
         "The two texts are the same: the push did not change any greedy choice."
         if same
-        else ("The texts part where the push changed the model's greedy choice.")
+        else "The two texts part ways where the push changed the model's greedy choice."
     )
     return (
         f"Prompt: **{_md(s.prompt)}**. Direction: the mean state after layer {s.layer} of **{_md(s.toward)}** "
         f"minus that of **{_md(s.away)}** "
-        f"(length {s.norm:.3g}), added {s.strength:+g} times at every position while generating greedily. "
+        f"(length {s.norm:.3g}), scaled to {s.strength:+g} × the length of a typical state after that layer "
+        f"({s.typical:.3g}) and added at every position while generating greedily. "
         f"{verdict}"
     )
 

@@ -376,11 +376,21 @@ def _states(m: loading.Loaded, found: list[nn.Module], ids: torch.Tensor) -> lis
     return states
 
 
-def _mean_state(m: loading.Loaded, found: list[nn.Module], layer: int, text: str, what: str) -> torch.Tensor:
+def _word_states(m: loading.Loaded, found: list[nn.Module], layer: int, text: str, what: str) -> torch.Tensor:
+    """The states (k, D) after block `layer` at the text's own k tokens, read after a start token.
+
+    The text is read after the tokenizer's start token (its BOS, else its end-of-text: GPT-2's document
+    boundary), as a prompt's words are read after its first position. The first position of a sequence holds a
+    state many times longer than the others (an "attention sink": about 24,000 against 180 in SmolLM2), so a mean
+    that took it in would be the sink's, not the word's, and one-token and two-token words would differ by it."""
     if not str(text or "").strip():
         raise ValueError(f"Type the text to steer {what} (e.g. 'Love' / 'Hate').")
-    ids = m.processor(str(text), return_tensors="pt")["input_ids"].to(m.device)
-    return _states(m, found, ids)[layer][0].mean(0)
+    tok = m.processor
+    ids = tok(str(text), return_tensors="pt")["input_ids"].to(m.device)
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    if start is not None and int(ids[0, 0]) != start:
+        ids = torch.cat([torch.tensor([[start]], device=m.device), ids], dim=1)
+    return _states(m, found, ids)[layer][0, 1:]
 
 
 def _continue(mod: Any, m: loading.Loaded, prompt: torch.Tensor, n: int) -> list[int]:
@@ -398,12 +408,15 @@ def _continue(mod: Any, m: loading.Loaded, prompt: torch.Tensor, n: int) -> list
 def _lens(
     m: loading.Loaded, adapter: Any, found: list[nn.Module], prompt: torch.Tensor
 ) -> tuple[list[str], np.ndarray]:
-    """Top next token after the prompt read from each block's output (final norm + unembedding)."""
+    """Top next token after the prompt read from each block's output (final norm + unembedding), labelled as the
+    patching grids label tokens (a leading space as ␣)."""
+    from demos.inputs.text import token_labels
+
     tokens, probs = [], []
     for state in _states(m, found, prompt):
         with torch.no_grad():
             p = torch.softmax(adapters.final_logits(m.model, adapter, state[:, -1:])[0, -1].float(), -1)
-        tokens.append(m.processor.decode([int(p.argmax())]))
+        tokens.append(token_labels(m.processor, [int(p.argmax())])[0])
         probs.append(float(p.max()))
     return tokens, np.array(probs, dtype=np.float32)
 
@@ -414,11 +427,13 @@ def steer(
     toward: str = "Love",
     away: str = "Hate",
     layer: int | None = None,
-    strength: float = 4.0,
+    strength: float = 0.5,
     max_new_tokens: int | None = None,
 ) -> SteerResult:
-    """Greedy continuations of `result`'s prompt with and without strength x (mean state of `toward` -
-    mean state of `away` after block `layer`, default the middle one) added after that block."""
+    """Greedy continuations of `result`'s prompt with and without a push added after block `layer` (default the
+    middle one) at every position: direction = mean state of `toward` - mean state of `away` after that block,
+    scaled to `strength` times the length of a typical state there (the median length of the prompt's states after
+    its first position), so that strength 1 pushes as far as a whole state, on any model and at any layer."""
     from demos.inputs.text import piece_texts
 
     mod, m = _load(task, result)
@@ -430,11 +445,17 @@ def steer(
     n = result.steps if max_new_tokens in (None, "") else int(max_new_tokens)
     if not 1 <= n <= mod.MAX_NEW_TOKENS:
         raise ValueError(f"Max new tokens must be between 1 and {mod.MAX_NEW_TOKENS}.")
-    direction = _mean_state(m, found, layer, toward, "toward") - _mean_state(m, found, layer, away, "away from")
+    pos = _word_states(m, found, layer, toward, "toward")
+    neg = _word_states(m, found, layer, away, "away from")
+    direction = pos.mean(0) - neg.mean(0)
     prompt = torch.tensor([result.ids[: result.n_prompt]], device=m.device)
+    after_first = _states(m, found, prompt)[layer][0, 1:]
+    typical = float((after_first if len(after_first) else torch.cat([pos, neg])).norm(dim=-1).median())
+    length = float(direction.norm())
+    vector = direction * (float(strength) * typical / length) if length > 0 else torch.zeros_like(direction)
     runs = {}
-    for name, vector in (("plain", None), ("steered", float(strength) * direction)):
-        with added(found[layer], vector):
+    for name, push in (("plain", None), ("steered", vector)):
+        with added(found[layer], push):
             runs[name] = (_continue(mod, m, prompt, n), *_lens(m, adapter, found, prompt))
     before = prompt[0].tolist()
     return SteerResult(
@@ -443,7 +464,8 @@ def steer(
         away=str(away),
         layer=layer,
         strength=float(strength),
-        norm=float(direction.norm()),
+        norm=length,
+        typical=typical,
         plain=piece_texts(m.processor, runs["plain"][0], before),
         steered=piece_texts(m.processor, runs["steered"][0], before),
         lens_layers=[f"L{i}" for i in range(len(found))],
@@ -460,7 +482,7 @@ def run_steer(
     toward: str = "Love",
     away: str = "Hate",
     layer: int | None = None,
-    strength: float = 4.0,
+    strength: float = 0.5,
     max_new_tokens: int | None = None,
 ) -> SteerResult:
     return loading.one_at_a_time(task)(steer)(task, result, toward, away, layer, strength, max_new_tokens)

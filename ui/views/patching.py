@@ -28,8 +28,9 @@ PATCH_HELP = (
 STEER_HELP = (
     "**Steering: push the model and watch the text change.** Two short texts (e.g. *Love* and *Hate*) give "
     "a direction: the average state after one layer for the first minus that for the second. While the "
-    "model writes, that direction (times the strength) is added to its residual stream after that layer, "
-    "at every position. Both continuations are greedy; strength 0 gives the plain text exactly. The figure "
+    "model writes, a push along that direction is added to its residual stream after that layer, at every "
+    "position; strength 1 makes the push as long as a typical state there (around 0.5 changes the text, 2 "
+    "usually breaks it). Both continuations are greedy; strength 0 gives the plain text exactly. The figure "
     "reads every layer's state after the prompt with the model's own last part (the logit lens)."
 )
 _ASSET = str(registry.ROOT / "assets" / "images" / "chelsea_cat.jpg")
@@ -102,7 +103,7 @@ STEER_PRESETS = {
         (
             "Love − Hate on “I hate you because”",
             ("I hate you because", 20),
-            {"toward": "Love", "away": "Hate", "strength": 5.0},
+            {"toward": "Love", "away": "Hate", "strength": 0.5},
         ),
         (
             "Weddings on “I went up to my friend and said”",
@@ -110,7 +111,7 @@ STEER_PRESETS = {
             {
                 "toward": "I talk about weddings constantly",
                 "away": "I do not talk about weddings constantly",
-                "strength": 4.0,
+                "strength": 0.5,
             },
         ),
     ]
@@ -215,7 +216,7 @@ class SteerView(PresetView):
         toward = gr.Textbox(label="Toward", value="Love", max_lines=1)
         away = gr.Textbox(label="Away from", value="Hate", max_lines=1)
         layer = gr.Number(value=-1, precision=0, minimum=-1, label="Layer (−1 = the middle one)")
-        strength = gr.Slider(-20, 20, value=4.0, step=0.5, label="Strength (0 = no push)")
+        strength = gr.Slider(-2, 2, value=0.5, step=0.05, label="Strength (× a typical state; 0 = no push)")
         tokens = gr.Slider(1, 100, value=20, step=1, label="New tokens")
         return {
             "toward": (toward, str),

@@ -266,16 +266,26 @@ def test_steering_with_strength_zero_is_the_plain_generation_and_otherwise_adds_
     m = gen.load()
     states = {}
     block = m.model.transformer.h[1]
-    handle = block.register_forward_hook(lambda mod, args, out: states.__setitem__("x", out[0].mean(0)))
+    # the mean over the word's own tokens, read after GPT-2's <|endoftext|> (the first position, an attention
+    # sink, left out)
+    handle = block.register_forward_hook(lambda mod, args, out: states.__setitem__("x", out[0, 1:].mean(0)))
     with torch.no_grad():
         for text in ("Love", "Hate"):
-            m.model(input_ids=m.processor(text, return_tensors="pt")["input_ids"])
+            ids = m.processor(text, return_tensors="pt")["input_ids"]
+            m.model(input_ids=torch.cat([torch.tensor([[m.processor.eos_token_id]]), ids], dim=1))
             states[text] = states["x"]
     handle.remove()
     prompt = torch.tensor([result.ids[: result.n_prompt]])
-    vector = 40.0 * (states["Love"] - states["Hate"])
+    handle = block.register_forward_hook(lambda mod, args, out: states.__setitem__("prompt", out[0, 1:]))
+    with torch.no_grad():
+        m.model(input_ids=prompt)
+    handle.remove()
+    typical = float(states["prompt"].norm(dim=-1).median())  # strength 1 = as long as a typical prompt state
+    direction = states["Love"] - states["Hate"]
+    vector = 1.5 * typical * direction / direction.norm()
     hand = _hand_steered(m, prompt, 1, vector, 8, gen.pad_id(m))
-    got = catalog.get("steer").run("generation", result, toward="Love", away="Hate", layer=1, strength=40.0)
+    got = catalog.get("steer").run("generation", result, toward="Love", away="Hate", layer=1, strength=1.5)
+    assert got.typical == pytest.approx(typical, rel=1e-5) and got.norm == pytest.approx(float(direction.norm()), rel=1e-5)
     assert got.steered == piece_texts(m.processor, hand, prompt[0].tolist()) != got.plain
     assert len(got.lens_steered) == len(got.lens_layers) == len(m.model.transformer.h)
     assert all(_hooks(x) == hooks.get(id(x), _hooks(x)) for x in _loaded_models())
@@ -352,6 +362,13 @@ def test_figures_name_their_axes_in_plain_words_and_escape_user_text():
     text = vp.patch_summary(r)
     assert "<script>" not in text and "<img" not in text and "“␣sat”" in text
     assert "layer 1, position 2 · sat brings back **1.00**" in text and "head H0 brings back **0.50**" in text
+    # the summary warns where the best cell is trivial: the last layer (the answer itself) or the first layer at a
+    # changed token (the token itself), and says nothing of the kind for a head
+    assert "(the last layer where the answer is read" in text and "the first layer at a changed token" not in text
+    r.grids[0].restored[0, 1] = 1.2
+    text = vp.patch_summary(r)
+    assert "layer 0, position 1" in text and "(the first layer at a changed token" in text
+    assert "(the last layer where" not in text
 
 
 def test_steering_view_escapes_and_says_what_was_added():
@@ -359,8 +376,10 @@ def test_steering_view_escapes_and_says_what_was_added():
     from viz import patching as vp
 
     s = SteerResult("<i>I</i> hate", "<b>Love</b>", "Hate", 1, 4.0, 2.5, [" a", " b"], [" a", " c"], ["L0", "L1"],
-                    ["x", "y"], ["x", "z"], np.array([0.1, 0.2]), np.array([0.1, 0.3]))
+                    ["x", "y"], ["x", "z"], np.array([0.1, 0.2]), np.array([0.1, 0.3]), typical=7.5)
     html_text = vp.steer_html(s)
     assert "<i>I</i>" not in html_text and "&lt;b&gt;Love&lt;/b&gt;" in html_text and "xray-steer" in html_text
-    assert "part where" in vp.steer_summary(s)
+    summary = vp.steer_summary(s)
+    assert "part ways where" in summary and "(length 2.5)" in summary
+    assert "scaled to +4 × the length of a typical state after that layer (7.5)" in summary
     assert vp.steer_lens_figure(s).layout.yaxis.title.text == "layer"
