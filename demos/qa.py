@@ -10,6 +10,7 @@ Contexts longer than the model's limit are truncated ("only_second") with a visi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -159,17 +160,23 @@ def encode_result(m: loading.Loaded, result: QAResult) -> QAEncoded:
     return encode(m, result.question, result.context, result.window)
 
 
-def best_window(m: loading.Loaded, question: str, context: str) -> int:
-    """The window whose best span has the highest P(start) x P(end) (one batched pass without
-    attentions; only long contexts have more than one window)."""
-    batch, _ = _windows(m, question, context)
-    if batch["input_ids"].shape[0] == 1:
-        return 0
+WINDOWS_WITH_MAPS = 2  # up to this many windows, one pass gives every window's maps (the chosen one's are kept)
+
+
+def _window_pass(m: loading.Loaded, batch: Any, maps: bool) -> Any:
+    """One batched forward pass over every window (with attentions and hidden states when `maps`)."""
     accepted = {"token_type_ids", "attention_mask"} & set(m.processor.model_input_names) | {"attention_mask"}
     with torch.inference_mode():
-        out = m.model(
-            input_ids=batch["input_ids"].to(m.device), **{k: batch[k].to(m.device) for k in accepted if k in batch}
+        return m.model(
+            input_ids=batch["input_ids"].to(m.device),
+            **{k: batch[k].to(m.device) for k in accepted if k in batch},
+            output_attentions=maps,
+            output_hidden_states=maps,
         )
+
+
+def _best_of(m: loading.Loaded, batch: Any, out: Any) -> int:
+    """The window whose best span has the highest P(start) x P(end)."""
     scores = []
     for w in range(batch["input_ids"].shape[0]):
         keep = batch["attention_mask"][w].bool().numpy()
@@ -180,6 +187,40 @@ def best_window(m: loading.Loaded, question: str, context: str) -> int:
         s, e = best_span(start, end, segment == 1)
         scores.append(masked_probs(start, cands)[s] * masked_probs(end, cands)[e])
     return int(np.argmax(scores))
+
+
+def best_window(m: loading.Loaded, question: str, context: str) -> int:
+    """The window whose best span has the highest P(start) x P(end) (one batched pass without
+    attentions; only long contexts have more than one window)."""
+    batch, _ = _windows(m, question, context)
+    if batch["input_ids"].shape[0] == 1:
+        return 0
+    return _best_of(m, batch, _window_pass(m, batch, maps=False))
+
+
+def _answer_pass(m: loading.Loaded, question: str, context: str) -> tuple[QAEncoded, Any]:
+    """The chosen window's encoding and its forward pass with attentions and hidden states: one pass for a context
+    of one window; for up to WINDOWS_WITH_MAPS windows, ONE batched pass over all of them with their maps (the
+    chosen window's rows kept, its padding cut); beyond, a pass to choose and a pass over the chosen window."""
+    batch, _ = _windows(m, question, context)
+    n = int(batch["input_ids"].shape[0])
+    if 1 < n <= WINDOWS_WITH_MAPS:
+        out = _window_pass(m, batch, maps=True)
+        w = _best_of(m, batch, out)
+        keep = batch["attention_mask"][w].bool().to(m.device)
+        out = SimpleNamespace(
+            start_logits=out.start_logits[w : w + 1, keep],
+            end_logits=out.end_logits[w : w + 1, keep],
+            attentions=[a[w : w + 1][:, :, keep][:, :, :, keep] for a in out.attentions],
+            hidden_states=[h[w : w + 1, keep] for h in out.hidden_states],
+        )
+        return encode(m, question, context, w), out
+    enc = encode(m, question, context, 0 if n == 1 else _best_of(m, batch, _window_pass(m, batch, maps=False)))
+    with torch.inference_mode():
+        out = m.model(
+            input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True
+        )
+    return enc, out
 
 
 def best_span(
@@ -227,14 +268,11 @@ def _groups(enc: QAEncoded, s: int, e: int) -> list[str]:
 
 @task_compute(TASK, memo_size=8, gpu_seconds=20)
 def answer(question: str, context: str, model_id: str | None = None) -> QAResult:
-    """Answer `question` from `context` in one forward pass that also returns attentions and hidden states."""
+    """Answer `question` from `context` in one forward pass that also returns attentions and hidden states (a
+    long context: the best of its windows, `_answer_pass`)."""
     question, context = _require(question, "question"), _require(context, "context")
     m = load(model_id)
-    enc = encode(m, question, context, best_window(m, question, context))
-    with torch.inference_mode():
-        out = m.model(
-            input_ids=enc.ids, attention_mask=enc.mask, **enc.extra, output_attentions=True, output_hidden_states=True
-        )
+    enc, out = _answer_pass(m, question, context)
     start_logits = out.start_logits[0].float().cpu().numpy()
     end_logits = out.end_logits[0].float().cpu().numpy()
     s, e = best_span(start_logits, end_logits, enc.context_mask)
