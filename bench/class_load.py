@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.load import TOL, make_request
@@ -46,21 +46,37 @@ FILLER = (
 )
 
 
-def long_text(text: str, tokens: int) -> str:
-    """`text` followed by filler sentences up to about `tokens` word-piece tokens (about 1.25 per word); 0: as is."""
-    words = FILLER.split()
-    extra = max(0, int(tokens / 1.25) - len(text.split()))
-    return text if tokens <= 0 else text + " " + " ".join(words[i % len(words)] for i in range(extra))
+def long_text(text: str, words: int) -> str:
+    """`text` followed by `words` filler words."""
+    filler = FILLER.split()
+    return text if words <= 0 else text + " " + " ".join(filler[i % len(filler)] for i in range(words))
 
 
-def inputs(tab: str, client: int, index: int, tokens: int) -> tuple[str, ...]:
-    """The endpoint's inputs for student `client`'s request `index` on `tab` (unique to both)."""
+Counter = Callable[[str, tuple], int]
+
+
+def inputs(tab: str, client: int, index: int, tokens: int, count: Counter | None = None) -> tuple[str, ...]:
+    """The endpoint's inputs for student `client`'s request `index` on `tab` (unique to both), filled to about
+    `tokens` tokens: with `count(tab, inputs)` (the model's own token count, specials included), the most filler
+    that stays within `tokens` (the model's window: a 512-token QA pair is one window, not two); without it,
+    about 1.25 tokens a word."""
     args = make_request(client, index, tab, Path(tempfile.gettempdir())).args
-    if tab == "sentiment":
-        return (long_text(args[0], tokens),)
-    if tab == "qa":  # the answer's sentence first, the filler after it: the answer stays in the model's window
-        return (args[0], long_text(args[1], tokens - len(args[0].split()) * 2))
-    raise ValueError(f"class_load knows the sentiment and qa tabs, not {tab!r}")
+    if tab not in ("sentiment", "qa"):
+        raise ValueError(f"class_load knows the sentiment and qa tabs, not {tab!r}")
+
+    def filled(words: int) -> tuple[str, ...]:
+        # QA: the answer's sentence first, the filler after it: the answer stays in the model's window
+        return (long_text(args[0], words),) if tab == "sentiment" else (args[0], long_text(args[1], words))
+
+    if tokens <= 0:
+        return filled(0)
+    if count is None:
+        return filled(max(0, int(tokens / 1.25) - sum(len(a.split()) for a in args)))
+    lo, hi = 0, tokens  # the most filler words whose count is within `tokens` (a word is at least one token)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if count(tab, filled(mid)) <= tokens else (lo, mid - 1)
+    return filled(lo)
 
 
 def key(tab: str, args: Sequence[str]) -> str:
@@ -68,12 +84,13 @@ def key(tab: str, args: Sequence[str]) -> str:
     return "\n".join((tab, *args))
 
 
-def plan_of(clients: int, rounds: int, tabs: Sequence[str], tokens: int, order: str) -> list[list[tuple[str, tuple]]]:
+def plan_of(clients: int, rounds: int, tabs: Sequence[str], tokens: int, order: str,
+            count: Counter | None = None) -> list[list[tuple[str, tuple]]]:
     """Per student, its requests in order: (tab, inputs), `rounds` times through `tabs`."""
     out = []
     for c in range(clients):
         mine = list(tabs) if order == "same" else [tabs[(c + k) % len(tabs)] for k in range(len(tabs))]
-        out.append([(tab, inputs(tab, c, i, tokens)) for i in range(rounds) for tab in mine])
+        out.append([(tab, inputs(tab, c, i, tokens, count)) for i in range(rounds) for tab in mine])
     return out
 
 
@@ -286,15 +303,18 @@ def serve_and_run(args: argparse.Namespace) -> dict:
     from demos import qa, sentiment
 
     tabs = args.tabs.split(",")
-    plan = plan_of(args.clients, args.rounds, tabs, args.tokens, args.order)
-    warm_up = [(tab, inputs(tab, 10_000, 0, args.tokens)) for tab in tabs]
+    counters = {"sentiment": lambda a: len(sentiment.load().processor(*a)["input_ids"]),
+                "qa": lambda a: len(qa.load().processor(*a)["input_ids"])}
+    count = (lambda tab, a: counters[tab](a)) if args.tokens > 0 else None
+    plan = plan_of(args.clients, args.rounds, tabs, args.tokens, args.order, count)
+    warm_up = [(tab, inputs(tab, 10_000, 0, args.tokens, count)) for tab in tabs]
     answer = {"sentiment": lambda text: sentiment.analyse(text).class_probs(),
               "qa": lambda q, c: qa.answer(q, c).answer}
     expected = {key(tab, a): answer[tab](*a) for tab, a in warm_up + [r for mine in plan for r in mine]}
     demo, url = launch_whole_app()
     tmp = Path(tempfile.mkdtemp(prefix="xray-class-"))
     try:
-        (tmp / "expected.json").write_text(json.dumps(expected))
+        (tmp / "expected.json").write_text(json.dumps({"expected": expected, "plan": plan}))
         warm = students(url, [warm_up], expected, args.timeout)  # checked like the class's answers
         print(f"[class_load] warm-up: {summary(warm, 1, 1, len(tabs))}", flush=True)
         t0 = time.perf_counter()
@@ -357,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tokens", type=int, default=0, help="inputs of about this many tokens (0: one sentence)")
     p.add_argument("--order", choices=("same", "rotate"), default="same",
                    help="same: every student takes the tabs in the order listed; rotate: student c starts at tab c")
-    p.add_argument("--expected", help="JSON {request: expected answer} (child mode)")
+    p.add_argument("--expected", help="JSON {expected: {request: answer}, plan: [[tab, inputs]...]} (child mode)")
     p.add_argument("--json", help="write the summary here")
     args = p.parse_args(argv)
     if args.serve:
@@ -369,12 +389,12 @@ def main(argv: list[str] | None = None) -> dict:
         # The students stand in for 30 other machines: on this one they take only the CPU the server leaves idle
         # (their clocks still run while they wait, so a starved student can only make the figures worse).
         os.nice(19)
-        expected = json.loads(Path(args.expected).read_text())
+        given = json.loads(Path(args.expected).read_text())
+        expected, plan = given["expected"], [[(t, tuple(a)) for t, a in mine] for mine in given["plan"]]
         t0, cpu0 = time.perf_counter(), time.process_time()
         tabs = args.tabs.split(",")
         res = summary(
-            students(args.url, plan_of(args.clients, args.rounds, tabs, args.tokens, args.order), expected,
-                     args.timeout, not args.answers_only),
+            students(args.url, plan, expected, args.timeout, not args.answers_only),
             args.clients,
             args.rounds,
             len(tabs),

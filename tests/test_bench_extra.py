@@ -122,3 +122,15 @@ def test_class_load_plans_several_tabs_in_either_order_and_reports_each():
            "tabs": {"sentiment": [1.0, 4.0], "qa": [2.0]}}
     s = class_load.summary(out, 1, 2, 2)
     assert s["lost"] == 1 and s["tabs"]["sentiment"]["p95_s"] == 4.0 and s["tabs"]["qa"]["p50_s"] == 2.0
+
+
+def test_class_load_fills_inputs_to_the_models_own_token_count():
+    """With the model's counter, the most filler whose count stays within the budget (a QA pair: one window)."""
+    def count(tab, args):  # a stand-in tokenizer: 2 tokens a word, 3 specials
+        return 2 * sum(len(a.split()) for a in args) + 3
+
+    for tab in ("sentiment", "qa"):
+        args = class_load.inputs(tab, 1, 0, 512, count)
+        assert 510 <= count(tab, args) <= 512
+        more = class_load.inputs(tab, 1, 0, 600, count)
+        assert count(tab, more) > 512
