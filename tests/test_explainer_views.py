@@ -39,7 +39,7 @@ VIEW_ARGS = {
     "branch": (0, ""),
     "faithfulness": ("", 4),
     "patch": ("The cat sleeps on the mat.", "", ["residual", "attention", "mlp"]),  # image: a region to blur instead
-    "steer": ("Love", "Hate", None, 4.0, 3),
+    "steer": ("Love", "Hate", None, 1.5, 3),
 }
 ROWS = [(spec, e) for spec in registry.TASKS for e in catalog.for_task(spec.key)]
 
