@@ -1,7 +1,7 @@
 """Generation attribution against Inseq at equal steps: every generated token of one continuation attributed to
 the tokens before it, integrated gradients with the same number of steps, on the same model object.
 
-    python -m bench.inseq_generation --size full          # 5 new tokens after a 21-token prompt, 32 steps
+    python -m bench.inseq_generation --size full          # 5 new tokens after an 18-word prompt, 32 steps
 
 Three sides, interleaved repeats after a warm-up, the app's memo cleared before every call:
 - `app_all`: `demos.generation.attribute_all(ids, n_prompt, steps=32)`: every generated token in one batched pass
@@ -10,7 +10,7 @@ Three sides, interleaved repeats after a warm-up, the app's memo cleared before 
   attribution, asked once per token);
 - `inseq`: `inseq.load_model(model, "integrated_gradients").attribute(prompt, generated_text, n_steps=32)`.
 
-Inseq is not a dependency of the app (its wheel requires CUDA 11 libraries); install it beside the venv without
+Inseq is not a dependency of the app (its wheel asks for older releases and CUDA libraries); install it beside the venv without
 its dependencies and put it on the path:
 
     .venv/bin/pip install --target /tmp/inseq-site --no-deps inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
