@@ -10,8 +10,8 @@ Three sides, interleaved repeats after a warm-up, the app's memo cleared before 
   attribution, asked once per token);
 - `inseq`: `inseq.load_model(model, "integrated_gradients").attribute(prompt, generated_text, n_steps=32)`.
 
-Inseq is not a dependency of the app (its wheel asks for older releases and CUDA libraries); install it beside the venv without
-its dependencies and put it on the path:
+Inseq is not a dependency of the app (its wheel asks for older releases and CUDA libraries); install it
+beside the venv without its dependencies and put it on the path:
 
     .venv/bin/pip install --target /tmp/inseq-site --no-deps inseq jaxtyping wadler_lindig "typeguard<=2.13.3" treescope
     PYTHONPATH=/tmp/inseq-site .venv/bin/python -m bench.inseq_generation --size full
