@@ -13,6 +13,12 @@ UnknownArchitecture naming what is missing.
 
 The head-importance map knocks out each head alone. Where a stack's batch axis is the inputs'
 batch, one forward pass runs many knockouts: row r of the batch gets its own head mask.
+
+A knockout changes only what comes after it. On a model of several stacks (Whisper's and Marian's
+encoder and decoder, CLIP's text and vision towers), a stack with no head knocked out whose inputs are
+exactly those of the plain run returns the plain run's output instead of running again
+(`unchanged_stacks`): knocking out a decoder head never re-runs the 30 s audio encoder, a text head
+never re-runs the image tower. The inputs are compared, not assumed.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ class Site:
     layer: int
     n_heads: int
     module: torch.nn.Module = field(repr=False)
+    stack: str = "main"  # the adapter's stack (encoder, decoder, text, vision, main)
 
 
 def _tower_name(stack: str, cross: bool, has_cross: bool) -> str:
@@ -67,7 +74,7 @@ def sites(model: torch.nn.Module) -> list[Site]:
             for cross, spec in specs_:
                 attn = A.attention_module(block, spec)
                 out.append(Site(_tower_name(stack, cross, st.cross_attention is not None), layer,
-                                A.head_counts(attn, spec)[0], A.resolve(attn, spec.out)))
+                                A.head_counts(attn, spec)[0], A.resolve(attn, spec.out), stack))
     return out
 
 
@@ -110,6 +117,108 @@ def head_masks(model: torch.nn.Module, masks: dict[tuple[str, int], torch.Tensor
             h.remove()
 
 
+def _stack_roots(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Stack -> the module that runs it from its own inputs (the parent of its blocks: Whisper's `model.encoder`,
+    CLIP's `vision_model.encoder`); empty for a model of one stack (nothing outside a knockout to keep)."""
+    adapter = A.adapter_for_view(model, VIEW)
+    if len(adapter.stacks) < 2:
+        return {}
+    return {name: A.resolve(model, st.layers.rpartition(".")[0]) for name, st in adapter.stacks.items()}
+
+
+def _same(now: Any, then: Any) -> bool:
+    """Whether a call's input `now` is exactly the recorded `then` (a recorded batch of 1 matches every row of a
+    larger batch). Anything that cannot be compared (a cache object) counts as different."""
+    if torch.is_tensor(then):
+        if not torch.is_tensor(now) or now.dtype != then.dtype or now.shape[1:] != then.shape[1:]:
+            return False
+        if now.shape[0] == then.shape[0]:
+            return torch.equal(now, then)
+        return then.shape[0] == 1 and bool((now == then).all())
+    if torch.is_tensor(now):
+        return False
+    if isinstance(then, (list, tuple)):
+        return isinstance(now, (list, tuple)) and len(now) == len(then) and all(map(_same, now, then))
+    if isinstance(then, dict):
+        return isinstance(now, dict) and now.keys() == then.keys() and all(_same(now[k], then[k]) for k in then)
+    if then is None or isinstance(then, (bool, int, float, str)):
+        return type(now) is type(then) and now == then
+    return False
+
+
+def _rows(args: tuple, kwargs: dict) -> int | None:
+    first = next((x for x in (*args, *kwargs.values()) if torch.is_tensor(x)), None)
+    return None if first is None else int(first.shape[0])
+
+
+def _widened(x: Any, rows: int) -> Any:
+    """The recorded output `x` for a batch of `rows` identical inputs (tensors of batch 1 expanded, not copied)."""
+    from transformers.utils import ModelOutput
+
+    if torch.is_tensor(x):
+        return x.expand(rows, *x.shape[1:]) if x.dim() and x.shape[0] == 1 and rows != 1 else x
+    if isinstance(x, ModelOutput):
+        return type(x)(**{k: _widened(v, rows) for k, v in x.items()})
+    if isinstance(x, tuple):
+        return tuple(_widened(v, rows) for v in x)
+    return x
+
+
+@contextmanager
+def recording_stacks(model: torch.nn.Module) -> Iterator[dict[str, tuple]]:
+    """Within: the first call of each stack's root is recorded (its inputs and output), for `unchanged_stacks`."""
+    records: dict[str, tuple] = {}
+    handles = []
+
+    def keep(name: str):
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            records.setdefault(name, (args, dict(kwargs), output))
+
+        return hook
+
+    try:
+        for name, root in _stack_roots(model).items():
+            handles.append(root.register_forward_hook(keep(name), with_kwargs=True))
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def unchanged_stacks(model: torch.nn.Module, records: dict[str, tuple], knocked: Sequence[Site]) -> Iterator[None]:
+    """Within: a stack that holds none of the `knocked` sites, called with exactly its recorded inputs (row by row),
+    returns its recorded output instead of running; called with other inputs (a knockout upstream changed them), it
+    runs. The replacement lives on the shared model for this request only (inside the task's lock)."""
+    touched = {id(site.module) for site in knocked}
+    patched: list[tuple[torch.nn.Module, Any]] = []
+
+    def replay(root: torch.nn.Module, record: tuple):
+        run = root.forward
+        then_args, then_kwargs, output = record
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            rows = _rows(args, kwargs)
+            if rows is not None and _same(args, then_args) and _same(kwargs, then_kwargs):
+                return _widened(output, rows)
+            return run(*args, **kwargs)
+
+        return forward
+
+    try:
+        for name, root in _stack_roots(model).items():
+            if name in records and not any(id(m) in touched for m in root.modules()):
+                patched.append((root, root.__dict__.get("forward")))
+                root.forward = replay(root, records[name])
+        yield
+    finally:
+        for root, before in patched:
+            if before is None:
+                del root.forward
+            else:
+                root.forward = before
+
+
 def knockout_masks(
     model: torch.nn.Module, heads: Sequence[tuple[str, int, int | None]]
 ) -> dict[tuple[str, int], torch.Tensor]:
@@ -150,9 +259,12 @@ def ablate(
 def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> AblationResult:
     s = subjects.subject(task, result, target)
     x = s.batch(1)
+    masks = knockout_masks(s.model, heads)
+    knocked = [site for site in sites(s.model) if (site.tower, site.layer) in masks]
     with torch.no_grad():
-        before = s.outcome_probs(s.run(x))[0].float()
-        with head_masks(s.model, knockout_masks(s.model, heads)):
+        with recording_stacks(s.model) as records:
+            before = s.outcome_probs(s.run(x))[0].float()
+        with head_masks(s.model, masks), unchanged_stacks(s.model, records, knocked):
             after = s.outcome_probs(s.run(x))[0].float()
     k = min(top_k, before.shape[0])
     shown = list(dict.fromkeys([s.answer, *before.topk(k).indices.tolist(), *after.topk(k).indices.tolist()]))
@@ -197,7 +309,7 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
     all_sites = sites(s.model)
     stacks = towers(s.model)
     device = s.replacement.device
-    with torch.no_grad():
+    with torch.no_grad(), recording_stacks(s.model) as records:
         base = float(s.score(s.run(s.batch(1)))[0])
     jobs = [(site, h) for site in all_sites for h in range(site.n_heads)]
     maps = {t.name: np.zeros((t.n_layers, t.n_heads), dtype=np.float32) for t in stacks}
@@ -213,7 +325,8 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
         for r, (site, h) in enumerate(chunk):
             mask = masks.setdefault((site.tower, site.layer), torch.ones(rows, site.n_heads, device=device))
             mask[r, h] = 0
-        with torch.no_grad(), head_masks(s.model, masks):
+        knocked = [site for site, _ in chunk]
+        with torch.no_grad(), head_masks(s.model, masks), unchanged_stacks(s.model, records, knocked):
             values = s.score(s.run(s.batch(rows))).float().cpu().numpy()
         for (site, h), v in zip(chunk, values):
             maps[site.tower][site.layer, h] = v - base
