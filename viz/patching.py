@@ -109,7 +109,25 @@ def _best(g: PatchGrid) -> str:
         line += " (the first layer at a changed token: mostly that token itself, read in; look at the later layers)"
     elif g.kind == "residual" and i == len(g.layers) - 1:
         line += " (the last layer where the answer is read: the whole answer is there; look at the earlier layers)"
+    elif g.kind == "residual" and changed:
+        line += " (the changed token's own state: it holds the answer until a later layer moves it on)"
     return line
+
+
+def _handoff(r: PatchingResult) -> str:
+    """Generation: the first layer from which one copy of the last position's state (where the next token is
+    read) brings back at least half of the answer: where the answer has moved from the changed tokens."""
+    g = r.grid("residual")
+    if r.task != "generation" or g is None or g.available or not len(g.columns):
+        return ""
+    last = g.restored[:, -1]
+    reached = np.flatnonzero(np.nan_to_num(last, nan=-np.inf) >= 0.5)
+    where = f"the last position ({_md(clean_token(g.columns[-1]))})"
+    if not len(reached):
+        return f"- the answer never gathers at {where}: no single layer's state there brings back half of it"
+    k = int(reached[0])
+    return (f"- the answer reaches {where} at **layer {k}**: a copy of that one state brings back "
+            f"{_cell(last[k])} there, and less than half at every layer before it")
 
 
 def patch_summary(r: PatchingResult) -> str:
@@ -131,7 +149,7 @@ def patch_summary(r: PatchingResult) -> str:
         lines.append("⚠️ The corruption barely changes the metric, so every cell divides by a very small number: "
                      "the fractions below are mostly noise. Change the corrupted input more (another word, a larger "
                      "region), or try a trained model.")
-    best = [b for b in (_best(g) for g in r.grids) if b]
+    best = [b for b in (*(_best(g) for g in r.grids), _handoff(r)) if b]
     if best:
         lines.append("Where one copy brings most back:\n" + "\n".join(best))
     lines += [f"*{_md(note)}*" for note in r.notes]

@@ -101,8 +101,8 @@ PATCH_PRESETS: dict[str, list[tuple[str, tuple, dict]]] = {
 STEER_PRESETS = {
     "generation": [
         (
-            "Love − Hate on “I hate you because”",
-            ("I hate you because", 20),
+            "Love − Hate on “I think my neighbour is”",
+            ("I think my neighbour is", 20),
             {"toward": "Love", "away": "Hate", "strength": 0.5},
         ),
         (

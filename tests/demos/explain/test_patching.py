@@ -12,7 +12,7 @@ import torch
 import transformers as T
 
 from core import registry
-from core.patching_types import GRIDS
+from core.patching_types import GRIDS, PatchGrid
 from demos.explain import catalog, patch_tasks, patching
 from demos.explain.patching import Edit
 
@@ -334,7 +334,7 @@ def test_a_patch_never_reaches_another_users_answer(monkeypatch, shared):
 
 
 def _synthetic():
-    from core.patching_types import PatchGrid, PatchingResult
+    from core.patching_types import PatchingResult
 
     grids = [PatchGrid("residual", ["L0", "L1"], ["0 · The", "1 · cat→<b>dog</b>", "2 · sat"],
                        np.array([[0.0, 0.9, np.nan], [0.0, 0.2, 1.0]]), np.array([[0.1, 0.8, np.nan], [0.1, 0.3, 1.0]]),
@@ -369,6 +369,20 @@ def test_figures_name_their_axes_in_plain_words_and_escape_user_text():
     text = vp.patch_summary(r)
     assert "layer 0, position 1" in text and "(the first layer at a changed token" in text
     assert "(the last layer where" not in text
+    # generation: where the answer reaches the last position (the first layer at which its state brings back >= 0.5)
+    assert "the answer reaches the last position (2 · sat) at **layer 1**: a copy of that one state brings back 1.00" in text
+    r.grids[0].restored[:, 2] = [0.7, 0.2]
+    assert "at **layer 0**: a copy of that one state brings back 0.70" in vp.patch_summary(r)
+    r.grids[0].restored[:, 2] = [0.49, np.nan]
+    assert "the answer never gathers at the last position (2 · sat)" in vp.patch_summary(r)
+    # a middle layer at a changed token: the token's own state, not yet a place the answer flows through
+    g = r.grids[0]
+    r.grids[0] = PatchGrid("residual", ["L0", "L1", "L2"], g.columns, np.array([[0, 0.8, 0.1], [0, 1.1, 0.2],
+                           [0, 0.1, 1.0]]), np.zeros((3, 3)), changed=g.changed)
+    text = vp.patch_summary(r)
+    assert "- residual stream: layer 1, position 1" in text and "(the changed token's own state" in text
+    r.task = "sentiment"  # a classifier reads its answer elsewhere (the class token): no such line
+    assert "reaches the last position" not in vp.patch_summary(r)
 
 
 def test_steering_view_escapes_and_says_what_was_added():
