@@ -1,5 +1,8 @@
 """Explainer costs against one forward pass: `python -m bench.explainers [--size full] [--quick]`.
 
+    python -m bench.explainers --size full --tabs speech --explainers ablate head_map \\
+        --heads "decoder self-attention L0H0"      # what a knockout of one decoder head costs
+
 For every tab and every explainer registered for its task (`demos.explain.catalog.for_task`), the
 median time of `explainer.run(task, result, **params)` with cheap, sensible parameters (below),
 memo cleared before each call, against the median time of the tab's answer function (its whole
@@ -69,7 +72,9 @@ def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int
     return {"s": times[len(times) // 2], "estimate": False, "repeats": len(times)}
 
 
-def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[list[dict], list[str]]:
+def measure(
+    tabs: list[str], quick: bool, repeats: int, budget: float, only: list[str] | None = None, heads: str = "L0H0"
+) -> tuple[list[dict], list[str]]:
     from bench import tasks
     from demos.explain import catalog
     from demos.runtime import cache
@@ -88,7 +93,9 @@ def measure(tabs: list[str], quick: bool, repeats: int, budget: float) -> tuple[
         fwd.sort()
         forward_s = fwd[len(fwd) // 2]
         for explainer in catalog.for_task(key):
-            params = PARAMS.get(explainer.name)
+            if only and explainer.name not in only:
+                continue
+            params = {"heads": heads} if explainer.name == "ablate" else PARAMS.get(explainer.name)
             if params is None:
                 notes.append(f"{key}/{explainer.name}: no benchmark parameters, not run")
                 continue
@@ -123,6 +130,8 @@ def markdown(rows: list[dict], notes: list[str]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = local_run_parser(__doc__.splitlines()[0], "bench-explainers.json", tuple(TABS))
     p.add_argument("--budget", type=float, default=90.0, help="seconds per cell before it is extrapolated")
+    p.add_argument("--explainers", nargs="+", help="only these explainers (default: every one of the task)")
+    p.add_argument("--heads", default="L0H0", help="what ablate knocks out (e.g. 'decoder self-attention L0H0')")
     return p.parse_args(argv)
 
 
@@ -131,7 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     load0, started = begin_local_run(args.size, args.threads)
     from bench.timing import load_average
 
-    rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget)
+    rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget, args.explainers,
+                          args.heads)
     meta = {
         "size": args.size,
         "threads": args.threads,
