@@ -375,7 +375,7 @@ def subject(result: GenerationResult, target: object = None, contrast: object = 
             result.tokens[:pos], st.special_mask(tok, list(result.ids[:pos])), "the end-of-text token"
         ),
         replacement=torch.full_like(ids, pad_id(m)),
-        run=lambda kw: m.model(input_ids=kw["input_ids"]),
+        run=lambda kw: m.model(input_ids=kw["input_ids"], use_cache=False),  # one pass: no cache to fill
         outcome_probs=st.last_logits_probs,
         outcome_label=lambda i: tok.decode([i]),
         answer=int(result.ids[pos]),

@@ -345,5 +345,7 @@ def subject(result: SpeechResult, target: object = None, contrast: object = None
         unit_key="input_features",
         units=st.frame_units(result.cross.key_tokens, ratio, feats.shape[-1]),
         replacement=silence.to(m.device, m.dtype),
-        run=lambda kw: m.model(input_features=kw["input_features"], decoder_input_ids=kw["decoder_input_ids"]),
+        run=lambda kw: m.model(
+            input_features=kw["input_features"], decoder_input_ids=kw["decoder_input_ids"], use_cache=False
+        ),
     )

@@ -218,5 +218,5 @@ def subject(result: TranslationResult, target: object = None, contrast: object =
         unit_key="inputs_embeds",
         units=st.embed_units(enc.tokens, st.special_mask(tok, enc.ids[0].tolist()), "the padding token"),
         replacement=pad,
-        run=lambda kw: m.model(**kw),
+        run=lambda kw: m.model(**kw, use_cache=False),
     )

@@ -14,11 +14,11 @@ UnknownArchitecture naming what is missing.
 The head-importance map knocks out each head alone. Where a stack's batch axis is the inputs'
 batch, one forward pass runs many knockouts: row r of the batch gets its own head mask.
 
-A knockout changes only what comes after it. On a model of several stacks (Whisper's and Marian's
-encoder and decoder, CLIP's text and vision towers), a stack with no head knocked out whose inputs are
-exactly those of the plain run returns the plain run's output instead of running again
-(`unchanged_stacks`): knocking out a decoder head never re-runs the 30 s audio encoder, a text head
-never re-runs the image tower. The inputs are compared, not assumed.
+A knockout changes only what comes after it. A part of the model (a whole stack: Whisper's encoder,
+CLIP's image tower; or one block) with no head knocked out, called with exactly the inputs it had in
+the plain run, returns the plain run's output instead of running again (`unchanged_parts`): knocking
+out a decoder head never re-runs the 30 s audio encoder, a text head never re-runs the image tower,
+and a head in layer 5 never re-runs layers 0-4. The inputs are compared, not assumed.
 """
 from __future__ import annotations
 
@@ -117,38 +117,45 @@ def head_masks(model: torch.nn.Module, masks: dict[tuple[str, int], torch.Tensor
             h.remove()
 
 
-def _stack_roots(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
-    """Stack -> the module that runs it from its own inputs (the parent of its blocks: Whisper's `model.encoder`,
-    CLIP's `vision_model.encoder`); empty for a model of one stack (nothing outside a knockout to keep)."""
+def _parts(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """Name -> a part that may be replayed: each stack's root (the parent of its blocks: Whisper's `model.encoder`,
+    CLIP's `vision_model.encoder`) where there are several stacks, and every block of every stack."""
     adapter = A.adapter_for_view(model, VIEW)
-    if len(adapter.stacks) < 2:
-        return {}
-    return {name: A.resolve(model, st.layers.rpartition(".")[0]) for name, st in adapter.stacks.items()}
+    parts = {}
+    for name, st in adapter.stacks.items():
+        if len(adapter.stacks) > 1:
+            parts[name] = A.resolve(model, st.layers.rpartition(".")[0])
+        parts.update((f"{name}.{i}", block) for i, block in enumerate(A.blocks(model, adapter, name)))
+    return parts
 
 
-def _same(now: Any, then: Any) -> bool:
+def _match_tensor(now: Any, then: torch.Tensor) -> int | None:
+    if not torch.is_tensor(now) or now.dtype != then.dtype or now.dim() != then.dim():
+        return None
+    if now.shape == then.shape:
+        return (int(now.shape[0]) if now.dim() > 1 else 0) if torch.equal(now, then) else None
+    if now.dim() > 1 and then.shape[0] == 1 and now.shape[1:] == then.shape[1:] and bool((now == then).all()):
+        return int(now.shape[0])
+    return None
+
+
+def _match(now: Any, then: Any) -> int | None:
     """Whether a call's input `now` is exactly the recorded `then` (a recorded batch of 1 matches every row of a
-    larger batch). Anything that cannot be compared (a cache object) counts as different."""
-    if torch.is_tensor(then):
-        if not torch.is_tensor(now) or now.dtype != then.dtype or now.shape[1:] != then.shape[1:]:
-            return False
-        if now.shape[0] == then.shape[0]:
-            return torch.equal(now, then)
-        return then.shape[0] == 1 and bool((now == then).all())
-    if torch.is_tensor(now):
-        return False
-    if isinstance(then, (list, tuple)):
-        return isinstance(now, (list, tuple)) and len(now) == len(then) and all(map(_same, now, then))
+    larger batch): None if not, else the batch size it shows (0 where it shows none: a 1-d tensor, a flag).
+    Anything that cannot be compared (a cache object) counts as different."""
+    if torch.is_tensor(then) or torch.is_tensor(now):
+        return _match_tensor(now, then) if torch.is_tensor(then) else None
     if isinstance(then, dict):
-        return isinstance(now, dict) and now.keys() == then.keys() and all(_same(now[k], then[k]) for k in then)
+        same_keys = isinstance(now, dict) and now.keys() == then.keys()
+        return _match(list(now.values()), [then[k] for k in now]) if same_keys else None
+    if isinstance(then, (list, tuple)):
+        if not isinstance(now, (list, tuple)) or len(now) != len(then):
+            return None
+        found = [_match(x, y) for x, y in zip(now, then)]
+        return None if None in found else max(found, default=0)
     if then is None or isinstance(then, (bool, int, float, str)):
-        return type(now) is type(then) and now == then
-    return False
-
-
-def _rows(args: tuple, kwargs: dict) -> int | None:
-    first = next((x for x in (*args, *kwargs.values()) if torch.is_tensor(x)), None)
-    return None if first is None else int(first.shape[0])
+        return 0 if type(now) is type(then) and now == then else None
+    return None
 
 
 def _widened(x: Any, rows: int) -> Any:
@@ -165,8 +172,8 @@ def _widened(x: Any, rows: int) -> Any:
 
 
 @contextmanager
-def recording_stacks(model: torch.nn.Module) -> Iterator[dict[str, tuple]]:
-    """Within: the first call of each stack's root is recorded (its inputs and output), for `unchanged_stacks`."""
+def recording_parts(model: torch.nn.Module) -> Iterator[dict[str, tuple]]:
+    """Within: the first call of each part (`_parts`) is recorded (its inputs and output), for `unchanged_parts`."""
     records: dict[str, tuple] = {}
     handles = []
 
@@ -177,8 +184,8 @@ def recording_stacks(model: torch.nn.Module) -> Iterator[dict[str, tuple]]:
         return hook
 
     try:
-        for name, root in _stack_roots(model).items():
-            handles.append(root.register_forward_hook(keep(name), with_kwargs=True))
+        for name, part in _parts(model).items():
+            handles.append(part.register_forward_hook(keep(name), with_kwargs=True))
         yield records
     finally:
         for h in handles:
@@ -186,10 +193,11 @@ def recording_stacks(model: torch.nn.Module) -> Iterator[dict[str, tuple]]:
 
 
 @contextmanager
-def unchanged_stacks(model: torch.nn.Module, records: dict[str, tuple], knocked: Sequence[Site]) -> Iterator[None]:
-    """Within: a stack that holds none of the `knocked` sites, called with exactly its recorded inputs (row by row),
-    returns its recorded output instead of running; called with other inputs (a knockout upstream changed them), it
-    runs. The replacement lives on the shared model for this request only (inside the task's lock)."""
+def unchanged_parts(model: torch.nn.Module, records: dict[str, tuple], knocked: Sequence[Site]) -> Iterator[None]:
+    """Within: a part (a stack, a block) that holds none of the `knocked` sites, called with exactly its recorded
+    inputs (row by row), returns its recorded output instead of running; called with other inputs (a knockout
+    upstream changed them), it runs. The replacement lives on the shared model for this request only (inside the
+    task's lock)."""
     touched = {id(site.module) for site in knocked}
     patched: list[tuple[torch.nn.Module, Any]] = []
 
@@ -198,15 +206,15 @@ def unchanged_stacks(model: torch.nn.Module, records: dict[str, tuple], knocked:
         then_args, then_kwargs, output = record
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            rows = _rows(args, kwargs)
-            if rows is not None and _same(args, then_args) and _same(kwargs, then_kwargs):
+            rows = _match([args, kwargs], [then_args, then_kwargs])
+            if rows:  # the same inputs, `rows` of them
                 return _widened(output, rows)
             return run(*args, **kwargs)
 
         return forward
 
     try:
-        for name, root in _stack_roots(model).items():
+        for name, root in _parts(model).items():
             if name in records and not any(id(m) in touched for m in root.modules()):
                 patched.append((root, root.__dict__.get("forward")))
                 root.forward = replay(root, records[name])
@@ -262,9 +270,9 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     masks = knockout_masks(s.model, heads)
     knocked = [site for site in sites(s.model) if (site.tower, site.layer) in masks]
     with torch.no_grad():
-        with recording_stacks(s.model) as records:
+        with recording_parts(s.model) as records:
             before = s.outcome_probs(s.run(x))[0].float()
-        with head_masks(s.model, masks), unchanged_stacks(s.model, records, knocked):
+        with head_masks(s.model, masks), unchanged_parts(s.model, records, knocked):
             after = s.outcome_probs(s.run(x))[0].float()
     k = min(top_k, before.shape[0])
     shown = list(dict.fromkeys([s.answer, *before.topk(k).indices.tolist(), *after.topk(k).indices.tolist()]))
@@ -309,7 +317,7 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
     all_sites = sites(s.model)
     stacks = towers(s.model)
     device = s.replacement.device
-    with torch.no_grad(), recording_stacks(s.model) as records:
+    with torch.no_grad(), recording_parts(s.model) as records:
         base = float(s.score(s.run(s.batch(1)))[0])
     jobs = [(site, h) for site in all_sites for h in range(site.n_heads)]
     maps = {t.name: np.zeros((t.n_layers, t.n_heads), dtype=np.float32) for t in stacks}
@@ -326,7 +334,7 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
             mask = masks.setdefault((site.tower, site.layer), torch.ones(rows, site.n_heads, device=device))
             mask[r, h] = 0
         knocked = [site for site, _ in chunk]
-        with torch.no_grad(), head_masks(s.model, masks), unchanged_stacks(s.model, records, knocked):
+        with torch.no_grad(), head_masks(s.model, masks), unchanged_parts(s.model, records, knocked):
             values = s.score(s.run(s.batch(rows))).float().cpu().numpy()
         for (site, h), v in zip(chunk, values):
             maps[site.tower][site.layer, h] = v - base
