@@ -53,7 +53,6 @@ class Site:
     layer: int
     n_heads: int
     module: torch.nn.Module = field(repr=False)
-    stack: str = "main"  # the adapter's stack (encoder, decoder, text, vision, main)
 
 
 def _tower_name(stack: str, cross: bool, has_cross: bool) -> str:
@@ -74,7 +73,7 @@ def sites(model: torch.nn.Module) -> list[Site]:
             for cross, spec in specs_:
                 attn = A.attention_module(block, spec)
                 out.append(Site(_tower_name(stack, cross, st.cross_attention is not None), layer,
-                                A.head_counts(attn, spec)[0], A.resolve(attn, spec.out), stack))
+                                A.head_counts(attn, spec)[0], A.resolve(attn, spec.out)))
     return out
 
 
