@@ -96,3 +96,18 @@ def local_run_parser(description: str, out_name: str, tabs: tuple[str, ...]):
     p.add_argument("--tabs", nargs="+", default=list(tabs), choices=tabs)
     p.add_argument("--out", default=str(ROOT / "artifacts" / out_name))
     return p
+
+
+def run_offline_bench(argv: list[str] | None, parse_args, run, markdown, show: bool = False) -> dict:
+    """The main of a benchmark on local models: parse `argv`, set the offline environment, `run(args)`, write the
+    result to `args.out` (JSON) with its `markdown(result)` beside it; `show` also prints the table."""
+    args = parse_args(argv)
+    prepare_environment(False)
+    from bench.report import write_results
+
+    result = run(args)
+    table = markdown(result)
+    write_results(args.out, result, table)
+    if show:
+        print(table)
+    return result

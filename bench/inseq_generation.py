@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.env import ROOT, configure_models, prepare_environment, set_threads
+from bench.env import ROOT, configure_models, run_offline_bench, set_threads
 
 # 21 tokens in the GPT-2 tokenizer
 PROMPT = "The old lighthouse keeper climbed the narrow stairs every evening to light the lamp before the storm"
@@ -108,14 +108,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    prepare_environment(False)
-    from bench.report import write_results
-
-    result = run(args)
-    write_results(args.out, result, markdown(result))
-    print(markdown(result))
-    return result
+    return run_offline_bench(argv, parse_args, run, markdown, show=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from bench.env import ROOT, prepare_environment, set_threads
+from bench.env import ROOT, run_offline_bench, set_threads
 
 CLIP = ROOT / "assets" / "audio" / "quick_brown_fox.wav"
 CALLS = [
@@ -69,13 +69,7 @@ def markdown(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    prepare_environment(False)
-    from bench.report import write_results
-
-    result = run(args)
-    write_results(args.out, result, markdown(result))
-    return result
+    return run_offline_bench(argv, parse_args, run, markdown)
 
 
 if __name__ == "__main__":
