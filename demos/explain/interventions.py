@@ -200,8 +200,8 @@ def unchanged_parts(model: torch.nn.Module, records: dict[str, tuple], knocked: 
     touched = {id(site.module) for site in knocked}
     patched: list[tuple[torch.nn.Module, Any]] = []
 
-    def replay(root: torch.nn.Module, record: tuple):
-        run = root.forward
+    def replay(part: torch.nn.Module, record: tuple):
+        run = part.forward
         then_args, then_kwargs, output = record
 
         def forward(*args: Any, **kwargs: Any) -> Any:
@@ -213,17 +213,17 @@ def unchanged_parts(model: torch.nn.Module, records: dict[str, tuple], knocked: 
         return forward
 
     try:
-        for name, root in _parts(model).items():
-            if name in records and not any(id(m) in touched for m in root.modules()):
-                patched.append((root, root.__dict__.get("forward")))
-                root.forward = replay(root, records[name])
+        for name, part in _parts(model).items():
+            if name in records and not any(id(m) in touched for m in part.modules()):
+                patched.append((part, part.__dict__.get("forward")))
+                part.forward = replay(part, records[name])
         yield
     finally:
-        for root, before in patched:
+        for part, before in patched:
             if before is None:
-                del root.forward
+                del part.forward
             else:
-                root.forward = before
+                part.forward = before
 
 
 def knockout_masks(
