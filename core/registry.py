@@ -11,7 +11,6 @@ imported where they are used), so every layer may read it.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +101,6 @@ class TaskSpec:
     def api_name(self, view: str = "") -> str:
         """`sentiment`, or with a view `sentiment_lens` (one naming scheme for every endpoint)."""
         return f"{self.api}_{view}" if view else self.api
-
-    def compute(self):
-        """The task's compute module (imports torch: call only where that is wanted)."""
-        return importlib.import_module(f"demos.{self.demo}")
 
 
 _AUDIO = "assets/audio/"

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from core import registry
 from core.results import Attribution, Embeddings
 from demos import adapters as A
+from demos.explain import subjects as st
 from demos.explain.attribution import attention_rollout, softmax_np
 from demos.inputs.images import load_image
 from demos.inputs.text import encode, pad_baseline, token_attribution, token_labels
@@ -417,7 +418,6 @@ def subject(result: ClipResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(description `target`, default the
     best | the first image) among the candidates (CLIP: softmax over them; SigLIP: that pair's sigmoid);
     units: the image's patches."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     proc = m.processor

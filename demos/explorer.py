@@ -15,7 +15,8 @@ import torch
 
 from core import registry
 from core.results import AttentionMaps, Embeddings
-from demos.explain.attribution import stack_attentions, stack_hidden
+from demos.explain import subjects as st
+from demos.explain.attribution import attention_rollout, stack_attentions, stack_hidden
 from demos.inputs.text import model_max_length
 from demos.runtime import loading
 from demos.runtime.compute import task_compute
@@ -150,7 +151,6 @@ def analyse(text: str, model_id: str | None = None) -> ExplorerResult:
 def subject(result: ExplorerResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): the cosine of the first sentence's and
     sentence `target`'s (default 1) mean-pooled vectors; units: the first sentence's token embeddings."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     tok = m.processor
@@ -194,7 +194,7 @@ def subject(result: ExplorerResult, target: object = None, contrast: object = No
         default_score="cosine_similarity",
         value_name="cosine similarity",
         attention=lambda: w[-1].mean(0).mean(0),  # every query row: the sentence vector pools them all
-        rollout=lambda: st.attention_rollout(w).mean(0),
+        rollout=lambda: attention_rollout(w).mean(0),
     )
     return st.finish(s, contrast, lambda text: None, 1, allow_contrast=False)
 

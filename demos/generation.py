@@ -12,7 +12,8 @@ import torch
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings, TokenChoices
 from demos import adapters as A
-from demos.explain.attribution import integrate_targets, stack_hidden, stored_dtype
+from demos.explain import subjects as st
+from demos.explain.attribution import attention_rollout, integrate_targets, stack_hidden, stored_dtype
 from demos.inputs.text import (
     as_attribution,
     baseline_ids,
@@ -358,7 +359,6 @@ def attribute_all(
 def subject(result: GenerationResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(token at generated step `target`,
     default 0 | its prefix), teacher forced over result.ids; units: the prefix's tokens."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     step = st.step_index(target, result.steps)
@@ -381,6 +381,6 @@ def subject(result: GenerationResult, target: object = None, contrast: object = 
         answer=int(result.ids[pos]),
         embedding_layer=m.model.get_input_embeddings(),
         attention=lambda: w[-1].mean(0)[pos - 1],
-        rollout=lambda: st.attention_rollout(w)[pos - 1],
+        rollout=lambda: attention_rollout(w)[pos - 1],
     )
     return st.finish(s, contrast, st.vocab_lookup(tok), m.model.config.vocab_size)

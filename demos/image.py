@@ -13,6 +13,7 @@ from PIL import Image
 
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
+from demos.explain import subjects as st
 from demos.explain.attribution import ProgressFn, attention_rollout, run_attribution, stack_attentions, stack_hidden
 from demos.inputs.images import load_image
 from demos.runtime import loading
@@ -262,7 +263,6 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
 def subject(result: ImageResult, target: Any = None, contrast: Any = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(class `target`, default the
     predicted one); units: the image's patches."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     answer, label2id = st.class_answer(m, result, target)

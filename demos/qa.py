@@ -18,7 +18,8 @@ import torch
 
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.explain.attribution import softmax_np, stack_attentions, stack_hidden
+from demos.explain import subjects as st
+from demos.explain.attribution import attention_rollout, softmax_np, stack_attentions, stack_hidden
 from demos.inputs.text import model_max_length, pad_baseline, token_attribution
 from demos.runtime import loading
 from demos.runtime.compute import How, attribution_compute, task_compute
@@ -348,7 +349,6 @@ def attribute(
 def subject(result: QAResult, target: Any = None, contrast: Any = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(start) * P(end) of the answer span
     among every valid span (target unused; no contrast); units: the window's tokens."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     enc = encode_result(m, result)
@@ -392,6 +392,6 @@ def subject(result: QAResult, target: Any = None, contrast: Any = None):
         answer=spans.index((result.start_index, result.end_index)),
         embedding_layer=m.model.get_input_embeddings(),
         attention=lambda: w[-1].mean(0)[rows].mean(0),
-        rollout=lambda: st.attention_rollout(w)[rows].mean(0),
+        rollout=lambda: attention_rollout(w)[rows].mean(0),
     )
     return st.finish(s, contrast, lambda text: None, len(spans), allow_contrast=False)

@@ -9,7 +9,8 @@ import torch
 
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
-from demos.explain.attribution import stack_attentions, stack_hidden
+from demos.explain import subjects as st
+from demos.explain.attribution import attention_rollout, stack_attentions, stack_hidden
 from demos.inputs.text import Encoded, encode, pad_baseline, pad_id, pad_right, token_attribution, truncation_notice
 from demos.runtime import loading
 from demos.runtime.compute import How, attribution_compute, task_compute
@@ -102,7 +103,6 @@ def attribute(
 def subject(result: SentimentResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(class `target`, default the
     predicted one); units: the text's tokens."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     answer, label2id = st.class_answer(m, result, target)
@@ -118,7 +118,7 @@ def subject(result: SentimentResult, target: object = None, contrast: object = N
         answer=answer,
         embedding_layer=m.model.get_input_embeddings(),
         attention=lambda: w[-1].mean(0)[0],
-        rollout=lambda: st.attention_rollout(w)[0],
+        rollout=lambda: attention_rollout(w)[0],
     )
     return st.finish(s, contrast, label2id.get, len(label2id))
 

@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from core import registry
 from core.results import AttentionMaps
+from demos.explain import subjects as st
 from demos.explain.attribution import stack_hidden
 from demos.inputs import audio
 from demos.inputs.text import token_labels
@@ -320,7 +321,6 @@ def _bin_sums(x: torch.Tensor, edges: torch.Tensor, dim: int) -> torch.Tensor:
 def subject(result: SpeechResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(transcript token at step `target`,
     default 0), teacher forced; units: the audio's encoder frames."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     fe, tok = m.processor.feature_extractor, m.processor.tokenizer

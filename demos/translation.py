@@ -10,6 +10,7 @@ import torch
 
 from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
+from demos.explain import subjects as st
 from demos.explain.attribution import run_attribution, stack_attentions, stack_hidden
 from demos.inputs.text import Encoded, as_attribution, encode, pad_baseline, truncation_notice
 from demos.runtime import loading
@@ -196,7 +197,6 @@ def attribute(
 def subject(result: TranslationResult, target: object = None, contrast: object = None):
     """What the explainers explain (demos.explain.subjects.Subject): P(target token at step `target`,
     default 0), teacher forced; units: the source's input embeddings."""
-    from demos.explain import subject_tasks as st
 
     m = load(result.model_id)
     tok = m.processor

@@ -105,8 +105,9 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
         from demos.runtime import loading
 
         return functools.partial(loading.model_info, task_key)
-    module = spec.compute()
-    from demos.explain import catalog
+    from demos.explain import catalog, tasks
+
+    module = tasks.module(task_key)
 
     for explainer in catalog.for_task(task_key):
         if explainer.name == name:  # Explainer.run applies the explanations' runtime policy

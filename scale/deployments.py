@@ -38,6 +38,7 @@ class TaskModel:
     def __init__(self, settings_fields: Mapping[str, Any], threads: int = 1) -> None:
         import torch
 
+        from demos.explain import tasks
         from demos.provision import offline
         from demos.runtime import loading
         from demos.runtime import settings as settings_mod
@@ -52,12 +53,13 @@ class TaskModel:
         settings_mod.configure(chosen)
         offline.prepare(chosen, progress=log.info)  # as the app's start-up: local fallbacks when offline
         self.spec = registry.get(self.task_key)
+        self.module = tasks.module(self.task_key)
         single_name = self.spec.run if self.spec.batch else ""
-        self._batched_fn = getattr(self.spec.compute(), self.spec.batch) if self.spec.batch else None
+        self._batched_fn = getattr(self.module, self.spec.batch) if self.spec.batch else None
         self._single = backend.resolve(self.task_key, single_name) if self._batched_fn else None
         self._single_name = single_name
         self.batch_sizes: list[int] = []  # size of every micro-batch run (stats())
-        self.spec.compute().load()  # the default model is resident before the replica is ready
+        self.module.load()  # the default model is resident before the replica is ready
 
     def reconfigure(self, config: Mapping[str, Any]) -> None:
         """user_config: {"batch_size": int, "batch_wait_s": float} (applied without a restart)."""
@@ -101,7 +103,9 @@ class TaskModel:
 
     def check_health(self) -> None:
         """Serve's periodic health check: the replica can still reach its compute module."""
-        self.spec.compute()
+        from demos.explain import tasks
+
+        tasks.module(self.task_key)
 
 
 def class_name(task_key: str) -> str:

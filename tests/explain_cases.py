@@ -9,45 +9,46 @@ from typing import Any
 import numpy as np
 
 from core import registry
+from demos.explain import tasks
 
 ROOT = registry.ROOT
 
 
 def _generation() -> Any:
-    return registry.get("generation").compute().generate("The quick brown fox", max_new_tokens=5)
+    return tasks.module("generation").generate("The quick brown fox", max_new_tokens=5)
 
 
 def _sentiment() -> Any:
-    return registry.get("sentiment").compute().analyse("This movie was an absolute delight, warm and funny.")
+    return tasks.module("sentiment").analyse("This movie was an absolute delight, warm and funny.")
 
 
 def _qa() -> Any:
     q, c = registry.get("qa").examples[0]
-    return registry.get("qa").compute().answer(q, c)
+    return tasks.module("qa").answer(q, c)
 
 
 def _translation() -> Any:
-    return registry.get("translation").compute().analyse("The house is small, but the garden is beautiful.")
+    return tasks.module("translation").analyse("The house is small, but the garden is beautiful.")
 
 
 def _image() -> Any:
-    return registry.get("image").compute().analyse(str(ROOT / "assets/images/chelsea_cat.jpg"))
+    return tasks.module("image").analyse(str(ROOT / "assets/images/chelsea_cat.jpg"))
 
 
 def _asr() -> Any:
     import soundfile as sf
 
     samples, rate = sf.read(str(ROOT / "assets/audio/quick_brown_fox.wav"), dtype="int16")
-    return registry.get("asr").compute().transcribe((rate, samples))
+    return tasks.module("asr").transcribe((rate, samples))
 
 
 def _clip() -> Any:
     texts = "a photo of a cat\na rocket on a launch pad\na cup of coffee"
-    return registry.get("clip").compute().analyse(str(ROOT / "assets/images/chelsea_cat.jpg"), texts)
+    return tasks.module("clip").analyse(str(ROOT / "assets/images/chelsea_cat.jpg"), texts)
 
 
 def _explorer() -> Any:
-    return registry.get("explorer").compute().analyse("The cat sits on the mat.\nA kitten is resting on a rug.")
+    return tasks.module("explorer").analyse("The cat sits on the mat.\nA kitten is resting on a rug.")
 
 
 # task -> (make a result, the default answer's value as the result reports it)

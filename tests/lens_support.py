@@ -9,6 +9,8 @@ from typing import Any, ClassVar, Self
 
 import torch
 
+from demos.explain import tasks
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = str(ROOT / "assets" / "images" / "chelsea_cat.jpg")
 IMAGE2 = str(ROOT / "assets" / "images" / "rocket.jpg")
@@ -44,9 +46,8 @@ def make_result(task: str) -> Any:
 
 
 def loaded(task: str, result: Any):
-    from core import registry
 
-    return registry.get(task).compute().load(result.model_id)
+    return tasks.module(task).load(result.model_id)
 
 
 def full_pass(

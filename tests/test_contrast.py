@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core import registry
-from demos.explain import catalog, contrast, subjects
+from demos.explain import catalog, contrast, tasks
 from tests import reference
 from tests.explain_cases import result_for
 
@@ -39,7 +39,7 @@ def test_contrastive_attribution_equals_ig_of_a_minus_ig_of_b(task):
     ref = reference.plain(task, result)
     a, b = ref.answer, ref.top_other()
     attr = got.attribution
-    s = subjects.subject(task, result)
+    s = tasks.subject(task, result)
     assert (got.a, got.b) == (s.outcome_label(a), s.outcome_label(b)) and got.a != got.b
     if ref.layer is not None:
         assert attr.tokens == ref.tokens  # the units, in order
@@ -57,8 +57,8 @@ def test_contrastive_attribution_equals_ig_of_a_minus_ig_of_b(task):
 @pytest.mark.parametrize("task", sorted(set(registry.KEYS) - EXCLUDED))
 def test_swapping_a_and_b_flips_the_sign(task):
     result = result_for(task)
-    ab = subjects.subject(task, result)
-    ba = subjects.subject(task, result)
+    ab = tasks.subject(task, result)
+    ba = tasks.subject(task, result)
     ba.answer, ba.contrast = ab.contrast, ab.answer
     x = contrast.attribute_units(ab, "contrast_prob_diff", "gradient_x_input")
     y = contrast.attribute_units(ba, "contrast_prob_diff", "gradient_x_input")
@@ -69,7 +69,7 @@ def test_swapping_a_and_b_flips_the_sign(task):
 @pytest.mark.parametrize("task", ["sentiment", "image", "clip"])
 def test_a_and_b_are_chosen_by_label(task):
     result = result_for(task)
-    s = subjects.subject(task, result)
+    s = tasks.subject(task, result)
     b = s.outcome_label(s.contrast)
     got = contrast.why_not(task, result, target=b, contrast=s.answer_label, method="gradient_x_input")
     assert (got.a, got.b) == (b, s.answer_label)
@@ -83,9 +83,9 @@ def test_same_outcome_for_a_and_b_is_refused():
 
 def test_branch_continues_greedily_from_the_forced_token():
     result = result_for("generation")
-    m = registry.get("generation").compute().load(result.model_id)
+    m = tasks.module("generation").load(result.model_id)
     step = 1
-    s = subjects.subject("generation", result, step)
+    s = tasks.subject("generation", result, step)
     got = contrast.branch(result, step, s.contrast)
     assert got.original == [m.processor.decode([i]) for i in result.ids[result.n_prompt:]]
     assert got.branch[:step] == got.original[:step] and got.branch[step] == s.contrast_label
@@ -103,8 +103,8 @@ def test_branch_continues_greedily_from_the_forced_token():
 def test_the_contrast_title_shows_readable_tokens():
     """Issue #27: the title read 'P(ĠThe) − P(Ġthe)': tokens now carry the app's visible space."""
     result = result_for("generation")
-    s = subjects.subject("generation", result)
-    tok = registry.get("generation").compute().load(result.model_id).processor
+    s = tasks.subject("generation", result)
+    tok = tasks.module("generation").load(result.model_id).processor
     spaced = sorted(t for t in tok.get_vocab() if t.startswith("Ġ") and t[1:].isalpha())[:2]  # e.g. 'Ġthe', 'Ġa'
     assert len(spaced) == 2
     s.answer, s.contrast = tok.convert_tokens_to_ids(spaced)

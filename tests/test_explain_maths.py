@@ -14,7 +14,7 @@ from scipy.special import softmax as scipy_softmax
 from scipy.stats import spearmanr
 
 from core.results import COMPACT_FROM_BYTES
-from demos.explain import attribution, contrast, faithfulness, subjects
+from demos.explain import attribution, contrast, faithfulness, subjects, tasks
 from demos.inputs import text
 
 torch.manual_seed(0)
@@ -453,15 +453,15 @@ def test_result_key_is_the_task_model_and_input_content():
     assert len(k1[2][0]) == 32 and k1[2][1] == (1, 2)  # arrays by a 16-byte digest (a bounded key), lists as tuples
 
 
-def test_every_task_builds_a_subject_and_a_missing_builder_says_so(monkeypatch):
+def test_every_registered_task_has_its_compute_module_with_a_subject_builder():
     from core import registry
 
-    assert subjects.tasks() == tuple(registry.KEYS)
-    spec = registry.get("sentiment")
-    monkeypatch.setattr(type(spec), "compute", lambda self: SimpleNamespace(), raising=True)
-    with pytest.raises(KeyError, match="No subject builder for task 'sentiment'"):
-        subjects.subject("sentiment", None)
-    assert subjects.tasks() == ()
+    assert set(tasks.MODULES) == set(registry.KEYS)
+    for key, module in tasks.MODULES.items():
+        assert key == module.TASK and module.__name__ == f"demos.{registry.get(key).demo}"
+        assert callable(module.subject) and callable(module.load)
+    with pytest.raises(KeyError, match="nope"):
+        tasks.subject("nope", None)
 
 
 # ---- contrast.py ----------------------------------------------------------------------------
@@ -499,11 +499,11 @@ def test_attribute_units_batches_continuous_units_by_their_table():
 
 def test_why_not_refuses_a_subject_without_contrast(monkeypatch):
     s = toy_subject()
-    monkeypatch.setattr(contrast.subjects, "subject", lambda task, result, target=None, c=None: s)
+    monkeypatch.setattr(contrast.tasks, "subject", lambda task, result, target=None, c=None: s)
     with pytest.raises(ValueError, match="needs two outcomes"):
         contrast.why_not("toy", None)
     s2 = toy_subject(answer=1, contrast_=0)
-    monkeypatch.setattr(contrast.subjects, "subject", lambda task, result, target=None, c=None: s2)
+    monkeypatch.setattr(contrast.tasks, "subject", lambda task, result, target=None, c=None: s2)
     got = contrast.why_not("toy", None, steps=8)
     p = toy_probs(IDS)[0]
     assert (got.a, got.b) == ("class1", "class0") and got.task == "toy"
@@ -549,7 +549,7 @@ def test_deletion_scores_by_hand(monkeypatch):
 
 def test_faithfulness_on_a_toy_subject_by_hand(monkeypatch):
     s = toy_subject(answer=1)
-    monkeypatch.setattr(faithfulness.subjects, "subject", lambda task, result, target=None: s)
+    monkeypatch.setattr(faithfulness.tasks, "subject", lambda task, result, target=None: s)
     seen = []
     f = faithfulness.faithfulness("toy", None, steps=8, points=2, seed=5, progress=lambda frac, msg: seen.append(frac))
     units = np.flatnonzero(SPECIAL)
@@ -594,7 +594,7 @@ def test_explainer_entry_points_pass_their_parameters():
     assert (got.a, got.b) == ("NEGATIVE", "POSITIVE") and got.attribution.method == "gradient_x_input"
     np.testing.assert_allclose(got.attribution.scores, want.attribution.scores, rtol=1e-6, atol=1e-9)
     step = 1
-    token = subjects.subject("generation", gen, step).contrast
+    token = tasks.subject("generation", gen, step).contrast
     branched = catalog.get("branch").run("generation", gen, step=step, token=token)
     assert branched == contrast.branch(gen, step, token, "generation") and branched.diverge_at == step
     f = catalog.get("faithfulness").run("sentiment", senti, target="NEGATIVE", steps=4, points=2, seed=7)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core import registry
-from demos.explain import attribution
+from demos.explain import attribution, tasks
 from tests import reference
 
 TEXT = "A warm, funny and beautifully acted film."
@@ -16,7 +16,7 @@ TEXT = "A warm, funny and beautifully acted film."
 def _attribute(spec: registry.TaskSpec, method: str, steps: int, **kwargs):
     """Call a task's attribution function on its first example (one row per task); with it, the
     plain reference of what it explains (tests/reference.py) and the outcome column explained."""
-    module = spec.compute()
+    module = tasks.module(spec.key)
     fn = getattr(module, spec.attribute)
     example = registry.examples(spec.key)[0] if spec.examples else None
     if spec.key == "sentiment":

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from core import registry
-from demos.explain import catalog, faithfulness, subjects
+from demos.explain import catalog, faithfulness, tasks
 from tests import reference
 from tests.explain_cases import reported_value, result_for
 
@@ -78,7 +78,7 @@ def test_rank_agreement_is_spearman_and_attention_is_the_results_own(task, repor
         for j in range(len(f.names)):
             expected = spearmanr(f.scores[i], f.scores[j]).statistic
             assert f.spearman[i, j] == pytest.approx(expected, abs=1e-6, nan_ok=True)
-    s = subjects.subject(task, result_for(task))
+    s = tasks.subject(task, result_for(task))
     att = np.asarray(s.attention())[s.units.deletable]
     np.testing.assert_allclose(f.scores[f.names.index("attention (last layer)")], att, rtol=1e-6)
     assert ("attention rollout" in f.names) != ("attention rollout" in f.skipped)
@@ -89,7 +89,7 @@ def test_sentiment_attention_row_and_one_deletion_value_by_hand(reports):
     f = report("sentiment", reports)
     special = np.array([t in ("[CLS]", "[SEP]") for t in result.tokens])
     np.testing.assert_allclose(f.scores[0], result.attention.weights[-1].mean(0)[0][~special], rtol=1e-6)
-    s = subjects.subject("sentiment", result)
+    s = tasks.subject("sentiment", result)
     units = np.flatnonzero(~special)
     j = 2  # remove the top ks[j] units by attention: replace them by [PAD] and run the model by hand
     top = units[np.argsort(-f.scores[0], kind="stable")][: f.ks[j]]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from core import registry
+from demos.explain import tasks
 from demos.runtime import cache, loading, settings
 from tests.handlers import call
 from ui.common import GENERIC_ERROR, OOM_ERROR
@@ -113,7 +114,7 @@ def _forward_raising(model: torch.nn.Module, exc: BaseException, request):
 
 @pytest.mark.parametrize("module, name, task, demo, make", TABS, ids=IDS)
 def test_out_of_memory_gives_the_oom_message_and_the_next_request_succeeds(api, request, module, name, task, demo, make):
-    model = importlib.import_module(f"demos.{demo}").load().model
+    model = tasks.module(task).load().model
     calls = _forward_raising(model, torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), request)
     assert error_of(api, name, task, make(1)) == OOM_ERROR
     assert calls
@@ -122,7 +123,7 @@ def test_out_of_memory_gives_the_oom_message_and_the_next_request_succeeds(api, 
 
 @pytest.mark.parametrize("module, name, task, demo, make", TABS, ids=IDS)
 def test_unexpected_error_is_generic_logged_and_the_next_request_succeeds(api, request, caplog, module, name, task, demo, make):
-    model = importlib.import_module(f"demos.{demo}").load().model
+    model = tasks.module(task).load().model
     _forward_raising(model, KeyError("/srv/secret/weights.bin missing key 'h.0.attn'"), request)
     with caplog.at_level(logging.ERROR, logger="ui.common"):
         message = error_of(api, name, task, make(2))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core import registry
-from demos.explain import catalog, interventions, subjects
+from demos.explain import catalog, interventions, tasks
 from tests.explain_cases import CASES, reported_value, result_for
 
 TASKS = registry.KEYS
@@ -17,14 +17,14 @@ TASKS = registry.KEYS
 
 def test_every_registered_task_has_a_row_and_an_ablate_explainer():
     assert set(CASES) == set(TASKS)
-    assert set(subjects.tasks()) == set(TASKS)
+    assert set(tasks.MODULES) == set(TASKS)
     for name in ("ablate", "head_map"):
         assert set(catalog.get(name).tasks) == set(TASKS)
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_subject_answer_equals_the_tasks_own_forward_pass(task):
-    s = subjects.subject(task, result_for(task))
+    s = tasks.subject(task, result_for(task))
     with torch.no_grad():
         value = float(s.score(s.run(s.batch(1)))[0])
     assert value == pytest.approx(reported_value(task), rel=1e-4, abs=1e-6)
@@ -33,7 +33,7 @@ def test_subject_answer_equals_the_tasks_own_forward_pass(task):
 @pytest.mark.parametrize("task", TASKS)
 def test_knocking_out_nothing_equals_the_original_exactly(task):
     result = result_for(task)
-    s = subjects.subject(task, result)
+    s = tasks.subject(task, result)
     x = s.batch(1)
     ones = {(site.tower, site.layer): torch.ones(1, site.n_heads) for site in interventions.sites(s.model)}
     with torch.no_grad():
@@ -49,7 +49,7 @@ def test_knocking_out_nothing_equals_the_original_exactly(task):
 @pytest.mark.parametrize("task", TASKS)
 def test_knocking_out_a_whole_layer_changes_the_answer_and_is_undone(task):
     result = result_for(task)
-    tower = interventions.towers(subjects.subject(task, result).model)[0]
+    tower = interventions.towers(tasks.subject(task, result).model)[0]
     got = interventions.ablate(task, result, [(tower.name, tower.n_layers - 1, None)])
     assert got.score_after != got.score_before
     assert got.knocked_out == [f"{tower.name} L{tower.n_layers - 1} (all heads)"]
@@ -77,7 +77,7 @@ def _gpt2_manual_logits(model, ids: torch.Tensor, layer: int, head: int) -> torc
 
 def test_one_head_knockout_equals_a_manual_computation_on_gpt2():
     result = result_for("generation")
-    s = subjects.subject("generation", result)
+    s = tasks.subject("generation", result)
     ids = s.inputs["input_ids"]
     with torch.no_grad():
         assert torch.allclose(_gpt2_manual_logits(s.model, ids, -1, 0), s.model(input_ids=ids).logits, atol=1e-5)
@@ -135,7 +135,7 @@ def test_a_knockout_reruns_only_what_comes_after_it_and_matches_a_hand_knockout(
     about 1e-6 of a probability of 3e-3, so the comparisons are relative.)"""
     task, up, down, (tower, out_path, layer, head) = case
     result = result_for(task)
-    s = subjects.subject(task, result)
+    s = tasks.subject(task, result)
     # a block runs when its self-attention runs (a replayed block's hooks fire, its insides do not)
     blocks = {"up": _module(s.model, up)[0], "knocked": _module(s.model, down)[layer]}
     if layer:
@@ -185,7 +185,7 @@ def test_a_knockout_reruns_only_what_comes_after_it_and_matches_a_hand_knockout(
 def test_knockouts_never_reach_concurrent_requests_of_the_same_task(task):
     result = result_for(task)
     original = interventions.ablate(task, result, [])
-    towers = interventions.towers(subjects.subject(task, result).model)
+    towers = interventions.towers(tasks.subject(task, result).model)
     everything = [(t.name, layer, None) for t in towers for layer in range(t.n_layers)]
     knocked = interventions.ablate(task, result, everything)
     assert not np.array_equal(knocked.after, original.after)

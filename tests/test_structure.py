@@ -41,9 +41,20 @@ def _edges(name: str, path: Path, known: set[str]) -> set[str]:
                 base = ".".join([*parts, base] if base else parts)
             found |= {base} | {f"{base}.{a.name}" for a in node.names}
         elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant)):
-            found.add(node.args[0].value)
+              and node.args):
+            found |= _imported_by_name(node.args[0], known)
     return {m for m in found if m in known and m != name}
+
+
+def _imported_by_name(arg: ast.expr, known: set[str]) -> set[str]:
+    """What `import_module(arg)` may import: the constant's module, or for an f-string every module its constant
+    prefix allows (`f"demos.{name}"`: every module directly in demos/)."""
+    if isinstance(arg, ast.Constant):
+        return {arg.value}
+    if isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+        prefix = arg.values[0].value
+        return {m for m in known if m.startswith(prefix) and "." not in m[len(prefix):]}
+    return set()
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -103,6 +114,17 @@ def test_no_name_is_looked_up_through_globals():
 
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["c", "b", "a"]]
+
+
+def test_an_import_by_an_f_string_counts_as_an_edge_to_every_module_it_can_name(tmp_path):
+    """The registry used to import `demos.{demo}` by an f-string, a cycle core.registry -> demos.sentiment ->
+    core.registry that only this rule sees."""
+    path = tmp_path / "registry.py"
+    path.write_text('import importlib\n\ndef compute(demo):\n    return importlib.import_module(f"demos.{demo}")\n')
+    known = {"core.registry", "demos.sentiment", "demos.qa", "demos.runtime.loading"}
+    edges = _edges("core.registry", path, known)
+    assert edges == {"demos.sentiment", "demos.qa"}
+    assert _cycles({"core.registry": edges, "demos.sentiment": {"core.registry"}, "demos.qa": set()})
 
 
 def test_demos_top_holds_only_task_modules():

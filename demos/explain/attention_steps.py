@@ -31,6 +31,7 @@ import torch
 from core import registry
 from core.lens_types import ATTENTION_FORMULA, AttentionSteps
 from demos import adapters as A
+from demos.explain import tasks
 from demos.runtime import loading
 
 KINDS: dict[str, tuple[str, ...]] = {spec.key: spec.attention_kinds for spec in registry.TASKS if spec.attention_kinds}
@@ -262,7 +263,7 @@ def attention_steps(
     if task_key not in KINDS:
         raise ValueError(f"No attention step-by-step for {task_key!r}; choose one of {ATTENTION_TASKS}.")
     kind = _resolve_kind(task_key, kind)
-    m = registry.get(task_key).compute().load(model_id or result.model_id)
+    m = tasks.load(task_key, model_id or result.model_id)
     layer, head, query = int(layer), int(head), int(query)
 
     def run() -> AttentionSteps:

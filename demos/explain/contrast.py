@@ -18,7 +18,7 @@ from core import registry
 from core.intervention_types import Branch, ContrastResult
 from core.results import Attribution
 from core.tokens import outcome_text
-from demos.explain import subjects
+from demos.explain import subjects, tasks
 from demos.explain.attribution import ProgressFn, run_attribution, steps_per_batch
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
@@ -74,12 +74,12 @@ def why_not(
     progress: ProgressFn | None = None,
 ) -> ContrastResult:
     """Attribution of P(A) - P(B): A = `target` (the answer by default; for steps, the step's token),
-    B = `contrast` (default: the most probable other outcome). See `subjects.subject` per task."""
+    B = `contrast` (default: the most probable other outcome). See `tasks.subject` per task."""
     return loading.one_at_a_time(task)(_contrast)(task, result, target, contrast, method, int(steps), progress)
 
 
 def _contrast(task, result, target, contrast_, method, steps, progress) -> ContrastResult:
-    s = subjects.subject(task, result, target, contrast_)
+    s = tasks.subject(task, result, target, contrast_)
     if s.contrast is None:
         raise ValueError(f"'Why A and not B' needs two outcomes; this {task} result has one.")
     with torch.no_grad():
@@ -99,8 +99,8 @@ def branch(result: Any, step: int, token: Any, task: str | None = None) -> Branc
 
 
 def _branch(task: str, result: Any, step: int, token: Any) -> Branch:
-    s = subjects.subject(task, result, step, token)  # resolves the token (B) and checks the step
-    mod = registry.get(task).compute()
+    s = tasks.subject(task, result, step, token)  # resolves the token (B) and checks the step
+    mod = tasks.module(task)
     m = mod.load(result.model_id)
     prefix = torch.tensor([[*result.ids[: result.n_prompt + step], s.contrast]], device=m.device)
     remaining = result.steps - step - 1

@@ -14,7 +14,7 @@ import torch
 
 from core import explainers as specs
 from core.intervention_types import Faithfulness
-from demos.explain import subjects
+from demos.explain import subjects, tasks
 from demos.explain.attribution import METHODS, ProgressFn
 from demos.explain.contrast import attribute_units
 from demos.explain.protocol import Explainer
@@ -70,7 +70,7 @@ def faithfulness(
 
 
 def _faithfulness(task, result, target, methods, steps, points, seed, progress) -> Faithfulness:
-    s = subjects.subject(task, result, target)
+    s = tasks.subject(task, result, target)
     names, rows, skipped = [], [], dict(s.not_applicable)
     for name, fn in (("attention (last layer)", s.attention), ("attention rollout", s.rollout)):
         if fn is not None:

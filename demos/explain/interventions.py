@@ -32,10 +32,9 @@ import numpy as np
 import torch
 
 from core import explainers as specs
-from core import registry
 from core.intervention_types import AblationResult, HeadImportance, Tower
 from demos import adapters as A
-from demos.explain import subjects
+from demos.explain import subjects, tasks
 from demos.explain.attribution import ProgressFn
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
@@ -264,7 +263,7 @@ def ablate(
 
 
 def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> AblationResult:
-    s = subjects.subject(task, result, target)
+    s = tasks.subject(task, result, target)
     x = s.batch(1)
     masks = knockout_masks(s.model, heads)
     knocked = [site for site in sites(s.model) if (site.tower, site.layer) in masks]
@@ -312,7 +311,7 @@ def _head_importance(ref: _Ref, target: Any, batch_rows: int, progress: Progress
 
 
 def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
-    s = subjects.subject(task, result, target)
+    s = tasks.subject(task, result, target)
     all_sites = sites(s.model)
     stacks = towers(s.model)
     device = s.replacement.device
@@ -374,7 +373,7 @@ def _run_ablate(
     task: str, result: Any, heads: Sequence | str = (), target: Any = None, top_k: int = 5
 ) -> AblationResult:
     if isinstance(heads, str):
-        heads = parse_heads(heads, towers(registry.get(task).compute().load(result.model_id).model))
+        heads = parse_heads(heads, towers(tasks.load(task, result.model_id).model))
     return ablate(task, result, heads, target, top_k)
 
 

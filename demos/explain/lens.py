@@ -34,6 +34,7 @@ from core import explainers as specs
 from core import registry
 from core.lens_types import LENS_CAPTION, AttentionSteps, HeadLens, LensGrid, Span
 from demos import adapters as A
+from demos.explain import tasks
 from demos.explain.attention_steps import attention_kinds, attention_steps
 from demos.explain.protocol import Explainer
 from demos.runtime import loading
@@ -49,7 +50,7 @@ __all__ = ["LENS_TASKS", "NOT_FOR", "attention_kinds", "attention_steps", "head_
 
 
 def _model(task: str, result: Any, model_id: str | None) -> loading.Loaded:
-    return registry.get(task).compute().load(model_id or result.model_id)
+    return tasks.load(task, model_id or result.model_id)
 
 
 def _layer_labels(n: int) -> list[str]:
@@ -226,7 +227,7 @@ def _clip_lens(task, m, result, adapter: A.Adapter, item: int) -> HeadLens:
 
 
 def _qa_lens(task, m, result, adapter: A.Adapter) -> HeadLens:
-    qa = registry.get(task).compute()  # its span rules
+    qa = tasks.module(task)  # its span rules
     enc = qa.encode_result(m, result)  # tokenisation of the answered window only: offsets and candidates
     if enc.tokens != list(result.tokens):
         raise ValueError("The tokenizer no longer matches this result; answer the question again.")

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core import registry
 from core.patching_types import SteerResult
 from demos import adapters
-from demos.explain.subjects import resolve_outcome
+from demos.explain import tasks
+from demos.explain.subjects import resolve_outcome, step_index, vocab_lookup
 from demos.runtime import loading
 
 
@@ -75,12 +75,11 @@ def _text(corrupted: Any, example: str) -> str:
 
 
 def _load(task: str, result: Any) -> tuple[Any, loading.Loaded]:
-    mod = registry.get(task).compute()
+    mod = tasks.module(task)
     return mod, mod.load(result.model_id)
 
 
 def _generation(result: Any, corrupted: Any, target: Any) -> Pair:
-    from demos.explain.subject_tasks import vocab_lookup
     from demos.inputs.text import model_max_length, token_labels
 
     _, m = _load("generation", result)
@@ -254,7 +253,6 @@ def _image(result: Any, corrupted: Any, target: Any) -> Pair:
 
 
 def _translation(result: Any, corrupted: Any, target: Any) -> Pair:
-    from demos.explain.subject_tasks import step_index
     from demos.inputs.text import encode
 
     _, m = _load("translation", result)

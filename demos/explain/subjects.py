@@ -8,12 +8,12 @@ the answer is one of, and a NAMED score function (`SCORES`) turning the model's 
 scalar per batch row. Explainers never know the task: they expand the inputs to a batch, swap the
 units, run, and score.
 
-    s = subject(task, result, target="POSITIVE", contrast="NEGATIVE")   # a sentiment result
+    s = tasks.subject("sentiment", result, target="POSITIVE", contrast="NEGATIVE")   # a sentiment result
     out = s.run(s.batch(4, input_ids=ids))      # ids: (4, n)
     s.score(out, "contrast_prob_diff")          # (4,) P(POSITIVE) - P(NEGATIVE)
 
-Each task's compute module builds its Subject: `demos.<demo>.subject(result, target, contrast)`
-(helpers shared by those builders: `demos.explain.subject_tasks`).
+Each task's compute module builds its Subject, `demos.<task>.subject(result, target, contrast)`, with the
+helpers at the end of this module; `demos.explain.tasks.subject(task, result, ...)` finds the builder.
 """
 from __future__ import annotations
 
@@ -190,25 +190,6 @@ class Subject:
         return self.mix(torch.zeros(1, len(self.units), device=self.replacement.device))
 
 
-def subject(task: str, result: Any, target: Any = None, contrast: Any = None) -> Subject:
-    """The Subject of `result` (what task `task`'s main function returned).
-
-    target: generation / translation / asr: the output step (default 0); sentiment / image: the
-    class; clip: the description; explorer: the index of the sentence compared with the first
-    (default 1); qa: unused (the answer span). contrast: B for "why A and not B" (a class, a
-    description or a token; default: the most probable outcome other than A; None for qa/explorer).
-    """
-    build = getattr(registry.get(task).compute(), "subject", None)
-    if build is None:
-        raise KeyError(f"No subject builder for task {task!r}.")
-    return build(result, target, contrast)
-
-
-def tasks() -> tuple[str, ...]:
-    """Task keys whose compute module builds a Subject, in registry order."""
-    return tuple(spec.key for spec in registry.TASKS if hasattr(spec.compute(), "subject"))
-
-
 def result_key(task: str, result: Any) -> tuple:
     """A hashable identity of a result (for memoising explainers): task, model and the input."""
     import hashlib
@@ -241,3 +222,98 @@ def top_other(probs: torch.Tensor, answer: int) -> int:
     p = probs.clone().float()
     p[answer] = -1.0
     return int(p.argmax())
+
+
+# ---- helpers shared by the tasks' Subject builders (`demos.<task>.subject`) ----
+
+def special_mask(tok: Any, ids: list[int]) -> np.ndarray:
+    """(n,) True where the id is not a special token (special tokens are never removed)."""
+    specials = set(tok.all_special_ids)
+    return np.array([i not in specials for i in ids], dtype=bool)
+
+
+def _probs0(s: Subject) -> torch.Tensor:
+    with torch.no_grad():
+        return s.outcome_probs(s.run(s.batch(1)))[0]
+
+
+def finish(s: Subject, contrast: Any, lookup, n: int, allow_contrast: bool = True) -> Subject:
+    """Resolve the contrast outcome B (default: the most probable other outcome)."""
+    if not allow_contrast:
+        if contrast is not None:
+            raise ValueError(f"'Why A and not B' does not apply to the {s.task} task.")
+        return s
+    if contrast is None:  # the most probable other outcome, computed when an explainer asks for B
+        s.contrast_default = lambda: top_other(_probs0(s), s.answer)
+        return s
+    s.contrast = resolve_outcome(contrast, s.outcome_label, n, lookup)
+    if s.contrast == s.answer:
+        raise ValueError("A and B must be different outcomes.")
+    return s
+
+
+def vocab_lookup(tok: Any):
+    """A token given as the tokenizer writes it ("Ġthe") or as text (" the", one token)."""
+    def lookup(text: str) -> int | None:
+        i = tok.convert_tokens_to_ids(text)
+        if isinstance(i, int) and i != tok.unk_token_id:
+            return i
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return ids[0] if len(ids) == 1 else None
+
+    return lookup
+
+
+def last_logits_probs(out: Any) -> torch.Tensor:
+    """(b, vocab) next-token probabilities at the last position."""
+    return torch.softmax(out.logits[:, -1].float(), dim=-1)
+
+
+def step_index(target: Any, n: int) -> int:
+    """The output step to explain (default 0), checked against the n steps."""
+    step = 0 if target is None else int(target)
+    if not 0 <= step < n:
+        raise ValueError(f"Step {step} does not exist; choose 0 to {n - 1}.")
+    return step
+
+
+def step_subject(task: str, m: Any, tok: Any, step: int, answer: int, cross: np.ndarray, contrast: Any, reaches: str,
+                 **given: Any) -> Subject:
+    """An encoder-decoder's output step, teacher forced: P(token `answer` at `step`) over the
+    vocabulary; attention: the last layer's cross-attention of that step (heads averaged), cross:
+    (L, H, T, S); no rollout (`reaches`: how the answer reaches its input instead). `given`: the
+    Subject's inputs, unit_key, units, replacement and run."""
+    s = Subject(
+        task=task,
+        model=m.model,
+        outcome_probs=last_logits_probs,
+        outcome_label=lambda i: tok.convert_ids_to_tokens(i),
+        answer=answer,
+        attention=lambda: cross[-1].mean(0)[step],
+        not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; " + reaches},
+        **given,
+    )
+    return finish(s, contrast, vocab_lookup(tok), m.model.config.vocab_size)
+
+
+def class_answer(m: Any, result: Any, target: Any) -> tuple[int, dict]:
+    """A classifier's (text or image) answer index (the predicted class or `target`) and label2id."""
+    id2label = {int(k): v for k, v in m.model.config.id2label.items()}
+    label2id = {v: k for k, v in id2label.items()}
+    answer = (
+        label2id[result.predicted]
+        if target is None
+        else resolve_outcome(target, id2label.get, len(id2label), label2id.get)
+    )
+    return answer, label2id
+
+
+def mean_patch(pv: torch.Tensor, grid: tuple[int, int], patch: int) -> torch.Tensor:
+    """(1, 3, H, W): the image's average patch tiled over the grid (its mean colour elsewhere)."""
+    rows, cols = grid
+    out = pv.mean(dim=(2, 3), keepdim=True).expand_as(pv).clone()
+    inner = pv[:, :, : rows * patch, : cols * patch].reshape(1, -1, rows, patch, cols, patch)
+    out[:, :, : rows * patch, : cols * patch] = (
+        inner.mean(dim=(2, 4), keepdim=True).expand_as(inner).reshape(1, -1, rows * patch, cols * patch)
+    )
+    return out

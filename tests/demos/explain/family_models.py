@@ -24,6 +24,7 @@ import torch
 import transformers as T
 
 from core import registry
+from demos.explain import tasks
 from demos.runtime import settings
 
 ROOT = registry.ROOT
@@ -259,7 +260,7 @@ def _audio() -> tuple[int, np.ndarray]:
 
 def run_task(task: str, folder: str) -> Any:
     """The task's own result on the family's model."""
-    compute = registry.get(task).compute()
+    compute = tasks.module(task)
     if task == "generation":
         return compute.generate(PROMPT, max_new_tokens=4, model_id=folder)
     if task == "sentiment":

@@ -21,7 +21,7 @@ import transformers as T
 from core.lens_types import HeadLens, LensGrid
 from demos import adapters as A
 from demos.explain import attention_steps as steps_mod
-from demos.explain import interventions, lens
+from demos.explain import interventions, lens, tasks
 from tests.demos.explain.family_models import FAMILIES, model_inputs, serving
 from viz import lens as lens_view
 
@@ -259,7 +259,7 @@ def test_knockouts_equal_a_hand_written_hook(zoo, name):
         nothing = interventions.ablate(z.task, r, [])
         assert np.array_equal(nothing.before, nothing.after) and nothing.score_after == nothing.score_before
         assert nothing.score_before == pytest.approx(plain, rel=1e-4, abs=1e-6)
-        app_model = interventions.subjects.subject(z.task, r).model
+        app_model = tasks.subject(z.task, r).model
         stacks = interventions.towers(app_model)
         picks = [(stacks[0], stacks[0].n_layers - 1, 1), (stacks[-1], 0, stacks[-1].n_heads - 1)]
         for tower, layer, head in picks:

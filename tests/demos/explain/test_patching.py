@@ -13,7 +13,7 @@ import transformers as T
 
 from core import registry
 from core.patching_types import GRIDS, PatchGrid
-from demos.explain import catalog, patch_tasks, patching
+from demos.explain import catalog, patch_tasks, patching, tasks
 from demos.explain.patching import Edit
 
 CLEAN, CORRUPTED = "The cat sat on the mat", "The dog sat on the mat"  # equal lengths in every tiny tokenizer
@@ -51,7 +51,7 @@ _results: dict = {}
 
 def _result(task: str, text: str = CLEAN):
     if (task, text) not in _results:
-        mod = registry.get(task).compute()
+        mod = tasks.module(task)
         _results[(task, text)] = mod.generate(text, 3) if task == "generation" else mod.analyse(text)
     return _results[(task, text)]
 
@@ -198,17 +198,17 @@ def test_the_metric_is_the_tasks_own_answer():
 
 def test_translation_image_and_clip_patch_through_the_explainer():
     root = registry.ROOT / "assets" / "images" / "chelsea_cat.jpg"
-    tr = registry.get("translation").compute().analyse("The house is small.")
+    tr = tasks.module("translation").analyse("The house is small.")
     got = catalog.get("patch").run("translation", tr, corrupted="The house is big.", target=0, grids=("residual",))
     assert got.stack == "encoder" and got.grid("residual").restored.shape[1] == len(got.corrupted_tokens)
-    image = registry.get("image").compute().analyse(str(root))
+    image = tasks.module("image").analyse(str(root))
     got = catalog.get("patch").run("image", image, corrupted="centre", grids=("residual", "attention"))
     rows, cols = image.grid
     assert got.changed.sum() == len(patch_tasks.region("centre", image.grid)) < rows * cols
     grid = got.grid("residual")
     assert grid.changed.sum() == len(patch_tasks.region("centre", image.grid))  # tiny grid: one patch a column
     assert got.picture.ndim == 3 and all(c.endswith("(blurred)") == ch for c, ch in zip(grid.columns, grid.changed))
-    clip = registry.get("clip").compute().analyse(str(root), "a photo of a cat\na photo of a dog")
+    clip = tasks.module("clip").analyse(str(root), "a photo of a cat\na photo of a dog")
     got = catalog.get("patch").run("clip", clip, corrupted="a photo of a dog", target=0, grids="residual")
     assert got.clean_metric == pytest.approx(float(clip.logits[0, 0]), abs=1e-4) and got.stack == "text"
 
@@ -257,7 +257,7 @@ def _hand_steered(m, prompt: torch.Tensor, layer: int, vector: torch.Tensor | No
 def test_steering_with_strength_zero_is_the_plain_generation_and_otherwise_adds_the_direction():
     from demos.inputs.text import piece_texts
 
-    gen = registry.get("generation").compute()
+    gen = tasks.module("generation")
     result = gen.generate("Once upon a time", 8)
     catalog.get("steer").run("generation", result, strength=1.0)  # every model loaded once (lanes)
     hooks = {id(x): _hooks(x) for x in _loaded_models()}
@@ -300,7 +300,7 @@ def test_a_patch_never_reaches_another_users_answer(monkeypatch, shared):
     from demos.runtime import cache
 
     monkeypatch.setenv("XRAY_EXPLAIN_COPY", shared)
-    gen = registry.get("generation").compute()
+    gen = tasks.module("generation")
     clean = gen.generate(CLEAN, 3)
     cache.clear_all()
     reference = gen.generate("A kitten naps in the sun", 6)
