@@ -4,7 +4,8 @@ parameters with types and defaults, what it returns). Pure data like `core.regis
 transformers or captum), so a front without models (`--backend ray`) builds every tab from it.
 
 The computations are bound to these descriptions in `demos.explain` (`protocol.Explainer`, which
-checks that the function declares exactly these parameters, and `attribution.method`).
+checks that the function declares exactly these parameters, and `attribution.method`); every one of them, the tabs'
+attributions (`ATTRIBUTION`) included, runs under one runtime policy (`demos.runtime.compute.explanation_policy`).
 """
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ METHODS: dict[str, MethodSpec] = {
 class ExplainerSpec:
     """name: short id used in API names (`<task api>_<name>`); title: tab title; tasks: task keys
     it applies to (the reason for each other task in `not_for`); params: declared parameters;
-    progress: it reports progress; returns: the result type's name; gpu_seconds: its GPU slice."""
+    progress: it reports progress; returns: the result type's name; gpu_seconds: its GPU slice; explains: what its
+    function takes before the parameters: "result" (`fn(task, result, ...)`, the task's answer) or "inputs" (the
+    inputs the answer took, in the task's own order: a tab's attribution, `attribute(text, target, ...)`)."""
 
     name: str
     title: str
@@ -56,6 +59,7 @@ class ExplainerSpec:
     not_for: dict[str, str] = field(default_factory=dict)
     progress: bool = False
     gpu_seconds: int = 30
+    explains: str = "result"
 
     def applies_to(self, task: str) -> bool:
         return task in self.tasks
@@ -115,6 +119,30 @@ STEER = ExplainerSpec(
      Param("strength", "float", 0.5), Param("max_new_tokens", "int | None")),
     "SteerResult", _not_for("steer", ("generation",), "only generation writes text that a push on its residual "
                                                      "stream can steer"))
+
+# Captum's attribution of each tab: called with the answer's own inputs, then these options (the fields of
+# demos.runtime.compute.How); the image tab's pixel attribution takes its own.
+_ATTRIBUTION_TASKS = _tasks(lambda s: bool(s.attribute))
+ATTRIBUTION = ExplainerSpec(
+    "attribution", "Attributions", tuple(t for t in _ATTRIBUTION_TASKS if t != "image"),
+    (Param("method", "str", "integrated_gradients"), Param("steps", "int", 32), Param("model_id", "str | None"),
+     Param("tolerance", "float | None")),
+    "Attribution", _not_for("attribution", _ATTRIBUTION_TASKS, "it shows no token attributions"), progress=True,
+    gpu_seconds=15, explains="inputs")
+IMAGE_ATTRIBUTION = ExplainerSpec(
+    "attribution", "Attributions", ("image",),
+    (Param("baseline", "str", "black"), Param("steps", "int", 32), Param("smoothgrad_samples", "int", 0),
+     Param("internal_batch_size", "int", 8), Param("model_id", "str | None")),
+    "Attribution", progress=True, gpu_seconds=15, explains="inputs")
+
+
+def attribution(task: str) -> ExplainerSpec:
+    """The description of task `task`'s attribution function (KeyError: the task has none)."""
+    for spec in (ATTRIBUTION, IMAGE_ATTRIBUTION):
+        if spec.applies_to(task):
+            return spec
+    raise KeyError(f"The {task} task has no attribution function.")
+
 
 EXPLAINERS: tuple[ExplainerSpec, ...] = (LENS, ATTENTION_STEPS, ABLATE, HEAD_MAP, CONTRAST, BRANCH, FAITHFULNESS,
                                          PATCH, STEER)

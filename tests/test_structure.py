@@ -182,6 +182,43 @@ def test_an_unknown_parameter_is_an_error():
 
     with pytest.raises(TypeError, match="takes no parameter 'layerr'"):
         catalog.get("lens").run("sentiment", object(), layerr=2)
+    from demos.explain import tasks
+
+    with pytest.raises(TypeError, match="layerr"):  # an attribution too (no model is loaded: the call is refused)
+        tasks.module("sentiment").attribute("A fine day.", layerr=2)
+
+
+def test_every_explanation_runs_under_the_one_policy_and_declares_what_its_description_says():
+    """Captum's attribution of every tab and every explainer of "Inside the model": one kind of description
+    (core.explainers.ExplainerSpec), one runtime wrapper (demos.runtime.compute.explanation_policy)."""
+    import dataclasses
+    import inspect
+
+    from demos.explain import catalog, tasks
+    from demos.runtime.compute import How
+
+    for e in catalog.EXPLAINERS:
+        assert e._call.explanation_policy is True, e.name
+    assert [f.name for f in dataclasses.fields(How) if f.name != "progress"] == [p.name for p in specs.ATTRIBUTION.params]
+    assert [f.default for f in dataclasses.fields(How) if f.name != "progress"] == [
+        p.default for p in specs.ATTRIBUTION.params]
+    described = 0
+    for spec in registry.TASKS:
+        if not spec.attribute:
+            with pytest.raises(KeyError):
+                specs.attribution(spec.key)
+            continue
+        d = specs.attribution(spec.key)
+        assert d.explains == "inputs" and d.progress
+        module = tasks.module(spec.key)
+        fn = getattr(module, spec.attribute)
+        params = [p for p in inspect.signature(fn).parameters.values() if p.name != "progress"]
+        assert [(p.name, p.default) for p in params[-len(d.params):]] == [(p.name, p.default) for p in d.params]
+        assert "progress" in inspect.signature(fn).parameters
+        worker = module._attribute if spec.key == "image" else fn  # the image tab first computes its answer
+        assert worker.explanation_policy is True, spec.key
+        described += 1
+    assert described == 6
 
 
 def test_a_function_that_does_not_match_its_description_is_refused():

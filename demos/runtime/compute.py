@@ -83,14 +83,39 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
     the OS (`demos.runtime.heap`)."""
 
     def decorate(fn: Callable) -> Callable:
-        inner = answer_first.answer(fn) if answer else fn
-        wrapped = on_gpu(gpu_duration(fn, gpu_seconds, gpu_seconds_per_step))(one_at_a_time(task)(inner))
-        if not answer:  # an explanation: its own model copy and lock (demos.runtime.loading._lane)
-            wrapped = in_explain_lane(wrapped)
-        elif batched is not None and batches(task):
+        duration = gpu_duration(fn, gpu_seconds, gpu_seconds_per_step)
+        if not answer:
+            return explanation_policy(task, memo_size, duration)(fn)
+        wrapped = on_gpu(duration)(one_at_a_time(task)(answer_first.answer(fn)))
+        if batched is not None and batches(task):
             wrapped = Gather(wrapped, lambda: answer_first.answer(batched()))
         wrapped = trimmed(wrapped)  # then a heap trim, in the trimmer thread (not under the task's lock)
         return memo(memo_size)(wrapped) if memo_size else wrapped
+
+    return decorate
+
+
+def explanation_policy(
+    task: str | None, memo_size: int, gpu_seconds: int | Callable[..., int]
+) -> Callable[[Callable], Callable]:
+    """The runtime policy of every explanation, Captum's attributions and the explainers of "Inside the model"
+    alike, in this one decorator: memo (outermost, when `memo_size`), then the heap trim (in the trimmer thread, not
+    under the lock), the explanations' lane (its own model copy, `demos.runtime.loading`), the GPU slice and the
+    task's lock. `task`: the task whose lock is taken, or None for a function called as `fn(task, ...)`. The
+    wrapper carries `explanation_policy = True` (checked for every explanation in the tests)."""
+
+    def decorate(fn: Callable) -> Callable:
+        if task is not None:
+            locked = one_at_a_time(task)(fn)
+        else:
+            @functools.wraps(fn)
+            def locked(task_: str, *args: Any, **kwargs: Any) -> Any:
+                return one_at_a_time(task_)(fn)(task_, *args, **kwargs)
+
+        wrapped = trimmed(in_explain_lane(on_gpu(gpu_seconds)(locked)))
+        wrapped = memo(memo_size)(wrapped) if memo_size else wrapped
+        wrapped.explanation_policy = True
+        return wrapped
 
     return decorate
 
@@ -161,20 +186,19 @@ def _frozen(value: Any) -> Any:
 def explanation_compute(
     fn: Callable, gpu_seconds: int, memo_size: int, identity: Callable[[str, Any], Any]
 ) -> Callable[..., Any]:
-    """The runtime policy of every explainer, in one wrapper: memo (key: the task, the result's
-    `identity(task, result)` and the parameters), then the heap trim, the explanations' lane
-    (its own model copy), the GPU slice and the task's lock. `fn(task, result, **params[,
-    progress])`; the wrapper is called as `call(task, result, progress=None, **params)`."""
+    """An explainer of "Inside the model" under `explanation_policy`, memoised by the task, the result's
+    `identity(task, result)` and the parameters. `fn(task, result, **params[, progress])`; the wrapper is called as
+    `call(task, result, progress=None, **params)`."""
     takes_progress = "progress" in inspect.signature(fn).parameters
 
+    @explanation_policy(None, memo_size, gpu_seconds)
     def compute(task: str, ref: Keyed, params: tuple, progress: Callable[..., Any] | None = None) -> Any:
         extra = {"progress": progress} if takes_progress else {}
-        return one_at_a_time(task)(fn)(task, ref.value, **dict(params), **extra)
-
-    cached = memo(memo_size)(trimmed(in_explain_lane(on_gpu(gpu_seconds)(compute))))
+        return fn(task, ref.value, **dict(params), **extra)
 
     def call(task: str, result: Any, progress: Callable[..., Any] | None = None, **params: Any) -> Any:
         frozen = tuple(sorted((k, _frozen(v)) for k, v in params.items()))
-        return cached(task, Keyed(identity(task, result), result), frozen, progress=progress)
+        return compute(task, Keyed(identity(task, result), result), frozen, progress=progress)
 
+    call.explanation_policy = True
     return call
