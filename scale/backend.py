@@ -125,6 +125,37 @@ def resolve(task_key: str, fn_name: str) -> Callable[..., Any]:
     return fn
 
 
+# ---- results by their recipe ----
+
+RECIPE = "_xray_recipe"  # the attribute of a result noting the call that made it (`ui.session.remember`)
+
+
+@dataclass(frozen=True)
+class ResultRef:
+    """How to get a result back: `backend.call(task, fn, *args, **kwargs)` (memo or recompute: the compute
+    functions are deterministic). A session stores a large result as this (`ui.session`), and an explanation sent
+    to the model tier carries it in place of the result (`by_recipe`)."""
+
+    task: str
+    fn: str
+    args: tuple
+    kwargs: tuple  # (name, value) pairs
+
+    def resolve(self) -> Any:
+        return call(self.task, self.fn, *self.args, **dict(self.kwargs))
+
+
+def by_recipe(value: Any) -> Any:
+    """`value` as the recipe noted on it, its files shipped (`ship`), to be made again where it is used: on the
+    model tier the answer's memo still holds it, so an explanation's call carries a few hundred bytes instead of
+    the result (attention maps and hidden states: megabytes). A value without a recipe: itself."""
+    recipe = getattr(value, RECIPE, None)
+    if not isinstance(recipe, ResultRef):
+        return value
+    args, kwargs = ship(recipe.task, recipe.args, dict(recipe.kwargs))
+    return ResultRef(recipe.task, recipe.fn, args, tuple(sorted(kwargs.items())))
+
+
 # ---- files that travel with a call ----
 
 @dataclass(frozen=True)
@@ -183,12 +214,16 @@ def ship_folder() -> Path:
 
 
 def unship(args: tuple, kwargs: dict, folder: Path | None = None) -> tuple[tuple, dict]:
-    """The inverse of `ship` on the model tier: `Shipped` values become local file paths."""
+    """The inverse of `ship` (and of `by_recipe`) on the model tier: `Shipped` values become local file paths, a
+    `ResultRef` the result it stands for, computed here (a memo hit when this replica made it)."""
     folder = folder or ship_folder()
 
     def local(value: Any) -> Any:
         if isinstance(value, Shipped):
             return value.materialise(folder)
+        if isinstance(value, ResultRef):
+            args, kwargs = unship(value.args, dict(value.kwargs), folder)
+            return resolve(value.task, value.fn)(*args, **kwargs)
         if isinstance(value, (list, tuple)) and any(isinstance(v, Shipped) for v in value):
             return type(value)(local(v) for v in value)
         return value
@@ -635,6 +670,7 @@ class RayServe:
     def call(self, task_key: str, fn_name: str, *args: Any, **kwargs: Any) -> Any:
         kwargs.pop("progress", None)  # a UI callback: it cannot cross the wire
         canonical(task_key, fn_name)  # unknown aliases fail here, before any network call
+        args = tuple(by_recipe(a) for a in args)  # a result goes down as its recipe
         args, kwargs = ship(task_key, args, kwargs)
         deadline = time.monotonic() + self.timeout_s
         first: str = ""

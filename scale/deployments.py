@@ -82,9 +82,13 @@ class TaskModel:
             if isinstance(out, Failed):
                 raise out.exc
             return out
-        args, kwargs = backend.unship(tuple(args), kwargs)
         fn = backend.resolve(self.task_key, fn_name)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+
+        def run() -> Any:  # in a thread: unshipping a result's recipe may compute it again
+            local_args, local_kwargs = backend.unship(tuple(args), kwargs)
+            return fn(*local_args, **local_kwargs)
+
+        return await asyncio.to_thread(run)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def forward(self, items: list[tuple[str, str | None]]) -> list[Any]:

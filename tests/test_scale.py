@@ -159,3 +159,28 @@ def test_the_app_front_answers_through_the_tier_as_in_process(tier, serve, monke
     got = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert got == pytest.approx(want.class_probs(), abs=1e-5)
     assert "RANDOM weights" in model_line
+
+
+def test_an_explanation_sends_the_results_recipe_not_the_result_and_equals_in_process(tier, monkeypatch):
+    """On Ray a result goes down to the tier as its recipe (a few hundred bytes), made again there from the
+    answer's memo; the explanation equals the in-process one."""
+    import pickle
+
+    from scale import backend
+    from ui import session
+
+    text = "A warm and funny film, with a plot that never drags and a cast that clearly enjoys itself."
+    result = session.remember(backend.call("sentiment", "answer", text), "sentiment", "answer", (text,), {})
+    sent = []
+    real = backend.RayServe._once
+
+    def spy(self, task_key, fn_name, args, kwargs, deadline, used):
+        sent.append(args)
+        return real(self, task_key, fn_name, args, kwargs, deadline, used)
+
+    monkeypatch.setattr(backend.RayServe, "_once", spy)
+    remote = backend.call("sentiment", "ablate", result, heads="L0H0")
+    (ref, *_), = sent
+    assert isinstance(ref, backend.ResultRef) and (ref.task, ref.fn, ref.args) == ("sentiment", "answer", (text,))
+    assert len(pickle.dumps(ref)) < 1_000 < len(pickle.dumps(result))
+    assert_same(remote, backend.InProcess().call("sentiment", "ablate", result, heads="L0H0"))

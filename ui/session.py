@@ -33,16 +33,14 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
 from demos.runtime import heap
-from scale import backend
+from scale.backend import RECIPE, ResultRef  # ResultRef: what a session stores of a large result
 
 log = logging.getLogger(__name__)
 
-_RECIPE = "_xray_recipe"
 
 
 def _env_number(name: str, default: float) -> float:
@@ -58,24 +56,11 @@ def ref_from_bytes() -> int:
     return int(_env_number("XRAY_SESSION_REF_MB", 4.0) * 2**20)
 
 
-@dataclass(frozen=True)
-class ResultRef:
-    """How to get a result back: `backend.call(task, fn, *args, **kwargs)` (memo or recompute)."""
-
-    task: str
-    fn: str
-    args: tuple
-    kwargs: tuple  # (name, value) pairs
-
-    def resolve(self) -> Any:
-        return backend.call(self.task, self.fn, *self.args, **dict(self.kwargs))
-
-
 def remember(result: Any, task: str, fn: str, args: tuple, kwargs: dict) -> Any:
     """Note on `result` the call that made it (results from a task's compute functions)."""
     if hasattr(result, "__dataclass_fields__"):
         with contextlib.suppress(AttributeError, TypeError):  # slots or a read-only object: kept as it is
-            object.__setattr__(result, _RECIPE, ResultRef(task, fn, tuple(args), tuple(sorted(kwargs.items()))))
+            object.__setattr__(result, RECIPE, ResultRef(task, fn, tuple(args), tuple(sorted(kwargs.items()))))
     return result
 
 
@@ -83,7 +68,7 @@ def keep(value: Any) -> Any:
     """What a session stores for `value`: its recipe when it is large and has one, else itself."""
     from demos.runtime.cache import nbytes
 
-    recipe = getattr(value, _RECIPE, None)
+    recipe = getattr(value, RECIPE, None)
     if recipe is None or nbytes(value) < ref_from_bytes():
         return value
     return recipe
