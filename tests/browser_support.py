@@ -131,7 +131,7 @@ BERTVIZ_ACCORDION = "bertviz (head view / model view)"
 EMBEDDINGS = View(plots=1)  # scatter (ui.common.EmbeddingView)
 HIGHLIGHT = ".xray-highlight"
 
-# The explainer views (ui.explainers), inside every task tab's "Inside the model" tab: one row per
+# The explainer views (ui.explainer_tabs), inside every task tab's "Inside the model" tab: one row per
 # registered explainer (tests/test_browser.py fails for an explainer without one).
 EXPLAINER_VIEWS: dict[str, View] = {
     "lens": View(plots=1),

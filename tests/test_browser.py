@@ -154,7 +154,7 @@ def test_explainer_views_render(tab_page, title, module):
     automatic ones (lens, attention steps) after the answer, on-demand ones after their button."""
     from core import registry
     from demos.explain import catalog
-    from ui.explainers import GROUP_TITLE
+    from ui.explainer_tabs import GROUP_TITLE
 
     watched = tab_page
     row = row_for(module)

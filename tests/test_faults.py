@@ -193,13 +193,13 @@ def test_steps_chained_after_an_event_run_only_when_it_succeeded(module):
             step = by_id[step.trigger_after]
         assert step is main
         # explanations and the views' figures queue on their own, answers do not wait behind them
-        from ui.kit import EXPLAIN, VIEWS
+        from ui.kit import EXPLANATION_QUEUE, VIEWS_QUEUE
 
-        assert attribution.concurrency_id == EXPLAIN["concurrency_id"] != main.concurrency_id
-        own = {EXPLAIN["concurrency_id"], VIEWS["concurrency_id"]}
+        assert attribution.concurrency_id == EXPLANATION_QUEUE["concurrency_id"] != main.concurrency_id
+        own = {EXPLANATION_QUEUE["concurrency_id"], VIEWS_QUEUE["concurrency_id"]}
         assert main.concurrency_id not in own
         assert all(f.concurrency_id in own for f in fns if f.trigger_after == main._id)
-        assert any(f.api_name == spec.api_name("views") and f.concurrency_id == VIEWS["concurrency_id"] for f in fns)
+        assert any(f.api_name == spec.api_name("views") and f.concurrency_id == VIEWS_QUEUE["concurrency_id"] for f in fns)
 
 
 def test_a_refused_input_logs_one_line_and_no_traceback(serve, capfd, caplog):

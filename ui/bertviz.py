@@ -17,7 +17,7 @@ from typing import Any
 
 import gradio as gr
 
-from ui.common import InputError, explain, guarded
+from ui.common import InputError, guarded, help_note
 
 HEAD, MODEL = "head view", "model view"
 
@@ -56,7 +56,7 @@ class BertvizView:
     @classmethod
     def build(cls, pick: Callable[[Any], dict]) -> BertvizView:
         with gr.Accordion("bertviz (head view / model view)", open=False):
-            explain(HELP)
+            help_note(HELP)
             with gr.Row():
                 view = gr.Radio([HEAD, MODEL], value=HEAD, label="View", scale=3)
                 render = gr.Button("Render", scale=1)

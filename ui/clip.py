@@ -9,8 +9,8 @@ from pathlib import Path
 import gradio as gr
 
 from ui import share
-from ui.common import explain, guarded
-from ui.explainers import ExplainerTabs
+from ui.common import guarded, help_note
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import image_input, model_picker, text_input
 from ui.kit import (
@@ -169,7 +169,7 @@ def _layout() -> _Tab:
             inputs = _inputs()
         with gr.Column(scale=1):
             label = gr.Label(label=LABEL["softmax"])
-            explain(PROBABILITIES)
+            help_note(PROBABILITIES)
             notice = gr.Markdown()
     state = result_state()
     extra = gr.State([])
@@ -222,17 +222,17 @@ def _inputs() -> dict:
 def _views() -> dict:
     """The tabs of the views (inside the current gr.Tabs): matrix, patch relevance, words, embeddings."""
     with gr.Tab("Similarity matrix"):
-        explain(MATRIX)
+        help_note(MATRIX)
         metric = gr.Radio(list(METRICS), value="cosine similarity", label="Show")
         matrix_plot = gr.Plot(label="Image × text similarity")
     with gr.Tab("Where the model looks"):
-        explain(RELEVANCE)
+        help_note(RELEVANCE)
         rel_method = gr.Radio([(v, k) for k, v in clip.RELEVANCE_METHODS.items()], value="chefer", label="Method")
         rel_plot = gr.Plot(label="Patch relevance")
     with gr.Tab("Which words matter"):
         attribution = AttributionPanel.build(TEXT_ATTRIBUTION)
     with gr.Tab("Shared embedding space"):
-        explain(EMBEDDINGS)
+        help_note(EMBEDDINGS)
         projection = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")
         emb_plot = gr.Plot(label="Images and texts")
     return dict(

@@ -136,7 +136,7 @@ def require_text(text: str | None, what: str = "text") -> str:
     return str(text).strip()
 
 
-def explain(text: str) -> gr.Markdown:
+def help_note(text: str) -> gr.Markdown:
     """A short plain-language explanation placed beside a view."""
     return gr.Markdown(text, elem_classes=["xray-help"])
 
@@ -144,7 +144,7 @@ def explain(text: str) -> gr.Markdown:
 def plot_tab(title: str, help_text: str, label: str = "") -> gr.Plot:
     """A tab (inside the current gr.Tabs) holding a short explanation and one plot."""
     with gr.Tab(title):
-        explain(help_text)
+        help_note(help_text)
         return gr.Plot(label=label or title)
 
 
@@ -266,7 +266,7 @@ class AttentionView(RedrawView):
         layer_label: str = "Layer",
     ) -> AttentionView:
         renderer = renderer or Heatmap()
-        explain(help_text)
+        help_note(help_text)
         with gr.Row():
             # tag: what a link sets (ui.links)
             layer = tag(gr.Slider(0, 1, value=0, step=1, label=layer_label), "layer")
@@ -329,7 +329,7 @@ class EmbeddingView(RedrawView):
 
     @classmethod
     def build(cls, pick: Callable[[Any], Embeddings], title: str, help_text: str) -> EmbeddingView:
-        explain(help_text)
+        help_note(help_text)
         with gr.Row():
             layer = gr.Slider(0, 1, value=0, step=1, label="Layer (0 = input embeddings)")
             method = gr.Radio(list(PROJECTIONS), value="pca", label="Projection")

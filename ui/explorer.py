@@ -9,8 +9,8 @@ import gradio as gr
 import pandas as pd
 
 from ui import share, texts
-from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, guarded, help_note, plot_tab
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
 from ui.kit import answer_header, answer_queue, draw_views, result_state, tab_compute
@@ -83,7 +83,7 @@ def build() -> None:
 
 def _layout() -> _Tab:
     """The components in page order (the shared views attach their own redraws and exports)."""
-    explain(INTRO)
+    help_note(INTRO)
     with gr.Row():
         with gr.Column(scale=2):
             text = text_input(
@@ -127,7 +127,7 @@ def _views() -> dict:
     with gr.Tab("Attention"):
         sentence = gr.Dropdown([("1", 0)], value=0, label="Sentence whose attention is shown")
         attention = AttentionView.build(lambda r: r.attention[r.shown], "Self-attention", texts.ATTENTION)
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Token embeddings"):
         embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", TOKEN_EMBEDDINGS)
     return dict(sim_plot=sim_plot, sentence=sentence, attention=attention, embeddings=embeddings)

@@ -9,12 +9,12 @@ import gradio as gr
 
 from ui import share, texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, guarded, help_note, md_escape, require_text
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
 from ui.kit import (
-    EXPLAIN,
+    EXPLANATION_QUEUE,
     METHODS,
     AttributionPanel,
     answer_header,
@@ -166,7 +166,7 @@ def _layout() -> _Tab:
             output = gr.Textbox(label="Prompt + continuation", lines=5, interactive=False)
             notice = gr.Markdown()
             shaded = gr.HTML()
-            explain(CONTINUATION_HELP)
+            help_note(CONTINUATION_HELP)
     state = result_state()
     with gr.Tabs():
         views = _views()
@@ -198,7 +198,7 @@ def _inputs() -> dict:
 def _views() -> dict:
     """The tabs of the views (inside the current gr.Tabs): choices, attributions, attention, embeddings."""
     with gr.Tab("Next-token choices"):
-        explain(CHOICES_HELP)
+        help_note(CHOICES_HELP)
         choices_md = gr.Markdown()
         choices_plot = gr.Plot(label="Top candidates per step")
     with gr.Tab("Attributions"):
@@ -207,14 +207,14 @@ def _views() -> dict:
             ATTRIBUTION_HELP, button="Explain this token", plot_label="Attribution per earlier token"
         )
         with gr.Accordion("Every generated token at once", open=False):
-            explain(ALL_HELP)
+            help_note(ALL_HELP)
             all_button = gr.Button("Explain every generated token")
             all_summary = gr.Markdown()
             all_plot = gr.Plot(label="Attribution of each generated token to the tokens before it")
     with gr.Tab("Attention"):
         attention = AttentionView.build(lambda r: r.attention, "Causal self-attention", ATTENTION_HELP)
         bertviz = BertvizView.build(lambda r: {"self": r.attention})
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Embeddings"):
         embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", EMBEDDINGS_HELP)
     return dict(
@@ -250,7 +250,7 @@ def _wire(c: _Tab) -> None:
         [c.state, panel.method, panel.steps, panel.adaptive],
         [c.all_summary, c.all_plot],
         api_name=api(generation.TASK, "attribution_all"),
-        **EXPLAIN,
+        **EXPLANATION_QUEUE,
     )
     c.do_sample.change(
         lambda on: [gr.update(interactive=bool(on))] * len(c.sampling),
@@ -333,7 +333,7 @@ def attribute_all(result, method, steps, adaptive, progress=gr.Progress()):
 def _build_compare(prompt_a: gr.Textbox, max_new: gr.Slider, model: gr.Dropdown) -> None:
     """Two prompts side by side: greedy continuations shaded by probability, and their next-token
     choices, both from the model chosen in the picker above."""
-    explain(COMPARE_HELP)
+    help_note(COMPARE_HELP)
     with gr.Row():
         prompt_b = text_input(
             label="Prompt B", lines=2, value="Once upon a time, in a big city by the river,", max_length=5000

@@ -14,8 +14,8 @@ import numpy as np
 
 from scale import backend
 from ui import texts
-from ui.common import explain, guarded
-from ui.explainers import guide_sections
+from ui.common import guarded, help_note
+from ui.explainer_tabs import guide_sections
 from ui.inputs import text_input
 from ui.kit import answer_header
 from viz.attention import attention_heatmap
@@ -80,17 +80,17 @@ def _illustrations() -> None:
     with gr.Row():
         with gr.Column():
             gr.Markdown("### 1 · Attention")
-            explain(texts.ATTENTION)
+            help_note(texts.ATTENTION)
             gr.HTML(heatmap_svg(heads[0, 0], TOKENS, TOKENS, "Illustration: a previous-token head"))
             gr.HTML(heatmap_svg(heads[0, 1], TOKENS, TOKENS, "Illustration: a head resting on [CLS]/[SEP]"))
         with gr.Column():
             gr.Markdown("### 2 · Attributions")
-            explain(texts.ATTRIBUTION)
+            help_note(texts.ATTRIBUTION)
             scores = np.array([0.0, 0.02, 0.05, 0.01, -0.6, 0.35, 0.0])
             gr.HTML(highlight_html(TOKENS, scores, "Illustration: toward POSITIVE"))
             gr.HTML(bars_svg(TOKENS, scores, "Illustration: 'not' pulls away from POSITIVE"))
             gr.Markdown("### 3 · Embeddings")
-            explain(texts.EMBEDDINGS)
+            help_note(texts.EMBEDDINGS)
             angles = np.linspace(0, 2 * np.pi, len(TOKENS), endpoint=False)
             points = np.c_[np.cos(angles), np.sin(angles)] * np.array([1, 0.6])
             groups = ["special", "word", "word", "word", "word", "word", "special"]

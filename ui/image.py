@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ui import share, texts
-from ui.common import AttentionView, EmbeddingView, Renderer, explain, guarded
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, Renderer, guarded, help_note
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import attribution_export, result_export
 from ui.inputs import image_input, run_row
 from ui.kit import answer_header, answer_queue, attribution_summary, draw_views, label_value, result_state, tab_compute
@@ -85,7 +85,7 @@ class PixelPanel:
 
     @classmethod
     def build(cls) -> PixelPanel:
-        explain(PIXEL_ATTRIBUTION)
+        help_note(PIXEL_ATTRIBUTION)
         with gr.Row():
             target = gr.Dropdown([PREDICTED], value=PREDICTED, label="Explain the probability of")
             baseline = gr.Radio(list(demo.BASELINES), value="black", label="Baseline")
@@ -160,7 +160,7 @@ def _layout() -> _Tab:
             run, model, info = run_row(demo.TASK, "Classify", demo.EXAMPLES, [picture])
         with gr.Column(scale=1):
             label = gr.Label(label="Top 5 classes", num_top_classes=demo.TOP_K)
-            explain(texts.PROBABILITIES + " Only the five most probable classes are shown.")
+            help_note(texts.PROBABILITIES + " Only the five most probable classes are shown.")
             notice = gr.Markdown()
     state = result_state()
     opacity = gr.Slider(0.1, 0.95, value=0.55, step=0.05, label="Overlay strength")
@@ -185,13 +185,13 @@ def _layout() -> _Tab:
 def _views() -> dict:
     """The tabs of the views (inside the current gr.Tabs): rollout, class-token attention, pixels, patches."""
     with gr.Tab("Attention rollout"):
-        explain(ROLLOUT)
+        help_note(ROLLOUT)
         rollout_image = gr.Image(
             label="Attention rollout of the class token", type="numpy", format="png", interactive=False
         )
     with gr.Tab("Class-token attention"):
         cls_view = AttentionView.build(lambda r: r.attention, "Class-token attention", CLS_ATTENTION, ClassTokenGrid())
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Pixel attribution"):
         pixels = PixelPanel.build()
     with gr.Tab("Patch embeddings"):

@@ -20,7 +20,7 @@ from core.words import sum_by_word
 from demos.runtime import settings
 from scale import backend
 from ui import session, share
-from ui.common import explain, guarded, md_escape
+from ui.common import guarded, help_note, md_escape
 from ui.export import attribution_export
 from ui.links import tag
 from viz.bars import attribution_bars
@@ -151,8 +151,8 @@ TOLERANCE = 0.01  # convergence delta, in units of the explained probability
 INSTANT = "gradient_x_input"  # the first view while integrated gradients run
 # Every explanation event (attributions, lens, steps, interventions) queues in one group, one at a
 # time, apart from the answers: a class's explanations never hold up anybody's answer.
-EXPLAIN = dict(concurrency_id="explanations", concurrency_limit=1)
-VIEWS = dict(concurrency_id="views", concurrency_limit=1)  # drawing figures: its own queue, beside answers'
+EXPLANATION_QUEUE = dict(concurrency_id="explanations", concurrency_limit=1)
+VIEWS_QUEUE = dict(concurrency_id="views", concurrency_limit=1)  # drawing figures: its own queue, beside answers'
 
 
 @dataclass
@@ -185,7 +185,7 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
         out.update(link.apply(pending, out))
         return out
 
-    return main.success(draw, [state, link.pending], outputs + link.outputs, api_name=api(task, "views"), **VIEWS)
+    return main.success(draw, [state, link.pending], outputs + link.outputs, api_name=api(task, "views"), **VIEWS_QUEUE)
 
 
 def tolerance(adaptive: Any) -> float | None:
@@ -265,7 +265,7 @@ class AttributionPanel:
         button: str = "Explain again",
         plot_label: str = "Attribution per token",
     ) -> AttributionPanel:
-        explain(help_text)
+        help_note(help_text)
         method, steps, adaptive = attribution_controls()
         words = tag(gr.Checkbox(value=False, label=WORDS_LABEL), "words")
         explain_btn = gr.Button(button)
@@ -294,7 +294,7 @@ class AttributionPanel:
         the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
         first_view, explain_result = self._handlers(run, missing)
         inputs = [state, *choices, self.method, self.steps, self.adaptive, self.words]
-        queue = EXPLAIN
+        queue = EXPLANATION_QUEUE
         main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
             explain_result, inputs, self.outputs, api_name=api, **queue
         )

@@ -17,7 +17,7 @@ import gradio as gr
 from gradio.context import Context
 
 from ui import guesses, reveal, share
-from ui.common import explain, guarded, md_escape
+from ui.common import guarded, help_note, md_escape
 from ui.lesson_files import Lesson, Step, load_lessons
 from viz.lessons import guesses_figure
 
@@ -97,7 +97,7 @@ def build() -> None:
         )
         start = gr.Button("Start this lesson", variant="primary", scale=1, interactive=bool(lessons))
     shown = gr.Markdown(outline(lessons[0] if lessons else None))
-    explain(FORMAT)
+    help_note(FORMAT)
     with gr.Accordion("Teacher view: the class's guesses", open=False):
         if not guesses.teacher_code():
             gr.Markdown(guesses.TEACHER_OFF)

@@ -9,8 +9,8 @@ import gradio as gr
 
 from ui import share, texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded, plot_tab
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, guarded, help_note, plot_tab
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
@@ -79,7 +79,7 @@ def build() -> None:
 
 def _layout() -> _Tab:
     """The components in page order (the shared views attach their own redraws and exports)."""
-    explain(HOW)
+    help_note(HOW)
     with gr.Row():
         with gr.Column(scale=2):
             question = text_input(
@@ -93,7 +93,7 @@ def _layout() -> _Tab:
             answer = gr.Textbox(label="Answer", interactive=False)
             # 4 significant digits (0.8142, 0.00008142, 8.142e-9), never rounded to "0" and never 0.00008142035893823375
             score = gr.Number(label="Score = P(start) × P(end)", interactive=False)
-            explain(SCORE)
+            help_note(SCORE)
             notice = gr.Markdown(label="Notice")
     gr.Markdown("**The answer in its context**")
     span = gr.HTML(label="Answer in the context")
@@ -129,7 +129,7 @@ def _views() -> dict:
     with gr.Tab("Attention"):
         attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
         bertviz = BertvizView.build(lambda r: {"self": r.attention})
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Embeddings"):
         embeddings = EmbeddingView.build(
             lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS + "\n\n" + EMBEDDINGS_QA

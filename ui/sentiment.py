@@ -8,8 +8,8 @@ import gradio as gr
 
 from ui import share, texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded, md_escape, require_text
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, guarded, help_note, md_escape, require_text
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
 from ui.kit import (
@@ -65,7 +65,7 @@ def _layout() -> _Tab:
             run, model, info = run_row(sentiment.TASK, "Classify", sentiment.EXAMPLES, [text])
         with gr.Column(scale=1):
             label = gr.Label(label="Sentiment", num_top_classes=5)
-            explain(texts.PROBABILITIES)
+            help_note(texts.PROBABILITIES)
             notice = gr.Markdown()
     state = result_state()
     with gr.Tabs():
@@ -95,7 +95,7 @@ def _views() -> dict:
     with gr.Tab("Attention"):
         attention = AttentionView.build(lambda r: r.attention, "Self-attention", texts.ATTENTION)
         bertviz = BertvizView.build(lambda r: {"self": r.attention})
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Embeddings"):
         embeddings = EmbeddingView.build(lambda r: r.embeddings, "Token embeddings", texts.EMBEDDINGS)
     return dict(target=target, attribution=attribution, attention=attention, bertviz=bertviz, embeddings=embeddings)
@@ -145,7 +145,7 @@ def attribute(result, target_value, method, steps, tolerance, progress):
 
 def _build_compare(text_a: gr.Textbox, model: gr.Dropdown) -> None:
     """Two inputs side by side: probabilities and attributions toward one shared class."""
-    explain(COMPARE_HELP)
+    help_note(COMPARE_HELP)
     with gr.Row():
         text_b = text_input(
             label="Text B",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import gradio as gr
 
 from ui import share, texts
-from ui.common import AttentionView, Heatmap, Renderer, explain, guarded, plot_tab
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, Heatmap, Renderer, guarded, help_note, plot_tab
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import audio_input, run_row
 from ui.kit import answer_header, answer_queue, draw_views, result_state, tab_compute
@@ -140,18 +140,18 @@ def _views() -> dict:
             lambda r: r.cross, "Cross-attention alignment", ALIGNMENT, Alignment(), "Decoder layer"
         )
     with gr.Tab("Words"):
-        explain(WORDS)
+        help_note(WORDS)
         words_table = gr.Dataframe(
             headers=["word", "start (s)", "end (s)", "probability"], interactive=False, wrap=True
         )
         timeline = gr.Plot(label="Word timeline")
     with gr.Tab("Token probabilities"):
-        explain(PROBABILITIES)
+        help_note(PROBABILITIES)
         probs_plot = gr.Plot(label="Token probabilities")
     with gr.Tab("Encoder attention"):
         # time bins, not words
         encoder = AttentionView.build(lambda r: r.encoder, "Encoder self-attention", ENCODER, Heatmap(words=False))
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     return dict(
         spectrogram=spectrogram,
         alignment=alignment,

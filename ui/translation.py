@@ -9,8 +9,8 @@ import gradio as gr
 
 from ui import share, texts
 from ui.bertviz import BertvizView
-from ui.common import AttentionView, EmbeddingView, explain, guarded, require_text
-from ui.explainers import ExplainerTabs
+from ui.common import AttentionView, EmbeddingView, guarded, help_note, require_text
+from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
 from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
@@ -95,7 +95,7 @@ def _layout() -> _Tab:
         with gr.Column(scale=2):
             output = gr.Textbox(label="German translation", lines=3, interactive=False)
             notice = gr.Markdown()
-            explain(TRANSLATION)
+            help_note(TRANSLATION)
             confidence = gr.Plot(label="Probability of each German token")
     state = result_state()
     with gr.Tabs():
@@ -121,14 +121,14 @@ def _views() -> dict:
     with gr.Tab("Alignment (cross-attention)"):
         cross = AttentionView.build(lambda r: r.cross_attention, "Cross-attention", ALIGNMENT)
     with gr.Tab("Attributions"):
-        explain(ATTRIBUTION)
+        help_note(ATTRIBUTION)
         target = gr.Dropdown([], label=TARGET_LABEL, info=TARGET_INFO)
         attribution = AttributionPanel.build(
             texts.ATTRIBUTION, button="Explain this token", plot_label="Attribution per English token"
         )
     with gr.Tab("Encoder attention"):
         encoder = AttentionView.build(lambda r: r.encoder_attention, "Encoder self-attention", ENCODER)
-        explain(texts.HEADS)
+        help_note(texts.HEADS)
     with gr.Tab("Decoder attention"):
         decoder = AttentionView.build(lambda r: r.decoder_attention, "Decoder self-attention", DECODER)
         bertviz = BertvizView.build(

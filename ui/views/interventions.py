@@ -15,9 +15,9 @@ from core.explainers import get as explainer_spec
 from core.tokens import outcome_text
 from scale import backend
 from ui import share
-from ui.common import explain, guarded, md_escape
+from ui.common import guarded, help_note, md_escape
 from ui.export import bind_export, export_button
-from ui.kit import EXPLAIN, AttributionView, api
+from ui.kit import EXPLANATION_QUEUE, AttributionView, api
 from ui.links import tag
 from ui.views.base import ExplainerView
 from viz.export import result_json
@@ -89,7 +89,7 @@ class OnDemandView(ExplainerView):
     def build(cls, task: str, explainer: Explainer) -> OnDemandView:
         self = cls()
         self.task, self.name = task, explainer.name
-        explain(cls.HELP)
+        help_note(cls.HELP)
         with gr.Row():
             self.params = self.controls()
         for name, (component, _) in self.params.items():
@@ -122,7 +122,7 @@ class OnDemandView(ExplainerView):
             inputs,
             [self.keep, *self.shown],
             api_name=api(self.task, self.name),
-            **EXPLAIN,
+            **EXPLANATION_QUEUE,
         )
         bind_export(*self.export, [self.keep], lambda r: (result_json(r), f"{self.task}-{self.name}", ".json"))
 

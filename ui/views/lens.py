@@ -1,5 +1,5 @@
 """Views of the layer lens and of attention step by step, one each for every task they apply to
-(registered with ui.explainers.view; the explainers themselves are in demos.explain.lens)."""
+(registered with ui.explainer_tabs.view; the explainers themselves are in demos.explain.lens)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,9 +11,9 @@ from core import registry
 from core.explainers import ExplainerSpec as Explainer
 from core.lens_types import LensGrid
 from scale import backend
-from ui.common import explain, guarded
+from ui.common import guarded, help_note
 from ui.export import bind_export, export_button
-from ui.kit import EXPLAIN, api
+from ui.kit import EXPLANATION_QUEUE, api
 from ui.links import tag
 from ui.views.base import ExplainerView
 from viz.export import result_json
@@ -60,7 +60,7 @@ class LensView(ExplainerView):
 
     @classmethod
     def build(cls, task: str, explainer: Explainer) -> LensView:
-        explain(LENS_HELP)
+        help_note(LENS_HELP)
         with gr.Row():
             start = gr.Number(
                 value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)"
@@ -106,8 +106,8 @@ class LensView(ExplainerView):
             return self._figures(lens, start)
 
         outputs = [self.state, self.caption, self.grid, self.commit, self.start]
-        main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"), **EXPLAIN)
-        self.item.change(run, [state, self.item], outputs, api_visibility="private", **EXPLAIN)
+        main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"), **EXPLANATION_QUEUE)
+        self.item.change(run, [state, self.item], outputs, api_visibility="private", **EXPLANATION_QUEUE)
         self.start.input(
             redraw,
             [self.state, self.start],
@@ -139,7 +139,7 @@ class StepsView(ExplainerView):
 
     @classmethod
     def build(cls, task: str, explainer: Explainer) -> StepsView:
-        explain(STEPS_HELP)
+        help_note(STEPS_HELP)
         kinds = list(registry.get(task).attention_kinds)
         with gr.Row():
             kind = gr.Dropdown(kinds, value=kinds[0], label="Attention", visible=len(kinds) > 1)
@@ -191,8 +191,8 @@ class StepsView(ExplainerView):
 
         inputs = [state, self.kind, self.layer, self.head, self.query]
         outputs = [self.state, self.summary, self.figure, self.table, self.vectors]
-        main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"), **EXPLAIN)
-        self.button.click(run, inputs, outputs, api_visibility="private", **EXPLAIN)
+        main.success(run, inputs, outputs, api_name=api(self.task, "attention_steps"), **EXPLANATION_QUEUE)
+        self.button.click(run, inputs, outputs, api_visibility="private", **EXPLANATION_QUEUE)
         bind_export(
             *self.export, [self.state], lambda steps: (result_json(steps), f"{self.task}-attention-steps", ".json")
         )

@@ -11,7 +11,7 @@ from core import registry
 from core.explainers import get as explainer_spec
 from scale import backend
 from ui.common import guarded
-from ui.kit import EXPLAIN
+from ui.kit import EXPLANATION_QUEUE
 from ui.views.interventions import OnDemandView, _value
 from viz.patching import not_computed_figure, patch_figure, patch_summary, steer_html, steer_lens_figure, steer_summary
 
@@ -140,7 +140,7 @@ class PresetView(OnDemandView):
         controls = [component for component, _ in self.params.values()]
         for button, preset in zip(self.preset_buttons, self.PRESETS.get(self.task, [])):
             button.click(self._fill(preset), None, controls, api_visibility="private", queue=False).success(
-                self._run(preset), controls, [self.keep, *self.shown], api_visibility="private", **EXPLAIN
+                self._run(preset), controls, [self.keep, *self.shown], api_visibility="private", **EXPLANATION_QUEUE
             )
 
     def _fill(self, preset: tuple[str, tuple, dict]):

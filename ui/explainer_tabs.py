@@ -45,7 +45,7 @@ class ExplainerTabs:
         chosen = catalog.for_task(task)
         for explainer in chosen:
             if explainer.name not in known:
-                raise LookupError(f"Explainer {explainer.name!r} has no view: add one to ui.explainers.VIEWS.")
+                raise LookupError(f"Explainer {explainer.name!r} has no view: add one to ui.explainer_tabs.VIEWS.")
         if not chosen:
             return cls(task, items)
         # One tab holding the explainers' own tabs: the tab strip stays short enough to show whole.
