@@ -1,6 +1,6 @@
 """Memory per session at full size: bytes of one 512-token result per tab, as stored and as float32,
 and what a class of N sessions x 4 tabs holds (results are held by reference: a session keeps the
-memo's own object, so sessions with the same input share one copy; see tests/test_memory.py).
+memo's own object, so sessions with the same input share one copy; see tests/demos/runtime/test_memory.py).
 
     python -m bench.session_memory [--sessions 30] [--tokens 512] [--size full]
     python -m bench.session_memory --serve [--sessions 30] [--tokens 512] [--size full] [--ttl 60]

@@ -5,8 +5,8 @@ a summary of the encoder's self-attention.
 The encoder runs once (with its self-attentions); `generate` (beam search, as the ASR pipeline
 does) reuses its output to find the tokens; ONE teacher-forced decoder pass over those tokens with
 `output_attentions=True` then gives the cross-attentions and the probability of every output token.
-(Handing generate the encoder output gives the same tokens and is about 3x faster on CPU than
-letting it run the encoder itself.)
+(Handing generate the encoder output gives the same tokens as letting it run the encoder itself, without
+running the encoder again.)
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLCONFIGDIR", os.path.join(tempfile.gettempdir(), "xray-mpl"))
 os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "xray-gradio"))
 # Offline, hub ids load from the Hugging Face cache when it has them (demos.provision.hubcache): tests must not
-# depend on what a developer's own cache holds, so they see an empty one (tests/test_hubcache.py fills its own).
+# depend on what a developer's own cache holds, so they see an empty one (tests/demos/provision/test_hubcache.py fills its own).
 os.environ["HF_HUB_CACHE"] = os.path.join(tempfile.gettempdir(), "xray-empty-hf-cache")
 
 import pytest

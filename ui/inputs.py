@@ -3,7 +3,7 @@ also holds for API calls, and image/audio uploads that leave decoding to our own
 
 Bad input is refused by the guarded handlers, not by event `validator=`s: in Gradio 6.31 a
 validator runs between the queue's size check and the join, so a burst of requests with
-validators overflows `queue(max_size=...)` (tests/test_load.py shows it)."""
+validators overflows `queue(max_size=...)` (tests/bench/test_load.py shows it)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,14 +1,13 @@
 """The app's page, its configuration and its API description served from memory.
 
 Gradio builds the page (`/`) and its configuration (`/config`) anew for every request: a deep copy
-of the whole app's configuration (1.7 MB, 1,600 components) and a walk over it to set the root
-URL, about 0.15-0.4 s of Python each; the API description (`/gradio_api/info`, what every
-`gradio_client.Client` fetches) takes 50-120 ms. When a class of 30-100 students opens the app at once, those
+of the whole app's configuration and a walk over it to set the root URL; the API description
+(`/gradio_api/info`, what every `gradio_client.Client` fetches) too. When a class opens the app at once, those
 copies queue behind each other on the interpreter lock and new clients time out before they
 connect. The configuration does not change after launch, so `PageCache` (an ASGI middleware)
 keeps the finished response per root URL and serves it in microseconds; concurrent first requests
-wait for one build instead of building it each. It is also compressed once (gzip, 1.7 MB -> about
-0.1 MB) for every client that accepts it: a classroom's shared network carries a twentieth.
+wait for one build instead of building it each. It is also compressed once (gzip) for every client that
+accepts it, for a classroom's shared network. Figures: docs/PERFORMANCE.md, "A class connecting at once".
 
 Only what is the same for every visitor is kept: a request with Gradio's own per-visitor query
 (`deep_link`, `page`), a login cookie or an `Authorization` header goes to Gradio untouched, as

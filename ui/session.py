@@ -15,8 +15,8 @@ per session for them, which `gr.State`'s own TTL does not release), the memo ent
 freed memory back to the operating system (`demos.runtime.heap`).
 
 A new session costs little (`lazy_session_config`): Gradio 6 builds, for every new session, the
-configuration of every component of the page (1,383 here: 84 ms, on the server's event loop,
-where it holds up every other request) only to keep it for deep links; the app builds each one
+configuration of every component of the page (on the server's event loop, where it holds up every
+other request) only to keep it for deep links; the app builds each one
 when it is first read instead. Gradio also keeps in it a copy of every value a session was served
 (a long input's heatmaps and bertviz page: megabytes per tab), again for deep links; this page
 has no deep link button, so those copies are not made.
@@ -193,7 +193,7 @@ def lazy_session_config() -> bool:
     """New Gradio sessions build their components' configuration on demand (`LazyConfigs`), and,
     on a page without deep links, do not keep a copy of every value they were served.
     Gradio is pinned (requirements.txt); if its SessionState no longer looks as this expects,
-    nothing is changed and False is returned (tests/test_memory.py checks both ways agree)."""
+    nothing is changed and False is returned (tests/demos/runtime/test_memory.py checks both ways agree)."""
     from gradio import state_holder
 
     base = state_holder.SessionState

@@ -91,7 +91,7 @@ def head_entropy(weights: np.ndarray) -> np.ndarray:
 
 
 # Low entropy (a focused head) is drawn dark, high entropy (attention spread evenly) bright: the
-# caption in ui/texts.HEADS says the same, and tests/test_viz.py checks both agree.
+# caption in ui/texts.HEADS says the same, and tests/viz/test_viz.py checks both agree.
 ENTROPY_COLORSCALE = "Viridis"
 
 

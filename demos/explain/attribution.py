@@ -97,7 +97,7 @@ def attention_rollout(weights: np.ndarray | torch.Tensor, residual: float = 0.5)
     Returns (n, n): how much each output position draws on each input position; rows sum to 1.
     Computed by torch in float64: the products run on torch's own threads, which have just run the
     forward pass (numpy's BLAS would wake a second pool of threads that then compete with torch's
-    for the two CPUs: a 100 ms stall in one call of three, measured on ViT-base).
+    for the CPUs).
     """
     if isinstance(weights, torch.Tensor):
         w = weights.detach().to("cpu", torch.float64)

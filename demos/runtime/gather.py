@@ -13,9 +13,8 @@ forward pass, as long as the pass stays short: its items x its longest text with
 `XRAY_BATCH_CHARS` (default 2,048 characters, about 500 tokens), so long inputs run alone (a
 batch of eight 512-token texts would hold 600 MB of attention maps at once, for little gain: a
 long input already keeps both CPUs busy). The first caller in the queue leads the next pass;
-every other caller waits for its own item only. On a 2-CPU machine with full-size DistilBERT a
-pass of 8 costs 16 ms per item against 35 ms alone (docs/PERFORMANCE.md, "A class on one 2-CPU
-machine").
+every other caller waits for its own item only. What a pass costs per item against a single run:
+docs/PERFORMANCE.md, "A class on one 2-CPU machine".
 """
 from __future__ import annotations
 

@@ -7,15 +7,14 @@ thread has its own heap (arena), so what a class leaves behind adds up across th
 measures, both measured in docs/PERFORMANCE.md ("Memory per session"):
 
 - `tune()`, once when the app is built: blocks of 8 MiB and more are mapped on their own (so
-  freeing them returns them at once) and two arenas instead of eight per core. A 1 MiB threshold
-  returns more but made every full-size answer about 50% slower (each block faulted in afresh).
-  `XRAY_MALLOC_TUNE=0` switches it off.
+  freeing them returns them at once) and two arenas instead of eight per core (a lower threshold returns
+  more but makes every full-size answer slower: each block is faulted in afresh). `XRAY_MALLOC_TUNE=0`
+  switches it off.
 - `trim()` (`malloc_trim(0)`) after computed calls (`trimmed`, applied by
   `demos.runtime.compute.task_compute`, through the `trimmer` thread: at most once a second, off the
   request's path) and after the session sweep: it returns the free pages of every arena, i.e.
-  the blocks under the threshold. A 488-token generation that keeps 44 MB held 140-210 MB
-  afterwards without it and 48-50 MB with it; the trim itself took 6-9 ms. At most one thread
-  trims at a time; the others skip it (that trim returns their pages too).
+  the blocks under the threshold. At most one thread trims at a time; the others skip it (that trim
+  returns their pages too).
 
 `XRAY_MALLOC_TUNE=0` leaves glibc as it is: no `mallopt`, no trims after calls.
 """
@@ -78,7 +77,7 @@ def trim() -> bool:
 class Trimmer:
     """Trims in its own thread, at most once per `interval` seconds, when asked (`soon()`): a call
     does not wait for the trim, and a stream of short calls does not fault its pages in afresh
-    after every one of them (trimming after each CLIP answer cost it 17 ms of 150)."""
+    after every one of them."""
 
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval

@@ -12,7 +12,7 @@ import pytest
 
 from core import registry
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _positive_numbers(obj, keys=("_s", "_mb", "rps", "ratio", "speedup")) -> list[float]:

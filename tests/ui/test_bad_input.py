@@ -27,7 +27,7 @@ from tests.handlers import split_notice
 from ui.common import MAX_INPUT_CHARS
 
 TABS = ["ui.generation", "ui.sentiment", "ui.qa", "ui.translation", "ui.image", "ui.clip", "ui.speech", "ui.explorer"]
-CAT = str(Path(__file__).resolve().parent.parent / "assets" / "images" / "chelsea_cat.jpg")
+CAT = str(Path(__file__).resolve().parents[2] / "assets" / "images" / "chelsea_cat.jpg")
 CONTEXT = "The Eiffel Tower is in Paris. It was completed in 1889."
 
 EMPTY_TEXT = "Please enter some text."
@@ -323,7 +323,7 @@ GOOD = {  # api name -> task, a good request (before the model)
     "translate": ("translation", ("The house is small.",)),
     "classify_image": ("image", (CAT,)),
     "clip_match": ("clip", (CAT, "a cat\na dog", [])),
-    "transcribe": ("asr", (str(Path(__file__).resolve().parent.parent / "assets" / "audio" / "quick_brown_fox.wav"),)),
+    "transcribe": ("asr", (str(Path(__file__).resolve().parents[2] / "assets" / "audio" / "quick_brown_fox.wav"),)),
     "explore": ("explorer", ("A cat sat.\nA dog ran.",)),
 }
 

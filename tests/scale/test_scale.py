@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="ray[serve] is installed by scripts/setu
 
 pytestmark = pytest.mark.slow
 TASKS = ("sentiment", "qa", "image")
-CAT = str(Path(__file__).resolve().parent.parent / "assets" / "images" / "chelsea_cat.jpg")
+CAT = str(Path(__file__).resolve().parents[2] / "assets" / "images" / "chelsea_cat.jpg")
 
 
 def assert_same(got, want, path="result"):

@@ -210,7 +210,7 @@ def test_converted_whisper_loads_completely_and_transcribes(cache_dir, tmp_path)
     processor = AutoProcessor.from_pretrained(folder)
     assert len(processor.tokenizer) == model.config.vocab_size == 51864
     assert model.generation_config.is_multilingual is False
-    clips = {"quick brown fox": Path(__file__).resolve().parent.parent / "assets" / "audio" / "quick_brown_fox.wav"}
+    clips = {"quick brown fox": Path(__file__).resolve().parents[3] / "assets" / "audio" / "quick_brown_fox.wav"}
     spoken = _speak("Hello world.", tmp_path / "hello.wav")
     if spoken:
         clips["hello world"] = spoken
@@ -227,7 +227,7 @@ def test_converted_whisper_loads_completely_and_transcribes(cache_dir, tmp_path)
 # --------------------------------------------------------------------------- what people are told
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_greyed_out_model_picker_says_why_and_what_to_run(fresh):

@@ -16,7 +16,7 @@ from demos.explain import catalog
 from tests.conftest import tab_app
 
 pytestmark = pytest.mark.slow
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 # How to get a result in each task's tab (arguments of its main endpoint).
 MAIN_ARGS = {

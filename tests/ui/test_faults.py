@@ -20,7 +20,7 @@ from demos.runtime import cache, loading, settings
 from tests.handlers import call
 from ui.common import GENERIC_ERROR, OOM_ERROR
 
-CAT = str(Path(__file__).resolve().parent.parent / "assets" / "images" / "chelsea_cat.jpg")
+CAT = str(Path(__file__).resolve().parents[2] / "assets" / "images" / "chelsea_cat.jpg")
 TONE = (16_000, (np.sin(np.arange(16_000) / 5) * 9000).astype(np.int16))
 
 # tab module, api_name, task, demo module, inputs before the model (a fresh input per call `i`)

@@ -17,7 +17,7 @@ from bench import run as bench_run
 from bench.env import FULL_MODELS, default_models_dir
 from demos.provision import fullsize
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 # The hub checkpoints' figures (config.json of each default model).
 REAL = {

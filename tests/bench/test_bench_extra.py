@@ -77,7 +77,7 @@ def test_served_session_memory_runs_a_class_and_sweeps_it(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "bench.session_memory", "--serve", "--size", "tiny", "--sessions", "2", "--tokens", "64",
          "--ttl", "2", "--models-dir", str(tmp_path / "models"), "--json", str(out)],
-        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=600,
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -97,7 +97,7 @@ def test_served_class_load_speaks_the_browser_protocol(tmp_path):
     from pathlib import Path
 
     out = tmp_path / "class.json"
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-m", "bench.class_load", "--serve", "--clients", "3", "--rounds", "2", "--json", str(out)],
                    cwd=root, check=True, capture_output=True, timeout=600)
     res = json.loads(out.read_text())
