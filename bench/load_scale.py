@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import pickle
@@ -412,7 +413,306 @@ def _replica_states() -> dict[str, int]:
     return states if app.status == "RUNNING" else {**states, "app": getattr(app.status, "value", app.status)}
 
 
-def fault_drill(  # noqa: C901 - the drill is a script read top to bottom, phase by phase
+class _Drill:
+    """One run of the fault drill: its shared state (the front, the loopback cluster, the students
+    and their outcomes, the phases so far, the report) and one method per phase, in the order
+    `fault_drill` runs them: `no_tier`, `tier_appears`, `start_class`, `steady`, `fault` (per
+    injected fault), `finish`; `close` tears everything down whatever happened."""
+
+    def __init__(
+        self,
+        settings_fields: dict,
+        models_dir: str,
+        clients: int,
+        think_s: float,
+        steady_s: float,
+        recover_limit_s: float,
+        folder: Path | None,
+        say,
+    ) -> None:
+        """The drill's state; nothing is started. Expects the cluster token in os.environ."""
+        import threading
+
+        # Ray before the cluster copies os.environ: importing it sets RAY_CLIENT_MODE.
+        importlib.import_module("ray")
+        from scale import backend
+        from scale.config import ServeConfig
+
+        self.settings_fields, self.models_dir, self.clients = settings_fields, models_dir, clients
+        self.think_s, self.steady_s, self.recover_limit_s, self.say = think_s, steady_s, recover_limit_s, say
+        self.folder = Path(folder or tempfile.mkdtemp(prefix="xray-drill-"))
+        self.cluster = LoopbackCluster(self.folder)
+        self.front = backend.RayServe(address=self.cluster.address, timeout_s=60.0, wait_s=5.0, connect_s=30.0)
+        self.report: dict = {"address": self.cluster.address, "clients": clients, "phases": {}}
+        self.env = {
+            "OMP_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        self.config = ServeConfig(
+            min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16, max_queued=64
+        )
+        self.outcomes: list[Outcome] = []
+        self.lock, self.stop = threading.Lock(), threading.Event()
+        self.students: list[threading.Thread] = []
+        self.phases: list[tuple[str, float, float | None]] = []  # (name, start, seconds to full service)
+        self.counts_at: dict[str, dict] = {}  # the front's counts as each phase begins, and at the end
+        self.running_least: dict[str, int] = {}  # per phase: the fewest replicas running
+        self.changed_at: dict[str, float | None] = {}  # per phase: seconds until the replicas changed
+        self.redeploys: list[subprocess.Popen] = []
+        self.injectors = {"replica": self.kill_replica, "node": self.kill_node, "redeploy": self.redeploy}
+        self.t_origin = time.monotonic()
+
+    def now(self) -> float:
+        """Seconds since the drill's state was made (the clock of outcomes and phases)."""
+        return time.monotonic() - self.t_origin
+
+    def no_tier(self) -> None:
+        """The front asks before any tier exists: records the refusal (kind, message, seconds, health)
+        under report["no_tier"]; a clear "unreachable" within seconds, no hang."""
+        from scale import backend
+
+        importlib.import_module("ray.serve")  # before the clock starts (a few seconds on a busy machine)
+        t0 = time.monotonic()
+        try:
+            self.front.call("sentiment", "answer", "Is anyone there?")
+            self.report["no_tier"] = {"error": None}
+        except backend.TierUnavailable as exc:
+            self.report["no_tier"] = {
+                "kind": exc.kind,
+                "message": str(exc),
+                "seconds": round(time.monotonic() - t0, 2),
+                "health": self.front.health(["sentiment"]).line(),
+                "reason": self.front.health(["sentiment"]).reason,
+            }
+        self.say(f"[drill] no tier yet: {self.report['no_tier']}")
+
+    def tier_appears(self) -> None:
+        """Starts the head and the worker, lets the same front join (within 90 s), deploys the
+        application on the two nodes and asks once; records cluster_s, deploy_s, replica_nodes,
+        came_alive and health."""
+        from scale import backend, serve_app
+
+        t0 = time.monotonic()
+        self.cluster.start_head()
+        self.cluster.start_worker()
+        deadline = time.monotonic() + 90
+        while True:  # the same front object that said "unreachable" joins once the head listens
+            try:
+                self.front._connect()
+                break
+            except backend.TierUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+        self.cluster.wait_nodes(2)
+        self.report["cluster_s"] = round(time.monotonic() - t0, 1)
+        t0 = time.monotonic()
+        serve_app.deploy(["sentiment"], self.settings_fields, self.config, env=self.env, wait_s=180)
+        self.report["deploy_s"] = round(time.monotonic() - t0, 1)
+        nodes = {a["Address"]["NodeID"] for a in _replicas().values()}
+        self.report["replica_nodes"] = len(nodes)
+        first = self.front.call("sentiment", "answer", "The tier is up and the film was good.")
+        self.report["came_alive"] = bool(first.labels)
+        self.report["health"] = self.front.health(["sentiment"]).line()
+        self.say(
+            f"[drill] cluster {self.report['cluster_s']} s, deploy {self.report['deploy_s']} s, "
+            f"replicas on {len(nodes)} node(s); {self.report['health']}"
+        )
+
+    def student(self, i: int) -> None:
+        """Student `i` (a thread): asks a unique question, records its Outcome, thinks, and again,
+        until the drill stops."""
+        k = 0
+        while not self.stop.is_set():
+            k += 1
+            o = Outcome(i, f"Student {i} asks question {k}: was the film {'very ' * (k % 4)}good or bad?", self.now())
+            with self.lock:
+                self.outcomes.append(o)
+            try:
+                o.result = self.front.call("sentiment", "answer", o.text)
+            except Exception as exc:  # every outcome is counted
+                o.error = exc
+            o.end = self.now()
+            self.stop.wait(self.think_s * (0.5 + (i * 7919 + k * 104729) % 1000 / 1000))
+
+    def start_class(self) -> None:
+        """Starts one daemon thread per student."""
+        import threading
+
+        self.students = [
+            threading.Thread(target=self.student, args=(i,), daemon=True, name=f"student-{i}")
+            for i in range(self.clients)
+        ]
+        for s in self.students:
+            s.start()
+
+    def steady(self) -> None:
+        """The steady phase: no fault, the class asks for `steady_s` seconds."""
+        self.phase("steady", None)
+
+    def fault(self, name: str) -> None:
+        """The phase of one fault: "replica", "node" or "redeploy" (KeyError for any other)."""
+        self.phase(name, self.injectors[name])
+
+    def phase(self, name: str, inject) -> None:
+        """One phase: notes the front's counts, injects the fault (if any), waits for full service
+        (2 replicas RUNNING, none of those to be replaced) up to `recover_limit_s`, records the
+        phase, says how it went, then lets the class ask for `steady_s` seconds."""
+        self.counts_at[name] = dict(self.front.counts)
+        before = set(_replicas())
+        start = self.now()
+        gone, dead = inject(before) if inject else (set(), set())  # to be replaced / killed
+        recovered, fewest, changed = self.await_full_service(start, before, gone, dead) if inject else (None, 2, None)
+        self.phases.append((name, start, recovered))
+        self.running_least[name] = max(0, fewest)
+        self.changed_at[name] = changed
+        self.say(
+            f"[drill] {name}: "
+            + (
+                f"back to full service after {recovered:.1f} s"
+                if recovered is not None
+                else ("steady" if not inject else f"NOT recovered within {self.recover_limit_s:.0f} s")
+            )
+        )
+        self.stop.wait(self.steady_s)
+
+    def await_full_service(
+        self, start: float, before: set, gone: set, dead: set
+    ) -> tuple[float | None, int, float | None]:
+        """Polls the replicas (every 0.25 s, up to `recover_limit_s` from `start`) until 2 are alive
+        and RUNNING and none of `gone` is among them. Returns the seconds until then (None if
+        never), the fewest replicas running meanwhile (RUNNING, and alive outside `dead`), and the
+        seconds until the set of replicas first differed from `before` (None if it never did)."""
+        recovered, fewest, changed = None, 2, None
+        while self.now() - start < self.recover_limit_s:
+            alive, states = _replicas(), _replica_states()
+            if changed is None and set(alive) != before:
+                changed = self.now() - start  # the fault (or the update) reached the replicas
+            fewest = min(fewest, states.get("RUNNING", 0), len(set(alive) - dead))
+            if len(alive) == 2 and not (gone & set(alive)) and states == {"RUNNING": 2}:
+                recovered = self.now() - start
+                break
+            time.sleep(0.25)
+        return recovered, fewest, changed
+
+    def kill_replica(self, before: set) -> tuple[set, set]:
+        """SIGKILLs one replica process (on the head node, where the front sits, if one is there),
+        after checking it belongs to this drill's cluster. Returns its actor id as to be replaced
+        and as killed."""
+        import ray
+
+        replicas = _replicas()
+        head_node = ray.get_runtime_context().get_node_id()  # the front (this driver) sits on the head
+        aid, entry = next(
+            ((a, e) for a, e in replicas.items() if e["Address"]["NodeID"] == head_node),
+            next(iter(replicas.items())),
+        )
+        pid = int(entry["Pid"])
+        if not self.cluster.owns(pid):
+            raise RuntimeError(f"replica pid {pid} is not a process of this drill's cluster")
+        os.kill(pid, signal.SIGKILL)
+        return {aid}, {aid}
+
+    def kill_node(self, before: set) -> tuple[set, set]:
+        """Kills the worker node's whole process tree. Returns the replicas that were on it as to be
+        replaced and as killed."""
+        import ray
+
+        worker_nodes = {
+            n["NodeID"] for n in ray.nodes() if n["Alive"] and not n.get("Resources", {}).get("node:__internal_head__")
+        }
+        on_worker = {a for a, e in _replicas().items() if e["Address"]["NodeID"] in worker_nodes}
+        self.cluster.kill_worker()
+        return on_worker, on_worker
+
+    def redeploy(self, before: set) -> tuple[set, set]:
+        """Starts the operator's command (`python -m scale.serve_app`, its own process, log in
+        redeploy.log) with a new revision (new replica processes); it is waited for in `finish`.
+        Returns every replica in `before` as to be replaced, none as killed."""
+        options = {
+            "XRAY_SERVE_MIN_REPLICAS": "2",
+            "XRAY_SERVE_MAX_REPLICAS": "2",
+            "XRAY_SERVE_CPUS": "0.5",
+            "XRAY_SERVE_BATCH_SIZE": "8",
+            "XRAY_SERVE_BATCH_WAIT_S": "0.01",
+            "XRAY_SERVE_MAX_ONGOING": "16",
+            "XRAY_SERVE_MAX_QUEUED": "64",
+            "XRAY_DRILL_REVISION": str(time.time()),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "scale.serve_app",
+            "--tasks",
+            "sentiment",
+            "--address",
+            self.cluster.address,
+            "--models",
+            str(self.models_dir),
+            "--offline",
+            "--wait",
+            "120",
+        ]
+        log = open(self.folder / "redeploy.log", "w")  # noqa: SIM115 - the command writes it while it runs
+        env = {**self.cluster.env, **self.env, **options}
+        self.redeploys.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        return set(before), set()
+
+    def finish(self) -> None:
+        """Notes the front's final counts, waits for the redeploy commands (record redeploy_rc),
+        stops the students and fills the report: phases (counts, recovery), lost_students, counts."""
+        self.counts_at["end"] = dict(self.front.counts)
+        self.wait_redeploys()
+        lost_threads = self.stop_students()
+        self.report["phases"] = _drill_counts(self.outcomes, self.phases, self.counts_at, self.now())
+        for name, least in self.running_least.items():
+            self.report["phases"][name]["fewest_running_replicas"] = least
+            p = self.report["phases"][name]
+            if self.changed_at.get(name) is not None and p["recovery_s"] is not None:
+                p["replicas_changed_after_s"] = round(self.changed_at[name], 1)
+                p["recovery_from_change_s"] = round(p["recovery_s"] - self.changed_at[name], 1)
+        self.report["lost_students"] = lost_threads
+        self.report["counts"] = dict(self.front.counts)
+
+    def wait_redeploys(self) -> None:
+        """Waits up to 120 s for each redeploy command (killed after that); report["redeploy_rc"] is
+        the last one's exit code, or "killed"."""
+        for proc in self.redeploys:
+            try:
+                self.report["redeploy_rc"] = proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                self.report["redeploy_rc"] = "killed"
+
+    def stop_students(self) -> int:
+        """Stops the class and joins each student (up to the front's timeout + 10 s). Returns how
+        many are still running."""
+        self.stop.set()
+        for s in self.students:
+            s.join(timeout=self.front.timeout_s + 10)
+        return sum(1 for s in self.students if s.is_alive())
+
+    def close(self) -> None:
+        """Tears down, whatever happened: stops the class, closes the front, shuts Serve and Ray
+        down in this process, and kills the cluster's processes."""
+        import ray
+
+        self.stop.set()
+        self.front.close()
+        try:
+            from ray import serve
+
+            if ray.is_initialized():
+                serve.shutdown()
+        except Exception:  # tearing down
+            pass
+        ray.shutdown()
+        self.cluster.stop()
+
+
+def fault_drill(
     settings_fields: dict,
     models_dir: str,
     clients: int = 20,
@@ -432,234 +732,24 @@ def fault_drill(  # noqa: C901 - the drill is a script read top to bottom, phase
     message, failed, mixed, lost) and the seconds until the tier was back to full service after
     each fault (from the fault, and from when the replicas changed)."""
     import secrets
-    import threading
 
     # The drill's own cluster token (Ray enables token authentication whenever ~/.ray/auth_token
     # exists): for this process and the nodes. Ray reads it once per process: run the drill in a
     # fresh process (`python -m bench.load_scale --faults all`), as tests/scale/test_cluster_faults.py does.
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    import ray
-
-    from scale import backend, serve_app
-    from scale.config import ServeConfig
-
-    folder = Path(folder or tempfile.mkdtemp(prefix="xray-drill-"))
-    cluster = LoopbackCluster(folder)
-    front = backend.RayServe(address=cluster.address, timeout_s=60.0, wait_s=5.0, connect_s=30.0)
-    report: dict = {"address": cluster.address, "clients": clients, "phases": {}}
-    env = {
-        "OMP_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    config = ServeConfig(
-        min_replicas=2, max_replicas=2, cpus=0.5, batch_size=8, batch_wait_s=0.01, max_ongoing=16, max_queued=64
-    )
-    outcomes: list[Outcome] = []
-    lock, stop = threading.Lock(), threading.Event()
-    students: list[threading.Thread] = []
-    t_origin = time.monotonic()
-
-    def now() -> float:
-        return time.monotonic() - t_origin
-
+    drill = _Drill(settings_fields, models_dir, clients, think_s, steady_s, recover_limit_s, folder, say)
     try:
-        # 1. the front starts with no tier: a clear "unreachable" within seconds, no hang
-        import ray.serve  # imported before the clock starts (a few seconds on a busy machine)
-
-        t0 = time.monotonic()
-        try:
-            front.call("sentiment", "answer", "Is anyone there?")
-            report["no_tier"] = {"error": None}
-        except backend.TierUnavailable as exc:
-            report["no_tier"] = {
-                "kind": exc.kind,
-                "message": str(exc),
-                "seconds": round(time.monotonic() - t0, 2),
-                "health": front.health(["sentiment"]).line(),
-                "reason": front.health(["sentiment"]).reason,
-            }
-        say(f"[drill] no tier yet: {report['no_tier']}")
-
-        # 2. the tier appears: two nodes, the application deployed on them
-        t0 = time.monotonic()
-        cluster.start_head()
-        cluster.start_worker()
-        deadline = time.monotonic() + 90
-        while True:  # the same front object that said "unreachable" joins once the head listens
-            try:
-                front._connect()
-                break
-            except backend.TierUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(1.0)
-        cluster.wait_nodes(2)
-        report["cluster_s"] = round(time.monotonic() - t0, 1)
-        t0 = time.monotonic()
-        serve_app.deploy(["sentiment"], settings_fields, config, env=env, wait_s=180)
-        report["deploy_s"] = round(time.monotonic() - t0, 1)
-        nodes = {a["Address"]["NodeID"] for a in _replicas().values()}
-        report["replica_nodes"] = len(nodes)
-        first = front.call("sentiment", "answer", "The tier is up and the film was good.")
-        report["came_alive"] = bool(first.labels)
-        report["health"] = front.health(["sentiment"]).line()
-        say(
-            f"[drill] cluster {report['cluster_s']} s, deploy {report['deploy_s']} s, "
-            f"replicas on {len(nodes)} node(s); {report['health']}"
-        )
-
-        # 3. the class
-        def student(i: int) -> None:
-            k = 0
-            while not stop.is_set():
-                k += 1
-                o = Outcome(i, f"Student {i} asks question {k}: was the film {'very ' * (k % 4)}good or bad?", now())
-                with lock:
-                    outcomes.append(o)
-                try:
-                    o.result = front.call("sentiment", "answer", o.text)
-                except Exception as exc:  # every outcome is counted
-                    o.error = exc
-                o.end = now()
-                stop.wait(think_s * (0.5 + (i * 7919 + k * 104729) % 1000 / 1000))
-
-        students = [
-            threading.Thread(target=student, args=(i,), daemon=True, name=f"student-{i}") for i in range(clients)
-        ]
-        for s in students:
-            s.start()
-        phases: list[tuple[str, float, float | None]] = []
-        counts_at: dict[str, dict] = {}
-        running_least: dict[str, int] = {}
-        changed_at: dict[str, float | None] = {}
-
-        def phase(name: str, inject) -> None:
-            counts_at[name] = dict(front.counts)
-            before = set(_replicas())
-            start = now()
-            gone, dead = inject(before) if inject else (set(), set())  # to be replaced / killed
-            recovered, fewest, changed = None, 2, None
-            if inject:
-                while now() - start < recover_limit_s:
-                    alive, states = _replicas(), _replica_states()
-                    if changed is None and set(alive) != before:
-                        changed = now() - start  # the fault (or the update) reached the replicas
-                    fewest = min(fewest, states.get("RUNNING", 0), len(set(alive) - dead))
-                    if len(alive) == 2 and not (gone & set(alive)) and states == {"RUNNING": 2}:
-                        recovered = now() - start
-                        break
-                    time.sleep(0.25)
-            phases.append((name, start, recovered))
-            running_least[name] = max(0, fewest)
-            changed_at[name] = changed
-            say(
-                f"[drill] {name}: "
-                + (
-                    f"back to full service after {recovered:.1f} s"
-                    if recovered is not None
-                    else ("steady" if not inject else f"NOT recovered within {recover_limit_s:.0f} s")
-                )
-            )
-            stop.wait(steady_s)
-
-        def kill_replica(before: set) -> set:
-            replicas = _replicas()
-            head_node = ray.get_runtime_context().get_node_id()  # the front (this driver) sits on the head
-            aid, entry = next(
-                ((a, e) for a, e in replicas.items() if e["Address"]["NodeID"] == head_node),
-                next(iter(replicas.items())),
-            )
-            pid = int(entry["Pid"])
-            if not cluster.owns(pid):
-                raise RuntimeError(f"replica pid {pid} is not a process of this drill's cluster")
-            os.kill(pid, signal.SIGKILL)
-            return {aid}, {aid}
-
-        def kill_node(before: set) -> set:
-            worker_nodes = {
-                n["NodeID"]
-                for n in ray.nodes()
-                if n["Alive"] and not n.get("Resources", {}).get("node:__internal_head__")
-            }
-            on_worker = {a for a, e in _replicas().items() if e["Address"]["NodeID"] in worker_nodes}
-            cluster.kill_worker()
-            return on_worker, on_worker
-
-        def redeploy(before: set) -> set:
-            # The operator's command, in its own process, with a new revision (new replica processes).
-            options = {
-                "XRAY_SERVE_MIN_REPLICAS": "2",
-                "XRAY_SERVE_MAX_REPLICAS": "2",
-                "XRAY_SERVE_CPUS": "0.5",
-                "XRAY_SERVE_BATCH_SIZE": "8",
-                "XRAY_SERVE_BATCH_WAIT_S": "0.01",
-                "XRAY_SERVE_MAX_ONGOING": "16",
-                "XRAY_SERVE_MAX_QUEUED": "64",
-                "XRAY_DRILL_REVISION": str(time.time()),
-            }
-            cmd = [
-                sys.executable,
-                "-m",
-                "scale.serve_app",
-                "--tasks",
-                "sentiment",
-                "--address",
-                cluster.address,
-                "--models",
-                str(models_dir),
-                "--offline",
-                "--wait",
-                "120",
-            ]
-            log = open(folder / "redeploy.log", "w")  # noqa: SIM115 - the command writes it while it runs
-            redeploys.append(
-                subprocess.Popen(
-                    cmd, cwd=ROOT, env={**cluster.env, **env, **options}, stdout=log, stderr=subprocess.STDOUT
-                )
-            )
-            return set(before), set()  # every old replica is replaced; none is killed
-
-        redeploys: list[subprocess.Popen] = []
-        phase("steady", None)
-        injectors = {"replica": kill_replica, "node": kill_node, "redeploy": redeploy}
+        drill.no_tier()
+        drill.tier_appears()
+        drill.start_class()
+        drill.steady()
         for fault in faults:
-            phase(fault, injectors[fault])
-        counts_at["end"] = dict(front.counts)
-        for proc in redeploys:
-            try:
-                report["redeploy_rc"] = proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                report["redeploy_rc"] = "killed"
-        stop.set()
-        for s in students:
-            s.join(timeout=front.timeout_s + 10)
-        lost_threads = sum(1 for s in students if s.is_alive())
-        report["phases"] = _drill_counts(outcomes, phases, counts_at, now())
-        for name, least in running_least.items():
-            report["phases"][name]["fewest_running_replicas"] = least
-            p = report["phases"][name]
-            if changed_at.get(name) is not None and p["recovery_s"] is not None:
-                p["replicas_changed_after_s"] = round(changed_at[name], 1)
-                p["recovery_from_change_s"] = round(p["recovery_s"] - changed_at[name], 1)
-        report["lost_students"] = lost_threads
-        report["counts"] = dict(front.counts)
+            drill.fault(fault)
+        drill.finish()
     finally:
-        stop.set()
-        front.close()
-        try:
-            from ray import serve
-
-            if ray.is_initialized():
-                serve.shutdown()
-        except Exception:  # tearing down
-            pass
-        ray.shutdown()
-        cluster.stop()
-    report["expected"] = _check_answers(outcomes)
-    return report
+        drill.close()
+    drill.report["expected"] = _check_answers(drill.outcomes)
+    return drill.report
 
 
 def _drill_counts(outcomes: list, phases: list, counts_at: dict, end: float) -> dict:
