@@ -11,7 +11,6 @@ import importlib
 import re
 import struct
 import zlib
-from pathlib import Path
 
 import gradio as gr
 import numpy as np
@@ -22,13 +21,13 @@ from PIL import Image
 from demos import generation
 from demos.inputs import audio, images
 from demos.runtime import settings
+from tests.cases import CASES, CAT, QA_CONTEXT
 from tests.handlers import call as call_handler
 from tests.handlers import split_notice
 from ui.common import MAX_INPUT_CHARS
 
-TABS = ["ui.generation", "ui.sentiment", "ui.qa", "ui.translation", "ui.image", "ui.clip", "ui.speech", "ui.explorer"]
-CAT = str(Path(__file__).resolve().parents[2] / "assets" / "images" / "chelsea_cat.jpg")
-CONTEXT = "The Eiffel Tower is in Paris. It was completed in 1889."
+TABS = [c.tab for c in CASES.values()]
+CONTEXT = QA_CONTEXT
 
 EMPTY_TEXT = "Please enter some text."
 NO_IMAGE = "Please upload an image."
@@ -316,16 +315,7 @@ def test_bad_inputs_leave_every_tab_working(api, files):
     assert set(call(api, "clip_match", CAT, "a cat\na dog", [], model("clip"))[0]) == {"a cat", "a dog"}
 
 
-GOOD = {  # api name -> task, a good request (before the model)
-    "generate": ("generation", ("The quick brown fox", 3, False, 1.0, 50, 1.0, 0)),
-    "sentiment": ("sentiment", ("A warm and funny film.",)),
-    "qa": ("qa", ("When was it completed?", CONTEXT)),
-    "translate": ("translation", ("The house is small.",)),
-    "classify_image": ("image", (CAT,)),
-    "clip_match": ("clip", (CAT, "a cat\na dog", [])),
-    "transcribe": ("asr", (str(Path(__file__).resolve().parents[2] / "assets" / "audio" / "quick_brown_fox.wav"),)),
-    "explore": ("explorer", ("A cat sat.\nA dog ran.",)),
-}
+GOOD = {c.api: (key, c.good_args) for key, c in CASES.items()}  # api name -> task, a good request (before the model)
 
 
 def test_every_registered_task_has_a_good_request():

@@ -6,29 +6,18 @@ without a row fails."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from gradio_client import handle_file
 
 from core import registry
 from demos.explain import catalog
+from tests.cases import CASES
 from tests.conftest import tab_app
 
 pytestmark = pytest.mark.slow
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 # How to get a result in each task's tab (arguments of its main endpoint).
-MAIN_ARGS = {
-    "generation": lambda: ("The quick brown fox", 4),
-    "sentiment": lambda: ("A warm and funny film.",),
-    "qa": lambda: registry.examples("qa")[0],
-    "translation": lambda: ("The cat sleeps.",),
-    "image": lambda: (handle_file(str(ASSETS / "images" / "chelsea_cat.jpg")),),
-    "asr": lambda: (handle_file(str(ASSETS / "audio" / "quick_brown_fox.wav")),),
-    "clip": lambda: (handle_file(str(ASSETS / "images" / "chelsea_cat.jpg")), "a cat, a dog"),
-    "explorer": lambda: ("A cat sleeps.\nA kitten naps.\nStocks fell.",),
-}
+MAIN_ARGS = {key: c.served_args for key, c in CASES.items()}
 # Each explainer's endpoint arguments (after the session's result, which the tab keeps).
 VIEW_ARGS = {
     "lens": (1,),  # which image (CLIP), counted from 1 as people count

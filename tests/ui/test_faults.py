@@ -10,29 +10,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import pytest
 import torch
 
 from core import registry
 from demos.explain import tasks
 from demos.runtime import cache, loading, settings
+from tests.cases import CASES
 from tests.handlers import call
 from ui.common import GENERIC_ERROR, OOM_ERROR
 
-CAT = str(Path(__file__).resolve().parents[2] / "assets" / "images" / "chelsea_cat.jpg")
-TONE = (16_000, (np.sin(np.arange(16_000) / 5) * 9000).astype(np.int16))
-
 # tab module, api_name, task, demo module, inputs before the model (a fresh input per call `i`)
-TABS = [
-    ("ui.generation", "generate", "generation", "generation", lambda i: (f"Fault test {i}", 2, False, 1.0, 50, 1.0, 0)),
-    ("ui.sentiment", "sentiment", "sentiment", "sentiment", lambda i: (f"fault test {i}",)),
-    ("ui.qa", "qa", "qa", "qa", lambda i: ("Where is it?", f"It is in Paris {i}.")),
-    ("ui.translation", "translate", "translation", "translation", lambda i: (f"The house {i}.",)),
-    ("ui.image", "classify_image", "image", "image", lambda i: (np.full((8 + i, 8, 3), 40 * i % 255, np.uint8),)),
-    ("ui.clip", "clip_match", "clip", "clip", lambda i: (CAT, f"a cat\nthing {i}", [])),
-    ("ui.speech", "transcribe", "asr", "speech", lambda i: ((TONE[0], TONE[1] // (i + 1)),)),
-]
+TABS = [(c.tab, c.api, key, c.demo, c.fresh_args) for key, c in CASES.items() if c.fresh_args]
 IDS = [t[1] for t in TABS]
 
 

@@ -9,7 +9,7 @@ import torch
 from core import registry
 from demos.explain import catalog, contrast, tasks
 from tests import reference
-from tests.explain_cases import result_for
+from tests.cases import result_for
 
 # Tasks where "why A and not B" does not apply, with the reason the app gives.
 EXCLUDED = {"qa", "explorer"}

@@ -586,7 +586,7 @@ def test_faithfulness_on_a_toy_subject_by_hand(monkeypatch):
 
 def test_explainer_entry_points_pass_their_parameters():
     from demos.explain import catalog
-    from tests.explain_cases import result_for
+    from tests.cases import result_for
 
     senti, gen = result_for("sentiment"), result_for("generation")
     got = catalog.get("contrast").run("sentiment", senti, target="NEGATIVE", contrast="POSITIVE", method="gradient_x_input", steps=4)

@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from core import registry
 from demos.explain import catalog, faithfulness, tasks
 from tests import reference
-from tests.explain_cases import reported_value, result_for
+from tests.cases import reported_value, result_for
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from core import registry
 from demos.explain import catalog, interventions, tasks
-from tests.explain_cases import CASES, reported_value, result_for
+from tests.cases import CASES, reported_value, result_for
 
 TASKS = registry.KEYS
 

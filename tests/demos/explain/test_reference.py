@@ -19,14 +19,14 @@ import torch
 
 from core import registry
 from tests import reference
+from tests.cases import CASES, CAT
 from tests.handlers import call
 
 STEPS = 16
 METHODS = ["integrated_gradients", "gradient_x_input"]
-TABS = ["ui.sentiment", "ui.generation", "ui.qa", "ui.translation", "ui.clip"]
+TABS = [c.tab for c in CASES.values() if c.token_attribution]  # the tabs that show token attributions
 SENTIMENT_TEXT = "A warm and funny film, with a dull end."
 PROMPT = "The quick brown fox"
-CAT = str(registry.ROOT / "assets/images/chelsea_cat.jpg")
 CLIP_TEXTS = "a photo of a cat\na cup of coffee"
 
 

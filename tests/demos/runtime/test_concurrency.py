@@ -13,7 +13,7 @@ from core import registry
 from demos import generation, qa, sentiment
 from demos.explain import contrast
 from demos.runtime import cache
-from tests.explain_cases import result_for
+from tests.cases import result_for
 
 TEXTS = ["A warm and funny film.", "The plot made no sense at all.", "Not bad, though the end dragged."]
 
