@@ -649,3 +649,89 @@ def test_integrate_targets_climbs_the_step_ladder_until_every_outcome_converges(
     assert {g.steps for g in tight} == {64}  # never converges that far: the ceiling
     mid = attribution.integrate_targets(score, x, b, "integrated_gradients", 64, tolerance=max(g.delta for g in tight) * 2)
     assert max(g.delta for g in mid) <= max(g.delta for g in tight) * 2 and {g.steps for g in mid} <= {8, 16, 32, 64}
+
+
+def test_explainer_entry_points_pass_what_they_are_given_and_keep_their_described_defaults():
+    """A B that is not the default one, a token that is not the runner-up and a progress callback each reach the
+    computation; given nothing, each entry point uses the defaults its description declares (core.explainers)."""
+    from core import explainers as specs
+    from demos.explain import catalog
+    from tests.cases import result_for
+
+    gen = result_for("generation")
+    s = tasks.subject("generation", gen, 0)
+    with torch.no_grad():
+        probs = s.outcome_probs(s.run(s.batch(1)))[0]
+    third = int(torch.argsort(probs, descending=True)[2])  # neither the answer A nor the default B
+    got = catalog.get("contrast").run("generation", gen, target=0, contrast=third)
+    assert got.b == s.outcome_label(third) != s.outcome_label(s.contrast)
+    described = {p.name: p.default for p in specs.CONTRAST.params}
+    assert (got.attribution.method, got.attribution.steps) == (described["method"], described["steps"])
+    branched = catalog.get("branch").run("generation", gen, step=0, token=third)
+    assert branched.forced == gen_piece(gen, third) and branched.branch[0] == branched.forced
+    seen = []
+    catalog.get("faithfulness").run("sentiment", result_for("sentiment"), steps=4, points=2,
+                                    progress=lambda frac, msg="": seen.append(frac))
+    assert seen and max(seen) <= 1.0
+
+
+def gen_piece(result, token_id: int) -> str:
+    """A generated piece as the generation tab writes it (its tokenizer's decode of the one id)."""
+    return tasks.load("generation", result.model_id).processor.decode([token_id])
+
+
+def test_faithfulness_defaults_rollout_name_and_progress_per_method(monkeypatch):
+    """Given nothing, faithfulness uses its described defaults (32 steps, 10 points, seed 0) through both entry
+    points; a rollout row is named as the view names it; each method reports its own slice of the bar, labelled."""
+    from demos.explain import catalog
+
+    s = toy_subject(answer=1)
+    s.rollout = lambda: np.linspace(0.6, 0.1, 6)  # the toy's rollout row: the attention row reversed
+    s.not_applicable = {}
+    monkeypatch.setattr(faithfulness.tasks, "subject", lambda task, result, target=None: s)
+    seen = []
+    f = faithfulness.faithfulness("toy", None, progress=lambda frac, msg: seen.append((frac, msg)))
+    units = np.flatnonzero(SPECIAL)
+    assert f.names == ["attention (last layer)", "attention rollout", "Integrated gradients", "Gradient × input"]
+    np.testing.assert_allclose(f.scores[1], np.linspace(0.6, 0.1, 6)[units])
+    assert f.seed == 0 and np.array_equal(f.ks, faithfulness.deletion_ks(len(units), 10))
+    ig32 = faithfulness.attribute_units(s, None, "integrated_gradients", 32).scores
+    np.testing.assert_allclose(f.scores[2], ig32[units], rtol=1e-6, atol=1e-9)
+    fracs = [frac for frac, _ in seen]
+    assert fracs == sorted(fracs) and fracs[0] >= 0.0 and seen[-1] == (1.0, "deletion check done")
+    for i, label in enumerate(["Integrated gradients", "Gradient × input"]):  # 2 methods: thirds of the bar
+        own = [frac for frac, msg in seen if msg.startswith(f"{label}: ")]
+        assert own and all(i / 3 <= frac <= (i + 1) / 3 for frac in own), (label, own)
+    via = catalog.get("faithfulness").run("sentiment", SimpleNamespace(text="toy", model_id="toy"))
+    assert via.seed == 0 and np.array_equal(via.ks, f.ks)
+    np.testing.assert_allclose(via.scores, f.scores, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("step, rank", [(0, 1), (1, 2), (-1, 2)])
+def test_branch_equals_greedy_generation_from_the_forced_token_field_by_field(step, rank):
+    """The branch explorer at the first, a middle and the last step, forced onto the runner-up or the third token:
+    every field against transformers' own greedy generate and a divergence/rejoin count written here."""
+    from demos.explain import contrast
+    from tests.cases import result_for
+
+    gen = result_for("generation")
+    step = step % gen.steps
+    m = tasks.load("generation", gen.model_id)
+    s = tasks.subject("generation", gen, step)
+    with torch.no_grad():
+        probs = s.outcome_probs(s.run(s.batch(1)))[0]
+    token = int(torch.argsort(probs, descending=True)[rank])
+    got = contrast.branch(gen, step, token)
+    prefix = torch.tensor([[*gen.ids[: gen.n_prompt + step], token]])
+    left = gen.steps - step - 1
+    with torch.no_grad():
+        out = prefix if left == 0 else m.model.generate(
+            input_ids=prefix, attention_mask=torch.ones_like(prefix), do_sample=False, max_new_tokens=left,
+            pad_token_id=m.processor.eos_token_id)
+    original = [m.processor.decode([i]) for i in gen.ids[gen.n_prompt:]]
+    branch = [m.processor.decode([i]) for i in out[0, gen.n_prompt:].tolist()]
+    diverge = min(i for i in range(len(branch)) if i >= len(original) or branch[i] != original[i])
+    tails = [i for i in range(diverge + 1, len(branch)) if branch[i:] == original[i:len(branch)]]
+    rejoin = tails[0] if tails and len(branch) == len(original) else None
+    assert (got.prompt, got.step, got.forced) == (gen.prompt, step, m.processor.decode([token]))
+    assert (got.original, got.branch, got.diverge_at, got.rejoin_at) == (original, branch, diverge, rejoin)
