@@ -695,6 +695,7 @@ def test_faithfulness_defaults_rollout_name_and_progress_per_method(monkeypatch)
     assert f.names == ["attention (last layer)", "attention rollout", "Integrated gradients", "Gradient × input"]
     np.testing.assert_allclose(f.scores[1], np.linspace(0.6, 0.1, 6)[units])
     assert f.seed == 0 and np.array_equal(f.ks, faithfulness.deletion_ks(len(units), 10))
+    assert f.value_name == s.value_name and f.scores.dtype == np.float32  # stored as the views read them
     ig32 = faithfulness.attribute_units(s, None, "integrated_gradients", 32).scores
     np.testing.assert_allclose(f.scores[2], ig32[units], rtol=1e-6, atol=1e-9)
     fracs = [frac for frac, _ in seen]
