@@ -90,6 +90,11 @@ _cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()  # the answers' mod
 _explain_cache: OrderedDict[tuple[str, str], Loaded] = OrderedDict()  # the explanations' copies
 _loading_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _lock = threading.Lock()
+# transformers builds a model under process-wide patches (meta-device init, skipped weight init);
+# two from_pretrained calls at once can leave them in place, and every later load in the process
+# then fails ("Cannot copy out of meta tensor"). Loads of different models therefore take turns;
+# models already loaded keep answering meanwhile.
+_build_lock = threading.Lock()
 
 # Which lane a computation runs in. Explanations (attributions, knock-outs, the lens...) register
 # hooks on the model and run for seconds; answers take milliseconds. With one model and one lock
@@ -196,15 +201,16 @@ def _load_uncached(task: str, model_id: str) -> Loaded:
     processor_cls = getattr(transformers, spec.processor_class)
     source = resolve_source(task, model_id)
     log.info("loading %s model from %s", task, source)
-    model = model_cls.from_pretrained(
-        source,
-        attn_implementation="eager",
-        use_safetensors=True,
-        trust_remote_code=False,
-        dtype=dtype_for(task),
-    )
-    model.to(device()).eval()
-    processor = processor_cls.from_pretrained(source, trust_remote_code=False)
+    with _build_lock:
+        model = model_cls.from_pretrained(
+            source,
+            attn_implementation="eager",
+            use_safetensors=True,
+            trust_remote_code=False,
+            dtype=dtype_for(task),
+        )
+        model.to(device()).eval()
+        processor = processor_cls.from_pretrained(source, trust_remote_code=False)
     pretrained = not getattr(model.config, "xray_tiny", False)
     return Loaded(task, model_id, source, model, processor, pretrained)
 

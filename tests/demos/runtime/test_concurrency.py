@@ -81,3 +81,32 @@ def test_requests_released_together_each_equal_their_single_run():
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=name)
     cache.clear_all()
+
+
+def test_cold_models_loaded_by_users_at_once_all_load_and_later_loads_still_work():
+    """Users of different tabs arriving at a cold server together: each tab's model loads with real
+    weights, and a load afterwards works too. transformers builds a model under process-wide
+    patches (meta-device init) that concurrent from_pretrained calls can leave in place for good;
+    without one loading lock every later load in the process then fails with "Cannot copy out of
+    meta tensor"."""
+    from demos.runtime import loading
+
+    tasks = [spec.key for spec in registry.TASKS] * 2
+    loading.clear()
+    start = threading.Barrier(len(tasks))
+
+    def cold_load(task: str):
+        start.wait(30)
+        return loading.load(task)
+
+    try:
+        with ThreadPoolExecutor(len(tasks)) as pool:
+            loaded = list(pool.map(cold_load, tasks))
+        for m in loaded:
+            meta = [name for name, p in m.model.named_parameters() if p.is_meta]
+            assert not meta, f"{m.task}: parameters left on the meta device: {meta[:3]}"
+        loading.clear()
+        for task in dict.fromkeys(tasks):  # one at a time, after the crowd
+            assert not any(p.is_meta for p in loading.load(task).model.parameters()), task
+    finally:
+        loading.clear()
