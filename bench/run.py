@@ -67,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models-dir", help="where local models are built/cached (default artifacts/bench-models[-full])")
     p.add_argument("--steps", type=int, help="attribution steps (default: 8 with --quick, else 32)")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement (default: 3 with --quick, else 9)")
+    p.add_argument(
+        "--busy",
+        type=int,
+        default=0,
+        metavar="THREADS",
+        help="latency: also time each pair while a second process computes on THREADS threads (bench.busy)",
+    )
     args = p.parse_args(argv)
     if args.sections is None:
         args.sections = list(FULL_QUICK_SECTIONS if args.quick and args.size == "full" and not args.hub else SECTIONS)
@@ -102,7 +109,13 @@ def run(args: argparse.Namespace) -> dict:
     res["first_request"] = section(
         "first_request", sections.first_requests, tabs, args.quick, max(1, plan["repeats"] // 3)
     )
-    res["latency"] = section("latency", sections.latency, tabs, args.quick, plan["repeats"])
+    if "latency" in want and args.busy:
+        from bench.busy import Busy
+
+        with Busy(args.busy) as busy:
+            res["latency"] = section("latency", sections.latency, tabs, args.quick, plan["repeats"], busy)
+    else:
+        res["latency"] = section("latency", sections.latency, tabs, args.quick, plan["repeats"])
     res["attribution"] = section("attribution", sections.attributions, tabs, args.quick, plan["repeats"], plan["steps"])
     if "sentiment" in tabs:
         res["attribution_tradeoff"] = section(
@@ -136,6 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         "tasks": tabs,
         "sections": sorted(want),
         "plan": plan,
+        "busy_threads": args.busy,
         "machine": machine_info(),
         "load_average_start": load_start,
         "load_average_end": load_average(),
