@@ -41,6 +41,9 @@ class TaskSpec:
     `batch`: the function of the task's compute module that runs many answers in one padded forward pass
     ('' = answers run one by one); concurrent answers are then gathered into micro-batches, in
     this process (`demos.runtime.gather`) and on the Ray tier (`@serve.batch`).
+    `attribute_batch`: the function that runs many attributions in one batched Captum run ('' = one
+    at a time); concurrent students' attributions of one method, step count and model then gather
+    into one pass (`demos.runtime.compute.attribution_compute`), and the tab lets them meet.
     `file_args`: arguments of its compute functions that carry a user's files (besides the first
     positional one), whose bytes travel with a remote call; `identity`: the result's attributes
     naming its input (memo keys of explainers); `not_for`: (explainer, why it does not apply);
@@ -70,6 +73,7 @@ class TaskSpec:
     file_args: tuple[str, ...] = ()
     identity: tuple[str, ...] = ("text",)
     batch: str = ""
+    attribute_batch: str = ""
     constants: tuple[tuple[str, Any], ...] = ()
     not_for: tuple[tuple[str, str], ...] = ()
 
@@ -149,6 +153,7 @@ TASKS: tuple[TaskSpec, ...] = (
         build="distilbert_classifier",
         lens="head",
         batch="analyse_many",
+        attribute_batch="attribute_many",
     ),
     TaskSpec(
         key="qa",

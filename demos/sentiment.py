@@ -11,7 +11,7 @@ from core import registry
 from core.results import AttentionMaps, Attribution, Embeddings
 from demos.explain import subjects as st
 from demos.explain.attribution import attention_rollout, stack_attentions, stack_hidden
-from demos.inputs.text import Encoded, encode, pad_baseline, pad_id, pad_right, token_attribution, truncation_notice
+from demos.inputs.text import Encoded, encode, pad_baseline, pad_id, pad_right, token_attributions, truncation_notice
 from demos.runtime import loading
 from demos.runtime.compute import How, attribution_compute, task_compute
 
@@ -73,30 +73,37 @@ def analyse(text: str, model_id: str | None = None) -> SentimentResult:
     )
 
 
-@attribution_compute(TASK)
+@attribution_compute(TASK, batched=lambda: attribute_many)
 def attribute(
     text: str,
     target: str | None = None,
     how: How = How(),
 ) -> Attribution:
     """Per-token attribution of P(target | text); target defaults to the predicted class."""
+    return attribute_many([(text, target)], how)[0]
+
+
+def attribute_many(whats: Sequence[tuple[str, str | None]], how: How) -> list[Attribution]:
+    """`attribute(text, target)` of every (text, target) in `whats` in one batched run (concurrent
+    students' requests, gathered by `demos.runtime.gather`): the texts padded right to the longest,
+    each with its own target class and baseline. One Attribution per pair, in order."""
     m = load(how.model_id)
-    enc = _encode(m, text)
     label2id = {v: k for k, v in m.model.config.id2label.items()}
-    if target is None:
-        target = analyse(text, how.model_id).predicted
-    if target not in label2id:
-        raise ValueError(f"Unknown class {target!r}; choose one of {sorted(label2id)}.")
-    target_id = int(label2id[target])
-    tok = m.processor
-    base = pad_baseline(enc.ids, tok)
+    encs = [_encode(m, text) for text, _ in whats]
+    targets = [analyse(text, how.model_id).predicted if target is None else target for text, target in whats]
+    for target in targets:
+        if target not in label2id:
+            raise ValueError(f"Unknown class {target!r}; choose one of {sorted(label2id)}.")
+    target_ids = torch.tensor([int(label2id[t]) for t in targets], device=encs[0].ids.device)
 
-    def prob_of_target(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = m.model(input_ids=ids, attention_mask=mask.expand(ids.shape[0], -1)).logits
-        return torch.softmax(logits.float(), dim=-1)[:, target_id]
+    def prob_of_target(ids: torch.Tensor, mask: torch.Tensor, target_id: torch.Tensor) -> torch.Tensor:
+        logits = m.model(input_ids=ids, attention_mask=mask).logits
+        return torch.softmax(logits.float(), dim=-1).gather(1, target_id[:, None])[:, 0]
 
-    return token_attribution(
-        m.model, prob_of_target, enc.ids, base, enc.tokens, target, (enc.mask,), how
+    bases = [pad_baseline(e.ids, m.processor) for e in encs]
+    tokens = [e.tokens for e in encs]
+    return token_attributions(
+        m.model, prob_of_target, [e.ids for e in encs], bases, tokens, targets, pad_id(m.processor), (target_ids,), how
     )
 
 

@@ -266,7 +266,8 @@ def _wire(c: _Tab) -> None:
     draw_views(main, c.state, clip.TASK, _figures(c), c.explainers)
     # "clip_attribution", not api(clip.TASK, "attribution") = "clip_match_attribution": the documented public name stays
     c.attribution.bind(
-        main, c.state, [c.image_choice, c.text_choice], attribute, "clip_attribution", "Match an image first."
+        main, c.state, [c.image_choice, c.text_choice], attribute, clip.TASK, "Match an image first.",
+        api_name="clip_attribution",
     )
     c.explainers.bind(main, c.state)
     c.more.change(lambda files: list(files or []), c.more, c.extra, api_visibility="private", queue=False)

@@ -242,7 +242,7 @@ def _wire(c: _Tab) -> None:
     )
     draw_views(main, c.state, generation.TASK, c.attention, c.embeddings, c.explainers)
     c.attribution.bind(
-        main, c.state, [c.position], attribute, api(generation.TASK, "attribution"), "Generate a text first."
+        main, c.state, [c.position], attribute, generation.TASK, "Generate a text first."
     )
     panel = c.attribution
     c.all_button.click(

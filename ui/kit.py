@@ -286,17 +286,19 @@ class AttributionPanel:
         state: gr.State,
         choices: list,
         run: Callable[..., list],
-        api: str,
+        task: str,
         missing: str,
         rerun: tuple = (),
+        api_name: str = "",
     ) -> None:
-        """Chain the attribution after `main` (only when it succeeded) and on the button (and on
-        the extra triggers `rerun`, e.g. a choice widget's `.input`)."""
+        """Chain `task`'s attribution after `main` (only when it succeeded) and on the button (and on
+        the extra triggers `rerun`, e.g. a choice widget's `.input`), queued by `attribution_queue`;
+        its endpoint `api_name` (default `<task api>_attribution`)."""
         first_view, explain_result = self._handlers(run, missing)
         inputs = [state, *choices, self.method, self.steps, self.adaptive, self.words]
-        queue = EXPLANATION_QUEUE
+        queue = attribution_queue(task)
         main.success(first_view, inputs, self.outputs, api_visibility="private", **queue).success(
-            explain_result, inputs, self.outputs, api_name=api, **queue
+            explain_result, inputs, self.outputs, api_name=api_name or api(task, "attribution"), **queue
         )
         gr.on([self.button.click, *rerun], explain_result, inputs, self.outputs, api_visibility="private", **queue)
         self.words.change(
@@ -352,6 +354,17 @@ class AttributionPanel:
 def api(task: str, view: str = "") -> str:
     """The API name of a task's view: `sentiment`, `sentiment_attribution`, `sentiment_lens`."""
     return registry.get(task).api_name(view)
+
+
+def attribution_queue(task: str) -> dict:
+    """How a tab's attribution events are queued: with every other explanation, one at a time, or,
+    for a task whose attributions gather across students (`TaskSpec.attribute_batch`), in a group of
+    their own with room for a whole batch to meet (the task's lock still runs one pass at a time)."""
+    from demos.runtime.gather import attributions_batch, batch_size
+
+    if attributions_batch(task):
+        return dict(concurrency_id=f"{api(task, 'attribution')}_batch", concurrency_limit=batch_size())
+    return EXPLANATION_QUEUE
 
 
 def answer_queue(task: str) -> dict:

@@ -13,7 +13,7 @@ from ui.common import AttentionView, EmbeddingView, guarded, help_note, plot_tab
 from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import span_html
 
@@ -149,7 +149,7 @@ def _wire(c: _Tab) -> None:
         **answer_queue(qa.TASK),
     )
     draw_views(main, c.state, qa.TASK, c.attention, c.embeddings, c.explainers)
-    c.attribution.bind(main, c.state, [], attribute, api(qa.TASK, "attribution"), "Find an answer first.")
+    c.attribution.bind(main, c.state, [], attribute, qa.TASK, "Find an answer first.")
     c.attention.bind(c.state)
     c.bertviz.bind(c.state)
     c.embeddings.bind(c.state)

@@ -112,7 +112,7 @@ def _wire(c: _Tab) -> None:
     )
     draw_views(main, c.state, sentiment.TASK, c.attention, c.embeddings, c.explainers)
     c.attribution.bind(
-        main, c.state, [c.target], attribute, api(sentiment.TASK, "attribution"), "Classify a text first."
+        main, c.state, [c.target], attribute, sentiment.TASK, "Classify a text first."
     )
     c.attention.bind(c.state)
     c.bertviz.bind(c.state)

@@ -13,7 +13,7 @@ from ui.common import AttentionView, EmbeddingView, guarded, help_note, require_
 from ui.explainer_tabs import ExplainerTabs
 from ui.export import result_export
 from ui.inputs import run_row, text_input
-from ui.kit import AttributionPanel, answer_header, answer_queue, api, draw_views, result_state, tab_compute
+from ui.kit import AttributionPanel, answer_header, answer_queue, draw_views, result_state, tab_compute
 from viz.bars import probability_lines
 from viz.tokens import clean_token
 
@@ -165,7 +165,7 @@ def _wire(c: _Tab) -> None:
         c.state,
         [c.target],
         attribute,
-        api(translation.TASK, "attribution"),
+        translation.TASK,
         "Translate a text first.",
         rerun=(c.target.input,),
     )

@@ -122,19 +122,6 @@ def steps_per_batch(n_tokens: int, steps: int, budget: int = TOKENS_PER_BATCH) -
     return max(1, min(int(steps), budget // max(1, int(n_tokens))))
 
 
-def endpoint_values(
-    score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = ()
-) -> tuple[float, float]:
-    """f(x) and f(baseline) from ONE batched forward pass (for the completeness check).
-
-    x, base: (1, ...) inputs of the same shape; tensors in `extra` with batch 1 are repeated.
-    """
-    args = tuple(a.expand(2, *a.shape[1:]) if isinstance(a, torch.Tensor) and a.shape[:1] == (1,) else a for a in extra)
-    with torch.inference_mode():
-        values = score_fn(torch.cat([x, base]), *args)
-    return float(values[0]), float(values[1])
-
-
 @dataclass
 class Attributed:
     """What one attribution run gives: attrs shaped like the attributed tensor (1, ...), the
@@ -174,12 +161,43 @@ def run_attribution(
     batched pass so completeness (sum of attributions = f(x) - f(baseline) - delta) can be shown.
     `smoothgrad` (nt_samples, stdevs, ...) averages over noisy copies with Captum's NoiseTunnel.
     """
+    (got,) = run_attributions(score_fn, inputs, baselines, method_name, steps, layer, extra, batch, tolerance,
+                              progress, units, smoothgrad)
+    return got
+
+
+def run_attributions(
+    score_fn: Callable[..., torch.Tensor],
+    inputs: torch.Tensor,
+    baselines: torch.Tensor,
+    method_name: str = "integrated_gradients",
+    steps: int = 32,
+    layer: torch.nn.Module | None = None,
+    extra: tuple = (),
+    batch: int | None = None,
+    tolerance: float | None = None,
+    progress: ProgressFn | None = None,
+    units: int | None = None,
+    smoothgrad: dict | None = None,
+) -> list[Attributed]:
+    """`run_attribution` for S inputs at once (several users' requests of one task and model):
+    inputs, baselines (S, ...); every tensor of `extra` has S rows, one per input. Captum runs every
+    input's interpolation points in the same batches (`batch` or the token budget counts the rows of
+    all S), and each input stops on the ladder at its own step count: the inputs still above the
+    tolerance run the next rung together. One Attributed per input, as its own run would give it."""
     chosen = method(method_name)
+    count = int(inputs.shape[0])
+    if smoothgrad and count > 1:
+        raise ValueError("SmoothGrad attributes one input at a time.")
     ladder = [s for s in STEP_LADDER if s < steps] + [int(steps)] if tolerance else [int(steps)]
     if not chosen.integrates:
         ladder = [1]
     n_units = units or (inputs.shape[1] if inputs.dim() > 1 else 1)
-    rounds = [math.ceil(s / (batch or steps_per_batch(n_units, s))) for s in ladder] if chosen.integrates else [1]
+
+    def rows_per_batch(n_steps: int, rows: int) -> int:  # Captum's internal_batch_size: rows of all inputs
+        return rows * (batch or steps_per_batch(rows * n_units, n_steps))
+
+    rounds = [math.ceil(s * count / rows_per_batch(s, count)) for s in ladder] if chosen.integrates else [1]
     done = {"batches": 0}
 
     def tracked(*args: Any) -> torch.Tensor:
@@ -193,31 +211,67 @@ def run_attribution(
     # f(input) and f(baseline) once, in one batched pass: they give the completeness check and,
     # for integrated gradients, the convergence delta exactly as Captum defines it
     # (sum of attributions - (f(input) - f(baseline))), without Captum's own second pass over them.
-    f_in, f_base = endpoint_values(score_fn, inputs, baselines, extra)
+    ends = endpoint_rows(score_fn, inputs, baselines, extra)
     algo = chosen.captum(tracked, layer)
+    got: list[Attributed | None] = [None] * count
+    left = list(range(count))
     for n_steps in ladder:
-        if chosen.integrates:
-            kwargs = dict(
-                baselines=baselines, n_steps=n_steps, internal_batch_size=batch or steps_per_batch(n_units, n_steps)
-            )
-        else:
-            kwargs = {}
-        source = inputs if layer is not None or not inputs.is_floating_point() else inputs.clone().requires_grad_(True)
-        runner = algo
-        if smoothgrad:  # completeness holds per noisy copy: Captum's own delta there
-            from captum.attr import NoiseTunnel
-
-            runner = NoiseTunnel(algo)
-            kwargs.update(nt_type="smoothgrad", nt_samples_batch_size=1, return_convergence_delta=True, **smoothgrad)
-        out = runner.attribute(source, additional_forward_args=extra or None, **kwargs)
-        if smoothgrad:
-            attrs, delta_value = out[0], float(out[1].abs().max())
-        else:
-            attrs = out
-            delta_value = float(abs(attrs.double().sum() - (f_in - f_base))) if algo.has_convergence_delta() else None
-        if delta_value is None or tolerance is None or delta_value <= tolerance:
+        rows = _rows_of((inputs, baselines, *extra), left, count)
+        internal = rows_per_batch(n_steps, len(left)) if chosen.integrates else None
+        attrs, noisy_delta = _captum_rung(algo, rows, n_steps, internal, layer is not None, smoothgrad)
+        for row, i in enumerate(left):
+            f_in, f_base = ends[i]
+            delta_value = noisy_delta
+            if not smoothgrad and algo.has_convergence_delta():
+                delta_value = float(abs(attrs[row].double().sum() - (f_in - f_base)))
+            got[i] = Attributed(attrs[row : row + 1], delta_value, n_steps, f_in, f_base)
+        left = [i for i in left if tolerance is not None and (got[i].delta or 0.0) > tolerance]
+        if not left:
             break
-    return Attributed(attrs.detach(), delta_value, n_steps, f_in, f_base)
+    return got
+
+
+def _rows_of(values: tuple, left: list[int], count: int) -> tuple:
+    """The rows `left` of every per-input tensor in `values` (those with `count` rows); all of them
+    unchanged while every input is left."""
+    if len(left) == count:
+        return values
+    pick = torch.tensor(left, device=values[0].device)
+    return tuple(
+        a.index_select(0, pick) if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == count else a
+        for a in values
+    )
+
+
+def _captum_rung(
+    algo: Any, rows: tuple, n_steps: int, internal: int | None, to_layer: bool, smoothgrad: dict | None
+) -> tuple[torch.Tensor, float | None]:
+    """One Captum call over `rows` = (inputs, baselines, *extra) of the inputs still on the ladder: the
+    attributions, and with SmoothGrad the largest |delta| of its noisy copies (else None)."""
+    inputs, baselines, extra = rows[0], rows[1], rows[2:]
+    kwargs: dict[str, Any] = (
+        dict(baselines=baselines, n_steps=n_steps, internal_batch_size=internal) if internal is not None else {}
+    )
+    source = inputs if to_layer or not inputs.is_floating_point() else inputs.clone().requires_grad_(True)
+    if not smoothgrad:
+        return algo.attribute(source, additional_forward_args=extra or None, **kwargs).detach(), None
+    from captum.attr import NoiseTunnel  # completeness holds per noisy copy: Captum's own delta there
+
+    kwargs.update(nt_type="smoothgrad", nt_samples_batch_size=1, return_convergence_delta=True, **smoothgrad)
+    attrs, delta = NoiseTunnel(algo).attribute(source, additional_forward_args=extra or None, **kwargs)
+    return attrs.detach(), float(delta.abs().max())
+
+
+def endpoint_rows(
+    score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = ()
+) -> list[tuple[float, float]]:
+    """(f(input), f(baseline)) of each of the S inputs x (S, ...), from ONE batched forward pass;
+    tensors of `extra` have S rows (a batch-1 tensor of a single input is repeated like the rest)."""
+    count = x.shape[0]
+    args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.shape[:1] == (count,) else a for a in extra)
+    with torch.inference_mode():
+        values = score_fn(torch.cat([x, base]), *args)
+    return [(float(values[i]), float(values[count + i])) for i in range(count)]
 
 
 def integrate_targets(

@@ -12,7 +12,7 @@ import torch
 
 from core.results import Attribution
 from core.tokens import byte_level_label
-from demos.explain.attribution import Attributed, run_attribution
+from demos.explain.attribution import Attributed, run_attribution, run_attributions
 from demos.runtime.compute import How
 
 
@@ -140,6 +140,40 @@ def token_attribution(
         progress=how.progress,
     )
     return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, how.method)
+
+
+def token_attributions(
+    model: Any,
+    score_fn: Callable[..., torch.Tensor],
+    rows: Sequence[torch.Tensor],
+    bases: Sequence[torch.Tensor],
+    tokens: Sequence[list[str]],
+    targets: Sequence[str],
+    pad: int,
+    extra: tuple = (),
+    how: How = How(),
+) -> list[Attribution]:
+    """`token_attribution` of S inputs in one batched run: `rows` and `bases` (1, n_i) ids and their
+    baselines, padded right with `pad` to the longest; `score_fn(ids, mask, *extra) -> (batch,)` gets the
+    padding mask (S, n) and `extra` (tensors of S rows, e.g. each input's target). Padding is the same
+    in an input and its baseline, so it gets no attribution; each input's scores are cut to its own n_i."""
+    ids, mask, lengths = pad_right(rows, pad)
+    base, _, _ = pad_right(bases, pad)
+    got = run_attributions(
+        score_fn,
+        ids,
+        base,
+        how.method,
+        int(how.steps),
+        layer=model.get_input_embeddings(),
+        extra=(mask, *extra),
+        tolerance=how.tolerance,
+        progress=how.progress,
+    )
+    return [
+        as_attribution(g, g.attrs.sum(dim=-1)[0, :n], list(toks), target, how.method)
+        for g, n, toks, target in zip(got, lengths, tokens, targets)
+    ]
 
 
 def as_attribution(got: Attributed, scores: torch.Tensor, tokens: list[str], target: str, method: str) -> Attribution:

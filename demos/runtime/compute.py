@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from demos.runtime.cache import memo
-from demos.runtime.gather import Gather, batches
+from demos.runtime.gather import Gather, attributions_batch, batches
 from demos.runtime.gpu import on_gpu
 from demos.runtime.heap import trimmed
 from demos.runtime.loading import in_explain_lane, one_at_a_time
@@ -95,14 +95,29 @@ def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_secon
     return decorate
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """How an explanation's concurrent calls gather into one pass (`demos.runtime.gather`):
+    `item(args, kwargs) -> (payload, group) | None` (None: the call runs alone), `unpack(payload,
+    group) -> kwargs` of one call, `many(payloads, group) -> results` in one pass, `size(payload)`
+    what the batch's character budget counts."""
+
+    item: Callable[[tuple, dict], tuple | None]
+    unpack: Callable[[Any, Any], dict]
+    many: Callable[[list, Any], list]
+    size: Callable[[Any], int]
+
+
 def explanation_policy(
-    task: str | None, memo_size: int, gpu_seconds: int | Callable[..., int]
+    task: str | None, memo_size: int, gpu_seconds: int | Callable[..., int], gathered: Gathered | None = None
 ) -> Callable[[Callable], Callable]:
     """The runtime policy of every explanation, Captum's attributions and the explainers of "Inside the model"
     alike, in this one decorator: memo (outermost, when `memo_size`), then the heap trim (in the trimmer thread, not
     under the lock), the explanations' lane (its own model copy, `demos.runtime.loading`), the GPU slice and the
-    task's lock. `task`: the task whose lock is taken, or None for a function called as `fn(task, ...)`. The
-    wrapper carries `explanation_policy = True` (checked for every explanation in the tests)."""
+    task's lock. `task`: the task whose lock is taken, or None for a function called as `fn(task, ...)`. With
+    `gathered`, calls that meet run in one pass under the same lane and lock (below the memo, so a repeated
+    request never waits for a batch; its `Gather` is the wrapper's `gather`). The wrapper carries
+    `explanation_policy = True` (checked for every explanation in the tests)."""
 
     def decorate(fn: Callable) -> Callable:
         if task is not None:
@@ -112,9 +127,21 @@ def explanation_policy(
             def locked(task_: str, *args: Any, **kwargs: Any) -> Any:
                 return one_at_a_time(task_)(fn)(task_, *args, **kwargs)
 
-        wrapped = trimmed(in_explain_lane(on_gpu(gpu_seconds)(locked)))
+        inner = in_explain_lane(on_gpu(gpu_seconds)(locked))
+        gather = None
+        if gathered is not None and task is not None:
+            single = inner
+            gather = inner = Gather(
+                single,
+                lambda: in_explain_lane(one_at_a_time(task)(gathered.many)),
+                item=gathered.item,
+                call_one=lambda payload, group: single(**gathered.unpack(payload, group)),
+                size=gathered.size,
+            )
+        wrapped = trimmed(inner)
         wrapped = memo(memo_size)(wrapped) if memo_size else wrapped
         wrapped.explanation_policy = True
+        wrapped.gather = gather
         return wrapped
 
     return decorate
@@ -134,12 +161,18 @@ class How:
     tolerance: float | None = None
 
 
-def attribution_compute(task: str) -> Callable[[Callable], Callable]:
+_GROUP = tuple(f.name for f in fields(How) if f.name != "progress")  # what calls must share to gather
+
+
+def attribution_compute(task: str, batched: Callable[[], Callable] | None = None) -> Callable[[Callable], Callable]:
     """`task_compute` for a task's attribution function written as `fn(<what>..., how: How)`.
 
     Callers see `fn(<what>..., method=..., steps=32, model_id=None, progress=None, tolerance=None)`
     (the fields of `How`, in that order, after the function's own arguments), so every attribution
-    function of the app takes the same options, declared once here.
+    function of the app takes the same options, declared once here. With `batched` (a thunk giving the
+    task's `fn_many(whats: list[tuple], how: How) -> list`, each `what` the function's own arguments),
+    concurrent calls that share method, steps, model and tolerance gather into one pass
+    (`demos.runtime.gather.attributions_batch`), every caller keeping its own progress bar.
     """
     def decorate(fn: Callable) -> Callable:
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "how"]
@@ -158,9 +191,45 @@ def attribution_compute(task: str) -> Callable[[Callable], Callable]:
             return fn(**given, how=how)
 
         call.__signature__ = signature  # type: ignore[attr-defined]
-        return task_compute(task, memo_size=32, gpu_seconds=15, gpu_seconds_per_step=0.25, answer=False)(call)
+        gathers = batched is not None and attributions_batch(task)
+        gathered = _gathered(signature, [p.name for p in own], batched) if gathers else None
+        return explanation_policy(task, 32, gpu_duration(call, 15, 0.25), gathered)(call)
 
     return decorate
+
+
+def _gathered(signature: inspect.Signature, own: list[str], batched: Callable[[], Callable]) -> Gathered:
+    """How attribution calls gather: payload = (the call's own arguments, its progress callback),
+    group = the other options of `How`."""
+
+    def item(args: tuple, kwargs: dict) -> tuple | None:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            return None  # runs alone, and raises there
+        bound.apply_defaults()
+        given = bound.arguments
+        return (tuple(given[name] for name in own), given["progress"]), tuple(given[name] for name in _GROUP)
+
+    def unpack(payload: tuple, group: tuple) -> dict:
+        what, progress = payload
+        return {**dict(zip(own, what)), **dict(zip(_GROUP, group)), "progress": progress}
+
+    def many(payloads: list, group: tuple) -> list:
+        callbacks = [progress for _, progress in payloads if progress is not None]
+
+        def every(fraction: float, message: str) -> None:
+            for progress in callbacks:
+                progress(fraction, message)
+
+        how = How(**dict(zip(_GROUP, group)), progress=every if callbacks else None)
+        return batched()([what for what, _ in payloads], how)
+
+    def size(payload: tuple) -> int:
+        first = payload[0][0] if payload[0] else ""
+        return len(first) if isinstance(first, str) else 0
+
+    return Gathered(item, unpack, many, size)
 
 
 class Keyed:

@@ -1,4 +1,5 @@
-"""Micro-batches of concurrent answers, in this process (the Ray tier has `@serve.batch`).
+"""Micro-batches of concurrent calls, in this process: answers (the Ray tier also has `@serve.batch`) and
+attributions (`demos.runtime.compute.attribution_compute`).
 
 A task whose registry entry names a batched forward pass (`TaskSpec.batch`, e.g. sentiment's
 `demos.sentiment.analyse_many`) has its answer function wrapped in `Gather` (by
@@ -47,9 +48,22 @@ def batches(task: str) -> bool:
     """Whether `task`'s answers are gathered in this process: it has a batched forward pass, the
     batch size is above 1, and this is not a ZeroGPU Space (where each call has its own GPU slice)."""
     from core import registry
+
+    return bool(registry.get(task).batch) and _gathering()
+
+
+def attributions_batch(task: str) -> bool:
+    """Whether `task`'s attributions are gathered across callers (`TaskSpec.attribute_batch`), by the
+    same rule as its answers."""
+    from core import registry
+
+    return bool(registry.get(task).attribute_batch) and _gathering()
+
+
+def _gathering() -> bool:
     from demos.runtime.gpu import zero_gpu
 
-    return bool(registry.get(task).batch) and batch_size() > 1 and not zero_gpu()
+    return batch_size() > 1 and not zero_gpu()
 
 
 class Failed:
@@ -73,27 +87,28 @@ def batch_item(signature: inspect.Signature, args: tuple, kwargs: dict) -> tuple
     return values[0], values[1]
 
 
-def run_batch(single: Callable, many: Callable, items: Sequence[tuple[str, str | None]]) -> list[Any]:
-    """One result (or `Failed`) per (text, model_id) item: one `many(texts, model_id)` pass per
-    model; a lone item runs `single` once (its error is its caller's); if a pass of several fails,
-    its items run singly, so one bad input fails only its own caller."""
+def run_batch(single: Callable, many: Callable, items: Sequence[tuple[Any, Any]]) -> list[Any]:
+    """One result (or `Failed`) per (payload, group) item, e.g. (text, model_id): one
+    `many(payloads, group)` pass per group; a lone item runs `single(payload, group)` once (its error
+    is its caller's); if a pass of several fails, its items run singly, so one bad input fails only
+    its own caller."""
     out: list[Any] = [None] * len(items)
-    by_model: dict[Any, list[int]] = {}
-    for i, (_, model_id) in enumerate(items):
-        by_model.setdefault(model_id, []).append(i)
-    for model_id, index in by_model.items():
-        texts = [items[i][0] for i in index]
+    by_group: dict[Any, list[int]] = {}
+    for i, (_, group) in enumerate(items):
+        by_group.setdefault(group, []).append(i)
+    for group, index in by_group.items():
+        payloads = [items[i][0] for i in index]
         results = None
-        if len(texts) > 1:
+        if len(payloads) > 1:
             try:
-                results = many(texts, model_id)
+                results = many(payloads, group)
             except Exception:  # run singly: each caller gets its own answer or error
                 results = None
         if results is None:
             results = []
-            for text in texts:
+            for payload in payloads:
                 try:
-                    results.append(single(text, model_id))
+                    results.append(single(payload, group))
                 except Exception as exc:  # returned to its own caller only
                     results.append(Failed(exc))
         for i, result in zip(index, results):
@@ -104,32 +119,44 @@ def run_batch(single: Callable, many: Callable, items: Sequence[tuple[str, str |
 class _Waiting:
     __slots__ = ("item", "ready", "lead", "value")
 
-    def __init__(self, item: tuple[str, str | None]) -> None:
+    def __init__(self, item: tuple[Any, Any]) -> None:
         self.item, self.ready, self.lead, self.value = item, threading.Event(), False, None
 
 
+def _text_length(payload: Any) -> int:
+    return len(payload) if isinstance(payload, str) else 0
+
+
 class Gather:
-    """`single(text, model_id)` for many threads at once, in micro-batches (see the module doc)."""
+    """`single(text, model_id)` for many threads at once, in micro-batches (see the module doc).
+
+    `item(args, kwargs) -> (payload, group) | None` says which calls batch (default: `batch_item`,
+    plain (text, model_id) calls); `call_one(payload, group)` runs one item alone (default `single`);
+    `size(payload)` is what `max_chars` bounds (default: the text's length)."""
 
     def __init__(self, single: Callable, many: Callable[[], Callable], max_size: int | None = None,
-                 max_chars: int | None = None) -> None:
+                 max_chars: int | None = None, item: Callable[[tuple, dict], tuple | None] | None = None,
+                 call_one: Callable | None = None, size: Callable[[Any], int] = _text_length) -> None:
         self.single, self._many_thunk, self._many = single, many, None
         self.max_size = max_size or batch_size()
         self.max_chars = max_chars or batch_chars()
         self.signature = inspect.signature(single)
+        self._item = item or (lambda args, kwargs: batch_item(self.signature, args, kwargs))
+        self._call_one = call_one or single
+        self._size = size
         self._mutex = threading.Lock()
         self._queue: deque[_Waiting] = deque()
         self._busy = False
         self.sizes: deque[int] = deque(maxlen=1000)  # size of every pass (tests, bench)
         functools.update_wrapper(self, single)
 
-    def many(self, texts: list[str], model_id: str | None) -> list[Any]:
+    def many(self, payloads: list[Any], group: Any) -> list[Any]:
         if self._many is None:
             self._many = self._many_thunk()
-        return self._many(texts, model_id)
+        return self._many(payloads, group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        item = batch_item(self.signature, args, kwargs)
+        item = self._item(args, kwargs)
         if item is None or self.max_size < 2:
             return self.single(*args, **kwargs)
         mine = _Waiting(item)
@@ -151,12 +178,12 @@ class Gather:
         with self._mutex:
             batch, longest = [], 0
             while self._queue and len(batch) < self.max_size:
-                longest = max(longest, len(self._queue[0].item[0]))
+                longest = max(longest, self._size(self._queue[0].item[0]))
                 if batch and (len(batch) + 1) * longest > self.max_chars:
                     break
                 batch.append(self._queue.popleft())
         try:
-            results = run_batch(self.single, self.many, [w.item for w in batch]) if batch else []
+            results = run_batch(self._call_one, self.many, [w.item for w in batch]) if batch else []
             self.sizes.append(len(batch))
         except BaseException as exc:  # not an Exception (run_batch catches those): every item fails alike
             results = [Failed(exc)] * len(batch)

@@ -3,6 +3,7 @@ columns to the answer-path table (tiny models; timings not asserted)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -31,6 +32,25 @@ def test_the_neighbour_computes_during_a_busy_call_only_and_is_gone_after_close(
         paused_after_error = _cpu_s(pid) - before
     assert paused < 0.05 and paused_after_error < 0.05, (paused, paused_after_error)
     assert running > 0.2, running  # one thread for 0.4 s
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_the_neighbour_dies_with_a_bench_that_was_killed():
+    """A bench stopped by a signal runs no `close`: the paused neighbour must not outlive it."""
+    import subprocess
+    import sys
+
+    code = "from bench.busy import Busy; b = Busy(1); print(b.pid, flush=True); import time; time.sleep(60)"
+    root = Path(__file__).resolve().parents[2]
+    bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=root)
+    pid = int(bench.stdout.readline())
+    assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    bench.kill()
+    bench.wait(10)
+    bench.stdout.close()
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 

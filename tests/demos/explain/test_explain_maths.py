@@ -175,7 +175,7 @@ def test_steps_per_batch():
     assert attribution.steps_per_batch(1, 5000) == 4096  # one token: the whole budget
 
 
-def test_endpoint_values_in_one_batched_pass():
+def test_endpoint_rows_in_one_batched_pass():
     seen = []
 
     def fn(x, scale, other):
@@ -183,11 +183,42 @@ def test_endpoint_values_in_one_batched_pass():
         return (x.sum(-1) * scale[:, 0]).double()
 
     x, base = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 0.0]])
-    f_x, f_b = attribution.endpoint_values(fn, x, base, (torch.tensor([[3.0]]), "keep"))
-    assert (f_x, f_b) == (9.0, 1.5)
+    assert attribution.endpoint_rows(fn, x, base, (torch.tensor([[3.0]]), "keep")) == [(9.0, 1.5)]
     assert seen == [((2, 2), (2, 1), "keep")]  # one pass; batch-1 tensors repeated, others as they are
-    f_x, f_b = attribution.endpoint_values(lambda x: x.sum(-1), x, base)
-    assert (f_x, f_b) == (3.0, 0.5)
+    assert attribution.endpoint_rows(lambda x: x.sum(-1), x, base) == [(3.0, 0.5)]
+    # two inputs: rows [x0, x1, b0, b1], each input's extra row beside it
+    seen.clear()
+    x2, base2 = torch.tensor([[1.0, 2.0], [4.0, 0.0]]), torch.tensor([[0.5, 0.0], [1.0, 1.0]])
+    got = attribution.endpoint_rows(fn, x2, base2, (torch.tensor([[3.0], [-1.0]]), "keep"))
+    assert got == [(9.0, 1.5), (-4.0, -2.0)]
+    assert seen == [((4, 2), (4, 1), "keep")]
+
+
+def test_several_inputs_at_once_each_equal_its_own_run_and_stop_at_its_own_step_count():
+    """run_attributions (students' requests gathered into one run): f(x) = sum(sin(5 x)) from a zero
+    baseline has IG_i = sin(5 x_i) exactly. With a tolerance, each input climbs the ladder only as far as
+    its own run climbs, and the later rungs run only the inputs still above it."""
+    rows = []
+
+    def f(x):
+        rows.append(x.shape[0])
+        return torch.sin(5 * x).sum(-1)
+
+    x = torch.tensor([[0.05, -0.02], [3.0, -2.5], [1.0, 0.5]], dtype=torch.float64)
+    base = torch.zeros_like(x)
+    got = attribution.run_attributions(f, x, base, steps=256, tolerance=1e-6)
+    assert [g.steps for g in got] == [8, 16, 8]
+    assert rows == [6, 24, 16]  # the end points of all three in one pass, 3 x 8 points, then input 1 alone at 16
+    for i, g in enumerate(got):
+        rows.clear()
+        alone = attribution.run_attribution(f, x[i : i + 1], base[i : i + 1], steps=256, tolerance=1e-6)
+        assert alone.steps == g.steps and g.attrs.shape == (1, 2)
+        torch.testing.assert_close(g.attrs, alone.attrs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(g.attrs[0], torch.sin(5 * x[i]), rtol=0, atol=1e-6)
+        assert (g.output_value, g.baseline_value) == pytest.approx((float(torch.sin(5 * x[i]).sum()), 0.0))
+        assert g.delta == pytest.approx(abs(float(g.attrs.sum()) - g.output_value), abs=1e-12) and g.delta <= 1e-6
+    with pytest.raises(ValueError, match="one input at a time"):
+        attribution.run_attributions(f, x, base, smoothgrad={"nt_samples": 2})
 
 
 def test_run_attribution_integrates_a_quadratic_exactly():

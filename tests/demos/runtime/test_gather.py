@@ -171,3 +171,57 @@ def test_long_texts_run_alone_short_ones_together():
     # passes: items x longest <= 100 characters; a text longer than that goes alone
     assert list(g.sizes) == [1, 2, 1, 1, 1, 1]
     assert rec.batches == [["a" * 10, "b" * 10]]
+
+
+def test_calls_described_by_their_own_item_batch_by_group_and_run_alone_through_call_one():
+    """Gather(item=, call_one=, size=): the payload and group come from `item`, a pass runs
+    `many(payloads, group)` per group, a lone item runs `call_one(payload, group)`, and `size` is
+    what the character budget counts (attributions use it: demos.runtime.compute.attribution_compute)."""
+    started, release = threading.Event(), threading.Event()
+    ones, passes = [], []
+
+    def single(text: str, steps: int = 8) -> str:  # the first caller runs alone and holds the pass
+        started.set()
+        release.wait(10)
+        return f"{text}/{steps}"
+
+    def call_one(payload, group):
+        ones.append((payload, group))
+        return single(payload, group) if payload == "first" else f"{payload}/{group} alone"
+
+    def many(payloads, group):
+        passes.append((list(payloads), group))
+        return [f"{p}/{group} together" for p in payloads]
+
+    def item(args, kwargs):
+        text, steps = (list(args) + [kwargs.get("steps", 8)])[:2]
+        return None if text == "no" else (text, steps)
+
+    g = gather.Gather(single, lambda: many, max_size=8, max_chars=24, item=item, call_one=call_one,
+                      size=lambda p: 2 * len(p))
+    calls = [("first",), ("a",), ("b",), ("c", 32), ("long-long",), ("d",)]
+    with ThreadPoolExecutor(len(calls)) as pool:
+        first = pool.submit(g, *calls[0])
+        assert started.wait(10)
+        rest = [pool.submit(g, *c) for c in calls[1:]]
+        while len(g._queue) < len(calls) - 1:
+            threading.Event().wait(0.005)
+        release.set()
+        got = [first.result(10)] + [f.result(10) for f in rest]
+    assert got == ["first/8", "a/8 together", "b/8 together", "c/32 alone", "long-long/8 alone", "d/8 alone"]
+    # budget 24 on size = 2 x length: a, b, c fit (3 x 2 = 6 <= 24); "long-long" (18) would make 4 x 18,
+    # then d beside it 2 x 18: both alone; c's other step count is its own group, alone
+    assert passes == [(["a", "b"], 8)] and list(g.sizes) == [1, 3, 1, 1]
+    assert [p for p, _ in ones] == ["first", "c", "long-long", "d"]
+    assert g("no") == "no/8" and list(g.sizes) == [1, 3, 1, 1]  # item None: the plain single call
+
+
+def test_which_tasks_gather_attributions(monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.delenv("XRAY_BATCH_SIZE", raising=False)
+    assert gather.attributions_batch("sentiment") and not gather.attributions_batch("qa")
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "1")
+    assert not gather.attributions_batch("sentiment")
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "8")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert not gather.attributions_batch("sentiment")
