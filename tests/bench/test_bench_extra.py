@@ -1,4 +1,4 @@
-"""bench.adaptive, bench.explainers and bench.class_load: argument parsing, the tables, and tiny-model
+"""bench.adaptive, bench.explainers, bench.class_load and bench.gathered: argument parsing, the tables, and tiny-model
 smoke runs (real models of the real classes, 2 layers). Timings are not asserted."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bench import adaptive, class_load, explainers
+from bench import adaptive, class_load, explainers, gathered
 
 
 def test_adaptive_arguments_and_table():
@@ -28,6 +28,18 @@ def test_adaptive_tiny_smoke(tmp_path):
     assert row["adaptive"]["delta"] <= 0.01 or row["adaptive"]["steps"] == 256  # the stopping rule
     assert math.isfinite(row["ratio"]) and row["ratio"] > 0
     assert (tmp_path / "a.md").read_text().startswith("| tab |")
+
+
+def test_gathered_tiny_smoke():
+    """Six students at once share passes, and each gets the scores of their own run (to float rounding)."""
+    texts = gathered.sentences(6)
+    assert len(set(texts)) == 6
+    row = gathered.main(["--students", "6", "--repeats", "1"])
+    assert row["students"] == 6 and row["same_targets"]
+    # warm-up and one repeat of each side: 6 passes of one, one after the other, and gathered passes at once
+    assert sum(row["passes"]) == 4 * 6 and max(row["passes"]) > 1
+    assert row["largest_relative_difference"] < 1e-4
+    assert row["one_at_a_time_s"] > 0 and row["at_once_s"] > 0
 
 
 def test_explainers_arguments_and_tiny_smoke(tmp_path):
