@@ -81,7 +81,8 @@ _BRANCH_TASKS = _tasks(lambda s: s.branches)
 _ALL = _tasks(lambda s: True)
 
 LENS = ExplainerSpec(
-    "lens", "Layer lens", _LENS_TASKS, (Param("model_id", "str | None"), Param("item", "int", 0)),
+    "lens", "Layer lens", _LENS_TASKS,
+    (Param("model_id", "str | None"), Param("item", "int", 0), Param("start", "int | None")),
     "LensGrid | HeadLens", _not_for("lens", _LENS_TASKS))
 ATTENTION_STEPS = ExplainerSpec(
     "attention_steps", "Attention step by step", _tasks(lambda s: s.attention_kinds),

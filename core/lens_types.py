@@ -17,6 +17,7 @@ LENS_CAPTION = (
     "The last row is exactly the model's own output.\n\n"
     "*What runs on each row, in the model's own names:* `{head}`"  # the internals on a line of their own
 )
+LENS_COLUMNS = 60  # positions of a decoder's lens computed and shown at once (the view's window picks which)
 
 
 @dataclass
@@ -29,6 +30,8 @@ class LensGrid:
     top5_tokens: (L+1, n, 5) and top5_probs: (L+1, n, 5): best five per cell, best first (hover).
     chosen_probs: (L+1, n) probability of `targets[j]` at every layer (NaN where no target): where
     the model commits. groups: (n,) e.g. "prompt" / "generated" per column. head: what was applied.
+    The grid is a window of at most LENS_COLUMNS columns: column j is position `first + j` of the
+    `total` positions the result has (the unembedding is what costs, so only the window is computed).
     """
 
     task: str
@@ -44,6 +47,12 @@ class LensGrid:
     groups: list[str]
     head: str
     caption: str
+    first: int = 0
+    total: int = -1  # -1: the window is the whole sequence
+
+    def __post_init__(self) -> None:
+        if self.total < 0:
+            self.total = self.first + len(self.positions)
 
     @property
     def n_layers(self) -> int:

@@ -149,8 +149,9 @@ CONTROLS: dict[str, Control] = {
     "step": Control("int", 0, 999),
     "token": Control("str", limit=100),
 }
-# Explainer parameters that no control of the UI holds (set by the app, not by the user).
-_NOT_CONTROLS = {"model_id", "item", "top_k", "points", "seed", "progress"}
+# Explainer parameters that no link sets (set by the app, or, like the lens's window `start`, chosen on the
+# page after the answer: a link opens the lens at the answer's part).
+_NOT_CONTROLS = {"model_id", "item", "top_k", "points", "seed", "progress", "start"}
 
 
 def tabs() -> tuple[str, ...]:

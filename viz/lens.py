@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from core.lens_types import AttentionSteps, HeadLens, LensGrid
+from core.lens_types import LENS_COLUMNS, AttentionSteps, HeadLens, LensGrid
 from viz.tokens import (
     axis_labels,
     clean_token,
@@ -16,7 +16,7 @@ from viz.tokens import (
     token_range,
 )
 
-MAX_COLUMNS = 60  # positions shown at once in the lens grid (a token range picks which)
+MAX_COLUMNS = LENS_COLUMNS  # positions shown at once in the lens grid (a token range picks which)
 
 
 def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None = None) -> go.Figure:
@@ -38,7 +38,7 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
         ]
         for r in range(grid.n_layers)
     ]
-    xlab = [f"{c}:{plot_label(grid.positions[c])}→{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    xlab = [f"{grid.first + c}:{plot_label(grid.positions[c])}→{plot_label(grid.targets[c]) or '·'}" for c in idx]
     fig = go.Figure(
         go.Heatmap(
             z=grid.top_probs[:, cols],
@@ -76,7 +76,7 @@ def commit_figure(grid: LensGrid, start: int | None = None, end: int | None = No
     if cols.stop - cols.start > MAX_COLUMNS:
         cols = slice(cols.start, cols.start + MAX_COLUMNS)
     idx = list(range(n))[cols]
-    xlab = [f"{c}:{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    xlab = [f"{grid.first + c}:{plot_label(grid.targets[c]) or '·'}" for c in idx]
     fig = go.Figure(
         go.Heatmap(
             z=grid.chosen_probs[:, cols],

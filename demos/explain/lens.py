@@ -21,7 +21,9 @@ result.vision_hidden of image `item`. The explorer (a bare encoder) has no head:
 A family missing from the table gets UnknownArchitecture naming what is missing.
 
 Cost: (L+1) applications of the head; for decoders that is (L+1) x (n x d x vocab) multiply-adds,
-the unembedding being the expensive part; nothing else of the model runs.
+the unembedding being the expensive part, so a decoder's lens computes only the window of at most
+LENS_COLUMNS positions shown (by default the answer's part, see _window), every layer in one matmul;
+nothing else of the model runs.
 """
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ import torch
 
 from core import explainers as specs
 from core import registry
-from core.lens_types import LENS_CAPTION, AttentionSteps, HeadLens, LensGrid, Span
+from core.lens_types import LENS_CAPTION, LENS_COLUMNS, AttentionSteps, HeadLens, LensGrid, Span
 from demos import adapters as A
 from demos.explain import tasks
 from demos.explain.attention_steps import attention_kinds, attention_steps
@@ -140,29 +142,44 @@ def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = N
         return logits(int(layer), _states(m, states[int(layer), cols])).cpu().numpy()
 
 
-def _decoder_lens(task: str, m: loading.Loaded, result: Any) -> LensGrid:
-    states, logits, head = _decoder_parts(task, m, result)
+def _window(task: str, result: Any, n: int, start: int | None) -> slice:
+    """The columns computed: LENS_COLUMNS from `start` (clamped), or by default the last LENS_COLUMNS, on
+    generation never before the last prompt position (the answer's part: a prompt's own next-token guesses
+    are one `start` away)."""
+    if start is None:
+        lo = max(0, n - LENS_COLUMNS)
+        if task == "generation":
+            lo = max(lo, int(result.n_prompt) - 1)
+    else:
+        lo = max(0, min(int(start), n - 1))
+    return slice(lo, min(n, lo + LENS_COLUMNS))
+
+
+def _decoder_lens(task: str, m: loading.Loaded, result: Any, start: int | None = None) -> LensGrid:
+    states, _, head = _decoder_parts(task, m, result)
     cols, positions, targets, target_ids, groups = _decoder_columns(task, result)
+    total = len(positions)
+    win = _window(task, result, total, start)
+    positions, targets, target_ids, groups = (v[win] for v in (positions, targets, target_ids, groups))
+    lo = (cols.start or 0) + win.start
     tok = getattr(m.processor, "tokenizer", m.processor)
-    n_rows, n = states.shape[0], len(positions)
-    top_p = np.zeros((n_rows, n, TOP_K), dtype=np.float32)
-    top_i = np.zeros((n_rows, n, TOP_K), dtype=np.int64)
-    chosen = np.full((n_rows, n), np.nan, dtype=np.float32)
+    adapter = A.adapter_for_view(m.model, VIEW)
     has = [j for j, t in enumerate(target_ids) if t is not None]
-    with torch.inference_mode():
-        for layer in range(n_rows):
-            probs = torch.softmax(logits(layer, _states(m, states[layer, cols])), dim=-1)  # (n, vocab)
-            p, i = probs.topk(min(TOP_K, probs.shape[-1]), dim=-1)
-            top_p[layer, :, : p.shape[1]], top_i[layer, :, : i.shape[1]] = p.cpu().numpy(), i.cpu().numpy()
-            if has:
-                rows = torch.tensor(has, device=probs.device)
-                ids = torch.tensor([target_ids[j] for j in has], device=probs.device)
-                chosen[layer, has] = probs[rows, ids].cpu().numpy()
+    with torch.inference_mode():  # every layer of the window through the final part and head, one matmul
+        probs = torch.softmax(_every_layer(m, adapter, states[:, lo : lo + len(positions)], adapter.main), dim=-1)
+        p, i = probs.topk(min(TOP_K, probs.shape[-1]), dim=-1)  # (L+1, n, k)
+        chosen = np.full(probs.shape[:2], np.nan, dtype=np.float32)
+        if has:
+            ids = torch.tensor([target_ids[j] for j in has], device=probs.device)
+            chosen[:, has] = probs[:, has, ids].cpu().numpy()  # (L+1, |has|): column has[k] at token ids[k]
+    top_p = np.zeros((*probs.shape[:2], TOP_K), dtype=np.float32)
+    top_i = np.zeros((*probs.shape[:2], TOP_K), dtype=np.int64)
+    top_p[..., : p.shape[-1]], top_i[..., : i.shape[-1]] = p.cpu().numpy(), i.cpu().numpy()
     names = [[tok.convert_ids_to_tokens(row.tolist()) for row in layer] for layer in top_i]
     return LensGrid(
         task=task,
         model_id=m.model_id,
-        layer_labels=_layer_labels(n_rows),
+        layer_labels=_layer_labels(probs.shape[0]),
         positions=positions,
         targets=targets,
         top_tokens=[[cell[0] for cell in layer] for layer in names],
@@ -173,6 +190,8 @@ def _decoder_lens(task: str, m: loading.Loaded, result: Any) -> LensGrid:
         groups=groups,
         head=head,
         caption=LENS_CAPTION.format(head=head),
+        first=win.start,
+        total=total,
     )
 
 
@@ -256,9 +275,12 @@ def _qa_lens(task, m, result, adapter: A.Adapter) -> HeadLens:
     )
 
 
-def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0) -> LensGrid | HeadLens:
+def lens(
+    task_key: str, result: Any, model_id: str | None = None, item: int = 0, start: int | None = None
+) -> LensGrid | HeadLens:
     """The layer lens of `result` (the task's own result object). model_id defaults to the
-    result's model. item: which image of a CLIP result. Raises ValueError for the explorer."""
+    result's model. item: which image of a CLIP result. start: a decoder's first position computed
+    (LENS_COLUMNS from there; None: the answer's window, see _window). Raises ValueError for the explorer."""
     if task_key in NOT_FOR:
         raise ValueError(NOT_FOR[task_key])
     if task_key not in LENS_TASKS:
@@ -267,7 +289,7 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
 
     def run() -> LensGrid | HeadLens:
         if task_key in DECODERS:
-            return _decoder_lens(task_key, m, result)
+            return _decoder_lens(task_key, m, result, start)
         adapter = A.adapter_for_view(m.model, VIEW)  # the task's own head, by the architecture table
         kinds = {head.kind for head in adapter.head.values()}
         if "span" in kinds:
@@ -284,8 +306,10 @@ def lens(task_key: str, result: Any, model_id: str | None = None, item: int = 0)
     return loading.one_at_a_time(task_key)(run)()
 
 
-def _run_lens(task: str, result: Any, model_id: str | None = None, item: int = 0) -> LensGrid | HeadLens:
-    return lens(task, result, model_id, item)
+def _run_lens(
+    task: str, result: Any, model_id: str | None = None, item: int = 0, start: int | None = None
+) -> LensGrid | HeadLens:
+    return lens(task, result, model_id, item, start)
 
 
 LENS = Explainer(specs.LENS, _run_lens)

@@ -63,7 +63,8 @@ class LensView(ExplainerView):
         help_note(LENS_HELP)
         with gr.Row():
             start = gr.Number(
-                value=0, precision=0, minimum=0, label=f"First position shown (at most {MAX_COLUMNS} at once)"
+                value=0, precision=0, minimum=0,
+                label=f"First position shown ({MAX_COLUMNS} at most; at first, the answer's)",
             )
             items = registry.get(task).items  # e.g. "images": counted from 1, as the tab's own picker does
             item = gr.Number(
@@ -76,44 +77,47 @@ class LensView(ExplainerView):
         export = export_button("Export the lens (JSON)")
         return cls(task, start, item, caption, grid, commit, state, export)
 
-    def _figures(self, lens, start: Any) -> dict:
-        if isinstance(lens, LensGrid):  # a decoder: positions x layers, and where it commits
-            first = int(start) if start else max(0, len(lens.positions) - MAX_COLUMNS)
+    def _figures(self, lens) -> dict:
+        if isinstance(lens, LensGrid):  # a decoder: a window of positions x layers, and where it commits
+            where = f" Positions {lens.first} to {lens.first + len(lens.positions) - 1} of 0 to {lens.total - 1}."
             return {
-                self.grid: lens_grid_figure(lens, first, first + MAX_COLUMNS),
-                self.commit: gr.Plot(commit_figure(lens, first, first + MAX_COLUMNS), visible=True),
-                self.start: gr.Number(visible=True),
+                self.caption: lens.caption + where,
+                self.grid: lens_grid_figure(lens),
+                self.commit: gr.Plot(commit_figure(lens), visible=True),
+                self.start: gr.Number(value=lens.first, maximum=max(lens.total - 1, 0), visible=True),
             }
         # an encoder read by its task's head: one figure, no positions
         return {
+            self.caption: lens.caption,
             self.grid: head_lens_figure(lens),
             self.commit: gr.Plot(visible=False),
             self.start: gr.Number(visible=False),
         }
 
     def bind(self, main: Any, state: gr.State) -> None:
-        @guarded
-        def run(result, item):
+        def compute(result, item, start):
             if result is None:
                 raise gr.Error("Run the model first.")
-            lens = backend.call(self.task, "lens", result, item=max(int(item or 1), 1) - 1)  # people count from 1
-            return {self.state: lens, self.caption: lens.caption, **self._figures(lens, None)}
+            first = None if start is None else max(int(start), 0)
+            lens = backend.call(  # people count the items from 1
+                self.task, "lens", result, item=max(int(item or 1), 1) - 1, start=first
+            )
+            return {self.state: lens, **self._figures(lens)}
 
         @guarded
-        def redraw(lens, start):
-            if lens is None:
-                return {self.grid: gr.skip(), self.commit: gr.skip(), self.start: gr.skip()}
-            return self._figures(lens, start)
+        def run(result, item):  # a new answer or item: the answer's window
+            return compute(result, item, None)
+
+        @guarded
+        def window(result, item, start):  # another window of the same answer (only it is computed)
+            return compute(result, item, start)
 
         outputs = [self.state, self.caption, self.grid, self.commit, self.start]
         main.success(run, [state, self.item], outputs, api_name=api(self.task, "lens"), **EXPLANATION_QUEUE)
         self.item.change(run, [state, self.item], outputs, api_visibility="private", **EXPLANATION_QUEUE)
-        self.start.input(
-            redraw,
-            [self.state, self.start],
-            [self.grid, self.commit, self.start],
-            api_visibility="private",
-            queue=False,
+        self.start.input(  # arrows clicked fast: only the last position asked for is computed
+            window, [state, self.item, self.start], outputs, api_visibility="private", trigger_mode="always_last",
+            **EXPLANATION_QUEUE,
         )
         bind_export(*self.export, [self.state], lambda lens: (result_json(lens), f"{self.task}-lens", ".json"))
 

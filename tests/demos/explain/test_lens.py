@@ -31,19 +31,25 @@ def _softmax(logits: torch.Tensor) -> np.ndarray:
 
 def _check_generation(r, grid: LensGrid) -> None:
     out = full_pass("generation", r)[0]
-    last = grid.n_layers - 1
+    last, first = grid.n_layers - 1, r.n_prompt - 1
     np.testing.assert_allclose(lens.head_logits("generation", r, last), out.logits[0].numpy(), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(grid.chosen_probs[last, r.n_prompt - 1 : -1], r.model_prob, **TIGHT)
+    # by default only the answer's part is computed: from the last prompt position (it chose the first new token)
+    assert (grid.first, grid.total, grid.positions) == (first, len(r.tokens), r.tokens[first:])
+    np.testing.assert_allclose(grid.chosen_probs[last, :-1], r.model_prob, **TIGHT)
     top = torch.softmax(out.logits[0].float(), dim=-1).topk(5, dim=-1)
-    np.testing.assert_allclose(grid.top5_probs[last], top.values.numpy(), **TIGHT)
-    assert [row[0] for row in grid.top5_tokens[last]] == loaded("generation", r).processor.convert_ids_to_tokens(top.indices[:, 0].tolist())
-    assert grid.targets[:-1] == r.tokens[1:] and grid.targets[-1] == "" and np.isnan(grid.chosen_probs[:, -1]).all()
-    assert grid.groups.count("generated") == r.steps
+    np.testing.assert_allclose(grid.top5_probs[last], top.values.numpy()[first:], **TIGHT)
+    whole = lens.lens("generation", r, start=0)  # the prompt's positions too
+    assert (whole.first, whole.total, whole.positions) == (0, len(r.tokens), r.tokens)
+    np.testing.assert_allclose(whole.top5_probs[last], top.values.numpy(), **TIGHT)
+    names = loaded("generation", r).processor.convert_ids_to_tokens(top.indices[:, 0].tolist())
+    assert [row[0] for row in whole.top5_tokens[last]] == names
+    assert whole.targets[:-1] == r.tokens[1:] and whole.targets[-1] == "" and np.isnan(whole.chosen_probs[:, -1]).all()
+    assert grid.groups.count("generated") == r.steps and whole.groups.count("prompt") == first
     # Greedy decoding: every generated token is the last layer's top-1, so the model has committed by then.
-    for j in range(r.n_prompt - 1, len(r.tokens) - 1):
+    for j in range(len(grid.positions) - 1):
         assert grid.top_tokens[last][j] == grid.targets[j]
         assert grid.commit_layer(j) is not None and grid.commit_layer(j) <= last
-    assert grid.commit_layer(len(r.tokens) - 1) is None
+    assert grid.commit_layer(len(grid.positions) - 1) is None
 
 
 def _check_translation(r, grid: LensGrid) -> None:
@@ -150,6 +156,28 @@ def test_every_layer_is_a_distribution_with_the_caption(task):
         assert out.top_probs.shape[0] == out.n_layers and np.all((out.final_probs >= 0) & (out.final_probs <= 1))
         if out.class_probs is not None:
             np.testing.assert_allclose(out.class_probs.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", lens.DECODERS)
+def test_a_window_of_the_lens_is_that_slice_of_the_whole_grid(task, monkeypatch):
+    """Only the window asked for is computed: each window equals the same columns of the whole grid, starts
+    where asked (clamped to the last position) and holds at most LENS_COLUMNS columns."""
+    r = result_for(task)
+    whole = lens.lens(task, r, start=0)
+    n = whole.total
+    assert len(whole.positions) == n > 3 and whole.first == 0
+    monkeypatch.setattr(lens, "LENS_COLUMNS", 3)
+    for start in (0, 2, n - 2, n + 5):
+        lo = min(start, n - 1)
+        w = lens.lens(task, r, start=start)
+        cols = slice(lo, lo + 3)
+        assert (w.first, w.total, w.positions, w.targets) == (lo, n, whole.positions[cols], whole.targets[cols])
+        assert w.groups == whole.groups[cols] and w.top5_tokens == [row[cols] for row in whole.top5_tokens]
+        np.testing.assert_allclose(w.top5_probs, whole.top5_probs[:, cols], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(w.chosen_probs, whole.chosen_probs[:, cols], rtol=1e-5, atol=1e-7)
+    default = lens.lens(task, r)  # the answer's window: the last columns, never before the last prompt position
+    lo = max(n - 3, r.n_prompt - 1) if task == "generation" else n - 3
+    assert (default.first, default.positions) == (lo, whole.positions[lo : lo + 3])
 
 
 def test_gpt2_last_state_is_not_normed_twice():
