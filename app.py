@@ -136,11 +136,11 @@ def configure(args: argparse.Namespace) -> None:
 
     kind, address = config.backend_from_env({**os.environ, "XRAY_BACKEND": args.backend})
     backend.configure(backend.InProcess() if kind == config.INPROCESS else backend.RayServe(address))
-    threads = os.environ.get("XRAY_TORCH_THREADS")
-    if threads:  # e.g. 1 on a shared host, where torch's default oversubscribes the cores
-        import torch
+    if kind == config.INPROCESS:  # a Ray front runs no model (its replicas configure their own threads)
+        from demos.runtime import threads
 
-        torch.set_num_threads(max(1, int(threads)))
+        # torch's threads on a quiet machine (default: one per core); fewer per call while the CPUs are busy
+        threads.configure(int(os.environ.get("XRAY_TORCH_THREADS") or 0) or None)
 
 
 log = logging.getLogger("xray")

@@ -3,20 +3,27 @@
 The answer path is measured twice per tab, on a quiet machine and while another process keeps
 both cores busy (as on a shared VM or a Space whose neighbour runs a model), taking turns call by
 call: the busy process is one torch process doing matrix products on `threads` intra-op threads,
-resumed (SIGCONT) just before a "busy" call and paused (SIGSTOP) right after it, so the quiet
-calls of the same run see none of it.
+resumed (SIGCONT) SETTLE_S before a "busy" call (so, as a real neighbour, it is already computing
+when the call starts) and paused (SIGSTOP) right after it, so the quiet calls of the same run see
+none of it. The settling is not timed.
 
     with Busy(threads=2) as busy:
-        seconds = timed(lambda: busy.during(fn))
+        with busy.running():
+            seconds = timed(fn)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
+
+SETTLE_S = 0.05  # after SIGCONT, the time the neighbour's threads take to be running again (measured: < 10 ms)
 
 # The neighbour: matrix products of the size of a transformer layer's (768 x 3072), until the bench ends.
 _NEIGHBOUR = (
@@ -54,18 +61,40 @@ class Busy:
         return self._proc.pid
 
     def _pause(self) -> None:
+        """SIGSTOP, then wait (at most SETTLE_S) until every thread of the neighbour has stopped, so the next
+        quiet call never starts beside a thread that is still running."""
         os.kill(self._proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline and not self._stopped():
+            time.sleep(0.001)
+
+    def _stopped(self) -> bool:
+        try:
+            tasks = list(Path(f"/proc/{self._proc.pid}/task").iterdir())
+            states = [(t / "stat").read_text().rsplit(")", 1)[1].split()[0] for t in tasks]
+        except (OSError, IndexError):
+            return True  # gone, or no /proc: nothing to wait for
+        return all(state in ("T", "t") for state in states)
 
     def _resume(self) -> None:
         os.kill(self._proc.pid, signal.SIGCONT)
 
-    def during(self, fn: Callable[[], Any]) -> Any:
-        """`fn()` with the neighbour computing; paused again afterwards, whatever happens."""
+    @contextlib.contextmanager
+    def running(self, settle_s: float = SETTLE_S) -> Iterator[None]:
+        """The neighbour computing for the block, as a neighbour that was already running when the block starts
+        (resumed `settle_s` before it: its threads are back on the CPUs), paused again after it, whatever
+        happens. The bench enters it untimed around a timed call (`bench.timing.interleaved`'s `around`)."""
         self._resume()
         try:
-            return fn()
+            time.sleep(settle_s)
+            yield
         finally:
             self._pause()
+
+    def during(self, fn: Callable[[], Any]) -> Any:
+        """`fn()` with the neighbour computing (see `running`)."""
+        with self.running():
+            return fn()
 
     def close(self) -> None:
         if self._proc.poll() is None:

@@ -27,11 +27,9 @@ def prepare_environment(hub: bool) -> None:
 def set_threads(threads: int | None) -> int:
     """Fix torch's intra-op threads and return the number. Default: torch's own default, which is
     what `python app.py` runs with (one per physical core)."""
-    import torch
+    from demos.runtime import threads as threads_mod
 
-    n = threads or torch.get_num_threads()
-    torch.set_num_threads(n)
-    return torch.get_num_threads()
+    return threads_mod.configure(threads)
 
 
 def default_models_dir(size: str = "tiny") -> Path:

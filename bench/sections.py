@@ -65,9 +65,9 @@ def latency(names: list[str], quick: bool, repeats: int, busy=None) -> tuple[dic
         plain = spec.make_baseline()
         runs = {"app": spec.app, "plain": plain}
         if busy is not None:
-            runs["app busy"] = lambda fn=spec.app: busy.during(fn)
-            runs["plain busy"] = lambda fn=plain: busy.during(fn)
-        res = interleaved(runs, repeats, warmup=1, before=_clear_memo)
+            runs.update({"app busy": spec.app, "plain busy": plain})
+        around = {"app busy": busy.running, "plain busy": busy.running} if busy is not None else None
+        res = interleaved(runs, repeats, warmup=1, before=_clear_memo, around=around)
         app_s, plain_s = res["app"]["median_s"], res["plain"]["median_s"]
         rows[name] = {
             "app_s": app_s,

@@ -2,6 +2,7 @@
 the facts about the machine a result depends on (threads, versions, load average)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -48,11 +49,14 @@ def interleaved(
     repeats: int,
     warmup: int = 1,
     before: Callable[[], None] | None = None,
+    around: dict[str, Callable[[], contextlib.AbstractContextManager]] | None = None,
 ) -> dict[str, dict]:
     """Time every callable of `runs` `repeats` times, taking turns (the order rotates each round)
     so that machine noise hits all of them alike. `before` runs untimed before every call (e.g.
-    clearing memo caches). Returns name -> summary() plus the median process CPU time under
-    "cpu_median_s" and the last value under "value"."""
+    clearing memo caches); `around[name]()` is a context entered untimed around each call of `name`
+    (e.g. a busy neighbour, `bench.busy.Busy.running`). Returns name -> summary() plus the median
+    process CPU time under "cpu_median_s" and the last value under "value"."""
+    around = around or {}
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}  # process CPU time: little moved by other processes
@@ -61,15 +65,17 @@ def interleaved(
         for n in names:
             if before:
                 before()
-            last[n] = runs[n]()
+            with around.get(n, contextlib.nullcontext)():
+                last[n] = runs[n]()
     for r in range(repeats):
         order = names[r % len(names):] + names[: r % len(names)]
         for n in order:
             if before:
                 before()
-            cpu0 = time.process_time()
-            seconds, last[n] = clock(runs[n])
-            cpu[n].append(time.process_time() - cpu0)
+            with around.get(n, contextlib.nullcontext)():
+                cpu0 = time.process_time()
+                seconds, last[n] = clock(runs[n])
+                cpu[n].append(time.process_time() - cpu0)
             times[n].append(seconds)
     return {n: {**summary(times[n]), "cpu_median_s": median(cpu[n]), "value": last.get(n)} for n in names}
 

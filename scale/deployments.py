@@ -36,14 +36,13 @@ class TaskModel:
     task_key = ""
 
     def __init__(self, settings_fields: Mapping[str, Any], threads: int = 1) -> None:
-        import torch
-
         from demos.explain import tasks
         from demos.provision import offline
         from demos.runtime import loading
         from demos.runtime import settings as settings_mod
+        from demos.runtime import threads as threads_mod
 
-        torch.set_num_threads(max(1, int(threads)))
+        threads_mod.configure(max(1, int(threads)))
         given = dict(settings_fields)
         chosen = settings_mod.Settings(
             **{f.name: given[f.name] for f in dataclasses.fields(settings_mod.Settings) if f.init and f.name in given}

@@ -19,6 +19,11 @@ from viz.tokens import (
 MAX_COLUMNS = LENS_COLUMNS  # positions shown at once in the lens grid (a token range picks which)
 
 
+def _next(token: str) -> str:
+    """A column's next token on its axis label; "(none)" after the last token."""
+    return plot_label(token) if token else "(none)"
+
+
 def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None = None) -> go.Figure:
     """Layers x positions: each cell's top-1 token written in it, shaded by its probability
     (0 to 1); hover gives the top 5."""
@@ -38,7 +43,7 @@ def lens_grid_figure(grid: LensGrid, start: int | None = None, end: int | None =
         ]
         for r in range(grid.n_layers)
     ]
-    xlab = [f"{grid.first + c}:{plot_label(grid.positions[c])}→{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    xlab = [f"{grid.first + c}:{plot_label(grid.positions[c])}→{_next(grid.targets[c])}" for c in idx]
     fig = go.Figure(
         go.Heatmap(
             z=grid.top_probs[:, cols],
@@ -76,7 +81,7 @@ def commit_figure(grid: LensGrid, start: int | None = None, end: int | None = No
     if cols.stop - cols.start > MAX_COLUMNS:
         cols = slice(cols.start, cols.start + MAX_COLUMNS)
     idx = list(range(n))[cols]
-    xlab = [f"{grid.first + c}:{plot_label(grid.targets[c]) or '·'}" for c in idx]
+    xlab = [f"{grid.first + c}:{_next(grid.targets[c])}" for c in idx]
     fig = go.Figure(
         go.Heatmap(
             z=grid.chosen_probs[:, cols],

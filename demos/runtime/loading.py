@@ -21,6 +21,7 @@ import torch
 from core import registry
 from core.results import ModelInfo
 from demos.runtime import settings as settings_mod
+from demos.runtime import threads
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +182,12 @@ def one_at_a_time(task: str) -> Callable[[Callable], Callable]:
     truncation settings as state while they encode, so two concurrent calls with different
     settings corrupt each other ("Unable to create tensor"). On 2 CPU cores running them one
     after the other costs no throughput. Re-entrant, so a computation may call another of its task.
+    Each call runs on the torch threads that fit beside what else the CPUs run (`threads.fitted`).
     """
     def decorate(fn: Callable) -> Callable:
         @functools.wraps(fn)
         def locked(*args: Any, **kwargs: Any) -> Any:
-            with _task_locks.setdefault((task, lane()), threading.RLock()):  # one per lane (see _lane)
+            with _task_locks.setdefault((task, lane()), threading.RLock()), threads.fitted():  # one lock per lane
                 return fn(*args, **kwargs)
 
         return locked

@@ -324,6 +324,9 @@ def test_lens_titles_are_plain_words_and_the_internals_go_to_the_hover():
                     chosen_probs=np.full((2, n), 0.5, np.float32), groups=["prompt"] * n, head="ln_f + lm_head", caption="")
     fig = lens_grid_figure(grid)
     assert "ln_f" not in fig.layout.title.text and "ln_f" in fig.data[0].hovertemplate
+    grid.targets[-1], grid.first = "", 7  # a window from position 7; no token after the last one
+    xs = list(lens_grid_figure(grid).data[0].x)
+    assert xs[0].startswith("7:tok0→") and xs[-1] == f"{7 + n - 1}:tok{n - 1}→(none)"
     assert max(len(t) for row in fig.data[0].text for t in row) <= 3  # 40 columns: a few characters per cell
 
 

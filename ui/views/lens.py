@@ -62,8 +62,8 @@ class LensView(ExplainerView):
     def build(cls, task: str, explainer: Explainer) -> LensView:
         help_note(LENS_HELP)
         with gr.Row():
-            start = gr.Number(
-                value=0, precision=0, minimum=0,
+            start = gr.Number(  # no bounds: a position past either end is clamped by the lens, not refused
+                value=0, precision=0,
                 label=f"First position shown ({MAX_COLUMNS} at most; at first, the answer's)",
             )
             items = registry.get(task).items  # e.g. "images": counted from 1, as the tab's own picker does
@@ -84,7 +84,7 @@ class LensView(ExplainerView):
                 self.caption: lens.caption + where,
                 self.grid: lens_grid_figure(lens),
                 self.commit: gr.Plot(commit_figure(lens), visible=True),
-                self.start: gr.Number(value=lens.first, maximum=max(lens.total - 1, 0), visible=True),
+                self.start: gr.Number(value=lens.first, visible=True),  # the position clamped
             }
         # an encoder read by its task's head: one figure, no positions
         return {
