@@ -142,14 +142,13 @@ def head_logits(task_key: str, result: Any, layer: int, model_id: str | None = N
         return logits(int(layer), _states(m, states[int(layer), cols])).cpu().numpy()
 
 
-def _window(task: str, result: Any, n: int, start: int | None) -> slice:
-    """The columns computed: LENS_COLUMNS from `start` (clamped), or by default the last LENS_COLUMNS, on
-    generation never before the last prompt position (the answer's part: a prompt's own next-token guesses
+def _window(groups: list[str], start: int | None) -> slice:
+    """The columns computed: LENS_COLUMNS from `start` (clamped), or by default the last LENS_COLUMNS, never
+    before the first column that is not the prompt's (the answer's part: a prompt's own next-token guesses
     are one `start` away)."""
+    n = len(groups)
     if start is None:
-        lo = max(0, n - LENS_COLUMNS)
-        if task == "generation":
-            lo = max(lo, int(result.n_prompt) - 1)
+        lo = max(0, n - LENS_COLUMNS, next((j for j, g in enumerate(groups) if g != "prompt"), 0))
     else:
         lo = max(0, min(int(start), n - 1))
     return slice(lo, min(n, lo + LENS_COLUMNS))
@@ -159,7 +158,7 @@ def _decoder_lens(task: str, m: loading.Loaded, result: Any, start: int | None =
     states, _, head = _decoder_parts(task, m, result)
     cols, positions, targets, target_ids, groups = _decoder_columns(task, result)
     total = len(positions)
-    win = _window(task, result, total, start)
+    win = _window(groups, start)
     positions, targets, target_ids, groups = (v[win] for v in (positions, targets, target_ids, groups))
     lo = (cols.start or 0) + win.start
     tok = getattr(m.processor, "tokenizer", m.processor)
