@@ -347,7 +347,8 @@ def attribute_all(
 
     with torch.no_grad():
         x, b = embed(seq), embed(base)
-    got = integrate_targets(probs, x, b, how.method, int(how.steps), how.progress, how.tolerance)
+    with loading.fused_attention(m.model):  # the probabilities never read attention weights
+        got = integrate_targets(probs, x, b, how.method, int(how.steps), how.progress, how.tolerance)
     labels = token_labels(m.processor, list(ids[:-1]))
     return [
         as_attribution(g, g.attrs[0, :p].sum(dim=-1), labels[:p], f"“{m.processor.decode([ids[p]])}” at position {p}",

@@ -242,7 +242,7 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
     noise = None
     if smoothgrad_samples > 0:  # SmoothGrad's noise: 10-20 % of the input range
         noise = dict(nt_samples=smoothgrad_samples, stdevs=0.15 * float(pixel_values.max() - pixel_values.min()))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), loading.fused_attention(m.model):  # no attention weights read
         torch.manual_seed(0)
         got = run_attribution(prob_of_target, pixel_values, base, "integrated_gradients", steps,
                               batch=internal_batch_size, smoothgrad=noise, progress=progress)

@@ -180,16 +180,17 @@ def attribute(
 
     with torch.no_grad():
         x, base = _source_embeds(model, enc.ids), _source_embeds(model, base_ids)
-    got = run_attribution(
-        score,
-        x,
-        base,
-        how.method,
-        int(how.steps),
-        units=x.shape[1] + prefix.shape[1],
-        tolerance=how.tolerance,
-        progress=how.progress,
-    )
+    with loading.fused_attention(model):  # the score never reads attention weights
+        got = run_attribution(
+            score,
+            x,
+            base,
+            how.method,
+            int(how.steps),
+            units=x.shape[1] + prefix.shape[1],
+            tolerance=how.tolerance,
+            progress=how.progress,
+        )
     target = f"{result.target_tokens[step]} (target token {step})"
     return as_attribution(got, got.attrs.sum(dim=-1)[0], enc.tokens, target, how.method)
 

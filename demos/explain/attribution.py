@@ -211,12 +211,14 @@ def run_attributions(
     # f(input) and f(baseline) once, in one batched pass: they give the completeness check and,
     # for integrated gradients, the convergence delta exactly as Captum defines it
     # (sum of attributions - (f(input) - f(baseline))), without Captum's own second pass over them.
-    ends = endpoint_rows(score_fn, inputs, baselines, extra)
-    algo = chosen.captum(tracked, layer)
+    # The same pass keeps the layer's output at input and baseline: integrated gradients over a layer
+    # then run Captum's IntegratedGradients on those outputs (what LayerIntegratedGradients does after two
+    # forward passes of its own to find them), the model's inputs passed along for the rest of the pass.
+    ends, algo, points, extra = _integrand(chosen, tracked, score_fn, (inputs, baselines), extra, layer, smoothgrad)
     got: list[Attributed | None] = [None] * count
     left = list(range(count))
     for n_steps in ladder:
-        rows = _rows_of((inputs, baselines, *extra), left, count)
+        rows = _rows_of((*points, *extra), left, count)
         internal = rows_per_batch(n_steps, len(left)) if chosen.integrates else None
         attrs, noisy_delta = _captum_rung(algo, rows, n_steps, internal, layer is not None, smoothgrad)
         for row, i in enumerate(left):
@@ -229,6 +231,34 @@ def run_attributions(
         if not left:
             break
     return got
+
+
+def _integrand(
+    chosen: Method, tracked: Callable, score_fn: Callable, points: tuple, extra: tuple, layer: Any, smoothgrad: Any
+) -> tuple[list[tuple[float, float]], Any, tuple, tuple]:
+    """Each input's (f(input), f(baseline)) from one pass, and what Captum integrates: its algorithm, the two
+    end points and the extra forward arguments. Integrated gradients over a layer integrate between the
+    layer's outputs seen in that pass, with Captum's IntegratedGradients and the model's inputs passed along."""
+    inputs, baselines = points
+    over_layer = layer is not None and chosen.integrates and not smoothgrad
+    ends, seen = _endpoints(score_fn, inputs, baselines, extra, layer if over_layer else None)
+    if over_layer and isinstance(seen, torch.Tensor):
+        count = inputs.shape[0]
+        return ends, chosen.captum(_with_layer_output(tracked, layer)), (seen[:count], seen[count:]), (inputs, *extra)
+    return ends, chosen.captum(tracked, layer), points, extra
+
+
+def _with_layer_output(score_fn: Callable[..., torch.Tensor], layer: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """forward(values, *args) = score_fn(*args) with `layer`'s output replaced by `values` (a tensor)."""
+
+    def forward(values: torch.Tensor, *args: Any) -> torch.Tensor:
+        handle = layer.register_forward_hook(lambda _module, _inputs, _output: values)
+        try:
+            return score_fn(*args)
+        finally:
+            handle.remove()
+
+    return forward
 
 
 def _rows_of(values: tuple, left: list[int], count: int) -> tuple:
@@ -267,11 +297,29 @@ def endpoint_rows(
 ) -> list[tuple[float, float]]:
     """(f(input), f(baseline)) of each of the S inputs x (S, ...), from ONE batched forward pass;
     tensors of `extra` have S rows (a batch-1 tensor of a single input is repeated like the rest)."""
+    return _endpoints(score_fn, x, base, extra)[0]
+
+
+def _endpoints(
+    score_fn: Callable[..., torch.Tensor], x: torch.Tensor, base: torch.Tensor, extra: tuple = (),
+    layer: torch.nn.Module | None = None,
+) -> tuple[list[tuple[float, float]], Any]:
+    """`endpoint_rows`, and `layer`'s output in that pass (2S rows: the inputs', then the baselines'; None
+    without a layer), made an ordinary tensor that autograd may use."""
     count = x.shape[0]
     args = tuple(torch.cat([a, a]) if isinstance(a, torch.Tensor) and a.shape[:1] == (count,) else a for a in extra)
-    with torch.inference_mode():
-        values = score_fn(torch.cat([x, base]), *args)
-    return [(float(values[i]), float(values[count + i])) for i in range(count)]
+    seen: list[Any] = []
+    handle = layer.register_forward_hook(lambda _m, _i, out: seen.append(out)) if layer is not None else None
+    try:
+        with torch.inference_mode():
+            values = score_fn(torch.cat([x, base]), *args)
+    finally:
+        if handle is not None:
+            handle.remove()
+    output = seen[0] if len(seen) == 1 else None  # a layer the pass runs once (else: Captum finds it itself)
+    if isinstance(output, torch.Tensor):
+        output = output.clone()  # outside inference mode: an ordinary tensor
+    return [(float(values[i]), float(values[count + i])) for i in range(count)], output
 
 
 def integrate_targets(

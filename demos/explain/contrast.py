@@ -44,7 +44,8 @@ def attribute_units(
     x, base = s.inputs[s.unit_key], s.baseline
     layer = s.embedding_layer if s.units.kind == "tokens" else None
     batch = CONTINUOUS_BATCH.get(s.units.kind) or steps_per_batch(x.shape[1], int(steps))
-    got = run_attribution(fn, x, base, method, int(steps), layer=layer, batch=batch, progress=progress)
+    with loading.fused_attention(s.model):  # the score never reads attention weights
+        got = run_attribution(fn, x, base, method, int(steps), layer=layer, batch=batch, progress=progress)
     scores = got.attrs.sum(dim=-1)[0] if layer is not None else s.units.reduce(got.attrs)
     # readable outcomes in the title ('P(␣The) − P(␣the)', not the tokenizer's 'P(ĠThe) − P(Ġthe)')
     label = (

@@ -89,10 +89,10 @@ def _faithfulness(task, result, target, methods, steps, points, seed, progress) 
     orders = [units[np.argsort(-row, kind="stable")] for row in scores]
     orders.append(np.random.default_rng(seed).permutation(units))
     ks = deletion_ks(len(units), points)
-    deletion = deletion_scores(s, orders, ks)
-    if progress is not None:
-        progress(1.0, "deletion check done")
-    with torch.no_grad():
+    with torch.no_grad(), loading.fused_attention(s.model):  # the scores never read attention weights
+        deletion = deletion_scores(s, orders, ks)
+        if progress is not None:
+            progress(1.0, "deletion check done")
         original = float(s.score(s.run(s.batch(1)))[0])
         baseline = float(s.score_units(s.baseline)[0])
     return Faithfulness(

@@ -267,7 +267,7 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     x = s.batch(1)
     masks = knockout_masks(s.model, heads)
     knocked = [site for site in sites(s.model) if (site.tower, site.layer) in masks]
-    with torch.no_grad():
+    with torch.no_grad(), loading.fused_attention(s.model):
         with recording_parts(s.model) as records:
             before = s.outcome_probs(s.run(x))[0].float()
         with head_masks(s.model, masks), unchanged_parts(s.model, records, knocked):
@@ -312,6 +312,11 @@ def _head_importance(ref: _Ref, target: Any, batch_rows: int, progress: Progress
 
 def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
     s = tasks.subject(task, result, target)
+    with loading.fused_attention(s.model):  # knockouts never read attention weights
+        return _knock_each(s, batch_rows, progress)
+
+
+def _knock_each(s: subjects.Subject, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
     all_sites = sites(s.model)
     stacks = towers(s.model)
     device = s.replacement.device
@@ -339,7 +344,7 @@ def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: 
         done += rows
         if progress is not None:
             progress(done / len(jobs), f"knocked out {done}/{len(jobs)} heads")
-    return HeadImportance(task, s.answer_label, s.value_name, stacks, [maps[t.name] for t in stacks], base)
+    return HeadImportance(s.task, s.answer_label, s.value_name, stacks, [maps[t.name] for t in stacks], base)
 
 
 _HEAD_TEXT = re.compile(r"^\s*(?P<tower>[a-z][a-z -]*?)?\s*L(?P<layer>\d+)\s*(?:H(?P<head>\d+))?\s*$", re.I)

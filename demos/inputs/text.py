@@ -14,6 +14,7 @@ from core.results import Attribution
 from core.tokens import byte_level_label
 from demos.explain.attribution import Attributed, run_attribution, run_attributions
 from demos.runtime.compute import How
+from demos.runtime.loading import fused_attention
 
 
 @dataclass
@@ -128,17 +129,18 @@ def token_attribution(
     integration stops at the first step count whose |delta| is at most that (see run_attribution).
     how: method, steps, progress and tolerance (demos.runtime.compute.How).
     """
-    got = run_attribution(
-        score_fn,
-        ids,
-        base,
-        how.method,
-        int(how.steps),
-        layer=model.get_input_embeddings(),
-        extra=extra_args,
-        tolerance=how.tolerance,
-        progress=how.progress,
-    )
+    with fused_attention(model):  # the score never reads attention weights
+        got = run_attribution(
+            score_fn,
+            ids,
+            base,
+            how.method,
+            int(how.steps),
+            layer=model.get_input_embeddings(),
+            extra=extra_args,
+            tolerance=how.tolerance,
+            progress=how.progress,
+        )
     return as_attribution(got, got.attrs.sum(dim=-1)[0], tokens, target, how.method)
 
 
@@ -159,17 +161,18 @@ def token_attributions(
     in an input and its baseline, so it gets no attribution; each input's scores are cut to its own n_i."""
     ids, mask, lengths = pad_right(rows, pad)
     base, _, _ = pad_right(bases, pad)
-    got = run_attributions(
-        score_fn,
-        ids,
-        base,
-        how.method,
-        int(how.steps),
-        layer=model.get_input_embeddings(),
-        extra=(mask, *extra),
-        tolerance=how.tolerance,
-        progress=how.progress,
-    )
+    with fused_attention(model):
+        got = run_attributions(
+            score_fn,
+            ids,
+            base,
+            how.method,
+            int(how.steps),
+            layer=model.get_input_embeddings(),
+            extra=(mask, *extra),
+            tolerance=how.tolerance,
+            progress=how.progress,
+        )
     return [
         as_attribution(g, g.attrs.sum(dim=-1)[0, :n], list(toks), target, how.method)
         for g, n, toks, target in zip(got, lengths, tokens, targets)

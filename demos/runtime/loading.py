@@ -10,7 +10,8 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -215,6 +216,25 @@ def _load_uncached(task: str, model_id: str) -> Loaded:
         processor = processor_cls.from_pretrained(source, trust_remote_code=False)
     pretrained = not getattr(model.config, "xray_tiny", False)
     return Loaded(task, model_id, source, model, processor, pretrained)
+
+
+@contextmanager
+def fused_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Inside: `model`'s attention runs torch's fused scaled_dot_product_attention instead of the eager path
+    the app loads it with (eager returns the attention weights the views draw). For computations that never
+    ask for those weights (attributions, knockouts, deletion checks): the same maths, without materialising
+    every query-key weight and its gradient; Whisper's 1,500 audio positions run forward and backward in
+    about 0.6x the time. Models without an SDPA path (DeBERTa-v2, Gemma-2) stay eager. Call it inside the
+    task's lock (`one_at_a_time`): the switch is the model's own (`set_attn_implementation`), undone on exit."""
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    switch = before == "eager" and getattr(model, "_supports_sdpa", False) and model._can_set_attn_implementation()
+    if switch:
+        model.set_attn_implementation("sdpa")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
 
 
 def model_info(task: str, requested: str | None = None) -> ModelInfo:
