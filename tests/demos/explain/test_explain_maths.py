@@ -253,6 +253,24 @@ def test_run_attribution_at_a_layer_equals_captum_and_reports_its_delta():
     assert got.delta > 0  # a nonlinear function at 16 steps: not exact
 
 
+def test_a_layer_attribution_runs_the_model_once_per_batch_and_once_for_both_end_points():
+    """LayerIntegratedGradients runs the model twice more to find the layer's output at input and baseline;
+    the app reads them from its end-point pass. Calls counted: 1 end-point pass + 2 batches of 8 steps."""
+    model = Toy()
+    passes = []
+
+    def prob(ids):
+        passes.append(len(ids))
+        return torch.softmax(model(input_ids=ids), -1)[:, 0]
+
+    base = torch.where(torch.as_tensor(SPECIAL), torch.zeros_like(IDS), IDS)
+    got = attribution.run_attribution(prob, IDS, base, "integrated_gradients", 16, layer=model.embed, batch=8)
+    assert passes == [2, 8, 8]
+    passes.clear()
+    torch.testing.assert_close(got.attrs, captum_ig(prob, IDS, base, model.embed, 16), rtol=1e-5, atol=1e-7)
+    assert len(passes) == 3  # Captum's own: the layer at the input, at the baseline, then one batch of 16
+
+
 def test_integrated_gradients_is_the_default_method():
     x = torch.tensor([[1.0, 2.0]], dtype=torch.float64)
     got = attribution.run_attribution(lambda v: (v * v).sum(-1), x, torch.zeros_like(x))
@@ -569,8 +587,11 @@ def test_deletion_scores_by_hand(monkeypatch):
     orders = [np.array([1, 3, 2, 4]), np.array([4, 2, 3, 1])]
     ks = np.array([0, 1, 3, 4])
     monkeypatch.setattr(faithfulness, "ROWS_PER_PASS", 3)  # several passes
+    rows, score_units = [], s.score_units
+    monkeypatch.setattr(s, "score_units", lambda x, name=None: rows.append(len(x)) or score_units(x, name))
     got = faithfulness.deletion_scores(s, orders, ks)
     assert got.shape == (2, 4)
+    assert rows == [3, 3]  # 8 cells, 6 distinct: both orders remove nothing at k = 0 and everything at k = 4
     for i, order in enumerate(orders):
         for j, k in enumerate(ks):
             ids = IDS.clone()

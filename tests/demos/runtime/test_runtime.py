@@ -131,3 +131,24 @@ def test_memo_key_ignores_how_arguments_are_passed_and_computes_once_under_concu
     for t in threads:
         t.join()
     assert calls == ["a", "b"]
+
+
+def test_fused_attention_runs_sdpa_inside_and_gives_the_eager_model_back():
+    import torch
+
+    m = loading.load("sentiment")
+    ids = torch.tensor([[101, 2023, 3185, 2001, 2307, 102]]) % m.model.config.vocab_size
+    with torch.no_grad():
+        eager = m.model(input_ids=ids, output_attentions=True)
+        with loading.fused_attention(m.model):
+            assert m.model.config._attn_implementation == "sdpa"
+            fused = m.model(input_ids=ids).logits
+        with pytest.raises(RuntimeError), loading.fused_attention(m.model):
+            raise RuntimeError("an explanation failed")
+        again = m.model(input_ids=ids, output_attentions=True)
+    torch.testing.assert_close(fused, eager.logits, rtol=1e-5, atol=1e-6)  # the same maths
+    assert m.model.config._attn_implementation == "eager" and again.attentions[0] is not None
+    torch.testing.assert_close(again.attentions[0], eager.attentions[0], rtol=0, atol=0)
+    plain = torch.nn.Linear(2, 2)  # no attention implementation to switch: left alone
+    with loading.fused_attention(plain):
+        assert not hasattr(plain, "config")
