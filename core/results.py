@@ -72,6 +72,8 @@ class Attribution:
     delta: float | None = None
     output_value: float | None = None  # f(input) for the explained output
     baseline_value: float | None = None  # f(baseline)
+    seconds: float | None = None  # what computing it cost (its pass, if shared)
+    together: int = 1  # requests computed in that one pass (students' attributions gathered)
 
 
 @dataclass

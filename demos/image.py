@@ -257,6 +257,7 @@ def _attribute(inp, target, baseline, steps, smoothgrad_samples, internal_batch_
         delta=got.delta,
         output_value=f_x if plain else None,
         baseline_value=f_b if plain else None,
+        seconds=got.seconds,
     )
 
 

@@ -203,10 +203,20 @@ def attribution_summary(attr) -> str:
             else f"{attr.output_value - attr.baseline_value:+.4g}"
         )
         line += (
-            f" · {attr.steps} steps · sum of attributions {float(attr.scores.sum()):+.4g}"
+            f" · {attr.steps} steps{cost(attr)} · sum of attributions {float(attr.scores.sum()):+.4g}"
             f" vs f(input) − f(baseline) = {gap} · convergence delta {attr.delta:.2e}"
         )
+    else:
+        line += cost(attr)
     return line
+
+
+def cost(attr) -> str:
+    """' · 1.2 s' what the attribution cost to compute, and how many students' requests shared that pass."""
+    if attr.seconds is None:
+        return ""
+    shared = f" (one pass for {attr.together} requests at once)" if attr.together > 1 else ""
+    return f" · {attr.seconds:.1f} s{shared}"
 
 
 @dataclass

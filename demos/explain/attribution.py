@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -132,6 +133,8 @@ class Attributed:
     steps: int
     output_value: float
     baseline_value: float
+    seconds: float | None = None  # the whole run's time (with its end points), where it was timed
+    together: int = 1  # inputs attributed in that run
 
 
 STEP_LADDER = (8, 16, 32, 64, 128, 256)  # adaptive integration: rounds until |delta| is small enough
@@ -185,6 +188,7 @@ def run_attributions(
     input's interpolation points in the same batches (`batch` or the token budget counts the rows of
     all S), and each input stops on the ladder at its own step count: the inputs still above the
     tolerance run the next rung together. One Attributed per input, as its own run would give it."""
+    started = time.perf_counter()
     chosen = method(method_name)
     count = int(inputs.shape[0])
     if smoothgrad and count > 1:
@@ -230,7 +234,8 @@ def run_attributions(
         left = [i for i in left if tolerance is not None and (got[i].delta or 0.0) > tolerance]
         if not left:
             break
-    return got
+    seconds = time.perf_counter() - started
+    return [replace(g, seconds=seconds, together=count) for g in got]
 
 
 def _integrand(

@@ -62,6 +62,7 @@ def attribute_units(
         delta=got.delta,
         output_value=got.output_value,
         baseline_value=got.baseline_value,
+        seconds=got.seconds,
     )
 
 

@@ -42,7 +42,7 @@ def deletion_ks(n: int, points: int) -> np.ndarray:
 def deletion_scores(s: subjects.Subject, orders: Sequence[np.ndarray], ks: np.ndarray) -> np.ndarray:
     """(len(orders), K): the score after removing the first ks[j] units of each order (unit indices).
     Each distinct set of removed units runs once: every order removes nothing at k = 0 and everything at
-    k = n, and orders that agree on their first units agree there too (a third of Whisper's rows)."""
+    k = n, and orders that agree on their first units agree there too (Whisper, 4 orders x 6 points: 24 -> 18)."""
     n = len(s.units)
     keep = np.ones((len(orders), len(ks), n), dtype=np.float32)
     for i, order in enumerate(orders):

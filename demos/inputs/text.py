@@ -190,6 +190,8 @@ def as_attribution(got: Attributed, scores: torch.Tensor, tokens: list[str], tar
         delta=got.delta,
         output_value=got.output_value,
         baseline_value=got.baseline_value,
+        seconds=got.seconds,
+        together=got.together,
     )
 
 

@@ -82,6 +82,7 @@ def test_attributions_of_students_who_meet_run_in_one_pass_and_equal_their_own_r
         want_target = result.predicted if target is None else target
         assert batched.tokens == alone.tokens == result.tokens and batched.target == alone.target == want_target
         assert batched.method == method and batched.steps == alone.steps
+        assert alone.together == 1 and alone.seconds > 0 and batched.seconds > 0  # the cost the student sees
         scale = float(np.abs(alone.scores).max())
         np.testing.assert_allclose(batched.scores, alone.scores, rtol=0, atol=1e-5 * scale)
         assert batched.output_value == pytest.approx(alone.output_value, rel=1e-5)
@@ -94,6 +95,7 @@ def test_attributions_of_students_who_meet_run_in_one_pass_and_equal_their_own_r
             assert batched.delta == pytest.approx(alone.delta, abs=1e-6)
         else:
             assert batched.delta is None
+    assert got[0].together == 1 and {b.together for b in got[1:]} - {1}  # the gathered ones say so
     cache.clear_all()
 
 

@@ -80,3 +80,4 @@ def test_view_endpoint_runs_on_the_sessions_result(clients, spec, explainer):
         assert any(isinstance(v, str) and "Forced" in v for v in outputs)
     else:
         assert plots and all(p["data"] for p in plots), f"{explainer.name} drew no figure"
+
