@@ -72,8 +72,9 @@ class Attribution:
     delta: float | None = None
     output_value: float | None = None  # f(input) for the explained output
     baseline_value: float | None = None  # f(baseline)
-    seconds: float | None = None  # what computing it cost (its pass, if shared)
-    together: int = 1  # requests computed in that one pass (students' attributions gathered)
+    # How it was computed, not what: left out of equality (the same attribution, timed twice, is equal).
+    seconds: float | None = field(default=None, compare=False)  # what computing it cost (its pass, if shared)
+    together: int = field(default=1, compare=False)  # requests computed in that one pass (gathered students)
 
 
 @dataclass

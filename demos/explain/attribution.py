@@ -8,7 +8,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -133,8 +133,8 @@ class Attributed:
     steps: int
     output_value: float
     baseline_value: float
-    seconds: float | None = None  # the whole run's time (with its end points), where it was timed
-    together: int = 1  # inputs attributed in that run
+    seconds: float | None = field(default=None, compare=False)  # the whole run's time (with its end points)
+    together: int = field(default=1, compare=False)  # inputs attributed in that run
 
 
 STEP_LADDER = (8, 16, 32, 64, 128, 256)  # adaptive integration: rounds until |delta| is small enough
