@@ -37,7 +37,7 @@ RANDOM_WARNING = (
 def model_line(info: ModelInfo) -> str:
     """Markdown: which model runs, whether its weights are pretrained, device and precision.
     Local folders are named, never shown as server paths."""
-    kind = "pretrained weights" if info.pretrained else "RANDOM weights (tiny offline model)"
+    kind = "pretrained weights" if info.pretrained else "RANDOM weights (an offline stand-in, not a trained model)"
     src = settings.display_name(info.model_id)
     if info.source != info.model_id:
         src += f" -> {settings.display_name(info.source)}"

@@ -10,7 +10,16 @@ from plotly.subplots import make_subplots
 
 from core.intervention_types import AblationResult, Branch, Faithfulness, HeadImportance
 from core.tokens import outcome_text
-from viz.tokens import CHIPS_WRAP, clean_token, figure_title, fit_title, number_text, plot_label, shorten
+from viz.tokens import (
+    CHIPS_WRAP,
+    clean_token,
+    distinct_texts,
+    figure_title,
+    fit_title,
+    number_text,
+    plot_label,
+    shorten,
+)
 
 
 def _from_zero(*values) -> dict:
@@ -175,7 +184,8 @@ def faithfulness_summary(f: Faithfulness) -> str:
         f"{f.value_name} of **{_md(clean_token(outcome_text(f.answer)))}** "
         f"with nothing removed: {number_text(f.original)}, with everything removed: {number_text(f.baseline)}."
     ]
-    lines += [f"{rank}. {_md(f.curve_names[i])}: {number_text(area[i])}" for rank, i in enumerate(order, start=1)]
+    shown = distinct_texts(area)
+    lines += [f"{rank}. {_md(f.curve_names[i])}: {shown[i]}" for rank, i in enumerate(order, start=1)]
     lines += [f"- *{_md(name)}* not shown: {_md(why)}" for name, why in f.skipped.items()]
     return "\n".join(lines)
 

@@ -30,11 +30,22 @@ def plot_title(title: str) -> str:
 TITLE_CHARS = 60  # a title line of at most this many characters fits a half-width figure (two side by side)
 
 
-def number_text(value: float, sign: str = "") -> str:
+def number_text(value: float, sign: str = "", decimals: int = 4) -> str:
     """A score people can read: 4 decimals, or 3 significant digits below 0.001 ('8.14e-05', not
-    '0.0001' or '0.0000'). sign: '+' to always show the sign."""
+    '0.0001' or '0.0000'); `decimals` more for finer digits. sign: '+' to always show the sign."""
     value = float(value)
-    return f"{value:{sign}.4f}" if value == 0 or abs(value) >= 1e-3 else f"{value:{sign}.3g}"
+    return f"{value:{sign}.{decimals}f}" if value == 0 or abs(value) >= 1e-3 else f"{value:{sign}.{decimals - 1}g}"
+
+
+def distinct_texts(values: Sequence[float], most: int = 8) -> list[str]:
+    """`number_text` of each value, with as many more decimals (up to `most`) as it takes for different
+    values not to print alike: a ranked list whose numbers all read '0.0034' says nothing."""
+    values = [float(v) for v in values]
+    for decimals in range(4, most + 1):
+        texts = [number_text(v, decimals=decimals) for v in values]
+        if len(set(texts)) == len(set(values)):
+            break
+    return texts
 
 
 def shorten(text: str, limit: int) -> str:

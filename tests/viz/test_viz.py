@@ -363,3 +363,27 @@ def test_faithfulness_table_is_rounded_and_numeric():
                      seed=0, replacement="[PAD]")
     rows = faithfulness_rows(f)
     assert rows == [["␣a", 0.0845, 0.333], ["b", -1.24e-07, 0.667]]
+
+
+def test_ranked_numbers_that_differ_never_print_alike():
+    from viz.tokens import distinct_texts
+
+    assert distinct_texts([0.5, 0.25, 0.5]) == ["0.5000", "0.2500", "0.5000"]  # 4 decimals when they suffice
+    assert distinct_texts([0.00341, 0.003412, 0.00341]) == ["0.003410", "0.003412", "0.003410"]
+    assert distinct_texts([4.1e-05, 4.12e-05]) == ["4.1e-05", "4.12e-05"]
+    assert len(set(distinct_texts([0.25, 0.25 + 1e-12]))) == 1  # beyond 8 decimals: shown alike, not forever
+
+
+def test_faithfulness_ranking_shows_the_digits_that_order_it():
+    from core.intervention_types import Faithfulness
+    from viz.interventions import faithfulness_summary
+
+    # areas (row means) 0.003413, 0.003407, 0.003420: alike at 4 decimals
+    deletion = np.array([[0.010239, 0.0, 0.0], [0.010221, 0.0, 0.0], [0.01026, 0.0, 0.0]])
+    f = Faithfulness("sentiment", "POSITIVE", "P", ["a", "b"], ["Integrated gradients", "Gradient x input"],
+                     np.zeros((2, 2)), np.eye(2), np.arange(3), deletion, 0.9, 0.0, 0, "[MASK]")
+    lines = [line for line in faithfulness_summary(f).splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert [line.split(":")[0] for line in lines][:2] == ["1. Gradient x input", "2. Integrated gradients"]
+    assert lines[2].startswith("3. random")
+    shown = [line.rsplit(": ", 1)[1] for line in lines]
+    assert shown == sorted(shown, key=float) and len(set(shown)) == 3, lines
