@@ -17,7 +17,7 @@ from core import registry
 from core.explainers import METHODS
 from core.results import ModelInfo
 from core.words import sum_by_word
-from demos.runtime import settings
+from demos.runtime import compute, settings
 from scale import backend
 from ui import session, share
 from ui.common import guarded, help_note, md_escape
@@ -171,7 +171,8 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
     `values(result)`) from the tab's result right after its answer is shown, as the event
     `<task api>_views`. The answer's own event returns the answer alone, so in a busy class an
     answer never waits for other students' figures (plotly figures and their JSON cost several
-    times the model's forward pass on short inputs); figures have their own queue group."""
+    times the model's forward pass on short inputs); figures have their own queue group, and they
+    are drawn once no answer is computing (at most `VIEWS_WAIT` later: `AnswerFirst`)."""
     outputs = [c for view in views for c in view.outputs]
     link = share.AfterViews.build(outputs)  # what a link sets once the views are drawn (ui.share)
 
@@ -179,6 +180,7 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
     def draw(result, pending=None):
         if result is None:
             return {c: gr.skip() for c in outputs}
+        compute.answer_first.yield_to_answers(compute.VIEWS_WAIT)  # other students' answers first
         out: dict = {}
         for view in views:
             out.update(view.values(result))

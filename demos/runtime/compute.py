@@ -41,9 +41,12 @@ def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[...
 
 
 class AnswerFirst:
-    """Answers before explanations on a shared CPU: answers count themselves while they compute,
-    and an attribution waits between its batches while any answer is computing (at most
-    `max_wait` seconds per batch, so a stream of answers cannot starve it)."""
+    """Answers before explanations and figures on a shared CPU: answers count themselves while they
+    compute; an attribution waits between its batches while any answer is computing (at most
+    `max_wait` seconds per batch, so a stream of answers cannot starve it), and a tab's figures wait
+    before they are drawn (`ui.kit.draw_views`, at most `VIEWS_WAIT`). Drawing is Python holding the
+    GIL: drawn beside a burst of answers it made a class's answers' p95 2.5 s instead of 1.5-1.7 s
+    (docs/PERFORMANCE.md section 5)."""
 
     def __init__(self, max_wait: float = 10.0) -> None:
         self.max_wait = max_wait
@@ -64,12 +67,14 @@ class AnswerFirst:
 
         return counted
 
-    def yield_to_answers(self) -> None:
+    def yield_to_answers(self, max_wait: float | None = None) -> None:
+        """Return once no answer is computing, or after `max_wait` seconds (default: `self.max_wait`)."""
         with self.changed:
-            self.changed.wait_for(lambda: self.running == 0, timeout=self.max_wait)
+            self.changed.wait_for(lambda: self.running == 0, timeout=self.max_wait if max_wait is None else max_wait)
 
 
 answer_first = AnswerFirst()
+VIEWS_WAIT = 3.0  # seconds a tab's figures wait at most for answers computing (a figure is never later than that)
 
 
 def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0,
