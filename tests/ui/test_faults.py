@@ -188,8 +188,10 @@ def test_steps_chained_after_an_event_run_only_when_it_succeeded(module):
         queue = attribution_queue(spec.key)  # attributions that gather across students meet in a group of their own
         assert (queue == EXPLANATION_QUEUE) == (not spec.attribute_batch)
         assert attribution.concurrency_id == queue["concurrency_id"] != main.concurrency_id
-        if spec.attribute_batch:
-            assert attribution.concurrency_limit == batch_size() > 1
+        if spec.attribute_batch:  # a pass running and a whole batch waiting (ui.kit.gathering_room)
+            assert attribution.concurrency_limit == 2 * batch_size() > 2
+        if spec.batch:
+            assert main.concurrency_limit == 2 * batch_size() > 2
         own = {EXPLANATION_QUEUE["concurrency_id"], VIEWS_QUEUE["concurrency_id"], queue["concurrency_id"]}
         assert main.concurrency_id not in own
         assert all(f.concurrency_id in own for f in fns if f.trigger_after == main._id)

@@ -66,3 +66,41 @@ def test_a_tabs_figures_are_drawn_once_no_answer_is_computing(monkeypatch):
     draw()
     assert time.perf_counter() - t0 < 5.0 and order[-1] == "figures"
 
+
+
+def test_a_gathered_event_lets_in_a_running_pass_and_a_whole_batch_waiting(serve, monkeypatch):
+    """Served through Gradio's queue with `answer_queue`'s room: while one pass runs, a whole batch
+    waits for the next, so a burst of 12 users at batch size 4 goes in full passes of 4 after the
+    first (with room for one batch only, the users inside the running pass keep their places and the
+    next pass gets 3: passes of 1, 3, 1, 3, ...)."""
+    import time
+
+    import gradio as gr
+
+    from demos.runtime import gather
+    from ui.kit import answer_queue
+
+    monkeypatch.setenv("XRAY_BATCH_SIZE", "4")
+
+    def alone(text: str, model_id: str | None = None) -> str:
+        time.sleep(0.6)
+        return text.upper()
+
+    def many(texts: list, model_id: str | None) -> list:
+        time.sleep(0.6)
+        return [t.upper() for t in texts]
+
+    g = gather.Gather(alone, lambda: many)
+    queue = {**answer_queue("sentiment"), "api_name": "shout"}
+
+    def build():
+        with gr.Blocks() as demo:
+            text, out = gr.Textbox(), gr.Textbox()
+            gr.Button().click(g, text, out, **queue)
+        return demo
+
+    client = serve(build)
+    jobs = [client.submit(f"user {i}", api_name="/shout") for i in range(12)]
+    assert [j.result(timeout=60) for j in jobs] == [f"USER {i}" for i in range(12)]
+    sizes = list(g.sizes)
+    assert sum(sizes) == 12 and sizes[1:3] == [4, 4], sizes
