@@ -138,6 +138,22 @@ class Attributed:
 
 
 STEP_LADDER = (8, 16, 32, 64, 128, 256)  # adaptive integration: rounds until |delta| is small enough
+FAR = 4.0  # a |delta| above FAR x the tolerance skips the next rung of the ladder
+
+
+def next_rung(ladder: Sequence[int], steps: int, delta: float | None, tolerance: float | None) -> int | None:
+    """The step count to integrate at next after a run of `steps` (a rung of `ladder`) whose |delta| is `delta`;
+    None when done: within the tolerance, no tolerance, or the ceiling reached. Gauss-Legendre rungs share no
+    nodes, so each rung is paid in full: a |delta| far above the tolerance (> FAR x) skips the next rung. On real
+    SmolLM2-135M (12 prompts, its own next token), 8 steps were within 0.01 for none and 16 for 1 of 12, 32 for 3:
+    the ladder 8, 16, 32 cost 53 steps on average; skipping 16 where |delta| at 8 was above 0.04 costs 41, each
+    result the same (a rung's result does not depend on the rungs before it). Random weights stop at 8 either way."""
+    if tolerance is None or delta is None or delta <= tolerance or steps not in ladder:
+        return None
+    i = list(ladder).index(steps)
+    if i + 1 >= len(ladder):
+        return None
+    return ladder[min(i + (2 if delta > FAR * tolerance else 1), len(ladder) - 1)]
 
 
 def run_attribution(
@@ -159,9 +175,10 @@ def run_attribution(
 
     Integrating methods run `steps` steps in batches of `batch` (default: a token budget from
     `units`, the sequence length) with Captum's convergence delta. With `tolerance`, `steps` is a
-    ceiling: the steps climb STEP_LADDER (8, 16, 32, ...) and stop at the first count whose
-    |delta| <= tolerance (the steps used are returned). f(input) and f(baseline) come from one
-    batched pass so completeness (sum of attributions = f(x) - f(baseline) - delta) can be shown.
+    ceiling: the steps climb STEP_LADDER (8, 16, 32, ...; a rung skipped where |delta| is far above the
+    tolerance: `next_rung`) and stop at the first count whose |delta| <= tolerance (the steps used are
+    returned). f(input) and f(baseline) come from one batched pass so completeness (sum of
+    attributions = f(x) - f(baseline) - delta) can be shown.
     `smoothgrad` (nt_samples, stdevs, ...) averages over noisy copies with Captum's NoiseTunnel.
     """
     (got,) = run_attributions(score_fn, inputs, baselines, method_name, steps, layer, extra, batch, tolerance,
@@ -187,7 +204,7 @@ def run_attributions(
     inputs, baselines (S, ...); every tensor of `extra` has S rows, one per input. Captum runs every
     input's interpolation points in the same batches (`batch` or the token budget counts the rows of
     all S), and each input stops on the ladder at its own step count: the inputs still above the
-    tolerance run the next rung together. One Attributed per input, as its own run would give it."""
+    tolerance run their next rung together. One Attributed per input, as its own run would give it."""
     started = time.perf_counter()
     chosen = method(method_name)
     count = int(inputs.shape[0])
@@ -201,15 +218,12 @@ def run_attributions(
     def rows_per_batch(n_steps: int, rows: int) -> int:  # Captum's internal_batch_size: rows of all inputs
         return rows * (batch or steps_per_batch(rows * n_units, n_steps))
 
-    rounds = [math.ceil(s * count / rows_per_batch(s, count)) for s in ladder] if chosen.integrates else [1]
-    done = {"batches": 0}
+    noisy = (smoothgrad or {}).get("nt_samples", 1)
+    bar = _Bar({s: noisy * math.ceil(s * count / rows_per_batch(s, count)) for s in ladder}, progress)
 
     def tracked(*args: Any) -> torch.Tensor:
         answer_first.yield_to_answers()  # a student waiting for an answer goes first
-        done["batches"] += 1
-        if progress is not None:
-            total = sum(rounds) * (smoothgrad or {}).get("nt_samples", 1)
-            progress(min(done["batches"] / total, 1.0), f"attribution batch {done['batches']}")
+        bar.batch()
         return score_fn(*args)
 
     # f(input) and f(baseline) once, in one batched pass: they give the completeness check and,
@@ -220,8 +234,11 @@ def run_attributions(
     # forward passes of its own to find them), the model's inputs passed along for the rest of the pass.
     ends, algo, points, extra = _integrand(chosen, tracked, score_fn, (inputs, baselines), extra, layer, smoothgrad)
     got: list[Attributed | None] = [None] * count
-    left = list(range(count))
+    due = dict.fromkeys(range(count), ladder[0])  # input -> the rung it runs next (`next_rung`)
     for n_steps in ladder:
+        left = [i for i in range(count) if due.get(i) == n_steps]
+        if not left:
+            continue
         rows = _rows_of((*points, *extra), left, count)
         internal = rows_per_batch(n_steps, len(left)) if chosen.integrates else None
         attrs, noisy_delta = _captum_rung(algo, rows, n_steps, internal, layer is not None, smoothgrad)
@@ -231,11 +248,28 @@ def run_attributions(
             if not smoothgrad and algo.has_convergence_delta():
                 delta_value = float(abs(attrs[row].double().sum() - (f_in - f_base)))
             got[i] = Attributed(attrs[row : row + 1], delta_value, n_steps, f_in, f_base)
-        left = [i for i in left if tolerance is not None and (got[i].delta or 0.0) > tolerance]
-        if not left:
-            break
+            due[i] = next_rung(ladder, n_steps, delta_value, tolerance)
+        bar.due(due.values())
     seconds = time.perf_counter() - started
     return [replace(g, seconds=seconds, together=count) for g in got]
+
+
+class _Bar:
+    """An attribution's progress: batches done over the batches done and those of the rungs still due (a rung
+    skipped, or every input within the tolerance, shortens the bar, so the fraction never goes back)."""
+
+    def __init__(self, rounds: dict[int, int], progress: ProgressFn | None) -> None:
+        self.rounds, self.progress = rounds, progress  # rung -> its batches
+        self.done, self.total = 0, sum(rounds.values())
+
+    def batch(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(min(self.done / self.total, 1.0), f"attribution batch {self.done}")
+
+    def due(self, rungs: Any) -> None:
+        first = min((r for r in rungs if r is not None), default=None)
+        self.total = self.done + sum(b for r, b in self.rounds.items() if first is not None and r >= first)
 
 
 def _integrand(
@@ -344,13 +378,14 @@ def integrate_targets(
     `approximation_parameters`) and LayerGradientXActivation, but each interpolation point is run forward ONCE
     for all K outcomes and then differentiated K times, where K separate attributions would run K forward and
     K backward passes: (1 + K) passes against 2K. Batches hold at most TOKENS_PER_BATCH tokens. With `tolerance`,
-    `steps` is a ceiling: the steps climb STEP_LADDER and stop at the first count whose largest |delta| <= tolerance.
+    `steps` is a ceiling: the steps climb STEP_LADDER (`next_rung`) and stop at the first count whose largest
+    |delta| <= tolerance.
     """
     ladder = [s for s in STEP_LADDER if s < steps] + [int(steps)] if tolerance else [int(steps)]
-    for n_steps in ladder:
+    n_steps: int | None = ladder[0]
+    while n_steps is not None:
         got = _integrate_targets(score_fn, x, base, method_name, n_steps, progress)
-        if tolerance is None or max(g.delta or 0.0 for g in got) <= tolerance:
-            break
+        n_steps = next_rung(ladder, n_steps, max(g.delta or 0.0 for g in got), tolerance)
     return got
 
 

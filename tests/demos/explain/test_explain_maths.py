@@ -197,7 +197,8 @@ def test_endpoint_rows_in_one_batched_pass():
 def test_several_inputs_at_once_each_equal_its_own_run_and_stop_at_its_own_step_count():
     """run_attributions (students' requests gathered into one run): f(x) = sum(sin(5 x)) from a zero
     baseline has IG_i = sin(5 x_i) exactly. With a tolerance, each input climbs the ladder only as far as
-    its own run climbs, and the later rungs run only the inputs still above it."""
+    its own run climbs, and the later rungs run only the inputs still above it (input 1, far above the
+    tolerance at 8 steps, skips 16 for 32: `next_rung`)."""
     rows = []
 
     def f(x):
@@ -207,8 +208,8 @@ def test_several_inputs_at_once_each_equal_its_own_run_and_stop_at_its_own_step_
     x = torch.tensor([[0.05, -0.02], [3.0, -2.5], [1.0, 0.5]], dtype=torch.float64)
     base = torch.zeros_like(x)
     got = attribution.run_attributions(f, x, base, steps=256, tolerance=1e-6)
-    assert [g.steps for g in got] == [8, 16, 8]
-    assert rows == [6, 24, 16]  # the end points of all three in one pass, 3 x 8 points, then input 1 alone at 16
+    assert [g.steps for g in got] == [8, 32, 8]
+    assert rows == [6, 24, 32]  # the end points of all three in one pass, 3 x 8 points, then input 1 alone at 32
     for i, g in enumerate(got):
         rows.clear()
         alone = attribution.run_attribution(f, x[i : i + 1], base[i : i + 1], steps=256, tolerance=1e-6)
@@ -219,6 +220,29 @@ def test_several_inputs_at_once_each_equal_its_own_run_and_stop_at_its_own_step_
         assert g.delta == pytest.approx(abs(float(g.attrs.sum()) - g.output_value), abs=1e-12) and g.delta <= 1e-6
     with pytest.raises(ValueError, match="one input at a time"):
         attribution.run_attributions(f, x, base, smoothgrad={"nt_samples": 2})
+
+
+def test_a_delta_far_above_the_tolerance_skips_the_next_rung_and_one_close_to_it_does_not():
+    """f(x) = sum(sin(5 x)) from zero: IG_i = sin(5 x_i). After 8 Gauss-Legendre steps |delta| = d8; with a
+    tolerance of d8 / 2 (within 4x) the next rung is 16, with d8 / 10 (far above) the ladder goes on at 32
+    without running 16; either way the result is the chosen rung's own fixed-step run."""
+    x = torch.tensor([[3.0, -2.5]], dtype=torch.float64)
+    base = torch.zeros_like(x)
+    counts = []
+
+    def f(v):
+        counts.append(v.shape[0])
+        return torch.sin(5 * v).sum(-1)
+
+    fixed = {s: attribution.run_attribution(f, x, base, steps=s) for s in (8, 16, 32)}
+    d8 = fixed[8].delta
+    assert fixed[16].delta < d8 / 10 and fixed[32].delta < d8 / 10  # 16 would do for both tolerances
+    for tol, steps in ((d8 / 2, 16), (d8 / 10, 32)):
+        counts.clear()
+        got = attribution.run_attribution(f, x, base, steps=64, tolerance=tol)
+        assert got.steps == steps and counts == [2, 8, steps]  # end points, 8 steps, then that rung only
+        torch.testing.assert_close(got.attrs, fixed[steps].attrs, rtol=0, atol=1e-12)
+        torch.testing.assert_close(got.attrs[0], torch.sin(5 * x[0]), rtol=0, atol=1e-6)
 
 
 def test_run_attribution_integrates_a_quadratic_exactly():
@@ -301,11 +325,12 @@ def test_adaptive_steps_climb_the_ladder_and_stop_at_the_first_rung_within_toler
     assert got.steps == 16 and got.delta == pytest.approx(deltas[16])
     torch.testing.assert_close(got.attrs, fixed[16].attrs)
     ceiling = attribution.run_attribution(f, x, b, "integrated_gradients", 48, tolerance=1e-300)
-    assert ceiling.steps == 48 and ceiling.delta == pytest.approx(deltas[48])  # 8, 16, 32 then the ceiling
+    assert ceiling.steps == 48 and ceiling.delta == pytest.approx(deltas[48])  # 8, 32 (16 skipped: far above), 48
     rounds = []
     attribution.run_attribution(f, x, b, "integrated_gradients", 48, tolerance=1e-300, batch=8,
                                 progress=lambda frac, msg: rounds.append(frac))
-    assert len(rounds) == 1 + 2 + 4 + 6 and rounds[-1] == pytest.approx(1.0)  # batches of 8 over 8, 16, 32, 48 steps
+    assert len(rounds) == 1 + 4 + 6 and rounds[-1] == pytest.approx(1.0)  # batches of 8 over 8, 32, 48 steps
+    assert rounds == sorted(rounds)  # the bar never goes back when a rung is skipped
 
 
 def test_batches_follow_the_token_budget():
