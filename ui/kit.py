@@ -17,7 +17,7 @@ from core import registry
 from core.explainers import METHODS
 from core.results import ModelInfo
 from core.words import sum_by_word
-from demos.runtime import compute, settings
+from demos.runtime import priority, settings
 from scale import backend
 from ui import session, share
 from ui.common import guarded, help_note, md_escape
@@ -180,7 +180,7 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
     def draw(result, pending=None):
         if result is None:
             return {c: gr.skip() for c in outputs}
-        compute.answer_first.yield_to_answers(compute.VIEWS_WAIT)  # other students' answers first
+        priority.answer_first.yield_to_answers(priority.VIEWS_WAIT)  # other students' answers first (in this process)
         out: dict = {}
         for view in views:
             out.update(view.values(result))

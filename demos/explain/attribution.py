@@ -16,7 +16,7 @@ import torch
 
 from core import explainers as specs
 from core.results import is_large
-from demos.runtime.compute import answer_first
+from demos.runtime.priority import answer_first
 
 ProgressFn = Callable[[float, str], None]
 

@@ -29,15 +29,15 @@ def test_a_tabs_figures_are_drawn_once_no_answer_is_computing(monkeypatch):
     import plotly.graph_objects as go
 
     from demos import sentiment
-    from demos.runtime import compute
+    from demos.runtime import priority
     from ui import sentiment as sentiment_tab
 
     with gr.Blocks() as demo:
         sentiment_tab.build()
     views = next(f for f in demo.fns.values() if f.api_name == "sentiment_views")
     result = sentiment.analyse("A warm and lovely film.")
-    gate = compute.AnswerFirst(max_wait=5.0)
-    monkeypatch.setattr(compute, "answer_first", gate)
+    gate = priority.AnswerFirst(max_wait=5.0)
+    monkeypatch.setattr(priority, "answer_first", gate)
     order: list[str] = []
 
     def draw() -> None:
@@ -60,7 +60,7 @@ def test_a_tabs_figures_are_drawn_once_no_answer_is_computing(monkeypatch):
         gate.changed.notify_all()
     drawing.join(10)
     assert order == ["figures", "figures"]
-    monkeypatch.setattr(compute, "VIEWS_WAIT", 0.05)
+    monkeypatch.setattr(priority, "VIEWS_WAIT", 0.05)
     gate.running = 1  # an answer that never ends delays figures by VIEWS_WAIT only
     t0 = time.perf_counter()
     draw()

@@ -134,7 +134,7 @@ def test_an_attribution_waits_between_batches_while_an_answer_computes():
     import threading
     import time
 
-    from demos.runtime.compute import AnswerFirst
+    from demos.runtime.priority import AnswerFirst
 
     gate = AnswerFirst(max_wait=5.0)
     started, release, order = threading.Event(), threading.Event(), []

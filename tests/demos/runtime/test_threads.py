@@ -28,7 +28,9 @@ def test_threads_fit_beside_the_others(wanted, cpus, others, expected):
     assert T.threads_for(wanted, cpus, others) == expected
 
 
-def test_runnable_others_reads_the_kernels_running_count(tmp_path):
+def test_runnable_others_reads_the_kernels_running_count(tmp_path, monkeypatch):
+    monkeypatch.setattr(T, "_own_running", lambda: 1)  # only the caller runs in this process (not a torch
+    # worker still spinning after the test before, which the count would rightly take as ours)
     path = tmp_path / "loadavg"
     path.write_text("0.50 0.40 0.30 3/120 4242\n")
     assert T.runnable_others(path) == 2  # three running, one of them the caller
