@@ -40,8 +40,6 @@ def gpu_duration(fn: Callable, base: int, per_step: float) -> int | Callable[...
     return duration
 
 
-
-
 def task_compute(task: str, memo_size: int = 0, gpu_seconds: int = 20, gpu_seconds_per_step: float = 0.0,
                  answer: bool = True, batched: Callable[[], Callable] | None = None):
     """Decorator: memo (outermost, when `memo_size`), then the GPU slice, then the task's lock.
