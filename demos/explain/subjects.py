@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from core import registry
+from demos.inputs.text import token_labels
 
 ScoreFn = Callable[[torch.Tensor, int, "int | None"], torch.Tensor]
 
@@ -287,7 +288,7 @@ def step_subject(task: str, m: Any, tok: Any, step: int, answer: int, cross: np.
         task=task,
         model=m.model,
         outcome_probs=last_logits_probs,
-        outcome_label=lambda i: tok.convert_ids_to_tokens(i),
+        outcome_label=lambda i: token_labels(tok, [i])[0],  # 'ĠThe' as '␣The', a lone byte of a character as hex
         answer=answer,
         attention=lambda: cross[-1].mean(0)[step],
         not_applicable={"attention rollout": "rollout multiplies self-attention through one stack; " + reaches},

@@ -119,3 +119,24 @@ def test_outcome_text_is_readable_only_where_a_tokenizer_marked_it():
 
     assert [outcome_text(t) for t in ("ĠThe", " The", "▁Haus", "Ġcaf" + "Ã©", "POSITIVE", "a photo of a cat", "café")] == [
         "␣The", "␣The", "␣Haus", "␣café", "POSITIVE", "a photo of a cat", "café"]
+
+
+def test_a_transcripts_outcomes_read_as_text_not_as_the_tokenizers_bytes():
+    """Whisper's tokens are byte-level: a head map, knockout or contrast of the transcript names its outcome
+    '␣The' for 'ĠThe', and a token holding one byte of a character by its hex, never the raw 'Ĭ' that showed."""
+    result = result_for("asr")
+    s = tasks.subject("asr", result)
+    tok = tasks.module("asr").load(result.model_id).processor.tokenizer
+    vocab = tok.get_vocab()
+    spaced = sorted(t for t in vocab if t.startswith("Ġ") and t[1:].isalpha())[0]
+    byte_of = {ch: b for b, ch in _gpt2_byte_chars().items()}
+    lone = sorted(t for t in vocab if len(t) == 1 and t in byte_of and byte_of[t] >= 0x80)[0]  # half of a character
+    assert s.outcome_label(vocab[spaced]) == "␣" + spaced[1:]
+    assert s.outcome_label(vocab[lone]) == f"‹{byte_of[lone]:02X}›"
+
+
+def _gpt2_byte_chars() -> dict[int, str]:
+    """GPT-2's byte-level alphabet (also Whisper's): printable bytes stand for themselves, the others for 256 + n."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in kept]
+    return {**{b: chr(b) for b in kept}, **{b: chr(256 + n) for n, b in enumerate(others)}}
