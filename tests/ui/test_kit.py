@@ -67,7 +67,6 @@ def test_a_tabs_figures_are_drawn_once_no_answer_is_computing(monkeypatch):
     assert time.perf_counter() - t0 < 5.0 and order[-1] == "figures"
 
 
-
 def test_a_gathered_event_lets_in_a_running_pass_and_a_whole_batch_waiting(serve, monkeypatch):
     """Served through Gradio's queue with `answer_queue`'s room: while one pass runs, a whole batch
     waits for the next, so a burst of 12 users at batch size 4 goes in full passes of 4 after the
