@@ -2,6 +2,7 @@
 
     python -m bench.explainers --size full --tabs speech --explainers ablate head_map \\
         --heads "decoder self-attention L0H0"      # what a knockout of one decoder head costs
+    python -m bench.explainers --size full --quick --explainers head_map --map-method gradient   # quick maps
 
 For every tab and every explainer registered for its task (`demos.explain.catalog.for_task`), the
 median time of `explainer.run(task, result, **params)` with cheap, sensible parameters (below),
@@ -73,7 +74,8 @@ def time_explainer(explainer, task: str, result: Any, params: dict, repeats: int
 
 
 def measure(
-    tabs: list[str], quick: bool, repeats: int, budget: float, only: list[str] | None = None, heads: str = "L0H0"
+    tabs: list[str], quick: bool, repeats: int, budget: float, only: list[str] | None = None, heads: str = "L0H0",
+    map_method: str = "knockout",
 ) -> tuple[list[dict], list[str]]:
     from bench import tasks
     from demos.explain import catalog
@@ -96,6 +98,8 @@ def measure(
             if only and explainer.name not in only:
                 continue
             params = {"heads": heads} if explainer.name == "ablate" else PARAMS.get(explainer.name)
+            if explainer.name == "head_map":
+                params = {"method": map_method}
             if params is None:
                 notes.append(f"{key}/{explainer.name}: no benchmark parameters, not run")
                 continue
@@ -132,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=90.0, help="seconds per cell before it is extrapolated")
     p.add_argument("--explainers", nargs="+", help="only these explainers (default: every one of the task)")
     p.add_argument("--heads", default="L0H0", help="what ablate knocks out (e.g. 'decoder self-attention L0H0')")
+    p.add_argument("--map-method", default="knockout", choices=("knockout", "gradient"),
+                   help="the head map's method: every knockout run, or their estimate from one gradient")
     return p.parse_args(argv)
 
 
@@ -141,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from bench.timing import load_average
 
     rows, notes = measure(args.tabs, args.quick, 1 if args.quick else args.repeats, args.budget, args.explainers,
-                          args.heads)
+                          args.heads, args.map_method)
     meta = {
         "size": args.size,
         "threads": args.threads,

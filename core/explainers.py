@@ -91,7 +91,9 @@ ATTENTION_STEPS = ExplainerSpec(
 ABLATE = ExplainerSpec(
     "ablate", "Knock out heads", _ALL, (Param("heads", "Sequence | str", ()), _TARGET, Param("top_k", "int", 5)),
     "AblationResult")
-HEAD_MAP = ExplainerSpec("head_map", "Head importance", _ALL, (_TARGET,), "HeadImportance", progress=True)
+HEAD_MAP = ExplainerSpec(
+    "head_map", "Head importance", _ALL, (_TARGET, Param("method", "str", "knockout")), "HeadImportance",
+    progress=True)
 CONTRAST = ExplainerSpec(
     "contrast", "Why A and not B", _CONTRAST_TASKS,
     (_TARGET, Param("contrast", "Any"), Param("method", "str", "integrated_gradients"), Param("steps", "int", 32)),

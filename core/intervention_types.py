@@ -53,7 +53,8 @@ class HeadImportance:
     """Each head knocked out alone: change of the answer's score (after - before).
 
     towers: the stacks, in model order; maps: one (layers, heads) array per tower;
-    score: the answer's score with nothing knocked out.
+    score: the answer's score with nothing knocked out; method: "knockout" (every knockout run) or
+    "gradient" (their first-order estimate from one gradient).
     """
 
     task: str
@@ -62,6 +63,7 @@ class HeadImportance:
     towers: list[Tower]
     maps: list[np.ndarray]
     score: float
+    method: str = "knockout"
 
 
 @dataclass

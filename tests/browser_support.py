@@ -137,7 +137,7 @@ EXPLAINER_VIEWS: dict[str, View] = {
     "lens": View(plots=1),
     "attention_steps": View(plots=2, table=True),
     "ablate": View(plots=1, click="Knock out and run again"),
-    "head_map": View(plots=1, click="Knock out every head, one at a time"),
+    "head_map": View(plots=1, click="Map every head"),
     "contrast": View(plots=1, html=HIGHLIGHT, click="Why A and not B?"),
     "branch": View(html=".xray-branch", click="Branch and continue"),
     "faithfulness": View(plots=2, table=True, click="Compare the explanations"),

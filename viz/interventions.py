@@ -83,13 +83,16 @@ def head_map_figure(h: HeadImportance) -> go.Figure:
         fig.add_trace(go.Heatmap(
             z=m, x=[f"H{j}" for j in range(m.shape[1])], y=[f"L{k}" for k in range(m.shape[0])],
             zmid=0.0, zmin=-bound, zmax=bound, colorscale="RdBu", showscale=i == n,
-            colorbar=dict(title="Δ score"),
+            colorbar=dict(title="Δ score" if h.method == "knockout" else "Δ score (est.)"),
             hovertemplate=f"{tower.name} %{{y}} %{{x}}<br>change %{{z:+.5f}}<extra></extra>",
         ), row=1, col=i)
         fig.update_yaxes(autorange="reversed", row=1, col=i)
+    how = "Knock out one head at a time"
+    if h.method == "gradient":
+        how = "Each head knocked out, estimated from one gradient"
     fig.update_layout(
         title=figure_title(
-            f"Knock out one head at a time: change of {h.value_name} of "
+            f"{how}: change of {h.value_name} of "
             f"{shorten(clean_token(outcome_text(h.answer)), 40)} (was {number_text(h.score)})"
         ),
         height=max(320, 80 + 30 * max(m.shape[0] for m in h.maps)),

@@ -12,7 +12,12 @@ the shared cached model's weights are never changed. A family missing from the t
 UnknownArchitecture naming what is missing.
 
 The head-importance map knocks out each head alone. Where a stack's batch axis is the inputs'
-batch, one forward pass runs many knockouts: row r of the batch gets its own head mask.
+batch, one forward pass runs many knockouts: row r of the batch gets its own head mask. Its quick
+estimate (`method="gradient"`, attribution patching: Nanda 2023; Syed, Rager and Conmy 2023) replaces
+every knockout by the first-order Taylor term of the same change: zeroing head h's slice z_h changes the
+score by about -grad_z(score) . z_h, every head's from ONE forward and ONE backward pass, whatever the
+number of heads (ViT-base's 144 knockouts: 2.6 s instead of 17 s at full size on 2 CPUs). It is exact
+for a score linear in the head's output and drifts where a head's removal moves the answer far.
 
 A knockout changes only what comes after it. A part of the model (a whole stack: Whisper's encoder,
 CLIP's image tower; or one block) with no head knocked out, called with exactly the inputs it had in
@@ -289,6 +294,9 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     )
 
 
+METHODS = {"knockout": "knocked out one at a time", "gradient": "estimated from one gradient"}
+
+
 @dataclass(frozen=True)
 class _Ref:
     """A result keyed by its identity (subjects.result_key), so explainers can be memoised."""
@@ -298,22 +306,75 @@ class _Ref:
 
 
 def head_importance(
-    task: str, result: Any, target: Any = None, batch_rows: int = 8, progress: ProgressFn | None = None
+    task: str, result: Any, target: Any = None, batch_rows: int = 8, progress: ProgressFn | None = None,
+    method: str = "knockout",
 ) -> HeadImportance:
     """Each head knocked out alone -> change of the answer's score, (layers, heads) per tower.
-    `batch_rows` knockouts share one forward pass where the stack allows. Memoised."""
-    return _head_importance(_Ref(subjects.result_key(task, result), result), target, int(batch_rows), progress=progress)
+    method "knockout": every knockout run (`batch_rows` of them share one forward pass where the stack
+    allows); "gradient": their first-order estimate from one forward and one backward pass. Memoised."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown head-map method {method!r}; choose one of {', '.join(METHODS)}.")
+    return _head_importance(_Ref(subjects.result_key(task, result), result), target, int(batch_rows), method,
+                            progress=progress)
 
 
 @memo(maxsize=16)
-def _head_importance(ref: _Ref, target: Any, batch_rows: int, progress: ProgressFn | None = None) -> HeadImportance:
-    return _locked(ref.key[0], _importance, ref.key[0], ref.result, target, batch_rows, progress)
+def _head_importance(
+    ref: _Ref, target: Any, batch_rows: int, method: str = "knockout", progress: ProgressFn | None = None
+) -> HeadImportance:
+    return _locked(ref.key[0], _importance, ref.key[0], ref.result, target, batch_rows, method, progress)
 
 
-def _importance(task: str, result: Any, target: Any, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
+def _importance(
+    task: str, result: Any, target: Any, batch_rows: int, method: str, progress: ProgressFn | None
+) -> HeadImportance:
     s = tasks.subject(task, result, target)
-    with loading.fused_attention(s.model):  # knockouts never read attention weights
+    with loading.fused_attention(s.model):  # knockouts and their gradient never read attention weights
+        if method == "gradient":
+            return _estimate_each(s, progress)
         return _knock_each(s, batch_rows, progress)
+
+
+def _estimate_each(s: subjects.Subject, progress: ProgressFn | None) -> HeadImportance:
+    """Attribution patching: each head's knockout effect ~ -sum(grad * z_h) over its slice of the
+    output projection's input, every position and every call of the module in the pass; one forward
+    and one backward pass (the gradient is taken only with respect to those inputs: no weight
+    gradient is computed or stored)."""
+    all_sites = sites(s.model)
+    stacks = towers(s.model)
+    seen: list[tuple[Site, torch.Tensor]] = []
+
+    def keep(site: Site):
+        def hook(module: torch.nn.Module, args: tuple) -> tuple:
+            x = args[0]
+            if not x.requires_grad:  # nothing upstream needs a gradient: the graph starts here
+                x = x.detach().requires_grad_(True)
+            seen.append((site, x))
+            return (x, *args[1:])
+
+        return hook
+
+    handles = [site.module.register_forward_pre_hook(keep(site)) for site in all_sites]
+    try:
+        with torch.enable_grad():
+            score = s.score(s.run(s.batch(1)))[0]
+    finally:
+        for h in handles:
+            h.remove()
+    if progress is not None:
+        progress(0.5, "forward pass done; one backward pass")
+    grads = torch.autograd.grad(score, [z for _, z in seen], allow_unused=True)
+    maps = {t.name: np.zeros((t.n_layers, t.n_heads), dtype=np.float32) for t in stacks}
+    for (site, z), g in zip(seen, grads):
+        if g is None:  # the score does not depend on this call at all
+            continue
+        per = -(g * z).detach().float().reshape(-1, site.n_heads, z.shape[-1] // site.n_heads)
+        maps[site.tower][site.layer] += per.sum((0, 2)).cpu().numpy()  # a module run twice (the explorer's
+        # two sentences) has its head knocked out in both runs: the first-order effects add
+    if progress is not None:
+        progress(1.0, f"estimated {sum(site.n_heads for site in all_sites)} heads")
+    return HeadImportance(s.task, s.answer_label, s.value_name, stacks, [maps[t.name] for t in stacks],
+                          float(score.detach()), method="gradient")
 
 
 def _knock_each(s: subjects.Subject, batch_rows: int, progress: ProgressFn | None) -> HeadImportance:
@@ -382,8 +443,10 @@ def _run_ablate(
     return ablate(task, result, heads, target, top_k)
 
 
-def _run_map(task: str, result: Any, target: Any = None, progress: ProgressFn | None = None) -> HeadImportance:
-    return head_importance(task, result, target, progress=progress)
+def _run_map(
+    task: str, result: Any, target: Any = None, method: str = "knockout", progress: ProgressFn | None = None
+) -> HeadImportance:
+    return head_importance(task, result, target, progress=progress, method=method)
 
 
 ABLATE = Explainer(specs.ABLATE, _run_ablate)

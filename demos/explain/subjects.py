@@ -171,7 +171,9 @@ class Subject:
 
     def score(self, output: Any, name: str | None = None) -> torch.Tensor:
         """(b,) the named score (SCORES) of the model's output."""
-        return SCORES[name or self.default_score](self.outcome_probs(output), self.answer, self.contrast)
+        fn = SCORES[name or self.default_score]
+        b = self.contrast if fn is _contrast else self._contrast  # B's default costs a forward pass: only when used
+        return fn(self.outcome_probs(output), self.answer, b)
 
     def score_units(self, x: torch.Tensor, name: str | None = None) -> torch.Tensor:
         """(b,) score with the unit tensor replaced by `x` (b, ...): the function Captum explains."""

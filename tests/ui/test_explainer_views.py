@@ -23,7 +23,7 @@ VIEW_ARGS = {
     "lens": (1,),  # which image (CLIP), counted from 1 as people count
     "attention_steps": (None, 0, 0, -1),
     "ablate": ("L0H0", ""),
-    "head_map": ("",),
+    "head_map": ("", "gradient"),
     "contrast": ("", "", "gradient_x_input", 8),
     "branch": (0, ""),
     "faithfulness": ("", 4),

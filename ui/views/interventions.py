@@ -48,8 +48,11 @@ ABLATE_HELP = (
 MAP_HELP = (
     "**Head importance**: every head knocked out alone, one after the other (several at once in one "
     "batched pass where the model allows). Red: the answer's score drops without that head; blue: it rises. "
-    "Most heads barely matter for one answer; a few matter a lot."
+    "Most heads barely matter for one answer; a few matter a lot. *Quick estimate* predicts every knockout "
+    "from one gradient (attribution patching) in the time of about three forward passes: good for finding "
+    "the few heads that matter on a big model, then check them exactly with *Knock out heads*."
 )
+MAP_METHODS = [("Exact: run every knockout", "knockout"), ("Quick estimate: one gradient", "gradient")]
 CONTRAST_HELP = (
     "**Why A and not B?** A plain attribution explains why the model gave A. Here each input part is "
     "credited for how much it pushed toward A *rather than* B: the score explained is P(A) − P(B). "
@@ -151,10 +154,11 @@ class AblateView(OnDemandView):
 
 
 class HeadMapView(OnDemandView):
-    HELP, BUTTON = MAP_HELP, "Knock out every head, one at a time"
+    HELP, BUTTON = MAP_HELP, "Map every head"
 
     def controls(self) -> dict:
-        return {"target": _target()}
+        method = gr.Radio(MAP_METHODS, value="knockout", label="How")
+        return {"target": _target(), "method": (method, str)}
 
     def panels(self) -> list:
         self.plot = gr.Plot(label="Head importance")

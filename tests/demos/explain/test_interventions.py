@@ -247,3 +247,71 @@ def test_unknown_heads_are_refused():
         interventions.ablate("sentiment", result, [("layers", 99, 0)])
     with pytest.raises(ValueError):
         interventions.ablate("sentiment", result, [("layers", 0, 99)])
+
+
+# Every attention output projection of each tiny model, written here from the transformers classes (not
+# from the adapter table): tower name of the head map -> (module path with {} for the layer, layers).
+PROJECTIONS = {
+    "generation": {"layers": "transformer.h.{}.attn.c_proj"},
+    "sentiment": {"layers": "distilbert.transformer.layer.{}.attention.out_lin"},
+    "qa": {"layers": "distilbert.transformer.layer.{}.attention.out_lin"},
+    "translation": {"encoder": "model.encoder.layers.{}.self_attn.out_proj",
+                    "decoder self-attention": "model.decoder.layers.{}.self_attn.out_proj",
+                    "decoder cross-attention": "model.decoder.layers.{}.encoder_attn.out_proj"},
+    "image": {"layers": "vit.layers.{}.attention.o_proj"},
+    "asr": {"encoder": "model.encoder.layers.{}.self_attn.out_proj",
+            "decoder self-attention": "model.decoder.layers.{}.self_attn.out_proj",
+            "decoder cross-attention": "model.decoder.layers.{}.encoder_attn.out_proj"},
+    "clip": {"text": "text_model.encoder.layers.{}.self_attn.out_proj",
+             "vision": "vision_model.encoder.layers.{}.self_attn.out_proj"},
+    "explorer": {"layers": "transformer.layer.{}.attention.out_lin"},
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_quick_head_map_is_the_derivative_of_each_knockout(task):
+    """The quick map's cell for head h is the first-order term of knocking h out: d score / dt at t = 0
+    where the head's slice of its output projection's input is scaled by (1 - t) (in every call: the
+    explorer runs its model twice). Reference: FORWARD-mode autodiff (the map uses a backward pass), the
+    tangent -z_h set by a hook written here on the projection named here, every head of every tower,
+    on the model's plain (eager) attention. The exact map is only close (a knockout is not small): the
+    quick one must find the same most important head, or correlate with it."""
+    import torch.autograd.forward_ad as fwad
+
+    assert set(PROJECTIONS) == set(TASKS)
+    result = result_for(task)
+    s = tasks.subject(task, result)
+    est = interventions.head_importance(task, result, method="gradient")
+    exact = interventions.head_importance(task, result)
+    assert est.method == "gradient" and exact.method == "knockout"
+
+    def derivative(proj: torch.nn.Module, head: int, width: int) -> float:
+        def direction(module, args):
+            x = args[0]
+            tangent = torch.zeros_like(x)
+            tangent[..., head * width:(head + 1) * width] = -x[..., head * width:(head + 1) * width]
+            return (fwad.make_dual(x, tangent), *args[1:])
+
+        hook = proj.register_forward_pre_hook(direction)
+        try:
+            with torch.no_grad(), fwad.dual_level():
+                probs = s.outcome_probs(s.run(s.batch(1)))
+                return float(fwad.unpack_dual(probs).tangent[0, s.answer])
+        finally:
+            hook.remove()
+
+    assert [t.name for t in est.towers] == [t.name for t in exact.towers]
+    assert {t.name for t in est.towers} == set(PROJECTIONS[task])
+    for tower, grid, exact_grid in zip(est.towers, est.maps, exact.maps):
+        ref = np.zeros((tower.n_layers, tower.n_heads))
+        for layer in range(tower.n_layers):
+            proj = _module(s.model, PROJECTIONS[task][tower.name].format(layer))
+            width = proj.weight.shape[1 if isinstance(proj, torch.nn.Linear) else 0] // tower.n_heads  # GPT-2's Conv1D: (in, out)
+            for head in range(tower.n_heads):
+                ref[layer, head] = derivative(proj, head, width)
+        bound = np.abs(ref).max()
+        assert bound > 0, f"{task} {tower.name}: no head moves the score"
+        np.testing.assert_allclose(grid, ref, rtol=1e-3, atol=1e-4 * bound, err_msg=f"{task} {tower.name}")
+        same_top = np.argmax(np.abs(grid)) == np.argmax(np.abs(exact_grid))
+        assert same_top or np.corrcoef(grid.ravel(), exact_grid.ravel())[0, 1] > 0.6, f"{task} {tower.name}"
+    assert est.score == pytest.approx(exact.score, rel=1e-5)
