@@ -451,6 +451,8 @@ def bind_load(wiring: Wiring, state: Any, extra: list, lesson: Any) -> None:
 
     outputs = list(dict.fromkeys([*wiring.outputs, *extra]))
     # queued (a refused link's message is shown like any other error), never waiting for other pages' loads
-    root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private").then(
+    # no loading spinner on the hundreds of outputs a link may set: each one is a status update the page applies
+    root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private",
+              show_progress="hidden").then(
         None, js=SCROLL_JS
     )

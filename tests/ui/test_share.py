@@ -10,10 +10,14 @@ from ui import links, share
 
 
 @pytest.fixture(scope="module")
-def wiring():
+def demo():
     import app
 
-    demo = app.build_app()
+    return app.build_app()
+
+
+@pytest.fixture(scope="module")
+def wiring(demo):
     found = [fn for fn in demo.fns.values() if fn.name == "on_load"]
     assert len(found) == 1, "the page has one load event (links and lessons)"
     return demo._xray_wiring
@@ -75,3 +79,13 @@ def test_where_the_page_is(wiring):
     assert share._where("xray-tab-qa", wiring) == ("qa", "")
     with pytest.raises(gr.Error):
         share._where("somewhere-else", wiring)
+
+
+def test_events_that_set_a_whole_page_show_no_spinner_on_it(demo):
+    """The page load (a link) and the lesson steps set hundreds of components. Gradio's page finds each output by
+    a search of the whole component tree for every status update, so a spinner on each of them cost 1.5-2 s of
+    every page load (docs/TESTING.md); they run without one (their own model runs show progress where they run)."""
+    wide = [fn for fn in demo.fns.values() if len(fn.outputs) > 100]
+    assert {fn.name for fn in wide} >= {"on_load", "move"}, "the load and the lesson steps set the whole page"
+    shown = [fn.name for fn in wide if fn.show_progress != "hidden"]
+    assert not shown, f"spinners on every output of {shown}"
