@@ -16,8 +16,8 @@ batch, one forward pass runs many knockouts: row r of the batch gets its own hea
 estimate (`method="gradient"`, attribution patching: Nanda 2023; Syed, Rager and Conmy 2023) replaces
 every knockout by the first-order Taylor term of the same change: zeroing head h's slice z_h changes the
 score by about -grad_z(score) . z_h, every head's from ONE forward and ONE backward pass, whatever the
-number of heads (ViT-base's 144 knockouts: 2.6 s instead of 17 s at full size on 2 CPUs). It is exact
-for a score linear in the head's output and drifts where a head's removal moves the answer far.
+number of heads (docs/PERFORMANCE.md has its cost against the exact map). It is exact for a score
+linear in the head's output and drifts where a head's removal moves the answer far.
 
 A knockout changes only what comes after it. A part of the model (a whole stack: Whisper's encoder,
 CLIP's image tower; or one block) with no head knocked out, called with exactly the inputs it had in
@@ -294,7 +294,7 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     )
 
 
-METHODS = {"knockout": "knocked out one at a time", "gradient": "estimated from one gradient"}
+METHODS = ("knockout", "gradient")  # every knockout run; their first-order estimate from one gradient
 
 
 @dataclass(frozen=True)

@@ -315,3 +315,8 @@ def test_quick_head_map_is_the_derivative_of_each_knockout(task):
         same_top = np.argmax(np.abs(grid)) == np.argmax(np.abs(exact_grid))
         assert same_top or np.corrcoef(grid.ravel(), exact_grid.ravel())[0, 1] > 0.6, f"{task} {tower.name}"
     assert est.score == pytest.approx(exact.score, rel=1e-5)
+
+
+def test_an_unknown_head_map_method_gets_a_clear_message():
+    with pytest.raises(ValueError, match=r"Unknown head-map method 'fast'; choose one of knockout, gradient"):
+        interventions.head_importance("sentiment", result_for("sentiment"), method="fast")
