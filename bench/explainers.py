@@ -21,6 +21,7 @@ from typing import Any
 
 from bench.env import begin_local_run, local_run_parser
 from bench.report import write_results
+from core.explainers import HEAD_MAP_METHODS
 
 PARAMS: dict[str, dict[str, Any]] = {
     "lens": {},
@@ -136,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=90.0, help="seconds per cell before it is extrapolated")
     p.add_argument("--explainers", nargs="+", help="only these explainers (default: every one of the task)")
     p.add_argument("--heads", default="L0H0", help="what ablate knocks out (e.g. 'decoder self-attention L0H0')")
-    p.add_argument("--map-method", default="knockout", choices=("knockout", "gradient"),
+    p.add_argument("--map-method", default="knockout", choices=tuple(HEAD_MAP_METHODS),
                    help="the head map's method: every knockout run, or their estimate from one gradient")
     return p.parse_args(argv)
 

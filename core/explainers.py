@@ -36,6 +36,12 @@ class MethodSpec:
     integrates: bool
 
 
+# How the head map is made: every knockout run, or their first-order estimate from one gradient.
+HEAD_MAP_METHODS: dict[str, str] = {
+    "knockout": "Exact: run every knockout",
+    "gradient": "Quick estimate: one gradient",
+}
+
 # The attribution methods offered everywhere: adding one = adding a row.
 METHODS: dict[str, MethodSpec] = {
     "integrated_gradients": MethodSpec("Integrated gradients", "LayerIntegratedGradients", "IntegratedGradients", True),
@@ -92,8 +98,8 @@ ABLATE = ExplainerSpec(
     "ablate", "Knock out heads", _ALL, (Param("heads", "Sequence | str", ()), _TARGET, Param("top_k", "int", 5)),
     "AblationResult")
 HEAD_MAP = ExplainerSpec(
-    "head_map", "Head importance", _ALL, (_TARGET, Param("method", "str", "knockout")), "HeadImportance",
-    progress=True)
+    "head_map", "Head importance", _ALL, (_TARGET, Param("method", "str", next(iter(HEAD_MAP_METHODS)))),
+    "HeadImportance", progress=True)
 CONTRAST = ExplainerSpec(
     "contrast", "Why A and not B", _CONTRAST_TASKS,
     (_TARGET, Param("contrast", "Any"), Param("method", "str", "integrated_gradients"), Param("steps", "int", 32)),

@@ -294,7 +294,7 @@ def _ablate(task: str, result: Any, heads: list, target: Any, top_k: int) -> Abl
     )
 
 
-METHODS = ("knockout", "gradient")  # every knockout run; their first-order estimate from one gradient
+METHODS = tuple(specs.HEAD_MAP_METHODS)  # described in core.explainers
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from core.explainers import METHODS
+from core.explainers import HEAD_MAP_METHODS, METHODS
 from core.explainers import ExplainerSpec as Explainer
 from core.explainers import get as explainer_spec
 from core.tokens import outcome_text
@@ -54,7 +54,6 @@ MAP_HELP = (
     "(on the real Whisper tiny.en it follows the decoder's heads but not the encoder's). Use it to find "
     "candidates on a big model, then check them exactly with *Knock out heads* or the exact map."
 )
-MAP_METHODS = [("Exact: run every knockout", "knockout"), ("Quick estimate: one gradient", "gradient")]
 CONTRAST_HELP = (
     "**Why A and not B?** A plain attribution explains why the model gave A. Here each input part is "
     "credited for how much it pushed toward A *rather than* B: the score explained is P(A) − P(B). "
@@ -159,7 +158,7 @@ class HeadMapView(OnDemandView):
     HELP, BUTTON = MAP_HELP, "Map every head"
 
     def controls(self) -> dict:
-        method = gr.Radio(MAP_METHODS, value="knockout", label="How")
+        method = gr.Radio([(label, k) for k, label in HEAD_MAP_METHODS.items()], value="knockout", label="How")
         return {"target": _target(), "method": (method, str)}
 
     def panels(self) -> list:
