@@ -305,9 +305,9 @@ def bind(bar: LessonBar, wiring: share.Wiring) -> None:
     tab: LessonsTab = Context.root_block._xray_lessons_tab
     wiring.lesson_names = [lesson.id for lesson in catalog()[0]]
     outputs = bar.outputs + wiring.outputs
-    # queued: a refusal shows its message; no spinner on the hundreds of components a step may set (each would be a
-    # status update the page applies: a step's own model run shows its progress where it runs)
-    quick = dict(concurrency_limit=None, api_visibility="private", show_progress="hidden")
+    # queued: a refusal shows its message; no spinner on the hundreds of components a step may set (Wiring.quiet: a
+    # step's own model run shows its progress where it runs)
+    quick = dict(concurrency_limit=None, api_visibility="private", **wiring.quiet)
 
     tab.choice.change(
         lambda lesson_id: outline(_lesson(lesson_id)) if lesson_id else "", tab.choice, tab.outline, **quick

@@ -316,6 +316,14 @@ class Wiring:
     lesson_names: list = field(default_factory=list)
 
     @property
+    def quiet(self) -> dict:
+        """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner, and
+        Gradio's status bookkeeping on one always-shown button instead of their hundreds of outputs. The page's
+        front end re-applies every status it tracks, each found by a walk of the whole tree, on every status change
+        of any later event: with a load's 221 outputs tracked, each run of any tab paid for all of them."""
+        return dict(show_progress="hidden", show_progress_on=[self.toolbar.copy])
+
+    @property
     def outputs(self) -> list:
         found = [self.top, self.toolbar.presenter] + [c for parts in self.tabs.values() for c in parts.components()]
         return list(dict.fromkeys(found))
@@ -451,8 +459,7 @@ def bind_load(wiring: Wiring, state: Any, extra: list, lesson: Any) -> None:
 
     outputs = list(dict.fromkeys([*wiring.outputs, *extra]))
     # queued (a refused link's message is shown like any other error), never waiting for other pages' loads
-    # no loading spinner on the hundreds of outputs a link may set: each one is a status update the page applies
     root.load(guarded(on_load), [state], outputs, concurrency_limit=None, api_visibility="private",
-              show_progress="hidden").then(
+              **wiring.quiet).then(
         None, js=SCROLL_JS
     )

@@ -84,8 +84,14 @@ def test_where_the_page_is(wiring):
 def test_events_that_set_a_whole_page_show_no_spinner_on_it(demo):
     """The page load (a link) and the lesson steps set hundreds of components. Gradio's page finds each output by
     a search of the whole component tree for every status update, so a spinner on each of them cost 1.5-2 s of
-    every page load (docs/TESTING.md); they run without one (their own model runs show progress where they run)."""
+    every page load (docs/TESTING.md); they run without one (their own model runs show progress where they run).
+    And the page tracks a status for every progress target of every event run so far (the outputs, unless
+    `show_progress_on` names fewer) and re-applies all of them on each status change of any later event: these
+    events track one component, not their hundreds of outputs."""
     wide = [fn for fn in demo.fns.values() if len(fn.outputs) > 100]
     assert {fn.name for fn in wide} >= {"on_load", "move"}, "the load and the lesson steps set the whole page"
     shown = [fn.name for fn in wide if fn.show_progress != "hidden"]
     assert not shown, f"spinners on every output of {shown}"
+    config = {d["id"]: d for d in demo.get_config_file()["dependencies"]}
+    targets = {fn.name: config[fn._id]["show_progress_on"] or config[fn._id]["outputs"] for fn in wide}
+    assert all(len(t) == 1 for t in targets.values()), {name: len(t) for name, t in targets.items()}
