@@ -20,7 +20,7 @@ from core.words import sum_by_word
 from demos.runtime import priority, settings
 from scale import backend
 from ui import session, share
-from ui.common import guarded, help_note, md_escape
+from ui.common import RedrawView, guarded, help_note, md_escape
 from ui.export import attribution_export
 from ui.links import tag
 from viz.bars import attribution_bars
@@ -184,7 +184,11 @@ def draw_views(main: Any, state: gr.State, task: str, *views: Any) -> Any:
         out: dict = {}
         for view in views:
             out.update(view.values(result))
-        out.update(link.apply(pending, out))
+        linked = link.apply(pending, out)
+        out.update(linked)
+        for view in views:  # a link's layer and head: its figure drawn here, not left to the controls' change events
+            if isinstance(view, RedrawView) and any(c in linked for c in view.controls):
+                out[view.plot] = view.figure(result, *(share.value_of(out[c]) for c in view.controls))
         return out
 
     return main.success(draw, [state, link.pending], outputs + link.outputs, api_name=api(task, "views"), **VIEWS_QUEUE)
@@ -397,3 +401,25 @@ def gathering_room() -> int:
     from demos.runtime.gather import batch_size
 
     return 2 * batch_size()
+
+
+# What a spinner may cover: the outputs a reader looks at. Not states (not on the page at all), not the controls a
+# link or a lesson sets (sliders, choices, inputs), not export files.
+SHOWN = (gr.Plot, gr.Markdown, gr.HTML, gr.Dataframe, gr.Image, gr.Label, gr.Audio, gr.HighlightedText, gr.JSON)
+
+
+def _shown(component: Any) -> bool:
+    shown_value = isinstance(component, gr.Textbox | gr.Number) and component.interactive is False  # an answer box
+    return isinstance(component, SHOWN) or shown_value
+
+
+def progress_where_shown(demo: gr.Blocks) -> None:
+    """Every event of the page shows its progress on the outputs it shows (`SHOWN`), and an event without a spinner
+    (`show_progress="hidden"`) on none. Gradio's page keeps a status for every progress target (by default every
+    output) of every event run so far, and on each status change of any event re-applies all of them, each found by
+    a walk of the whole component tree (a state, not in the tree, by a walk of all of it): with the defaults a
+    Sentiment run took 1.9 s on a fresh page and 8.7-11.2 s once the other tabs had run (docs/TESTING.md). Events
+    that name their own targets (`show_progress_on`) keep them."""
+    for fn in demo.fns.values():
+        if fn.show_progress_on is None:
+            fn.show_progress_on = [] if fn.show_progress == "hidden" else [c for c in fn.outputs if _shown(c)]

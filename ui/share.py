@@ -141,6 +141,14 @@ class AfterViews:
         return out
 
 
+def value_of(update: Any) -> Any:
+    """The value a component gets from `update` (a plain value, `gr.update(...)` or a component constructor)."""
+    if isinstance(update, dict) and update.get("__type__") == "update":
+        return update.get("value")
+    args = getattr(update, "constructor_args", None)
+    return args.get("value") if args is not None else update
+
+
 def _with_value(update: Any, value: Any) -> Any:
     """`update` (what the drawing set: a component update or a plain value) with `value` instead,
     kept within a slider's range and a dropdown's choices."""
@@ -317,11 +325,10 @@ class Wiring:
 
     @property
     def quiet(self) -> dict:
-        """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner, and
-        Gradio's status bookkeeping on one always-shown button instead of their hundreds of outputs. The page's
-        front end re-applies every status it tracks, each found by a walk of the whole tree, on every status change
-        of any later event: with a load's 221 outputs tracked, each run of any tab paid for all of them."""
-        return dict(show_progress="hidden", show_progress_on=[self.toolbar.copy])
+        """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner on their
+        hundreds of outputs, and no status tracked for them (`kit.progress_where_shown`): the page re-applies every
+        status it tracks on each status change of any later event, so the load's 221 made every later run slower."""
+        return dict(show_progress="hidden", show_progress_on=[])
 
     @property
     def outputs(self) -> list:
