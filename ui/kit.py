@@ -414,12 +414,12 @@ def _shown(component: Any) -> bool:
 
 
 def progress_where_shown(demo: gr.Blocks) -> None:
-    """Every event of the page shows its progress on the outputs it shows (`SHOWN`), and an event without a spinner
-    (`show_progress="hidden"`) on none. Gradio's page keeps a status for every progress target (by default every
-    output) of every event run so far, and on each status change of any event re-applies all of them, each found by
-    a walk of the whole component tree (a state, not in the tree, by a walk of all of it): with the defaults a
-    Sentiment run took 1.9 s on a fresh page and 8.7-11.2 s once the other tabs had run (docs/TESTING.md). Events
-    that name their own targets (`show_progress_on`) keep them."""
+    """Every event with a spinner shows its progress on the outputs it shows (`SHOWN`; its first output if it shows
+    none: never an empty list). Gradio's page keeps a status for every progress target (by default every output) of
+    every event run so far, and on each status change of any event re-applies all of them, each found by a walk of
+    the whole component tree (a state, not in the tree, by a walk of all of it): with the defaults a Sentiment run
+    took 1.9 s on a fresh page and 8.7-11.2 s once the other tabs had run (docs/TESTING.md). Events that name their
+    own targets (`show_progress_on`) and events without a spinner keep theirs."""
     for fn in demo.fns.values():
-        if fn.show_progress_on is None:
-            fn.show_progress_on = [] if fn.show_progress == "hidden" else [c for c in fn.outputs if _shown(c)]
+        if fn.show_progress_on is None and fn.show_progress != "hidden" and fn.outputs:
+            fn.show_progress_on = [c for c in fn.outputs if _shown(c)] or fn.outputs[:1]

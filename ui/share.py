@@ -325,10 +325,11 @@ class Wiring:
 
     @property
     def quiet(self) -> dict:
-        """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner on their
-        hundreds of outputs, and no status tracked for them (`kit.progress_where_shown`): the page re-applies every
-        status it tracks on each status change of any later event, so the load's 221 made every later run slower."""
-        return dict(show_progress="hidden", show_progress_on=[])
+        """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner, and
+        Gradio's status bookkeeping on one always-shown button instead of their hundreds of outputs. The page
+        re-applies every status it tracks on each status change of any later event (`kit.progress_where_shown`):
+        with a load's 221 outputs tracked, every later run of any tab paid for all of them."""
+        return dict(show_progress="hidden", show_progress_on=[self.toolbar.copy])
 
     @property
     def outputs(self) -> list:
