@@ -15,7 +15,7 @@ from starlette.middleware import Middleware
 
 from core import registry
 from demos.runtime import heap, settings
-from ui import kit, lessons, session, share
+from ui import lessons, session, share
 from ui.pagecache import PageCache
 from ui.presenter import PRESENTER_CSS
 
@@ -90,7 +90,6 @@ def build_app(banner: str = "") -> gr.Blocks:
                 with gr.Tab(title, id=tab_key(module)):
                     importlib.import_module(module).build()
         lessons.bind(bar, share.wire(tabs, toolbar))  # links (?tab=...&view=...) and lessons (?lesson=...)
-        kit.progress_where_shown(demo)  # spinners on what a reader looks at; nothing else tracked by the page
     session.start_sweeper(demo)  # idle sessions and memo entries end after XRAY_STATE_TTL_S
     return demo
 

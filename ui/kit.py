@@ -402,24 +402,3 @@ def gathering_room() -> int:
 
     return 2 * batch_size()
 
-
-# What a spinner may cover: the outputs a reader looks at. Not states (not on the page at all), not the controls a
-# link or a lesson sets (sliders, choices, inputs), not export files.
-SHOWN = (gr.Plot, gr.Markdown, gr.HTML, gr.Dataframe, gr.Image, gr.Label, gr.Audio, gr.HighlightedText, gr.JSON)
-
-
-def _shown(component: Any) -> bool:
-    shown_value = isinstance(component, gr.Textbox | gr.Number) and component.interactive is False  # an answer box
-    return isinstance(component, SHOWN) or shown_value
-
-
-def progress_where_shown(demo: gr.Blocks) -> None:
-    """Every event with a spinner shows its progress on the outputs it shows (`SHOWN`; its first output if it shows
-    none: never an empty list). Gradio's page keeps a status for every progress target (by default every output) of
-    every event run so far, and on each status change of any event re-applies all of them, each found by a walk of
-    the whole component tree (a state, not in the tree, by a walk of all of it): with the defaults a Sentiment run
-    took 1.9 s on a fresh page and 8.7-11.2 s once the other tabs had run (docs/TESTING.md). Events that name their
-    own targets (`show_progress_on`) and events without a spinner keep theirs."""
-    for fn in demo.fns.values():
-        if fn.show_progress_on is None and fn.show_progress != "hidden" and fn.outputs:
-            fn.show_progress_on = [c for c in fn.outputs if _shown(c)] or fn.outputs[:1]

@@ -327,8 +327,8 @@ class Wiring:
     def quiet(self) -> dict:
         """Event settings for the events that set a whole page (a link's load, a lesson's step): no spinner, and
         Gradio's status bookkeeping on one always-shown button instead of their hundreds of outputs. The page
-        re-applies every status it tracks on each status change of any later event (`kit.progress_where_shown`):
-        with a load's 221 outputs tracked, every later run of any tab paid for all of them."""
+        re-applies every status it tracks on each status change of any later event: with a load's 221 outputs
+        tracked, every later run of any tab paid for all of them (docs/TESTING.md)."""
         return dict(show_progress="hidden", show_progress_on=[self.toolbar.copy])
 
     @property

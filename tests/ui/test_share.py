@@ -95,32 +95,6 @@ def test_events_that_set_a_whole_page_show_no_spinner_on_it(demo):
     assert all(len(config[fn._id]["show_progress_on"] or ()) == 1 for fn in wide), "a page-wide event tracks many"
 
 
-def test_the_page_tracks_progress_only_on_what_a_reader_sees(demo):
-    """Gradio's page keeps a status for each progress target of every event run so far (its outputs, unless the
-    config's `show_progress_on` names others: read here as the page reads it) and re-applies them all on every
-    status change: on the whole app a Sentiment run took 8.7-11.2 s once the other tabs had run, against 1.9 s on
-    a fresh page. No event tracks a state (not on the page: found by a walk of the whole tree), a control or an
-    export file unless it outputs nothing else; every event tracks something; each answer keeps its spinner on the
-    answer."""
-    ids = {c._id: c for c in demo.blocks.values()}
-    config = {d["id"]: d for d in demo.get_config_file()["dependencies"]}
-    unseen = (gr.State, gr.Slider, gr.Dropdown, gr.Radio, gr.Checkbox, gr.CheckboxGroup, gr.File, gr.Button)
-    tracked: dict = {}
-    for fn in demo.fns.values():
-        dep = config[fn._id]
-        targets = dep["outputs"] if dep["show_progress_on"] is None else dep["show_progress_on"]
-        tracked[fn.name] = [ids[i] for i in targets]
-        assert targets or not fn.outputs, f"{fn.name}: no progress target"
-        wrong = [type(c).__name__ for c in tracked[fn.name] if isinstance(c, unseen)]
-        if fn.show_progress != "hidden" and any(not isinstance(c, unseen) for c in fn.outputs):
-            assert not wrong, f"{fn.name} tracks {wrong}"
-    answers = {"sentiment": gr.Label, "qa": gr.Textbox, "generate": gr.Textbox, "translate": gr.Textbox}
-    for name, kind in answers.items():
-        fn = next(f for f in demo.fns.values() if f.api_name == name)
-        assert isinstance(tracked[fn.name][0], kind), f"{name}: the spinner is not on its answer"
-    assert sum(len(t) for t in tracked.values()) < 0.6 * sum(len(fn.outputs) for fn in demo.fns.values())
-
-
 def test_a_links_layer_and_head_are_drawn_by_the_views_event(demo, wiring, tiny_models):
     """A link's layer and head are set on the controls after the answer's views are drawn, and the same event draws
     the figure for them: it is not left to the controls' change events, whose redraw could land before the views'
