@@ -401,4 +401,3 @@ def gathering_room() -> int:
     from demos.runtime.gather import batch_size
 
     return 2 * batch_size()
-
