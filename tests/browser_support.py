@@ -25,9 +25,11 @@ ASSETS = ROOT / "assets"
 SCREENSHOTS = ROOT / "docs" / "screenshots" if os.environ.get("XRAY_SCREENSHOTS") else Path(tempfile.gettempdir()) / "xray-screenshots"
 VIEWPORT = {"width": 1600, "height": 900}  # every tab in the tab strip (no "⋯" overflow menu)
 MAX_PNG_BYTES = 300_000
+# No host name resolves but localhost (a page that reaches for the network fails at once, here and on
+# CI); `Watched` records every off-loopback request the page makes.
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-sync", "--no-first-run", "--disable-quic", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
 PAYLOADS = [
     "javascript:window.__xss=1",
@@ -291,7 +293,11 @@ def is_loopback(url: str) -> bool:
 
 
 class Watched:
-    """A page whose console errors, page errors and off-loopback requests are recorded."""
+    """A page whose console errors, page errors and off-loopback requests are recorded.
+
+    Requests are watched, not intercepted: `page.route` would send every request of the page (about 130
+    per load) through this process and turn off the browser's cache (measured 2026-12-06: a page load
+    about 0.7 s slower, a Sentiment run about 0.5 s); `CHROMIUM_ARGS` keep the page off the network."""
 
     def __init__(self, page):
         self.page = page
@@ -301,7 +307,7 @@ class Watched:
         self.allowed: list[tuple[str, str]] = list(HARMLESS_CONSOLE)  # (substring, why); a test may add
         page.on("console", self._console)
         page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
-        page.route("**/*", self._route)
+        page.on("request", self._request)
 
     def _console(self, msg) -> None:
         if msg.type != "error":
@@ -310,13 +316,9 @@ class Watched:
         if not any(s in text for s, _why in self.allowed):
             self.errors.append(f"console.error: {text}")
 
-    def _route(self, route) -> None:
-        url = route.request.url
-        if is_loopback(url):
-            route.continue_()
-        else:
-            self.blocked.append(url)
-            route.abort()
+    def _request(self, request) -> None:
+        if not is_loopback(request.url):
+            self.blocked.append(request.url)
 
     def reset(self) -> None:
         """Forget what earlier tests saw on this page."""

@@ -64,7 +64,7 @@ def _assert_clean(w: Watched) -> None:
 
 @pytest.fixture(scope="module")
 def _pages(browser, app_url):
-    """One page per app tab, shared by the tests of that tab (a page load costs seconds)."""
+    """The page of the tab under test, shared by that tab's tests (a page load costs seconds)."""
     pages: dict[str, Watched] = {}
     yield pages
     for w in pages.values():
@@ -73,9 +73,12 @@ def _pages(browser, app_url):
 
 @pytest.fixture
 def tab_page(_pages, browser, app_url, request):
-    """The shared page of this test's tab; no console error and no off-loopback request meanwhile."""
+    """The shared page of this test's tab; no console error and no off-loopback request meanwhile.
+    One page open at a time: the tests run tab by tab (tests/conftest.py), so another tab's page is done."""
     title = request.node.callspec.params["title"]
     if title not in _pages:
+        for other in list(_pages):
+            _pages.pop(other).page.context.close()
         _pages[title] = _new_page(browser, app_url)
     w = _pages[title]
     w.reset()
@@ -90,6 +93,20 @@ def fresh_page(browser, app_url):
     yield w
     w.page.context.close()
     _assert_clean(w)
+
+
+def test_the_watch_records_a_request_off_loopback(browser):
+    """What the fixtures assert after every page (`blocked` empty) can fail: an image on another host is
+    recorded, and the browser never reaches it (no host name but localhost resolves)."""
+    context = browser.new_context()
+    w = Watched(context.new_page())
+    failed = []
+    w.page.on("requestfailed", lambda req: failed.append(req.url))
+    w.page.set_content('<img src="https://cdn.example.org/x.png"><img src="data:image/gif;base64,R0lGODlhAQABAAAAACw=">')
+    w.page.wait_for_timeout(500)
+    context.close()
+    assert w.blocked == ["https://cdn.example.org/x.png"]
+    assert failed == ["https://cdn.example.org/x.png"]
 
 
 def test_rows_match_tabs():
