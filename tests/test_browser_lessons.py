@@ -19,7 +19,16 @@ from urllib.parse import urlsplit
 import pytest
 
 import app
-from tests.browser_support import VIEWPORT, Watched, lesson_head, row_for, save_screenshot, slug, textbox_labels
+from tests.browser_support import (
+    VIEWPORT,
+    Watched,
+    lesson_head,
+    plots_ok,
+    row_for,
+    save_screenshot,
+    slug,
+    textbox_labels,
+)
 from tests.conftest import launch_full_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -195,7 +204,10 @@ def test_a_lesson_walks_to_its_end(browser, app_url, lesson, monkeypatch):
             if step.link.inputs:
                 assert watched.wait_answer(page.locator(".tabitem:visible").first, row_for(_module(step.link.tab)), timeout=180)
             if step.predict and guessed == 1:
-                save_screenshot(page, f"lessons-{lesson.id}-reveal", anchor=page.locator(".tabitem:visible").last)
+                view_panel = page.locator(".tabitem:visible").last
+                # the figures are drawn by the events chained after the answer: the view is there, not only its caption
+                assert (problem := plots_ok(view_panel, 1)) is None, f"step {number}: {problem}"
+                save_screenshot(page, f"lessons-{lesson.id}-reveal", anchor=view_panel)
             page.get_by_role("button", name="Finish the lesson" if number == len(lesson.steps) else "Next step →").click()
         page.locator("[data-testid=markdown]", has_text="You finished the lesson").first.wait_for(timeout=60_000)
         assert not bar.is_visible()

@@ -27,11 +27,11 @@ from viz.lens import (
     steps_summary,
 )
 
+# What to look for; how each row is read, and how far an early row can be trusted, comes with the figure
+# (the result's own caption, `core.lens_types.LENS_CAPTION`), so it is not said twice.
 LENS_HELP = (
-    "**When does the model decide?** The *layer lens* reads every layer's hidden state with the "
-    "model's own last part, as if the model stopped there: watch in which layer the final answer "
-    "appears and how sure it is. Only the last layer was trained to be read this way: earlier rows are "
-    "a rough glimpse of what the state already encodes."
+    "**When does the model decide?** The *layer lens* shows, layer by layer, the answer the model would "
+    "give if it stopped there: watch in which layer the final answer appears and how sure it is."
 )
 STEPS_HELP = (
     "**Attention(Q, K, V) = softmax(Q·Kᵀ / √d_k + mask) · V**, on your own input. Pick a layer, a head "
