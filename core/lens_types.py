@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-LENS_CAPTION = (
+# How a row of the lens is read and how far to trust it: said once, in the result's caption and in the guide.
+LENS_READING = (
     "Each row sends that layer's hidden state through the model's own final part, as if the model stopped there. "
     "Only the last layer was trained to be read this way: early layers were not trained for the head, "
     "so their rows are a rough view of what the state already encodes, not what the model 'thinks' there. "
-    "The last row is exactly the model's own output.\n\n"
-    "*What runs on each row, in the model's own names:* `{head}`"  # the internals on a line of their own
+    "The last row is exactly the model's own output."
 )
+# the internals on a line of their own
+LENS_CAPTION = LENS_READING + "\n\n*What runs on each row, in the model's own names:* `{head}`"
 LENS_COLUMNS = 60  # positions of a decoder's lens computed and shown at once (the view's window picks which)
 
 

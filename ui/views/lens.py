@@ -9,7 +9,7 @@ import gradio as gr
 
 from core import registry
 from core.explainers import ExplainerSpec as Explainer
-from core.lens_types import LensGrid
+from core.lens_types import LENS_READING, LensGrid
 from scale import backend
 from ui.common import guarded, help_note
 from ui.export import bind_export, export_button
@@ -28,7 +28,7 @@ from viz.lens import (
 )
 
 # What to look for; how each row is read, and how far an early row can be trusted, comes with the figure
-# (the result's own caption, `core.lens_types.LENS_CAPTION`), so it is not said twice.
+# (the result's own caption, `core.lens_types.LENS_CAPTION`), so the view does not say it twice.
 LENS_HELP = (
     "**When does the model decide?** The *layer lens* shows, layer by layer, the answer the model would "
     "give if it stopped there: watch in which layer the final answer appears and how sure it is."
@@ -47,7 +47,7 @@ STEPS_HELP = (
 class LensView(ExplainerView):
     """The lens, computed after each answer (its own event, `<task>_lens`): no second forward pass."""
 
-    HELP = LENS_HELP
+    HELP = f"{LENS_HELP} {LENS_READING}"  # the guide: no result, so no caption beside it
 
     task: str
     start: gr.Number
